@@ -1,0 +1,1 @@
+"""demo_app: see README.md."""

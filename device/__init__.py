@@ -1,0 +1,1 @@
+"""device: see README.md."""

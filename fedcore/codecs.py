@@ -1,0 +1,337 @@
+"""Array codecs of the wire format: affine quantization, bit packing, sparse
+position encodings and the entropy stage.
+
+Every function here is a pure numpy transform with an exact inverse (up to the
+quantization step). The decoders take untrusted bytes: they check every size
+before allocating and raise MessageError with the reason.
+"""
+
+import lzma
+import zlib
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .errors import ConfigError, MessageError
+
+__all__ = [
+    "ENTROPY_CODERS",
+    "QuantParams",
+    "affine_quantize",
+    "affine_dequantize",
+    "pack_bits",
+    "unpack_bits",
+    "packed_size",
+    "bitmap_encode",
+    "bitmap_decode",
+    "delta_encode",
+    "delta_decode",
+    "delta_size",
+    "entropy_compress",
+    "entropy_decompress",
+]
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+# ---------------------------------------------------------------- quantization
+
+
+class QuantParams:
+    """Per-channel (or per-tensor, one channel) affine parameters:
+    value = (code - zero_point) * scale."""
+
+    __slots__ = ("scale", "zero_point")
+
+    def __init__(self, scale: np.ndarray, zero_point: np.ndarray):
+        self.scale = scale  # float32, (channels,)
+        self.zero_point = zero_point  # uint8, (channels,)
+
+    def to_bytes(self) -> bytes:
+        return self.scale.astype("<f4").tobytes() + self.zero_point.astype(np.uint8).tobytes()
+
+    @staticmethod
+    def nbytes(channels: int) -> int:
+        return 5 * channels
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, channels: int, bits: int) -> "QuantParams":
+        if len(raw) != 5 * channels:
+            raise MessageError(
+                "quantization parameters: expected %d bytes, got %d" % (5 * channels, len(raw))
+            )
+        scale = np.frombuffer(raw, dtype="<f4", count=channels).astype(np.float32)
+        zero_point = np.frombuffer(raw, dtype=np.uint8, offset=4 * channels)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise MessageError("quantization parameters: scales must be finite and positive")
+        if np.any(zero_point > (1 << bits) - 1):
+            raise MessageError("quantization parameters: zero point above %d-bit range" % bits)
+        return cls(scale, zero_point)
+
+
+def _channel_view(x: np.ndarray, channels: int) -> np.ndarray:
+    return x.reshape(channels, -1) if channels else x.reshape(0, 0)
+
+
+def affine_quantize(
+    values: np.ndarray,
+    bits: int,
+    channel_of: Optional[np.ndarray] = None,
+    channels: int = 1,
+    rng: Optional[np.random.Generator] = None,
+) -> Tuple[np.ndarray, QuantParams]:
+    """Asymmetric quantization of float32 `values` to `bits`-bit unsigned codes.
+
+    The range of each channel always contains 0, so that zero (a pruned weight)
+    decodes exactly to zero. `channel_of` gives the channel of each value when
+    the values are not laid out channel-major (the kept values of a sparse
+    tensor); without it the values are split into `channels` equal rows.
+    `rng` switches on stochastic rounding (unbiased, error below one step).
+    """
+    if not 1 <= bits <= 8:
+        raise ConfigError("quantization bits must be in 1..8, got %r" % (bits,))
+    levels = (1 << bits) - 1
+    x = np.asarray(values, dtype=np.float32).ravel()
+    lo, hi = _channel_range(x, channel_of, channels)
+    span = hi - lo  # float64: a full-range float32 tensor does not overflow here
+    scale64 = np.where(span > 0, span / levels, 1.0)
+    scale = scale64.astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(np.finfo(np.float32).tiny))
+    zero_point = np.clip(np.rint(-lo / scale.astype(np.float64)), 0, levels).astype(np.uint8)
+    if channel_of is None:
+        per_value_scale = scale.astype(np.float32)[:, None]
+        per_value_zp = zero_point.astype(np.float32)[:, None]
+        shaped = _channel_view(x, channels)
+    else:
+        per_value_scale = scale[channel_of]
+        per_value_zp = zero_point.astype(np.float32)[channel_of]
+        shaped = x
+    scaled = shaped / per_value_scale
+    if rng is None:
+        scaled = np.rint(scaled)
+    else:
+        scaled = np.floor(scaled + rng.random(scaled.shape, dtype=np.float32))
+    codes = np.clip(scaled + per_value_zp, 0, levels).astype(np.uint8)
+    return codes.ravel(), QuantParams(scale, zero_point)
+
+
+def _channel_range(
+    x: np.ndarray, channel_of: Optional[np.ndarray], channels: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel [min(min, 0), max(max, 0)] in float64."""
+    if channel_of is None:
+        rows = _channel_view(x, channels)
+        if rows.shape[1] == 0:
+            return np.zeros(channels), np.zeros(channels)
+        lo = rows.min(axis=1).astype(np.float64)
+        hi = rows.max(axis=1).astype(np.float64)
+    else:
+        lo = np.zeros(channels)
+        hi = np.zeros(channels)
+        np.minimum.at(lo, channel_of, x.astype(np.float64))
+        np.maximum.at(hi, channel_of, x.astype(np.float64))
+    return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+
+
+def affine_dequantize(
+    codes: np.ndarray, params: QuantParams, channel_of: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Inverse of affine_quantize: float32 values, flat."""
+    scale, zero_point = params.scale, params.zero_point
+    channels = scale.shape[0]
+    if channel_of is None:
+        shaped = _channel_view(codes, channels)
+        s, zp = scale[:, None], zero_point[:, None]
+    else:
+        shaped, s, zp = codes, scale[channel_of], zero_point[channel_of]
+    centred = shaped.astype(np.int16) - zp.astype(np.int16)
+    if channels and float(scale.max()) * 255.0 > F32_MAX / 2:
+        # A range close to float32's own limits: compute wide, clip to float32.
+        out = np.clip(centred * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32)
+    else:
+        out = centred.astype(np.float32) * s
+    return out.ravel()
+
+
+# ---------------------------------------------------------------- bit packing
+
+
+def packed_size(count: int, bits: int) -> int:
+    return (count * bits + 7) // 8
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> bytes:
+    """Pack unsigned codes of `bits` bits each, little-endian bit order."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if bits == 8:
+        return codes.tobytes()
+    if bits == 4:
+        padded = codes if codes.size % 2 == 0 else np.append(codes, np.uint8(0))
+        return (padded[0::2] | (padded[1::2] << 4)).astype(np.uint8).tobytes()
+    planes = np.unpackbits(codes[:, None], axis=1, bitorder="little")[:, :bits]
+    return np.packbits(planes.ravel(), bitorder="little").tobytes()
+
+
+def unpack_bits(raw: bytes, count: int, bits: int) -> np.ndarray:
+    """Inverse of pack_bits; `raw` must be exactly packed_size(count, bits) long."""
+    expected = packed_size(count, bits)
+    if len(raw) != expected:
+        raise MessageError(
+            "packed %d-bit codes: expected %d bytes for %d values, got %d"
+            % (bits, expected, count, len(raw))
+        )
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if bits == 8:
+        return data.copy()
+    if bits == 4:
+        out = np.empty(data.size * 2, dtype=np.uint8)
+        out[0::2] = data & 0x0F
+        out[1::2] = data >> 4
+        return out[:count]
+    flat = np.unpackbits(data, bitorder="little")[: count * bits].reshape(count, bits)
+    weights = (1 << np.arange(bits, dtype=np.uint16)).astype(np.uint16)
+    return (flat.astype(np.uint16) @ weights).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- sparse positions
+
+
+def bitmap_encode(mask: np.ndarray) -> bytes:
+    """One bit a position, little-endian bit order: ceil(n / 8) bytes."""
+    return np.packbits(np.asarray(mask, dtype=bool).ravel(), bitorder="little").tobytes()
+
+
+def bitmap_decode(raw: bytes, size: int, nnz: int) -> np.ndarray:
+    """Flat indices of the set bits; checks the length, padding and count."""
+    if len(raw) != (size + 7) // 8:
+        raise MessageError(
+            "bitmap: expected %d bytes for %d positions, got %d" % ((size + 7) // 8, size, len(raw))
+        )
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+    if bits[size:].any():
+        raise MessageError("bitmap: padding bits after the last position are set")
+    index = np.flatnonzero(bits[:size])
+    if index.size != nnz:
+        raise MessageError("bitmap: %d positions set, header declares %d" % (index.size, nnz))
+    return index
+
+
+def _gaps(index: np.ndarray) -> np.ndarray:
+    """Gaps between sorted flat indices: the first index, then next - previous - 1."""
+    index = np.asarray(index, dtype=np.int64)
+    if index.size == 0:
+        return index
+    return np.diff(index, prepend=-1) - 1
+
+
+def _varint_lengths(values: np.ndarray) -> np.ndarray:
+    """Bytes of each value in LEB128 (7 bits a byte, at least one byte)."""
+    lengths = np.ones(values.shape, dtype=np.int64)
+    rest = values >> 7
+    while rest.any():
+        lengths += rest > 0
+        rest = rest >> 7
+    return lengths
+
+
+def delta_size(index: np.ndarray) -> int:
+    """Exact size in bytes of delta_encode(index), without encoding."""
+    return int(_varint_lengths(_gaps(index)).sum())
+
+
+def delta_encode(index: np.ndarray) -> bytes:
+    """Sorted flat indices as LEB128 varints of the gaps between them."""
+    gaps = _gaps(index)
+    if gaps.size == 0:
+        return b""
+    lengths = _varint_lengths(gaps)
+    # Byte j of gap g holds bits 7j..7j+6, with the high bit set on all but its last byte.
+    owner = np.repeat(np.arange(gaps.size), lengths)
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(owner.size) - starts[owner]
+    chunks = (gaps[owner] >> (7 * position)) & 0x7F
+    more = position < lengths[owner] - 1
+    return (chunks | (more.astype(np.int64) << 7)).astype(np.uint8).tobytes()
+
+
+def delta_decode(raw: bytes, size: int, nnz: int) -> np.ndarray:
+    """Inverse of delta_encode; checks count, bounds and varint framing."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if nnz == 0:
+        if data.size:
+            raise MessageError("delta indices: %d bytes for zero positions" % data.size)
+        return np.zeros(0, dtype=np.int64)
+    if data.size == 0 or data[-1] & 0x80:
+        raise MessageError("delta indices: the last varint is not terminated")
+    ends = np.flatnonzero((data & 0x80) == 0)
+    if ends.size != nnz:
+        raise MessageError("delta indices: %d varints, header declares %d" % (ends.size, nnz))
+    lengths = np.diff(ends, prepend=-1)
+    if lengths.max() > 9:
+        raise MessageError("delta indices: a varint longer than 9 bytes")
+    owner = np.repeat(np.arange(nnz), lengths)
+    position = np.arange(data.size) - (ends - lengths + 1)[owner]
+    gaps = np.zeros(nnz, dtype=np.int64)
+    np.add.at(gaps, owner, (data & 0x7F).astype(np.int64) << (7 * position))
+    index = np.cumsum(gaps + 1) - 1
+    if index[-1] >= size or index[-1] < 0:
+        raise MessageError("delta indices: position %d beyond %d elements" % (index[-1], size))
+    return index
+
+
+# ---------------------------------------------------------------- entropy stage
+
+
+def _lzma_filters():
+    return [{"id": lzma.FILTER_LZMA2, "preset": 6}]
+
+
+def _deflate(raw: bytes, level: int) -> bytes:
+    return zlib.compress(raw, level)
+
+
+def _lzma(raw: bytes, level: int) -> bytes:
+    return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters())
+
+
+ENTROPY_CODERS = {"deflate": _deflate, "lzma": _lzma}
+
+
+def entropy_compress(raw: bytes, coder: str, level: int = 9) -> bytes:
+    if coder not in ENTROPY_CODERS:
+        raise ConfigError(
+            "unknown entropy coder %r; choose one of %s" % (coder, sorted(ENTROPY_CODERS))
+        )
+    return ENTROPY_CODERS[coder](raw, level)
+
+
+def entropy_decompress(data: bytes, coder: str, expected_size: int) -> bytes:
+    """Decompress exactly `expected_size` bytes; never produces more than one
+    byte past that, whatever the stream claims.
+
+    Raises MessageError for a corrupt stream, a stream that ends early, one
+    that would produce more than declared, or bytes after its end.
+    """
+    if coder == "deflate":
+        engine, failure = zlib.decompressobj(), zlib.error
+    elif coder == "lzma":
+        engine = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters())
+        failure = lzma.LZMAError
+    else:
+        raise MessageError("unknown entropy coder %r" % (coder,))
+    try:
+        # One byte of room past the declared size tells "too long" from "exact".
+        out = engine.decompress(data, expected_size + 1)
+    except failure as exc:
+        raise MessageError("%s stream is corrupt: %s" % (coder, exc)) from None
+    if len(out) > expected_size:
+        raise MessageError("%s stream holds more than the declared %d bytes" % (coder, expected_size))
+    if not engine.eof:
+        raise MessageError("%s stream is truncated (%d of %d bytes)" % (coder, len(out), expected_size))
+    if engine.unused_data:
+        raise MessageError("%s stream is followed by %d stray bytes" % (coder, len(engine.unused_data)))
+    if len(out) != expected_size:
+        raise MessageError(
+            "%s stream holds %d bytes, header declares %d" % (coder, len(out), expected_size)
+        )
+    return out

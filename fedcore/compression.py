@@ -1,0 +1,303 @@
+"""What a participant does to its tensors before they go on the wire:
+magnitude pruning, top-k sparsification with error feedback, and the choice of
+a wire codec per layer kind. `Compressor` chains them from one config (a dict,
+as read from the [compression] table of a TOML file).
+"""
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .container import DecodeLimits, EncodeReport, Message, TensorCodec, decode_message, encode_message
+from .errors import ConfigError
+
+__all__ = [
+    "LAYER_KINDS",
+    "PRUNABLE_KINDS",
+    "tensor_kind",
+    "magnitude_prune",
+    "topk_sparsify",
+    "ErrorFeedback",
+    "CodecPolicy",
+    "PruneConfig",
+    "SparsifyConfig",
+    "CompressionConfig",
+    "Compressor",
+]
+
+LAYER_KINDS = ("conv", "linear", "bias", "norm", "other")
+PRUNABLE_KINDS = ("conv", "linear")
+_NORM_NAME = re.compile(r"(^|[._])(bn|norm|gn|ln)[a-z_]*\d*\.", re.IGNORECASE)
+
+Tensors = Dict[str, np.ndarray]
+
+
+def tensor_kind(name: str, shape: Sequence[int]) -> str:
+    """The layer kind of a parameter, from its shape and (PyTorch) name:
+    conv (3+ dims), linear (2 dims), bias, norm (1-dim scales, shifts and
+    running statistics of normalization layers), other (scalars)."""
+    if len(shape) >= 3:
+        return "conv"
+    if len(shape) == 2:
+        return "linear"
+    if len(shape) == 0:
+        return "other"
+    if name.endswith("bias") and not _NORM_NAME.search(name):
+        return "bias"
+    return "norm"
+
+
+def _check_rate(value: Any, what: str, allow_one: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError("%s must be a number in [0, 1], got %r" % (what, value))
+    if not 0.0 <= value <= 1.0 or (value == 1.0 and not allow_one):
+        raise ConfigError("%s must be in [0, 1%s, got %r" % (what, "]" if allow_one else ")", value))
+    return float(value)
+
+
+def _check_kinds(kinds: Sequence[str]) -> Tuple[str, ...]:
+    unknown = [k for k in kinds if k not in LAYER_KINDS]
+    if unknown:
+        raise ConfigError("unknown layer kind(s) %s; known: %s" % (unknown, list(LAYER_KINDS)))
+    return tuple(kinds)
+
+
+def _selected(tensors: Mapping[str, np.ndarray], kinds: Sequence[str]) -> Tuple[str, ...]:
+    return tuple(n for n, a in tensors.items() if tensor_kind(n, np.shape(a)) in kinds)
+
+
+def _zero_smallest(flat_abs: np.ndarray, count: int) -> np.ndarray:
+    """Boolean mask that keeps all but exactly `count` smallest entries (ties broken by position)."""
+    keep = np.ones(flat_abs.size, dtype=bool)
+    if count >= flat_abs.size:
+        keep[:] = False
+    elif count > 0:
+        keep[np.argpartition(flat_abs, count - 1, kind="introselect")[:count]] = False
+    return keep
+
+
+def magnitude_prune(
+    tensors: Mapping[str, np.ndarray],
+    rate: float,
+    scope: str = "global",
+    kinds: Sequence[str] = PRUNABLE_KINDS,
+) -> Tensors:
+    """Zero exactly round(rate * N) of the smallest |w|.
+
+    scope "global": N counts every tensor of `kinds` together (one threshold
+    for the model, as in the seed study); "layer": each tensor on its own.
+    Tensors of other kinds (biases, norms by default) pass unchanged.
+    """
+    rate = _check_rate(rate, "prune rate")
+    names = _selected(tensors, _check_kinds(kinds))
+    out = {n: np.array(a, dtype=np.float32) for n, a in tensors.items()}
+    if scope == "layer":
+        for n in names:
+            flat = out[n].reshape(-1)
+            flat[~_zero_smallest(np.abs(flat), int(round(rate * flat.size)))] = 0.0
+    elif scope == "global":
+        if not names:
+            return out
+        flat_abs = np.concatenate([np.abs(out[n]).ravel() for n in names])
+        keep = _zero_smallest(flat_abs, int(round(rate * flat_abs.size)))
+        start = 0
+        for n in names:
+            size = out[n].size
+            out[n].reshape(-1)[~keep[start:start + size]] = 0.0
+            start += size
+    else:
+        raise ConfigError("prune scope must be 'global' or 'layer', got %r" % (scope,))
+    return out
+
+
+def topk_sparsify(
+    tensors: Mapping[str, np.ndarray],
+    keep: float,
+    scope: str = "layer",
+    kinds: Sequence[str] = LAYER_KINDS,
+) -> Tensors:
+    """Keep the round(keep * N) largest |u| of an update and zero the rest
+    (per tensor, or over all selected tensors with scope "global")."""
+    keep = _check_rate(keep, "sparsify keep")
+    return magnitude_prune(tensors, 1.0 - keep, scope, kinds)
+
+
+class ErrorFeedback:
+    """Carries what was not transmitted to the next round.
+
+    compensate() adds the residual to the new update; record() stores
+    (compensated - what the receiver decodes), so pruning, sparsification and
+    quantization errors are all fed back.
+    """
+
+    def __init__(self):
+        self.residual: Tensors = {}
+
+    def compensate(self, tensors: Mapping[str, np.ndarray]) -> Tensors:
+        out = {}
+        for name, value in tensors.items():
+            value = np.asarray(value, dtype=np.float32)
+            residual = self.residual.get(name)
+            out[name] = value + residual if residual is not None and residual.shape == value.shape else value
+        return out
+
+    def record(self, compensated: Mapping[str, np.ndarray], transmitted: Mapping[str, np.ndarray]):
+        self.residual = {n: (compensated[n] - transmitted[n]).astype(np.float32) for n in compensated}
+
+    def reset(self):
+        self.residual = {}
+
+
+class CodecPolicy:
+    """Chooses the TensorCodec of each tensor: the first matching name pattern
+    of `overrides`, else the codec of its layer kind, else `default`."""
+
+    def __init__(
+        self,
+        default: TensorCodec = TensorCodec(),
+        kinds: Optional[Mapping[str, TensorCodec]] = None,
+        overrides: Sequence[Tuple[str, TensorCodec]] = (),
+    ):
+        self.default = default
+        self.kinds = dict(kinds or {})
+        _check_kinds(list(self.kinds))
+        self.overrides = list(overrides)
+
+    def __call__(self, name: str, array: np.ndarray) -> TensorCodec:
+        for pattern, codec in self.overrides:
+            if fnmatch.fnmatchcase(name, pattern):
+                return codec
+        return self.kinds.get(tensor_kind(name, array.shape), self.default)
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> "CodecPolicy":
+        """{"bits": 8, ..., "kinds": {"bias": {...}}, "overrides": {"fc2.*": {...}}}.
+
+        Biases and normalization parameters travel as float32 unless "kinds"
+        says otherwise: they are few, and quantizing them costs accuracy.
+        """
+        settings = dict(settings)
+        kinds = settings.pop("kinds", {})
+        overrides = settings.pop("overrides", {})
+        if not isinstance(kinds, Mapping) or not isinstance(overrides, Mapping):
+            raise ConfigError("'kinds' and 'overrides' must be tables")
+        default = TensorCodec.from_dict(settings)
+        dense = TensorCodec(sparse=default.sparse, entropy=default.entropy, level=default.level)
+        kind_codecs = {"bias": dense, "norm": dense}
+        for kind, table in kinds.items():
+            kind_codecs[kind] = TensorCodec.from_dict({**settings, **table})
+        rules = [(p, TensorCodec.from_dict({**settings, **t})) for p, t in overrides.items()]
+        return cls(default, kind_codecs, rules)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    rate: float
+    scope: str = "global"
+    kinds: Tuple[str, ...] = PRUNABLE_KINDS
+
+    def __post_init__(self):
+        _check_rate(self.rate, "prune rate")
+        if self.scope not in ("global", "layer"):
+            raise ConfigError("prune scope must be 'global' or 'layer', got %r" % (self.scope,))
+        _check_kinds(self.kinds)
+
+
+@dataclass(frozen=True)
+class SparsifyConfig:
+    keep: float
+    scope: str = "layer"
+    kinds: Tuple[str, ...] = LAYER_KINDS
+
+    def __post_init__(self):
+        _check_rate(self.keep, "sparsify keep")
+        if self.scope not in ("global", "layer"):
+            raise ConfigError("sparsify scope must be 'global' or 'layer', got %r" % (self.scope,))
+        _check_kinds(self.kinds)
+
+
+def _table(settings: Mapping[str, Any], key: str, cls: type):
+    table = settings.get(key)
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise ConfigError("[%s] must be a table" % key)
+    known = set(cls.__dataclass_fields__)
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError("unknown %s setting(s) %s; known: %s" % (key, sorted(unknown), sorted(known)))
+    values = dict(table)
+    if "kinds" in values:
+        values["kinds"] = tuple(values["kinds"])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError("[%s]: %s" % (key, exc)) from None
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """One side's compression: optional pruning, optional top-k sparsification,
+    optional error feedback, and the wire codecs."""
+
+    prune: Optional[PruneConfig] = None
+    sparsify: Optional[SparsifyConfig] = None
+    error_feedback: bool = False
+    wire: CodecPolicy = CodecPolicy()
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> "CompressionConfig":
+        known = {"prune", "sparsify", "error_feedback", "wire"}
+        unknown = set(settings) - known
+        if unknown:
+            raise ConfigError("unknown compression setting(s) %s; known: %s" % (sorted(unknown), sorted(known)))
+        feedback = settings.get("error_feedback", False)
+        if not isinstance(feedback, bool):
+            raise ConfigError("error_feedback must be true or false, got %r" % (feedback,))
+        return cls(
+            prune=_table(settings, "prune", PruneConfig),
+            sparsify=_table(settings, "sparsify", SparsifyConfig),
+            error_feedback=feedback,
+            wire=CodecPolicy.from_dict(settings.get("wire", {})),
+        )
+
+
+class Compressor:
+    """Turns tensors into a message, the same way every round, keeping the
+    error-feedback residual between rounds."""
+
+    def __init__(self, config: CompressionConfig = CompressionConfig(), limits: DecodeLimits = DecodeLimits()):
+        self.config = config
+        self.limits = limits
+        self.feedback = ErrorFeedback() if config.error_feedback else None
+
+    def transform(self, tensors: Mapping[str, np.ndarray]) -> Tensors:
+        """Pruning then sparsification: the values that will be encoded."""
+        out = {n: np.asarray(a, dtype=np.float32) for n, a in tensors.items()}
+        prune, sparsify = self.config.prune, self.config.sparsify
+        if prune is not None and prune.rate > 0:
+            out = magnitude_prune(out, prune.rate, prune.scope, prune.kinds)
+        if sparsify is not None and sparsify.keep < 1:
+            out = topk_sparsify(out, sparsify.keep, sparsify.scope, sparsify.kinds)
+        return out
+
+    def compress(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        round: int = 0,
+        sender: str = "",
+        num_samples: int = 0,
+        kind: str = "weights",
+        extra: Optional[Dict[str, Any]] = None,
+    ) -> Tuple[bytes, EncodeReport]:
+        compensated = self.feedback.compensate(tensors) if self.feedback else dict(tensors)
+        message = Message(self.transform(compensated), round, sender, num_samples, kind, dict(extra or {}))
+        blob, report = encode_message(message, self.config.wire)
+        if self.feedback is not None:
+            # What the receiver will see, exactly: decode our own bytes.
+            self.feedback.record(compensated, decode_message(blob, self.limits).tensors)
+        return blob, report

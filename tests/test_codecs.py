@@ -1,0 +1,144 @@
+"""The array codecs alone: bit packing, positions, quantization, entropy."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fedcore import ConfigError, MessageError
+from fedcore import codecs
+
+
+@given(bits=st.integers(1, 8), data=st.data())
+def test_pack_bits_round_trip(bits, data):
+    codes = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=300)), dtype=np.uint8)
+
+    raw = codecs.pack_bits(codes, bits)
+
+    assert len(raw) == codecs.packed_size(codes.size, bits)
+    np.testing.assert_array_equal(codecs.unpack_bits(raw, codes.size, bits), codes)
+
+
+def test_unpack_bits_rejects_wrong_length():
+    with pytest.raises(MessageError, match="expected 2 bytes for 4 values"):
+        codecs.unpack_bits(b"\x00", 4, 3)
+
+
+@given(st.lists(st.booleans(), max_size=500))
+def test_positions_round_trip_both_formats(flags):
+    mask = np.array(flags, dtype=bool)
+    index = np.flatnonzero(mask)
+
+    bitmap = codecs.bitmap_encode(mask)
+    delta = codecs.delta_encode(index)
+
+    np.testing.assert_array_equal(codecs.bitmap_decode(bitmap, mask.size, index.size), index)
+    np.testing.assert_array_equal(codecs.delta_decode(delta, mask.size, index.size), index)
+    assert codecs.delta_size(index) == len(delta)
+
+
+def test_delta_handles_large_gaps():
+    index = np.array([0, 127, 128, 16511, 2**31 + 5, 2**40], dtype=np.int64)
+
+    raw = codecs.delta_encode(index)
+
+    np.testing.assert_array_equal(codecs.delta_decode(raw, 2**40 + 1, index.size), index)
+
+
+@pytest.mark.parametrize(
+    "raw, size, nnz, reason",
+    [
+        (b"\x80", 10, 1, "not terminated"),
+        (b"\x01\x01", 10, 1, "2 varints, header declares 1"),
+        (b"\x09", 5, 1, "beyond 5 elements"),
+        (b"\xff" * 9 + b"\x01", 10, 1, "longer than 9 bytes"),
+        (b"\x00", 10, 0, "for zero positions"),
+    ],
+)
+def test_delta_decode_rejects(raw, size, nnz, reason):
+    with pytest.raises(MessageError, match=reason):
+        codecs.delta_decode(raw, size, nnz)
+
+
+def test_bitmap_decode_rejects_padding_and_count():
+    with pytest.raises(MessageError, match="padding"):
+        codecs.bitmap_decode(b"\x80", 3, 1)
+    with pytest.raises(MessageError, match="2 positions set, header declares 1"):
+        codecs.bitmap_decode(b"\x03", 3, 1)
+
+
+def _bound(x, bits, stochastic):
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    step = (hi - lo) / ((1 << bits) - 1)
+    return (step if stochastic else step / 2) + 1e-6 * float(np.abs(x).max()) + 1e-37
+
+
+@given(
+    bits=st.integers(1, 8),
+    stochastic=st.booleans(),
+    values=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False) | st.floats(-1, 1, width=32), min_size=1, max_size=64),
+)
+def test_affine_error_within_bound(bits, stochastic, values):
+    x = np.array(values, dtype=np.float32)
+    rng = np.random.default_rng(1) if stochastic else None
+
+    codes, params = codecs.affine_quantize(x, bits, rng=rng)
+    back = codecs.affine_dequantize(codes, params)
+
+    assert codes.max() <= (1 << bits) - 1
+    assert np.all(np.abs(back.astype(np.float64) - x) <= _bound(x, bits, stochastic))
+    assert np.all(back[x == 0] == 0)
+
+
+def test_affine_per_channel_scales_each_row():
+    x = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, -100.0, 50.0, 100.0]], dtype=np.float32)
+
+    codes, params = codecs.affine_quantize(x, 8, channels=2)
+
+    np.testing.assert_allclose(params.scale, [3 / 255, 200 / 255], rtol=1e-6)
+    np.testing.assert_allclose(codecs.affine_dequantize(codes, params).reshape(2, 4), x, atol=0.4)
+
+
+def test_affine_full_float32_range_stays_finite():
+    x = np.array([-3.4e38, 3.4e38, 0.0, 1.0], dtype=np.float32)
+
+    back = codecs.affine_dequantize(*codecs.affine_quantize(x, 8))
+
+    assert np.all(np.isfinite(back))
+    assert np.all(np.abs(back.astype(np.float64) - x) <= _bound(x, 8, False))
+
+
+def test_stochastic_rounding_is_unbiased():
+    x = np.full(20000, 0.3, dtype=np.float32)
+    x[0] = 1.0  # step 1/3: 0.3 lies between codes 0.0 and 0.333
+
+    codes, params = codecs.affine_quantize(x, 2, rng=np.random.default_rng(0))
+
+    assert abs(codecs.affine_dequantize(codes, params)[1:].mean() - 0.3) < 0.005
+
+
+def test_affine_rejects_bits_out_of_range():
+    with pytest.raises(ConfigError, match="1..8"):
+        codecs.affine_quantize(np.ones(3, np.float32), 9)
+
+
+@pytest.mark.parametrize("coder", ["deflate", "lzma"])
+def test_entropy_round_trip_and_bounds(coder):
+    raw = bytes(range(256)) * 40
+
+    packed = codecs.entropy_compress(raw, coder)
+
+    assert codecs.entropy_decompress(packed, coder, len(raw)) == raw
+    with pytest.raises(MessageError, match="more than the declared"):
+        codecs.entropy_decompress(packed, coder, len(raw) - 1)
+    with pytest.raises(MessageError, match="header declares"):
+        codecs.entropy_decompress(packed, coder, len(raw) + 1)
+    with pytest.raises(MessageError, match="truncated|corrupt"):
+        codecs.entropy_decompress(packed[: len(packed) // 2], coder, len(raw))
+    with pytest.raises(MessageError, match="stray"):
+        codecs.entropy_decompress(packed + b"\x00", coder, len(raw))
+
+
+def test_unknown_entropy_coder_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown entropy coder 'zip'"):
+        codecs.entropy_compress(b"abc", "zip")

@@ -1,0 +1,262 @@
+"""The message container: round trips, determinism, byte accounting, strict decoding."""
+
+import json
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fedcore import DecodeLimits, Message, MessageError, TensorCodec, decode_message, encode_message
+from fedcore.errors import ConfigError, FedCoreError
+
+codec_specs = st.builds(
+    TensorCodec,
+    bits=st.none() | st.integers(1, 8),
+    per_channel=st.booleans(),
+    sparse=st.sampled_from(["auto", "bitmap", "delta", "dense"]),
+    entropy=st.sampled_from([None, "deflate", "lzma"]),
+).flatmap(
+    lambda c: st.sampled_from([c, TensorCodec(**{**c.__dict__, "stochastic": True})] if c.bits else [c])
+)
+
+finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+tensors = hnp.arrays(
+    np.float32,
+    hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7),
+    elements=st.one_of(st.just(0.0), finite32, st.floats(-1.0, 1.0, width=32)),
+)
+
+
+def _channel_bound(x, spec):
+    """Largest error quantization may make on each value of x (float64)."""
+    levels = (1 << spec.bits) - 1
+    if x.size == 0:
+        return np.zeros(x.shape)
+    rows = x.reshape(x.shape[0], -1) if spec.per_channel and x.ndim >= 2 else x.reshape(1, -1)
+    lo = np.minimum(rows.min(axis=1), 0).astype(np.float64)
+    hi = np.maximum(rows.max(axis=1), 0).astype(np.float64)
+    step = (hi - lo) / levels
+    step = step if spec.stochastic else step / 2
+    slack = 1e-6 * np.abs(rows).max(axis=1) + 1e-37
+    return np.broadcast_to((step + slack)[:, None], rows.shape).reshape(x.shape)
+
+
+@given(arrays=st.lists(tensors, min_size=1, max_size=3), spec=codec_specs, round_=st.integers(0, 10**6))
+def test_round_trip_every_codec(arrays, spec, round_):
+    message = Message({"t%d" % i: a for i, a in enumerate(arrays)}, round=round_, sender="board-7",
+                      num_samples=42, kind="delta", extra={"lr": 0.1})
+
+    blob, report = encode_message(message, spec)
+    back = decode_message(blob)
+
+    assert (back.round, back.sender, back.num_samples, back.kind, back.extra) == (round_, "board-7", 42, "delta", {"lr": 0.1})
+    assert list(back.tensors) == list(message.tensors)
+    for name, x in message.tensors.items():
+        y = back.tensors[name]
+        assert y.dtype == np.float32 and y.shape == x.shape
+        if spec.bits is None:
+            np.testing.assert_array_equal(y, x)
+        else:
+            assert np.all(np.abs(y.astype(np.float64) - x) <= _channel_bound(x, spec))
+            assert np.all(y[x == 0] == 0), "zeros (pruned weights) must decode exactly"
+    assert report.encoded_bytes == len(blob)
+    assert report.raw_bytes == 4 * sum(a.size for a in arrays)
+    assert report.header_bytes + sum(t.encoded_bytes for t in report.tensors) == len(blob)
+    assert encode_message(message, spec)[0] == blob, "encoding must be deterministic"
+
+
+def test_codec_per_tensor_by_mapping_and_function():
+    tensors = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float32)}
+
+    blob, report = encode_message(Message(tensors), {"w": TensorCodec(bits=4), "b": TensorCodec()})
+    _, report2 = encode_message(Message(tensors), lambda name, a: TensorCodec(bits=2 if a.ndim == 2 else None))
+
+    assert [t.codec for t in report.tensors] == [("affine",), ()]
+    assert [t.codec for t in report2.tensors] == [("affine",), ()]
+    with pytest.raises(ConfigError, match="no codec given for tensor 'b'"):
+        encode_message(Message(tensors), {"w": TensorCodec()})
+
+
+def test_auto_layout_picks_smallest_exact_size():
+    x = np.zeros(10000, np.float32)
+    x[[3, 5000]] = 1.0  # very sparse: delta indices win
+    y = np.zeros(10000, np.float32)
+    y[::3] = 1.0  # a third dense: bitmap wins
+    z = np.ones(100, np.float32)  # dense
+
+    _, report = encode_message(Message({"x": x, "y": y, "z": z}), TensorCodec(bits=8))
+
+    sizes = {t.name: t for t in report.tensors}
+    assert sizes["x"].codec == ("sparse", "affine") and sizes["x"].encoded_bytes == 3 + 5 + 2
+    assert sizes["y"].encoded_bytes == 1250 + 5 + 3334
+    assert sizes["z"].codec == ("affine",)
+
+
+def test_entropy_stage_skipped_when_it_does_not_shrink():
+    noise = np.random.default_rng(0).standard_normal(8).astype(np.float32)
+
+    _, report = encode_message(Message({"n": noise}), TensorCodec(entropy="lzma"))
+
+    assert report.tensors[0].codec == ()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_encode_rejects_nonfinite(bad):
+    with pytest.raises(MessageError, match="'w' holds NaN or Inf"):
+        encode_message(Message({"w": np.array([1.0, bad], np.float32)}))
+
+
+def test_nonfinite_allowed_when_asked():
+    x = np.array([np.nan, np.inf, 1.0], np.float32)
+
+    blob, _ = encode_message(Message({"w": x}), allow_nonfinite=True)
+
+    with pytest.raises(MessageError, match="NaN or Inf"):
+        decode_message(blob)
+    np.testing.assert_array_equal(decode_message(blob, DecodeLimits(allow_nonfinite=True)).tensors["w"], x)
+
+
+@pytest.mark.parametrize(
+    "message, reason",
+    [
+        (Message({"": np.ones(1)}), "tensor names"),
+        (Message({"w": np.array(["a"])}), "only numbers travel"),
+        (Message({"w": np.ones(1)}, round=-1), "meta.round"),
+        (Message({"w": np.ones(1)}, kind="Weights!"), "meta.kind"),
+        (Message({"w": np.ones(1)}, extra={"x": object()}), "not plain JSON"),
+    ],
+)
+def test_encode_rejects_bad_messages(message, reason):
+    with pytest.raises(MessageError, match=reason):
+        encode_message(message)
+
+
+# ---------------------------------------------------------------- strict decoding
+
+
+def _valid_blob():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    w[np.abs(w) < 0.7] = 0
+    tensors = {"fc.weight": w, "fc.bias": rng.standard_normal(6).astype(np.float32)}
+    return encode_message(Message(tensors, round=2, sender="c1", num_samples=5), TensorCodec(bits=3, entropy="deflate"))[0]
+
+
+def _rebuild(header, payload=b"", version=1, magic=b"FEDC"):
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack("<4sHI", magic, version, len(text)) + text + payload
+
+
+def _header(tensors, meta=None):
+    return {"meta": meta or {"round": 0, "sender": "", "num_samples": 0, "kind": "weights", "extra": {}},
+            "tensors": tensors}
+
+
+def _entry(name="w", shape=(2,), nbytes=8, codec=()):
+    return {"name": name, "shape": list(shape), "nbytes": nbytes, "codec": list(codec)}
+
+
+@pytest.mark.parametrize(
+    "blob, reason",
+    [
+        (b"", "shorter than the 10-byte prefix"),
+        (b"NOPE" + b"\x01\x00" + b"\x00" * 4, "wrong magic"),
+        (_rebuild(_header([])  , version=2), "format version 2"),
+        (struct.pack("<4sHI", b"FEDC", 1, 50) + b"{}", "truncated header"),
+        (struct.pack("<4sHI", b"FEDC", 1, 2) + b"\xff\xfe", "not ASCII"),
+        (struct.pack("<4sHI", b"FEDC", 1, 3) + b"{x}", "not valid JSON"),
+        (struct.pack("<4sHI", b"FEDC", 1, 4000) + b"[" * 2000 + b"]" * 2000, "nested too deeply|must be an object"),
+        (_rebuild(_header([_entry()]), b"\x00" * 7), "truncated payload"),
+        (_rebuild(_header([_entry()]), b"\x00" * 9), "1 trailing bytes"),
+        (_rebuild(_header([_entry(nbytes=4)]), b"\x00" * 4), "the codec chain implies 8"),
+        (_rebuild(_header([_entry(shape=[2**40])])), "exceeds the limit"),
+        (_rebuild(_header([_entry(shape=[-1])])), "not a non-negative integer"),
+        (_rebuild(_header([_entry(shape=[True])])), "not a non-negative integer"),
+        (_rebuild(_header([_entry(shape=[1] * 9)])), "at most 8 sizes"),
+        (_rebuild(_header([_entry(codec=[{"op": "zstd"}])])), "unknown codec 'zstd'"),
+        (_rebuild(_header([_entry(codec=[{"op": "deflate"}, {"op": "sparse"}])])), "out of order"),
+        (_rebuild(_header([_entry(codec=[{"op": "affine", "bits": 9, "per_channel": False, "rounding": "nearest"}])])), "1..8"),
+        (_rebuild(_header([_entry(codec=[{"op": "sparse", "format": "bitmap", "nnz": 3}])])), "nnz must be an integer in 0..2"),
+        (_rebuild(_header([_entry(codec=[{"op": "sparse", "format": "delta", "nnz": 1, "pos_bytes": 50}])])), "pos_bytes"),
+        (_rebuild(_header([_entry(), _entry()]), b"\x00" * 16), "appears twice"),
+        (_rebuild(_header([_entry(nbytes=-8)])), "nbytes"),
+        (_rebuild({"meta": {}, "tensors": []}), "meta must be an object"),
+        (_rebuild({"tensors": []}), "exactly 'meta' and 'tensors'"),
+        (_rebuild(_header([_entry()]), np.array([1, np.nan], np.float32).tobytes()), "NaN or Inf"),
+        (struct.pack("<4sHI", b"FEDC", 1, 8) + b"NaN     ", "NaN, which is not JSON"),
+        (struct.pack("<4sHI", b"FEDC", 1, 15) + b'{"a":1,"a":2}  ', "repeats a key"),
+    ],
+)
+def test_decode_rejects_with_a_precise_reason(blob, reason):
+    with pytest.raises(MessageError, match=reason):
+        decode_message(blob)
+
+
+def test_limits_are_configurable():
+    blob = _valid_blob()
+
+    with pytest.raises(MessageError, match="exceeds the limit of 100"):
+        decode_message(blob, DecodeLimits(max_message_bytes=100))
+    with pytest.raises(MessageError, match="limit of 10 elements"):
+        decode_message(blob, DecodeLimits(max_elements=10))
+    with pytest.raises(MessageError, match="header of .* exceeds the limit of 20"):
+        decode_message(blob, DecodeLimits(max_header_bytes=20))
+    with pytest.raises(MessageError, match="2 tensors exceed the limit of 1"):
+        decode_message(blob, DecodeLimits(max_tensors=1))
+
+
+def test_decompression_bomb_is_stopped_without_allocating():
+    bomb = zlib.compress(b"\x00" * (200 << 20), 9)  # 200 MB of zeros, about 200 KB compressed
+    blob = _rebuild(_header([_entry(shape=[4], nbytes=len(bomb), codec=[{"op": "deflate"}])]), bomb)
+
+    tracemalloc.start()
+    with pytest.raises(MessageError, match="more than the declared 16 bytes"):
+        decode_message(blob)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+
+    assert peak < 4 * len(blob) + (1 << 20)
+
+
+def test_decode_rejects_non_bytes():
+    with pytest.raises(MessageError, match="bytes, got str"):
+        decode_message("FEDC")
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_message_error(data):
+    for blob in (data, b"FEDC\x01\x00" + data):
+        try:
+            decode_message(blob)
+        except MessageError:
+            pass
+
+
+def test_every_truncation_is_rejected():
+    blob = _valid_blob()
+    for cut in range(len(blob)):
+        with pytest.raises(MessageError):
+            decode_message(blob[:cut])
+
+
+@given(st.data())
+def test_bit_flips_only_raise_message_error(data):
+    blob = bytearray(_valid_blob())
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(blob) - 1))
+        blob[position] ^= 1 << data.draw(st.integers(0, 7))
+    try:
+        decoded = decode_message(bytes(blob))
+    except MessageError:
+        return
+    for value in decoded.tensors.values():
+        assert np.all(np.isfinite(value))
+
+
+def test_errors_share_one_base():
+    assert issubclass(MessageError, FedCoreError) and issubclass(MessageError, ValueError)
