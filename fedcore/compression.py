@@ -12,7 +12,14 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .container import DecodeLimits, EncodeReport, Message, TensorCodec, decode_message, encode_message
+from .container import (
+    DecodeLimits,
+    EncodeReport,
+    Message,
+    TensorCodec,
+    decode_message,
+    encode_message,
+)
 from .errors import ConfigError
 
 __all__ = [

@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedcore import ConfigError, MessageError
-from fedcore import codecs
+from fedcore import ConfigError, MessageError, codecs
 
 
 @given(bits=st.integers(1, 8), data=st.data())

@@ -1,0 +1,217 @@
+"""Codec benchmark on a real trained model: `make bench-codecs`.
+
+Trains the seed study's MLP-128 (784-128-10) on Fashion-MNIST with the numpy
+trainer (cached under runs/bench/), then encodes its tensors with each
+pipeline and prints the exact encoded size, the ratio against raw float32, the
+test accuracy of the decoded model and the encode+decode throughput, next to
+the seed study's baselines (float32 + Deflate, a SciPy-style CSR of the pruned
+model). Targets are checked on the same tensors; the exit status is 1 if one
+is missed. Results go to runs/bench/codecs.json and codecs.png.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the throughput target is for one core
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from typing import Callable, Dict, List, Tuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from fedcore import (  # noqa: E402
+    CompressionConfig,
+    Compressor,
+    Message,
+    decode_message,
+    encode_message,
+    magnitude_prune,
+)
+from fedcore.datasets import load_fashion_mnist  # noqa: E402
+from fedcore.models import MLP  # noqa: E402
+
+OUT = os.path.join("runs", "bench")
+LAYERS = [784, 128, 10]
+
+# name -> compression config (the [compression] table of a run's TOML file)
+PIPELINES: Dict[str, dict] = {
+    "float32 container": {"wire": {"sparse": "dense"}},
+    "50% prune + deflate": {"prune": {"rate": 0.5}, "wire": {"entropy": "deflate"}},
+    "8-bit per-channel": {"wire": {"bits": 8, "sparse": "dense"}},
+    "8-bit per-channel + deflate": {"wire": {"bits": 8, "entropy": "deflate"}},
+    "4-bit per-channel": {"wire": {"bits": 4, "sparse": "dense"}},
+    "80% prune + 4-bit + sparse + deflate": {"prune": {"rate": 0.8}, "wire": {"bits": 4, "entropy": "deflate"}},
+    "80% prune + 4-bit + sparse + lzma": {"prune": {"rate": 0.8}, "wire": {"bits": 4, "entropy": "lzma"}},
+    "90% prune + 2-bit + sparse + lzma": {"prune": {"rate": 0.9}, "wire": {"bits": 2, "entropy": "lzma"}},
+}
+
+# (what, pipeline, minimum ratio, or for throughput the minimum MB/s)
+TARGETS = [
+    ("ratio", "50% prune + deflate", 1.9),
+    ("ratio", "8-bit per-channel", 3.9),
+    ("ratio", "4-bit per-channel", 7.5),
+    ("ratio", "80% prune + 4-bit + sparse + deflate", 20.0),
+    ("mb_per_s", "8-bit per-channel", 50.0),
+]
+
+
+def trained_model(epochs: int) -> Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The MLP-128 trained on Fashion-MNIST, cached in our own container format."""
+    x_test, y_test = load_fashion_mnist(split="test")
+    x_test = x_test.reshape(len(x_test), -1).astype(np.float32) / 255.0
+    cache = os.path.join(OUT, "mlp128_fmnist_e%d.fedc" % epochs)
+    if os.path.exists(cache):
+        with open(cache, "rb") as f:
+            return decode_message(f.read()).tensors, x_test, y_test
+    x, y = load_fashion_mnist(split="train")
+    x = x.reshape(len(x), -1).astype(np.float32) / 255.0
+    model = MLP(LAYERS, seed=0)
+    for epoch in range(epochs):
+        loss = model.train_epochs(x, y, epochs=1, batch_size=32, lr=0.01, momentum=0.9, seed=epoch)
+        print("  training epoch %d/%d: loss %.4f" % (epoch + 1, epochs, loss), flush=True)
+    os.makedirs(OUT, exist_ok=True)
+    blob, _ = encode_message(Message(model.state_dict(), kind="weights", sender="bench"))
+    with open(cache, "wb") as f:
+        f.write(blob)
+    return model.state_dict(), x_test, y_test
+
+
+def accuracy(tensors: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
+    model = MLP(LAYERS)
+    model.load_state_dict(tensors)
+    return model.evaluate(x, y)[0]
+
+
+def median_seconds(work: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def csr_bytes(tensors: Dict[str, np.ndarray]) -> int:
+    """Size of a SciPy-style CSR model: matrices as float32 data + int32 indices
+    and row pointers, 1-d tensors dense float32."""
+    total = 0
+    for value in tensors.values():
+        if value.ndim < 2:
+            total += value.size * 4
+            continue
+        rows = value.reshape(value.shape[0], -1)
+        nnz = int(np.count_nonzero(rows))
+        total += nnz * 4 + nnz * 4 + (rows.shape[0] + 1) * 4
+    return total
+
+
+def baselines(tensors: Dict[str, np.ndarray]) -> List[dict]:
+    raw = b"".join(v.astype("<f4").tobytes() for v in tensors.values())
+    pruned = magnitude_prune(tensors, 0.5)
+    pruned80 = magnitude_prune(tensors, 0.8)
+    return [
+        {"pipeline": "baseline: raw float32", "bytes": len(raw)},
+        {"pipeline": "baseline: float32 + Deflate (study's ZIP)", "bytes": len(zlib.compress(raw, 9))},
+        {"pipeline": "baseline: 50% pruned, SciPy-style CSR", "bytes": csr_bytes(pruned)},
+        {"pipeline": "baseline: 80% pruned, SciPy-style CSR", "bytes": csr_bytes(pruned80)},
+    ]
+
+
+def run_pipeline(name: str, tensors, x_test, y_test, repeats: int) -> dict:
+    compressor = Compressor(CompressionConfig.from_dict(PIPELINES[name]))
+    blob, report = compressor.compress(tensors, kind="weights")
+    decoded = decode_message(blob).tensors
+    # Throughput of the wire codec itself (pruning is a model transform, timed apart).
+    prepared = compressor.transform(tensors)
+
+    def round_trip():
+        encoded, _ = encode_message(Message(prepared), compressor.config.wire)
+        decode_message(encoded)
+
+    seconds = median_seconds(round_trip, repeats)
+    return {
+        "pipeline": name,
+        "bytes": report.encoded_bytes,
+        "ratio": report.ratio,
+        "accuracy": accuracy(decoded, x_test, y_test),
+        "mb_per_s": report.raw_bytes / seconds / 1e6,
+        "codecs": sorted({"+".join(t.codec) or "float32" for t in report.tensors}),
+    }
+
+
+def check_targets(rows: List[dict]) -> List[str]:
+    by_name = {r["pipeline"]: r for r in rows}
+    lines = []
+    for what, name, minimum in TARGETS:
+        value = by_name[name][what]
+        unit = "x" if what == "ratio" else " MB/s"
+        verdict = "PASS" if value >= minimum else "FAIL"
+        lines.append("%s  %-40s %8.2f%s  (target >= %g%s)" % (verdict, name, value, unit, minimum, unit))
+    return lines
+
+
+def plot(rows: List[dict], base_accuracy: float, path: str):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)")
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        if "accuracy" in row:
+            ax.scatter(row["ratio"], 100 * row["accuracy"])
+            ax.annotate(row["pipeline"], (row["ratio"], 100 * row["accuracy"]), fontsize=7)
+    ax.axhline(100 * base_accuracy, color="grey", linestyle="--", label="float32 model")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio against raw float32 (log)")
+    ax.set_ylabel("test accuracy of the decoded model (%)")
+    ax.set_title("MLP-128 on Fashion-MNIST: message size against accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the MLP (cached)")
+    parser.add_argument("--repeats", type=int, default=21, help="timed encode+decode repeats (median)")
+    args = parser.parse_args(argv)
+
+    tensors, x_test, y_test = trained_model(args.epochs)
+    raw_bytes = sum(v.size * 4 for v in tensors.values())
+    base_accuracy = accuracy(tensors, x_test, y_test)
+    print("model: MLP %s on Fashion-MNIST, %d parameters, %d raw float32 bytes, test accuracy %.2f%%"
+          % (LAYERS, raw_bytes // 4, raw_bytes, 100 * base_accuracy))
+
+    rows = baselines(tensors)
+    for row in rows:
+        row["ratio"] = raw_bytes / row["bytes"]
+    rows += [run_pipeline(name, tensors, x_test, y_test, args.repeats) for name in PIPELINES]
+
+    print("\n%-46s %10s %8s %9s %10s" % ("pipeline", "bytes", "ratio", "accuracy", "enc+dec"))
+    for row in rows:
+        acc = "%8.2f%%" % (100 * row["accuracy"]) if "accuracy" in row else "%9s" % "-"
+        speed = "%5.0f MB/s" % row["mb_per_s"] if "mb_per_s" in row else "%10s" % "-"
+        print("%-46s %10d %7.2fx %s %s" % (row["pipeline"], row["bytes"], row["ratio"], acc, speed))
+    verdicts = check_targets(rows)
+    print("\ntargets (same tensors):")
+    print("\n".join(verdicts))
+
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "codecs.json"), "w") as f:
+        json.dump({"raw_bytes": raw_bytes, "float32_accuracy": base_accuracy, "rows": rows,
+                   "targets": verdicts}, f, indent=1)
+    plot(rows, base_accuracy, os.path.join(OUT, "codecs.png"))
+    print("\nwrote %s/codecs.json and %s/codecs.png" % (OUT, OUT))
+    return 1 if any(v.startswith("FAIL") for v in verdicts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

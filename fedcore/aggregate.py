@@ -1,0 +1,184 @@
+"""Server-side aggregation of client updates: FedAvg over weights or deltas.
+
+Every check runs before any arithmetic so that a bad update is reported by
+its index and tensor name instead of silently corrupting the global model.
+"""
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import AggregationError
+
+__all__ = ["AGGREGATION_KINDS", "fedavg", "apply_delta", "aggregate"]
+
+# What a client may send: its full weights, or the change since the base model.
+AGGREGATION_KINDS = ("weights", "delta")
+
+Tensors = Mapping[str, np.ndarray]
+Update = Tuple[Tensors, float]
+Shapes = Dict[str, Tuple[int, ...]]
+
+
+def _check_weight(weight: object, index: int) -> float:
+    """Return the sample weight as a float, or raise if it cannot weigh an average."""
+    if isinstance(weight, (bool, np.bool_)):
+        # bool is an int subclass; True as a sample count is almost surely a bug.
+        raise AggregationError(f"update {index}: weight must be a number, got bool {weight!r}")
+    try:
+        value = float(weight)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise AggregationError(f"update {index}: weight must be a number, got {weight!r}") from None
+    if not math.isfinite(value):
+        raise AggregationError(f"update {index}: weight must be finite, got {value!r}")
+    if value < 0:
+        raise AggregationError(f"update {index}: weight must be >= 0, got {value!r}")
+    return value
+
+
+def _check_names(
+    reference: Sequence[str], names: Sequence[str], where: str, ref_where: str
+) -> None:
+    """Raise naming the missing and extra tensors when two name sets differ."""
+    have, want = set(names), set(reference)
+    missing = [n for n in reference if n not in have]
+    extra = [n for n in names if n not in want]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"extra {extra}")
+        raise AggregationError(f"{where}: tensor names differ from {ref_where}: {'; '.join(parts)}")
+
+
+def _as_real_array(value: object, name: str, where: str) -> np.ndarray:
+    """View a tensor as a real numeric array, rejecting strings, objects and complex."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise AggregationError(
+            f"{where}: tensor {name!r} has dtype {array.dtype}; "
+            "expected a real float or integer array"
+        )
+    return array
+
+
+def _check_finite(array: np.ndarray, name: str, where: str) -> None:
+    """Reject NaN/inf: one poisoned client would otherwise poison the global model."""
+    if array.dtype.kind != "f":
+        return  # integers are always finite
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        raise AggregationError(
+            f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or inf)"
+        )
+
+
+def _check_tensors(
+    tensors: Tensors, reference: Optional[Shapes], where: str, ref_where: str
+) -> Dict[str, np.ndarray]:
+    """Validate one mapping of tensors, against reference names and shapes if given."""
+    if not isinstance(tensors, Mapping):
+        raise AggregationError(
+            f"{where}: expected a mapping of tensor name -> array, got {type(tensors).__name__}"
+        )
+    names = list(tensors.keys())
+    if reference is not None:
+        _check_names(list(reference.keys()), names, where, ref_where)
+    checked: Dict[str, np.ndarray] = {}
+    for name in names:
+        array = _as_real_array(tensors[name], name, where)
+        if reference is not None and array.shape != reference[name]:
+            raise AggregationError(
+                f"{where}: tensor {name!r} has shape {array.shape} "
+                f"but {ref_where} has shape {reference[name]}"
+            )
+        _check_finite(array, name, where)
+        checked[name] = array
+    return checked
+
+
+def _shapes(tensors: Mapping[str, np.ndarray]) -> Shapes:
+    return {name: array.shape for name, array in tensors.items()}
+
+
+def _to_float32(tensors: Dict[str, np.ndarray], what: str) -> Dict[str, np.ndarray]:
+    """Cast float64 results to float32, refusing values that overflow float32."""
+    result: Dict[str, np.ndarray] = {}
+    for name, array in tensors.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = array.astype(np.float32)
+        if not np.isfinite(cast).all():
+            peak = float(np.abs(array).max())
+            raise AggregationError(f"{what}: tensor {name!r} overflows float32 (max abs {peak:g})")
+        result[name] = cast
+    return result
+
+
+def fedavg(updates: Sequence[Update]) -> Dict[str, np.ndarray]:
+    """Average client tensors weighted by their sample counts (FedAvg).
+
+    ``updates`` is a sequence of ``(tensors, weight)`` pairs. The sum runs in
+    float64 so that many small contributions do not lose precision; the result
+    is float32 and keeps the tensor order of the first update.
+    """
+    if len(updates) == 0:
+        raise AggregationError("fedavg: no updates to aggregate")
+    checked: List[Tuple[Dict[str, np.ndarray], float]] = []
+    reference: Optional[Shapes] = None
+    for index, update in enumerate(updates):
+        if not isinstance(update, (tuple, list)) or len(update) != 2:
+            raise AggregationError(f"update {index}: expected a (tensors, weight) pair")
+        tensors = _check_tensors(update[0], reference, f"update {index}", "update 0")
+        weight = _check_weight(update[1], index)
+        if reference is None:
+            reference = _shapes(tensors)
+        checked.append((tensors, weight))
+    total = math.fsum(weight for _, weight in checked)
+    if total <= 0:
+        raise AggregationError(
+            f"fedavg: total weight is zero across {len(checked)} update(s); nothing to average"
+        )
+    assert reference is not None  # set by the first loop iteration
+    sums = {name: np.zeros(shape, dtype=np.float64) for name, shape in reference.items()}
+    for tensors, weight in checked:
+        if weight == 0:
+            continue  # contributes nothing; skipping also avoids 0 * huge arithmetic
+        for name, array in tensors.items():
+            sums[name] += weight * array.astype(np.float64)
+    averaged = {name: acc / total for name, acc in sums.items()}
+    return _to_float32(averaged, "fedavg")
+
+
+def apply_delta(base: Tensors, delta: Tensors) -> Dict[str, np.ndarray]:
+    """Return ``base + delta`` per tensor, as float32 in the order of ``base``."""
+    base_arrays = _check_tensors(base, None, "base", "")
+    delta_arrays = _check_tensors(delta, _shapes(base_arrays), "delta", "base")
+    summed = {
+        name: array.astype(np.float64) + delta_arrays[name].astype(np.float64)
+        for name, array in base_arrays.items()
+    }
+    return _to_float32(summed, "apply_delta")
+
+
+def aggregate(
+    updates: Sequence[Update], kind: str, base: Optional[Tensors] = None
+) -> Dict[str, np.ndarray]:
+    """Aggregate one round: ``kind`` says whether clients sent weights or deltas.
+
+    For ``"delta"`` the averaged delta is added to ``base``, the global model
+    the clients started the round from.
+    """
+    if kind == "weights":
+        return fedavg(updates)
+    if kind == "delta":
+        if base is None:
+            raise AggregationError(
+                "aggregate: kind 'delta' needs the base model the deltas were computed from"
+            )
+        return apply_delta(base, fedavg(updates))
+    raise AggregationError(
+        f"aggregate: unknown kind {kind!r}; expected one of {list(AGGREGATION_KINDS)}"
+    )

@@ -1,0 +1,190 @@
+"""Split a labelled dataset across federated clients, IID or label-skewed.
+
+The non-IID split is the usual latent Dirichlet allocation over labels
+(Hsu et al., 2019): every class is divided among the clients in proportions
+drawn from Dirichlet(alpha). Small alpha gives each client few classes;
+``alpha = inf`` gives an IID split.
+"""
+
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .errors import PartitionError
+
+__all__ = ["dirichlet_partition", "label_histograms", "label_skew"]
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass but never a sensible count.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_labels(labels: object) -> np.ndarray:
+    """Return labels as a 1-D int64 array of non-negative class ids."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise PartitionError(f"labels must be a 1-D array, got shape {array.shape}")
+    if array.size and array.dtype.kind not in "iu":
+        raise PartitionError(f"labels must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size and array.min() < 0:
+        raise PartitionError(f"labels must be >= 0, found {int(array.min())}")
+    return array
+
+
+def _check_arguments(
+    num_labels: int, num_clients: object, alpha: object, min_samples: object, max_tries: object
+) -> float:
+    """Validate the partition settings; return alpha as a float."""
+    if not _is_int(num_clients) or int(num_clients) < 1:  # type: ignore[call-overload]
+        raise PartitionError(f"num_clients must be an integer >= 1, got {num_clients!r}")
+    if not _is_int(min_samples) or int(min_samples) < 0:  # type: ignore[call-overload]
+        raise PartitionError(f"min_samples must be an integer >= 0, got {min_samples!r}")
+    if not _is_int(max_tries) or int(max_tries) < 1:  # type: ignore[call-overload]
+        raise PartitionError(f"max_tries must be an integer >= 1, got {max_tries!r}")
+    try:
+        alpha_value = float(alpha)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PartitionError(f"alpha must be a number > 0 (or inf), got {alpha!r}") from None
+    if math.isnan(alpha_value) or alpha_value <= 0:
+        raise PartitionError(f"alpha must be > 0 (or inf for IID), got {alpha!r}")
+    needed = int(min_samples) * int(num_clients)  # type: ignore[call-overload]
+    if needed > num_labels:
+        raise PartitionError(
+            f"cannot give {num_clients} clients at least {min_samples} samples each: "
+            f"that needs {needed} samples but there are only {num_labels}"
+        )
+    return alpha_value
+
+
+def _iid_split(num_samples: int, num_clients: int, rng: np.random.Generator) -> List[np.ndarray]:
+    """Uniform random split; sizes differ by at most one."""
+    return list(np.array_split(rng.permutation(num_samples), num_clients))
+
+
+def _dirichlet_proportions(alpha: float, num_clients: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw client proportions for one class from a symmetric Dirichlet(alpha)."""
+    proportions = rng.dirichlet(np.full(num_clients, alpha))
+    if not np.all(np.isfinite(proportions)) or proportions.sum() <= 0:
+        # Very small alpha can underflow every gamma draw on older numpy;
+        # the limit of Dirichlet(alpha -> 0) is one client taking the whole class.
+        proportions = np.zeros(num_clients)
+        proportions[rng.integers(num_clients)] = 1.0
+    return proportions
+
+
+def _dirichlet_split(
+    labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
+) -> List[np.ndarray]:
+    """One LDA draw: divide every class's shuffled indices by Dirichlet proportions."""
+    pieces: List[List[np.ndarray]] = [[] for _ in range(num_clients)]
+    for label in np.unique(labels):
+        indices = np.flatnonzero(labels == label)
+        rng.shuffle(indices)
+        proportions = _dirichlet_proportions(alpha, num_clients, rng)
+        cuts = (np.cumsum(proportions)[:-1] * len(indices)).astype(np.int64)
+        cuts = np.clip(cuts, 0, len(indices))  # guards float round-off at the ends
+        for client, chunk in enumerate(np.split(indices, cuts)):
+            pieces[client].append(chunk)
+    empty = np.zeros(0, dtype=np.int64)
+    return [np.concatenate(chunks) if chunks else empty for chunks in pieces]
+
+
+def _finish(parts: List[np.ndarray]) -> List[np.ndarray]:
+    return [np.sort(part.astype(np.int64)) for part in parts]
+
+
+def dirichlet_partition(
+    labels: Sequence[int],
+    num_clients: int,
+    alpha: float,
+    min_samples: int = 1,
+    seed: Optional[int] = 0,
+    max_tries: int = 100,
+) -> List[np.ndarray]:
+    """Partition sample indices among clients with Dirichlet(alpha) label skew.
+
+    Returns ``num_clients`` sorted int64 index arrays that together cover
+    ``range(len(labels))`` exactly once. Draws are redone with the same
+    generator until every client holds at least ``min_samples`` samples, so
+    the result depends only on ``seed``. ``alpha = inf`` gives an IID split.
+    """
+    label_array = _check_labels(labels)
+    alpha_value = _check_arguments(len(label_array), num_clients, alpha, min_samples, max_tries)
+    num_clients, min_samples = int(num_clients), int(min_samples)
+    rng = np.random.default_rng(seed)
+    if math.isinf(alpha_value):
+        return _finish(_iid_split(len(label_array), num_clients, rng))
+    smallest = 0
+    for _ in range(int(max_tries)):
+        parts = _dirichlet_split(label_array, num_clients, alpha_value, rng)
+        smallest = min(len(part) for part in parts)
+        if smallest >= min_samples:
+            return _finish(parts)
+    raise PartitionError(
+        f"could not give each of {num_clients} clients at least {min_samples} samples "
+        f"in {max_tries} Dirichlet draws with alpha={alpha_value:g} "
+        f"(smallest client in the last draw had {smallest}); "
+        "raise alpha, lower min_samples or num_clients, or raise max_tries"
+    )
+
+
+def _check_parts(parts: Sequence[Sequence[int]], num_samples: int) -> List[np.ndarray]:
+    """Return client index arrays, checking they index into the labels."""
+    checked = []
+    for client, part in enumerate(parts):
+        array = np.asarray(part)
+        if array.ndim != 1:
+            raise PartitionError(f"client {client}: indices must be 1-D, got shape {array.shape}")
+        if array.size and array.dtype.kind not in "iu":
+            raise PartitionError(f"client {client}: indices must be integers, got {array.dtype}")
+        array = array.astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() >= num_samples):
+            raise PartitionError(
+                f"client {client}: indices must lie in [0, {num_samples}), "
+                f"found range [{int(array.min())}, {int(array.max())}]"
+            )
+        checked.append(array)
+    return checked
+
+
+def label_histograms(
+    labels: Sequence[int], parts: Sequence[Sequence[int]], num_classes: Optional[int] = None
+) -> np.ndarray:
+    """Count each class per client: an int64 array of shape (clients, classes)."""
+    label_array = _check_labels(labels)
+    part_arrays = _check_parts(parts, len(label_array))
+    seen = int(label_array.max()) + 1 if label_array.size else 0
+    if num_classes is None:
+        num_classes = seen
+    elif not _is_int(num_classes) or num_classes < 0:
+        raise PartitionError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+    elif seen > num_classes:
+        raise PartitionError(f"label {seen - 1} does not fit num_classes={num_classes}")
+    histograms = np.zeros((len(part_arrays), int(num_classes)), dtype=np.int64)
+    for client, part in enumerate(part_arrays):
+        histograms[client] = np.bincount(label_array[part], minlength=int(num_classes))
+    return histograms
+
+
+def label_skew(labels: Sequence[int], parts: Sequence[Sequence[int]]) -> float:
+    """Mean total-variation distance between client and global label distributions.
+
+    0 means every client sees the global mix (IID); values near 1 mean each
+    client holds classes that are rare overall. Clients without samples have
+    no distribution and are left out of the mean.
+    """
+    histograms = label_histograms(labels, parts)
+    global_counts = np.bincount(_check_labels(labels), minlength=histograms.shape[1])
+    if global_counts.sum() == 0:
+        raise PartitionError("label_skew: there are no labels")
+    sizes = histograms.sum(axis=1)
+    filled = sizes > 0
+    if not filled.any():
+        raise PartitionError("label_skew: every client is empty")
+    global_dist = global_counts / global_counts.sum()
+    client_dist = histograms[filled] / sizes[filled][:, None]
+    distances = 0.5 * np.abs(client_dist - global_dist[None, :]).sum(axis=1)
+    return float(distances.mean())
