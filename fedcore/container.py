@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import codecs
+from .checks import is_int
 from .errors import ConfigError, MessageError
 
 __all__ = [
@@ -382,17 +383,14 @@ def _parse_header(raw: bytes) -> Dict[str, Any]:
     return header
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _check_meta(meta: Any, error: type) -> Dict[str, Any]:
     expected = {"round", "sender", "num_samples", "kind", "extra"}
     if not isinstance(meta, dict) or set(meta) != expected:
         raise error("meta must be an object with exactly %s" % sorted(expected))
-    if not _is_int(meta["round"]) or meta["round"] < 0:
+    if not is_int(meta["round"]) or meta["round"] < 0:
         raise error("meta.round must be a non-negative integer, got %r" % (meta["round"],))
-    if not _is_int(meta["num_samples"]) or meta["num_samples"] < 0:
+    if not is_int(meta["num_samples"]) or meta["num_samples"] < 0:
         raise error("meta.num_samples must be a non-negative integer, got %r" % (meta["num_samples"],))
     if not isinstance(meta["sender"], str) or len(meta["sender"]) > MAX_NAME_LENGTH:
         raise error("meta.sender must be a string of at most %d characters" % MAX_NAME_LENGTH)
@@ -400,7 +398,8 @@ def _check_meta(meta: Any, error: type) -> Dict[str, Any]:
         raise error("meta.kind must be a short lower-case identifier, got %r" % (meta["kind"],))
     if not isinstance(meta["extra"], dict):
         raise error("meta.extra must be an object")
-    return dict(meta)
+    # numpy integers become plain ints, so that the header is plain JSON
+    return dict(meta, round=int(meta["round"]), num_samples=int(meta["num_samples"]))
 
 
 class _TensorPlan:
@@ -416,7 +415,7 @@ class _TensorPlan:
         shape = entry["shape"]
         if not isinstance(shape, list) or len(shape) > limits.max_ndim:
             raise MessageError("tensor %r: shape must be a list of at most %d sizes" % (name, limits.max_ndim))
-        if not all(_is_int(d) and d >= 0 for d in shape):
+        if not all(is_int(d) and d >= 0 for d in shape):
             raise MessageError("tensor %r: shape %r has a size that is not a non-negative integer" % (name, shape))
         self.shape = tuple(shape)
         self.size = 1
@@ -426,7 +425,7 @@ class _TensorPlan:
                 raise MessageError(
                     "tensor %r: shape %r exceeds the limit of %d elements" % (name, shape, limits.max_elements)
                 )
-        if not _is_int(entry["nbytes"]) or entry["nbytes"] < 0:
+        if not is_int(entry["nbytes"]) or entry["nbytes"] < 0:
             raise MessageError("tensor %r: nbytes must be a non-negative integer" % name)
         self.nbytes = entry["nbytes"]
         self._parse_codec(entry["codec"])
@@ -449,7 +448,7 @@ class _TensorPlan:
             self._parse_sparse(stages.pop(0))
         if stages and stages[0]["op"] == "affine":
             stage = self._stage(stages.pop(0), {"op", "bits", "per_channel", "rounding"})
-            if not _is_int(stage["bits"]) or not 1 <= stage["bits"] <= 8:
+            if not is_int(stage["bits"]) or not 1 <= stage["bits"] <= 8:
                 self._fail("affine bits must be an integer in 1..8, got %r" % (stage["bits"],))
             if not isinstance(stage["per_channel"], bool) or (stage["per_channel"] and len(self.shape) < 2):
                 self._fail("affine per_channel must be a boolean, and false below 2 dimensions")
@@ -478,14 +477,14 @@ class _TensorPlan:
             self._fail("sparse format must be 'bitmap' or 'delta', got %r" % (fmt,))
         self._stage(stage, keys)
         nnz = stage["nnz"]
-        if not _is_int(nnz) or not 0 <= nnz <= self.size:
+        if not is_int(nnz) or not 0 <= nnz <= self.size:
             self._fail("sparse nnz must be an integer in 0..%d, got %r" % (self.size, nnz))
         self.layout, self.nnz = fmt, nnz
         if fmt == "bitmap":
             self.pos_bytes = (self.size + 7) // 8
         else:
             pos = stage["pos_bytes"]
-            if not _is_int(pos) or not nnz <= pos <= 9 * nnz:
+            if not is_int(pos) or not nnz <= pos <= 9 * nnz:
                 self._fail("delta pos_bytes must be an integer in %d..%d, got %r" % (nnz, 9 * nnz, pos))
             self.pos_bytes = pos
 

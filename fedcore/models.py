@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from .checks import is_int
 from .errors import ConfigError
 
 __all__ = ["MLP"]
@@ -34,12 +35,9 @@ def _softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> Tuple[floa
     return loss, grad
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
 
 def _check_positive_int(value: object, name: str) -> int:
-    if not _is_int(value) or int(value) < 1:  # type: ignore[call-overload]
+    if not is_int(value) or int(value) < 1:  # type: ignore[call-overload]
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)  # type: ignore[call-overload]
 

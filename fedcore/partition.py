@@ -11,14 +11,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .checks import is_int
 from .errors import PartitionError
 
 __all__ = ["dirichlet_partition", "label_histograms", "label_skew"]
 
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass but never a sensible count.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_labels(labels: object) -> np.ndarray:
@@ -38,11 +35,11 @@ def _check_arguments(
     num_labels: int, num_clients: object, alpha: object, min_samples: object, max_tries: object
 ) -> float:
     """Validate the partition settings; return alpha as a float."""
-    if not _is_int(num_clients) or int(num_clients) < 1:  # type: ignore[call-overload]
+    if not is_int(num_clients) or int(num_clients) < 1:  # type: ignore[call-overload]
         raise PartitionError(f"num_clients must be an integer >= 1, got {num_clients!r}")
-    if not _is_int(min_samples) or int(min_samples) < 0:  # type: ignore[call-overload]
+    if not is_int(min_samples) or int(min_samples) < 0:  # type: ignore[call-overload]
         raise PartitionError(f"min_samples must be an integer >= 0, got {min_samples!r}")
-    if not _is_int(max_tries) or int(max_tries) < 1:  # type: ignore[call-overload]
+    if not is_int(max_tries) or int(max_tries) < 1:  # type: ignore[call-overload]
         raise PartitionError(f"max_tries must be an integer >= 1, got {max_tries!r}")
     try:
         alpha_value = float(alpha)  # type: ignore[arg-type]
@@ -159,7 +156,7 @@ def label_histograms(
     seen = int(label_array.max()) + 1 if label_array.size else 0
     if num_classes is None:
         num_classes = seen
-    elif not _is_int(num_classes) or num_classes < 0:
+    elif not is_int(num_classes) or num_classes < 0:
         raise PartitionError(f"num_classes must be an integer >= 0, got {num_classes!r}")
     elif seen > num_classes:
         raise PartitionError(f"label {seen - 1} does not fit num_classes={num_classes}")

@@ -170,3 +170,35 @@ def test_compressor_reports_exact_bytes_and_prunes():
 def test_config_errors_are_clear(settings, reason):
     with pytest.raises(ConfigError, match=reason):
         CompressionConfig.from_dict(settings)
+
+
+@given(
+    prune=st.none() | st.floats(0, 0.95),
+    keep=st.none() | st.floats(0.05, 1),
+    feedback=st.booleans(),
+    bits=st.none() | st.integers(1, 8),
+    sparse=st.sampled_from(["auto", "bitmap", "delta", "dense"]),
+    entropy=st.sampled_from([None, "deflate", "lzma"]),
+    seed=st.integers(0, 100),
+)
+def test_every_combination_round_trips(prune, keep, feedback, bits, sparse, entropy, seed):
+    settings = {"error_feedback": feedback, "wire": {"bits": bits, "sparse": sparse, "entropy": entropy}}
+    if prune is not None:
+        settings["prune"] = {"rate": prune}
+    if keep is not None:
+        settings["sparsify"] = {"keep": keep}
+    compressor = Compressor(CompressionConfig.from_dict(settings))
+    model = _model(seed)
+
+    for round_ in range(2):
+        expected = compressor.transform(compressor.feedback.compensate(model) if feedback else model)
+        blob, report = compressor.compress(model, round=round_)
+        decoded = decode_message(blob).tensors
+
+        assert report.encoded_bytes == len(blob)
+        for name, value in expected.items():
+            assert decoded[name].shape == value.shape
+            # Zeros chosen by pruning or sparsification are transmitted as exact zeros.
+            assert np.all(decoded[name][value == 0] == 0)
+            if bits is None:
+                np.testing.assert_array_equal(decoded[name], value)

@@ -260,3 +260,11 @@ def test_bit_flips_only_raise_message_error(data):
 
 def test_errors_share_one_base():
     assert issubclass(MessageError, FedCoreError) and issubclass(MessageError, ValueError)
+
+
+def test_numpy_integers_in_meta_are_accepted():
+    blob, _ = encode_message(Message({"w": np.ones(2)}, round=np.int64(4), num_samples=np.int32(9)))
+
+    decoded = decode_message(blob)
+
+    assert (decoded.round, decoded.num_samples) == (4, 9)
