@@ -18,17 +18,26 @@ __all__ = ["dirichlet_partition", "label_histograms", "label_skew"]
 
 
 
-def _check_labels(labels: object) -> np.ndarray:
-    """Return labels as a 1-D int64 array of non-negative class ids."""
-    array = np.asarray(labels)
+def _index_vector(values: object, what: str, upper: Optional[int] = None) -> np.ndarray:
+    """Return `values` as a 1-D int64 array of non-negative ids (below `upper` if given)."""
+    array = np.asarray(values)
     if array.ndim != 1:
-        raise PartitionError(f"labels must be a 1-D array, got shape {array.shape}")
+        raise PartitionError(f"{what} must be a 1-D array, got shape {array.shape}")
     if array.size and array.dtype.kind not in "iu":
-        raise PartitionError(f"labels must be integers, got dtype {array.dtype}")
+        raise PartitionError(f"{what} must be integers, got dtype {array.dtype}")
     array = array.astype(np.int64)
-    if array.size and array.min() < 0:
-        raise PartitionError(f"labels must be >= 0, found {int(array.min())}")
+    if array.size and array.min() < 0 and upper is None:
+        raise PartitionError(f"{what} must be >= 0, found {int(array.min())}")
+    if array.size and upper is not None and (array.min() < 0 or array.max() >= upper):
+        raise PartitionError(
+            f"{what} must lie in [0, {upper}), "
+            f"found range [{int(array.min())}, {int(array.max())}]"
+        )
     return array
+
+
+def _check_labels(labels: object) -> np.ndarray:
+    return _index_vector(labels, "labels")
 
 
 def _check_arguments(
@@ -130,21 +139,10 @@ def dirichlet_partition(
 
 def _check_parts(parts: Sequence[Sequence[int]], num_samples: int) -> List[np.ndarray]:
     """Return client index arrays, checking they index into the labels."""
-    checked = []
-    for client, part in enumerate(parts):
-        array = np.asarray(part)
-        if array.ndim != 1:
-            raise PartitionError(f"client {client}: indices must be 1-D, got shape {array.shape}")
-        if array.size and array.dtype.kind not in "iu":
-            raise PartitionError(f"client {client}: indices must be integers, got {array.dtype}")
-        array = array.astype(np.int64)
-        if array.size and (array.min() < 0 or array.max() >= num_samples):
-            raise PartitionError(
-                f"client {client}: indices must lie in [0, {num_samples}), "
-                f"found range [{int(array.min())}, {int(array.max())}]"
-            )
-        checked.append(array)
-    return checked
+    return [
+        _index_vector(part, f"client {client}: indices", num_samples)
+        for client, part in enumerate(parts)
+    ]
 
 
 def label_histograms(
