@@ -184,7 +184,7 @@ def encode_message(
     """Encode `message`; `codec` is one TensorCodec for all tensors, a mapping
     from tensor name to TensorCodec, or a function (name, array) -> TensorCodec.
     The same message and codecs always give the same bytes."""
-    meta = _check_meta(message.meta(), MessageError)
+    meta = _check_meta(message.meta())
     entries, payloads, reports = [], [], []
     for name, value in message.tensors.items():
         array = _check_tensor(name, value, allow_nonfinite)
@@ -383,21 +383,20 @@ def _parse_header(raw: bytes) -> Dict[str, Any]:
     return header
 
 
-
-def _check_meta(meta: Any, error: type) -> Dict[str, Any]:
+def _check_meta(meta: Any) -> Dict[str, Any]:
     expected = {"round", "sender", "num_samples", "kind", "extra"}
     if not isinstance(meta, dict) or set(meta) != expected:
-        raise error("meta must be an object with exactly %s" % sorted(expected))
+        raise MessageError("meta must be an object with exactly %s" % sorted(expected))
     if not is_int(meta["round"]) or meta["round"] < 0:
-        raise error("meta.round must be a non-negative integer, got %r" % (meta["round"],))
+        raise MessageError("meta.round must be a non-negative integer, got %r" % (meta["round"],))
     if not is_int(meta["num_samples"]) or meta["num_samples"] < 0:
-        raise error("meta.num_samples must be a non-negative integer, got %r" % (meta["num_samples"],))
+        raise MessageError("meta.num_samples must be a non-negative integer, got %r" % (meta["num_samples"],))
     if not isinstance(meta["sender"], str) or len(meta["sender"]) > MAX_NAME_LENGTH:
-        raise error("meta.sender must be a string of at most %d characters" % MAX_NAME_LENGTH)
+        raise MessageError("meta.sender must be a string of at most %d characters" % MAX_NAME_LENGTH)
     if not isinstance(meta["kind"], str) or not _KIND_PATTERN.match(meta["kind"]):
-        raise error("meta.kind must be a short lower-case identifier, got %r" % (meta["kind"],))
+        raise MessageError("meta.kind must be a short lower-case identifier, got %r" % (meta["kind"],))
     if not isinstance(meta["extra"], dict):
-        raise error("meta.extra must be an object")
+        raise MessageError("meta.extra must be an object")
     # numpy integers become plain ints, so that the header is plain JSON
     return dict(meta, round=int(meta["round"]), num_samples=int(meta["num_samples"]))
 
@@ -525,7 +524,7 @@ class _TensorPlan:
 
 
 def _check_header(header: Dict[str, Any], limits: DecodeLimits) -> Tuple[Dict[str, Any], List[_TensorPlan]]:
-    meta = _check_meta(header["meta"], MessageError)
+    meta = _check_meta(header["meta"])
     entries = header["tensors"]
     if not isinstance(entries, list):
         raise MessageError("header 'tensors' must be a list")
