@@ -1,0 +1,247 @@
+"""A federated run's configuration file, read the same way by the simulation
+(training/), the coordinator and the device clients, so that one TOML file
+describes one run wherever it executes:
+
+    [data]        dataset, path, num_clients, alpha, min_samples, seed, val_fraction, train_limit, test_limit
+    [model]       name ("mlp", "softmax" on numpy; more in training/) and its options (hidden = [128])
+    [federation]  rounds, fraction, min_clients, ... (see rounds.FederationConfig)
+    [federation.train]               local SGD settings
+    [compression.uplink|downlink]    codec settings (see compression.CompressionConfig)
+
+Only the numpy side lives here: MNIST-style datasets and the numpy models.
+"""
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .checks import is_int
+from .datasets import load_fashion_mnist, load_mnist_like
+from .errors import ConfigError
+from .models import MLP
+from .partition import dirichlet_partition
+from .rounds import FederationConfig, TrainConfig
+
+__all__ = [
+    "NUMPY_DATASETS",
+    "NUMPY_MODELS",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "read_toml",
+    "load_run_config",
+    "client_ids",
+    "partition_clients",
+    "load_numpy_dataset",
+    "build_numpy_model",
+    "MLPTrainer",
+]
+
+NUMPY_DATASETS = ("fashion-mnist", "mnist")
+NUMPY_MODELS = ("mlp", "softmax")
+
+
+def read_toml(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+    """Parse a TOML file with tomllib (Python 3.11+) or tomli (older Pythons)."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml_module  # novermin: guarded by the version check
+    else:
+        try:
+            import tomli as toml_module
+        except ImportError:
+            raise ConfigError(
+                f"reading {os.fspath(path)} needs Python 3.11+ or the tomli package (pip install tomli)"
+            ) from None
+    try:
+        with open(path, "rb") as handle:
+            return toml_module.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {os.fspath(path)}") from None
+    except toml_module.TOMLDecodeError as error:
+        raise ConfigError(f"{os.fspath(path)}: invalid TOML: {error}") from None
+
+
+def _int(settings: Mapping[str, Any], key: str, default: int, low: int, where: str) -> int:
+    value = settings.get(key, default)
+    if not is_int(value) or int(value) < low:
+        raise ConfigError(f"{where}.{key} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The [data] table. alpha is the Dirichlet concentration ("iid" or inf for
+    an IID split); seed drives the partition (None: the run's seed);
+    train_limit/test_limit keep the first N samples (0: all)."""
+
+    dataset: str = "fashion-mnist"
+    path: str = ""
+    num_clients: int = 10
+    alpha: float = math.inf
+    min_samples: int = 10
+    seed: Optional[int] = None
+    val_fraction: float = 0.0
+    train_limit: int = 0
+    test_limit: int = 0
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> "DataConfig":
+        allowed = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(settings) - set(allowed))
+        if unknown:
+            raise ConfigError(f"[data]: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+        dataset = settings.get("dataset", cls.dataset)
+        path = settings.get("path", "")
+        if not isinstance(dataset, str) or not dataset:
+            raise ConfigError(f"data.dataset must be a name, got {dataset!r}")
+        if not isinstance(path, str):
+            raise ConfigError(f"data.path must be a string, got {path!r}")
+        alpha = settings.get("alpha", "iid")
+        if alpha == "iid":
+            alpha = math.inf
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ConfigError(f"data.alpha must be a number > 0 or \"iid\", got {alpha!r}")
+        fraction = settings.get("val_fraction", 0.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ConfigError(f"data.val_fraction must lie in [0, 1), got {fraction!r}")
+        seed = settings.get("seed")
+        if seed is not None and (not is_int(seed) or int(seed) < 0):
+            raise ConfigError(f"data.seed must be an integer >= 0, got {seed!r}")
+        return cls(
+            dataset=dataset.lower(),
+            path=path,
+            num_clients=_int(settings, "num_clients", cls.num_clients, 1, "data"),
+            alpha=float(alpha),
+            min_samples=_int(settings, "min_samples", cls.min_samples, 0, "data"),
+            seed=None if seed is None else int(seed),
+            val_fraction=float(fraction),
+            train_limit=_int(settings, "train_limit", 0, 0, "data"),
+            test_limit=_int(settings, "test_limit", 0, 0, "data"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The [model] table: a model name and its options (e.g. hidden = [128])."""
+
+    name: str = "mlp"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> "ModelConfig":
+        name = settings.get("name", cls.name)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"model.name must be a name, got {name!r}")
+        return cls(name.lower(), {k: v for k, v in settings.items() if k != "name"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    federation: FederationConfig
+    settings: Mapping[str, Any]
+
+    @property
+    def data_seed(self) -> int:
+        return self.federation.seed if self.data.seed is None else self.data.seed
+
+
+_RUN_TABLES = ("name", "data", "model", "federation", "compression")
+
+
+def load_run_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any]],
+                    extra_tables: Sequence[str] = ()) -> RunConfig:
+    """Read a run's TOML file (or an already parsed mapping). Tables other than
+    the shared ones are an error unless the caller names them in extra_tables
+    (each program has its own, e.g. [coordinator] or [simulation])."""
+    settings = dict(source) if isinstance(source, Mapping) else read_toml(source)
+    unknown = sorted(set(settings) - set(_RUN_TABLES) - set(extra_tables))
+    if unknown:
+        raise ConfigError(f"unknown table(s) {unknown}; expected some of {sorted(set(_RUN_TABLES) | set(extra_tables))}")
+    name = settings.get("name", "run")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty string, got {name!r}")
+    return RunConfig(
+        name=name,
+        data=DataConfig.from_dict(settings.get("data", {})),
+        model=ModelConfig.from_dict(settings.get("model", {})),
+        federation=FederationConfig.from_dict(settings.get("federation", {}), settings.get("compression", {})),
+        settings=settings,
+    )
+
+
+def client_ids(num_clients: int) -> List[str]:
+    """The ids of a run's clients, in the same order everywhere: client-000, ..."""
+    return [f"client-{i:03d}" for i in range(num_clients)]
+
+
+def partition_clients(labels: np.ndarray, config: RunConfig) -> Dict[str, np.ndarray]:
+    """Each client's sample indices, by the shared Dirichlet partitioner."""
+    data = config.data
+    parts = dirichlet_partition(labels, data.num_clients, data.alpha, data.min_samples, config.data_seed)
+    return dict(zip(client_ids(data.num_clients), parts))
+
+
+def load_numpy_dataset(data: DataConfig, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """MNIST or Fashion-MNIST as float32 (N, 784) in [0, 1] and int64 labels,
+    the input convention of the numpy MLP (and of training/'s MLP)."""
+    if data.dataset == "fashion-mnist":
+        images, labels = load_fashion_mnist(data.path or None, split)
+    elif data.dataset == "mnist":
+        if not data.path:
+            raise ConfigError("data.path must name the folder with the MNIST *-ubyte(.gz) files")
+        images, labels = load_mnist_like(data.path, split)
+    else:
+        raise ConfigError(
+            f"dataset {data.dataset!r} has no numpy loader (known: {list(NUMPY_DATASETS)}); "
+            "other datasets need the torch simulation in training/"
+        )
+    limit = data.train_limit if split == "train" else data.test_limit
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    return x, labels.astype(np.int64)
+
+
+def build_numpy_model(model: ModelConfig, in_features: int, num_classes: int, seed: int) -> MLP:
+    """The numpy model a board trains: "mlp" (hidden = [128] by default) or
+    "softmax" (softmax regression, an MLP without hidden layers)."""
+    options = dict(model.options)
+    if model.name == "softmax":
+        hidden: List[int] = []
+        if options:
+            raise ConfigError(f"model softmax takes no options, got {sorted(options)}")
+    elif model.name == "mlp":
+        hidden = options.pop("hidden", [128])
+        if options:
+            raise ConfigError(f"model mlp: unknown option(s) {sorted(options)}; expected hidden")
+        if not isinstance(hidden, list) or not all(is_int(h) and int(h) >= 1 for h in hidden):
+            raise ConfigError(f"model.hidden must be a list of positive integers, got {hidden!r}")
+    else:
+        raise ConfigError(
+            f"model {model.name!r} has no numpy implementation (known: {list(NUMPY_MODELS)}); "
+            "use the torch trainer from training/"
+        )
+    return MLP([in_features] + [int(h) for h in hidden] + [num_classes], seed=seed)
+
+
+class MLPTrainer:
+    """Local SGD of the numpy MLP on one client's data: a RoundClient trainer."""
+
+    def __init__(self, model: MLP, x: np.ndarray, y: np.ndarray):
+        if len(x) == 0:
+            raise ConfigError("MLPTrainer: the client has no samples")
+        self.model, self.x, self.y = model, x, y
+
+    def __call__(self, state: Dict[str, np.ndarray], train: TrainConfig, seed: int
+                 ) -> Tuple[Dict[str, np.ndarray], int, Dict[str, float]]:
+        self.model.load_state_dict(state)
+        loss = self.model.train_epochs(self.x, self.y, train.epochs, train.batch_size, train.lr,
+                                       train.momentum, train.weight_decay, seed=seed)
+        return self.model.state_dict(), len(self.x), {"loss": float(loss)}
