@@ -1,0 +1,183 @@
+"""python -m demo_app: the few-shot camera demonstrator.
+
+Examples:
+  # laptop, USB camera, OpenCV window (keys: 1-4 register a class, i infer, r reset, p pause, q quit)
+  python -m demo_app --camera 0
+  # no camera/screen: replay labelled images, scripted buttons, annotated frames + summary
+  python -m demo_app --replay tests/fixtures/demo --headless --out-dir runs/demo
+  # whatever this machine has: live with a camera and a display, else the headless replay
+  python -m demo_app --demo
+  # PYNQ-Z1: HDMI out 800x600, board buttons, watch from a browser on port 8080 too
+  python -m demo_app --hdmi --buttons --camera 0 --camera-resolution 160x120
+  python -m demo_app --headless --mjpeg-port 8080 --camera 0 --script "wait*30,shot,infer"
+Buttons: 0 shot of the current class, 1 next class and shot, 2 infer, 3 reset, 4 pause, 5 quit.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+from typing import Any, List, Optional
+
+from device.backends import create_backbone, list_backends
+from device.camera import ImageFolderCamera, open_camera, parse_resolution
+from device.display import (
+    Display,
+    HdmiDisplay,
+    HeadlessDisplay,
+    TeeDisplay,
+    WindowDisplay,
+    opencv_has_gui,
+)
+from device.errors import DeviceError
+from device.inputs import ButtonInput, InputSource, KeyboardInput, ScriptInput
+from device.memory import FewShotMemory
+
+from .app import DemoApp
+from .replay import build_replay_plan
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_REPLAY", "build_parser", "main"]
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "resnet9_f16_strided_32.onnx"
+DEFAULT_REPLAY = ROOT / "tests" / "fixtures" / "demo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="onnxruntime",
+                   help="backbone backend: %s (default onnxruntime)" % ", ".join(list_backends()))
+    p.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="ONNX model or its card (.json); default %(default)s")
+    p.add_argument("--tmodel", help="Tensil .tmodel (tensil backend; default beside the model)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the backbone")
+    p.add_argument("--camera", default="0",
+                   help="camera number, /dev/videoN, 'synthetic', an image folder or a video")
+    p.add_argument("--camera-resolution", default="160x120", type=parse_resolution)
+    p.add_argument("--output-resolution", default="800x600", type=parse_resolution)
+    p.add_argument("--replay", metavar="FOLDER",
+                   help="replay FOLDER/<class>/*.png with a generated button script")
+    p.add_argument("--demo", action="store_true",
+                   help="live if a camera and a display exist, else the headless replay of "
+                        "the bundled novel-class images")
+    p.add_argument("--hdmi", action="store_true", help="PYNQ HDMI out (needs pynq)")
+    p.add_argument("--buttons", action="store_true", help="PYNQ buttons/switches (needs pynq)")
+    p.add_argument("--overlay", default="base.bit", help="PYNQ overlay for --hdmi/--buttons")
+    p.add_argument("--headless", action="store_true", help="no window: files and/or MJPEG")
+    p.add_argument("--out-dir", default="runs/demo", help="annotated frames + summary.json")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="headless: save every Nth annotated frame as PNG (0: never)")
+    p.add_argument("--video", help="headless: also write all annotated frames to this MP4")
+    p.add_argument("--mjpeg-port", type=int, help="also stream MJPEG over HTTP on this port")
+    p.add_argument("--script", help="scripted events, a file or a string: 'shot*5,next,infer'")
+    p.add_argument("--classes", type=int, default=5, help="class slots (default 5)")
+    p.add_argument("--shots", type=int, default=5, help="frames registered by one shot press")
+    p.add_argument("--init-frames", type=int, default=10,
+                   help="background frames for the base mean (0: the card's feature_mean)")
+    p.add_argument("--queries", type=int, help="replay: held-out frames a class")
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--smoothing", type=float, default=0.0,
+                   help="moving average of probabilities over frames, in [0, 1)")
+    p.add_argument("--classifier", choices=("ncm", "knn"), default="ncm")
+    p.add_argument("--k", type=int, default=3, help="neighbours of the knn classifier")
+    p.add_argument("--memory", help="few-shot memory file (.npz): loaded at start, saved on change")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--summary", help="summary JSON (default OUT_DIR/summary.json)")
+    return p
+
+
+def _live_possible(args: argparse.Namespace) -> bool:
+    has_camera = pathlib.Path("/dev/video0").exists()
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return has_camera and has_display and not args.headless and opencv_has_gui()
+
+
+def _overlay(args: argparse.Namespace) -> Any:
+    if not (args.hdmi or args.buttons or args.backend == "tensil"):
+        return None
+    from device.board import require_pynq
+
+    return require_pynq().Overlay(args.overlay)
+
+
+def _display(args: argparse.Namespace, overlay: Any) -> Display:
+    out = pathlib.Path(args.out_dir)
+    if args.headless:
+        return HeadlessDisplay(out / "frames" if args.save_every else None, args.save_every,
+                               args.video, mjpeg_port=args.mjpeg_port)
+    screen = (HdmiDisplay.from_overlay(overlay, tuple(args.output_resolution)) if args.hdmi
+              else WindowDisplay())
+    if args.mjpeg_port is None:
+        return screen
+    return TeeDisplay([screen, HeadlessDisplay(mjpeg_port=args.mjpeg_port)])
+
+
+def _inputs(args: argparse.Namespace, overlay: Any, script: Optional[str]) -> List[InputSource]:
+    sources: List[InputSource] = []
+    if script:
+        sources.append(ScriptInput(script))
+    if args.buttons:
+        sources.append(ButtonInput.from_overlay(overlay))
+    if not args.headless and not args.hdmi:
+        sources.append(KeyboardInput())
+    return sources
+
+
+def build_app(args: argparse.Namespace) -> DemoApp:
+    options = {"threads": args.threads} if args.backend in ("onnxruntime", "torch") else {}
+    overlay = _overlay(args)
+    if args.backend == "tensil":
+        options = {"tmodel": args.tmodel, "overlay": overlay}
+    backbone = create_backbone(args.backend, args.model, **options)
+    script = args.script
+    init_frames = args.init_frames
+    if args.replay:
+        plan = build_replay_plan(args.replay, args.shots, init_frames, args.queries)
+        camera = ImageFolderCamera(plan.items, name="replay %s" % args.replay)
+        script = script or plan.script
+    else:
+        camera = open_camera(args.camera, tuple(args.camera_resolution))
+    memory = FewShotMemory(backbone.feature_dim, args.classes, args.temperature, args.smoothing,
+                           args.classifier, args.k)
+    return DemoApp(backbone, camera, _display(args, overlay), _inputs(args, overlay, script),
+                   memory, init_frames, args.shots, tuple(args.output_resolution),
+                   pathlib.Path(args.memory) if args.memory else None)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.demo:
+        if _live_possible(args):
+            print("demo: camera and display found: live demonstrator (keys 1-4, i, r, p, q)")
+        else:
+            print("demo: no camera+display here: headless replay of %s" % DEFAULT_REPLAY)
+            args.headless = True
+            args.replay = args.replay or str(DEFAULT_REPLAY)
+            if not args.save_every:
+                args.save_every = 10
+    try:
+        app = build_app(args)
+        summary = app.run(args.max_frames)
+    except (DeviceError, ValueError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    out = pathlib.Path(args.summary) if args.summary else pathlib.Path(args.out_dir) / "summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _print_summary(summary, out)
+    return 0
+
+
+def _print_summary(summary: dict, path: pathlib.Path) -> None:
+    print("frames %d, %.1f FPS end to end; final state %s %s" % (
+        summary["frames"], summary["fps"] or 0.0, summary["final_state"], summary["message"]))
+    for name, entry in sorted(summary["per_class"].items()):
+        print("  %-10s %3d/%3d  %.1f%%" % (name, entry["correct"], entry["frames"],
+                                           100 * entry["accuracy"]))
+    if summary["accuracy"] is not None:
+        print("  accuracy of the inference frames: %.2f%%" % (100 * summary["accuracy"]))
+    for stage, entry in summary["latency"].items():
+        print("  %-10s %.3f ms" % (stage, entry["mean_ms"]))
+    print("summary: %s" % path)

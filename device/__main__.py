@@ -1,0 +1,56 @@
+"""python -m device <command>: `fl` runs the federated client (device/fl), `info` checks a
+model and its card."""
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from typing import List, Optional
+
+
+def _info(argv: List[str]) -> int:
+    from .backends import create_backbone, list_backends
+    from .errors import DeviceError
+
+    parser = argparse.ArgumentParser(prog="python -m device info",
+                                     description="load a model through a backend and describe it")
+    parser.add_argument("model", help="ONNX model or its card")
+    parser.add_argument("--backend", default="onnxruntime", help=", ".join(list_backends()))
+    args = parser.parse_args(argv)
+    try:
+        backbone = create_backbone(args.backend, args.model)
+    except DeviceError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    card = backbone.card
+    print("%s: backend %s, input %s, %d features, placeholder %s, card %s" % (
+        card.model_path, backbone.name, list(backbone.input_shape), backbone.feature_dim,
+        card.placeholder, card.path))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("usage: python -m device {fl,info} ...")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "fl":
+        try:
+            spec = importlib.util.find_spec("device.fl.cli")
+        except ModuleNotFoundError:  # no device/fl package at all
+            spec = None
+        if spec is None:
+            print("error: the federated client (device/fl/cli.py) is not part of this "
+                  "installation", file=sys.stderr)
+            return 2
+        return int(importlib.import_module("device.fl.cli").main(rest))
+    if command == "info":
+        return _info(rest)
+    print("error: unknown command %r; commands: fl, info" % command, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

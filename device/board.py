@@ -1,0 +1,33 @@
+"""Lazy access to the board's libraries: `pynq` and the Tensil driver exist only on a PYNQ image.
+
+Nothing here is imported at module import time; callers ask when they are on the board
+path, and a missing library raises `HardwareError` saying what is missing and where it
+comes from.
+"""
+
+import importlib
+from types import ModuleType
+
+from .errors import HardwareError
+
+__all__ = ["require_module", "require_pynq", "require_tensil_driver"]
+
+
+def require_module(name: str, why: str) -> ModuleType:
+    """Import `name` or raise HardwareError with `why` (what needs it and how to get it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise HardwareError("%s is not available here (%s): %s" % (name, exc, why)) from None
+
+
+def require_pynq() -> ModuleType:
+    return require_module(
+        "pynq", "it is preinstalled on PYNQ board images (the project's `board` extra names it); "
+                "off the board use --hdmi/--buttons only with the fakes in tests")
+
+
+def require_tensil_driver() -> ModuleType:
+    return require_module(
+        "tcu_pynq", "the Tensil PYNQ driver (tcu_pynq, from the Tensil repository's drivers/) "
+                    "must be installed on the board to run .tmodel files")

@@ -1,0 +1,249 @@
+"""Displays: PYNQ HDMI out, an OpenCV window, and headless (PNG/MP4 files + MJPEG over HTTP).
+
+Every display takes finished BGR uint8 frames through `show(frame)` and is closed with
+`close()`. Hardware is passed in (PYNQ style): `HdmiDisplay(hdmi_out, video)` receives
+the overlay's `video.hdmi_out` and the `pynq.lib.video` module, so tests pass fakes
+and assert the exact calls the board would see.
+"""
+
+import http.server
+import pathlib
+import socketserver
+import threading
+from typing import Any, List, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .board import require_pynq
+from .errors import HardwareError
+
+__all__ = ["Display", "HdmiDisplay", "HeadlessDisplay", "MjpegServer", "TeeDisplay",
+           "WindowDisplay", "opencv_has_gui"]
+
+PathLike = Union[str, pathlib.Path]
+
+
+class Display:
+    def show(self, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class HdmiDisplay(Display):
+    """The board's HDMI output through pynq.lib.video (default 800x600, 24-bit BGR)."""
+
+    def __init__(self, hdmi_out: Any, video: Any, resolution: Tuple[int, int] = (800, 600)):
+        self.hdmi_out = hdmi_out
+        self.resolution = resolution
+        mode = video.VideoMode(resolution[0], resolution[1], 24)
+        hdmi_out.configure(mode, video.PIXEL_BGR)
+        hdmi_out.start()
+        self._started = True
+
+    @classmethod
+    def from_overlay(cls, overlay: Any, resolution: Tuple[int, int] = (800, 600)) -> "HdmiDisplay":
+        require_pynq()
+        import pynq.lib.video as video  # board path only
+
+        return cls(overlay.video.hdmi_out, video, resolution)
+
+    def show(self, frame: np.ndarray) -> None:
+        if not self._started:
+            raise RuntimeError("HDMI output is closed")
+        width, height = self.resolution
+        if frame.shape[:2] != (height, width):
+            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_NEAREST)
+        out = self.hdmi_out.newframe()
+        out[:] = frame
+        self.hdmi_out.writeframe(out)
+
+    def close(self) -> None:
+        if self._started:
+            self.hdmi_out.stop()
+            self.hdmi_out.close()
+            self._started = False
+
+
+def opencv_has_gui() -> bool:
+    """Whether this OpenCV can open windows (opencv-python-headless reports 'GUI: NONE')."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() != "NONE"
+    return False
+
+
+class WindowDisplay(Display):
+    """An OpenCV window (needs an OpenCV build with a GUI, not opencv-python-headless)."""
+
+    def __init__(self, title: str = "pynq few-shot demo"):
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+        except cv2.error as exc:
+            raise HardwareError("cannot open a window (%s): this OpenCV has no GUI support or "
+                                "there is no display; use --headless or --hdmi"
+                                % str(exc).strip().splitlines()[-1]) from None
+
+    def show(self, frame: np.ndarray) -> None:
+        cv2.imshow(self.title, frame)
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+
+
+class MjpegServer:
+    """Serves the latest frame as an MJPEG stream (multipart/x-mixed-replace) on `port`.
+
+    Frames are JPEG-encoded only while a browser is watching. Port 0 picks a free port.
+    """
+
+    boundary = "frame"
+
+    def __init__(self, port: int, host: str = "0.0.0.0", quality: int = 80):
+        self.quality = quality
+        self._jpeg: Optional[bytes] = None
+        self._seq = 0
+        self._clients = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        server_self = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path == "/":
+                    body = b"<html><body><img src='/stream'></body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path == "/stream":
+                    server_self._stream(self)
+                else:
+                    self.send_error(404, "only / and /stream exist")
+
+            def log_message(self, *args: Any) -> None:
+                pass  # quiet: a stream request would log forever
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server((host, port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def watching(self) -> int:
+        return self._clients
+
+    def publish(self, frame: np.ndarray) -> None:
+        if not self._clients:
+            return
+        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            with self._cond:
+                self._jpeg = data.tobytes()
+                self._seq += 1
+                self._cond.notify_all()
+
+    def _stream(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=%s"
+                            % self.boundary)
+        handler.send_header("Cache-Control", "no-cache")
+        handler.end_headers()
+        with self._cond:
+            self._clients += 1
+        seen = -1
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda last=seen: self._closed or self._seq != last,
+                                        timeout=1.0)
+                    if self._closed:
+                        return
+                    if self._seq == seen or self._jpeg is None:
+                        continue
+                    seen, jpeg = self._seq, self._jpeg
+                handler.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d"
+                                    b"\r\n\r\n" % (self.boundary.encode(), len(jpeg)))
+                handler.wfile.write(jpeg + b"\r\n")
+                handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the browser went away
+        finally:
+            with self._cond:
+                self._clients -= 1
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2.0)
+
+
+class HeadlessDisplay(Display):
+    """No screen: every `save_every`-th frame to PNG, optionally all frames to an MP4, and
+    optionally an MJPEG stream for a browser."""
+
+    def __init__(self, out_dir: Optional[PathLike] = None, save_every: int = 0,
+                 video: Optional[PathLike] = None, fps: float = 15.0,
+                 mjpeg_port: Optional[int] = None):
+        self.out_dir = pathlib.Path(out_dir) if out_dir else None
+        if save_every and self.out_dir is None:
+            raise ValueError("save_every needs an out_dir")
+        if self.out_dir:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.save_every = save_every
+        self.video_path = pathlib.Path(video) if video else None
+        self.fps = fps
+        self._writer: Any = None
+        self.count = 0
+        self.saved: List[pathlib.Path] = []
+        self.mjpeg = MjpegServer(mjpeg_port) if mjpeg_port is not None else None
+
+    def show(self, frame: np.ndarray) -> None:
+        if self.save_every and self.count % self.save_every == 0:
+            path = self.out_dir / ("frame_%06d.png" % self.count)  # type: ignore[operator]
+            cv2.imwrite(str(path), frame)
+            self.saved.append(path)
+        if self.video_path is not None:
+            if self._writer is None:
+                self._writer = cv2.VideoWriter(str(self.video_path),
+                                               cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                               (frame.shape[1], frame.shape[0]))
+            self._writer.write(frame)
+        if self.mjpeg is not None:
+            self.mjpeg.publish(frame)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self.mjpeg is not None:
+            self.mjpeg.close()
+            self.mjpeg = None
+
+
+class TeeDisplay(Display):
+    """The same frames on several displays (e.g. HDMI and an MJPEG stream)."""
+
+    def __init__(self, displays: List[Display]):
+        self.displays = displays
+
+    def show(self, frame: np.ndarray) -> None:
+        for display in self.displays:
+            display.show(frame)
+
+    def close(self) -> None:
+        for display in self.displays:
+            display.close()

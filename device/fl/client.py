@@ -1,0 +1,251 @@
+"""The device's federated client over MQTT (protocol: docs/protocol.md).
+
+It follows every model broadcast of the run (whole weights, or deltas on the
+model it holds; a client that missed one reads the retained full model),
+trains when a round announcement selects it and it holds that round's model,
+and publishes its compressed update (fedcore.rounds.RoundClient does the
+training call and the compression). paho reconnects on its own; after every
+(re)connect the client announces itself again and re-sends an update the
+coordinator has not acknowledged yet. Protocol logic runs in one thread, the
+caller's; paho's thread only queues messages, a small thread sends heartbeats.
+"""
+
+import logging
+import platform
+import sys
+import threading
+import time
+from typing import Any, Dict, Optional, Set, Tuple
+
+from coordinator.protocol import PROTOCOL_VERSION, Topics, check_name, from_json, to_json
+from coordinator.server import blob_id
+from coordinator.transport import Incoming, MqttLink
+from fedcore.errors import ConfigError, MessageError
+from fedcore.rounds import OutOfSync, RoundClient, RoundPlan, Trainer
+
+__all__ = ["Announcement", "FLClient", "default_capabilities"]
+
+log = logging.getLogger(__name__)
+
+
+class Announcement:
+    """A parsed round announcement (or the end of the run)."""
+
+    def __init__(self, data: Dict[str, Any]):
+        self.done = data.get("done") is True
+        self.plan_id = ""
+        self.plan: Optional[RoundPlan] = None
+        self.model_ids: Set[str] = set()
+        if self.done:
+            return
+        plan_id = data.get("plan_id")
+        if not isinstance(plan_id, str) or not plan_id.isalnum() or len(plan_id) > 64:
+            raise ConfigError(f"announcement: plan_id must be a short alphanumeric id, got {plan_id!r}")
+        ids = [data.get("model_id"), data.get("full_id")]
+        if not all(isinstance(i, str) and i.isalnum() for i in ids):
+            raise ConfigError(f"announcement: model_id and full_id must be ids, got {ids!r}")
+        self.plan_id = plan_id
+        self.plan = RoundPlan.from_dict(data.get("plan", {}))
+        self.model_ids = set(ids)
+
+
+class FLClient:
+    """One device in one run. `run()` returns when the coordinator ends the run
+    (or `stop()` is called)."""
+
+    def __init__(self, client_id: str, run_id: str, trainer: Trainer, link: MqttLink,
+                 heartbeat_s: float = 5.0, capabilities: Optional[Dict[str, Any]] = None):
+        self.client_id = check_name(client_id, "client id")
+        self.topics = Topics(run_id)
+        self.engine = RoundClient(client_id, trainer)
+        self.link = link
+        self.heartbeat_s = heartbeat_s
+        self.capabilities = dict(capabilities or {})
+        self.capabilities.setdefault("protocol", PROTOCOL_VERSION)
+        self.capabilities.setdefault("python", platform.python_version())
+        self.capabilities.setdefault("machine", platform.machine())
+        self.announcement: Optional[Announcement] = None
+        self.held_ids: Set[str] = set()       # ids of the blobs equivalent to the model held
+        self.trained: Set[str] = set()        # plan ids this client already answered
+        self.rounds_trained = 0
+        self._pending: Optional[Tuple[str, str, bytes, str]] = None  # plan id, topic, blob, update id
+        self._sent_at = 0.0
+        self.resend_s = max(2.0, 2 * heartbeat_s)
+        self._last_update: Optional[Dict[str, Any]] = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._want_full = False
+
+    @staticmethod
+    def subscriptions(topics: Topics, client_id: str):
+        return [(topics.round, 1), (topics.model, 1), (topics.ack(client_id), 1)]
+
+    # ------------------------------------------------------------ presence
+
+    def presence(self, status: str = "online") -> bytes:
+        with self._lock:
+            payload = {"v": PROTOCOL_VERSION, "status": status, "client": self.client_id,
+                       "capabilities": self.capabilities, "time": time.time()}
+            if self._last_update is not None:
+                payload["last_update"] = dict(self._last_update)
+        return to_json(payload)
+
+    def on_connect(self) -> None:
+        """After each (re)connect, in paho's thread: say we are here, re-send what is unacknowledged."""
+        self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)
+        self._resend("after reconnecting")
+
+    def _resend(self, why: str) -> None:
+        """Publish the unacknowledged update again: the coordinator may have been
+        away when it went out (a duplicate is harmless: it counts once)."""
+        pending = self._pending
+        if pending is not None:
+            log.info("%s: re-sending the update for plan %s %s", self.client_id, pending[0], why)
+            self._sent_at = time.monotonic()
+            self.link.publish(pending[1], pending[2], qos=1)
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if self.link.connected.is_set():
+                self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self, timeout: Optional[float] = None) -> int:
+        """Serve rounds until the run is done; returns the number of rounds trained."""
+        beat = threading.Thread(target=self._heartbeats, name=f"{self.client_id}-heartbeat", daemon=True)
+        beat.start()
+        ends = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._stop.is_set():
+                if ends is not None and time.monotonic() > ends:
+                    raise RuntimeError(f"{self.client_id}: the run did not end within {timeout} s")
+                self._handle(self.link.get(0.2))
+                if self.announcement is not None and self.announcement.done:
+                    log.info("%s: the coordinator ended the run after %d rounds trained here",
+                             self.client_id, self.rounds_trained)
+                    break
+                self._maybe_train()
+                if self._pending is not None and time.monotonic() - self._sent_at > self.resend_s:
+                    self._resend(f"(no acknowledgement after {self.resend_s:.0f} s)")
+        finally:
+            self._stop.set()
+        return self.rounds_trained
+
+    def _handle(self, incoming: Optional[Incoming]) -> None:
+        if incoming is None or not incoming.payload:  # an empty retained message clears a topic
+            return
+        try:
+            if incoming.topic == self.topics.round:
+                self._on_announcement(from_json(incoming.payload, "round announcement"))
+            elif incoming.topic in (self.topics.model, self.topics.full_model):
+                self._on_model(incoming.payload, incoming.topic == self.topics.full_model)
+            elif incoming.topic == self.topics.ack(self.client_id):
+                self._on_ack(from_json(incoming.payload, "acknowledgement"))
+        except (ConfigError, MessageError) as error:
+            log.warning("%s: ignored a message on %s: %s", self.client_id, incoming.topic, error)
+
+    def _on_announcement(self, data: Dict[str, Any]) -> None:
+        announcement = Announcement(data)
+        self.announcement = announcement
+        pending = self._pending
+        if pending is not None and pending[0] != announcement.plan_id:
+            self._pending = None  # that round is over: nobody wants the update any more
+        elif pending is not None:
+            # The same announcement again: the coordinator reconnected and may have missed our update.
+            self._resend("(round announced again)")
+        if announcement.plan is not None:
+            if self.held_ids & announcement.model_ids:
+                self.held_ids |= announcement.model_ids
+            log.info("%s: round %d announced (plan %s, %d selected%s)", self.client_id, announcement.plan.round,
+                     announcement.plan_id, len(announcement.plan.selected),
+                     ", including this client" if self.client_id in announcement.plan.selected else "")
+
+    def _on_model(self, blob: bytes, full: bool) -> None:
+        identity = blob_id(blob)
+        if identity in self.held_ids:
+            if full:
+                self._stop_full()
+            return
+        try:
+            number = self.engine.follow(blob)
+        except OutOfSync as error:
+            log.info("%s: %s; reading the retained full model", self.client_id, error)
+            self._want_full = True
+            self.link.subscribe(self.topics.full_model)
+            return
+        self.held_ids = {identity}
+        current = self.announcement
+        if current is not None and identity in current.model_ids:
+            self.held_ids |= current.model_ids
+        log.info("%s: holds the model of round %d (%s, %d bytes)", self.client_id, number,
+                 "full" if full else "broadcast", len(blob))
+        if full:
+            self._stop_full()
+
+    def _stop_full(self) -> None:
+        if self._want_full:
+            self._want_full = False
+            self.link.unsubscribe(self.topics.full_model)
+
+    def _on_ack(self, data: Dict[str, Any]) -> None:
+        status, reason = data.get("status"), data.get("reason", "")
+        pending = self._pending
+        if pending is not None and data.get("update_id") == pending[3]:
+            self._pending = None
+            if status not in ("accepted", "duplicate"):
+                log.warning("%s: update for plan %s %s: %s", self.client_id, pending[0], status, reason)
+            return
+        # An answer to a message we did not send: someone else used our topic (the ACL should stop that).
+        log.warning("%s: acknowledgement for an update this client did not send: %s %s", self.client_id,
+                    status, reason)
+
+    # ------------------------------------------------------------ training
+
+    def _ready(self) -> Optional[Announcement]:
+        current = self.announcement
+        if current is None or current.plan is None or current.plan_id in self.trained:
+            return None
+        if self.client_id not in current.plan.selected:
+            return None
+        if not self.held_ids & current.model_ids or self.engine.model_round != current.plan.round:
+            return None
+        return current
+
+    def _maybe_train(self) -> None:
+        current = self._ready()
+        if current is None:
+            return
+        plan = current.plan
+        self.trained.add(current.plan_id)
+        began = time.monotonic()
+        blob = self.engine.run_round(plan)
+        train_s = time.monotonic() - began
+        # Messages that came in while training: a newer announcement voids this update.
+        while True:
+            incoming = self.link.get(0.0)
+            if incoming is None:
+                break
+            self._handle(incoming)
+        if self.announcement is None or self.announcement.plan_id != current.plan_id:
+            log.warning("%s: round %d was superseded while training; update dropped", self.client_id, plan.round)
+            return
+        topic = self.topics.update(self.client_id, current.plan_id)
+        self._pending = (current.plan_id, topic, blob, blob_id(blob))
+        self._sent_at = time.monotonic()
+        self.link.publish(topic, blob, qos=1)
+        self.rounds_trained += 1
+        with self._lock:
+            self._last_update = {"plan_id": current.plan_id, "round": plan.round, "train_s": round(train_s, 4),
+                                 "bytes": len(blob)}
+        self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)
+        log.info("%s: round %d trained in %.2f s, update of %d bytes sent", self.client_id, plan.round,
+                 train_s, len(blob))
+
+
+def default_capabilities(samples: int, trainer: str) -> Dict[str, Any]:
+    return {"samples": int(samples), "trainer": trainer, "platform": sys.platform,
+            "fewshot_while_training": False}
