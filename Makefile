@@ -9,12 +9,17 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs clean
+.PHONY: help setup test lint bench-codecs demo bench-demo testbed broker bench-coordinator clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
 	@echo "make lint          ruff, Python 3.8 compatibility and no-torch checks on the board side"
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
+	@echo "make demo          the camera demonstrator (a headless replay run when no camera/display)"
+	@echo "make bench-demo    demonstrator FPS, per-stage latency and accuracy, headless"
+	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
+	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
+	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -37,6 +42,24 @@ test: lint
 bench-codecs: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m benchmarks.codecs
+
+demo: setup
+	$(BIN)/python -m demo_app --demo --out-dir runs/demo --video runs/demo/demo.mp4
+
+bench-demo: setup
+	$(BIN)/python -m benchmarks.demo
+
+testbed: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m coordinator.testbed --config configs/testbed/fmnist_mlp128.toml
+
+broker: setup
+	@scripts/system-deps.sh mosquitto
+	brokers/run_mosquitto.sh
+
+bench-coordinator: setup
+	@scripts/system-deps.sh $(DATA_DEBS) mosquitto
+	$(BIN)/python -m benchmarks.coordinator
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -177,8 +177,10 @@ class FederationConfig:
         return out
 
     def fingerprint(self) -> str:
-        """A short hash of the settings: a checkpoint only resumes the same run."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A short hash of the settings that shape the model: a checkpoint only
+        resumes the same run (raising `rounds` or the deadline extends it)."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in ("rounds", "deadline_s")}
+        text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

@@ -209,7 +209,8 @@ def test_checkpoint_resumes_the_same_run_only():
         np.testing.assert_array_equal(restored.global_state[name], server.global_state[name])
     assert restored.open_round(["a"]).round == 3
     with pytest.raises(ConfigError, match="another configuration"):
-        RoundServer.restore(server.checkpoint(), config(rounds=6))
+        RoundServer.restore(server.checkpoint(), config(rounds=5, seed=1))
+    assert RoundServer.restore(server.checkpoint(), config(rounds=9)).completed_rounds == 2
     with pytest.raises(MessageError, match="not a checkpoint"):
         RoundServer.restore(update(1, "a"), cfg)
 

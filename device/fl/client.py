@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Set, Tuple
 from coordinator.protocol import PROTOCOL_VERSION, Topics, check_name, from_json, to_json
 from coordinator.server import blob_id
 from coordinator.transport import Incoming, MqttLink
-from fedcore.errors import ConfigError, MessageError
+from fedcore.errors import ConfigError, FedCoreError, MessageError
 from fedcore.rounds import OutOfSync, RoundClient, RoundPlan, Trainer
 
 __all__ = ["Announcement", "FLClient", "default_capabilities"]
@@ -32,6 +32,8 @@ class Announcement:
     """A parsed round announcement (or the end of the run)."""
 
     def __init__(self, data: Dict[str, Any]):
+        if data.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+            raise ConfigError(f"announcement: protocol version {data.get('v')!r}, this client speaks {PROTOCOL_VERSION}")
         self.done = data.get("done") is True
         self.plan_id = ""
         self.plan: Optional[RoundPlan] = None
@@ -75,6 +77,8 @@ class FLClient:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._want_full = False
+        # A retained "done" left by an earlier run must not end a client that waits for the next one.
+        self._seen_plan = False
 
     @staticmethod
     def subscriptions(topics: Topics, client_id: str):
@@ -124,7 +128,7 @@ class FLClient:
                 if ends is not None and time.monotonic() > ends:
                     raise RuntimeError(f"{self.client_id}: the run did not end within {timeout} s")
                 self._handle(self.link.get(0.2))
-                if self.announcement is not None and self.announcement.done:
+                if self.announcement is not None and self.announcement.done and self._seen_plan:
                     log.info("%s: the coordinator ended the run after %d rounds trained here",
                              self.client_id, self.rounds_trained)
                     break
@@ -151,6 +155,7 @@ class FLClient:
     def _on_announcement(self, data: Dict[str, Any]) -> None:
         announcement = Announcement(data)
         self.announcement = announcement
+        self._seen_plan = self._seen_plan or announcement.plan is not None
         pending = self._pending
         if pending is not None and pending[0] != announcement.plan_id:
             self._pending = None  # that round is over: nobody wants the update any more
@@ -222,7 +227,12 @@ class FLClient:
         plan = current.plan
         self.trained.add(current.plan_id)
         began = time.monotonic()
-        blob = self.engine.run_round(plan)
+        try:
+            blob = self.engine.run_round(plan)
+        except FedCoreError as error:
+            # This round is lost for this client (it is marked done); the next one may work.
+            log.error("%s: round %d failed: %s", self.client_id, plan.round, error)
+            return
         train_s = time.monotonic() - began
         # Messages that came in while training: a newer announcement voids this update.
         while True:
@@ -234,14 +244,16 @@ class FLClient:
             log.warning("%s: round %d was superseded while training; update dropped", self.client_id, plan.round)
             return
         topic = self.topics.update(self.client_id, current.plan_id)
+        with self._lock:
+            self._last_update = {"plan_id": current.plan_id, "round": plan.round, "train_s": round(train_s, 4),
+                                 "bytes": len(blob)}
+        # Presence first: the coordinator knows the training time when the update arrives (same
+        # connection, QoS 1: the broker keeps the order).
+        self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)
         self._pending = (current.plan_id, topic, blob, blob_id(blob))
         self._sent_at = time.monotonic()
         self.link.publish(topic, blob, qos=1)
         self.rounds_trained += 1
-        with self._lock:
-            self._last_update = {"plan_id": current.plan_id, "round": plan.round, "train_s": round(train_s, 4),
-                                 "bytes": len(blob)}
-        self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)
         log.info("%s: round %d trained in %.2f s, update of %d bytes sent", self.client_id, plan.round,
                  train_s, len(blob))
 

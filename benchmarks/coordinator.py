@@ -1,0 +1,161 @@
+"""Coordinator benchmark: `make bench-coordinator`.
+
+1. Server cost per round against the number of clients (10, 100, 500
+   lightweight simulated clients; the seed study's MLP-128, 101,770
+   parameters): decode + validate every update (RoundServer.submit), FedAvg
+   (close_round), and encode the next broadcast (a compressed delta,
+   open_round), on one core. Updates are real compressed messages (top-15% +
+   error feedback + 4-bit + Deflate), made before the clock starts.
+2. End-to-end round overhead on loopback: a real broker, the coordinator and
+   10 device processes on Fashion-MNIST (coordinator.testbed); overhead =
+   round time minus the slowest client's training time, as the coordinator
+   logs it.
+
+Figures are printed next to their targets; JSON goes to runs/bench/coordinator.json.
+Exit status 1 if a target is missed.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the server-cost target is for one core
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Dict, List  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from coordinator.testbed import Testbed  # noqa: E402
+from fedcore.compression import CompressionConfig, Compressor  # noqa: E402
+from fedcore.experiment import client_ids, read_toml  # noqa: E402
+from fedcore.models import MLP  # noqa: E402
+from fedcore.rounds import FederationConfig, RoundServer  # noqa: E402
+
+OUT = os.path.join("runs", "bench")
+CONFIG = os.path.join("configs", "testbed", "fmnist_mlp128.toml")
+UPLINK = {"sparsify": {"keep": 0.15}, "error_feedback": True, "wire": {"bits": 4, "entropy": "deflate"}}
+DOWNLINK = {"sparsify": {"keep": 0.15}, "wire": {"bits": 4, "entropy": "deflate"}}
+SERVER_TARGET_S = 2.0      # decode + validate + aggregate + encode of 100 updates
+OVERHEAD_TARGET_S = 1.0    # round time minus the slowest client's training, 10 clients
+
+
+def make_updates(model: Dict[str, np.ndarray], count: int, seed: int = 0) -> List[bytes]:
+    """`count` compressed round-1 updates from distinct clients (untimed)."""
+    rng = np.random.default_rng(seed)
+    updates = []
+    for cid in client_ids(count):
+        delta = {n: (rng.standard_normal(v.shape) * 1e-3).astype(np.float32) for n, v in model.items()}
+        blob, _ = Compressor(CompressionConfig.from_dict(UPLINK)).compress(
+            delta, round=1, sender=cid, num_samples=int(rng.integers(50, 600)), kind="delta")
+        updates.append(blob)
+    return updates
+
+
+def server_cost(counts: List[int]) -> List[Dict[str, Any]]:
+    model = MLP([784, 128, 10], seed=0).state_dict()
+    parameters = sum(v.size for v in model.values())
+    print(f"server cost: MLP [784, 128, 10], {parameters} parameters; making {max(counts)} updates ...", flush=True)
+    updates = make_updates(model, max(counts))
+    rows = []
+    for count in counts:
+        config = FederationConfig.from_dict(
+            {"rounds": 2, "min_clients": 1, "min_updates": 1, "broadcast": "delta", "seed": 0},
+            {"uplink": UPLINK, "downlink": DOWNLINK})
+        server = RoundServer(model, config)
+        ids = client_ids(count)
+        server.open_round(ids)
+        began = time.perf_counter()
+        verdicts = [server.submit(blob, sender) for blob, sender in zip(updates[:count], ids)]
+        decoded = time.perf_counter()
+        result = server.close_round()
+        aggregated = time.perf_counter()
+        server.open_round(ids)  # encodes the next broadcast: the compressed change of the model
+        encoded = time.perf_counter()
+        assert all(v.accepted for v in verdicts) and result.aggregated, "every benchmark update must count"
+        rows.append({
+            "clients": count, "update_bytes_mean": int(np.mean([len(u) for u in updates[:count]])),
+            "decode_validate_s": decoded - began, "aggregate_s": aggregated - decoded,
+            "encode_s": encoded - aggregated, "total_s": encoded - began,
+            "per_update_ms": 1000 * (decoded - began) / count, "broadcast_bytes": len(server.broadcast),
+        })
+    return rows
+
+
+def round_overhead(rounds: int, broker: str, train_limit: int) -> Dict[str, Any]:
+    """The testbed config, shortened, through coordinator.testbed; overheads from rounds.jsonl."""
+    settings = read_toml(CONFIG)
+    settings["name"] = "bench-coordinator"
+    settings["federation"]["rounds"] = rounds
+    settings["data"]["train_limit"] = train_limit
+    settings["data"]["test_limit"] = 2000
+    run_dir = os.path.join(OUT, "coordinator-e2e")
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir)
+    config = os.path.join(run_dir, "run.json")
+    with open(config, "w") as handle:
+        json.dump(settings, handle)
+    summary = Testbed(config, run_dir, 10, broker, nice=0).run()
+    if summary["coordinator_status"] != 0:
+        raise RuntimeError(f"the coordinator failed; see {run_dir}/logs")
+    with open(os.path.join(run_dir, "rounds.jsonl")) as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    overheads = [r["overhead_s"] for r in records if r.get("overhead_s") is not None]
+    slowest = [max(c["train_s"] for c in r["clients"].values() if c.get("train_s") is not None) for r in records]
+    return {"broker": broker, "rounds": len(records), "overhead_s": overheads,
+            "overhead_median_s": statistics.median(overheads) if overheads else None,
+            "overhead_max_s": max(overheads) if overheads else None,
+            "round_time_s": [r["round_time_s"] for r in records], "slowest_train_s": slowest,
+            "final_accuracy": records[-1].get("accuracy") if records else None}
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--rounds", type=int, default=4, help="end-to-end rounds")
+    parser.add_argument("--train-limit", type=int, default=20000, help="training images shared by the 10 devices")
+    parser.add_argument("--broker", default="mosquitto" if shutil.which("mosquitto") or os.path.exists(
+        "/usr/sbin/mosquitto") else "embedded", help="mosquitto, embedded, or an mqtt:// URL")
+    parser.add_argument("--skip-e2e", action="store_true", help="server cost only")
+    args = parser.parse_args(argv)
+    os.makedirs(OUT, exist_ok=True)
+    rows = server_cost(sorted(set(args.clients)))
+    print(f"\n{'clients':>7} {'decode+validate s':>17} {'aggregate s':>11} {'encode s':>8} {'total s':>8} "
+          f"{'ms/update':>9} {'update B':>9}")
+    for row in rows:
+        print(f"{row['clients']:>7} {row['decode_validate_s']:>17.3f} {row['aggregate_s']:>11.3f} "
+              f"{row['encode_s']:>8.3f} {row['total_s']:>8.3f} {row['per_update_ms']:>9.2f} "
+              f"{row['update_bytes_mean']:>9}")
+    checks = []
+    hundred = [r for r in rows if r["clients"] == 100]
+    if hundred:
+        checks.append(("server: decode+validate+aggregate+encode, 100 updates, 1 core", hundred[0]["total_s"],
+                       SERVER_TARGET_S))
+    e2e = None
+    if not args.skip_e2e:
+        print(f"\nend to end: 10 device processes, {args.rounds} rounds, broker {args.broker} ...", flush=True)
+        e2e = round_overhead(args.rounds, args.broker, args.train_limit)
+        print(f"round overhead (round time - slowest training): median {e2e['overhead_median_s']:.3f} s, "
+              f"max {e2e['overhead_max_s']:.3f} s over {len(e2e['overhead_s'])} rounds")
+        checks.append(("end-to-end round overhead, 10 clients, loopback (max)", e2e["overhead_max_s"],
+                       OVERHEAD_TARGET_S))
+    print("\ntarget                                                             measured   target")
+    failed = False
+    for what, value, target in checks:
+        ok = value is not None and value < target
+        failed |= not ok
+        print(f"{what:<64} {value:>8.3f} s < {target:.1f} s  {'ok' if ok else 'MISSED'}")
+    result = {"server_cost": rows, "end_to_end": e2e, "targets": [
+        {"what": w, "measured_s": v, "target_s": t} for w, v, t in checks]}
+    with open(os.path.join(OUT, "coordinator.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"\nwritten {os.path.join(OUT, 'coordinator.json')}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

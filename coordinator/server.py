@@ -1,0 +1,389 @@
+"""The MQTT coordinator: the shared round engine (fedcore.rounds.RoundServer)
+driven by MQTT messages. It waits for clients, runs each round to its
+deadline, validates every update, aggregates, evaluates, logs and
+checkpoints. All protocol logic runs in the caller's thread; paho's thread
+only queues messages (see transport.MqttLink).
+"""
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+import numpy as np
+
+from fedcore.container import DecodeLimits
+from fedcore.errors import ConfigError
+from fedcore.experiment import RunConfig
+from fedcore.rounds import RoundResult, RoundServer
+
+from .protocol import PROTOCOL_VERSION, Topics, check_name, from_json, to_json
+from .report import TABLE_HEADER, plot_rounds, table_row
+from .store import RunStore, atomic_write
+from .transport import Incoming, MqttLink
+
+__all__ = ["CoordinatorSettings", "Coordinator", "blob_id", "Evaluator"]
+
+log = logging.getLogger(__name__)
+
+# state -> {"accuracy": ..., "loss": ...}
+Evaluator = Callable[[Dict[str, np.ndarray]], Dict[str, float]]
+
+
+def blob_id(blob: bytes) -> str:
+    """Short content id of a model or update: clients and the coordinator name messages by it."""
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _setting(table: Mapping[str, Any], key: str, default: Any, kind: type, low: float = 0.0) -> Any:
+    value = table.get(key, default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"coordinator.{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+        raise ConfigError(f"coordinator.{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not value >= low or math.isinf(value):
+        raise ConfigError(f"coordinator.{key} must be a finite number >= {low}, got {value!r}")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    """The ``[coordinator]`` table of a run's TOML file.
+
+    run_id: topic namespace (default: the run's name); expected_clients: how
+    many clients to wait for before round 1 (default: data.num_clients);
+    wait_s: how long to wait for them before starting with min_clients;
+    presence_timeout_s: a client silent for longer is not available (0: rely
+    on its last will only); max_update_bytes: larger updates are rejected
+    unread (0: twice the float32 model plus 64 KiB); keepalive: MQTT keepalive
+    (s); evaluate: held-out accuracy after every round; in_features,
+    num_classes: model dimensions when the dataset is not a known one.
+    """
+
+    run_id: str
+    expected_clients: int
+    wait_s: float = 60.0
+    presence_timeout_s: float = 30.0
+    max_update_bytes: int = 0
+    keepalive: int = 10
+    evaluate: bool = True
+    in_features: int = 784
+    num_classes: int = 10
+
+    @classmethod
+    def from_run(cls, run: RunConfig) -> "CoordinatorSettings":
+        table = dict(run.settings.get("coordinator", {}))
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise ConfigError(f"[coordinator]: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+        return cls(
+            run_id=check_name(table.get("run_id", run.name), "coordinator.run_id"),
+            expected_clients=_setting(table, "expected_clients", run.data.num_clients, int, 1),
+            wait_s=_setting(table, "wait_s", cls.wait_s, float),
+            presence_timeout_s=_setting(table, "presence_timeout_s", cls.presence_timeout_s, float),
+            max_update_bytes=_setting(table, "max_update_bytes", 0, int),
+            keepalive=_setting(table, "keepalive", cls.keepalive, int, 1),
+            evaluate=_setting(table, "evaluate", True, bool),
+            in_features=_setting(table, "in_features", cls.in_features, int, 1),
+            num_classes=_setting(table, "num_classes", cls.num_classes, int, 2),
+        )
+
+
+class _Presence:
+    def __init__(self):
+        self.online: Dict[str, float] = {}  # client -> last heard (monotonic)
+        self.capabilities: Dict[str, Dict[str, Any]] = {}
+        self.train_s: Dict[Tuple[str, str], float] = {}  # (client, plan_id) -> training seconds
+
+    def available(self, timeout: float) -> List[str]:
+        now = time.monotonic()
+        return sorted(c for c, seen in self.online.items() if timeout <= 0 or now - seen <= timeout)
+
+
+class Coordinator:
+    """Runs a federated run over an MqttLink. `run()` returns the final report."""
+
+    def __init__(self, run: RunConfig, settings: CoordinatorSettings, link: MqttLink, store: RunStore,
+                 initial: Mapping[str, np.ndarray], evaluator: Optional[Evaluator] = None,
+                 quiet: bool = False):
+        self.run_config = run
+        self.settings = settings
+        self.topics = Topics(settings.run_id)
+        self.link = link
+        self.store = store
+        self.evaluator = evaluator
+        self.quiet = quiet
+        raw = sum(int(np.asarray(v).size) for v in initial.values()) * 4
+        self.max_update_bytes = settings.max_update_bytes or 2 * raw + 65536
+        elements = sum(int(np.asarray(v).size) for v in initial.values())
+        self.limits = DecodeLimits(max_message_bytes=self.max_update_bytes, max_elements=2 * elements + 1024)
+        self.server, self.history = self._restore_or_start(initial)
+        self.presence = _Presence()
+        self._retained: Dict[str, bytes] = {}
+        self._retained_lock = threading.Lock()
+        self._plan_id = ""
+        self._transport_rejects: List[Dict[str, Any]] = []
+        self._sizes: Dict[str, int] = {}
+        self._broadcast_bytes = 0
+
+    # ------------------------------------------------------------ set-up
+
+    def _restore_or_start(self, initial: Mapping[str, np.ndarray]) -> Tuple[RoundServer, List[Dict[str, Any]]]:
+        federation = self.run_config.federation
+        blob = self.store.load_checkpoint()
+        if blob is None:
+            return RoundServer(initial, federation, self.limits), []
+        server = RoundServer.restore(blob, federation, DecodeLimits())
+        server.limits = self.limits
+        history = self.store.trim_rounds(server.completed_rounds)
+        log.info("resuming %s from its checkpoint: %d of %d rounds done", self.settings.run_id,
+                 server.completed_rounds, federation.rounds)
+        self._event({"event": "resume", "completed_rounds": server.completed_rounds})
+        return server, history
+
+    def republish_retained(self) -> None:
+        """After a (re)connect: a restarted broker without persistence lost our retained messages."""
+        with self._retained_lock:
+            items = list(self._retained.items())
+        for topic, payload in items:
+            self.link.publish(topic, payload, qos=1, retain=True)
+
+    def _retain(self, topic: str, payload: bytes) -> None:
+        with self._retained_lock:
+            self._retained[topic] = payload
+        self.link.publish(topic, payload, qos=1, retain=True)
+
+    # ------------------------------------------------------------ the run
+
+    def run(self) -> Dict[str, Any]:
+        federation = self.run_config.federation
+        started = time.monotonic()
+        # A new coordinator session: whatever an earlier one left retained is void.
+        for topic in (self.topics.round, self.topics.model, self.topics.full_model):
+            self._retain(topic, b"")
+        if not self.quiet:
+            print(TABLE_HEADER, flush=True)
+            for record in self.history:
+                print(table_row(record), flush=True)
+        first = True
+        while self.server.completed_rounds < federation.rounds:
+            available = self._wait_for_clients(first)
+            first = False
+            record = self._run_round(available)
+            self.history.append(record)
+            if not self.quiet:
+                print(table_row(record), flush=True)
+        done = {"v": PROTOCOL_VERSION, "run": self.settings.run_id, "done": True,
+                "completed_rounds": self.server.completed_rounds}
+        self._retain(self.topics.round, to_json(done))
+        report = self._final_report(time.monotonic() - started)
+        return report
+
+    def _wait_for_clients(self, first: bool) -> List[str]:
+        """Clients available for the next round: before round 1, everyone expected
+        (or min_clients after wait_s); later, whoever is there (at least min_clients)."""
+        federation = self.run_config.federation
+        began = last_note = time.monotonic()
+        while True:
+            available = self.presence.available(self.settings.presence_timeout_s)
+            waited = time.monotonic() - began
+            enough = len(available) >= federation.min_clients
+            if enough and (not first or len(available) >= self.settings.expected_clients
+                           or waited >= self.settings.wait_s):
+                return available
+            if time.monotonic() - last_note >= 10.0:
+                log.info("waiting for clients: %d available, %d needed (%d expected)", len(available),
+                         federation.min_clients, self.settings.expected_clients)
+                last_note = time.monotonic()
+            self._handle(self.link.get(0.2))
+
+    def _run_round(self, available: List[str]) -> Dict[str, Any]:
+        server = self.server
+        began = time.monotonic()
+        plan = server.open_round(available)
+        self._plan_id = uuid.uuid4().hex[:12]
+        broadcast = server.broadcast
+        full = server.full_model() if self.run_config.federation.broadcast == "delta" else broadcast
+        announcement = {
+            "v": PROTOCOL_VERSION, "run": self.settings.run_id, "plan_id": self._plan_id,
+            "plan": plan.to_dict(), "model_id": blob_id(broadcast), "full_id": blob_id(full),
+            "issued_at": time.time(),
+        }
+        if full is not broadcast:
+            self._retain(self.topics.full_model, full)
+        self._retain(self.topics.model, broadcast)
+        self._retain(self.topics.round, to_json(announcement))
+        self._event({"event": "open", "round": plan.round, "plan_id": self._plan_id,
+                     "selected": list(plan.selected), "available": available})
+        deadline = began + plan.deadline_s
+        late: List[Dict[str, Any]] = []
+        self._transport_rejects = []
+        self._sizes = {}
+        self._broadcast_bytes = len(broadcast)
+        arrivals: Dict[str, float] = {}
+        selected: Set[str] = set(plan.selected)
+        while time.monotonic() < deadline and not selected <= set(arrivals):
+            self._handle(self.link.get(deadline - time.monotonic()), arrivals, late, began)
+        result = server.close_round()
+        closed = time.monotonic()
+        # Updates already queued when the round closed are late: log them now.
+        self._drain(arrivals, late, began)
+        return self._finish_round(result, began, closed, arrivals, late)
+
+    def _drain(self, arrivals: Dict[str, float], late: List[Dict[str, Any]], began: float) -> None:
+        while True:
+            incoming = self.link.get(0.0)
+            if incoming is None:
+                return
+            self._handle(incoming, arrivals, late, began)
+
+    # ------------------------------------------------------------ messages
+
+    def _handle(self, incoming: Optional[Incoming], arrivals: Optional[Dict[str, float]] = None,
+                late: Optional[List[Dict[str, Any]]] = None, began: float = 0.0) -> None:
+        if incoming is None:
+            return
+        kind, client, plan_id = self.topics.parse(incoming.topic)
+        try:
+            if kind == "presence":
+                self._on_presence(client, incoming.payload)
+            elif kind == "update":
+                self._on_update(client, plan_id, incoming, arrivals, late, began)
+        except ConfigError as error:
+            self._event({"event": "bad_message", "topic": incoming.topic, "reason": str(error)})
+            log.warning("%s: %s", incoming.topic, error)
+
+    def _on_presence(self, client: str, payload: bytes) -> None:
+        check_name(client, "presence topic client id")
+        if not payload:
+            self.presence.online.pop(client, None)
+            return
+        data = from_json(payload, f"presence of {client}")
+        status = data.get("status")
+        if status == "online":
+            if client not in self.presence.online:
+                self._event({"event": "join", "client": client, "capabilities": data.get("capabilities")})
+            self.presence.online[client] = time.monotonic()
+            if isinstance(data.get("capabilities"), dict):
+                self.presence.capabilities[client] = data["capabilities"]
+            last = data.get("last_update")
+            if isinstance(last, dict) and isinstance(last.get("plan_id"), str) and isinstance(
+                    last.get("train_s"), (int, float)):
+                self.presence.train_s[(client, last["plan_id"])] = float(last["train_s"])
+        elif status == "offline":
+            if self.presence.online.pop(client, None) is not None:
+                self._event({"event": "leave", "client": client})
+        else:
+            raise ConfigError(f"presence of {client}: status must be 'online' or 'offline', got {status!r}")
+
+    def _on_update(self, client: str, plan_id: str, incoming: Incoming, arrivals: Optional[Dict[str, float]],
+                   late: Optional[List[Dict[str, Any]]], began: float) -> None:
+        payload = incoming.payload
+        nbytes = len(payload)
+        check_name(client, "update topic client id")
+        open_now = self.server.round_open and arrivals is not None
+        round_number = self.server.plan.round if self.server.round_open else self.server.completed_rounds
+        if not open_now or plan_id != self._plan_id:
+            # A straggler after its round closed, or from before a coordinator restart.
+            record = {"client": client, "plan_id": plan_id, "nbytes": nbytes,
+                      "reason": "no round open" if not open_now else f"plan {plan_id!r} is not the open one"}
+            if late is not None:
+                late.append(record)
+            self._verdict(client, plan_id, round_number, "late", record["reason"], nbytes, payload)
+            return
+        if nbytes > self.max_update_bytes:
+            reason = f"payload of {nbytes} bytes exceeds max_update_bytes {self.max_update_bytes}"
+            self._transport_rejects.append({"sender": client, "reason": reason, "nbytes": nbytes})
+            self._verdict(client, plan_id, round_number, "rejected", reason, nbytes, payload)
+            return
+        verdict = self.server.submit(payload, sender=client)
+        if verdict.accepted:
+            arrivals[client] = incoming.received - began
+            self._sizes[client] = nbytes
+        elif verdict.status == "late" and late is not None:
+            late.append({"client": client, "plan_id": plan_id, "nbytes": nbytes, "reason": verdict.reason})
+        self._verdict(client, plan_id, verdict.round or round_number, verdict.status, verdict.reason, nbytes, payload)
+
+    def _verdict(self, client: str, plan_id: str, round_number: int, status: str, reason: str,
+                 nbytes: int, payload: bytes) -> None:
+        event = {"event": "update", "client": client, "plan_id": plan_id, "round": round_number,
+                 "status": status, "reason": reason, "nbytes": nbytes}
+        self._event(event)
+        if status != "accepted":
+            log.warning("update from %s (plan %s, %d bytes) %s: %s", client, plan_id, nbytes, status, reason)
+        ack = {"v": PROTOCOL_VERSION, "plan_id": plan_id, "round": round_number, "status": status,
+               "reason": reason, "update_id": blob_id(payload)}
+        self.link.publish(self.topics.ack(client), to_json(ack), qos=1)
+
+    def _event(self, record: Dict[str, Any]) -> None:
+        record = dict(record, time=time.time())
+        self.store.append_event(record)
+
+    # ------------------------------------------------------------ after a round
+
+    def _finish_round(self, result: RoundResult, began: float, closed: float, arrivals: Dict[str, float],
+                      late: List[Dict[str, Any]]) -> Dict[str, Any]:
+        metrics = self.evaluator(self.server.global_state) if self.evaluator is not None else {}
+        train_s = {c: self.presence.train_s.get((c, self._plan_id)) for c in result.accepted}
+        known = [t for t in train_s.values() if t is not None]
+        round_time = closed - began
+        rejected = [{"sender": v.sender, "reason": v.reason, "nbytes": v.nbytes} for v in result.rejected]
+        rejected += self._transport_rejects
+        clients = {}
+        for client in result.selected:
+            status = "accepted" if client in result.accepted else "missing"
+            if status == "missing" and any(r["sender"] == client for r in rejected):
+                status = "rejected"
+            elif status == "missing" and any(r["client"] == client for r in late):
+                status = "late"
+            clients[client] = {
+                "status": status,
+                "arrival_s": arrivals.get(client),
+                "train_s": train_s.get(client),
+                "bytes_up": self._sizes.get(client, 0),
+                "bytes_down": self._broadcast_bytes,
+                **result.client_metrics.get(client, {}),
+            }
+        record = {
+            "round": result.round, "plan_id": self._plan_id, "selected": result.selected,
+            "accepted": result.accepted, "missing": result.missing,
+            "rejected": rejected, "late": late,
+            "aggregated": result.aggregated, "bytes_up": result.bytes_up, "bytes_down": result.bytes_down,
+            "num_samples": result.num_samples, "round_time_s": round(round_time, 4),
+            # Round time minus the slowest client's training: what the protocol and the server cost.
+            "overhead_s": (round(round_time - max(known), 4)
+                           if known and len(known) == len(result.accepted) and not result.missing else None),
+            "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
+            "clients": clients, "time": time.time(),
+        }
+        self.store.append_round(record)
+        self.store.save_checkpoint(self.server.checkpoint())
+        return record
+
+    def _final_report(self, elapsed: float) -> Dict[str, Any]:
+        history = self.history
+        last_accuracy = next((r["accuracy"] for r in reversed(history) if r.get("accuracy") is not None), None)
+        report = {
+            "run": self.settings.run_id, "rounds": len(history),
+            "final_accuracy": last_accuracy,
+            "bytes_up": sum(r["bytes_up"] for r in history),
+            "bytes_down": sum(r["bytes_down"] for r in history),
+            "rejected": sum(len(r["rejected"]) for r in history),
+            "late": sum(len(r["late"]) for r in history),
+            "session_time_s": round(elapsed, 3),
+            "fingerprint": self.run_config.federation.fingerprint(),
+            "config": self.run_config.federation.to_dict(),
+            "per_round": [{k: r[k] for k in ("round", "accuracy", "bytes_up", "bytes_down", "round_time_s",
+                                             "overhead_s", "accepted", "missing")} for r in history],
+        }
+        atomic_write(self.store.report_path, json.dumps(report, indent=2, sort_keys=True).encode("utf-8"))
+        plot_rounds(history, self.store.plot_path, f"run {self.settings.run_id}")
+        return report

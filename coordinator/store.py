@@ -1,0 +1,91 @@
+"""A run directory: the checkpoint a restarted coordinator resumes from and
+the JSONL logs of rounds and events.
+
+Order of writes after each round: the round's line is appended to
+rounds.jsonl (flushed and fsynced), then the checkpoint replaces the old one
+atomically (temporary file + fsync + os.replace). A crash between the two
+leaves one extra line, for a round the checkpoint does not contain; on resume
+`trim_rounds` drops it, so the round is run again and logged once.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+__all__ = ["RunStore", "atomic_write"]
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that a reader sees the old or the new file, never half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+class RunStore:
+    """Files of one coordinator run under `root`."""
+
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.checkpoint_path = os.path.join(root, "checkpoint.fedc")
+        self.rounds_path = os.path.join(root, "rounds.jsonl")
+        self.events_path = os.path.join(root, "events.jsonl")
+        self.report_path = os.path.join(root, "report.json")
+        self.plot_path = os.path.join(root, "rounds.png")
+
+    def load_checkpoint(self) -> Optional[bytes]:
+        if not os.path.exists(self.checkpoint_path):
+            return None
+        with open(self.checkpoint_path, "rb") as handle:
+            return handle.read()
+
+    def save_checkpoint(self, blob: bytes) -> None:
+        atomic_write(self.checkpoint_path, blob)
+
+    def _append(self, path: str, record: Mapping[str, Any], sync: bool) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def append_round(self, record: Mapping[str, Any]) -> None:
+        self._append(self.rounds_path, record, sync=True)
+
+    def append_event(self, record: Mapping[str, Any]) -> None:
+        self._append(self.events_path, record, sync=False)
+
+    def read_rounds(self) -> List[Dict[str, Any]]:
+        if not os.path.exists(self.rounds_path):
+            return []
+        with open(self.rounds_path, encoding="utf-8") as handle:
+            lines = [line for line in handle if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if number == len(lines):
+                    break  # a crash while appending tears the last line only: that round reruns
+                raise RuntimeError(f"{self.rounds_path}:{number}: not a JSON line") from None
+        return records
+
+    def trim_rounds(self, completed: int) -> List[Dict[str, Any]]:
+        """Keep the lines of rounds 1..completed (the checkpoint's); return them."""
+        records = self.read_rounds()
+        kept = [r for r in records if int(r.get("round", 0)) <= completed]
+        if len(kept) != len(records):
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            atomic_write(self.rounds_path, text.encode("utf-8"))
+        return kept

@@ -1,0 +1,201 @@
+"""`make testbed` (`python -m coordinator.testbed`): a whole federated testbed
+on one machine: a broker, the coordinator and N device processes, each a
+separate program talking MQTT exactly as boards on a lab network would.
+
+The coordinator prints the live per-round table; at the end the run folder
+holds rounds.jsonl, events.jsonl, report.json, rounds.png, the checkpoint,
+every process's log, and testbed.json (the report plus the processes' exit
+codes and wall time).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from fedcore.errors import FedCoreError
+from fedcore.experiment import client_ids
+
+from .config import load_config
+from .server import CoordinatorSettings
+
+__all__ = ["Testbed", "main"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join("configs", "testbed", "fmnist_mlp128.toml")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_listening(port: int, process: subprocess.Popen, timeout: float, what: str) -> None:
+    ends = time.monotonic() + timeout
+    while time.monotonic() < ends:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+class Testbed:
+    """Starts and stops the processes of one testbed run."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(self, config: str, run_dir: str, clients: int, broker: str = "embedded",
+                 nice: int = 0, env: Optional[Dict[str, str]] = None):
+        self.config = os.path.abspath(config)
+        self.run_dir = os.path.abspath(run_dir)
+        self.clients = clients
+        self.broker = broker
+        self.nice = nice
+        self.env = dict(os.environ if env is None else env)
+        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env.setdefault("OMP_NUM_THREADS", "1")
+        self.processes: List[subprocess.Popen] = []
+        self.url = broker
+
+    def _spawn(self, argv: List[str], log_name: str, stdout_to_console: bool = False) -> subprocess.Popen:
+        log = open(os.path.join(self.run_dir, "logs", log_name), "ab")
+        prefix = ["nice", "-n", str(self.nice)] if self.nice and shutil.which("nice") else []
+        process = subprocess.Popen(prefix + argv, cwd=ROOT, env=self.env, stderr=log,
+                                   stdout=None if stdout_to_console else log)
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def start_broker(self) -> str:
+        if self.broker.startswith(("mqtt://", "mqtts://")):
+            return self.broker  # an external broker
+        port = _free_port()
+        if self.broker == "embedded":
+            process = self._spawn([sys.executable, "-m", "coordinator.broker", "--port", str(port)], "broker.log")
+        elif self.broker == "mosquitto":
+            binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+            if not os.access(binary, os.X_OK):
+                raise RuntimeError("mosquitto not found: apt-get install mosquitto, or use --broker embedded")
+            conf = os.path.join(self.run_dir, "mosquitto.conf")
+            with open(conf, "w") as handle:
+                handle.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            process = self._spawn([binary, "-c", conf], "broker.log")
+        else:
+            raise ValueError(f"--broker must be embedded, mosquitto or an mqtt:// URL, got {self.broker!r}")
+        _wait_listening(port, process, 30.0, f"the {self.broker} broker")
+        return f"mqtt://127.0.0.1:{port}"
+
+    def run(self) -> Dict[str, Any]:
+        os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
+        began = time.monotonic()
+        try:
+            self.url = self.start_broker()
+            print(f"testbed: broker {self.url}, {self.clients} devices, run folder {self.run_dir}", flush=True)
+            devices = [self._spawn([sys.executable, "-m", "device", "fl", "--broker", self.url, "--config",
+                                    self.config, "--client-id", cid], f"{cid}.log")
+                       for cid in client_ids(self.clients)]
+            coordinator = self._spawn([sys.executable, "-m", "coordinator", "--broker", self.url, "--config",
+                                       self.config, "--run-dir", self.run_dir], "coordinator.log",
+                                      stdout_to_console=True)
+            status = coordinator.wait()
+            codes = {}
+            for cid, device in zip(client_ids(self.clients), devices):
+                try:
+                    codes[cid] = device.wait(30)
+                except subprocess.TimeoutExpired:
+                    codes[cid] = None
+        finally:
+            self.stop()
+        summary: Dict[str, Any] = {"coordinator_status": status, "device_status": codes,
+                                   "broker": self.broker, "clients": self.clients,
+                                   "wall_time_s": round(time.monotonic() - began, 2)}
+        report_path = os.path.join(self.run_dir, "report.json")
+        if os.path.exists(report_path):
+            with open(report_path) as handle:
+                summary["report"] = json.load(handle)
+        with open(os.path.join(self.run_dir, "testbed.json"), "w") as handle:
+            json.dump(summary, handle, indent=2, sort_keys=True)
+        return summary
+
+    def stop(self) -> None:
+        """Stop whatever still runs, devices and broker included (only our own processes)."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+RUN_FILES = ("checkpoint.fedc", "rounds.jsonl", "events.jsonl", "report.json", "rounds.png", "testbed.json",
+             "mosquitto.conf")
+
+
+def _clear(run_dir: str) -> None:
+    """Remove what an earlier testbed run left in run_dir (its files only, nothing else)."""
+    for name in RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    logs = os.path.join(run_dir, "logs")
+    if os.path.isdir(logs):
+        for name in os.listdir(logs):
+            if name.endswith(".log"):
+                os.remove(os.path.join(logs, name))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coordinator.testbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"the run's TOML file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--clients", type=int, default=0, help="device processes (default: data.num_clients)")
+    parser.add_argument("--broker", default="embedded",
+                        help="embedded (amqtt child process), mosquitto, or the URL of a running broker")
+    parser.add_argument("--run-dir", help="default: runs/testbed/<run id>")
+    parser.add_argument("--resume", action="store_true", help="keep the run folder's checkpoint and continue")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the child processes")
+    args = parser.parse_args(argv)
+    try:
+        run = load_config(args.config)
+        settings = CoordinatorSettings.from_run(run)
+    except FedCoreError as error:
+        print(f"testbed: {error}", file=sys.stderr)
+        return 2
+    clients = args.clients or run.data.num_clients
+    if not 1 <= clients <= run.data.num_clients:
+        print(f"testbed: --clients must lie in [1, {run.data.num_clients}] (data.num_clients)", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or os.path.join("runs", "testbed", settings.run_id)
+    if not args.resume:
+        _clear(run_dir)  # a testbed run starts from round 1 unless asked to resume
+    testbed = Testbed(args.config, run_dir, clients, args.broker, args.nice)
+    try:
+        summary = testbed.run()
+    except (RuntimeError, ValueError) as error:
+        print(f"testbed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("testbed: interrupted; run again with --resume to continue", file=sys.stderr)
+        return 130
+    bad = {cid: code for cid, code in summary["device_status"].items() if code != 0}
+    print(f"testbed: coordinator exit {summary['coordinator_status']}, devices with a problem: {bad or 'none'}, "
+          f"{summary['wall_time_s']} s; report {os.path.join(run_dir, 'testbed.json')}", flush=True)
+    return 0 if summary["coordinator_status"] == 0 and not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
