@@ -110,12 +110,12 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path, capsys):
     from fedcore.rounds import RoundServer
     from tests.fl_testkit import settings, write_config, write_dataset
 
-    # Prepare: a checkpoint written for a 2-round run, then the config asks for 5 rounds.
+    # Prepare: a checkpoint written for one learning rate, then the config asks for another.
     table = settings(write_dataset(str(tmp_path / "data"), train=150, test=20), run_id="cp")
     run = load_config(write_config(str(tmp_path), table))
     RunStore(str(tmp_path / "run")).save_checkpoint(
         RoundServer(initial_state(run, CoordinatorSettings.from_run(run)), run.federation).checkpoint())
-    table["federation"]["rounds"] = 5
+    table["federation"]["train"]["lr"] = 0.5
     config = write_config(str(tmp_path), table)
     # Execute
     status = main(["--broker", "mqtt://127.0.0.1:1", "--config", config, "--run-dir", str(tmp_path / "run")])
