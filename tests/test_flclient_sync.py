@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from coordinator.protocol import Topics
+from fedcore.container import decode_message
 from tests.fl_testkit import (
     ThreadedRun,
     Watcher,
@@ -40,6 +41,11 @@ def test_late_joiner_reads_the_full_model_and_trains(tmp_path, caplog):
             opened = lambda n: any(e.get("event") == "open" and e["round"] == n  # noqa: E731
                                    for e in read_jsonl(os.path.join(run_dir, "events.jsonl")))
             wait_for(lambda: opened(2), 20, "round 2")
+            # The retained broadcast must be round 2's delta, or the late client would
+            # simply follow round 1's weights and never be out of sync.
+            round2_delta = lambda: any(decode_message(p).kind == "delta"  # noqa: E731
+                                       for p in watcher.payloads(topics.model) if p)
+            wait_for(round2_delta, 20, "the round-2 delta broadcast")
             # Execute
             run.start_clients(["client-002"])
             run.join(timeout=30)
