@@ -9,12 +9,18 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs demo bench-demo testbed broker bench-coordinator clean
+.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
 	@echo "make lint          ruff, Python 3.8 compatibility and no-torch checks on the board side"
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
+	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"
+	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
+	@echo "make bench-fl-full the FMNIST study in full: 50 rounds x 3 seeds x both alphas (hours)"
+	@echo "make backbone      train + export the bundled few-shot backbone (CIFAR-10 base classes)"
+	@echo "make bench-fewshot few-shot accuracy of the backbones (Omniglot, CIFAR-10 novel)"
+	@echo "make dse           design-space table of the backbone family (quick mode)"
 	@echo "make demo          the camera demonstrator (a headless replay run when no camera/display)"
 	@echo "make bench-demo    demonstrator FPS, per-stage latency and accuracy, headless"
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
@@ -43,10 +49,58 @@ bench-codecs: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m benchmarks.codecs
 
+CONFIG ?= configs/fl/fmnist_headline.toml
+fl: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m training.fl --config $(CONFIG)
+
+bench-fl: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m benchmarks.fl --quick
+
+bench-fl-full: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m benchmarks.fl --full --only 1
+
+# The command recorded in models/resnet9_f16_strided_32.json.
+backbone: setup
+	$(BIN)/python -m training.fewshot train --data cifar10 --epochs 10 --cycle-epochs 2 --peak-decay 0.8 --threads 2 --out runs/fewshot/cifar
+	$(BIN)/python -m training.fewshot export --backbone runs/fewshot/cifar/resnet9_f16_strided_32_cifar10_s0.pt --data cifar10 --out models
+
+bench-fewshot: setup
+	$(BIN)/python -m benchmarks.fewshot
+
+dse: setup
+	$(BIN)/python -m benchmarks.dse --quick
+
 demo: setup
 	$(BIN)/python -m demo_app --demo --out-dir runs/demo --video runs/demo/demo.mp4
 
-bench-demo: setup
+bench-CONFIG ?= configs/fl/fmnist_headline.toml
+fl: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m training.fl --config $(CONFIG)
+
+bench-fl: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m benchmarks.fl --quick
+
+bench-fl-full: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m benchmarks.fl --full --only 1
+
+# The command recorded in models/resnet9_f16_strided_32.json.
+backbone: setup
+	$(BIN)/python -m training.fewshot train --data cifar10 --epochs 10 --cycle-epochs 2 --peak-decay 0.8 --threads 2 --out runs/fewshot/cifar
+	$(BIN)/python -m training.fewshot export --backbone runs/fewshot/cifar/resnet9_f16_strided_32_cifar10_s0.pt --data cifar10 --out models
+
+bench-fewshot: setup
+	$(BIN)/python -m benchmarks.fewshot
+
+dse: setup
+	$(BIN)/python -m benchmarks.dse --quick
+
+demo: setup
 	$(BIN)/python -m benchmarks.demo
 
 testbed: setup

@@ -18,14 +18,9 @@ from fedcore.experiment import (
 
 from .server import CoordinatorSettings, Evaluator
 
-__all__ = ["RUN_TABLES", "load_config", "initial_state", "make_evaluator"]
+__all__ = ["load_config", "initial_state", "make_evaluator"]
 
 log = logging.getLogger(__name__)
-
-# Tables other programs keep in the same run file; the MQTT programs read
-# [coordinator] and [device] and leave the others alone.
-RUN_TABLES = ("coordinator", "device", "simulation", "testbed")
-
 
 def load_config(path: str) -> RunConfig:
     """A run's TOML file (Python 3.11+ or tomli), or the same tables as a JSON
@@ -40,8 +35,8 @@ def load_config(path: str) -> RunConfig:
             raise ConfigError(f"{path}: invalid JSON: {error}") from None
         if not isinstance(settings, dict):
             raise ConfigError(f"{path}: expected a JSON object of tables")
-        return load_run_config(settings, RUN_TABLES)
-    return load_run_config(path, RUN_TABLES)
+        return load_run_config(settings)
+    return load_run_config(path)
 
 
 def initial_state(run: RunConfig, settings: CoordinatorSettings) -> Dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ __all__ = [
     "PRUNABLE_KINDS",
     "tensor_kind",
     "magnitude_prune",
+    "filter_prune",
     "topk_sparsify",
     "ErrorFeedback",
     "CodecPolicy",
@@ -121,6 +122,27 @@ def magnitude_prune(
     return out
 
 
+def filter_prune(
+    tensors: Mapping[str, np.ndarray],
+    rate: float,
+    norm: float = 1.0,
+    kinds: Sequence[str] = ("conv",),
+) -> Tensors:
+    """Structured pruning: in each tensor of `kinds`, zero the round(rate * F)
+    output filters (slices along axis 0) of smallest L_norm norm, whole.
+    Per layer, as in the pruning study; other tensors pass unchanged."""
+    rate = _check_rate(rate, "prune rate")
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm > 0 or not math.isfinite(norm):
+        raise ConfigError("prune norm must be a finite number > 0, got %r" % (norm,))
+    out = {n: np.array(a, dtype=np.float32) for n, a in tensors.items()}
+    for n in _selected(tensors, _check_kinds(kinds)):
+        filters = out[n].reshape(out[n].shape[0], -1).astype(np.float64)
+        strength = np.power(np.sum(np.power(np.abs(filters), norm), axis=1), 1.0 / norm)
+        drop = ~_zero_smallest(strength, int(round(rate * len(strength))))
+        out[n][drop] = 0.0
+    return out
+
+
 def topk_sparsify(
     tensors: Mapping[str, np.ndarray],
     keep: float,
@@ -203,15 +225,28 @@ class CodecPolicy:
 
 @dataclass(frozen=True)
 class PruneConfig:
+    """structure "element": magnitude pruning (scope global or layer);
+    "filter": whole output filters by their L_norm norm, per layer.
+    exclude: name patterns left unpruned (e.g. the classifier "fc2.*")."""
+
     rate: float
     scope: str = "global"
     kinds: Tuple[str, ...] = PRUNABLE_KINDS
+    structure: str = "element"
+    norm: float = 1.0
+    exclude: Tuple[str, ...] = ()
 
     def __post_init__(self):
         _check_rate(self.rate, "prune rate")
         if self.scope not in ("global", "layer"):
             raise ConfigError("prune scope must be 'global' or 'layer', got %r" % (self.scope,))
         _check_kinds(self.kinds)
+        if self.structure not in ("element", "filter"):
+            raise ConfigError("prune structure must be 'element' or 'filter', got %r" % (self.structure,))
+        if self.structure == "filter" and self.scope != "layer":
+            raise ConfigError("prune structure 'filter' ranks filters within each layer: set scope = 'layer'")
+        if isinstance(self.norm, bool) or not isinstance(self.norm, (int, float)) or not self.norm > 0:
+            raise ConfigError("prune norm must be a number > 0, got %r" % (self.norm,))
 
 
 @dataclass(frozen=True)
@@ -238,8 +273,9 @@ def _table(settings: Mapping[str, Any], key: str, cls: type):
     if unknown:
         raise ConfigError("unknown %s setting(s) %s; known: %s" % (key, sorted(unknown), sorted(known)))
     values = dict(table)
-    if "kinds" in values:
-        values["kinds"] = tuple(values["kinds"])
+    for key in ("kinds", "exclude"):
+        if key in values:
+            values[key] = tuple(values[key])
     try:
         return cls(**values)
     except TypeError as exc:
@@ -287,7 +323,13 @@ class Compressor:
         out = {n: np.asarray(a, dtype=np.float32) for n, a in tensors.items()}
         prune, sparsify = self.config.prune, self.config.sparsify
         if prune is not None and prune.rate > 0:
-            out = magnitude_prune(out, prune.rate, prune.scope, prune.kinds)
+            kept = {n for n in out if any(fnmatch.fnmatchcase(n, p) for p in prune.exclude)}
+            rest = {n: a for n, a in out.items() if n not in kept}
+            if prune.structure == "filter":
+                rest = filter_prune(rest, prune.rate, prune.norm, prune.kinds)
+            else:
+                rest = magnitude_prune(rest, prune.rate, prune.scope, prune.kinds)
+            out = {n: out[n] if n in kept else rest[n] for n in out}
         if sparsify is not None and sparsify.keep < 1:
             out = topk_sparsify(out, sparsify.keep, sparsify.scope, sparsify.kinds)
         return out

@@ -29,6 +29,7 @@ from .rounds import FederationConfig, TrainConfig
 __all__ = [
     "NUMPY_DATASETS",
     "NUMPY_MODELS",
+    "PROGRAM_TABLES",
     "DataConfig",
     "ModelConfig",
     "RunConfig",
@@ -153,13 +154,16 @@ class RunConfig:
 
 
 _RUN_TABLES = ("name", "data", "model", "federation", "compression")
+# Each program's own table; one run file may carry all of them, each program
+# reads its own and leaves the others alone.
+PROGRAM_TABLES = ("coordinator", "device", "simulation", "testbed")
 
 
 def load_run_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any]],
-                    extra_tables: Sequence[str] = ()) -> RunConfig:
+                    extra_tables: Sequence[str] = PROGRAM_TABLES) -> RunConfig:
     """Read a run's TOML file (or an already parsed mapping). Tables other than
-    the shared ones are an error unless the caller names them in extra_tables
-    (each program has its own, e.g. [coordinator] or [simulation])."""
+    the shared ones and extra_tables (by default the programs' own:
+    [coordinator], [device], [simulation], [testbed]) are an error."""
     settings = dict(source) if isinstance(source, Mapping) else read_toml(source)
     unknown = sorted(set(settings) - set(_RUN_TABLES) - set(extra_tables))
     if unknown:

@@ -298,9 +298,11 @@ def test_simulation_learns_and_is_reproducible():
 
 
 def test_run_config_errors():
-    with pytest.raises(ConfigError, match="unknown table\\(s\\) \\['simulation'\\]"):
-        load_run_config({"simulation": {}})
-    assert load_run_config({"simulation": {}}, extra_tables=["simulation"]).name == "run"
+    with pytest.raises(ConfigError, match="unknown table\\(s\\) \\['simulaton'\\]"):
+        load_run_config({"simulaton": {}})
+    assert load_run_config({"simulation": {}, "coordinator": {}}).name == "run"
+    with pytest.raises(ConfigError, match="unknown table\\(s\\) \\['coordinator'\\]"):
+        load_run_config({"coordinator": {}}, extra_tables=["simulation"])
     assert math.isinf(load_run_config({"data": {"alpha": "iid"}}).data.alpha)
     for data, message in [({"alpha": 0}, "data.alpha"), ({"val_fraction": 1}, "val_fraction"),
                           ({"num_clients": 0}, "data.num_clients"), ({"colour": 1}, "unknown key")]:

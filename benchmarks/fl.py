@@ -1,0 +1,349 @@
+"""Reproductions of the federated compression studies: `make bench-fl`.
+
+    python -m benchmarks.fl --quick            # minutes: few rounds, subsets
+    python -m benchmarks.fl --full --only 1    # the Fashion-MNIST study, 50 rounds x 3 seeds
+
+1. Fashion-MNIST, MLP-128, 10 clients all participating, Dirichlet alpha 0.5
+   and 10: standard FedAvg, magnitude pruning, post-training quantization,
+   15% sparsification, QAT, the naive pruning + QAT combination, and the
+   headline configuration (configs/fl/fmnist_headline.toml). Table of final
+   accuracy (mean +- std over the seeds) and total bytes both ways; the
+   Pareto front of accuracy against bytes (alpha 0.5) as PNG and table, and
+   the headline check: >= 20x fewer bytes than float32 FedAvg at <= 1 point.
+2. SimpleCNN on MNIST (where its files exist) and Fashion-MNIST: unstructured
+   (global magnitude) against structured (L1 filters / neurons, per layer)
+   pruning from 0% to 90%: accuracy and mean message size per rate.
+3. CIFAR-10 ResNet-8: FedAvg against FLoCoRA (r = 32, alpha = 512) and
+   FLoCoRA with 8-bit messages.
+
+Every run is `training.fl.simulation.run` on fedcore's round engine; each
+run's summary is kept under runs/bench/fl/ and reused when the same run is
+asked again (delete the folder to rerun). Tables go to runs/bench/fl/*.txt|json.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Dict, List, Mapping, Optional, Tuple  # noqa: E402
+
+from fedcore.experiment import read_toml  # noqa: E402
+from training.fl.config import apply_overrides, load_config  # noqa: E402
+from training.fl.report import format_table, pareto_front, plot_pareto, plot_rounds  # noqa: E402
+
+OUT = os.path.join("runs", "bench", "fl")
+CONFIGS = "configs/fl"
+CIFAR_PATH = os.path.join("..", "shared", "data", "cifar10", "cifar10-jpg.tar.gz")
+
+WEIGHTS = {"federation.update_kind": "weights"}
+
+
+def _both(table: Dict[str, Any]) -> Dict[str, Any]:
+    return {"compression.uplink": dict(table), "compression.downlink": dict(table)}
+
+
+# Study 1: label -> overrides of configs/fl/fmnist_mlp.toml (a config of its own for the headline).
+STUDY1: Dict[str, Dict[str, Any]] = {
+    "standard (float32)": {},
+    "prune 50% + deflate": {**WEIGHTS, **_both({"prune": {"rate": 0.5}, "wire": {"entropy": "deflate"}})},
+    "PTQ 8-bit": {**WEIGHTS, **_both({"wire": {"bits": 8}})},
+    "PTQ 4-bit": {**WEIGHTS, **_both({"wire": {"bits": 4}})},
+    "PTQ 2-bit": {**WEIGHTS, **_both({"wire": {"bits": 2}})},
+    "sparsify 15%": {"compression.uplink": {"sparsify": {"keep": 0.15}}},
+    "sparsify 15% + EF": {"compression.uplink": {"sparsify": {"keep": 0.15}, "error_feedback": True}},
+    "QAT 8-bit": {**WEIGHTS, "simulation.method": "qat", "simulation.qat": {"bits": 8},
+                  **_both({"wire": {"bits": 8, "per_channel": False}})},
+    "QAT 4-bit": {**WEIGHTS, "simulation.method": "qat", "simulation.qat": {"bits": 4},
+                  **_both({"wire": {"bits": 4, "per_channel": False}})},
+    "prune 50% + QAT 4-bit (naive)": {
+        **WEIGHTS, "simulation.method": "qat", "simulation.qat": {"bits": 4},
+        **_both({"prune": {"rate": 0.5}, "wire": {"bits": 4, "per_channel": False, "entropy": "deflate"}})},
+    "headline: delta 15% 4-bit EF": {"@config": "fmnist_headline.toml"},
+    "delta 5% 4-bit EF": {"@config": "fmnist_headline.toml",
+                          "compression.uplink.sparsify.keep": 0.05, "compression.downlink.sparsify.keep": 0.05},
+    "delta 15% 2-bit EF": {"@config": "fmnist_headline.toml",
+                           "compression.uplink.wire.bits": 2, "compression.downlink.wire.bits": 2},
+}
+# The five methods of the study (plus the headline) are also run at alpha = 10.
+STUDY1_ALPHA10 = ["standard (float32)", "prune 50% + deflate", "PTQ 8-bit", "sparsify 15%", "QAT 8-bit",
+                  "headline: delta 15% 4-bit EF"]
+STUDY1_QUICK = ["standard (float32)", "prune 50% + deflate", "PTQ 8-bit", "sparsify 15%", "QAT 8-bit",
+                "prune 50% + QAT 4-bit (naive)", "headline: delta 15% 4-bit EF"]
+BASELINE, HEADLINE = "standard (float32)", "headline: delta 15% 4-bit EF"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
+
+
+_DATA_CACHE: Dict[str, Any] = {}
+
+
+def run_once(config: str, overrides: Mapping[str, Any], folder: str, progress: bool,
+             cached_only: bool = False) -> Optional[Dict[str, Any]]:
+    """One simulation, or its stored summary when the same settings already ran into `folder`
+    (with cached_only, None instead of running)."""
+    from training.fl.simulation import load_data, run
+
+    settings = apply_overrides(read_toml(os.path.join(CONFIGS, config)), overrides)
+    settings = apply_overrides(settings, {"simulation.out": folder})
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    summary_path, key_path = os.path.join(folder, "summary.json"), os.path.join(folder, "key")
+    if os.path.isfile(summary_path) and os.path.isfile(key_path) and open(key_path).read() == key:
+        with open(summary_path) as handle:
+            return json.load(handle)
+    if cached_only:
+        return None
+    run_config, sim = load_config(settings)
+    data_key = json.dumps([run_config.data.dataset, run_config.data.path, run_config.data.train_limit,
+                           run_config.data.test_limit])
+    if data_key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[data_key] = load_data(run_config, sim)
+    summary = run(settings, progress=progress, data=_DATA_CACHE[data_key])
+    with open(key_path, "w") as handle:
+        handle.write(key)
+    return summary
+
+
+def _rows(folder: str) -> List[Dict[str, Any]]:
+    with open(os.path.join(folder, "rounds.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def study1(quick: bool, seeds: List[int], alphas: List[float], methods: Optional[List[str]],
+           progress: bool, cached_only: bool = False) -> Dict[str, Any]:
+    rounds = 5 if quick else 50
+    results: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    for alpha in alphas:
+        names = STUDY1_QUICK if quick else (list(STUDY1) if alpha == 0.5 else STUDY1_ALPHA10)
+        names = [n for n in names if methods is None or any(m.lower() in n.lower() for m in methods)]
+        for name in names:
+            overrides = dict(STUDY1[name])
+            config = overrides.pop("@config", "fmnist_mlp.toml")
+            overrides.update({"data.alpha": alpha, "federation.rounds": rounds})
+            for seed in seeds:
+                folder = os.path.join(OUT, "study1", f"alpha{alpha:g}", _slug(name), f"seed{seed}")
+                began = time.perf_counter()
+                summary = run_once(config, {**overrides, "federation.seed": seed}, folder, progress, cached_only)
+                if summary is None:
+                    continue
+                summary["folder"] = folder
+                results.setdefault(f"{alpha:g}", {}).setdefault(name, []).append(summary)
+                print(f"  alpha {alpha:g} {name:32s} seed {seed}: accuracy {100 * summary['final_accuracy']:.2f}%, "
+                      f"{summary['total_bytes'] / 1e6:.2f} MB, {time.perf_counter() - began:.0f} s", flush=True)
+    return _report1(results, rounds)
+
+
+def _report1(results: Dict[str, Dict[str, List[Dict[str, Any]]]], rounds: int) -> Dict[str, Any]:
+    os.makedirs(OUT, exist_ok=True)
+    header = ["alpha", "method", "seeds", "accuracy % (mean +- std)", "received %", "total MB", "vs float32"]
+    table, points, report = [], [], {"rounds": rounds, "rows": []}
+    for alpha, methods in results.items():
+        base = methods.get(BASELINE)
+        base_bytes = statistics.mean(s["total_bytes"] for s in base) if base else None
+        for name, runs in methods.items():
+            acc, std = _mean_std([100 * s["final_accuracy"] for s in runs])
+            received, _ = _mean_std([100 * s["final_accuracy_received"] for s in runs])
+            size = statistics.mean(s["total_bytes"] for s in runs)
+            ratio = base_bytes / size if base_bytes else float("nan")
+            table.append([alpha, name, ",".join(str(s["seed"]) for s in runs), f"{acc:.2f} +- {std:.2f}",
+                          f"{received:.2f}", f"{size / 1e6:.2f}", f"{ratio:.1f}x"])
+            report["rows"].append({"alpha": float(alpha), "method": name, "seeds": [s["seed"] for s in runs],
+                                   "accuracy_mean": acc, "accuracy_std": std, "received_accuracy_mean": received,
+                                   "total_bytes_mean": size, "ratio_vs_float32_fedavg": ratio,
+                                   "wall_s": [s["wall_s"] for s in runs]})
+            if alpha == "0.5":
+                points.append((name, size, acc / 100))
+        plot_rounds({n: _rows(r[0]["folder"]) for n, r in methods.items()},
+                    os.path.join(OUT, f"study1_alpha{alpha}_curves.png"))
+    text = format_table(header, table)
+    if points:
+        front = pareto_front(points)
+        plot_pareto(points, os.path.join(OUT, "study1_pareto.png"),
+                    f"Fashion-MNIST MLP-128, alpha 0.5, {rounds} rounds, mean over seeds")
+        text += "\n\nPareto front (alpha 0.5): accuracy against total bytes\n" + format_table(
+            ["method", "total MB", "accuracy %"], [[n, f"{b / 1e6:.2f}", f"{100 * a:.2f}"] for n, b, a in front])
+        report["pareto"] = [{"method": n, "total_bytes": b, "accuracy": a} for n, b, a in front]
+    half = results.get("0.5", {})
+    if BASELINE in half and HEADLINE in half:
+        base, head = half[BASELINE], half[HEADLINE]
+        gap = statistics.mean(100 * s["final_accuracy"] for s in base) - statistics.mean(
+            100 * s["final_accuracy"] for s in head)
+        ratio = statistics.mean(s["total_bytes"] for s in base) / statistics.mean(s["total_bytes"] for s in head)
+        ok = ratio >= 20 and gap <= 1.0
+        report["headline"] = {"ratio": ratio, "accuracy_gap_points": gap, "passed": ok,
+                              "seeds": [s["seed"] for s in head]}
+        text += (f"\n\nheadline (alpha 0.5): {ratio:.1f}x fewer bytes than float32 FedAvg, accuracy "
+                 f"{gap:+.2f} points below it (target >= 20x, <= 1.0 point): {'PASS' if ok else 'FAIL'}")
+    print(text)
+    with open(os.path.join(OUT, "study1.txt"), "w") as handle:
+        handle.write(text + "\n")
+    with open(os.path.join(OUT, "study1.json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+    return report
+
+
+def study2(quick: bool, seeds: List[int], progress: bool) -> Dict[str, Any]:
+    from training.datasets import load_split
+
+    rates = [0.0, 0.3, 0.6, 0.9] if quick else [round(0.1 * k, 1) for k in range(10)]
+    rounds = 3 if quick else 20
+    # Quick mode: a slimmer SimpleCNN (16/32 channels, 128 hidden) on subsets.
+    limits = {"data.train_limit": 3000, "data.test_limit": 1000, "model.channels": [16, 32],
+              "model.hidden": 128} if quick else {}
+    table, report = [], {"rounds": rounds, "rows": []}
+    for dataset in ("mnist", "fashion-mnist"):
+        try:
+            load_split(dataset, "test")
+        except FileNotFoundError as error:
+            print(f"  study 2: {dataset} skipped: {error}")
+            report["rows"].append({"dataset": dataset, "skipped": str(error)})
+            continue
+        for structure in ("element", "filter"):
+            for rate in rates:
+                prune = ({"rate": rate, "scope": "global"} if structure == "element" else
+                         {"rate": rate, "scope": "layer", "structure": "filter", "norm": 1.0,
+                          "kinds": ["conv", "linear"], "exclude": ["fc2.*"]})
+                side = {"prune": prune, "wire": {"entropy": "deflate"}} if rate else {"wire": {"entropy": "deflate"}}
+                runs = []
+                for seed in seeds:
+                    folder = os.path.join(OUT, "study2", dataset, structure, f"rate{rate:g}", f"seed{seed}")
+                    overrides = {**limits, "data.dataset": dataset, "federation.rounds": rounds,
+                                 "federation.seed": seed, **_both(side)}
+                    runs.append(run_once("simplecnn_prune.toml", overrides, folder, progress))
+                acc, std = _mean_std([100 * s["final_accuracy"] for s in runs])
+                message = statistics.mean(s["bytes_up"] / (s["rounds"] * s["clients"]) for s in runs)
+                kind = "unstructured" if structure == "element" else "structured"
+                table.append([dataset, kind, f"{int(100 * rate)}%", f"{acc:.2f} +- {std:.2f}",
+                              f"{message / 1e3:.1f}", f"{sum(s['wall_s'] for s in runs):.0f}"])
+                report["rows"].append({"dataset": dataset, "pruning": kind, "rate": rate, "accuracy_mean": acc,
+                                       "accuracy_std": std, "message_bytes_mean": message})
+                print(f"  {dataset} {kind} {rate:.0%}: {acc:.2f}%, {message / 1e3:.1f} kB a message", flush=True)
+    _plot_study2(report["rows"], os.path.join(OUT, "study2_pruning.png"))
+    text = format_table(["dataset", "pruning", "rate", "accuracy %", "kB / message", "wall s"], table)
+    print(text)
+    with open(os.path.join(OUT, "study2.txt"), "w") as handle:
+        handle.write(text + "\n")
+    with open(os.path.join(OUT, "study2.json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+    return report
+
+
+def _plot_study2(rows: List[Dict[str, Any]], path: str) -> None:
+    """Accuracy and message size against the pruning rate, one line per dataset and kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (accuracy, size) = plt.subplots(1, 2, figsize=(10, 4))
+    lines: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for row in rows:
+        if "rate" in row:
+            lines.setdefault((row["dataset"], row["pruning"]), []).append(row)
+    for (dataset, kind), points in lines.items():
+        rates = [100 * p["rate"] for p in points]
+        accuracy.plot(rates, [p["accuracy_mean"] for p in points], "o-", label=f"{dataset} {kind}")
+        size.plot(rates, [p["message_bytes_mean"] / 1e3 for p in points], "o-", label=f"{dataset} {kind}")
+    accuracy.set_ylabel("final test accuracy (%)")
+    size.set_ylabel("kB per uplink message")
+    for axis in (accuracy, size):
+        axis.set_xlabel("pruning rate (%)")
+        axis.grid(alpha=0.3)
+    accuracy.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+STUDY3 = {
+    "FedAvg": {},
+    "FLoCoRA r32 a512": {"simulation.method": "lora", "simulation.lora": {"rank": 32, "alpha": 512}},
+    "FLoCoRA r32 a512 + 8-bit": {"simulation.method": "lora", "simulation.lora": {"rank": 32, "alpha": 512},
+                                 **_both({"wire": {"bits": 8}})},
+}
+
+
+def study3(quick: bool, seeds: List[int], rounds: Optional[int], progress: bool) -> Dict[str, Any]:
+    rounds = rounds or (2 if quick else 20)
+    limits = {"data.train_limit": 400, "data.test_limit": 400} if quick else {}
+    table, runs_by_name, report = [], {}, {"rounds": rounds, "rows": []}
+    for name, extra in STUDY3.items():
+        runs = []
+        for seed in seeds:
+            folder = os.path.join(OUT, "study3", _slug(name), f"seed{seed}")
+            overrides = {**limits, **extra, "data.path": CIFAR_PATH, "federation.rounds": rounds,
+                         "federation.seed": seed}
+            runs.append(run_once("cifar10_resnet8.toml", overrides, folder, progress))
+            runs[-1]["folder"] = folder
+        acc, std = _mean_std([100 * s["final_accuracy"] for s in runs])
+        size = statistics.mean(s["total_bytes"] for s in runs)
+        runs_by_name[name] = runs
+        table.append([name, f"{runs[0]['params_exchanged']:,d}", f"{acc:.2f} +- {std:.2f}", f"{size / 1e6:.2f}",
+                      f"{sum(s['wall_s'] for s in runs):.0f}"])
+        report["rows"].append({"method": name, "accuracy_mean": acc, "accuracy_std": std, "total_bytes_mean": size,
+                               "params_exchanged": runs[0]["params_exchanged"]})
+    base = statistics.mean(s["total_bytes"] for s in runs_by_name["FedAvg"])
+    for row, entry in zip(table, report["rows"]):
+        entry["ratio_vs_fedavg"] = base / entry["total_bytes_mean"]
+        row.append(f"{entry['ratio_vs_fedavg']:.1f}x")
+    plot_rounds({n: _rows(r[0]["folder"]) for n, r in runs_by_name.items()}, os.path.join(OUT, "study3_curves.png"))
+    text = format_table(["method", "params sent", "accuracy %", "total MB", "wall s", "vs FedAvg"], table)
+    text += f"\n({rounds} rounds{', quick subset' if quick else ''})"
+    print(text)
+    with open(os.path.join(OUT, "study3.txt"), "w") as handle:
+        handle.write(text + "\n")
+    with open(os.path.join(OUT, "study3.json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a few rounds on subsets (the default)")
+    mode.add_argument("--full", action="store_true", help="the studies' settings (hours on 2 cores)")
+    parser.add_argument("--only", default="1,2,3", help="which reproductions, e.g. 1,3")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2 full, 0 quick)")
+    parser.add_argument("--alphas", default="0.5,10", help="study 1's Dirichlet alphas")
+    parser.add_argument("--methods", default=None, help="study 1: only methods whose label contains one of these")
+    parser.add_argument("--rounds3", type=int, default=None, help="study 3's rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--progress", action="store_true", help="a progress bar for each run")
+    parser.add_argument("--cached", action="store_true",
+                        help="study 1: tabulate the runs already stored, run nothing")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    quick = not args.full
+    seeds = [int(s) for s in (args.seeds or ("0" if quick else "0,1,2")).split(",")]
+    only = {int(k) for k in args.only.split(",")}
+    began = time.perf_counter()
+    if 1 in only:
+        print(f"study 1: Fashion-MNIST MLP-128 ({'quick' if quick else 'full'})", flush=True)
+        methods = args.methods.split(",") if args.methods else None
+        study1(quick, seeds, [float(a) for a in args.alphas.split(",")], methods, args.progress, args.cached)
+    if 2 in only:
+        print("study 2: SimpleCNN, unstructured vs structured pruning", flush=True)
+        study2(quick, seeds, args.progress)
+    if 3 in only:
+        print("study 3: CIFAR-10 ResNet-8, FedAvg vs FLoCoRA", flush=True)
+        study3(quick, seeds, args.rounds3, args.progress)
+    print(f"done in {time.perf_counter() - began:.0f} s; tables and plots in {OUT}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

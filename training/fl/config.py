@@ -1,0 +1,182 @@
+"""The [simulation] table of a run's TOML file (the rest is fedcore.experiment's).
+
+    [simulation]
+    method = "standard"        # local training: "standard", "qat" or "lora"
+    eval_every = 1             # evaluate the global model every N rounds (and the last)
+    out = "runs/fl/<name>"     # where the JSONL log, summary and plots go
+    device = "cpu"
+    threads = 1                # torch intra-op threads
+    target_accuracy = 0.0      # rounds-to-target reported when > 0 (a fraction, e.g. 0.85)
+    augment = false            # random crop + flip (CIFAR)
+    download = false           # fetch missing datasets from their official locations
+    [simulation.qat]           # method = "qat": fake quantization with a straight-through estimator
+    bits = 8                   # 8, 4, 2, or 1 (BinaryConnect: sign x mean |w| per layer)
+    [simulation.lora]          # method = "lora": FLoCoRA adapters on every convolution
+    rank = 32
+    alpha = 512
+"""
+
+import copy
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from fedcore.compression import CompressionConfig
+from fedcore.errors import ConfigError
+from fedcore.experiment import RunConfig, load_run_config
+
+__all__ = ["METHODS", "QATConfig", "LoRAConfig", "SimulationConfig", "load_config", "apply_overrides",
+           "parse_assignment"]
+
+METHODS = ("standard", "qat", "lora")
+QAT_BITS = (1, 2, 4, 8)
+
+
+def _check(table: Any, allowed: Sequence[str], where: str) -> Dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+    return dict(table)
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, low: float, high: float, where: str,
+            integer: bool = False) -> Any:
+    value = table.get(key, default)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (not integer or float(value).is_integer())
+    if not ok or math.isnan(value) or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}.{key} must be {kind} in [{low}, {high}], got {value!r}")
+    return int(value) if integer else float(value)
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    bits: int = 8
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> "QATConfig":
+        table = _check(table, ["bits"], "simulation.qat")
+        bits = table.get("bits", 8)
+        if bits not in QAT_BITS or isinstance(bits, bool):
+            raise ConfigError(f"simulation.qat.bits must be one of {list(QAT_BITS)} (1 = BinaryConnect), got {bits!r}")
+        return cls(int(bits))
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    rank: int = 32
+    alpha: float = 512.0
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> "LoRAConfig":
+        table = _check(table, ["rank", "alpha"], "simulation.lora")
+        return cls(_number(table, "rank", 32, 1, 4096, "simulation.lora", True),
+                   _number(table, "alpha", 512.0, 1e-6, 1e6, "simulation.lora"))
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    method: str = "standard"
+    eval_every: int = 1
+    out: str = ""
+    device: str = "cpu"
+    threads: int = 1
+    target_accuracy: float = 0.0
+    augment: bool = False
+    download: bool = False
+    qat: QATConfig = QATConfig()
+    lora: LoRAConfig = LoRAConfig()
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> "SimulationConfig":
+        keys = ["method", "eval_every", "out", "device", "threads", "target_accuracy", "augment",
+                "download", "qat", "lora"]
+        table = _check(table, keys, "simulation")
+        method = table.get("method", "standard")
+        if method not in METHODS:
+            raise ConfigError(f"simulation.method: unknown method {method!r}; known: {list(METHODS)} "
+                              "(pruning, sparsification and quantization of messages go in [compression.*])")
+        for key in ("out", "device"):
+            if not isinstance(table.get(key, ""), str):
+                raise ConfigError(f"simulation.{key} must be a string, got {table[key]!r}")
+        for key in ("augment", "download"):
+            if not isinstance(table.get(key, False), bool):
+                raise ConfigError(f"simulation.{key} must be true or false, got {table[key]!r}")
+        for key in ("qat", "lora"):
+            if key in table and method != key:
+                raise ConfigError(f"[simulation.{key}] is given but simulation.method is {method!r}")
+        return cls(
+            method=method,
+            eval_every=_number(table, "eval_every", 1, 1, 1e9, "simulation", True),
+            out=table.get("out", ""),
+            device=table.get("device", "cpu"),
+            threads=_number(table, "threads", 1, 1, 1024, "simulation", True),
+            target_accuracy=_number(table, "target_accuracy", 0.0, 0.0, 1.0, "simulation"),
+            augment=table.get("augment", False),
+            download=table.get("download", False),
+            qat=QATConfig.from_dict(table.get("qat", {})),
+            lora=LoRAConfig.from_dict(table.get("lora", {})),
+        )
+
+
+def _check_compression(settings: Mapping[str, Any]) -> None:
+    """Parse each side here so an error names the table it is in."""
+    compression = settings.get("compression", {})
+    if not isinstance(compression, Mapping):
+        raise ConfigError("[compression] must be a table")
+    for side in ("uplink", "downlink"):
+        table = compression.get(side, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[compression.{side}] must be a table")
+        try:
+            parsed = CompressionConfig.from_dict(table)
+        except ConfigError as error:
+            raise ConfigError(f"[compression.{side}]: {error}") from None
+        if parsed.sparsify is not None and parsed.sparsify.keep <= 0:
+            raise ConfigError(f"[compression.{side}]: sparsify keep must be > 0 (0 would send nothing)")
+        if parsed.prune is not None and parsed.prune.rate >= 1:
+            raise ConfigError(f"[compression.{side}]: prune rate must be < 1 (1 would zero the whole model)")
+
+
+def load_config(source: Any, overrides: Optional[Mapping[str, Any]] = None):
+    """(RunConfig, SimulationConfig) from a TOML path or a mapping, with dotted-key overrides."""
+    from fedcore.experiment import read_toml
+
+    settings = dict(source) if isinstance(source, Mapping) else read_toml(source)
+    settings = apply_overrides(settings, overrides or {})
+    _check_compression(settings)
+    run: RunConfig = load_run_config(settings)
+    return run, SimulationConfig.from_dict(settings.get("simulation", {}))
+
+
+def apply_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    """A deep copy of settings with {"federation.rounds": 5, ...} set."""
+    out = copy.deepcopy(dict(settings))
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        table = out
+        for key in keys[:-1]:
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override {dotted!r}: {key!r} is not a table")
+        table[keys[-1]] = value
+    return out
+
+
+def parse_assignment(text: str) -> Dict[str, Any]:
+    """"compression.uplink.sparsify.keep=0.1" -> {dotted key: TOML value} (bare words are strings)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    if sys.version_info >= (3, 11):
+        import tomllib as toml_module
+    else:  # pragma: no cover - the training side runs on 3.11 here
+        import tomli as toml_module
+    try:
+        value = toml_module.loads(f"v = {raw}")["v"]
+    except toml_module.TOMLDecodeError:
+        value = raw
+    return {key.strip(): value}

@@ -1,0 +1,87 @@
+"""Plots and tables of federated runs (matplotlib, Agg backend)."""
+
+import math
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+__all__ = ["plot_rounds", "pareto_front", "plot_pareto", "format_table"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plain_log_ticks(axis) -> None:
+    """Label only the decades of a log axis: minor labels collide."""
+    from matplotlib.ticker import NullFormatter
+
+    axis.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_rounds(runs: Mapping[str, List[Dict[str, Any]]], path: str) -> None:
+    """Accuracy against rounds and against cumulative bytes (both directions), one line a run."""
+    plt = _pyplot()
+    fig, (by_round, by_bytes) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rows in runs.items():
+        points = [r for r in rows if "accuracy" in r]
+        by_round.plot([r["round"] for r in points], [100 * r["accuracy"] for r in points], label=label)
+        by_bytes.plot([r["cum_bytes"] / 1e6 for r in points], [100 * r["accuracy"] for r in points], label=label)
+    by_round.set_xlabel("round")
+    by_bytes.set_xlabel("cumulative MB (up + down)")
+    by_bytes.set_xscale("log")
+    _plain_log_ticks(by_bytes)
+    for axis in (by_round, by_bytes):
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+    by_bytes.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pareto_front(points: Sequence[Tuple[str, float, float]]) -> List[Tuple[str, float, float]]:
+    """The (label, total bytes, accuracy) points no other point beats on both: fewer bytes and higher accuracy."""
+    front = []
+    best = -math.inf
+    for label, size, accuracy in sorted(points, key=lambda p: (p[1], -p[2])):
+        if accuracy > best:
+            front.append((label, size, accuracy))
+            best = accuracy
+    return front
+
+
+def plot_pareto(points: Sequence[Tuple[str, float, float]], path: str, title: str = "") -> None:
+    plt = _pyplot()
+    front = pareto_front(points)
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    axis.scatter([p[1] / 1e6 for p in points], [100 * p[2] for p in points], color="0.6", s=18)
+    for label, size, accuracy in points:
+        axis.annotate(label, (size / 1e6, 100 * accuracy), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    axis.plot([p[1] / 1e6 for p in front], [100 * p[2] for p in front], "o-", color="C3", label="Pareto front")
+    axis.set_xscale("log")
+    _plain_log_ticks(axis)
+    axis.set_xlabel("total MB (up + down, all rounds)")
+    axis.set_ylabel("final test accuracy (%)")
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A fixed-width text table (first column left-aligned, the others right-aligned)."""
+    cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for k, row in enumerate(cells):
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(parts))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
