@@ -76,31 +76,7 @@ dse: setup
 demo: setup
 	$(BIN)/python -m demo_app --demo --out-dir runs/demo --video runs/demo/demo.mp4
 
-bench-CONFIG ?= configs/fl/fmnist_headline.toml
-fl: setup
-	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m training.fl --config $(CONFIG)
-
-bench-fl: setup
-	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m benchmarks.fl --quick
-
-bench-fl-full: setup
-	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m benchmarks.fl --full --only 1
-
-# The command recorded in models/resnet9_f16_strided_32.json.
-backbone: setup
-	$(BIN)/python -m training.fewshot train --data cifar10 --epochs 10 --cycle-epochs 2 --peak-decay 0.8 --threads 2 --out runs/fewshot/cifar
-	$(BIN)/python -m training.fewshot export --backbone runs/fewshot/cifar/resnet9_f16_strided_32_cifar10_s0.pt --data cifar10 --out models
-
-bench-fewshot: setup
-	$(BIN)/python -m benchmarks.fewshot
-
-dse: setup
-	$(BIN)/python -m benchmarks.dse --quick
-
-demo: setup
+bench-demo: setup
 	$(BIN)/python -m benchmarks.demo
 
 testbed: setup
