@@ -129,3 +129,24 @@ def test_backbone_family_shapes_and_counts():
     assert pooled(torch.zeros(1, 3, 32, 32))[1].shape == (1, 80)
     assert count_params_macs(pooled)[1] > count_params_macs(
         create_model("resnet12", feature_maps=8, strided=True))[1]
+
+
+def test_rotate_classes_makes_four_classes_per_character():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    y = torch.tensor([0, 1])
+    xr, yr = easy.rotate_classes(x, y, n_classes=2)
+    assert xr.shape == (8, 3, 4, 4) and yr.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    for k in range(4):
+        assert torch.equal(xr[2 * k : 2 * k + 2], torch.rot90(x, k, (2, 3)))
+
+
+def test_class_rotations_train_a_four_times_wider_head(tmp_path):
+    data = _tiny_data()
+    cfg = TrainConfig(feature_maps=4, input_size=16, epochs=1, batch_size=16, lr=0.05,
+                      rotations=False, mixup=False, class_rotations=True, seeds=[0],
+                      out=str(tmp_path), threads=1)  # fmt: skip
+    model, meta = load_backbone(easy.train_easy(cfg, data)[0])
+    assert model.classifier.out_features == 4 * len(data.base.class_names)
+    assert meta["train"]["class_rotations"] is True
+    with pytest.raises(ValueError, match="class_rotations"):
+        easy.train_easy(TrainConfig(class_rotations=True, rotations=True), data)

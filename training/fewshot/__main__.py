@@ -6,9 +6,10 @@ Examples (ResNet-9 f=16 strided 32x32, the PEFSL demonstrator's backbone):
       --out runs/fewshot/cifar
   python -m training.fewshot export --backbone runs/fewshot/cifar/resnet9_f16_strided_32_cifar10_s0.pt \\
       --data cifar10 --out models
-  # Omniglot: train on 5 alphabets, 20-way 1-shot within-alphabet on the 3 held out
-  python -m training.fewshot train --data omniglot --epochs 30 --cycle-epochs 5 --peak-decay 0.8 \\
-      --batch-size 64 --lr 0.05 --out runs/fewshot/omni
+  # Omniglot: train on 5 alphabets (rotated characters as extra classes), 20-way 1-shot
+  # within-alphabet on the 3 held out
+  python -m training.fewshot train --data omniglot --epochs 24 --cycle-epochs 8 --peak-decay 0.8 \\
+      --batch-size 64 --lr 0.1 --class-rotations --no-mixup --out runs/fewshot/omni
   python -m training.fewshot eval --backbone runs/fewshot/omni/resnet9_f16_strided_32_omniglot_s0.pt \\
       --data omniglot --ways 20 --shots 1 --within-alphabet
   python -m training.fewshot describe        # parameters and MACs of every configuration
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=int, nargs="+", default=[0], help="several = an ensemble")
     t.add_argument("--no-rotations", action="store_true", help="drop the rotation head")
     t.add_argument("--no-mixup", action="store_true", help="drop manifold mixup")
+    t.add_argument("--class-rotations", action="store_true",
+                   help="Omniglot: each base class rotated by 0/90/180/270 degrees is a class of "
+                        "its own (4x classes); implies --no-rotations")  # fmt: skip
     t.add_argument("--out", default="runs/fewshot")
     t.add_argument("--threads", type=int, default=2)
 
@@ -105,7 +109,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         backbone=args.backbone, feature_maps=args.feature_maps, strided=args.strided,
         input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         cycle_epochs=args.cycle_epochs, peak_decay=args.peak_decay, seeds=args.seeds,
-        rotations=not args.no_rotations, mixup=not args.no_mixup, out=args.out,
+        rotations=not (args.no_rotations or args.class_rotations), mixup=not args.no_mixup,
+        class_rotations=args.class_rotations, out=args.out,
         threads=args.threads, command="python -m training.fewshot " + shlex.join(sys.argv[1:]),
     )  # fmt: skip
     t0 = time.time()

@@ -41,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "lr_at",
     "train_easy",
+    "rotate_classes",
     "load_backbone",
     "extract_features",
     "base_mean_features",
@@ -65,6 +66,7 @@ class TrainConfig:
     peak_decay: float = 0.7
     rotations: bool = True
     mixup: bool = True
+    class_rotations: bool = False  # each base class x {0, 90, 180, 270} degrees = 4 classes
     seeds: List[int] = field(default_factory=lambda: [0])
     out: str = "runs/fewshot"
     threads: int = 2
@@ -89,6 +91,14 @@ def _rotate_quarters(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if sel.any():
             out[sel] = torch.rot90(x[sel], k, (2, 3))
     return out, rot
+
+
+def rotate_classes(x: torch.Tensor, y: torch.Tensor, n_classes: int):
+    """Rotated characters as extra classes (Santoro et al. 2016, Vinyals et al.
+    2016): image rotated by k·90 degrees gets label y + k·n_classes."""
+    xs = [torch.rot90(x, k, (2, 3)) if k else x for k in range(4)]
+    ys = [y + k * n_classes for k in range(4)]
+    return torch.cat(xs).contiguous(), torch.cat(ys)
 
 
 def _step_loss(
@@ -117,6 +127,11 @@ def _train_one(cfg: TrainConfig, data: FewShotData, seed: int, mean, std, log) -
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_classes = len(data.base.class_names)
+    x_all = to_tensor(data.base.images, mean, std)
+    y_all = torch.from_numpy(data.base.labels)
+    if cfg.class_rotations:
+        x_all, y_all = rotate_classes(x_all, y_all, n_classes)
+        n_classes *= 4
     model = create_model(
         cfg.backbone, feature_maps=cfg.feature_maps, strided=cfg.strided,
         input_size=cfg.input_size, num_classes=n_classes, rotation_head=cfg.rotations,
@@ -124,8 +139,6 @@ def _train_one(cfg: TrainConfig, data: FewShotData, seed: int, mean, std, log) -
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
     )
-    x_all = to_tensor(data.base.images, mean, std)
-    y_all = torch.from_numpy(data.base.labels)
     n = len(y_all)
     bs = min(cfg.batch_size, n)
     steps = n // bs
@@ -182,6 +195,9 @@ def train_easy(cfg: TrainConfig, data: FewShotData) -> List[str]:
     """Train one backbone per seed on ``data.base``; returns the checkpoint paths.
     The input normalisation (mean/std) is measured on the base images."""
     torch.set_num_threads(max(1, cfg.threads))
+    if cfg.class_rotations and cfg.rotations:
+        # a rotation head would have to predict what the class label already says
+        raise ValueError("class_rotations needs rotations=False (--no-rotations)")
     mean, std = channel_stats(data.base.images)
     os.makedirs(cfg.out, exist_ok=True)
     log_path = os.path.join(cfg.out, "train_log.jsonl")
