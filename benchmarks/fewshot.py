@@ -28,7 +28,7 @@ STEM = "resnet9_f16_strided_32"
 # --cycle-epochs, so a run stopped at a cycle's end is a valid shorter recipe).
 RECIPES = {
     # rotated characters as classes (172 x 4 = 688), no rotation head, no mixup
-    "omniglot": ["--data", "omniglot", "--epochs", "24", "--cycle-epochs", "8",
+    "omniglot": ["--data", "omniglot", "--epochs", "60", "--cycle-epochs", "20",
                  "--peak-decay", "0.8", "--batch-size", "64", "--lr", "0.1",
                  "--class-rotations", "--no-mixup", "--threads", "2"],
     "cifar10": ["--data", "cifar10", "--epochs", "10", "--cycle-epochs", "2",

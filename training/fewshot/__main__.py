@@ -8,7 +8,7 @@ Examples (ResNet-9 f=16 strided 32x32, the PEFSL demonstrator's backbone):
       --data cifar10 --out models
   # Omniglot: train on 5 alphabets (rotated characters as extra classes), 20-way 1-shot
   # within-alphabet on the 3 held out
-  python -m training.fewshot train --data omniglot --epochs 24 --cycle-epochs 8 --peak-decay 0.8 \\
+  python -m training.fewshot train --data omniglot --epochs 60 --cycle-epochs 20 --peak-decay 0.8 \\
       --batch-size 64 --lr 0.1 --class-rotations --no-mixup --out runs/fewshot/omni
   python -m training.fewshot eval --backbone runs/fewshot/omni/resnet9_f16_strided_32_omniglot_s0.pt \\
       --data omniglot --ways 20 --shots 1 --within-alphabet
