@@ -121,6 +121,14 @@ def _mean_std(values: List[float]) -> Tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _write_study(name: str, text: str, report: Dict[str, Any]) -> None:
+    """The study's table as text and its figures as JSON, under OUT."""
+    with open(os.path.join(OUT, name + ".txt"), "w") as handle:
+        handle.write(text + "\n")
+    with open(os.path.join(OUT, name + ".json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+
+
 def study1(quick: bool, seeds: List[int], alphas: List[float], methods: Optional[List[str]],
            progress: bool, cached_only: bool = False) -> Dict[str, Any]:
     rounds = 5 if quick else 50
@@ -187,10 +195,7 @@ def _report1(results: Dict[str, Dict[str, List[Dict[str, Any]]]], rounds: int) -
         text += (f"\n\nheadline (alpha 0.5): {ratio:.1f}x fewer bytes than float32 FedAvg, accuracy "
                  f"{gap:+.2f} points below it (target >= 20x, <= 1.0 point): {'PASS' if ok else 'FAIL'}")
     print(text)
-    with open(os.path.join(OUT, "study1.txt"), "w") as handle:
-        handle.write(text + "\n")
-    with open(os.path.join(OUT, "study1.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
+    _write_study("study1", text, report)
     return report
 
 
@@ -233,10 +238,7 @@ def study2(quick: bool, seeds: List[int], progress: bool) -> Dict[str, Any]:
     _plot_study2(report["rows"], os.path.join(OUT, "study2_pruning.png"))
     text = format_table(["dataset", "pruning", "rate", "accuracy %", "kB / message", "wall s"], table)
     print(text)
-    with open(os.path.join(OUT, "study2.txt"), "w") as handle:
-        handle.write(text + "\n")
-    with open(os.path.join(OUT, "study2.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
+    _write_study("study2", text, report)
     return report
 
 
@@ -302,10 +304,7 @@ def study3(quick: bool, seeds: List[int], rounds: Optional[int], progress: bool)
     text = format_table(["method", "params sent", "accuracy %", "total MB", "wall s", "vs FedAvg"], table)
     text += f"\n({rounds} rounds{', quick subset' if quick else ''})"
     print(text)
-    with open(os.path.join(OUT, "study3.txt"), "w") as handle:
-        handle.write(text + "\n")
-    with open(os.path.join(OUT, "study3.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
+    _write_study("study3", text, report)
     return report
 
 
