@@ -21,6 +21,8 @@ EXAMPLES = """examples:
   python -m coordinator --broker mqtt://127.0.0.1:1883 --config configs/testbed/fmnist_mlp128.toml
   python -m coordinator --broker mqtts://coordinator:secret@broker.lab:8883 --ca-file ca.crt \\
       --config run.toml --run-dir runs/lab-01        # TLS and a password (see brokers/README.md)
+  python -m coordinator --broker mqtt://127.0.0.1:1883 --config configs/fl/simplecnn_prune.toml \
+      --initial-model initial.fedc --evaluator training.fl.mqtt:evaluator   # a torch model of training/
 A restarted coordinator with the same --run-dir resumes after the last checkpointed round.
 """
 
@@ -34,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="the run's TOML file (or JSON with the same tables)")
     parser.add_argument("--run-dir", help="checkpoint and logs (default: runs/coordinator/<run id>)")
     parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
+    parser.add_argument("--initial-model", default="", metavar="FILE",
+                        help="round-0 weights as a model container (needed for models other than the numpy "
+                        "mlp/softmax; python -m training.fl --export-initial FILE writes one)")
+    parser.add_argument("--evaluator", default="", metavar="package.module:function",
+                        help="held-out evaluation of another model, e.g. training.fl.mqtt:evaluator")
     parser.add_argument("--quiet", action="store_true", help="no per-round table on stdout")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -48,8 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = CoordinatorSettings.from_run(run)
         address = parse_broker(args.broker)
         store = RunStore(args.run_dir or os.path.join("runs", "coordinator", settings.run_id))
-        initial = initial_state(run, settings)
-        evaluator = make_evaluator(run, settings)
+        initial = initial_state(run, settings, args.initial_model)
+        evaluator = make_evaluator(run, settings, args.evaluator)
         topics = Topics(settings.run_id)
         link = MqttLink(address, f"coordinator-{settings.run_id}",
                         [(topics.all_presence, 1), (topics.all_updates, 1)],

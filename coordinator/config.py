@@ -1,46 +1,44 @@
 """Reading a run's config for the MQTT programs, and what follows from it: the
 initial model and the held-out evaluation."""
 
-import json
 import logging
 from typing import Dict, Optional
 
 import numpy as np
 
-from fedcore.errors import ConfigError
+from fedcore.container import decode_message
+from fedcore.errors import ConfigError, MessageError
 from fedcore.experiment import (
     NUMPY_DATASETS,
+    NUMPY_MODELS,
     RunConfig,
     build_numpy_model,
+    import_factory,
     load_numpy_dataset,
     load_run_config,
 )
 
 from .server import CoordinatorSettings, Evaluator
 
-__all__ = ["load_config", "initial_state", "make_evaluator"]
+__all__ = ["load_config", "initial_state", "read_model_file", "make_evaluator"]
 
 log = logging.getLogger(__name__)
 
 def load_config(path: str) -> RunConfig:
-    """A run's TOML file (Python 3.11+ or tomli), or the same tables as a JSON
-    file (``.json``): a Python 3.8 board without tomli reads that."""
-    if path.endswith(".json"):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                settings = json.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except ValueError as error:
-            raise ConfigError(f"{path}: invalid JSON: {error}") from None
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{path}: expected a JSON object of tables")
-        return load_run_config(settings)
+    """A run's TOML file (Python 3.11+ or tomli), or the same tables as a JSON file."""
     return load_run_config(path)
 
 
-def initial_state(run: RunConfig, settings: CoordinatorSettings) -> Dict[str, np.ndarray]:
-    """The round-0 model: built from [model] with the run's seed, as the simulation does."""
+def initial_state(run: RunConfig, settings: CoordinatorSettings, path: str = "") -> Dict[str, np.ndarray]:
+    """The round-0 model: the container file at `path` (e.g. written by `python -m training.fl
+    --export-initial` for a torch model), or else built from [model] with the run's seed, as the
+    simulation does (numpy models)."""
+    if path:
+        return read_model_file(path)
+    if run.model.name not in NUMPY_MODELS:
+        raise ConfigError(
+            f"model {run.model.name!r} is not a numpy model ({', '.join(NUMPY_MODELS)}): give its round-0 "
+            f"weights with --initial-model FILE (python -m training.fl --config ... --export-initial FILE)")
     if run.data.dataset in NUMPY_DATASETS:
         in_features, classes = 784, 10
     else:
@@ -48,10 +46,34 @@ def initial_state(run: RunConfig, settings: CoordinatorSettings) -> Dict[str, np
     return build_numpy_model(run.model, in_features, classes, run.federation.seed).state_dict()
 
 
-def make_evaluator(run: RunConfig, settings: CoordinatorSettings) -> Optional[Evaluator]:
+def read_model_file(path: str) -> Dict[str, np.ndarray]:
+    """The tensors of a model container file (finite float32, the container's decode limits)."""
+    try:
+        with open(path, "rb") as handle:
+            blob = handle.read()
+    except OSError as error:
+        raise ConfigError(f"--initial-model {path}: {error.strerror or error}") from None
+    try:
+        tensors = decode_message(blob).tensors
+    except MessageError as error:
+        raise ConfigError(f"--initial-model {path}: not a valid model container: {error}") from None
+    if not tensors:
+        raise ConfigError(f"--initial-model {path}: the container holds no tensors")
+    return tensors
+
+
+def make_evaluator(run: RunConfig, settings: CoordinatorSettings, factory: str = "") -> Optional[Evaluator]:
     """Accuracy of the global model on the dataset's test split (data.test_limit
-    samples), or None when evaluation is off or the data cannot be read."""
+    samples): through `factory` ("package.module:function", called with the run,
+    e.g. training.fl.mqtt:evaluator for a torch model) when given, else the numpy
+    model's; None when evaluation is off or the data cannot be read."""
     if not settings.evaluate:
+        return None
+    if factory:
+        return import_factory(factory, "--evaluator")(run)
+    if run.model.name not in NUMPY_MODELS:
+        log.warning("no held-out evaluation: model %r is not a numpy model (pass --evaluator, e.g. "
+                    "training.fl.mqtt:evaluator)", run.model.name)
         return None
     try:
         x, y = load_numpy_dataset(run.data, "test")

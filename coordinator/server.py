@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
+from fedcore.checks import is_int
 from fedcore.container import DecodeLimits
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig
@@ -102,6 +103,9 @@ class _Presence:
         self.online: Dict[str, float] = {}  # client -> last heard (monotonic)
         self.capabilities: Dict[str, Dict[str, Any]] = {}
         self.train_s: Dict[Tuple[str, str], float] = {}  # (client, plan_id) -> training seconds
+        # (client, plan_id) -> bytes of retained full models the client read to catch up before it
+        # trained: downloads beyond the round's broadcast, which the round engine does not count.
+        self.full_model_bytes: Dict[Tuple[str, str], int] = {}
 
     def available(self, timeout: float) -> List[str]:
         now = time.monotonic()
@@ -278,6 +282,9 @@ class Coordinator:
             if isinstance(last, dict) and isinstance(last.get("plan_id"), str) and isinstance(
                     last.get("train_s"), (int, float)):
                 self.presence.train_s[(client, last["plan_id"])] = float(last["train_s"])
+                full = last.get("full_model_bytes", 0)
+                if is_int(full) and 0 <= full < 1 << 40:
+                    self.presence.full_model_bytes[(client, last["plan_id"])] = int(full)
         elif status == "offline":
             if self.presence.online.pop(client, None) is not None:
                 self._event({"event": "leave", "client": client})
@@ -350,6 +357,7 @@ class Coordinator:
                 "train_s": train_s.get(client),
                 "bytes_up": self._sizes.get(client, 0),
                 "bytes_down": self._broadcast_bytes,
+                "bytes_full_model": self.presence.full_model_bytes.get((client, self._plan_id), 0),
                 **result.client_metrics.get(client, {}),
             }
         record = {
@@ -357,6 +365,7 @@ class Coordinator:
             "accepted": result.accepted, "missing": result.missing,
             "rejected": rejected, "late": late,
             "aggregated": result.aggregated, "bytes_up": result.bytes_up, "bytes_down": result.bytes_down,
+            "bytes_full_model": sum(c["bytes_full_model"] for c in clients.values()),
             "num_samples": result.num_samples, "round_time_s": round(round_time, 4),
             # Round time minus the slowest client's training: what the protocol and the server cost.
             "overhead_s": (round(round_time - max(known), 4)
@@ -376,6 +385,7 @@ class Coordinator:
             "final_accuracy": last_accuracy,
             "bytes_up": sum(r["bytes_up"] for r in history),
             "bytes_down": sum(r["bytes_down"] for r in history),
+            "bytes_full_model": sum(r.get("bytes_full_model", 0) for r in history),
             "rejected": sum(len(r["rejected"]) for r in history),
             "late": sum(len(r["late"]) for r in history),
             "session_time_s": round(elapsed, 3),

@@ -11,11 +11,13 @@ describes one run wherever it executes:
 Only the numpy side lives here: MNIST-style datasets and the numpy models.
 """
 
+import importlib
+import json
 import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -34,7 +36,9 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "read_toml",
+    "read_run_file",
     "load_run_config",
+    "import_factory",
     "client_ids",
     "partition_clients",
     "load_numpy_dataset",
@@ -64,6 +68,23 @@ def read_toml(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
         raise ConfigError(f"config file not found: {os.fspath(path)}") from None
     except toml_module.TOMLDecodeError as error:
         raise ConfigError(f"{os.fspath(path)}: invalid TOML: {error}") from None
+
+
+def read_run_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+    """A run's tables from its TOML file, or from a JSON file (``.json``) with the
+    same tables: a Python 3.8 board without tomli reads that."""
+    if not os.fspath(path).endswith(".json"):
+        return read_toml(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {os.fspath(path)}") from None
+    except ValueError as error:
+        raise ConfigError(f"{os.fspath(path)}: invalid JSON: {error}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{os.fspath(path)}: expected a JSON object of tables")
+    return settings
 
 
 def _int(settings: Mapping[str, Any], key: str, default: int, low: int, where: str) -> int:
@@ -161,10 +182,10 @@ PROGRAM_TABLES = ("coordinator", "device", "simulation", "testbed")
 
 def load_run_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any]],
                     extra_tables: Sequence[str] = PROGRAM_TABLES) -> RunConfig:
-    """Read a run's TOML file (or an already parsed mapping). Tables other than
+    """Read a run's TOML or JSON file (or an already parsed mapping). Tables other than
     the shared ones and extra_tables (by default the programs' own:
     [coordinator], [device], [simulation], [testbed]) are an error."""
-    settings = dict(source) if isinstance(source, Mapping) else read_toml(source)
+    settings = dict(source) if isinstance(source, Mapping) else read_run_file(source)
     unknown = sorted(set(settings) - set(_RUN_TABLES) - set(extra_tables))
     if unknown:
         raise ConfigError(f"unknown table(s) {unknown}; expected some of {sorted(set(_RUN_TABLES) | set(extra_tables))}")
@@ -178,6 +199,22 @@ def load_run_config(source: Union[str, "os.PathLike[str]", Mapping[str, Any]],
         federation=FederationConfig.from_dict(settings.get("federation", {}), settings.get("compression", {})),
         settings=settings,
     )
+
+
+def import_factory(spec: str, option: str) -> Callable[..., Any]:
+    """The function named by "package.module:function" (a command-line hook such as
+    --trainer), imported only now: the board side never imports torch on its own."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise ConfigError(f"{option} must look like package.module:function, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{option} {spec}: cannot import {module_name} ({error})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"{option} {spec}: {module_name} has no function {function_name}")
+    return function
 
 
 def client_ids(num_clients: int) -> List[str]:

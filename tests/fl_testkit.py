@@ -120,7 +120,10 @@ def read_jsonl(path: str) -> List[Dict[str, Any]]:
 class ThreadedRun:
     """Coordinator and clients in threads of this process, each with its own MQTT connection."""
 
-    def __init__(self, broker_url: str, config_path: str, run_dir: str, client_ids_: Optional[List[str]] = None):
+    def __init__(self, broker_url: str, config_path: str, run_dir: str, client_ids_: Optional[List[str]] = None,
+                 trainer: str = "", initial_model: str = "", evaluator: str = ""):
+        """trainer, initial_model, evaluator: the CLIs' --trainer, --initial-model and --evaluator."""
+        self.trainer, self.initial_model, self.evaluator = trainer, initial_model, evaluator
         self.run = load_config(config_path)
         self.coord_settings = CoordinatorSettings.from_run(self.run)
         self.address = parse_broker(broker_url)
@@ -146,7 +149,8 @@ class ThreadedRun:
             link = MqttLink(self.address, cid, FLClient.subscriptions(self.topics, cid), keepalive=2,
                             reconnect=(0.1, 0.5),
                             will=(self.topics.presence(cid), to_json({"status": "offline"})))
-            client = FLClient(cid, self.coord_settings.run_id, make_trainer(self.run, x, y), link, heartbeat_s=1.0)
+            trainer = make_trainer(self.run, x, y, self.trainer)
+            client = FLClient(cid, self.coord_settings.run_id, trainer, link, heartbeat_s=1.0)
             link.on_connect = client.on_connect
             link.start()
             self.clients.append(client)
@@ -158,8 +162,8 @@ class ThreadedRun:
         link = MqttLink(self.address, "coordinator", [(self.topics.all_presence, 1), (self.topics.all_updates, 1)],
                         keepalive=2, reconnect=(0.1, 0.5))
         coordinator = Coordinator(self.run, self.coord_settings, link, RunStore(self.run_dir),
-                                  initial_state(self.run, self.coord_settings),
-                                  make_evaluator(self.run, self.coord_settings), quiet=True)
+                                  initial_state(self.run, self.coord_settings, self.initial_model),
+                                  make_evaluator(self.run, self.coord_settings, self.evaluator), quiet=True)
         link.on_connect = coordinator.republish_retained
         link.start()
         self.coordinator_link = link

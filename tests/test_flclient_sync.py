@@ -49,6 +49,7 @@ def test_late_joiner_reads_the_full_model_and_trains(tmp_path, caplog):
             # Execute
             run.start_clients(["client-002"])
             run.join(timeout=30)
+            full_sizes = {len(p) for p in watcher.payloads(topics.full_model) if p}
         finally:
             watcher.close()
     # Assert
@@ -56,6 +57,10 @@ def test_late_joiner_reads_the_full_model_and_trains(tmp_path, caplog):
     assert "client-002" not in rounds[1]["selected"]
     assert any("client-002" in m and "reading the retained full model" in m for m in caplog.messages)
     assert rounds[2]["accepted"] == ["client-000", "client-001", "client-002"]
+    # The full model it read is counted beside the engine's broadcast bytes, and only for it.
+    read = rounds[2]["clients"]["client-002"]["bytes_full_model"]
+    assert read in full_sizes and rounds[2]["bytes_full_model"] == read
+    assert rounds[2]["clients"]["client-000"]["bytes_full_model"] == 0
     late, early = run.clients[2], run.clients[0]
     assert late.engine.model_round == early.engine.model_round == 3
     for name, value in early.engine.model.items():

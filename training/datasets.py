@@ -30,6 +30,8 @@ __all__ = [
     "Dataset",
     "load_split",
     "to_float_nchw",
+    "standardize",
+    "input_shape",
     "num_classes",
 ]
 
@@ -197,10 +199,21 @@ def _read_official(folder: str, spec: Dataset, split: str) -> Tuple[np.ndarray, 
     return _read_cifar_binary(os.path.join(folder, next(iter(spec.urls))), spec, split)
 
 
-def to_float_nchw(images: np.ndarray, name: str) -> np.ndarray:
-    """uint8 N x H x W x C -> float32 N x C x H x W, standardized with the dataset's statistics."""
+def input_shape(name: str) -> Tuple[int, int, int]:
+    """(channels, height, width) of the dataset's images."""
     spec = _spec(name)
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    side = 28 if spec.name in ("mnist", "fashion-mnist") else 32
+    return len(spec.mean), side, side
+
+
+def standardize(x: np.ndarray, name: str) -> np.ndarray:
+    """float32 N x C x H x W in [0, 1] -> standardized with the dataset's statistics."""
+    spec = _spec(name)
     mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
     return np.ascontiguousarray((x - mean) / std)
+
+
+def to_float_nchw(images: np.ndarray, name: str) -> np.ndarray:
+    """uint8 N x H x W x C -> float32 N x C x H x W, standardized with the dataset's statistics."""
+    return standardize(images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0), name)

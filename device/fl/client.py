@@ -77,6 +77,7 @@ class FLClient:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._want_full = False
+        self._full_model_bytes = 0  # full models read to catch up since the last update (reported)
         # A retained "done" left by an earlier run must not end a client that waits for the next one.
         self._seen_plan = False
 
@@ -189,6 +190,7 @@ class FLClient:
         log.info("%s: holds the model of round %d (%s, %d bytes)", self.client_id, number,
                  "full" if full else "broadcast", len(blob))
         if full:
+            self._full_model_bytes += len(blob)
             self._stop_full()
 
     def _stop_full(self) -> None:
@@ -246,7 +248,8 @@ class FLClient:
         topic = self.topics.update(self.client_id, current.plan_id)
         with self._lock:
             self._last_update = {"plan_id": current.plan_id, "round": plan.round, "train_s": round(train_s, 4),
-                                 "bytes": len(blob)}
+                                 "bytes": len(blob), "full_model_bytes": self._full_model_bytes}
+            self._full_model_bytes = 0
         # Presence first: the coordinator knows the training time when the update arrives (same
         # connection, QoS 1: the broker keeps the order).
         self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)

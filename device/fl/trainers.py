@@ -2,14 +2,13 @@
 (what a Cortex-A9 runs), or, on request, any other trainer through a lazily
 imported factory (e.g. a torch model from training/ on a workstation)."""
 
-import importlib
 import re
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from fedcore.errors import ConfigError
-from fedcore.experiment import NUMPY_MODELS, MLPTrainer, RunConfig
+from fedcore.experiment import NUMPY_MODELS, MLPTrainer, RunConfig, import_factory
 from fedcore.models import MLP
 from fedcore.rounds import TrainConfig, Trainer
 
@@ -52,17 +51,8 @@ def make_trainer(run: RunConfig, x: np.ndarray, y: np.ndarray, factory: str = ""
         if run.model.name not in NUMPY_MODELS:
             raise ConfigError(
                 f"model {run.model.name!r} has no numpy trainer (known: {list(NUMPY_MODELS)}); pass "
-                "--trainer package.module:function to use another one (e.g. a torch trainer from training/)"
+                "--trainer package.module:function to use another one (training.fl.mqtt:trainer: the torch "
+                "models of training/)"
             )
         return NumpyTrainer(x, y)
-    module_name, _, function_name = factory.partition(":")
-    if not module_name or not function_name:
-        raise ConfigError(f"--trainer must look like package.module:function, got {factory!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"--trainer {factory}: cannot import {module_name} ({error})") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ConfigError(f"--trainer {factory}: {module_name} has no function {function_name}")
-    return function(run, x, y)
+    return import_factory(factory, "--trainer")(run, x, y)

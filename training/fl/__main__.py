@@ -11,6 +11,8 @@ Examples:
   python -m training.fl --config configs/fl/fmnist_headline.toml --seed 2 --out runs/fl/h2
   python -m training.fl --config configs/fl/fmnist_mlp.toml --set compression.uplink.sparsify.keep=0.1
   python -m training.fl --config configs/fl/cifar10_flocora.toml --describe
+  python -m training.fl --config run.toml --export-initial initial.fedc   # for an MQTT run of
+      a torch model: see training/fl/mqtt.py and docs/protocol.md
 """
 
 import argparse
@@ -22,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from fedcore.errors import ConfigError, FedCoreError  # noqa: E402
 
-from .config import parse_assignment  # noqa: E402
+from .config import load_config, parse_assignment  # noqa: E402
 from .report import format_table  # noqa: E402
 
 __all__ = ["main"]
@@ -62,6 +64,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override any config key, e.g. compression.uplink.wire.bits=4 (repeatable)")
     parser.add_argument("--describe", action="store_true", help="print the model's parameters and exit")
+    parser.add_argument("--export-initial", metavar="FILE",
+                        help="write the round-0 model (a fedcore container) for `python -m coordinator "
+                        "--initial-model FILE` and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     from .simulation import describe_run, run  # torch is imported here, after the arguments
@@ -70,6 +75,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         overrides = _overrides(args)
         if args.describe:
             print(describe_run(args.config, overrides))
+            return 0
+        if args.export_initial:
+            from .mqtt import export_initial
+
+            run_config, _ = load_config(args.config, overrides)
+            size = export_initial(run_config, args.export_initial)
+            print(f"{args.export_initial}: round-0 model of {run_config.name} ({size:,d} bytes)")
             return 0
         summary = run(args.config, overrides, progress=not args.quiet)
     except (ConfigError, FedCoreError, FileNotFoundError) as error:

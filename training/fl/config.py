@@ -142,10 +142,10 @@ def _check_compression(settings: Mapping[str, Any]) -> None:
 
 
 def load_config(source: Any, overrides: Optional[Mapping[str, Any]] = None):
-    """(RunConfig, SimulationConfig) from a TOML path or a mapping, with dotted-key overrides."""
-    from fedcore.experiment import read_toml
+    """(RunConfig, SimulationConfig) from a TOML (or JSON) path or a mapping, with dotted-key overrides."""
+    from fedcore.experiment import read_run_file
 
-    settings = dict(source) if isinstance(source, Mapping) else read_toml(source)
+    settings = dict(source) if isinstance(source, Mapping) else read_run_file(source)
     settings = apply_overrides(settings, overrides or {})
     _check_compression(settings)
     run: RunConfig = load_run_config(settings)

@@ -23,7 +23,7 @@ from fedcore.container import Message, decode_message, encode_message
 from fedcore.experiment import RunConfig, partition_clients
 from fedcore.rounds import RoundClient, RoundResult, RoundServer, simulate
 
-from ..datasets import load_split, num_classes, to_float_nchw
+from ..datasets import input_shape, load_split, num_classes, to_float_nchw
 from ..models import count_parameters, create_model
 from .config import SimulationConfig, load_config
 from .lora import apply_lora, exchanged_names
@@ -41,18 +41,22 @@ class Data:
     classes: int
 
 
+def load_limited(run: RunConfig, split: str, download: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One split of the run's dataset as standardized NCHW tensors, limited to train_limit / test_limit."""
+    spec = run.data
+    limit = spec.train_limit if split == "train" else spec.test_limit
+    images, labels = load_split(spec.dataset, split, spec.path, download=download)
+    if limit and limit < len(labels):
+        # A fixed random subset: image trees come sorted by class, so the first N would be one class.
+        keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:limit])
+        images, labels = images[keep], labels[keep]
+    return torch.from_numpy(to_float_nchw(images, spec.dataset)), torch.from_numpy(labels)
+
+
 def load_data(run: RunConfig, sim: SimulationConfig) -> Data:
     """Both splits of the run's dataset, limited to train_limit / test_limit."""
-    spec = run.data
-    arrays = []
-    for split, limit in (("train", spec.train_limit), ("test", spec.test_limit)):
-        images, labels = load_split(spec.dataset, split, spec.path, download=sim.download)
-        if limit and limit < len(labels):
-            # A fixed random subset: image trees come sorted by class, so the first N would be one class.
-            keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:limit])
-            images, labels = images[keep], labels[keep]
-        arrays += [torch.from_numpy(to_float_nchw(images, spec.dataset)), torch.from_numpy(labels)]
-    return Data(*arrays, classes=num_classes(spec.dataset))
+    return Data(*load_limited(run, "train", sim.download), *load_limited(run, "test", sim.download),
+                classes=num_classes(run.data.dataset))
 
 
 @dataclass
@@ -219,8 +223,7 @@ def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bo
 def describe_run(source: Any, overrides: Optional[Mapping[str, Any]] = None) -> str:
     """Parameter counts of a config's model: total, exchanged, and one float32 message."""
     run_config, sim = load_config(source, overrides)
-    shapes = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
-    in_shape = shapes.get(run_config.data.dataset, (3, 32, 32))
+    in_shape = input_shape(run_config.data.dataset)
     classes = num_classes(run_config.data.dataset)
     worker, total = build_worker(run_config, sim, in_shape, classes)
     state = worker.get_state()
