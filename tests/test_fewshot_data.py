@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
-from training.fewshot.data import load_omniglot  # noqa: E402
+from training.fewshot.data import load_omniglot, random_affine  # noqa: E402
 
 
 def _zip(path, root, alphabets, value):
@@ -38,3 +38,23 @@ def test_zips_are_merged_and_duplicates_dropped(tmp_path):
     assert not data.natural
     with pytest.raises(ValueError, match="held-out alphabets not in"):
         load_omniglot(str(tmp_path), size=16, held_out=("Latin",))
+
+
+def test_random_affine_keeps_the_background_and_moves_strokes():
+    # Prepare: a vertical bar on a constant background
+    x = torch.full((8, 1, 32, 32), -1.0)
+    x[:, :, 4:28, 15:17] = 2.0
+    # Execute
+    same = random_affine(x, torch.Generator().manual_seed(0), degrees=0.0, scale=0.0, shear=0.0)
+    moved = random_affine(x, torch.Generator().manual_seed(0))
+    again = random_affine(x, torch.Generator().manual_seed(0))
+    # Assert
+    torch.testing.assert_close(same, x)
+    assert moved.shape == x.shape and torch.equal(moved, again)
+    edges = torch.cat([moved[:, :, 0, :], moved[:, :, -1, :], moved[:, :, :, 0], moved[:, :, :, -1]])
+    torch.testing.assert_close(edges, torch.full_like(edges, -1.0))
+    per_image = [not torch.allclose(moved[i], x[i]) for i in range(8)]
+    assert all(per_image) and not torch.allclose(moved[0], moved[1])
+    # Strokes are resampled, not lost: the ink mass stays within the zoom's range.
+    ink = (moved + 1.0).sum((1, 2, 3)) / (x + 1.0).sum((1, 2, 3))
+    assert torch.all(ink > 0.6) and torch.all(ink < 1.4)

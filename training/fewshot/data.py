@@ -6,6 +6,7 @@ backbone has a 3-channel stem and the card always says "RGB".
 """
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -132,11 +133,16 @@ def to_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def augment_batch(x: torch.Tensor, natural: bool, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, natural: bool, generator: torch.Generator, affine: bool = False
+) -> torch.Tensor:
     """Augmentation suited to the resolution: random translation by up to 1/8 of
     the side (pad-and-crop, reflect), and for natural images horizontal flips
     and brightness/contrast jitter. Characters are not flipped (a mirrored
-    letter is another letter)."""
+    letter is another letter). ``affine``: first a random rotation (+-15 deg),
+    scaling (0.85-1.15) and shear (+-0.15) of each image, edges extended."""
+    if affine:
+        x = random_affine(x, generator)
     n, _, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -154,6 +160,29 @@ def augment_batch(x: torch.Tensor, natural: bool, generator: torch.Generator) ->
         mean = out.mean((1, 2, 3), keepdim=True)
         out = (out - mean) * gain + mean + shift
     return out.contiguous()
+
+
+def random_affine(
+    x: torch.Tensor, generator: torch.Generator, degrees: float = 15.0, scale: float = 0.15,
+    shear: float = 0.15,
+) -> torch.Tensor:
+    """Each image of the batch turned, scaled and sheared about its centre by its own
+    random amounts (bilinear; the border pixels extend, i.e. the background)."""
+    n = x.shape[0]
+
+    def uniform(half_width: float) -> torch.Tensor:
+        return (2 * torch.rand(n, generator=generator) - 1) * half_width
+
+    angle = uniform(math.radians(degrees))
+    zoom = 1 + uniform(scale)
+    slant = uniform(shear)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid maps output to input coordinates: (rotation / zoom) @ shear, no translation.
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, cos * slant - sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin, sin * slant + cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # --------------------------------------------------------------------- datasets

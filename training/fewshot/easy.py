@@ -67,6 +67,7 @@ class TrainConfig:
     rotations: bool = True
     mixup: bool = True
     class_rotations: bool = False  # each base class x {0, 90, 180, 270} degrees = 4 classes
+    affine: bool = False  # small random rotations, scalings and shears (handwriting's variations)
     seeds: List[int] = field(default_factory=lambda: [0])
     out: str = "runs/fewshot"
     threads: int = 2
@@ -150,7 +151,7 @@ def _train_one(cfg: TrainConfig, data: FewShotData, seed: int, mean, std, log) -
         bar = tqdm(range(steps), desc=f"seed {seed} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for i in bar:
             idx = order[i * bs : (i + 1) * bs]
-            x = augment_batch(x_all[idx], data.natural, gen)
+            x = augment_batch(x_all[idx], data.natural, gen, affine=cfg.affine)
             lr = lr_at(step, steps, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
