@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple  # noqa: E402
 
 from fedcore.experiment import read_toml  # noqa: E402
 from training.fl.config import apply_overrides, load_config  # noqa: E402
-from training.fl.report import format_table, pareto_front, plot_pareto, plot_rounds  # noqa: E402
+from training.fl.report import format_table, pareto_front, plot_pareto, plot_pruning, plot_rounds  # noqa: E402
 
 OUT = os.path.join("runs", "bench", "fl")
 CONFIGS = "configs/fl"
@@ -235,38 +235,11 @@ def study2(quick: bool, seeds: List[int], progress: bool) -> Dict[str, Any]:
                 report["rows"].append({"dataset": dataset, "pruning": kind, "rate": rate, "accuracy_mean": acc,
                                        "accuracy_std": std, "message_bytes_mean": message})
                 print(f"  {dataset} {kind} {rate:.0%}: {acc:.2f}%, {message / 1e3:.1f} kB a message", flush=True)
-    _plot_study2(report["rows"], os.path.join(OUT, "study2_pruning.png"))
+    plot_pruning(report["rows"], os.path.join(OUT, "study2_pruning.png"))
     text = format_table(["dataset", "pruning", "rate", "accuracy %", "kB / message", "wall s"], table)
     print(text)
     _write_study("study2", text, report)
     return report
-
-
-def _plot_study2(rows: List[Dict[str, Any]], path: str) -> None:
-    """Accuracy and message size against the pruning rate, one line per dataset and kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (accuracy, size) = plt.subplots(1, 2, figsize=(10, 4))
-    lines: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-    for row in rows:
-        if "rate" in row:
-            lines.setdefault((row["dataset"], row["pruning"]), []).append(row)
-    for (dataset, kind), points in lines.items():
-        rates = [100 * p["rate"] for p in points]
-        accuracy.plot(rates, [p["accuracy_mean"] for p in points], "o-", label=f"{dataset} {kind}")
-        size.plot(rates, [p["message_bytes_mean"] / 1e3 for p in points], "o-", label=f"{dataset} {kind}")
-    accuracy.set_ylabel("final test accuracy (%)")
-    size.set_ylabel("kB per uplink message")
-    for axis in (accuracy, size):
-        axis.set_xlabel("pruning rate (%)")
-        axis.grid(alpha=0.3)
-    accuracy.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 STUDY3 = {

@@ -15,7 +15,7 @@ from .server import Coordinator, CoordinatorSettings
 from .store import RunStore
 from .transport import MqttLink
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "add_link_arguments", "setup_logging"]
 
 EXAMPLES = """examples:
   python -m coordinator --broker mqtt://127.0.0.1:1883 --config configs/testbed/fmnist_mlp128.toml
@@ -27,29 +27,38 @@ A restarted coordinator with the same --run-dir resumes after the last checkpoin
 """
 
 
+def add_link_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every MQTT program of the run takes: the broker, the run file, TLS, logging."""
+    parser.add_argument("--broker", required=True, help="mqtt://[user[:password]@]host[:port] or mqtts://...")
+    parser.add_argument("--config", required=True, help="the run's TOML file (or JSON with the same tables)")
+    parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m coordinator", description="Federated learning coordinator over MQTT (FedAvg, "
         "compressed models, deadlines, checkpoints).", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--broker", required=True, help="mqtt://[user[:password]@]host[:port] or mqtts://...")
-    parser.add_argument("--config", required=True, help="the run's TOML file (or JSON with the same tables)")
+    add_link_arguments(parser)
     parser.add_argument("--run-dir", help="checkpoint and logs (default: runs/coordinator/<run id>)")
-    parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
     parser.add_argument("--initial-model", default="", metavar="FILE",
                         help="round-0 weights as a model container (needed for models other than the numpy "
                         "mlp/softmax; python -m training.fl --export-initial FILE writes one)")
     parser.add_argument("--evaluator", default="", metavar="package.module:function",
                         help="held-out evaluation of another model, e.g. training.fl.mqtt:evaluator")
     parser.add_argument("--quiet", action="store_true", help="no per-round table on stdout")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.log_level)
     try:
         run = load_config(args.config)
         settings = CoordinatorSettings.from_run(run)

@@ -2,6 +2,7 @@
 drives it (background frames, K shots a class, then inference on held-out frames)."""
 
 import pathlib
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from device.camera import list_images
@@ -11,17 +12,16 @@ __all__ = ["ReplayPlan", "build_replay_plan"]
 PathLike = Union[str, pathlib.Path]
 
 
+@dataclass
 class ReplayPlan:
     """The images to replay, in order, and the script aligned with them (one step a frame)."""
 
-    def __init__(self, items: List[Tuple[pathlib.Path, str]], script: str, classes: List[str],
-                 shots: int, init_frames: int, queries: int):
-        self.items = items
-        self.script = script
-        self.classes = classes
-        self.shots = shots
-        self.init_frames = init_frames
-        self.queries = queries
+    items: List[Tuple[pathlib.Path, str]]
+    script: str
+    classes: List[str]
+    shots: int
+    init_frames: int
+    queries: int
 
 
 def build_replay_plan(folder: PathLike, shots: int = 5, init_frames: int = 10,

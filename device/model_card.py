@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import pathlib
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import ModelError
@@ -25,18 +26,17 @@ _RESIZES = ("area",)
 PathLike = Union[str, pathlib.Path]
 
 
+@dataclass
 class InputSpec:
     """How a frame becomes the backbone's input tensor (the card's "input" object)."""
 
-    def __init__(self, name: str, shape: Tuple[int, int, int, int], crop: str, resize: str,
-                 scale: float, mean: List[float], std: List[float]):
-        self.name = name
-        self.shape = shape
-        self.crop = crop
-        self.resize = resize
-        self.scale = scale
-        self.mean = mean
-        self.std = std
+    name: str
+    shape: Tuple[int, int, int, int]
+    crop: str
+    resize: str
+    scale: float
+    mean: List[float]
+    std: List[float]
 
     @property
     def height(self) -> int:
@@ -47,17 +47,16 @@ class InputSpec:
         return self.shape[3]
 
 
+@dataclass
 class ModelCard:
     """A validated model card; `model_path` is the ONNX file it describes."""
 
-    def __init__(self, path: pathlib.Path, raw: Dict[str, Any], input_spec: InputSpec,
-                 output_name: str, feature_dim: int, feature_mean: Optional[List[float]]):
-        self.path = path
-        self.raw = raw
-        self.input = input_spec
-        self.output_name = output_name
-        self.feature_dim = feature_dim
-        self.feature_mean = feature_mean
+    path: pathlib.Path
+    raw: Dict[str, Any]
+    input: InputSpec
+    output_name: str
+    feature_dim: int
+    feature_mean: Optional[List[float]]
 
     @property
     def model_path(self) -> pathlib.Path:

@@ -1,11 +1,11 @@
 """`python -m device fl` (or `python -m device.fl`): a device's federated client."""
 
 import argparse
-import logging
 import os
 import sys
 from typing import List, Optional
 
+from coordinator.cli import add_link_arguments, setup_logging
 from coordinator.config import load_config
 from coordinator.protocol import Topics, check_name, parse_broker, to_json
 from coordinator.server import CoordinatorSettings
@@ -31,24 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m device fl", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Federated learning client over MQTT: follows the global model, trains locally "
-        "with numpy, sends compressed updates; reconnects by itself.")
-    parser.add_argument("--broker", required=True, help="mqtt://[user[:password]@]host[:port] or mqtts://...")
-    parser.add_argument("--config", required=True, help="the run's TOML file (or JSON with the same tables)")
+        "(numpy, or torch through --trainer), sends compressed updates; reconnects by itself.")
+    add_link_arguments(parser)
     parser.add_argument("--client-id", required=True, help="this device's id, e.g. client-003")
     parser.add_argument("--data", default="", help="a folder of local data instead of the run's partition")
-    parser.add_argument("--trainer", default="", help="package.module:function building another trainer")
-    parser.add_argument("--ca-file", help="CA certificate for mqtts://")
+    parser.add_argument("--trainer", default="", help="package.module:function building another trainer, "
+                        "e.g. training.fl.mqtt:trainer (a torch model of training/)")
     parser.add_argument("--heartbeat", type=float, default=5.0, help="seconds between presence messages")
     parser.add_argument("--keepalive", type=int, default=0, help="MQTT keepalive s (default: the run's)")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.log_level)
     # Ten clients on one laptop, or two cores on a board: one BLAS thread each.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:

@@ -10,7 +10,6 @@ GlobalAveragePool (``x.mean((2, 3))`` would give the ReduceMean Tensil rejects),
 followed by Flatten. onnxsim then removes the Identity nodes left over.
 """
 
-import hashlib
 import json
 import os
 import warnings
@@ -21,6 +20,7 @@ import onnx
 import torch
 import torch.nn as nn
 
+from device.model_card import sha256_file
 from training.fewshot.backbones import FewShotResNet, count_params_macs
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "build_card",
     "write_card",
     "validate_card",
-    "sha256_file",
 ]
 
 CARD_FORMAT = "pynq-fewshot-model-card"
@@ -94,14 +93,6 @@ def onnx_parity(model: FewShotResNet, path: str, trials: int = 3, seed: int = 0)
         got = session.run(["Output"], {"Input": x})[0]
         worst = max(worst, float(np.abs(ref - got).max()))
     return worst
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_card(

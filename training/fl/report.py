@@ -3,7 +3,7 @@
 import math
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-__all__ = ["plot_rounds", "pareto_front", "plot_pareto", "format_table"]
+__all__ = ["plot_rounds", "pareto_front", "plot_pareto", "plot_pruning", "format_table"]
 
 
 def _pyplot():
@@ -13,6 +13,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
 
 
 def _plain_log_ticks(axis) -> None:
@@ -38,9 +44,7 @@ def plot_rounds(runs: Mapping[str, List[Dict[str, Any]]], path: str) -> None:
         axis.set_ylabel("test accuracy (%)")
         axis.grid(alpha=0.3)
     by_bytes.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def pareto_front(points: Sequence[Tuple[str, float, float]]) -> List[Tuple[str, float, float]]:
@@ -69,9 +73,29 @@ def plot_pareto(points: Sequence[Tuple[str, float, float]], path: str, title: st
     axis.set_title(title, fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def plot_pruning(rows: Sequence[Mapping[str, Any]], path: str) -> None:
+    """Accuracy and uplink message size against the pruning rate, one line per dataset and
+    kind of pruning (rows: dataset, pruning, rate, accuracy_mean, message_bytes_mean)."""
+    plt = _pyplot()
+    fig, (accuracy, size) = plt.subplots(1, 2, figsize=(10, 4))
+    lines: Dict[Tuple[str, str], List[Mapping[str, Any]]] = {}
+    for row in rows:
+        if "rate" in row:
+            lines.setdefault((row["dataset"], row["pruning"]), []).append(row)
+    for (dataset, kind), points in lines.items():
+        rates = [100 * p["rate"] for p in points]
+        accuracy.plot(rates, [p["accuracy_mean"] for p in points], "o-", label=f"{dataset} {kind}")
+        size.plot(rates, [p["message_bytes_mean"] / 1e3 for p in points], "o-", label=f"{dataset} {kind}")
+    accuracy.set_ylabel("final test accuracy (%)")
+    size.set_ylabel("kB per uplink message")
+    for axis in (accuracy, size):
+        axis.set_xlabel("pruning rate (%)")
+        axis.grid(alpha=0.3)
+    accuracy.legend(fontsize=7)
+    _save(fig, path)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
