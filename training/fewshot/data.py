@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from training.images import ImageSet, decode_image, iter_image_files, load_image_tree
 
@@ -259,11 +260,24 @@ def load_split_tree(path: str, size: int, name: str = "folder") -> FewShotData:
     folder layout, custom data): base = train, novel = test (disjoint classes)."""
     base = load_image_tree(path, split="train", size=(size, size))
     novel = load_image_tree(path, split="test", size=(size, size))
+    return _disjoint(name, base, novel)
+
+
+def _split_file(path: str, name: str, layout: str) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: {name} is expected in its published layout ({layout})")
+    return path
+
+
+def _disjoint(name: str, base: ImageSet, novel: ImageSet) -> FewShotData:
     common = set(base.class_names) & set(novel.class_names)
     if common:
-        raise ValueError(f"{path}: train and test share classes {sorted(common)[:5]}...; "
+        raise ValueError(f"{name}: train and test share classes {sorted(common)[:5]}; "
                          "few-shot evaluation needs novel classes")
     return FewShotData(name, base, novel, natural=True)
+
+
+_MINI_LAYOUT = "images/*.jpg with train.csv and test.csv of filename,label rows (Ravi & Larochelle)"
 
 
 def load_csv_split(path: str, size: int, name: str = "miniimagenet") -> FewShotData:
@@ -271,18 +285,24 @@ def load_csv_split(path: str, size: int, name: str = "miniimagenet") -> FewShotD
     ``train.csv`` / ``test.csv`` (``filename,label``)."""
     sets = []
     for split in ("train", "test"):
-        with open(os.path.join(path, f"{split}.csv"), newline="") as f:
+        table = _split_file(os.path.join(path, f"{split}.csv"), name, _MINI_LAYOUT)
+        with open(table, newline="") as f:
             rows = list(csv.DictReader(f))
+        if not rows or not {"filename", "label"} <= set(rows[0]):
+            raise ValueError(f"{table}: expected a header filename,label and at least one row")
         labels = sorted({r["label"] for r in rows})
+        index = {label: k for k, label in enumerate(labels)}
         imgs, lab = [], []
-        for r in rows:
-            fname = os.path.join(path, "images", r["filename"])
+        for line, r in enumerate(tqdm(rows, desc=f"{name} {split}", leave=False), start=2):
+            fname = os.path.join(path, "images", r["filename"] or "")
+            if not r["filename"] or not os.path.isfile(fname):
+                raise FileNotFoundError(f"{table} line {line}: image {fname} not found")
             with open(fname, "rb") as fh:
                 img = decode_image(fh.read(), fname)
             imgs.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
-            lab.append(labels.index(r["label"]))
+            lab.append(index[r["label"]])
         sets.append(ImageSet(np.stack(imgs), np.asarray(lab, np.int64), labels))
-    return FewShotData(name, sets[0], sets[1], natural=True)
+    return _disjoint(name, *sets)
 
 
 def load_cifar_fs(path: str, size: int = 32) -> FewShotData:
@@ -290,11 +310,12 @@ def load_cifar_fs(path: str, size: int = 32) -> FewShotData:
     ``splits/bertinetto/{train,test}.txt`` listing the classes."""
     sets = []
     for split in ("train", "test"):
-        with open(os.path.join(path, "splits", "bertinetto", f"{split}.txt")) as f:
+        listing = _split_file(os.path.join(path, "splits", "bertinetto", f"{split}.txt"), "cifar-fs",
+                              "data/<class>/*.png with splits/bertinetto/{train,val,test}.txt")
+        with open(listing) as f:
             classes = [c.strip() for c in f if c.strip()]
-        resize = None if size == 32 else (size, size)
-        sets.append(load_image_tree(os.path.join(path, "data"), classes=classes, size=resize))
-    return FewShotData("cifar-fs", sets[0], sets[1], natural=True)
+        sets.append(load_image_tree(os.path.join(path, "data"), classes=classes, size=(size, size)))
+    return _disjoint("cifar-fs", *sets)
 
 
 def load_fewshot_data(data: str, size: int = 32) -> FewShotData:
