@@ -17,7 +17,7 @@ help:
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
 	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"
 	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
-	@echo "make bench-fl-full the FMNIST study in full: 50 rounds x 3 seeds x both alphas (hours)"
+	@echo "make bench-fl-full the three studies in their full settings (hours; STUDIES=1,2,3)"
 	@echo "make backbone      train + export the bundled few-shot backbone (CIFAR-10 base classes)"
 	@echo "make bench-fewshot few-shot accuracy of the backbones (Omniglot, CIFAR-10 novel)"
 	@echo "make dse           design-space table of the backbone family (quick mode)"
@@ -58,9 +58,11 @@ bench-fl: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m benchmarks.fl --quick
 
+# STUDIES=1 (FMNIST, ~1.5 h), 2 (SimpleCNN pruning, ~1 h), 3 (CIFAR-10 FLoCoRA, ~1 h) on 2 cores.
+STUDIES ?= 1,2,3
 bench-fl-full: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m benchmarks.fl --full --only 1
+	$(BIN)/python -m benchmarks.fl --full --only $(STUDIES)
 
 # The command recorded in models/resnet9_f16_strided_32.json.
 backbone: setup

@@ -1,7 +1,9 @@
 """Reproductions of the federated compression studies: `make bench-fl`.
 
     python -m benchmarks.fl --quick            # minutes: few rounds, subsets
-    python -m benchmarks.fl --full --only 1    # the Fashion-MNIST study, 50 rounds x 3 seeds
+    python -m benchmarks.fl --full --only 1    # the Fashion-MNIST study, 50 rounds x 3 seeds (~1.5 h)
+    python -m benchmarks.fl --full --only 2    # SimpleCNN pruning, 10 rounds on 12,000 images (~1 h)
+    python -m benchmarks.fl --full --only 3    # CIFAR-10 ResNet-8, 5 rounds on 10,000 images (~1 h)
 
 1. Fashion-MNIST, MLP-128, 10 clients all participating, Dirichlet alpha 0.5
    and 10: standard FedAvg, magnitude pruning, post-training quantization,
@@ -199,15 +201,20 @@ def _report1(results: Dict[str, Dict[str, List[Dict[str, Any]]]], rounds: int) -
     return report
 
 
-def study2(quick: bool, seeds: List[int], progress: bool) -> Dict[str, Any]:
+def study2(quick: bool, seeds: List[int], progress: bool, rounds: Optional[int] = None,
+           train_limit: int = 0, test_limit: int = 0) -> Dict[str, Any]:
+    """Quick: a slimmer SimpleCNN (16/32 channels, 128 hidden), 3 rounds on 3,000 images. Full: the
+    study's SimpleCNN (32/64, 512 hidden), 10 rounds on random subsets of 12,000 training and 2,000
+    test images (a whole Fashion-MNIST epoch a round would be about 1.5 minutes of one core)."""
     from training.datasets import load_split
 
-    rates = [0.0, 0.3, 0.6, 0.9] if quick else [round(0.1 * k, 1) for k in range(10)]
-    rounds = 3 if quick else 20
-    # Quick mode: a slimmer SimpleCNN (16/32 channels, 128 hidden) on subsets.
-    limits = {"data.train_limit": 3000, "data.test_limit": 1000, "model.channels": [16, 32],
-              "model.hidden": 128} if quick else {}
-    table, report = [], {"rounds": rounds, "rows": []}
+    rates = [0.0, 0.3, 0.6, 0.9] if quick else [0.0, 0.3, 0.5, 0.7, 0.8, 0.9]
+    rounds = rounds or (3 if quick else 10)
+    limits: Dict[str, Any] = {"data.train_limit": train_limit or (3000 if quick else 12000),
+                              "data.test_limit": test_limit or (1000 if quick else 2000)}
+    if quick:
+        limits.update({"model.channels": [16, 32], "model.hidden": 128})
+    table, report = [], {"rounds": rounds, "seeds": seeds, "rows": [], **{k[5:]: v for k, v in limits.items()}}
     for dataset in ("mnist", "fashion-mnist"):
         try:
             load_split(dataset, "test")
@@ -223,7 +230,9 @@ def study2(quick: bool, seeds: List[int], progress: bool) -> Dict[str, Any]:
                 side = {"prune": prune, "wire": {"entropy": "deflate"}} if rate else {"wire": {"entropy": "deflate"}}
                 runs = []
                 for seed in seeds:
-                    folder = os.path.join(OUT, "study2", dataset, structure, f"rate{rate:g}", f"seed{seed}")
+                    # Rate 0 is one run (no pruning), reported under both kinds.
+                    kind_folder = structure if rate else "none"
+                    folder = os.path.join(OUT, "study2", dataset, kind_folder, f"rate{rate:g}", f"seed{seed}")
                     overrides = {**limits, "data.dataset": dataset, "federation.rounds": rounds,
                                  "federation.seed": seed, **_both(side)}
                     runs.append(run_once("simplecnn_prune.toml", overrides, folder, progress))
@@ -295,9 +304,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     mode.add_argument("--quick", action="store_true", help="a few rounds on subsets (the default)")
     mode.add_argument("--full", action="store_true", help="the studies' settings (hours on 2 cores)")
     parser.add_argument("--only", default="1,2,3", help="which reproductions, e.g. 1,3")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2 full, 0 quick; study 3: 0)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: study 1 0,1,2 full, 0 quick; studies 2, 3: 0)")
     parser.add_argument("--alphas", default="0.5,10", help="study 1's Dirichlet alphas")
     parser.add_argument("--methods", default=None, help="study 1: only methods whose label contains one of these")
+    parser.add_argument("--rounds2", type=int, default=None, help="study 2's rounds (default 3 quick, 10 full)")
+    parser.add_argument("--train-limit2", type=int, default=0,
+                        help="study 2: a random subset of the training images (default 3000 quick, 12000 full)")
+    parser.add_argument("--test-limit2", type=int, default=0,
+                        help="study 2: a random subset of the test images (default 1000 quick, 2000 full)")
     parser.add_argument("--rounds3", type=int, default=None, help="study 3's rounds (default 2 quick, 5 full)")
     parser.add_argument("--train-limit3", type=int, default=0,
                         help="study 3: a random subset of the CIFAR-10 training images (default 400 quick, 10000 full)")
@@ -321,7 +335,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         study1(quick, seeds, [float(a) for a in args.alphas.split(",")], methods, args.progress, args.cached)
     if 2 in only:
         print("study 2: SimpleCNN, unstructured vs structured pruning", flush=True)
-        study2(quick, seeds, args.progress)
+        seeds2 = [int(s) for s in args.seeds.split(",")] if args.seeds else [0]
+        study2(quick, seeds2, args.progress, args.rounds2, args.train_limit2, args.test_limit2)
     if 3 in only:
         print("study 3: CIFAR-10 ResNet-8, FedAvg vs FLoCoRA", flush=True)
         seeds3 = [int(s) for s in args.seeds.split(",")] if args.seeds else [0]
