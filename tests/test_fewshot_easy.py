@@ -150,3 +150,13 @@ def test_class_rotations_train_a_four_times_wider_head(tmp_path):
     assert meta["train"]["class_rotations"] is True
     with pytest.raises(ValueError, match="class_rotations"):
         easy.train_easy(TrainConfig(class_rotations=True, rotations=True), data)
+    with pytest.raises(ValueError, match="class_flips extends class_rotations"):
+        easy.train_easy(TrainConfig(class_flips=True, rotations=False), data)
+
+
+def test_class_flips_add_the_mirror_images_as_classes():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    y = torch.tensor([0, 2])
+    xs, ys = easy.rotate_classes(x, y, 3, flips=True)
+    assert xs.shape == (16, 3, 4, 4) and ys.tolist() == [c + 3 * k for k in range(8) for c in (0, 2)]
+    assert torch.equal(xs[8:10], x.flip(3)) and torch.equal(xs[10:12], torch.rot90(x, 1, (2, 3)).flip(3))

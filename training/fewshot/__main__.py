@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--class-rotations", action="store_true",
                    help="Omniglot: each base class rotated by 0/90/180/270 degrees is a class of "
                         "its own (4x classes); implies --no-rotations")  # fmt: skip
+    t.add_argument("--class-flips", action="store_true",
+                   help="with --class-rotations: the mirror images as classes too (8x classes)")
     t.add_argument("--affine", action="store_true",
                    help="random rotations (+-15 deg), scalings (0.85-1.15) and shears (+-0.15) of each "
                         "training image: the variations of handwriting (Omniglot)")  # fmt: skip
@@ -112,8 +114,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         backbone=args.backbone, feature_maps=args.feature_maps, strided=args.strided,
         input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         cycle_epochs=args.cycle_epochs, peak_decay=args.peak_decay, seeds=args.seeds,
-        rotations=not (args.no_rotations or args.class_rotations), mixup=not args.no_mixup,
-        class_rotations=args.class_rotations, affine=args.affine, out=args.out,
+        rotations=not (args.no_rotations or args.class_rotations or args.class_flips), mixup=not args.no_mixup,
+        class_rotations=args.class_rotations or args.class_flips, class_flips=args.class_flips,
+        affine=args.affine, out=args.out,
         threads=args.threads, command="python -m training.fewshot " + shlex.join(sys.argv[1:]),
     )  # fmt: skip
     t0 = time.time()

@@ -67,6 +67,7 @@ class TrainConfig:
     rotations: bool = True
     mixup: bool = True
     class_rotations: bool = False  # each base class x {0, 90, 180, 270} degrees = 4 classes
+    class_flips: bool = False  # and mirrored: x 2 more (the 8 symmetries of the square)
     affine: bool = False  # small random rotations, scalings and shears (handwriting's variations)
     seeds: List[int] = field(default_factory=lambda: [0])
     out: str = "runs/fewshot"
@@ -94,11 +95,15 @@ def _rotate_quarters(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return out, rot
 
 
-def rotate_classes(x: torch.Tensor, y: torch.Tensor, n_classes: int):
+def rotate_classes(x: torch.Tensor, y: torch.Tensor, n_classes: int, flips: bool = False):
     """Rotated characters as extra classes (Santoro et al. 2016, Vinyals et al.
-    2016): image rotated by k·90 degrees gets label y + k·n_classes."""
+    2016): image rotated by k·90 degrees gets label y + k·n_classes; with
+    ``flips``, the mirror images of those too (labels from 4·n_classes on), as
+    a mirrored character is another character."""
     xs = [torch.rot90(x, k, (2, 3)) if k else x for k in range(4)]
-    ys = [y + k * n_classes for k in range(4)]
+    if flips:
+        xs += [v.flip(3) for v in xs]
+    ys = [y + k * n_classes for k in range(len(xs))]
     return torch.cat(xs).contiguous(), torch.cat(ys)
 
 
@@ -131,8 +136,8 @@ def _train_one(cfg: TrainConfig, data: FewShotData, seed: int, mean, std, log) -
     x_all = to_tensor(data.base.images, mean, std)
     y_all = torch.from_numpy(data.base.labels)
     if cfg.class_rotations:
-        x_all, y_all = rotate_classes(x_all, y_all, n_classes)
-        n_classes *= 4
+        x_all, y_all = rotate_classes(x_all, y_all, n_classes, cfg.class_flips)
+        n_classes *= 8 if cfg.class_flips else 4
     model = create_model(
         cfg.backbone, feature_maps=cfg.feature_maps, strided=cfg.strided,
         input_size=cfg.input_size, num_classes=n_classes, rotation_head=cfg.rotations,
@@ -196,6 +201,8 @@ def train_easy(cfg: TrainConfig, data: FewShotData) -> List[str]:
     """Train one backbone per seed on ``data.base``; returns the checkpoint paths.
     The input normalisation (mean/std) is measured on the base images."""
     torch.set_num_threads(max(1, cfg.threads))
+    if cfg.class_flips and not cfg.class_rotations:
+        raise ValueError("class_flips extends class_rotations: set both (--class-rotations --class-flips)")
     if cfg.class_rotations and cfg.rotations:
         # a rotation head would have to predict what the class label already says
         raise ValueError("class_rotations needs rotations=False (--no-rotations)")
