@@ -58,7 +58,7 @@ bench-fl: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m benchmarks.fl --quick
 
-# STUDIES=1 (FMNIST, ~1.5 h), 2 (SimpleCNN pruning, ~1 h), 3 (CIFAR-10 FLoCoRA, ~1 h) on 2 cores.
+# STUDIES=1 (FMNIST, ~1.5 h), 2 (SimpleCNN pruning, ~40 min), 3 (CIFAR-10 FLoCoRA, ~1.5 h) on 2 cores.
 STUDIES ?= 1,2,3
 bench-fl-full: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
