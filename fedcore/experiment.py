@@ -39,6 +39,7 @@ __all__ = [
     "read_run_file",
     "load_run_config",
     "import_factory",
+    "limit_rows",
     "client_ids",
     "partition_clients",
     "load_numpy_dataset",
@@ -98,7 +99,8 @@ def _int(settings: Mapping[str, Any], key: str, default: int, low: int, where: s
 class DataConfig:
     """The [data] table. alpha is the Dirichlet concentration ("iid" or inf for
     an IID split); seed drives the partition (None: the run's seed);
-    train_limit/test_limit keep the first N samples (0: all)."""
+    train_limit/test_limit keep a fixed random subset of N samples (0: all;
+    see limit_rows: every program of a run picks the same one)."""
 
     dataset: str = "fashion-mnist"
     path: str = ""
@@ -217,6 +219,15 @@ def import_factory(spec: str, option: str) -> Callable[..., Any]:
     return function
 
 
+def limit_rows(total: int, limit: int) -> Union[slice, np.ndarray]:
+    """The rows [data] train_limit / test_limit keep: a fixed random subset of `limit` of
+    `total` rows (seed 0, in their original order), or all of them (a slice: no copy) when
+    limit is 0 or >= total. Random because image trees come sorted by class."""
+    if not limit or limit >= total:
+        return slice(None)
+    return np.sort(np.random.default_rng(0).permutation(total)[:limit])
+
+
 def client_ids(num_clients: int) -> List[str]:
     """The ids of a run's clients, in the same order everywhere: client-000, ..."""
     return [f"client-{i:03d}" for i in range(num_clients)]
@@ -243,9 +254,8 @@ def load_numpy_dataset(data: DataConfig, split: str) -> Tuple[np.ndarray, np.nda
             f"dataset {data.dataset!r} has no numpy loader (known: {list(NUMPY_DATASETS)}); "
             "other datasets need the torch simulation in training/"
         )
-    limit = data.train_limit if split == "train" else data.test_limit
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    keep = limit_rows(len(labels), data.train_limit if split == "train" else data.test_limit)
+    images, labels = images[keep], labels[keep]
     x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
     return x, labels.astype(np.int64)
 

@@ -27,6 +27,8 @@ torch = pytest.importorskip("torch")
 def _torch_settings(data: str, run_id: str, method: str) -> dict:
     table = settings(data, run_id=run_id, broadcast="weights")
     table["model"] = {"name": "simplecnn", "channels": [4, 8], "hidden": 16, "norm": "gn"}
+    # The devices' loader and the simulation's must keep the same subset.
+    table["data"].update({"train_limit": 250, "test_limit": 80})
     table["simulation"] = {"method": method, "threads": 1}
     if method == "lora":
         table["simulation"]["lora"] = {"rank": 2, "alpha": 4}

@@ -8,7 +8,7 @@ import numpy as np
 
 from fedcore.datasets import load_fashion_mnist, load_mnist_like
 from fedcore.errors import ConfigError
-from fedcore.experiment import RunConfig, client_ids, partition_clients
+from fedcore.experiment import RunConfig, client_ids, limit_rows, partition_clients
 
 __all__ = ["partition_data", "directory_data", "load_local_data"]
 
@@ -36,8 +36,8 @@ def partition_data(run: RunConfig, client_id: str) -> Tuple[np.ndarray, np.ndarr
         images, labels = load_mnist_like(data.path, "train")
     else:
         raise ConfigError(f"dataset {data.dataset!r} has no numpy loader; pass --data DIR")
-    if data.train_limit:
-        images, labels = images[:data.train_limit], labels[:data.train_limit]
+    keep = limit_rows(len(labels), data.train_limit)
+    images, labels = images[keep], labels[keep]
     index = partition_clients(labels, run)[client_id]
     return _scale(images[index]), labels[index].astype(np.int64)
 

@@ -20,7 +20,7 @@ import torch
 
 from fedcore.compression import CompressionConfig, Compressor
 from fedcore.container import Message, decode_message, encode_message
-from fedcore.experiment import RunConfig, partition_clients
+from fedcore.experiment import RunConfig, limit_rows, partition_clients
 from fedcore.rounds import RoundClient, RoundResult, RoundServer, simulate
 
 from ..datasets import input_shape, load_split, num_classes, to_float_nchw
@@ -46,10 +46,8 @@ def load_limited(run: RunConfig, split: str, download: bool = False) -> Tuple[to
     spec = run.data
     limit = spec.train_limit if split == "train" else spec.test_limit
     images, labels = load_split(spec.dataset, split, spec.path, download=download)
-    if limit and limit < len(labels):
-        # A fixed random subset: image trees come sorted by class, so the first N would be one class.
-        keep = np.sort(np.random.default_rng(0).permutation(len(labels))[:limit])
-        images, labels = images[keep], labels[keep]
+    keep = limit_rows(len(labels), limit)
+    images, labels = images[keep], labels[keep]
     return torch.from_numpy(to_float_nchw(images, spec.dataset)), torch.from_numpy(labels)
 
 
