@@ -8,8 +8,9 @@ import sys
 from typing import List, Optional
 
 from fedcore.errors import FedCoreError
+from fedcore.experiment import load_run_config
 
-from .config import initial_state, load_config, make_evaluator
+from .config import initial_state, make_evaluator
 from .protocol import Topics, parse_broker, to_json
 from .server import Coordinator, CoordinatorSettings
 from .store import RunStore
@@ -60,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        run = load_config(args.config)
+        run = load_run_config(args.config)
         settings = CoordinatorSettings.from_run(run)
         address = parse_broker(args.broker)
         store = RunStore(args.run_dir or os.path.join("runs", "coordinator", settings.run_id))

@@ -15,19 +15,13 @@ from fedcore.experiment import (
     build_numpy_model,
     import_factory,
     load_numpy_dataset,
-    load_run_config,
 )
 
 from .server import CoordinatorSettings, Evaluator
 
-__all__ = ["load_config", "initial_state", "read_model_file", "make_evaluator"]
+__all__ = ["initial_state", "read_model_file", "make_evaluator"]
 
 log = logging.getLogger(__name__)
-
-def load_config(path: str) -> RunConfig:
-    """A run's TOML file (Python 3.11+ or tomli), or the same tables as a JSON file."""
-    return load_run_config(path)
-
 
 def initial_state(run: RunConfig, settings: CoordinatorSettings, path: str = "") -> Dict[str, np.ndarray]:
     """The round-0 model: the container file at `path` (e.g. written by `python -m training.fl
@@ -39,11 +33,14 @@ def initial_state(run: RunConfig, settings: CoordinatorSettings, path: str = "")
         raise ConfigError(
             f"model {run.model.name!r} is not a numpy model ({', '.join(NUMPY_MODELS)}): give its round-0 "
             f"weights with --initial-model FILE (python -m training.fl --config ... --export-initial FILE)")
+    return build_numpy_model(run.model, *_numpy_dims(run, settings), run.federation.seed).state_dict()
+
+
+def _numpy_dims(run: RunConfig, settings: CoordinatorSettings):
+    """(input features, classes) of the run's numpy model."""
     if run.data.dataset in NUMPY_DATASETS:
-        in_features, classes = 784, 10
-    else:
-        in_features, classes = settings.in_features, settings.num_classes
-    return build_numpy_model(run.model, in_features, classes, run.federation.seed).state_dict()
+        return 784, 10
+    return settings.in_features, settings.num_classes
 
 
 def read_model_file(path: str) -> Dict[str, np.ndarray]:
@@ -80,11 +77,7 @@ def make_evaluator(run: RunConfig, settings: CoordinatorSettings, factory: str =
     except (ConfigError, FileNotFoundError, OSError, ValueError) as error:
         log.warning("no held-out evaluation: %s", error)
         return None
-    if run.data.dataset in NUMPY_DATASETS:
-        in_features, classes = 784, 10
-    else:
-        in_features, classes = settings.in_features, settings.num_classes
-    model = build_numpy_model(run.model, in_features, classes, 0)
+    model = build_numpy_model(run.model, *_numpy_dims(run, settings), 0)
     log.info("held-out evaluation on %d samples of %s (%s)", len(x), run.data.dataset,
              run.data.path or "default location")
 

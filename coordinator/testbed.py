@@ -20,9 +20,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 from fedcore.errors import FedCoreError
-from fedcore.experiment import client_ids
+from fedcore.experiment import client_ids, load_run_config
 
-from .config import load_config
 from .server import CoordinatorSettings
 
 __all__ = ["Testbed", "main"]
@@ -170,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--nice", type=int, default=10, help="niceness of the child processes")
     args = parser.parse_args(argv)
     try:
-        run = load_config(args.config)
+        run = load_run_config(args.config)
         settings = CoordinatorSettings.from_run(run)
     except FedCoreError as error:
         print(f"testbed: {error}", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from coordinator.config import initial_state, load_config, make_evaluator
+from coordinator.config import initial_state, make_evaluator
 from coordinator.protocol import Topics, parse_broker, to_json
 from coordinator.server import Coordinator, CoordinatorSettings
 from coordinator.store import RunStore
@@ -23,7 +23,7 @@ from device.fl.client import FLClient
 from device.fl.data import load_local_data
 from device.fl.trainers import make_trainer
 from fedcore.container import decode_message
-from fedcore.experiment import MLPTrainer, build_numpy_model, client_ids
+from fedcore.experiment import MLPTrainer, build_numpy_model, client_ids, load_run_config
 from fedcore.rounds import RoundClient, RoundServer, simulate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +84,7 @@ def write_config(folder: str, table: Dict[str, Any]) -> str:
 
 def reference(config_path: str, rounds: Optional[int] = None) -> Dict[str, Any]:
     """The same run through fedcore.rounds.simulate, in process."""
-    run = load_config(config_path)
+    run = load_run_config(config_path)
     coord = CoordinatorSettings.from_run(run)
     server = RoundServer(initial_state(run, coord), run.federation)
     clients = {}
@@ -124,7 +124,7 @@ class ThreadedRun:
                  trainer: str = "", initial_model: str = "", evaluator: str = ""):
         """trainer, initial_model, evaluator: the CLIs' --trainer, --initial-model and --evaluator."""
         self.trainer, self.initial_model, self.evaluator = trainer, initial_model, evaluator
-        self.run = load_config(config_path)
+        self.run = load_run_config(config_path)
         self.coord_settings = CoordinatorSettings.from_run(self.run)
         self.address = parse_broker(broker_url)
         self.topics = Topics(self.coord_settings.run_id)

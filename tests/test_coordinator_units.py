@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from coordinator.config import load_config
 from coordinator.protocol import (
     MAX_JSON_BYTES,
     Topics,
@@ -67,10 +66,10 @@ def test_coordinator_settings_defaults_and_errors():
 def test_json_run_config_for_boards_without_tomli(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"name": "j", "federation": {"rounds": 3}, "device": {}}))
-    assert load_config(str(path)).federation.rounds == 3
+    assert load_run_config(str(path)).federation.rounds == 3
     path.write_text("{")
     with pytest.raises(ConfigError, match="invalid JSON"):
-        load_config(str(path))
+        load_run_config(str(path))
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):
@@ -112,7 +111,7 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path, capsys):
 
     # Prepare: a checkpoint written for one learning rate, then the config asks for another.
     table = settings(write_dataset(str(tmp_path / "data"), train=150, test=20), run_id="cp")
-    run = load_config(write_config(str(tmp_path), table))
+    run = load_run_config(write_config(str(tmp_path), table))
     RunStore(str(tmp_path / "run")).save_checkpoint(
         RoundServer(initial_state(run, CoordinatorSettings.from_run(run)), run.federation).checkpoint())
     table["federation"]["train"]["lr"] = 0.5

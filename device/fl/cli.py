@@ -6,11 +6,11 @@ import sys
 from typing import List, Optional
 
 from coordinator.cli import add_link_arguments, setup_logging
-from coordinator.config import load_config
 from coordinator.protocol import Topics, check_name, parse_broker, to_json
 from coordinator.server import CoordinatorSettings
 from coordinator.transport import MqttLink
 from fedcore.errors import FedCoreError
+from fedcore.experiment import load_run_config
 
 from .client import FLClient, default_capabilities
 from .data import load_local_data
@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         client_id = check_name(args.client_id, "--client-id")
-        run = load_config(args.config)
+        run = load_run_config(args.config)
         settings = CoordinatorSettings.from_run(run)
         address = parse_broker(args.broker)
         if args.heartbeat <= 0:

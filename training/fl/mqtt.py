@@ -14,7 +14,7 @@ MQTT and `python -m training.fl` with the same config give the same numbers
 count on both sides, and float sums depend on it).
 """
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -31,12 +31,12 @@ from .trainers import ClientTrainer, TorchWorker
 __all__ = ["trainer", "evaluator", "initial_state", "export_initial", "to_model_input"]
 
 
-def _worker(run: RunConfig) -> TorchWorker:
+def _worker(run: RunConfig) -> Tuple[TorchWorker, SimulationConfig]:
     """The run's torch model (initialised from its seed, as in the simulation: a LoRA run's
     frozen base is rebuilt identically on every participant) on the run's thread count."""
     run, sim = load_config(dict(run.settings))
     torch.set_num_threads(sim.threads)
-    return build_worker(run, sim, input_shape(run.data.dataset), num_classes(run.data.dataset))[0]
+    return build_worker(run, sim, input_shape(run.data.dataset), num_classes(run.data.dataset))[0], sim
 
 
 def to_model_input(x: np.ndarray, dataset: str) -> torch.Tensor:
@@ -55,14 +55,13 @@ def trainer(run: RunConfig, x: np.ndarray, y: np.ndarray) -> ClientTrainer:
     classes = num_classes(run.data.dataset)
     if len(y) and (y.min() < 0 or y.max() >= classes):
         raise ConfigError(f"labels must lie in [0, {classes}) for {run.data.dataset}, got {y.min()}..{y.max()}")
-    return ClientTrainer(_worker(run), to_model_input(x, run.data.dataset), torch.from_numpy(y.astype(np.int64)))
+    return ClientTrainer(_worker(run)[0], to_model_input(x, run.data.dataset), torch.from_numpy(y.astype(np.int64)))
 
 
 def evaluator(run: RunConfig):
     """`python -m coordinator --evaluator training.fl.mqtt:evaluator`: accuracy and loss of a
     global model on the run's test split (data.test_limit samples, the simulation's subset)."""
-    worker = _worker(run)
-    sim = SimulationConfig.from_dict(run.settings.get("simulation", {}))
+    worker, sim = _worker(run)
     x, y = load_limited(run, "test", sim.download)
 
     def evaluate(state: Dict[str, np.ndarray]) -> Dict[str, float]:
@@ -75,7 +74,7 @@ def evaluator(run: RunConfig):
 
 def initial_state(run: RunConfig) -> Dict[str, np.ndarray]:
     """The round-0 global model of the run: the tensors its clients exchange."""
-    return _worker(run).get_state()
+    return _worker(run)[0].get_state()
 
 
 def export_initial(run: RunConfig, path: str) -> int:
