@@ -24,6 +24,14 @@ GRID = {"backbone": ["resnet9", "resnet12"], "feature_maps": [16, 32],
         "strided": [True, False], "input_size": [32, 84]}  # fmt: skip
 
 
+def _recipe(natural: bool) -> Dict:
+    """The benchmark's recipes (benchmarks/fewshot.py): for characters, rotated characters
+    as classes without the rotation head or mixup; for natural images, EASY's Y-shape + mixup."""
+    if natural:
+        return {"lr": 0.1, "peak_decay": 0.8}
+    return {"lr": 0.1, "peak_decay": 0.8, "class_rotations": True, "rotations": False, "mixup": False}
+
+
 def _eval_setting(data_name: str):
     if data_name.startswith("omniglot"):
         return {"ways": 20, "shots": 1, "within_groups": True}
@@ -48,8 +56,8 @@ def run_dse(data_name: str, out: str, quick: bool = False, epochs: int = 0) -> L
                 datasets[size] = load_fewshot_data(data_name, size)
             cfg = TrainConfig(
                 backbone=name, feature_maps=f, strided=strided, input_size=size, epochs=epochs,
-                batch_size=64, lr=0.05, cycle_epochs=max(1.0, epochs / 3),
-                out=os.path.join(out, "dse_runs"),
+                batch_size=64, cycle_epochs=max(1.0, epochs / 3), out=os.path.join(out, "dse_runs"),
+                **_recipe(datasets[size].natural),
             )  # fmt: skip
             t0 = time.time()
             ckpt = train_easy(cfg, datasets[size])[0]
