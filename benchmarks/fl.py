@@ -327,7 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)
     quick = not args.full
-    seeds = [int(s) for s in (args.seeds or ("0" if quick else "0,1,2")).split(",")]
+    given = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = given or ([0] if quick else [0, 1, 2])
     only = {int(k) for k in args.only.split(",")}
     began = time.perf_counter()
     if 1 in only:
@@ -336,12 +337,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         study1(quick, seeds, [float(a) for a in args.alphas.split(",")], methods, args.progress, args.cached)
     if 2 in only:
         print("study 2: SimpleCNN, unstructured vs structured pruning", flush=True)
-        seeds2 = [int(s) for s in args.seeds.split(",")] if args.seeds else [0]
-        study2(quick, seeds2, args.progress, args.rounds2, args.train_limit2, args.test_limit2)
+        study2(quick, given or [0], args.progress, args.rounds2, args.train_limit2, args.test_limit2)
     if 3 in only:
         print("study 3: CIFAR-10 ResNet-8, FedAvg vs FLoCoRA", flush=True)
-        seeds3 = [int(s) for s in args.seeds.split(",")] if args.seeds else [0]
-        study3(quick, seeds3, args.rounds3, args.progress, args.train_limit3, args.test_limit3)
+        study3(quick, given or [0], args.rounds3, args.progress, args.train_limit3, args.test_limit3)
     print(f"done in {time.perf_counter() - began:.0f} s; tables and plots in {OUT}/")
     return 0
 

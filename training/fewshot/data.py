@@ -260,7 +260,7 @@ def load_split_tree(path: str, size: int, name: str = "folder") -> FewShotData:
     folder layout, custom data): base = train, novel = test (disjoint classes)."""
     base = load_image_tree(path, split="train", size=(size, size))
     novel = load_image_tree(path, split="test", size=(size, size))
-    return _disjoint(name, base, novel)
+    return _disjoint(name, path, base, novel)
 
 
 def _split_file(path: str, name: str, layout: str) -> str:
@@ -269,10 +269,10 @@ def _split_file(path: str, name: str, layout: str) -> str:
     return path
 
 
-def _disjoint(name: str, base: ImageSet, novel: ImageSet) -> FewShotData:
+def _disjoint(name: str, path: str, base: ImageSet, novel: ImageSet) -> FewShotData:
     common = set(base.class_names) & set(novel.class_names)
     if common:
-        raise ValueError(f"{name}: train and test share classes {sorted(common)[:5]}; "
+        raise ValueError(f"{path}: train and test share classes {sorted(common)[:5]}; "
                          "few-shot evaluation needs novel classes")
     return FewShotData(name, base, novel, natural=True)
 
@@ -302,7 +302,7 @@ def load_csv_split(path: str, size: int, name: str = "miniimagenet") -> FewShotD
             imgs.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
             lab.append(index[r["label"]])
         sets.append(ImageSet(np.stack(imgs), np.asarray(lab, np.int64), labels))
-    return _disjoint(name, *sets)
+    return _disjoint(name, path, *sets)
 
 
 def load_cifar_fs(path: str, size: int = 32) -> FewShotData:
@@ -315,7 +315,7 @@ def load_cifar_fs(path: str, size: int = 32) -> FewShotData:
         with open(listing) as f:
             classes = [c.strip() for c in f if c.strip()]
         sets.append(load_image_tree(os.path.join(path, "data"), classes=classes, size=(size, size)))
-    return _disjoint("cifar-fs", *sets)
+    return _disjoint("cifar-fs", path, *sets)
 
 
 def load_fewshot_data(data: str, size: int = 32) -> FewShotData:
