@@ -83,10 +83,10 @@ def _write(rows: List[Dict], out: str, setting: Dict) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot_dse(rows, os.path.join(out, "dse.png"))
+    plot_dse(rows, os.path.join(out, "dse.png"), setting)
 
 
-def plot_dse(rows: List[Dict], path: str) -> None:
+def plot_dse(rows: List[Dict], path: str, setting: Dict) -> None:
     """Accuracy against MACs (log scale), one point per trained configuration."""
     import matplotlib
 
@@ -103,7 +103,9 @@ def plot_dse(rows: List[Dict], path: str) -> None:
                     (r["macs"], 100 * r["accuracy"]), fontsize=7)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image (blue: strided, orange: max-pool)")
-    ax.set_ylabel("few-shot accuracy (%)")
-    ax.set_title("design space: ResNet-9 (o) / ResNet-12 (s)")
+    within = " within-alphabet" if setting["within_groups"] else ""
+    ax.set_ylabel(f"{setting['ways']}-way {setting['shots']}-shot{within} accuracy (%)")
+    epochs = "/".join(str(e) for e in sorted({r["epochs"] for r in done}))
+    ax.set_title(f"ResNet-9 (o) / ResNet-12 (s) on {rows[0]['data']}, {epochs} epochs", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
