@@ -2,13 +2,11 @@
 driven by MQTT messages. It waits for clients, runs each round to its
 deadline, validates every update, aggregates, evaluates, logs and
 checkpoints. All protocol logic runs in the caller's thread; paho's thread
-only queues messages (see transport.MqttLink).
+only queues messages (see fedlink.link.MqttLink).
 """
 
-import hashlib
 import json
 import logging
-import math
 import threading
 import time
 import uuid
@@ -17,41 +15,24 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
-from fedcore.checks import is_int
+from fedcore.checks import boolean, check_table, is_int, number
 from fedcore.container import DecodeLimits
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig
 from fedcore.rounds import RoundResult, RoundServer
+from fedlink.link import Incoming, MqttLink
+from fedlink.protocol import PROTOCOL_VERSION, Topics, blob_id, check_name, from_json, to_json
+from fedlink.settings import LinkSettings
 
-from .protocol import PROTOCOL_VERSION, Topics, check_name, from_json, to_json
 from .report import TABLE_HEADER, plot_rounds, table_row
 from .store import RunStore, atomic_write
-from .transport import Incoming, MqttLink
 
-__all__ = ["CoordinatorSettings", "Coordinator", "blob_id", "Evaluator"]
+__all__ = ["CoordinatorSettings", "Coordinator", "Evaluator"]
 
 log = logging.getLogger(__name__)
 
 # state -> {"accuracy": ..., "loss": ...}
 Evaluator = Callable[[Dict[str, np.ndarray]], Dict[str, float]]
-
-
-def blob_id(blob: bytes) -> str:
-    """Short content id of a model or update: clients and the coordinator name messages by it."""
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _setting(table: Mapping[str, Any], key: str, default: Any, kind: type, low: float = 0.0) -> Any:
-    value = table.get(key, default)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"coordinator.{key} must be true or false, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise ConfigError(f"coordinator.{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if not value >= low or math.isinf(value):
-        raise ConfigError(f"coordinator.{key} must be a finite number >= {low}, got {value!r}")
-    return kind(value)
 
 
 @dataclass(frozen=True)
@@ -80,21 +61,19 @@ class CoordinatorSettings:
 
     @classmethod
     def from_run(cls, run: RunConfig) -> "CoordinatorSettings":
-        table = dict(run.settings.get("coordinator", {}))
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            raise ConfigError(f"[coordinator]: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+        table = check_table(run.settings.get("coordinator", {}), list(cls.__dataclass_fields__), "coordinator")
+        link = LinkSettings.from_table(table, run.name)
+        where = "coordinator"
         return cls(
-            run_id=check_name(table.get("run_id", run.name), "coordinator.run_id"),
-            expected_clients=_setting(table, "expected_clients", run.data.num_clients, int, 1),
-            wait_s=_setting(table, "wait_s", cls.wait_s, float),
-            presence_timeout_s=_setting(table, "presence_timeout_s", cls.presence_timeout_s, float),
-            max_update_bytes=_setting(table, "max_update_bytes", 0, int),
-            keepalive=_setting(table, "keepalive", cls.keepalive, int, 1),
-            evaluate=_setting(table, "evaluate", True, bool),
-            in_features=_setting(table, "in_features", cls.in_features, int, 1),
-            num_classes=_setting(table, "num_classes", cls.num_classes, int, 2),
+            run_id=link.run_id,
+            expected_clients=number(table, "expected_clients", run.data.num_clients, 1, 1 << 20, True, where),
+            wait_s=number(table, "wait_s", cls.wait_s, 0.0, 1e7, where=where),
+            presence_timeout_s=number(table, "presence_timeout_s", cls.presence_timeout_s, 0.0, 1e7, where=where),
+            max_update_bytes=number(table, "max_update_bytes", 0, 0, 1 << 40, True, where),
+            keepalive=link.keepalive,
+            evaluate=boolean(table, "evaluate", True, where),
+            in_features=number(table, "in_features", cls.in_features, 1, 1 << 24, True, where),
+            num_classes=number(table, "num_classes", cls.num_classes, 2, 1 << 20, True, where),
         )
 
 

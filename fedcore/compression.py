@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checks import boolean, check_number, check_table
 from .container import (
     DecodeLimits,
     EncodeReport,
@@ -60,11 +61,7 @@ def tensor_kind(name: str, shape: Sequence[int]) -> str:
 
 
 def _check_rate(value: Any, what: str, allow_one: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError("%s must be a number in [0, 1], got %r" % (what, value))
-    if not 0.0 <= value <= 1.0 or (value == 1.0 and not allow_one):
-        raise ConfigError("%s must be in [0, 1%s, got %r" % (what, "]" if allow_one else ")", value))
-    return float(value)
+    return check_number(value, what, 0.0, 1.0, open_high=not allow_one)
 
 
 def _check_kinds(kinds: Sequence[str]) -> Tuple[str, ...]:
@@ -266,13 +263,8 @@ def _table(settings: Mapping[str, Any], key: str, cls: type):
     table = settings.get(key)
     if table is None:
         return None
-    if not isinstance(table, Mapping):
-        raise ConfigError("[%s] must be a table" % key)
-    known = set(cls.__dataclass_fields__)
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError("unknown %s setting(s) %s; known: %s" % (key, sorted(unknown), sorted(known)))
-    values = dict(table)
+    table = check_table(table, list(cls.__dataclass_fields__), key)
+    values = table
     for key in ("kinds", "exclude"):
         if key in values:
             values[key] = tuple(values[key])
@@ -294,13 +286,8 @@ class CompressionConfig:
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> "CompressionConfig":
-        known = {"prune", "sparsify", "error_feedback", "wire"}
-        unknown = set(settings) - known
-        if unknown:
-            raise ConfigError("unknown compression setting(s) %s; known: %s" % (sorted(unknown), sorted(known)))
-        feedback = settings.get("error_feedback", False)
-        if not isinstance(feedback, bool):
-            raise ConfigError("error_feedback must be true or false, got %r" % (feedback,))
+        settings = check_table(settings, ["prune", "sparsify", "error_feedback", "wire"], "compression")
+        feedback = boolean(settings, "error_feedback", False)
         return cls(
             prune=_table(settings, "prune", PruneConfig),
             sparsify=_table(settings, "sparsify", SparsifyConfig),

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checks import is_int
+from .checks import check_table, is_int, number, text
 from .datasets import load_fashion_mnist, load_mnist_like
 from .errors import ConfigError
 from .models import MLP
@@ -88,13 +88,6 @@ def read_run_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
     return settings
 
 
-def _int(settings: Mapping[str, Any], key: str, default: int, low: int, where: str) -> int:
-    value = settings.get(key, default)
-    if not is_int(value) or int(value) < low:
-        raise ConfigError(f"{where}.{key} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """The [data] table. alpha is the Dirichlet concentration ("iid" or inf for
@@ -114,37 +107,30 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> "DataConfig":
-        allowed = [f for f in cls.__dataclass_fields__]
-        unknown = sorted(set(settings) - set(allowed))
-        if unknown:
-            raise ConfigError(f"[data]: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
-        dataset = settings.get("dataset", cls.dataset)
-        path = settings.get("path", "")
-        if not isinstance(dataset, str) or not dataset:
-            raise ConfigError(f"data.dataset must be a name, got {dataset!r}")
-        if not isinstance(path, str):
-            raise ConfigError(f"data.path must be a string, got {path!r}")
+        settings = check_table(settings, list(cls.__dataclass_fields__), "data")
+        dataset = text(settings, "dataset", cls.dataset, "data", empty=False)
+        path = text(settings, "path", "", "data")
         alpha = settings.get("alpha", "iid")
         if alpha == "iid":
             alpha = math.inf
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
             raise ConfigError(f"data.alpha must be a number > 0 or \"iid\", got {alpha!r}")
-        fraction = settings.get("val_fraction", 0.0)
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise ConfigError(f"data.val_fraction must lie in [0, 1), got {fraction!r}")
+        fraction = number(settings, "val_fraction", 0.0, 0.0, 1.0, where="data")
+        if fraction == 1.0:
+            raise ConfigError("data.val_fraction must lie in [0, 1): nothing would be left to train on")
         seed = settings.get("seed")
-        if seed is not None and (not is_int(seed) or int(seed) < 0):
-            raise ConfigError(f"data.seed must be an integer >= 0, got {seed!r}")
+        if seed is not None:
+            seed = number(settings, "seed", None, 0, 2**32 - 1, integer=True, where="data")
         return cls(
             dataset=dataset.lower(),
             path=path,
-            num_clients=_int(settings, "num_clients", cls.num_clients, 1, "data"),
+            num_clients=number(settings, "num_clients", cls.num_clients, 1, integer=True, where="data"),
             alpha=float(alpha),
-            min_samples=_int(settings, "min_samples", cls.min_samples, 0, "data"),
-            seed=None if seed is None else int(seed),
-            val_fraction=float(fraction),
-            train_limit=_int(settings, "train_limit", 0, 0, "data"),
-            test_limit=_int(settings, "test_limit", 0, 0, "data"),
+            min_samples=number(settings, "min_samples", cls.min_samples, 0, integer=True, where="data"),
+            seed=seed,
+            val_fraction=fraction,
+            train_limit=number(settings, "train_limit", 0, 0, integer=True, where="data"),
+            test_limit=number(settings, "test_limit", 0, 0, integer=True, where="data"),
         )
 
 

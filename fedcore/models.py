@@ -10,7 +10,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from .checks import is_int
+from .checks import check_number
 from .errors import ConfigError
 
 __all__ = ["MLP"]
@@ -37,21 +37,12 @@ def _softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> Tuple[floa
 
 
 def _check_positive_int(value: object, name: str) -> int:
-    if not is_int(value) or int(value) < 1:  # type: ignore[call-overload]
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return check_number(value, name, 1, integer=True)
 
 
 def _check_float(value: object, name: str, low: float, high: float = math.inf) -> float:
-    """A finite hyperparameter in [low, high); high=inf leaves it unbounded."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < low or number >= high:
-        bound = f"[{low:g}, {high:g})" if math.isfinite(high) else f">= {low:g}"
-        raise ConfigError(f"{name} must be finite and {bound}, got {value!r}")
-    return number
+    """A finite hyperparameter in [low, high)."""
+    return check_number(value, name, low, high, open_high=True)
 
 
 class MLP:

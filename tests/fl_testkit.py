@@ -15,16 +15,17 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from coordinator.config import initial_state, make_evaluator
-from coordinator.protocol import Topics, parse_broker, to_json
 from coordinator.server import Coordinator, CoordinatorSettings
 from coordinator.store import RunStore
-from coordinator.transport import MqttLink
 from device.fl.client import FLClient
 from device.fl.data import load_local_data
 from device.fl.trainers import make_trainer
 from fedcore.container import decode_message
 from fedcore.experiment import MLPTrainer, build_numpy_model, client_ids, load_run_config
 from fedcore.rounds import RoundClient, RoundServer, simulate
+from fedlink.link import MqttLink
+from fedlink.protocol import Topics, to_json
+from fedlink.settings import parse_broker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

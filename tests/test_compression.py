@@ -155,9 +155,9 @@ def test_compressor_reports_exact_bytes_and_prunes():
 
 
 @pytest.mark.parametrize("settings, reason", [
-    ({"pruning": {}}, "unknown compression setting"),
+    ({"pruning": {}}, r"unknown key\(s\) \['pruning'\]"),
     ({"prune": {"rate": 2}}, "prune rate"),
-    ({"prune": {"ratio": 0.5}}, "unknown prune setting"),
+    ({"prune": {"ratio": 0.5}}, r"\[prune\]: unknown key\(s\) \['ratio'\]"),
     ({"prune": 0.5}, "must be a table"),
     ({"sparsify": {"keep": -0.1}}, "sparsify keep"),
     ({"error_feedback": "yes"}, "true or false"),

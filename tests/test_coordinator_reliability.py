@@ -6,7 +6,7 @@ import signal
 
 import numpy as np
 
-from coordinator.protocol import Topics
+from fedlink.protocol import Topics
 from tests.fl_testkit import (
     Watcher,
     checkpoint_state,

@@ -6,18 +6,12 @@ import os
 
 import pytest
 
-from coordinator.protocol import (
-    MAX_JSON_BYTES,
-    Topics,
-    check_name,
-    from_json,
-    parse_broker,
-    to_json,
-)
-from coordinator.server import CoordinatorSettings, blob_id
+from coordinator.server import CoordinatorSettings
 from coordinator.store import RunStore, atomic_write
 from fedcore.errors import ConfigError
 from fedcore.experiment import load_run_config
+from fedlink.protocol import MAX_JSON_BYTES, Topics, blob_id, check_name, from_json, to_json
+from fedlink.settings import parse_broker
 
 
 def test_parse_broker_urls():

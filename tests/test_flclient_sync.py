@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from coordinator.protocol import Topics
 from fedcore.container import decode_message
+from fedlink.protocol import Topics
 from tests.fl_testkit import (
     ThreadedRun,
     Watcher,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from coordinator.protocol import Topics
+from fedlink.protocol import Topics
 from tests.fl_testkit import ROOT, Watcher
 from tests.mosquitto_broker import Mosquitto, free_port, require_mosquitto
 

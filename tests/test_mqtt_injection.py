@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from coordinator.protocol import Topics
 from fedcore.container import Message, decode_message, encode_message
+from fedlink.protocol import Topics
 from tests.fl_testkit import (
     ThreadedRun,
     Watcher,

@@ -5,12 +5,11 @@ import os
 import sys
 from typing import List, Optional
 
-from coordinator.cli import add_link_arguments, setup_logging
-from coordinator.protocol import Topics, check_name, parse_broker, to_json
-from coordinator.server import CoordinatorSettings
-from coordinator.transport import MqttLink
 from fedcore.errors import FedCoreError
 from fedcore.experiment import load_run_config
+from fedlink.cli import add_link_arguments, link_from_args, setup_logging
+from fedlink.protocol import Topics, check_name, to_json
+from fedlink.settings import LinkSettings
 
 from .client import FLClient, default_capabilities
 from .data import load_local_data
@@ -20,8 +19,8 @@ __all__ = ["build_parser", "main"]
 
 EXAMPLES = """examples:
   python -m device fl --broker mqtt://192.168.2.1:1883 --config run.toml --client-id client-003
-  python -m device fl --broker mqtts://client-003:secret@broker.lab:8883 --ca-file ca.crt \\
-      --config run.json --client-id client-003 --data /home/xilinx/fl-data
+  FL_MQTT_PASSWORD=secret python -m device fl --broker mqtts://client-003@broker.lab:8883 \\
+      --ca-file ca.crt --config run.json --client-id client-003 --data /home/xilinx/fl-data
 Without --data the client trains on its share (by --client-id) of the run's partition of
 [data]; with --data DIR on DIR/train.npz (x, y) or MNIST-format train-*-ubyte files.
 """
@@ -51,8 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         client_id = check_name(args.client_id, "--client-id")
         run = load_run_config(args.config)
-        settings = CoordinatorSettings.from_run(run)
-        address = parse_broker(args.broker)
+        settings = LinkSettings.from_run(run)
         if args.heartbeat <= 0:
             raise FedCoreError("--heartbeat must be > 0")
         x, y = load_local_data(run, client_id, args.data)
@@ -62,9 +60,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     topics = Topics(settings.run_id)
     offline = to_json({"v": 1, "status": "offline", "client": client_id})
-    link = MqttLink(address, client_id, FLClient.subscriptions(topics, client_id),
-                    keepalive=args.keepalive or settings.keepalive, ca_file=args.ca_file,
-                    will=(topics.presence(client_id), offline))
+    try:
+        link = link_from_args(args, client_id, FLClient.subscriptions(topics, client_id),
+                              args.keepalive or settings.keepalive, will=(topics.presence(client_id), offline))
+    except FedCoreError as error:
+        print(f"device fl: {error}", file=sys.stderr)
+        return 2
     capabilities = default_capabilities(len(x), args.trainer or f"numpy-{run.model.name}")
     client = FLClient(client_id, settings.run_id, trainer, link, args.heartbeat, capabilities)
     link.on_connect = client.on_connect

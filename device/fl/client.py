@@ -17,11 +17,10 @@ import threading
 import time
 from typing import Any, Dict, Optional, Set, Tuple
 
-from coordinator.protocol import PROTOCOL_VERSION, Topics, check_name, from_json, to_json
-from coordinator.server import blob_id
-from coordinator.transport import Incoming, MqttLink
 from fedcore.errors import ConfigError, FedCoreError, MessageError
 from fedcore.rounds import OutOfSync, RoundClient, RoundPlan, Trainer
+from fedlink.link import Incoming, MqttLink
+from fedlink.protocol import PROTOCOL_VERSION, Topics, blob_id, check_name, from_json, to_json
 
 __all__ = ["Announcement", "FLClient", "default_capabilities"]
 

@@ -17,11 +17,11 @@
 """
 
 import copy
-import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional
 
+from fedcore.checks import check_table, number
 from fedcore.compression import CompressionConfig
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig, load_run_config
@@ -33,32 +33,13 @@ METHODS = ("standard", "qat", "lora")
 QAT_BITS = (1, 2, 4, 8)
 
 
-def _check(table: Any, allowed: Sequence[str], where: str) -> Dict[str, Any]:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{where}] must be a table, got {table!r}")
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ConfigError(f"[{where}]: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
-    return dict(table)
-
-
-def _number(table: Mapping[str, Any], key: str, default: float, low: float, high: float, where: str,
-            integer: bool = False) -> Any:
-    value = table.get(key, default)
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (not integer or float(value).is_integer())
-    if not ok or math.isnan(value) or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}.{key} must be {kind} in [{low}, {high}], got {value!r}")
-    return int(value) if integer else float(value)
-
-
 @dataclass(frozen=True)
 class QATConfig:
     bits: int = 8
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "QATConfig":
-        table = _check(table, ["bits"], "simulation.qat")
+        table = check_table(table, ["bits"], "simulation.qat")
         bits = table.get("bits", 8)
         if bits not in QAT_BITS or isinstance(bits, bool):
             raise ConfigError(f"simulation.qat.bits must be one of {list(QAT_BITS)} (1 = BinaryConnect), got {bits!r}")
@@ -72,9 +53,9 @@ class LoRAConfig:
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "LoRAConfig":
-        table = _check(table, ["rank", "alpha"], "simulation.lora")
-        return cls(_number(table, "rank", 32, 1, 4096, "simulation.lora", True),
-                   _number(table, "alpha", 512.0, 1e-6, 1e6, "simulation.lora"))
+        table = check_table(table, ["rank", "alpha"], "simulation.lora")
+        return cls(number(table, "rank", 32, 1, 4096, True, "simulation.lora"),
+                   number(table, "alpha", 512.0, 1e-6, 1e6, where="simulation.lora"))
 
 
 @dataclass(frozen=True)
@@ -94,7 +75,7 @@ class SimulationConfig:
     def from_dict(cls, table: Mapping[str, Any]) -> "SimulationConfig":
         keys = ["method", "eval_every", "out", "device", "threads", "target_accuracy", "augment",
                 "download", "qat", "lora"]
-        table = _check(table, keys, "simulation")
+        table = check_table(table, keys, "simulation")
         method = table.get("method", "standard")
         if method not in METHODS:
             raise ConfigError(f"simulation.method: unknown method {method!r}; known: {list(METHODS)} "
@@ -110,11 +91,11 @@ class SimulationConfig:
                 raise ConfigError(f"[simulation.{key}] is given but simulation.method is {method!r}")
         return cls(
             method=method,
-            eval_every=_number(table, "eval_every", 1, 1, 1e9, "simulation", True),
+            eval_every=number(table, "eval_every", 1, 1, 1e9, True, "simulation"),
             out=table.get("out", ""),
             device=table.get("device", "cpu"),
-            threads=_number(table, "threads", 1, 1, 1024, "simulation", True),
-            target_accuracy=_number(table, "target_accuracy", 0.0, 0.0, 1.0, "simulation"),
+            threads=number(table, "threads", 1, 1, 1024, True, "simulation"),
+            target_accuracy=number(table, "target_accuracy", 0.0, 0.0, 1.0, where="simulation"),
             augment=table.get("augment", False),
             download=table.get("download", False),
             qat=QATConfig.from_dict(table.get("qat", {})),

@@ -1,4 +1,4 @@
-"""A thin paho-mqtt (2.x) link used by the coordinator and the device clients.
+"""The paho-mqtt (2.x) link used by the coordinator and the device clients.
 
 paho does the reconnecting (reconnect_delay_set + its network thread, as its
 own documentation advises); this class only re-subscribes and re-publishes the
@@ -10,13 +10,14 @@ paho's callbacks.
 import logging
 import queue
 import ssl
+import sys
 import threading
 import time
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import paho.mqtt.client as mqtt
 
-from .protocol import BrokerAddress
+from .settings import BrokerAddress
 
 __all__ = ["Incoming", "MqttLink"]
 
@@ -140,8 +141,14 @@ class MqttLink:
             log.info("%s: disconnected", self.client_id)
 
     def _handle_connect_fail(self, client, userdata) -> None:
-        log.info("%s: broker %s:%d not reachable yet; retrying", self.client_id, self.address.host,
-                 self.address.port)
+        # paho calls this inside its `except OSError`: the exception says why (refused, DNS, TLS).
+        error = sys.exc_info()[1]
+        if isinstance(error, ssl.SSLError):
+            log.warning("%s: TLS with %s:%d failed: %s; retrying (check --ca-file and the broker's "
+                        "certificate)", self.client_id, self.address.host, self.address.port, error)
+        else:
+            log.info("%s: broker %s:%d not reachable yet (%s); retrying", self.client_id,
+                     self.address.host, self.address.port, error or "no answer")
 
     def _handle_message(self, client, userdata, message) -> None:
         self.inbox.put(Incoming(message.topic, bytes(message.payload), time.monotonic()))

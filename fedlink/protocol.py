@@ -1,23 +1,22 @@
 """The MQTT protocol shared by the coordinator and the device clients (see
-docs/protocol.md): topic names under a run id, the JSON payloads, and the
-broker address. Binary payloads (models, updates) are fedcore containers;
-everything else is small UTF-8 JSON, parsed strictly.
+docs/protocol.md): topic names under a run id, the JSON payloads and the
+content ids of binary ones. Binary payloads (models, updates) are fedcore
+containers; everything else is small UTF-8 JSON, parsed strictly.
 """
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from fedcore.errors import ConfigError
 
 __all__ = [
     "PROTOCOL_VERSION",
     "MAX_JSON_BYTES",
-    "BrokerAddress",
     "Topics",
+    "blob_id",
     "check_name",
-    "parse_broker",
     "to_json",
     "from_json",
 ]
@@ -35,28 +34,6 @@ def check_name(value: Any, what: str) -> str:
             f"(starting with a letter or digit), got {value!r}"
         )
     return value
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool = False
-    username: Optional[str] = None
-    password: Optional[str] = None
-
-
-def parse_broker(url: str) -> BrokerAddress:
-    """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS, port 8883 by default)."""
-    match = re.match(r"^(mqtts?)://(?:([^:@/]+)(?::([^@/]*))?@)?([^:/@]+)(?::(\d+))?/?$", url or "")
-    if not match:
-        raise ConfigError(f"--broker must look like mqtt://host:port or mqtts://host:port, got {url!r}")
-    scheme, user, password, host, port = match.groups()
-    tls = scheme == "mqtts"
-    number = int(port) if port else (8883 if tls else 1883)
-    if not 1 <= number <= 65535:
-        raise ConfigError(f"--broker: port must lie in [1, 65535], got {number}")
-    return BrokerAddress(host, number, tls, user, password)
 
 
 class Topics:
@@ -109,3 +86,8 @@ def from_json(raw: bytes, what: str) -> Dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{what}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def blob_id(blob: bytes) -> str:
+    """Short content id of a model or update: clients and the coordinator name messages by it."""
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,114 @@
+"""The client side of the round engine: follow the broadcasts, train, encode the update."""
+
+import json
+import zlib
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ..compression import CompressionConfig, Compressor
+from ..container import DecodeLimits, decode_message
+from ..errors import ConfigError, FedCoreError, MessageError
+from .config import TrainConfig
+from .records import RoundPlan
+
+__all__ = ["Trainer", "OutOfSync", "RoundClient", "client_seed", "float32_copy"]
+
+Tensors = Dict[str, np.ndarray]
+
+
+def float32_copy(tensors: Mapping[str, np.ndarray]) -> Tensors:
+    """A float32 copy the caller may change (trainers get one, never the held model)."""
+    return {name: np.array(value, dtype=np.float32, copy=True) for name, value in tensors.items()}
+
+
+def client_seed(seed: int, client_id: str, round: int) -> int:
+    """The seed of one client's local training in one round: the same for the
+    same run wherever the client runs (simulation or a board)."""
+    mixed = np.random.SeedSequence([seed, zlib.crc32(client_id.encode("utf-8")), round])
+    return int(mixed.generate_state(1)[0])
+
+
+# A trainer takes the global model, the round's training settings and a seed,
+# and returns (new model, number of samples it trained on, metrics).
+Trainer = Callable[[Tensors, TrainConfig, int], Tuple[Tensors, int, Dict[str, float]]]
+
+
+class OutOfSync(FedCoreError):
+    """A delta broadcast arrived for a model this client does not hold: it
+    must load the full model (RoundServer.full_model) first."""
+
+
+class RoundClient:
+    """The client side: follow the broadcasts, train, encode the update.
+    Keeps the model it was sent and its compressor (so its error-feedback
+    residual) between rounds."""
+
+    def __init__(self, client_id: str, trainer: Trainer, limits: DecodeLimits = DecodeLimits()):
+        if not isinstance(client_id, str) or not client_id:
+            raise ConfigError(f"client_id must be a non-empty string, got {client_id!r}")
+        self.client_id = client_id
+        self.trainer = trainer
+        self.limits = limits
+        self.model: Optional[Tensors] = None
+        self.model_round = -1
+        self._compressor: Optional[Compressor] = None
+        self._uplink_key = ""
+
+    def _compressor_for(self, uplink: Mapping[str, Any]) -> Compressor:
+        key = json.dumps(uplink, sort_keys=True, default=str)
+        if self._compressor is None or key != self._uplink_key:
+            # A new codec config starts a new residual: the old one meant other codecs.
+            self._compressor = Compressor(CompressionConfig.from_dict(uplink), self.limits)
+            self._uplink_key = key
+        return self._compressor
+
+    def follow(self, model_blob: bytes) -> int:
+        """Apply a broadcast (whole weights, or a delta on the model we hold);
+        returns its round. Raises OutOfSync for a delta we cannot apply."""
+        message = decode_message(model_blob, self.limits)
+        if message.kind == "weights":
+            self.model = {n: np.array(a, np.float32) for n, a in message.tensors.items()}
+        elif message.kind == "delta":
+            base_round = message.extra.get("base_round")
+            if self.model is None or base_round != self.model_round:
+                raise OutOfSync(
+                    f"{self.client_id}: broadcast of round {message.round} is a delta on round "
+                    f"{base_round!r}, this client holds round {self.model_round}"
+                )
+            if set(message.tensors) != set(self.model) or any(
+                message.tensors[n].shape != self.model[n].shape for n in self.model
+            ):
+                raise MessageError(f"round {message.round}: delta broadcast does not match the model held")
+            self.model = {n: self.model[n] + message.tensors[n] for n in self.model}
+        else:
+            raise MessageError(f"broadcast of kind {message.kind!r}; expected 'weights' or 'delta'")
+        self.model_round = message.round
+        return message.round
+
+    def run_round(self, plan: RoundPlan, model_blob: Optional[bytes] = None) -> bytes:
+        """Train on the round's model and return the encoded update. Pass the
+        broadcast here unless it was already applied with follow()."""
+        if self.client_id not in plan.selected:
+            raise RuntimeError(f"{self.client_id!r} is not selected for round {plan.round}")
+        if model_blob is not None:
+            self.follow(model_blob)
+        if self.model is None or self.model_round != plan.round:
+            raise OutOfSync(f"{self.client_id}: holds the model of round {self.model_round}, round {plan.round} needs its own")
+        base = self.model
+        trained, num_samples, metrics = self.trainer(float32_copy(base), plan.train,
+                                                     client_seed(plan.seed, self.client_id, plan.round))
+        if set(trained) != set(base):
+            raise FedCoreError(f"trainer returned tensors {sorted(trained)}, model has {sorted(base)}")
+        if plan.update_kind == "delta":
+            update = {n: np.asarray(trained[n], np.float32) - base[n] for n in base}
+        else:
+            update = {n: np.asarray(trained[n], np.float32) for n in base}
+        extra = {"metrics": {k: float(v) for k, v in metrics.items()}}
+        blob, _ = self._compressor_for(plan.uplink).compress(
+            update, round=plan.round, sender=self.client_id, num_samples=int(num_samples),
+            kind=plan.update_kind, extra=extra,
+        )
+        return blob
+
+

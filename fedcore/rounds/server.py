@@ -1,0 +1,256 @@
+"""The server side of the round engine: broadcast, validation of every update,
+the strategy's aggregation, and checkpoints a restarted server resumes from.
+`simulate` runs the whole round loop in process, as the simulation does."""
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..compression import CompressionConfig, Compressor
+from ..container import DecodeLimits, Message, decode_message, encode_message
+from ..errors import ConfigError, FedCoreError, MessageError
+from .client import RoundClient, float32_copy
+from .config import FederationConfig
+from .records import RoundPlan, RoundResult, Verdict
+from .strategy import Strategy, make_strategy
+
+__all__ = ["RoundServer", "simulate"]
+
+Tensors = Dict[str, np.ndarray]
+# Checkpoint tensors of the strategy's state carry this prefix (model names never start with '@').
+_STATE_PREFIX = "@strategy/"
+
+
+@dataclass
+class _OpenRound:
+    plan: RoundPlan
+    blob: bytes
+    base: Tensors
+    followers: int
+    updates: Dict[str, Message] = field(default_factory=dict)
+    sizes: Dict[str, int] = field(default_factory=dict)
+    rejected: List[Verdict] = field(default_factory=list)
+
+
+class RoundServer:
+    """The server side of the rounds: broadcast, validation of every update, the
+    strategy's selection and aggregation (config.strategy, FedAvg by default), and
+    checkpoints a restarted server resumes from."""
+
+    def __init__(self, initial: Mapping[str, np.ndarray], config: FederationConfig,
+                 limits: DecodeLimits = DecodeLimits(), completed_rounds: int = 0, name: str = "server",
+                 strategy: Optional[Strategy] = None):
+        if not initial:
+            raise ConfigError("RoundServer: the initial model has no tensors")
+        self.config = config
+        self.strategy = strategy if strategy is not None else make_strategy(config.strategy)
+        self.limits = limits
+        self.name = name
+        self.global_state = float32_copy(initial)
+        self.completed_rounds = completed_rounds
+        downlink = CompressionConfig.from_dict(config.downlink)
+        self._downlink = Compressor(downlink, limits)
+        # A whole model in delta mode: the wire codec only; pruning/sparsifying
+        # are for the changes, not for the first model.
+        self._full = self._downlink if config.broadcast == "weights" else Compressor(
+            CompressionConfig(wire=downlink.wire), limits)
+        self._open: Optional[_OpenRound] = None
+        self._client_view: Optional[Tensors] = None
+
+    @property
+    def round_open(self) -> bool:
+        return self._open is not None
+
+    @property
+    def plan(self) -> RoundPlan:
+        return self._require_open().plan
+
+    @property
+    def broadcast(self) -> bytes:
+        """The encoded global model of the open round, as every selected client receives it."""
+        return self._require_open().blob
+
+    def _require_open(self) -> _OpenRound:
+        if self._open is None:
+            raise RuntimeError("no round is open: call open_round() first")
+        return self._open
+
+    def open_round(self, available: Sequence[str]) -> RoundPlan:
+        """Select the round's clients among `available` and encode the broadcast."""
+        if self._open is not None:
+            raise RuntimeError(f"round {self._open.plan.round} is still open: close it first")
+        config = self.config
+        number = self.completed_rounds + 1
+        plan = self.strategy.configure_round(number, available, config)
+        if config.broadcast == "delta" and self._client_view is not None:
+            change = {n: self.global_state[n] - self._client_view[n] for n in self.global_state}
+            extra = {"base_round": self.completed_rounds}
+            blob, _ = self._downlink.compress(change, round=number, sender=self.name, kind="delta", extra=extra)
+            decoded = decode_message(blob, self.limits).tensors
+            # What the clients will hold; what the codec dropped stays in global - view.
+            view = {n: self._client_view[n] + decoded[n] for n in decoded}
+        else:
+            blob, _ = self._full.compress(self.global_state, round=number, sender=self.name, kind="weights")
+            view = decode_message(blob, self.limits).tensors
+        self._client_view = view
+        # Clients compute deltas against what they decode, not against our exact model.
+        self._open = _OpenRound(plan, blob, view, len(set(available)))
+        return plan
+
+    def full_model(self) -> bytes:
+        """The model the clients hold now, whole and lossless: for a client that
+        joins late or missed a delta broadcast."""
+        if self._client_view is None:
+            raise RuntimeError("no model has been broadcast yet")
+        message = Message(self._client_view, self.completed_rounds + int(self._open is not None),
+                          self.name, 0, "weights", {"full": True})
+        return encode_message(message)[0]
+
+    def submit(self, blob: bytes, sender: Optional[str] = None) -> Verdict:
+        """Validate one update; `sender` is who the transport says sent it."""
+        nbytes = len(blob) if isinstance(blob, (bytes, bytearray, memoryview)) else 0
+        who = sender or "?"
+        current = self._open
+        if current is None:
+            return Verdict("late", who, 0, nbytes, "no round is open")
+        try:
+            message = decode_message(blob, self.limits)
+        except MessageError as error:
+            return self._reject(current, who, current.plan.round, nbytes, f"undecodable: {error}")
+        who = message.sender if sender is None else sender
+        number = current.plan.round
+        if message.round < number:
+            return Verdict("late", who, message.round, nbytes, f"round {message.round} is closed; round {number} is open")
+        if message.round > number:
+            return self._reject(current, who, message.round, nbytes, f"round {message.round} has not started")
+        if sender is not None and message.sender != sender:
+            return self._reject(current, who, number, nbytes,
+                                f"message says sender {message.sender!r} but arrived from {sender!r}")
+        if who not in current.plan.selected:
+            return self._reject(current, who, number, nbytes, f"{who!r} was not selected for round {number}")
+        if who in current.updates:
+            return Verdict("duplicate", who, number, nbytes, "an update from this client was already accepted")
+        problem = self._problem(message, current)
+        if problem:
+            return self._reject(current, who, number, nbytes, problem)
+        current.updates[who] = message
+        current.sizes[who] = nbytes
+        return Verdict("accepted", who, number, nbytes)
+
+    def _reject(self, current: _OpenRound, who: str, number: int, nbytes: int, reason: str) -> Verdict:
+        verdict = Verdict("rejected", who, number, nbytes, reason)
+        current.rejected.append(verdict)
+        return verdict
+
+    def _problem(self, message: Message, current: _OpenRound) -> str:
+        """Why this decoded update cannot count, or "" if it can."""
+        if message.kind != current.plan.update_kind:
+            return f"kind {message.kind!r}, expected {current.plan.update_kind!r}"
+        if message.num_samples < 1:
+            return f"num_samples must be >= 1, got {message.num_samples}"
+        expected, got = set(current.base), set(message.tensors)
+        if expected != got:
+            return f"tensor names differ from the model: missing {sorted(expected - got)}, unexpected {sorted(got - expected)}"
+        squared = 0.0
+        for name, base in current.base.items():
+            value = message.tensors[name]
+            if value.shape != base.shape:
+                return f"{name}: shape {list(value.shape)}, model has {list(base.shape)}"
+            if not np.all(np.isfinite(value)):
+                return f"{name}: non-finite values"
+            change = value if message.kind == "delta" else value.astype(np.float64) - base
+            squared += float(np.sum(np.square(change, dtype=np.float64)))
+        bound = self.config.max_update_norm
+        if bound > 0 and math.sqrt(squared) > bound:
+            return f"update norm {math.sqrt(squared):.4g} exceeds max_update_norm {bound:.4g}"
+        return ""
+
+    def close_round(self) -> RoundResult:
+        current = self._require_open()
+        plan = current.plan
+        senders = sorted(current.updates)  # a fixed order: arrival order must not change the sums
+        new_model = None
+        if len(senders) >= self.config.min_updates:
+            updates = [(s, current.updates[s]) for s in senders]
+            new_model = self.strategy.aggregate(plan, self.global_state, updates, list(current.rejected))
+        aggregated = new_model is not None
+        if new_model is not None:
+            self.global_state = float32_copy(new_model)
+        result = RoundResult(
+            round=plan.round,
+            selected=list(plan.selected),
+            accepted=senders,
+            rejected=list(current.rejected),
+            missing=[c for c in plan.selected if c not in current.updates],
+            aggregated=aggregated,
+            bytes_up=sum(current.sizes.values()),
+            # Weights go to the selected clients; a delta must reach everyone who follows.
+            bytes_down=len(current.blob) * (current.followers if self.config.broadcast == "delta" else len(plan.selected)),
+            num_samples=sum(current.updates[s].num_samples for s in senders),
+            client_metrics={s: _metrics(current.updates[s]) for s in senders},
+        )
+        self.completed_rounds = plan.round
+        self._open = None
+        return result
+
+    def checkpoint(self) -> bytes:
+        """The state a restarted server resumes from, in the lossless container."""
+        extra = {"fingerprint": self.config.fingerprint()}
+        tensors = dict(self.global_state)
+        tensors.update({_STATE_PREFIX + n: v for n, v in self.strategy.state().items()})
+        message = Message(tensors, self.completed_rounds, self.name, 0, "checkpoint", extra)
+        return encode_message(message)[0]
+
+    @classmethod
+    def restore(cls, blob: bytes, config: FederationConfig, limits: DecodeLimits = DecodeLimits(),
+                name: str = "server") -> "RoundServer":
+        message = decode_message(blob, limits)
+        if message.kind != "checkpoint":
+            raise MessageError(f"not a checkpoint: kind {message.kind!r}")
+        written_for = message.extra.get("fingerprint")
+        if written_for != config.fingerprint():
+            raise ConfigError(
+                f"the checkpoint was written for another configuration (fingerprint {written_for!r}, "
+                f"this run {config.fingerprint()!r}); use a new run directory or the original config"
+            )
+        model = {n: v for n, v in message.tensors.items() if not n.startswith(_STATE_PREFIX)}
+        server = cls(model, config, limits, message.round, name)
+        server.strategy.load_state({n[len(_STATE_PREFIX):]: v for n, v in message.tensors.items()
+                                    if n.startswith(_STATE_PREFIX)})
+        return server
+
+
+def _metrics(message: Message) -> Dict[str, float]:
+    metrics = message.extra.get("metrics", {})
+    if not isinstance(metrics, dict):
+        return {}
+    # A client's metrics are for the logs: keep the plain finite numbers, drop the rest
+    # (a 400-digit integer must not raise OverflowError when the round closes).
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(k, str) and not isinstance(v, bool)
+            and ((isinstance(v, int) and abs(v) < 2**53) or (isinstance(v, float) and math.isfinite(v)))}
+
+
+def simulate(server: RoundServer, clients: Mapping[str, RoundClient], rounds: int,
+             on_round: Optional[Callable[[RoundResult], None]] = None) -> List[RoundResult]:
+    """Run `rounds` rounds in process: the same engine as over MQTT, with every
+    byte counted from the encoded messages. Every client follows every
+    broadcast, as MQTT subscribers do."""
+    results = []
+    for _ in range(rounds):
+        plan = server.open_round(list(clients))
+        blob = server.broadcast
+        for client_id in sorted(clients):
+            if client_id in plan.selected or server.config.broadcast == "delta":
+                clients[client_id].follow(blob)
+        for client_id in plan.selected:
+            verdict = server.submit(clients[client_id].run_round(plan), sender=client_id)
+            if not verdict.accepted:
+                raise FedCoreError(f"simulated client {client_id}: update {verdict.status}: {verdict.reason}")
+        result = server.close_round()
+        if on_round is not None:
+            on_round(result)
+        results.append(result)
+    return results

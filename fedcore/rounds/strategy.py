@@ -1,0 +1,164 @@
+"""The server's strategy: two paired hooks, in the spirit of Flower's ``Strategy``.
+
+    configure_round(number, available, config) -> RoundPlan   who trains, and how
+    aggregate(plan, model, updates, failures)   -> new model, or None ("no new model")
+
+The round engine (fedcore.rounds.server) owns the protocol: broadcasts, decoding and
+validating updates, byte counts, checkpoints. A strategy owns the policy. Its state
+(e.g. FedAvgM's momentum) travels in the server's checkpoint, so a restarted server
+resumes bit for bit. The arithmetic lives in fedcore.aggregate as plain numpy functions.
+
+Select one in the run file: ``[federation] strategy = "fedavgm"`` or
+``[federation.strategy]`` with ``name = "fedavgm"`` and its options.
+"""
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+
+import numpy as np
+
+from ..aggregate import aggregate, fedavg
+from ..checks import check_table, number
+from ..container import Message
+from ..errors import ConfigError
+from .config import FederationConfig
+from .records import RoundPlan, Verdict
+
+__all__ = ["Strategy", "FedAvg", "FedAvgM", "STRATEGIES", "register_strategy", "make_strategy",
+           "select_clients"]
+
+Tensors = Dict[str, np.ndarray]
+# (sender, decoded update) of every accepted update, sorted by sender.
+Updates = Sequence[Tuple[str, Message]]
+
+
+def select_clients(available: Sequence[str], round: int, fraction: float, min_clients: int, seed: int
+                   ) -> List[str]:
+    """The clients that train in `round`: max(min_clients, ceil(fraction * n))
+    of the available ones, drawn with a generator seeded by (seed, round) so a
+    restarted coordinator draws the same clients. Returned sorted."""
+    pool = sorted(set(available))
+    if len(pool) < min_clients:
+        raise RuntimeError(
+            f"round {round}: {len(pool)} client(s) available, at least {min_clients} needed"
+        )
+    count = min(len(pool), max(min_clients, int(math.ceil(fraction * len(pool) - 1e-9))))
+    rng = np.random.default_rng([seed, round])
+    chosen = rng.choice(len(pool), size=count, replace=False)
+    return sorted(pool[i] for i in chosen)
+
+
+class Strategy:
+    """Base class: FedAvg's client selection, no aggregation of its own."""
+
+    name = ""
+    options: Tuple[str, ...] = ()  # the keys its table may carry besides `name`
+
+    @classmethod
+    def from_options(cls, table: Mapping[str, Any]) -> "Strategy":
+        check_table(table, ("name",) + cls.options, f"federation.strategy ({cls.name})")
+        return cls()
+
+    def configure_round(self, number: int, available: Sequence[str], config: FederationConfig) -> RoundPlan:
+        """Who trains in round `number` among `available`, and with which settings."""
+        selected = select_clients(available, number, config.fraction, config.min_clients, config.seed)
+        return RoundPlan(number, tuple(selected), config.train, config.update_kind, dict(config.uplink),
+                         config.deadline_s, config.seed)
+
+    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
+                  failures: Sequence[Verdict]) -> Optional[Tensors]:
+        """The next global model from `model` and the round's accepted `updates`
+        (`failures`: the rejected ones), or None to keep `model`."""
+        raise NotImplementedError
+
+    def state(self) -> Tensors:
+        """Tensors to checkpoint with the model (names without the server's prefix)."""
+        return {}
+
+    def load_state(self, tensors: Mapping[str, np.ndarray]) -> None:
+        if tensors:
+            raise ConfigError(f"strategy {self.name!r} keeps no state, the checkpoint has {sorted(tensors)}")
+
+
+STRATEGIES: Dict[str, Type[Strategy]] = {}
+
+
+def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
+    """Class decorator: make `cls` selectable by its `name` in run files."""
+    if not cls.name or cls.name in STRATEGIES:
+        raise ValueError(f"strategy name {cls.name!r} is empty or already registered")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def make_strategy(table: Mapping[str, Any]) -> Strategy:
+    """The strategy a ``federation.strategy`` table names, its options checked."""
+    name = table.get("name")
+    if name not in STRATEGIES:
+        raise ConfigError(f"federation.strategy: unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
+    return STRATEGIES[name].from_options(table)
+
+
+def _weighted(updates: Updates) -> List[Tuple[Mapping[str, np.ndarray], float]]:
+    return [(message.tensors, message.num_samples) for _, message in updates]
+
+
+@register_strategy
+class FedAvg(Strategy):
+    """McMahan et al. 2017: the sample-weighted mean of the updates."""
+
+    name = "fedavg"
+
+    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
+                  failures: Sequence[Verdict]) -> Optional[Tensors]:
+        if plan.update_kind == "delta":
+            # Deltas were taken from the decoded broadcast; apply them to the exact model.
+            return aggregate(_weighted(updates), "delta", model)
+        return aggregate(_weighted(updates), "weights")
+
+
+@register_strategy
+class FedAvgM(Strategy):
+    """FedAvg with server momentum (Hsu et al. 2019): with d the weighted mean
+    change of the round, v <- momentum * v + d and model <- model + server_lr * v.
+    momentum = 0 and server_lr = 1 is FedAvg."""
+
+    name = "fedavgm"
+    options = ("momentum", "server_lr")
+
+    def __init__(self, momentum: float = 0.9, server_lr: float = 1.0):
+        self.momentum = momentum
+        self.server_lr = server_lr
+        self.velocity: Tensors = {}
+
+    @classmethod
+    def from_options(cls, table: Mapping[str, Any]) -> "FedAvgM":
+        where = "federation.strategy"
+        table = check_table(table, ("name",) + cls.options, where)
+        return cls(number(table, "momentum", 0.9, 0.0, 0.999, where=where),
+                   number(table, "server_lr", 1.0, 0.001, 100.0, where=where))
+
+    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
+                  failures: Sequence[Verdict]) -> Optional[Tensors]:
+        mean = fedavg(_weighted(updates))
+        new_model = {}
+        for name, weights in model.items():
+            change = mean[name].astype(np.float64)
+            if plan.update_kind == "weights":
+                change = change - weights
+            previous = self.velocity.get(name)
+            velocity = change if previous is None else self.momentum * previous.astype(np.float64) + change
+            # float32 state: what the checkpoint keeps is exactly what the next round uses.
+            self.velocity[name] = velocity.astype(np.float32)
+            new_model[name] = (weights.astype(np.float64) + self.server_lr * velocity).astype(np.float32)
+        return new_model
+
+    def state(self) -> Tensors:
+        return {f"velocity/{name}": value for name, value in self.velocity.items()}
+
+    def load_state(self, tensors: Mapping[str, np.ndarray]) -> None:
+        unknown = [n for n in tensors if not n.startswith("velocity/")]
+        if unknown:
+            raise ConfigError(f"strategy fedavgm: unexpected state tensors {sorted(unknown)}")
+        self.velocity = {n[len("velocity/"):]: np.array(v, np.float32) for n, v in tensors.items()}
+

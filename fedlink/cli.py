@@ -1,0 +1,35 @@
+"""What every MQTT program of a run takes on its command line (the broker, the run
+file, TLS, the password, logging), and the link built from it."""
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Tuple
+
+from .link import MqttLink
+from .settings import PASSWORD_ENV, parse_broker, with_password
+
+__all__ = ["add_link_arguments", "setup_logging", "link_from_args"]
+
+
+def add_link_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://... "
+                        "(a password in the URL shows in `ps`: prefer --password-file or "
+                        f"${PASSWORD_ENV})")
+    parser.add_argument("--config", required=True, help="the run's TOML file (or JSON with the same tables)")
+    parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
+    parser.add_argument("--password-file", default="", metavar="FILE",
+                        help=f"the MQTT password on this file's first line (else ${PASSWORD_ENV})")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def link_from_args(args: argparse.Namespace, client_id: str, subscriptions: List[Tuple[str, int]],
+                   keepalive: int, will: Optional[Tuple[str, bytes]] = None) -> MqttLink:
+    """The MqttLink of add_link_arguments' options (ConfigError for a bad URL or password)."""
+    address = with_password(parse_broker(args.broker), args.password_file)
+    return MqttLink(address, client_id, subscriptions, keepalive=keepalive, ca_file=args.ca_file, will=will)
