@@ -3,7 +3,6 @@ model and its card."""
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from typing import List, Optional
 
@@ -29,6 +28,15 @@ def _info(argv: List[str]) -> int:
     return 0
 
 
+def _install_hint(module: Optional[str]) -> str:
+    top = (module or "").split(".")[0]
+    if top == "paho":
+        return "install paho-mqtt: pip install 'paho-mqtt>=2.0'"
+    if top in ("fedcore", "fedlink", "device"):
+        return "the board image is incomplete: it needs fedcore/, fedlink/ and device/ (make sdcard or make deploy)"
+    return "install the project's device extra: pip install '.[device]'"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -38,14 +46,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "fl":
         try:
-            spec = importlib.util.find_spec("device.fl.cli")
-        except ModuleNotFoundError:  # no device/fl package at all
-            spec = None
-        if spec is None:
-            print("error: the federated client (device/fl/cli.py) is not part of this "
-                  "installation", file=sys.stderr)
+            cli = importlib.import_module("device.fl.cli")
+        except ImportError as exc:  # say which module is missing, and how to get it
+            print("error: python -m device fl cannot start: %s (%s)" % (exc, _install_hint(exc.name)),
+                  file=sys.stderr)
             return 2
-        return int(importlib.import_module("device.fl.cli").main(rest))
+        return int(cli.main(rest))
     if command == "info":
         return _info(rest)
     print("error: unknown command %r; commands: fl, info" % command, file=sys.stderr)

@@ -54,7 +54,7 @@ def write_dataset(folder: str, train: int = 300, test: int = 100, seed: int = 0)
 
 def settings(data_dir: str, run_id: str = "t", clients: int = 3, rounds: int = 2, broadcast: str = "delta",
              error_feedback: bool = True, deadline_s: float = 5.0, min_updates: int = 0,
-             coordinator: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             coordinator: Optional[Dict[str, Any]] = None, strategy: Any = "fedavg") -> Dict[str, Any]:
     """A small run: MLP-16 on the fixture, top-k + 4-bit uplink, 4-bit downlink."""
     uplink: Dict[str, Any] = {"sparsify": {"keep": 0.3}, "error_feedback": error_feedback,
                               "wire": {"bits": 4, "entropy": "deflate"}}
@@ -70,7 +70,7 @@ def settings(data_dir: str, run_id: str = "t", clients: int = 3, rounds: int = 2
         "model": {"name": "mlp", "hidden": [16]},
         "federation": {"rounds": rounds, "fraction": 1.0, "min_clients": clients,
                        "min_updates": min_updates or clients, "deadline_s": deadline_s, "broadcast": broadcast,
-                       "seed": 7, "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}},
+                       "seed": 7, "train": {"epochs": 1, "batch_size": 16, "lr": 0.05}, "strategy": strategy},
         "compression": {"uplink": uplink, "downlink": downlink},
         "coordinator": table,
     }
@@ -104,8 +104,10 @@ def reference(config_path: str, rounds: Optional[int] = None) -> Dict[str, Any]:
 
 
 def checkpoint_state(run_dir: str) -> Dict[str, np.ndarray]:
+    """The model tensors of a run directory's checkpoint (without the strategy's state)."""
     with open(os.path.join(run_dir, "checkpoint.fedc"), "rb") as handle:
-        return decode_message(handle.read()).tensors
+        tensors = decode_message(handle.read()).tensors
+    return {name: value for name, value in tensors.items() if not name.startswith("@strategy/")}
 
 
 def read_jsonl(path: str) -> List[Dict[str, Any]]:

@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import sys
-import types
 
 import pytest
 
@@ -249,19 +247,6 @@ def test_cli_on_a_board_drives_hdmi_and_buttons(tiny_card, tmp_path, monkeypatch
                         ("stop",), ("close",)]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["states"] == ["reset", "idle", "registration", "inference", "quit"]
-
-
-def test_python_m_device_fl_dispatches_lazily(monkeypatch, capsys):
-    seen = []
-    fake = types.ModuleType("device.fl.cli")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "device.fl.cli", fake)
-    monkeypatch.setattr(device_main.importlib.util, "find_spec", lambda name: object())
-    assert device_main.main(["fl", "--rounds", "3"]) == 0 and seen == [["--rounds", "3"]]
-
-    monkeypatch.setattr(device_main.importlib.util, "find_spec", lambda name: None)
-    assert device_main.main(["fl"]) == 2
-    assert "federated client (device/fl/cli.py) is not part of" in capsys.readouterr().err
 
 
 def test_python_m_device_info(tiny_card, capsys):

@@ -16,11 +16,14 @@ from tests.fl_testkit import (
 from tests.mosquitto_broker import Mosquitto
 
 
-@pytest.mark.parametrize("broadcast", ["delta", "weights"])
-def test_mqtt_run_equals_simulation(tmp_path, broadcast):
+@pytest.mark.parametrize("broadcast, strategy", [("delta", "fedavg"), ("weights", "fedavg"),
+                                                 ("delta", {"name": "fedavgm", "momentum": 0.8})])
+def test_mqtt_run_equals_simulation(tmp_path, broadcast, strategy):
     # Prepare
     data = write_dataset(str(tmp_path / "data"))
-    config = write_config(str(tmp_path), settings(data, run_id=f"eq-{broadcast}", broadcast=broadcast))
+    name = strategy if isinstance(strategy, str) else strategy["name"]
+    config = write_config(str(tmp_path), settings(data, run_id=f"eq-{broadcast}-{name}", broadcast=broadcast,
+                                                  strategy=strategy))
     expected = reference(config)
     run_dir = str(tmp_path / "run")
     # Execute
