@@ -71,6 +71,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     link.stop(final=(topics.base + "/coordinator", to_json({"status": "done"}), True))
     print(json.dumps({k: report[k] for k in ("run", "rounds", "final_accuracy", "bytes_up", "bytes_down",
-                                             "rejected", "late", "session_time_s")}), flush=True)
+                                             "rejected", "late", "session_time_s", "stopped")}), flush=True)
     print(f"report: {store.report_path}  plot: {store.plot_path}", flush=True)
+    if report["stopped"]:
+        print(f"coordinator: the run stopped learning: {report['stopped']}", file=sys.stderr)
+        return 1
     return 0

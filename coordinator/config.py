@@ -9,15 +9,15 @@ import numpy as np
 from fedcore.container import decode_message
 from fedcore.errors import ConfigError, MessageError
 from fedcore.experiment import (
-    NUMPY_DATASETS,
     NUMPY_MODELS,
     RunConfig,
     build_numpy_model,
     import_factory,
     load_numpy_dataset,
+    numpy_model_dims,
 )
 
-from .server import CoordinatorSettings, Evaluator
+from .server import CoordinatorSettings, Evaluator, same_layout
 
 __all__ = ["initial_state", "read_model_file", "make_evaluator"]
 
@@ -28,19 +28,18 @@ def initial_state(run: RunConfig, settings: CoordinatorSettings, path: str = "")
     --export-initial` for a torch model), or else built from [model] with the run's seed, as the
     simulation does (numpy models)."""
     if path:
-        return read_model_file(path)
+        state = read_model_file(path)
+        if run.model.name in NUMPY_MODELS:  # a torch model's layout is the evaluator's to know
+            expected = build_numpy_model(run.model, *numpy_model_dims(run), 0).state_dict()
+            problem = same_layout(state, expected)
+            if problem:
+                raise ConfigError(f"--initial-model {path}: not a model of this run ({run.model.name}): {problem}")
+        return state
     if run.model.name not in NUMPY_MODELS:
         raise ConfigError(
             f"model {run.model.name!r} is not a numpy model ({', '.join(NUMPY_MODELS)}): give its round-0 "
             f"weights with --initial-model FILE (python -m training.fl --config ... --export-initial FILE)")
-    return build_numpy_model(run.model, *_numpy_dims(run, settings), run.federation.seed).state_dict()
-
-
-def _numpy_dims(run: RunConfig, settings: CoordinatorSettings):
-    """(input features, classes) of the run's numpy model."""
-    if run.data.dataset in NUMPY_DATASETS:
-        return 784, 10
-    return settings.in_features, settings.num_classes
+    return build_numpy_model(run.model, *numpy_model_dims(run), run.federation.seed).state_dict()
 
 
 def read_model_file(path: str) -> Dict[str, np.ndarray]:
@@ -77,7 +76,7 @@ def make_evaluator(run: RunConfig, settings: CoordinatorSettings, factory: str =
     except (ConfigError, FileNotFoundError, OSError, ValueError) as error:
         log.warning("no held-out evaluation: %s", error)
         return None
-    model = build_numpy_model(run.model, *_numpy_dims(run, settings), 0)
+    model = build_numpy_model(run.model, *numpy_model_dims(run), 0)
     log.info("held-out evaluation on %d samples of %s (%s)", len(x), run.data.dataset,
              run.data.path or "default location")
 

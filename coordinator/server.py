@@ -27,7 +27,7 @@ from fedlink.settings import LinkSettings
 from .report import TABLE_HEADER, plot_rounds, table_row
 from .store import RunStore, atomic_write
 
-__all__ = ["CoordinatorSettings", "Coordinator", "Evaluator"]
+__all__ = ["CoordinatorSettings", "Coordinator", "Evaluator", "RunHealth", "same_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,10 @@ class CoordinatorSettings:
     on its last will only); max_update_bytes: larger updates are rejected
     unread (0: twice the float32 model plus 64 KiB); keepalive: MQTT keepalive
     (s); evaluate: held-out accuracy after every round; in_features,
-    num_classes: model dimensions when the dataset is not a known one.
+    num_classes: model dimensions when the dataset is not a known one;
+    stall_rounds, max_accuracy_drop: the run ends, as a failure, after
+    stall_rounds rounds in a row without an accepted update or with the held-out
+    accuracy more than max_accuracy_drop below its best (0 turns either off).
     """
 
     run_id: str
@@ -58,6 +61,8 @@ class CoordinatorSettings:
     evaluate: bool = True
     in_features: int = 784
     num_classes: int = 10
+    stall_rounds: int = 3
+    max_accuracy_drop: float = 0.3
 
     @classmethod
     def from_run(cls, run: RunConfig) -> "CoordinatorSettings":
@@ -74,7 +79,50 @@ class CoordinatorSettings:
             evaluate=boolean(table, "evaluate", True, where),
             in_features=number(table, "in_features", cls.in_features, 1, 1 << 24, True, where),
             num_classes=number(table, "num_classes", cls.num_classes, 2, 1 << 20, True, where),
+            stall_rounds=number(table, "stall_rounds", cls.stall_rounds, 0, 1_000_000, True, where),
+            max_accuracy_drop=number(table, "max_accuracy_drop", cls.max_accuracy_drop, 0.0, 1.0, where=where),
         )
+
+
+def same_layout(state: Mapping[str, np.ndarray], model: Mapping[str, np.ndarray]) -> str:
+    """"" when `state` has exactly the tensor names and shapes of `model`, else what differs."""
+    missing, extra = sorted(set(model) - set(state)), sorted(set(state) - set(model))
+    if missing or extra:
+        return f"missing tensors {missing[:5]}, unexpected {extra[:5]}"
+    for name, value in model.items():
+        if np.shape(state[name]) != np.shape(value):
+            return f"{name} has shape {list(np.shape(state[name]))}, the model's is {list(np.shape(value))}"
+    return ""
+
+
+class RunHealth:
+    """Says when a run has stopped learning (stall_rounds rounds in a row without an
+    accepted update, or with the held-out accuracy more than max_accuracy_drop below
+    its best): then the coordinator ends the run and exits non-zero."""
+
+    def __init__(self, stall_rounds: int, max_accuracy_drop: float):
+        self.stall_rounds = stall_rounds
+        self.max_drop = max_accuracy_drop
+        self.best: Optional[float] = None
+        self.idle = 0       # rounds in a row without an accepted update
+        self.collapsed = 0  # rounds in a row far below the best accuracy
+
+    def check(self, record: Mapping[str, Any]) -> str:
+        """Take one round's record; the reason to stop, or ""."""
+        self.idle = 0 if record.get("accepted") else self.idle + 1
+        accuracy = record.get("accuracy")
+        if isinstance(accuracy, float):
+            self.best = accuracy if self.best is None else max(self.best, accuracy)
+            low = self.max_drop > 0 and accuracy < self.best - self.max_drop
+            self.collapsed = self.collapsed + 1 if low else 0
+        if not self.stall_rounds:
+            return ""
+        if self.idle >= self.stall_rounds:
+            return f"no update was accepted in the last {self.idle} rounds (coordinator.stall_rounds)"
+        if self.collapsed >= self.stall_rounds:
+            return (f"the held-out accuracy stayed more than {self.max_drop:g} below its best {self.best:.4f} for "
+                    f"{self.collapsed} rounds (now {accuracy:.4f}; coordinator.max_accuracy_drop)")
+        return ""
 
 
 class _Presence:
@@ -113,6 +161,7 @@ class Coordinator:
         self._retained: Dict[str, bytes] = {}
         self._retained_lock = threading.Lock()
         self._plan_id = ""
+        self._plans = store.issued_plans()  # plan id -> round, earlier sessions' included
         self._transport_rejects: List[Dict[str, Any]] = []
         self._sizes: Dict[str, int] = {}
         self._broadcast_bytes = 0
@@ -125,6 +174,13 @@ class Coordinator:
         if blob is None:
             return RoundServer(initial, federation, self.limits), []
         server = RoundServer.restore(blob, federation, DecodeLimits())
+        if server.completed_rounds > federation.rounds:
+            raise ConfigError(
+                f"{self.store.checkpoint_path}: the checkpoint is at round {server.completed_rounds}, but the run "
+                f"has {federation.rounds} rounds: raise federation.rounds to go on, or use a new --run-dir")
+        problem = same_layout(server.global_state, initial)
+        if problem:
+            raise ConfigError(f"{self.store.checkpoint_path}: the checkpoint does not hold the run's model: {problem}")
         server.limits = self.limits
         history = self.store.trim_rounds(server.completed_rounds)
         log.info("resuming %s from its checkpoint: %d of %d rounds done", self.settings.run_id,
@@ -157,17 +213,27 @@ class Coordinator:
             for record in self.history:
                 print(table_row(record), flush=True)
         first = True
-        while self.server.completed_rounds < federation.rounds:
+        health = RunHealth(self.settings.stall_rounds, self.settings.max_accuracy_drop)
+        for record in self.history:
+            health.check(record)
+        stopped = ""
+        while self.server.completed_rounds < federation.rounds and not stopped:
             available = self._wait_for_clients(first)
             first = False
             record = self._run_round(available)
             self.history.append(record)
             if not self.quiet:
                 print(table_row(record), flush=True)
+            stopped = health.check(record)
         done = {"v": PROTOCOL_VERSION, "run": self.settings.run_id, "done": True,
                 "completed_rounds": self.server.completed_rounds}
+        if stopped:
+            log.error("the run stopped learning: %s", stopped)
+            self._event({"event": "stopped", "reason": stopped})
+            done["stopped"] = stopped
         self._retain(self.topics.round, to_json(done))
         report = self._final_report(time.monotonic() - started)
+        report["stopped"] = stopped
         return report
 
     def _wait_for_clients(self, first: bool) -> List[str]:
@@ -193,6 +259,7 @@ class Coordinator:
         began = time.monotonic()
         plan = server.open_round(available)
         self._plan_id = uuid.uuid4().hex[:12]
+        self._plans[self._plan_id] = plan.round
         broadcast = server.broadcast
         full = server.full_model() if self.run_config.federation.broadcast == "delta" else broadcast
         announcement = {
@@ -277,13 +344,19 @@ class Coordinator:
         check_name(client, "update topic client id")
         open_now = self.server.round_open and arrivals is not None
         round_number = self.server.plan.round if self.server.round_open else self.server.completed_rounds
+        if plan_id not in self._plans:
+            reason = f"plan {plan_id!r} was never announced in this run"
+            self._transport_rejects.append({"sender": client, "reason": reason, "nbytes": nbytes})
+            self._verdict(client, plan_id, 0, "rejected", reason, nbytes, payload)
+            return
         if not open_now or plan_id != self._plan_id:
             # A straggler after its round closed, or from before a coordinator restart.
+            number = self._plans[plan_id]
             record = {"client": client, "plan_id": plan_id, "nbytes": nbytes,
-                      "reason": "no round open" if not open_now else f"plan {plan_id!r} is not the open one"}
+                      "reason": f"round {number} (plan {plan_id!r}) is closed"}
             if late is not None:
                 late.append(record)
-            self._verdict(client, plan_id, round_number, "late", record["reason"], nbytes, payload)
+            self._verdict(client, plan_id, number, "late", record["reason"], nbytes, payload)
             return
         if nbytes > self.max_update_bytes:
             reason = f"payload of {nbytes} bytes exceeds max_update_bytes {self.max_update_bytes}"

@@ -67,18 +67,33 @@ class RunStore:
         self._append(self.events_path, record, sync=False)
 
     def read_rounds(self) -> List[Dict[str, Any]]:
-        if not os.path.exists(self.rounds_path):
+        return self._read_lines(self.rounds_path)
+
+    def issued_plans(self) -> Dict[str, int]:
+        """plan id -> round of every round this run directory's coordinators opened."""
+        plans = {}
+        for event in self._read_lines(self.events_path, strict=False):
+            plan_id, number = event.get("plan_id"), event.get("round")
+            if event.get("event") == "open" and isinstance(plan_id, str) and isinstance(number, int):
+                plans[plan_id] = number
+        return plans
+
+    def _read_lines(self, path: str, strict: bool = True) -> List[Dict[str, Any]]:
+        """The JSON objects of a JSONL log; `strict`: a bad line other than a torn last one is an error."""
+        if not os.path.exists(path):
             return []
-        with open(self.rounds_path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             lines = [line for line in handle if line.strip()]
         records = []
         for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except ValueError:
-                if number == len(lines):
-                    break  # a crash while appending tears the last line only: that round reruns
-                raise RuntimeError(f"{self.rounds_path}:{number}: not a JSON line") from None
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                if number == len(lines) or not strict:
+                    continue  # a crash while appending tears the last line only: that round reruns
+                raise RuntimeError(f"{path}:{number}: not a JSON line") from None
+            if isinstance(record, dict):
+                records.append(record)
         return records
 
     def trim_rounds(self, completed: int) -> List[Dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Server-side aggregation of client updates: FedAvg over weights or deltas.
+"""Server-side aggregation of client updates: FedAvg over weights or deltas, and
+the robust coordinate-wise median and trimmed mean.
 
 Every check runs before any arithmetic so that a bad update is reported by
 its index and tensor name instead of silently corrupting the global model.
@@ -11,7 +12,7 @@ import numpy as np
 
 from .errors import AggregationError
 
-__all__ = ["AGGREGATION_KINDS", "fedavg", "apply_delta", "aggregate"]
+__all__ = ["AGGREGATION_KINDS", "fedavg", "coordinate_median", "trimmed_mean", "apply_delta", "aggregate"]
 
 # What a client may send: its full weights, or the change since the base model.
 AGGREGATION_KINDS = ("weights", "delta")
@@ -150,6 +151,38 @@ def fedavg(updates: Sequence[Update]) -> Dict[str, np.ndarray]:
             sums[name] += weight * array.astype(np.float64)
     averaged = {name: acc / total for name, acc in sums.items()}
     return _to_float32(averaged, "fedavg")
+
+
+def _stacked(updates: Sequence[Tensors], what: str) -> Dict[str, np.ndarray]:
+    """Each tensor name -> the updates' values stacked on a new first axis, in float64."""
+    if len(updates) == 0:
+        raise AggregationError(f"{what}: no updates to aggregate")
+    reference: Optional[Shapes] = None
+    checked = []
+    for index, tensors in enumerate(updates):
+        arrays = _check_tensors(tensors, reference, f"update {index}", "update 0")
+        reference = reference or _shapes(arrays)
+        checked.append(arrays)
+    return {name: np.stack([c[name].astype(np.float64) for c in checked]) for name in checked[0]}
+
+
+def coordinate_median(updates: Sequence[Tensors]) -> Dict[str, np.ndarray]:
+    """The median of every coordinate over the updates (Yin et al. 2018), unweighted:
+    up to half of the updates minus one can be arbitrary without moving it outside
+    the range of the honest values."""
+    return _to_float32({n: np.median(v, axis=0) for n, v in _stacked(updates, "median").items()}, "median")
+
+
+def trimmed_mean(updates: Sequence[Tensors], trim: float) -> Dict[str, np.ndarray]:
+    """Per coordinate, the mean after dropping the floor(trim * n) largest and as many
+    smallest values (Yin et al. 2018), unweighted. 0 <= trim < 0.5."""
+    if not 0.0 <= trim < 0.5:
+        raise AggregationError(f"trimmed_mean: trim must lie in [0, 0.5), got {trim!r}")
+    stacked = _stacked(updates, "trimmed_mean")
+    count = len(updates)
+    cut = int(math.floor(trim * count))
+    means = {n: np.sort(v, axis=0)[cut:count - cut].mean(axis=0) for n, v in stacked.items()}
+    return _to_float32(means, "trimmed_mean")
 
 
 def apply_delta(base: Tensors, delta: Tensors) -> Dict[str, np.ndarray]:

@@ -44,6 +44,8 @@ __all__ = [
     "partition_clients",
     "load_numpy_dataset",
     "build_numpy_model",
+    "numpy_model_dims",
+    "check_local_data",
     "MLPTrainer",
 ]
 
@@ -62,13 +64,32 @@ def read_toml(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
             raise ConfigError(
                 f"reading {os.fspath(path)} needs Python 3.11+ or the tomli package (pip install tomli)"
             ) from None
+    text = _read_text(path)
+    try:
+        return toml_module.loads(text)
+    except (toml_module.TOMLDecodeError, RecursionError) as error:
+        raise ConfigError(f"{os.fspath(path)}: invalid TOML: {error}") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_text(path: Union[str, "os.PathLike[str]"]) -> str:
+    """A config file's text: at most MAX_CONFIG_BYTES of UTF-8, else one clear ConfigError."""
     try:
         with open(path, "rb") as handle:
-            return toml_module.load(handle)
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {os.fspath(path)}") from None
-    except toml_module.TOMLDecodeError as error:
-        raise ConfigError(f"{os.fspath(path)}: invalid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{os.fspath(path)}: cannot read it: {error.strerror or error}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{os.fspath(path)}: larger than {MAX_CONFIG_BYTES} bytes; not a run file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{os.fspath(path)}: not UTF-8 text (byte {error.start}): not a TOML or JSON "
+                          "run file") from None
 
 
 def read_run_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
@@ -76,12 +97,10 @@ def read_run_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
     same tables: a Python 3.8 board without tomli reads that."""
     if not os.fspath(path).endswith(".json"):
         return read_toml(path)
+    text = _read_text(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            settings = json.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {os.fspath(path)}") from None
-    except ValueError as error:
+        settings = json.loads(text)
+    except (ValueError, RecursionError) as error:
         raise ConfigError(f"{os.fspath(path)}: invalid JSON: {error}") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"{os.fspath(path)}: expected a JSON object of tables")
@@ -244,6 +263,27 @@ def load_numpy_dataset(data: DataConfig, split: str) -> Tuple[np.ndarray, np.nda
     images, labels = images[keep], labels[keep]
     x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
     return x, labels.astype(np.int64)
+
+
+def numpy_model_dims(run: RunConfig) -> Tuple[int, int]:
+    """(input features, classes) of a run's numpy model: 784 and 10 for the MNIST-style
+    datasets, else [coordinator] in_features / num_classes (defaults 784 and 10)."""
+    if run.data.dataset in NUMPY_DATASETS:
+        return 784, 10
+    table = run.settings.get("coordinator", {})
+    table = table if isinstance(table, Mapping) else {}
+    return (number(table, "in_features", 784, 1, 1 << 24, True, "coordinator"),
+            number(table, "num_classes", 10, 2, 1 << 20, True, "coordinator"))
+
+
+def check_local_data(run: RunConfig, x: np.ndarray, y: np.ndarray, where: str) -> None:
+    """Refuse, at start, local data the run's numpy model cannot train on."""
+    features, classes = numpy_model_dims(run)
+    if x.ndim != 2 or x.shape[1] != features:
+        raise ConfigError(f"{where}: the data has {x.shape[1:]} features a sample, the run's {run.model.name} "
+                          f"takes {features} (data.dataset {run.data.dataset!r})")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ConfigError(f"{where}: labels must lie in [0, {classes}), got {int(y.min())}..{int(y.max())}")
 
 
 def build_numpy_model(model: ModelConfig, in_features: int, num_classes: int, seed: int) -> MLP:

@@ -45,6 +45,10 @@ def _check_float(value: object, name: str, low: float, high: float = math.inf) -
     return check_number(value, name, low, high, open_high=True)
 
 
+# 16 M parameters: 64 MiB of float32 weights, and as much again for gradients and momentum.
+MAX_PARAMETERS = 1 << 24
+
+
 class MLP:
     """Fully-connected ReLU network trained with minibatch SGD and momentum.
 
@@ -62,6 +66,10 @@ class MLP:
         self.layer_sizes: List[int] = [
             _check_positive_int(size, f"layer_sizes[{i}]") for i, size in enumerate(sizes)
         ]
+        count = sum((a + 1) * b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        if count > MAX_PARAMETERS:  # before allocating: a typo must not take the board's memory
+            raise ConfigError(f"MLP {self.layer_sizes}: {count:,} parameters ({4 * count / 2**20:,.0f} MiB "
+                              f"of float32), at most {MAX_PARAMETERS:,} ({4 * MAX_PARAMETERS >> 20} MiB)")
         self._layers = self._init_layers(np.random.default_rng(seed))
 
     def _init_layers(self, rng: np.random.Generator) -> List[Layer]:

@@ -47,10 +47,10 @@ def test_directory_data_from_npz_and_idx(tmp_path):
     x, y = directory_data(str(tmp_path))
     assert x.shape == (20, 784) and x.dtype == np.float32 and float(x.max()) <= 1.0 and y.dtype == np.int64
     np.savez(tmp_path / "train.npz", x=np.zeros((3, 4), np.float32), y=np.zeros(2, np.int64))
-    with pytest.raises(ConfigError, match="y must be 3 integer labels"):
+    with pytest.raises(ConfigError, match=r"x must be \(N, features...\) and y \(N,\) labels"):
         directory_data(str(tmp_path))
     np.savez(tmp_path / "train.npz", x=np.array([object()] * 2, dtype=object), y=np.zeros(2, np.int64))
-    with pytest.raises(ValueError):  # no pickle: object arrays are refused
+    with pytest.raises(ConfigError, match="object arrays are refused"):  # no pickle
         directory_data(str(tmp_path))
     idx = write_dataset(str(tmp_path / "idx"), train=30, test=10)
     x, y = load_local_data(load_run_config({}), "client-000", idx)

@@ -78,6 +78,7 @@ def test_injected_updates_are_rejected_and_change_nothing(tmp_path):
             second = _announcements(watcher, topics)[-1]["plan_id"]
             watcher.publish(topics.update(GHOST, second), good)          # an update for round 1 in round 2
             watcher.publish(topics.update(GHOST, plan), good)            # on the plan of a closed round
+            watcher.publish(topics.update(GHOST, "feedc0ffee00"), good)  # on a plan never announced
             report = run.join(timeout=40)
         finally:
             watcher.close()
@@ -93,11 +94,12 @@ def test_injected_updates_are_rejected_and_change_nothing(tmp_path):
     assert has(GHOST, "rejected", "message says sender 'client-000'"), reasons
     assert has("client-099", "rejected", "was not selected"), reasons
     assert has(GHOST, "late", "round 1 is closed"), reasons
-    assert has(GHOST, "late", "is not the open one"), reasons
+    assert has(GHOST, "late", f"round 1 (plan '{plan}') is closed"), reasons
+    assert has(GHOST, "rejected", "plan 'feedc0ffee00' was never announced in this run"), reasons
     rounds = read_jsonl(os.path.join(run_dir, "rounds.jsonl"))
-    assert [len(r["rejected"]) for r in rounds] == [7, 0]
+    assert [len(r["rejected"]) for r in rounds] == [7, 1]
     assert all(r["accepted"] == ["client-000", "client-001", "client-002"] for r in rounds)
     final = checkpoint_state(run_dir)
     for name, value in expected["state"].items():
         np.testing.assert_array_equal(final[name], value)
-    assert report["rejected"] == 7 and report["late"] == 2
+    assert report["rejected"] == 8 and report["late"] == 2

@@ -9,10 +9,12 @@ import numpy as np
 from fedcore.datasets import load_fashion_mnist, load_mnist_like
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig, client_ids, limit_rows, partition_clients
+from fedcore.npzfile import load_npz
 
 __all__ = ["partition_data", "directory_data", "load_local_data"]
 
-MAX_NPZ_BYTES = 512 << 20
+MAX_NPZ_BYTES = 256 << 20  # declared array bytes: half a PYNQ-Z1's memory
+_LABEL_TYPES = ("u1", "i1", "u2", "i2", "i4", "u4", "i8")
 
 
 def _scale(images: np.ndarray) -> np.ndarray:
@@ -47,14 +49,10 @@ def directory_data(folder: str) -> Tuple[np.ndarray, np.ndarray]:
     y: (N,) integer labels; no pickle) or MNIST-format train-*-ubyte(.gz) files."""
     npz = os.path.join(folder, "train.npz")
     if os.path.isfile(npz):
-        if os.path.getsize(npz) > MAX_NPZ_BYTES:
-            raise ConfigError(f"{npz}: larger than {MAX_NPZ_BYTES} bytes")
-        with np.load(npz, allow_pickle=False) as archive:
-            if "x" not in archive or "y" not in archive:
-                raise ConfigError(f"{npz}: needs arrays 'x' and 'y', has {sorted(archive.files)}")
-            x, y = archive["x"], archive["y"]
-        if len(x) != len(y) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise ConfigError(f"{npz}: y must be {len(x)} integer labels, got {y.dtype} {y.shape}")
+        arrays = load_npz(npz, {"x": ("u1", "f4", "f8"), "y": _LABEL_TYPES}, MAX_NPZ_BYTES, "--data")
+        x, y = arrays["x"], arrays["y"]
+        if x.ndim < 2 or len(x) != len(y) or y.ndim != 1:
+            raise ConfigError(f"{npz}: x must be (N, features...) and y (N,) labels, got {x.shape} and {y.shape}")
         if x.dtype == np.uint8:
             x = _scale(x)
         else:

@@ -8,7 +8,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from fedcore.errors import ConfigError
-from fedcore.experiment import NUMPY_MODELS, MLPTrainer, RunConfig, import_factory
+from fedcore.experiment import NUMPY_MODELS, MLPTrainer, RunConfig, check_local_data, import_factory
 from fedcore.models import MLP
 from fedcore.rounds import TrainConfig, Trainer
 
@@ -54,5 +54,6 @@ def make_trainer(run: RunConfig, x: np.ndarray, y: np.ndarray, factory: str = ""
                 "--trainer package.module:function to use another one (training.fl.mqtt:trainer: the torch "
                 "models of training/)"
             )
+        check_local_data(run, x, y, "the local data")
         return NumpyTrainer(x, y)
     return import_factory(factory, "--trainer")(run, x, y)

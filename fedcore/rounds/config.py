@@ -5,7 +5,7 @@ codec settings, parsed and checked once at start-up."""
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 from ..checks import check_table, number
 from ..compression import CompressionConfig
@@ -50,7 +50,9 @@ class FederationConfig:
     (at least min_clients, at most all available); min_updates: accepted
     updates needed to aggregate; deadline_s: how long a networked round waits
     for updates; update_kind: "delta" (change from the broadcast model) or
-    "weights"; max_update_norm: L2 bound on an update's change, 0 for none;
+    "weights"; max_update_norm: L2 bound on an update's change: "auto" (default:
+    update_norm_factor times the median of recent accepted norms, see
+    RoundServer.norm_bound), a number, or 0 for none;
     seed: drives client selection and each client's data order; strategy: how
     the server selects and combines (``{name = "fedavg"}`` by default, see
     fedcore.rounds.strategy).
@@ -62,7 +64,8 @@ class FederationConfig:
     min_updates: int = 1
     deadline_s: float = 60.0
     update_kind: str = "delta"
-    max_update_norm: float = 0.0
+    max_update_norm: Union[float, str] = "auto"
+    update_norm_factor: float = 10.0
     broadcast: str = "weights"
     seed: int = 0
     train: TrainConfig = TrainConfig()
@@ -97,7 +100,7 @@ class FederationConfig:
                   ) -> "FederationConfig":
         """Build from the ``[federation]`` and ``[compression]`` tables."""
         keys = ["rounds", "fraction", "min_clients", "min_updates", "deadline_s", "update_kind",
-                "max_update_norm", "broadcast", "seed", "train", "strategy"]
+                "max_update_norm", "update_norm_factor", "broadcast", "seed", "train", "strategy"]
         federation = check_table(federation, keys, "federation")
         compression = check_table(compression or {}, ["uplink", "downlink"], "compression")
         kind = federation.get("update_kind", cls.update_kind)
@@ -113,7 +116,8 @@ class FederationConfig:
             min_updates=number(federation, "min_updates", cls.min_updates, 1, 1 << 20, True, where),
             deadline_s=number(federation, "deadline_s", cls.deadline_s, 0.001, 86_400.0, where=where),
             update_kind=kind,
-            max_update_norm=number(federation, "max_update_norm", 0.0, 0.0, where=where),
+            max_update_norm=_norm_setting(federation.get("max_update_norm", "auto")),
+            update_norm_factor=number(federation, "update_norm_factor", 10.0, 1.0, 1e6, where=where),
             broadcast=broadcast,
             seed=number(federation, "seed", cls.seed, 0, 2**32 - 1, True, where),
             train=TrainConfig.from_dict(federation.get("train", {})),
@@ -136,6 +140,12 @@ class FederationConfig:
             del settings["strategy"]  # runs from before the strategy seam keep their fingerprint
         text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _norm_setting(value: Any) -> Union[float, str]:
+    if value == "auto":
+        return "auto"
+    return number({"max_update_norm": value}, "max_update_norm", 0.0, 0.0, 1e30, where="federation")
 
 
 def _strategy_table(value: Any) -> Dict[str, Any]:

@@ -4,7 +4,7 @@ the strategy's aggregation, and checkpoints a restarted server resumes from.
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +21,7 @@ __all__ = ["RoundServer", "simulate"]
 Tensors = Dict[str, np.ndarray]
 # Checkpoint tensors of the strategy's state carry this prefix (model names never start with '@').
 _STATE_PREFIX = "@strategy/"
+NORM_HISTORY = 20  # accepted updates whose norms set the "auto" bound
 
 
 @dataclass
@@ -58,6 +59,7 @@ class RoundServer:
             CompressionConfig(wire=downlink.wire), limits)
         self._open: Optional[_OpenRound] = None
         self._client_view: Optional[Tensors] = None
+        self.update_norms: List[float] = []  # of the last accepted updates (the "auto" norm bound)
 
     @property
     def round_open(self) -> bool:
@@ -132,9 +134,10 @@ class RoundServer:
             return self._reject(current, who, number, nbytes, f"{who!r} was not selected for round {number}")
         if who in current.updates:
             return Verdict("duplicate", who, number, nbytes, "an update from this client was already accepted")
-        problem = self._problem(message, current)
+        problem, norm = self._problem(message, current)
         if problem:
             return self._reject(current, who, number, nbytes, problem)
+        self.update_norms = (self.update_norms + [norm])[-NORM_HISTORY:]
         current.updates[who] = message
         current.sizes[who] = nbytes
         return Verdict("accepted", who, number, nbytes)
@@ -144,28 +147,49 @@ class RoundServer:
         current.rejected.append(verdict)
         return verdict
 
-    def _problem(self, message: Message, current: _OpenRound) -> str:
-        """Why this decoded update cannot count, or "" if it can."""
+    def _problem(self, message: Message, current: _OpenRound) -> Tuple[str, float]:
+        """(why this decoded update cannot count, or ""; the L2 norm of its change)."""
         if message.kind != current.plan.update_kind:
-            return f"kind {message.kind!r}, expected {current.plan.update_kind!r}"
+            return f"kind {message.kind!r}, expected {current.plan.update_kind!r}", 0.0
         if message.num_samples < 1:
-            return f"num_samples must be >= 1, got {message.num_samples}"
+            return f"num_samples must be >= 1, got {message.num_samples}", 0.0
         expected, got = set(current.base), set(message.tensors)
         if expected != got:
-            return f"tensor names differ from the model: missing {sorted(expected - got)}, unexpected {sorted(got - expected)}"
+            return (f"tensor names differ from the model: missing {sorted(expected - got)}, "
+                    f"unexpected {sorted(got - expected)}"), 0.0
         squared = 0.0
         for name, base in current.base.items():
             value = message.tensors[name]
             if value.shape != base.shape:
-                return f"{name}: shape {list(value.shape)}, model has {list(base.shape)}"
+                return f"{name}: shape {list(value.shape)}, model has {list(base.shape)}", 0.0
             if not np.all(np.isfinite(value)):
-                return f"{name}: non-finite values"
+                return f"{name}: non-finite values", 0.0
             change = value if message.kind == "delta" else value.astype(np.float64) - base
             squared += float(np.sum(np.square(change, dtype=np.float64)))
-        bound = self.config.max_update_norm
-        if bound > 0 and math.sqrt(squared) > bound:
-            return f"update norm {math.sqrt(squared):.4g} exceeds max_update_norm {bound:.4g}"
-        return ""
+        norm = math.sqrt(squared)
+        bound, why = self.norm_bound()
+        if bound and not norm <= bound:  # `not <=`: an infinite norm (3e38 values) is refused too
+            return f"update norm {norm:.4g} exceeds {why}", norm
+        return "", norm
+
+    def norm_bound(self) -> Tuple[float, str]:
+        """(the largest L2 norm an update may have now, or 0 for none; where it comes from).
+        max_update_norm = "auto": update_norm_factor times the median norm of the last
+        accepted updates (robust to one outlier), or, before three were accepted, times
+        the model's own norm (at least 1): an update that moves the model by ten times
+        its size is not training."""
+        setting = self.config.max_update_norm
+        if setting != "auto":
+            return float(setting), f"max_update_norm {float(setting):.4g}"
+        factor = self.config.update_norm_factor
+        if len(self.update_norms) >= 3:
+            bound = factor * float(np.median(self.update_norms))
+            return bound, (f"the automatic bound {bound:.4g} ({factor:g} x the median norm of the last "
+                           f"{len(self.update_norms)} accepted updates; set federation.max_update_norm)")
+        size = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in self.global_state.values()))
+        bound = factor * max(size, 1.0)
+        return bound, (f"the automatic bound {bound:.4g} ({factor:g} x the model's norm, at least {factor:g}; "
+                       "set federation.max_update_norm)")
 
     def close_round(self) -> RoundResult:
         current = self._require_open()
@@ -197,7 +221,7 @@ class RoundServer:
 
     def checkpoint(self) -> bytes:
         """The state a restarted server resumes from, in the lossless container."""
-        extra = {"fingerprint": self.config.fingerprint()}
+        extra = {"fingerprint": self.config.fingerprint(), "update_norms": list(self.update_norms)}
         tensors = dict(self.global_state)
         tensors.update({_STATE_PREFIX + n: v for n, v in self.strategy.state().items()})
         message = Message(tensors, self.completed_rounds, self.name, 0, "checkpoint", extra)
@@ -219,6 +243,12 @@ class RoundServer:
         server = cls(model, config, limits, message.round, name)
         server.strategy.load_state({n[len(_STATE_PREFIX):]: v for n, v in message.tensors.items()
                                     if n.startswith(_STATE_PREFIX)})
+        norms = message.extra.get("update_norms", [])
+        if not isinstance(norms, list) or len(norms) > NORM_HISTORY or not all(
+                isinstance(v, float) and math.isfinite(v) and v >= 0 for v in norms):
+            raise MessageError("checkpoint: update_norms must be a list of at most "
+                               f"{NORM_HISTORY} finite norms")
+        server.update_norms = norms
         return server
 
 

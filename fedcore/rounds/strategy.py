@@ -17,14 +17,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-from ..aggregate import aggregate, fedavg
+from ..aggregate import aggregate, apply_delta, coordinate_median, fedavg, trimmed_mean
 from ..checks import check_table, number
 from ..container import Message
 from ..errors import ConfigError
 from .config import FederationConfig
 from .records import RoundPlan, Verdict
 
-__all__ = ["Strategy", "FedAvg", "FedAvgM", "STRATEGIES", "register_strategy", "make_strategy",
+__all__ = ["Strategy", "FedAvg", "FedAvgM", "Median", "TrimmedMean", "STRATEGIES", "register_strategy", "make_strategy",
            "select_clients"]
 
 Tensors = Dict[str, np.ndarray]
@@ -162,3 +162,46 @@ class FedAvgM(Strategy):
             raise ConfigError(f"strategy fedavgm: unexpected state tensors {sorted(unknown)}")
         self.velocity = {n[len("velocity/"):]: np.array(v, np.float32) for n, v in tensors.items()}
 
+
+
+class _Robust(Strategy):
+    """A coordinate-wise statistic of the updates, unweighted (a client cannot buy
+    influence with a large num_samples), applied like FedAvg's mean."""
+
+    def combine(self, tensors: List[Mapping[str, np.ndarray]]) -> Tensors:
+        raise NotImplementedError
+
+    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
+                  failures: Sequence[Verdict]) -> Optional[Tensors]:
+        combined = self.combine([message.tensors for _, message in updates])
+        return apply_delta(model, combined) if plan.update_kind == "delta" else combined
+
+
+@register_strategy
+class Median(_Robust):
+    """Coordinate-wise median (Yin et al. 2018): robust to fewer than half bad updates."""
+
+    name = "median"
+
+    def combine(self, tensors: List[Mapping[str, np.ndarray]]) -> Tensors:
+        return coordinate_median(tensors)
+
+
+@register_strategy
+class TrimmedMean(_Robust):
+    """Coordinate-wise trimmed mean (Yin et al. 2018): drops the floor(trim * n)
+    largest and smallest values of each coordinate, then averages."""
+
+    name = "trimmed_mean"
+    options = ("trim",)
+
+    def __init__(self, trim: float = 0.1):
+        self.trim = trim
+
+    @classmethod
+    def from_options(cls, table: Mapping[str, Any]) -> "TrimmedMean":
+        table = check_table(table, ("name",) + cls.options, "federation.strategy")
+        return cls(number(table, "trim", 0.1, 0.0, 0.49, where="federation.strategy"))
+
+    def combine(self, tensors: List[Mapping[str, np.ndarray]]) -> Tensors:
+        return trimmed_mean(tensors, self.trim)
