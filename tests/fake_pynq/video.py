@@ -116,7 +116,7 @@ class AxiVdmaHardware(RegisterWindow):
             return self.status
         if offset == PARK_PTR:
             park = super().load(PARK_PTR)
-            return park | (park & 0x1F) << 16  # the frame being read is the parked one
+            return park | (park & 0x1F) << 16  # RdFrmStore: the parked frame is the one read
         return super().load(offset)
 
     def store(self, offset: int, value: int) -> None:
@@ -126,6 +126,8 @@ class AxiVdmaHardware(RegisterWindow):
         elif offset == VDMASR:
             self.status &= ~(value & 0x7000)  # interrupt bits: write 1 to clear
         else:
+            if offset == PARK_PTR:
+                value &= ~0x1F1F0000  # the frame-store fields are read-only
             super().store(offset, value)
             if offset in (VSIZE, PARK_PTR) and self.running:
                 self._scan_out()
