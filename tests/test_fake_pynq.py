@@ -465,7 +465,7 @@ def test_a_sink_reads_and_writes_ddr_by_physical_address_like_an_accelerator():
 
 def test_s2mm_writes_the_stream_to_ddr_and_wait_invalidates():
     board = _board_with(_dma(s2mm=True, interrupts=("mm2s_introut", "s2mm_introut")),
-                        dma_latency=1)
+                        dma_latency=3)  # still busy after wait_async's first reads: it awaits
     dma = FakeOverlay("test.bit", device=board).axi_dma_0
     hardware = board.hardware("axi_dma_0")
     hardware.s2mm_source = lambda most: bytes(range(min(most, 12)))
@@ -474,5 +474,6 @@ def test_s2mm_writes_the_stream_to_ddr_and_wait_invalidates():
     asyncio.run(dma.recvchannel.wait_async())
     assert dma.recvchannel.transferred == 12 and list(received[:12]) == list(range(12))
     assert hardware.writes_to(0x30) == [0x1001]  # interrupts enabled when the IP has them
+    assert hardware.writes_to(0x34) == [0x1000] and not hardware.irq_line("s2mm_introut")
     assert board.ddr.memops[-1][0] == "invalidate"
 

@@ -53,8 +53,10 @@ def _module(name: str, **attributes: Any) -> types.ModuleType:
     return module
 
 
-def _public(module: types.ModuleType) -> dict:
-    return {name: getattr(module, name) for name in module.__all__}
+# what pynq.lib.video itself exports of the fake's classes (not the hardware models)
+_VIDEO_NAMES = ("PIXEL_BGR", "PIXEL_GRAY", "PIXEL_RGB", "PIXEL_RGBA", "AxiVDMA", "ColorConverter",
+                "HDMIOutFrontend", "HDMIWrapper", "PixelFormat", "PixelPacker", "VideoMode",
+                "VideoOut")
 
 
 def install(monkeypatch: Any, board: Optional[FakeBoard] = None, **board_options: Any) -> FakeBoard:
@@ -70,7 +72,7 @@ def install(monkeypatch: Any, board: Optional[FakeBoard] = None, **board_options
     mmio = _module("pynq.mmio", MMIO=MMIO)
     axigpio = _module("pynq.lib.axigpio", AxiGPIO=AxiGPIO)
     dma = _module("pynq.lib.dma", DMA=DMA, MAX_C_SG_LENGTH_WIDTH=_dma.MAX_C_SG_LENGTH_WIDTH)
-    video = _module("pynq.lib.video", **_public(_video))
+    video = _module("pynq.lib.video", **{name: getattr(_video, name) for name in _VIDEO_NAMES})
     lib = _module("pynq.lib", AxiGPIO=AxiGPIO, DMA=DMA, axigpio=axigpio, dma=dma, video=video)
     pynq = _module("pynq", Overlay=FakeOverlay, allocate=allocate, MMIO=MMIO, Device=device,
                    DefaultIP=_ip.DefaultIP, DefaultHierarchy=_ip.DefaultHierarchy,

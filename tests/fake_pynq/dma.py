@@ -10,7 +10,8 @@ address and hands the bytes to the MM2S stream sink (`mm2s_sink`, a callable tak
 the place an accelerator model plugs in; by default the packets are kept in `mm2s_packets`),
 or writes what `s2mm_source(max_bytes)` returns to DDR. `latency` DMASR reads see a transfer
 busy before it completes (0: done at once). An address outside the DDR sets DMADecErr and
-halts the channel, a zero length DMAIntErr.
+halts the channel, a zero length DMAIntErr; an exception of the sink or source propagates
+out of the register access that completed the transfer (the LENGTH write, or a DMASR read).
 
 `DMA(description)` follows pynq's driver: `sendchannel` / `recvchannel` with `transfer(array,
 start=0, nbytes=0)`, `wait()`, `wait_async()`, `running`, `idle`, `error`, `start()`, `stop()`,
