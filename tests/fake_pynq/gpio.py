@@ -124,13 +124,16 @@ class AxiGpioHardware(RegisterWindow):
 class AxiGPIO(DefaultIP):
     """pynq.lib.AxiGPIO(description)."""
 
-    class Input:
+    class _Wires:
+        """Wires start..stop-1 of a channel."""
+
         def __init__(self, parent: "AxiGPIO.Channel", start: int, stop: int):
             self._parent = parent
             self._start = start
             self._stop = stop
             self._mask = (1 << (stop - start)) - 1
 
+    class Input(_Wires):
         def read(self) -> int:
             return (self._parent.read() >> self._start) & self._mask
 
@@ -141,13 +144,7 @@ class AxiGPIO(DefaultIP):
         def wait_for_value(self, value: int) -> None:
             run_blocking(self.wait_for_value_async(value))
 
-    class Output:
-        def __init__(self, parent: "AxiGPIO.Channel", start: int, stop: int):
-            self._parent = parent
-            self._start = start
-            self._stop = stop
-            self._mask = (1 << (stop - start)) - 1
-
+    class Output(_Wires):
         def read(self) -> int:
             return (self._parent._val >> self._start) & self._mask
 
@@ -167,7 +164,7 @@ class AxiGPIO(DefaultIP):
 
     class InOut(Input, Output):
         def __init__(self, parent: "AxiGPIO.Channel", start: int, stop: int):
-            AxiGPIO.Input.__init__(self, parent, start, stop)
+            super().__init__(parent, start, stop)
             self._trimask = self._mask << start
 
         def read(self) -> int:
