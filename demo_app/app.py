@@ -82,6 +82,7 @@ class DemoApp:
         self._slot_labels: List[Optional[str]] = [None] * memory.num_classes
         self._restored = False
         self._started = False
+        self._closed = False
         self.frames = 0
         self.inference_frames: List[Tuple[Optional[str], Optional[str]]] = []
         self._frame_times: List[float] = []
@@ -111,16 +112,38 @@ class DemoApp:
     # --- the loop -------------------------------------------------------------------
 
     def run(self, max_frames: Optional[int] = None) -> Dict[str, Any]:
+        """Loop until quit, the end of the camera or `max_frames`; then release every part,
+        however the loop ended (an error of the loop wins over one of closing)."""
         start = time.perf_counter()
         try:
             while self.state != "quit" and (max_frames is None or self.frames < max_frames):
                 self.step()
         finally:
-            self.camera.close()
-            self.display.close()
-            for source in self.inputs:
-                source.close()
+            failures = self._release()
+        if failures:
+            raise failures[0]
         return self.summary(time.perf_counter() - start)
+
+    def close(self) -> None:
+        """Release the camera, the display, the input sources and the backbone (idempotent)."""
+        failures = self._release()
+        if failures:
+            raise failures[0]
+
+    def _release(self) -> List[Exception]:
+        """Close every part, each even when another fails; warn about and return failures."""
+        if self._closed:
+            return []
+        self._closed = True
+        failures: List[Exception] = []
+        for part in [self.camera, self.display] + self.inputs + [self.backbone]:
+            try:
+                part.close()
+            except Exception as exc:  # noqa: BLE001 (the other parts must still be released)
+                warnings.warn("closing the %s failed: %s" % (type(part).__name__, exc),
+                              RuntimeWarning, stacklevel=3)
+                failures.append(exc)
+        return failures
 
     def step(self) -> None:
         """One frame: capture, the user's event, the work of the state, UI, display."""

@@ -2,14 +2,15 @@
 
 Every display takes finished BGR uint8 frames through `show(frame)` and is closed with
 `close()`. Hardware is passed in (PYNQ style): `HdmiDisplay(hdmi_out, video)` receives
-the overlay's `video.hdmi_out` and the `pynq.lib.video` module, so tests pass fakes
-and assert the exact calls the board would see.
+the overlay's `video.hdmi_out` and the `pynq.lib.video` module, so tests pass the fakes of
+tests/fake_pynq and assert the register traffic the board would see.
 """
 
 import http.server
 import pathlib
 import socketserver
 import threading
+import warnings
 from typing import Any, List, Optional, Tuple, Union
 
 import cv2
@@ -18,7 +19,7 @@ import numpy as np
 from .board import require_pynq
 from .errors import HardwareError
 
-__all__ = ["Display", "HdmiDisplay", "HeadlessDisplay", "MjpegServer", "TeeDisplay",
+__all__ = ["HDMI_RESOLUTIONS", "Display", "HdmiDisplay", "HeadlessDisplay", "MjpegServer", "TeeDisplay",
            "WindowDisplay", "opencv_has_gui"]
 
 PathLike = Union[str, pathlib.Path]
@@ -32,22 +33,51 @@ class Display:
         pass
 
 
+# The resolutions of the Zynq boards' HDMI-out front end (pynq.lib.video.dvi).
+HDMI_RESOLUTIONS = ((640, 480), (800, 600), (1280, 720), (1280, 1024), (1920, 1080))
+
+
 class HdmiDisplay(Display):
-    """The board's HDMI output through pynq.lib.video (default 800x600, 24-bit BGR)."""
+    """The board's HDMI output through pynq.lib.video (default 800x600, 24-bit BGR).
+
+    pynq's rules: `configure` (which stops a running pipeline and starts the HDMI front end)
+    comes before `start` (the VDMA); `close` stops the VDMA and then the front end. Each
+    shown frame is a `newframe()` buffer handed back by `writeframe`, which flushes it.
+    """
 
     def __init__(self, hdmi_out: Any, video: Any, resolution: Tuple[int, int] = (800, 600)):
+        resolution = (int(resolution[0]), int(resolution[1]))
+        if resolution not in HDMI_RESOLUTIONS:
+            raise ValueError("HDMI out cannot show %dx%d; its resolutions are %s" % (
+                resolution + (", ".join("%dx%d" % r for r in HDMI_RESOLUTIONS),)))
         self.hdmi_out = hdmi_out
         self.resolution = resolution
+        self._started = False
         mode = video.VideoMode(resolution[0], resolution[1], 24)
-        hdmi_out.configure(mode, video.PIXEL_BGR)
-        hdmi_out.start()
+        try:
+            hdmi_out.configure(mode, video.PIXEL_BGR)
+            hdmi_out.start()
+        except Exception as exc:
+            self._close_after_failure(exc)
+            raise HardwareError("HDMI output could not start %dx%d: %s"
+                                % (resolution + (exc,))) from exc
         self._started = True
+
+    def _close_after_failure(self, exc: Exception) -> None:
+        try:
+            self.hdmi_out.close()  # configure may have started the front end
+        except Exception as close_exc:  # noqa: BLE001 (the first failure is the one to report)
+            warnings.warn("closing the HDMI output after %s failed too: %s" % (exc, close_exc),
+                          RuntimeWarning, stacklevel=3)
 
     @classmethod
     def from_overlay(cls, overlay: Any, resolution: Tuple[int, int] = (800, 600)) -> "HdmiDisplay":
         require_pynq()
         import pynq.lib.video as video  # board path only
 
+        if "video" not in getattr(overlay, "hierarchy_dict", {}):
+            raise HardwareError("the overlay has no video hierarchy (HDMI out); load pynq's base "
+                                "overlay or one built from it")
         return cls(overlay.video.hdmi_out, video, resolution)
 
     def show(self, frame: np.ndarray) -> None:
@@ -62,9 +92,8 @@ class HdmiDisplay(Display):
 
     def close(self) -> None:
         if self._started:
-            self.hdmi_out.stop()
-            self.hdmi_out.close()
             self._started = False
+            self.hdmi_out.close()
 
 
 def opencv_has_gui() -> bool:

@@ -10,7 +10,8 @@ import collections
 import pathlib
 from typing import Any, Deque, List, Optional, Union
 
-from .board import require_module, require_pynq
+from .board import require_pynq
+from .errors import HardwareError
 
 __all__ = ["BUTTON_EVENTS", "EVENT_KINDS", "KEY_EVENTS", "ButtonInput", "Event", "InputSource",
            "KeyboardInput", "ScriptInput", "parse_script"]
@@ -53,7 +54,8 @@ class InputSource:
 class ButtonInput(InputSource):
     """Rising edges of the board's buttons (and flips of its switches) as events.
 
-    `buttons` and `switches` are AxiGPIO channels (`AxiGPIO(ip).channel1`), passed in.
+    `buttons` and `switches` are AxiGPIO input channels (`overlay.btns_gpio.channel1`),
+    passed in; each poll reads each once.
     """
 
     def __init__(self, buttons: Any, switches: Any = None, num_buttons: int = 4):
@@ -66,13 +68,14 @@ class ButtonInput(InputSource):
 
     @classmethod
     def from_overlay(cls, overlay: Any) -> "ButtonInput":
-        """The PYNQ-Z1 base overlay's btns_gpio and switches_gpio."""
+        """The overlay's btns_gpio (4 buttons) and, if it has one, switches_gpio (2 switches).
+
+        As pynq's base overlay does, this uses the drivers the overlay bound to those IPs
+        (one driver an IP) and sets each channel's length and direction."""
         require_pynq()
-        axigpio = require_module("pynq.lib", "pynq's AxiGPIO driver").AxiGPIO
-        buttons = axigpio(overlay.ip_dict["btns_gpio"]).channel1
-        switches = None
-        if "switches_gpio" in overlay.ip_dict:
-            switches = axigpio(overlay.ip_dict["switches_gpio"]).channel1
+        buttons = _input_channel(overlay, "btns_gpio", 4)
+        switches = (_input_channel(overlay, "switches_gpio", 2)
+                    if "switches_gpio" in overlay.ip_dict else None)
         return cls(buttons, switches)
 
     def poll(self) -> Optional[Event]:
@@ -88,6 +91,22 @@ class ButtonInput(InputSource):
                     self._pending.append(Event(BUTTON_EVENTS[self.num_buttons + bit]))
             self._last_switches = position
         return self._pending.popleft() if self._pending else None
+
+
+def _input_channel(overlay: Any, name: str, width: int) -> Any:
+    """Channel 1 of the overlay's own AxiGPIO driver for `name`, set to `width` inputs."""
+    if name not in overlay.ip_dict:
+        gpio = sorted(k for k, v in overlay.ip_dict.items() if "axi_gpio" in str(v.get("type")))
+        raise HardwareError("the overlay has no %s IP (its AXI GPIO IPs: %s)"
+                            % (name, ", ".join(gpio) or "none"))
+    channel = getattr(getattr(overlay, name), "channel1", None)
+    if channel is None:
+        raise HardwareError("pynq bound %s (%s) to %s, not to its AxiGPIO driver"
+                            % (name, overlay.ip_dict[name].get("type"),
+                               type(getattr(overlay, name)).__name__))
+    channel.setlength(width)
+    channel.setdirection("in")
+    return channel
 
 
 class KeyboardInput(InputSource):

@@ -221,32 +221,90 @@ def test_cli_errors_name_the_problem(tiny_card, args, message, capsys, tmp_path)
 
 
 def test_cli_on_a_board_drives_hdmi_and_buttons(tiny_card, tmp_path, monkeypatch):
-    fake_pynq.install(monkeypatch)
-    # button 0 pressed at frame 2, button 2 at frame 4; switch 1 flipped at frame 6 (quit)
-    fake_pynq.FakeAxiGPIO.channels_for["btns_gpio"] = fake_pynq.FakeChannel(
-        [0, 0, 1, 0, 4, 0, 0, 0])
-    fake_pynq.FakeAxiGPIO.channels_for["switches_gpio"] = fake_pynq.FakeChannel(
-        [0, 0, 0, 0, 0, 0, 2, 2])
-    hdmi_outs = []
-    original = fake_pynq.FakeOverlay.__init__
-
-    def remember(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        hdmi_outs.append(self.video.hdmi_out)
-
-    monkeypatch.setattr(fake_pynq.FakeOverlay, "__init__", remember)
+    board = fake_pynq.install(monkeypatch)
+    # one value a poll (after one at start): button 0 pressed at frame 2, button 2 at frame 4;
+    # switch 1 flipped at frame 6 (quit)
+    board.script_pins("btns_gpio", [0, 0, 1, 0, 4, 0, 0, 0])
+    board.script_pins("switches_gpio", [0, 0, 0, 0, 0, 0, 2, 2])
     code = cli.main(["--model", str(tiny_card), "--hdmi", "--buttons", "--camera", "synthetic",
                      "--init-frames", "0", "--shots", "1", "--out-dir", str(tmp_path)])
 
     assert code == 0
-    assert fake_pynq.FakeOverlay.loaded == ["base.bit"]
-    calls = hdmi_outs[0].calls
+    assert board.downloads == ["base.bit"] and len(board.overlays) == 1
+    vdma = board.hardware("video/axi_vdma")
     frames = 5  # frames 1-5 shown; the quit at frame 6 ends the loop
-    assert calls == [("configure", fake_pynq.VideoMode(800, 600, 24), fake_pynq.PIXEL_BGR),
-                     ("start",)] + [("newframe",), ("writeframe", (600, 800, 3))] * frames + [
-                        ("stop",), ("close",)]
+    assert vdma.writes_to(0x28)[-1] & 0x1F == frames % 4  # parked on the last frame written
+    assert len([v for v in vdma.writes_to(0x0) if v == 0x11080]) == 1  # stopped once, at exit
+    assert not vdma.running and board.ddr.used == 0  # every frame buffer freed
+    assert board.hardware("video/hdmi_out/frontend").log == [("mode", 1), ("start",), ("stop",)]
+    assert board.hardware("btns_gpio").writes_to(0x0) == []  # inputs are only read
+    board.ddr.check_no_hazards()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["states"] == ["reset", "idle", "registration", "inference", "quit"]
+
+
+class Part:
+    """A part of the demo that records its close() and can fail there."""
+
+    def __init__(self, log, name, fail=False):
+        self.log, self.name, self.fail = log, name, fail
+
+    def close(self):
+        self.log.append(self.name)
+        if self.fail:
+            raise RuntimeError("%s would not close" % self.name)
+
+
+class ClosingBackbone:
+    """The tiny ONNX backbone, its close() recorded."""
+
+    def __init__(self, inner, log):
+        self.inner, self.log = inner, log
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def close(self):
+        self.log.append("backbone")
+        self.inner.close()
+
+
+class BrokenCamera(SyntheticCamera):
+    def _read(self):
+        if self.count == 1:
+            raise OSError("the USB bus reset")  # not a CameraError: the loop itself fails
+        return super()._read()
+
+
+def _closing_app(card, camera, log, display_fails=False):
+    backbone = ClosingBackbone(create_backbone("onnxruntime", card), log)
+    memory = FewShotMemory(backbone.feature_dim, 2)
+    display = Part(log, "display", fail=display_fails)
+    display.show = lambda frame: None
+    inputs = [ScriptInput("wait*2,quit"), Part(log, "buttons")]
+    inputs[1].poll = lambda: None
+    return DemoApp(backbone, camera, display, inputs, memory, 0, 1, (160, 120))
+
+
+@pytest.mark.parametrize("ending", ["quit", "max_frames", "loop error", "close error"])
+def test_run_releases_every_part_however_it_ends(tiny_card, ending):
+    log = []
+    camera = BrokenCamera((32, 24)) if ending == "loop error" else SyntheticCamera((32, 24))
+    app = _closing_app(tiny_card, camera, log, display_fails=ending == "close error")
+    if ending == "quit":
+        assert app.run()["final_state"] == "quit"
+    elif ending == "max_frames":
+        assert app.run(max_frames=1)["frames"] == 1
+    elif ending == "loop error":
+        with pytest.raises(OSError, match="USB bus reset"):
+            app.run()
+    else:
+        with pytest.warns(RuntimeWarning, match="closing the Part failed: display would not"), \
+                pytest.raises(RuntimeError, match="display would not close"):
+            app.run()
+    assert log == ["display", "buttons", "backbone"] and not camera.is_open
+    app.close()  # once is enough
+    assert log == ["display", "buttons", "backbone"]
 
 
 def test_python_m_device_info(tiny_card, capsys):

@@ -27,6 +27,8 @@ from device.display import (
 from device.errors import CameraError, HardwareError
 from device.inputs import ButtonInput, Event, KeyboardInput, ScriptInput, parse_script
 from tests import fake_pynq
+from tests.fake_pynq import Read, Write
+from tests.fake_pynq.board import ip_entry
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "demo"
@@ -132,22 +134,58 @@ def test_script_from_a_file(tmp_path):
 
 
 def test_buttons_give_one_event_a_press_and_switches_a_flip():
-    buttons = fake_pynq.FakeChannel([0, 0b0001, 0b0001, 0, 0b0110, 0, 0, 0b1000, 0])
-    switches = fake_pynq.FakeChannel([0, 0, 0, 0, 0, 0b01, 0b11, 0b11, 0b10])
-    source = ButtonInput(buttons, switches)
+    board = fake_pynq.FakeBoard()
+    board.script_pins("btns_gpio", [0, 0b0001, 0b0001, 0, 0b0110, 0, 0, 0b1000, 0])
+    board.script_pins("switches_gpio", [0, 0, 0, 0, 0, 0b01, 0b11, 0b11, 0b10])
+    overlay = fake_pynq.FakeOverlay("base.bit", device=board)
+    source = ButtonInput(overlay.btns_gpio.channel1, overlay.switches_gpio.channel1)
     events = [source.poll() for _ in range(10)]
     assert events == [Event("shot"), None, None, Event("next"), Event("infer"), Event("pause"),
                       Event("quit"), Event("reset"), Event("pause"), None]
-    assert buttons.calls == [("read",)] * 11 and switches.calls == [("read",)] * 11
+    # one DATA read a poll (and one at start), nothing else
+    board.hardware("btns_gpio").check_transactions(
+        [Write(0x11C, 0x80000000)] + [Read(0x0, v) for v in (0, 1, 1, 0, 6, 0, 0, 8, 0, 0, 0)])
+    board.hardware("switches_gpio").check_transactions(
+        [Write(0x11C, 0x80000000)] + [Read(0x0, v) for v in (0, 0, 0, 0, 0, 1, 3, 3, 2, 2, 2)])
 
 
-def test_buttons_from_the_base_overlay(monkeypatch):
-    pynq = fake_pynq.install(monkeypatch)
-    fake_pynq.FakeAxiGPIO.channels_for["btns_gpio"] = fake_pynq.FakeChannel([0, 0b100])
-    overlay = pynq.Overlay("base.bit")
+def test_buttons_from_the_base_overlay_use_its_own_configured_drivers(monkeypatch):
+    board = fake_pynq.install(monkeypatch)
+    board.script_pins("btns_gpio", [0, 0b100])
+    overlay = board.pynq.Overlay("base.bit")
     source = ButtonInput.from_overlay(overlay)
     assert source.poll() == Event("infer")
-    assert fake_pynq.FakeAxiGPIO.created == ["btns_gpio", "switches_gpio"]
+    # the overlay's bound drivers, set up as pynq's base.py does: 4 and 2 input wires
+    assert source.buttons is overlay.btns_gpio.channel1
+    assert source.switches is overlay.switches_gpio.channel1
+    assert (len(source.buttons), len(source.switches)) == (4, 2)
+    with pytest.raises(RuntimeError, match="cannot write to an Input"):
+        source.buttons.write(1, 1)
+    board.hardware("btns_gpio").check_transactions(
+        [Write(0x11C, 0x80000000), Read(0x0, 0), Read(0x0, 0b100)])
+    board.hardware("switches_gpio").check_transactions(
+        [Write(0x11C, 0x80000000), Read(0x0, 0), Read(0x0, 0)])
+    board.hardware("leds_gpio").check_transactions([])
+
+
+def test_buttons_of_the_tensil_design_which_has_no_switches(monkeypatch):
+    board = fake_pynq.install(monkeypatch)
+    board.script_pins("btns_gpio", [0, 0b1000])
+    source = ButtonInput.from_overlay(board.pynq.Overlay(fake_pynq.TENSIL_BITFILE))
+    assert source.switches is None and source.poll() == Event("reset")
+
+
+def test_buttons_name_a_missing_or_unbound_gpio(monkeypatch):
+    odd = ip_entry("btns_gpio", "xilinx.com:ip:axi_gpio:1.0", 0x41200000, {})
+    designs = {"empty.bit": lambda: ({}, {}), "odd.bit": lambda: ({"btns_gpio": dict(odd)}, {})}
+    board = fake_pynq.install(monkeypatch, designs=designs)
+    with pytest.raises(HardwareError, match=r"no btns_gpio IP \(its AXI GPIO IPs: none\)"):
+        ButtonInput.from_overlay(board.pynq.Overlay("empty.bit"))
+    with pytest.warns(UserWarning, match="ignore_version"):
+        overlay = board.pynq.Overlay("odd.bit")
+    with pytest.raises(HardwareError, match=r"bound btns_gpio \(xilinx.com:ip:axi_gpio:1.0\) to "
+                                            r"DefaultIP"):
+        ButtonInput.from_overlay(overlay)
 
 
 def test_board_inputs_off_the_board_name_pynq():
@@ -158,29 +196,94 @@ def test_board_inputs_off_the_board_name_pynq():
 # --- displays ------------------------------------------------------------------------
 
 
-def test_hdmi_display_makes_exactly_the_calls_of_pynq_video():
-    hdmi = fake_pynq.FakeHdmiOut()
-    display = HdmiDisplay(hdmi, fake_pynq, (800, 600))
+# PYNQ-Z1 HDMI out at 800x600x24: a frame is 1,440,000 bytes, 352 pages, so CMA aligns it
+# to 1 MiB; the fake DDR starts at 0x1000_0000.
+FRAME_BYTES, FRAMES = 352 * 4096, (0x1000_0000, 0x1020_0000, 0x1040_0000)
+
+
+def _vdma_start(address):
+    """What pynq's AxiVDMA.MM2SChannel.start() writes: frame 0, sizes, run, park on 0."""
+    return [Write(0x5C, address), Read(0x4, 1), Write(0x54, 2400), Read(0x58, 0),
+            Write(0x58, 2400), Read(0x4, 1), Write(0x0, 0x11089), Read(0x4, 0), Read(0x4, 0),
+            Write(0x50, 600), Read(0x28, 0), Write(0x28, 0)]
+
+
+def _vdma_writeframe(shown, index, address):
+    """writeframe(): wait for the frame-count interrupt, ack it, store the frame, park on it."""
+    park = shown | shown << 16
+    return [Read(0x4, 0x1000), Read(0x4, 0x1000), Write(0x4, 0x1000), Read(0x28, park),
+            Write(0x5C + 4 * index, address), Read(0x4, 0), Write(0x50, 600), Read(0x28, park),
+            Write(0x28, shown << 16 | index)]
+
+
+def _vdma_stop(status):
+    return [Write(0x0, 0x11080), Read(0x4, status)] + [
+        t for i in range(4) for t in (Write(0x5C + 4 * i, 0), Read(0x4, status))]
+
+
+def test_hdmi_display_gives_exactly_the_register_traffic_of_pynq_video(monkeypatch):
+    board = fake_pynq.install(monkeypatch)
+    import pynq.lib.video as video
+
+    hdmi_out = board.pynq.Overlay("base.bit").video.hdmi_out
+    vdma = board.hardware("video/axi_vdma")
+    display = HdmiDisplay(hdmi_out, video, (800, 600))
     frame = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
     display.show(frame)
+    np.testing.assert_array_equal(vdma.screen(), frame)
     display.show(np.zeros((300, 400, 3), np.uint8))  # resized to the mode
+    assert not vdma.screen().any()
     display.close()
     display.close()  # idempotent
-    assert hdmi.calls == [("configure", fake_pynq.VideoMode(800, 600, 24), fake_pynq.PIXEL_BGR),
-                          ("start",), ("newframe",), ("writeframe", (600, 800, 3)),
-                          ("newframe",), ("writeframe", (600, 800, 3)), ("stop",), ("close",)]
-    np.testing.assert_array_equal(hdmi.written[0], frame)
+
+    vdma.check_transactions(
+        [Read(0x4, 1), Read(0x4, 1)]  # configure(): running? then the mode setter's check
+        + _vdma_start(FRAMES[0]) + _vdma_writeframe(0, 1, FRAMES[1])
+        + _vdma_writeframe(1, 2, FRAMES[2]) + _vdma_stop(0x1001))
+    assert board.hardware("video/hdmi_out/frontend").log == [("mode", 1), ("start",), ("stop",)]
+    board.hardware("video/hdmi_out/color_convert").check_transactions(
+        [Write(0x10 + 8 * i, 256 if i in (0, 4, 8) else 0) for i in range(12)])  # BGR: identity
+    board.hardware("video/hdmi_out/pixel_unpack").check_transactions(
+        [Write(0x10, 0), Write(0x10, 0)])  # the driver's reset, then 24 bpp
+    board.ddr.check_memops(
+        [("allocate", FRAMES[0], FRAME_BYTES), ("allocate", FRAMES[1], FRAME_BYTES),
+         ("flush", FRAMES[1], FRAME_BYTES), ("allocate", FRAMES[2], FRAME_BYTES),
+         ("flush", FRAMES[2], FRAME_BYTES)] + [("free", a, FRAME_BYTES) for a in FRAMES])
+    board.ddr.check_no_hazards()
     with pytest.raises(RuntimeError, match="HDMI output is closed"):
         display.show(frame)
 
 
+def test_hdmi_display_refuses_a_resolution_the_front_end_cannot_drive(monkeypatch):
+    board = fake_pynq.install(monkeypatch)
+    import pynq.lib.video as video
+
+    hdmi_out = board.pynq.Overlay("base.bit").video.hdmi_out
+    with pytest.raises(ValueError, match=r"cannot show 1024x768; its resolutions are 640x480, "
+                                         r"800x600, 1280x720"):
+        HdmiDisplay(hdmi_out, video, (1024, 768))
+    board.hardware("video/axi_vdma").check_transactions([])
+
+
+def test_hdmi_display_that_cannot_start_stops_the_front_end_again(monkeypatch):
+    board = fake_pynq.install(monkeypatch, ddr=fake_pynq.FakeDDR(size=1 << 20))  # < one frame
+    with pytest.raises(HardwareError, match="HDMI output could not start 800x600: BO allocation "
+                                            "failed"):
+        HdmiDisplay.from_overlay(board.pynq.Overlay("base.bit"))
+    assert board.hardware("video/hdmi_out/frontend").log == [("mode", 1), ("start",), ("stop",)]
+    assert not board.hardware("video/axi_vdma").running
+
+
 def test_hdmi_display_from_the_overlay(monkeypatch):
-    pynq = fake_pynq.install(monkeypatch)
-    overlay = pynq.Overlay("base.bit")
-    display = HdmiDisplay.from_overlay(overlay)
-    assert overlay.video.hdmi_out.calls[:2] == [
-        ("configure", fake_pynq.VideoMode(800, 600, 24), fake_pynq.PIXEL_BGR), ("start",)]
+    board = fake_pynq.install(monkeypatch)
+    display = HdmiDisplay.from_overlay(board.pynq.Overlay("base.bit"), (640, 480))
+    assert board.hardware("video/axi_vdma").screen().shape == (480, 640, 3)
     display.close()
+    assert board.ddr.used == 0
+    no_video = {"gpio.bit": lambda: ({}, {})}
+    board = fake_pynq.install(monkeypatch, designs=no_video)
+    with pytest.raises(HardwareError, match="no video hierarchy"):
+        HdmiDisplay.from_overlay(board.pynq.Overlay("gpio.bit"))
 
 
 def test_headless_display_writes_pngs_and_video(tmp_path):
@@ -238,10 +341,13 @@ def test_window_without_gui_support_says_what_to_use_instead():
         WindowDisplay()
 
 
-def test_tee_display_shows_and_closes_every_display():
-    hdmi = fake_pynq.FakeHdmiOut()
+def test_tee_display_shows_and_closes_every_display(monkeypatch):
+    board = fake_pynq.install(monkeypatch)
     recorder = HeadlessDisplay()
-    tee = TeeDisplay([HdmiDisplay(hdmi, fake_pynq, (80, 60)), recorder])
-    tee.show(np.zeros((60, 80, 3), np.uint8))
+    tee = TeeDisplay([HdmiDisplay.from_overlay(board.pynq.Overlay("base.bit"), (640, 480)),
+                      recorder])
+    tee.show(np.full((60, 80, 3), 9, np.uint8))
+    assert (board.hardware("video/axi_vdma").screen() == 9).all()
     tee.close()
-    assert recorder.count == 1 and hdmi.calls[-2:] == [("stop",), ("close",)]
+    assert recorder.count == 1 and not board.hardware("video/axi_vdma").running
+    assert board.hardware("video/hdmi_out/frontend").log[-1] == ("stop",)

@@ -1,183 +1,84 @@
-"""Fakes of the pynq API the demonstrator touches, recording every call the board would see.
+"""Fakes of pynq that behave like pynq, down to the registers a board would see.
 
-They follow pynq's own shapes (PYNQ 2.7/3.x):
-- `Overlay(bitfile)`: `ip_dict` maps IP names to description dicts; the base overlay's
-  video hierarchy is `overlay.video.hdmi_out`.
-- `AxiGPIO(description)`: `.channel1` / `.channel2` are channels with `read()`,
-  `write(val, mask)`, `setdirection(direction)`, `setlength(length)`.
-- `pynq.lib.video`: `VideoMode(width, height, bits_per_pixel, fps=60, stride=None)`,
-  `PIXEL_BGR`/`PIXEL_RGB`; `hdmi_out.configure(mode, pixelformat)`, `start()`,
-  `newframe()` (a (height, width, 3) uint8 buffer), `writeframe(frame)`, `stop()`,
-  `close()`.
-`install(monkeypatch)` puts fake `pynq`, `pynq.lib`, `pynq.lib.video` modules in sys.modules
-so the board code paths (`from_overlay`, the CLI's --hdmi/--buttons) run unchanged.
+Pieces (each module's docstring gives the facts it keeps from pynq and the Xilinx IP):
+- `mmio`: `RegisterWindow` (an IP's registers; every access recorded as `Read` / `Write`,
+  `check_transactions(expected)` fails on a missing, extra or different one) and `MMIO`.
+- `ddr`: `FakeDDR`, one physical memory with pynq's `allocate` (CMA alignment, exhaustion,
+  `PynqBuffer` with physical_address, flush / invalidate over a modelled cache,
+  freebuffer), `read` / `write` by physical address for devices, `hazards`.
+- `gpio`: `AxiGpioHardware` (PG144 registers, scripted pins, interrupts) and `AxiGPIO`.
+- `dma`: `AxiDmaHardware` (PG021 simple mode; `mm2s_sink` receives the MM2S stream) and `DMA`.
+- `video`: `VideoMode`, pixel formats, the VDMA (registers and driver), `VideoOut`.
+- `board`: `FakeBoard` (DDR, the loaded design's hardware, the buttons) and `FakeOverlay`.
+
+`install(monkeypatch)` makes a `FakeBoard` the active device and puts fake `pynq`,
+`pynq.buffer`, `pynq.mmio`, `pynq.lib`, `pynq.lib.axigpio`, `pynq.lib.dma` and
+`pynq.lib.video` modules in sys.modules (undone with the monkeypatch), so board code paths
+(`ButtonInput.from_overlay`, `HdmiDisplay.from_overlay`, a Tensil driver over `axi_dma_0`
+and `pynq.allocate`) run unchanged. It returns the board:
+
+    board = install(monkeypatch, ddr=FakeDDR(size=64 << 20))
+    board.script_pins("btns_gpio", [0, 0b0001, 0])         # a press of button 0
+    overlay = board.pynq.Overlay(TENSIL_BITFILE)
+    board.hardware("axi_dma_0").mm2s_sink = my_tcu.feed     # gets the MM2S bytes
+    ...                                                     # my_tcu uses board.ddr.read/write
+    board.hardware("btns_gpio").check_transactions([Write(0x11C, 0x80000000), Read(0x0, 0)])
+    board.ddr.check_no_hazards()
 """
 
 import sys
 import types
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional
 
-import numpy as np
+from . import dma as _dma
+from . import ip as _ip
+from . import video as _video
+from .board import BASE_BITFILE, TENSIL_BITFILE, FakeBoard, FakeOverlay
+from .ddr import DecodeError, FakeDDR, PynqBuffer
+from .dma import DMA, AxiDmaHardware
+from .gpio import AxiGPIO, AxiGpioHardware, PinScript
+from .mmio import MMIO, Read, RegisterWindow, Write
+from .video import PIXEL_BGR, PIXEL_GRAY, PIXEL_RGB, PIXEL_RGBA, PixelFormat, VideoMode, VideoOut
 
-__all__ = ["PIXEL_BGR", "PIXEL_RGB", "FakeAxiGPIO", "FakeChannel", "FakeHdmiOut", "FakeOverlay",
-           "PixelFormat", "VideoMode", "install"]
-
-
-class PixelFormat:
-    def __init__(self, bits_per_pixel: int, name: str):
-        self.bits_per_pixel = bits_per_pixel
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-PIXEL_BGR = PixelFormat(24, "PIXEL_BGR")
-PIXEL_RGB = PixelFormat(24, "PIXEL_RGB")
+__all__ = ["BASE_BITFILE", "DMA", "MMIO", "PIXEL_BGR", "PIXEL_GRAY", "PIXEL_RGB", "PIXEL_RGBA",
+           "TENSIL_BITFILE", "AxiDmaHardware", "AxiGPIO", "AxiGpioHardware", "DecodeError",
+           "FakeBoard", "FakeDDR", "FakeOverlay", "PinScript", "PixelFormat", "PynqBuffer",
+           "Read", "RegisterWindow", "VideoMode", "VideoOut", "Write", "install"]
 
 
-class VideoMode:
-    """pynq.lib.video.VideoMode: width, height, bits_per_pixel, fps, stride, shape."""
-
-    def __init__(self, width: int, height: int, bits_per_pixel: int, fps: int = 60,
-                 stride: Optional[int] = None):
-        self.width = width
-        self.height = height
-        self.bits_per_pixel = bits_per_pixel
-        self.bytes_per_pixel = (bits_per_pixel + 1) // 8
-        self.fps = fps
-        self.stride = stride or width * self.bytes_per_pixel
-        self.shape = (height, width, self.bytes_per_pixel) if self.bytes_per_pixel > 1 \
-            else (height, width)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, VideoMode) and (self.width, self.height, self.bits_per_pixel,
-                                                 self.fps) == (other.width, other.height,
-                                                               other.bits_per_pixel, other.fps)
-
-    def __repr__(self) -> str:
-        return "VideoMode: width=%d height=%d bpp=%d fps=%d" % (
-            self.width, self.height, self.bits_per_pixel, self.fps)
+def _module(name: str, **attributes: Any) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
 
 
-class FakeHdmiOut:
-    """overlay.video.hdmi_out: records (name, args) of every call in `calls`."""
-
-    def __init__(self) -> None:
-        self.calls: List[Tuple[Any, ...]] = []
-        self.mode: Optional[VideoMode] = None
-        self.running = False
-        self.written: List[np.ndarray] = []
-
-    def configure(self, mode: VideoMode, pixelformat: Optional[PixelFormat] = None) -> None:
-        if self.running:
-            raise RuntimeError("configure() on a running HDMI output")  # our driver's order
-        self.calls.append(("configure", mode, pixelformat))
-        self.mode = mode
-
-    def start(self) -> None:
-        if self.mode is None:
-            raise RuntimeError("HDMI output started before configure()")
-        self.calls.append(("start",))
-        self.running = True
-
-    def newframe(self) -> np.ndarray:
-        if not self.running:
-            raise RuntimeError("newframe() on a stopped HDMI output")
-        self.calls.append(("newframe",))
-        return np.zeros(self.mode.shape, np.uint8)  # type: ignore[union-attr]
-
-    def writeframe(self, frame: np.ndarray) -> None:
-        if not self.running:
-            raise RuntimeError("writeframe() on a stopped HDMI output")
-        if frame.shape != self.mode.shape or frame.dtype != np.uint8:  # type: ignore[union-attr]
-            raise ValueError("frame %s %s does not match mode %s" % (frame.shape, frame.dtype,
-                                                                     self.mode))
-        self.calls.append(("writeframe", frame.shape))
-        self.written.append(frame.copy())
-
-    def stop(self) -> None:
-        self.calls.append(("stop",))
-        self.running = False
-
-    def close(self) -> None:
-        self.calls.append(("close",))
+# what pynq.lib.video itself exports of the fake's classes (not the hardware models)
+_VIDEO_NAMES = ("PIXEL_BGR", "PIXEL_GRAY", "PIXEL_RGB", "PIXEL_RGBA", "AxiVDMA", "ColorConverter",
+                "HDMIOutFrontend", "HDMIWrapper", "PixelFormat", "PixelPacker", "VideoMode",
+                "VideoOut")
 
 
-class FakeChannel:
-    """An AxiGPIO channel whose `read()` plays back `values` (the last one repeats)."""
+def install(monkeypatch: Any, board: Optional[FakeBoard] = None, **board_options: Any) -> FakeBoard:
+    """Fake pynq modules over `board` (a new FakeBoard(**board_options) by default)."""
+    board = board if board is not None else FakeBoard(**board_options)
+    monkeypatch.setattr(FakeOverlay, "active_board", board)
 
-    def __init__(self, values: Sequence[int] = (0,)):
-        self.values = list(values)
-        self.calls: List[Tuple[Any, ...]] = []
-        self._position = 0
+    def allocate(shape: Any, dtype: Any = "u4", target: Any = None, **kwargs: Any) -> Any:
+        return (target if target is not None else board).allocate(shape, dtype, **kwargs)
 
-    def read(self) -> int:
-        self.calls.append(("read",))
-        value = self.values[min(self._position, len(self.values) - 1)]
-        self._position += 1
-        return value
-
-    def write(self, val: int, mask: int) -> None:
-        self.calls.append(("write", val, mask))
-
-    def setdirection(self, direction: str) -> None:
-        if direction not in ("in", "out", "inout"):
-            raise ValueError("direction must be 'in', 'out' or 'inout'")
-        self.calls.append(("setdirection", direction))
-
-    def setlength(self, length: int) -> None:
-        self.calls.append(("setlength", length))
-
-
-class FakeAxiGPIO:
-    """pynq.lib.AxiGPIO(description): two channels. `channels_for` maps an IP name to the
-    channel1 a test prepared (so a test can script the buttons before the driver exists)."""
-
-    channels_for: Dict[str, FakeChannel] = {}
-    created: List[str] = []
-
-    def __init__(self, description: Dict[str, Any]):
-        name = description["fullpath"]
-        FakeAxiGPIO.created.append(name)
-        self.channel1 = FakeAxiGPIO.channels_for.get(name, FakeChannel())
-        self.channel2 = FakeChannel()
-
-
-class _Video:
-    def __init__(self, hdmi_out: FakeHdmiOut):
-        self.hdmi_out = hdmi_out
-
-
-class FakeOverlay:
-    """pynq.Overlay(bitfile): the PYNQ-Z1 base overlay's GPIO IPs and video hierarchy."""
-
-    loaded: List[str] = []
-
-    def __init__(self, bitfile_name: str, download: bool = True):
-        FakeOverlay.loaded.append(bitfile_name)
-        self.bitfile_name = bitfile_name
-        self.ip_dict = {name: {"fullpath": name, "type": "xilinx.com:ip:axi_gpio:2.0",
-                               "phys_addr": 0x41200000 + 0x10000 * i, "addr_range": 0x10000}
-                        for i, name in enumerate(("btns_gpio", "switches_gpio", "leds_gpio"))}
-        self.video = _Video(FakeHdmiOut())
-
-
-def install(monkeypatch: Any) -> types.ModuleType:
-    """Fake pynq, pynq.lib and pynq.lib.video modules in sys.modules (undone by monkeypatch)."""
-    FakeAxiGPIO.channels_for = {}
-    FakeAxiGPIO.created = []
-    FakeOverlay.loaded = []
-    pynq = types.ModuleType("pynq")
-    lib = types.ModuleType("pynq.lib")
-    video = types.ModuleType("pynq.lib.video")
-    pynq.Overlay = FakeOverlay  # type: ignore[attr-defined]
-    pynq.lib = lib  # type: ignore[attr-defined]
-    lib.AxiGPIO = FakeAxiGPIO  # type: ignore[attr-defined]
-    lib.video = video  # type: ignore[attr-defined]
-    video.VideoMode = VideoMode  # type: ignore[attr-defined]
-    video.PIXEL_BGR = PIXEL_BGR  # type: ignore[attr-defined]
-    video.PIXEL_RGB = PIXEL_RGB  # type: ignore[attr-defined]
-    for name, module in (("pynq", pynq), ("pynq.lib", lib), ("pynq.lib.video", video)):
-        monkeypatch.setitem(sys.modules, name, module)
-    return pynq
+    device = type("Device", (), {"active_device": board})
+    buffer = _module("pynq.buffer", PynqBuffer=PynqBuffer, allocate=allocate)
+    mmio = _module("pynq.mmio", MMIO=MMIO)
+    axigpio = _module("pynq.lib.axigpio", AxiGPIO=AxiGPIO)
+    dma = _module("pynq.lib.dma", DMA=DMA, MAX_C_SG_LENGTH_WIDTH=_dma.MAX_C_SG_LENGTH_WIDTH)
+    video = _module("pynq.lib.video", **{name: getattr(_video, name) for name in _VIDEO_NAMES})
+    lib = _module("pynq.lib", AxiGPIO=AxiGPIO, DMA=DMA, axigpio=axigpio, dma=dma, video=video)
+    pynq = _module("pynq", Overlay=FakeOverlay, allocate=allocate, MMIO=MMIO, Device=device,
+                   DefaultIP=_ip.DefaultIP, DefaultHierarchy=_ip.DefaultHierarchy,
+                   Interrupt=_ip.Interrupt, UnsupportedConfiguration=_ip.UnsupportedConfiguration,
+                   buffer=buffer, mmio=mmio, lib=lib)
+    for module in (pynq, buffer, mmio, lib, axigpio, dma, video):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    board.pynq = pynq
+    return board
