@@ -6,6 +6,11 @@ The coordinator prints the live per-round table; at the end the run folder
 holds rounds.jsonl, events.jsonl, report.json, rounds.png, the checkpoint,
 every process's log, and testbed.json (the report plus the processes' exit
 codes and wall time).
+
+All children share one process group: whatever ends the testbed (the end of
+the run, a coordinator that fails, Ctrl-C, SIGTERM, SIGHUP) stops the broker
+and every device with it. The embedded broker listens on loopback only: it
+takes anyone (no passwords), so nothing outside this machine may reach it.
 """
 
 import argparse
@@ -65,14 +70,18 @@ class Testbed:
         self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
         self.env.setdefault("OMP_NUM_THREADS", "1")
         self.processes: List[subprocess.Popen] = []
+        self.group = 0  # the children's process group (the first child's pid)
         self.url = broker
 
     def _spawn(self, argv: List[str], log_name: str, stdout_to_console: bool = False) -> subprocess.Popen:
         log = open(os.path.join(self.run_dir, "logs", log_name), "ab")
         prefix = ["nice", "-n", str(self.nice)] if self.nice and shutil.which("nice") else []
+        group = self.group
         process = subprocess.Popen(prefix + argv, cwd=ROOT, env=self.env, stderr=log,
-                                   stdout=None if stdout_to_console else log)
+                                   stdout=None if stdout_to_console else log,
+                                   preexec_fn=lambda: os.setpgid(0, group))  # 0: a new group, led by this child
         log.close()
+        self.group = self.group or process.pid
         self.processes.append(process)
         return process
 
@@ -81,7 +90,8 @@ class Testbed:
             return self.broker  # an external broker
         port = _free_port()
         if self.broker == "embedded":
-            process = self._spawn([sys.executable, "-m", "coordinator.broker", "--port", str(port)], "broker.log")
+            process = self._spawn([sys.executable, "-m", "coordinator.broker", "--host", "127.0.0.1",
+                                   "--port", str(port)], "broker.log")
         elif self.broker == "mosquitto":
             binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             if not os.access(binary, os.X_OK):
@@ -98,9 +108,11 @@ class Testbed:
     def run(self) -> Dict[str, Any]:
         os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
         began = time.monotonic()
+        previous = {number: signal.signal(number, _stop_signal) for number in (signal.SIGTERM, signal.SIGHUP)}
         try:
             self.url = self.start_broker()
-            print(f"testbed: broker {self.url}, {self.clients} devices, run folder {self.run_dir}", flush=True)
+            print(f"testbed: broker {self.url}, {self.clients} devices, run folder {self.run_dir}, "
+                  f"process group {self.group}", flush=True)
             devices = [self._spawn([sys.executable, "-m", "device", "fl", "--broker", self.url, "--config",
                                     self.config, "--client-id", cid], f"{cid}.log")
                        for cid in client_ids(self.clients)]
@@ -108,14 +120,19 @@ class Testbed:
                                        self.config, "--run-dir", self.run_dir], "coordinator.log",
                                       stdout_to_console=True)
             status = coordinator.wait()
+            # After a clean end the devices have read "done" and exit by themselves; after a
+            # failure nobody will tell them, so they are stopped now.
+            patience = 30.0 if status == 0 else 0.0
             codes = {}
             for cid, device in zip(client_ids(self.clients), devices):
                 try:
-                    codes[cid] = device.wait(30)
+                    codes[cid] = device.wait(patience)
                 except subprocess.TimeoutExpired:
                     codes[cid] = None
         finally:
             self.stop()
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         summary: Dict[str, Any] = {"coordinator_status": status, "device_status": codes,
                                    "broker": self.broker, "clients": self.clients,
                                    "wall_time_s": round(time.monotonic() - began, 2)}
@@ -128,16 +145,36 @@ class Testbed:
         return summary
 
     def stop(self) -> None:
-        """Stop whatever still runs, devices and broker included (only our own processes)."""
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
+        """Stop the whole process group (devices, coordinator, broker, and anything they started)."""
+        if not self.group:
+            return
+        for number in (signal.SIGTERM, signal.SIGKILL):
             try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+                os.killpg(self.group, number)
+            except ProcessLookupError:
+                break  # nobody left
+            ends = time.monotonic() + 5.0
+            while time.monotonic() < ends and any(p.poll() is None for p in self.processes):
+                time.sleep(0.05)
+            if not _group_alive(self.group):
+                break
+        for process in self.processes:
+            process.poll()  # reap
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_signal(number: int, frame: Any) -> None:
+    """SIGTERM/SIGHUP: unwind through Testbed.run's `finally`, which stops every child."""
+    raise SystemExit(128 + number)
 
 
 RUN_FILES = ("checkpoint.fedc", "rounds.jsonl", "events.jsonl", "report.json", "rounds.png", "testbed.json",
