@@ -58,7 +58,7 @@ class DemoApp:
     def __init__(self, backbone: Backbone, camera: Camera, display: Display,
                  inputs: Sequence[InputSource], memory: FewShotMemory, init_frames: int = 10,
                  shots_per_press: int = 1, output_resolution: Tuple[int, int] = (800, 600),
-                 memory_path: Optional[pathlib.Path] = None):
+                 memory_path: Optional[pathlib.Path] = None, unattended: bool = False):
         if shots_per_press < 1:
             raise ValueError("shots_per_press must be >= 1")
         self.backbone = backbone
@@ -69,6 +69,7 @@ class DemoApp:
         self.preprocess = Preprocessor(backbone.card.input)
         self.shots_per_press = shots_per_press
         self.memory_path = memory_path
+        self.unattended = unattended  # no buttons or keys: a camera error ends the run
         self.machine = DemoStateMachine(memory.num_classes, init_frames)
         self.timer = StageTimer()
         width, height = output_resolution
@@ -118,6 +119,9 @@ class DemoApp:
         try:
             while self.state != "quit" and (max_frames is None or self.frames < max_frames):
                 self.step()
+                if self.state == "error" and self.unattended:
+                    # Nobody can press reset: give up with the reason instead of showing it forever.
+                    raise CameraError(self.machine.message)
         finally:
             failures = self._release()
         if failures:
@@ -167,8 +171,10 @@ class DemoApp:
         t_capture = time.perf_counter()
         self.timer.add("capture", t_capture - t_start)
         for action in self.machine.handle(self._poll(), self.memory.ready):
-            if action.kind == "shot":
-                self._pending = [action.slot] * self.shots_per_press  # type: ignore[list-item]
+            if action.kind == "shot" and action.slot not in self._pending:
+                # A press registers shots_per_press frames; pressing again during that burst
+                # (a held button, "shot*5" in a script) adds nothing, another class queues.
+                self._pending = [action.slot] * self.shots_per_press + self._pending  # type: ignore[list-item]
             elif action.kind == "quit":
                 return
         if self.state == "reset":
@@ -272,12 +278,16 @@ class DemoApp:
         if self.state == "registration" and not message:
             message = "registering class %d: button 0 shot, 1 next class, 2 infer" % (
                 self.machine.current + 1)
-        elif self.state == "inference" and not message and self._last_label:
-            message = "replay ground truth: %s" % self._last_label
+        wrong = False
+        if self.state == "inference" and not message and self._last_label:
+            guess = self._slot_labels[self._predicted] if self._predicted is not None else None
+            wrong = guess is not None and guess != self._last_label
+            message = ("WRONG: predicted %s, the replay's ground truth is %s" % (guess, self._last_label)
+                       if wrong else "replay ground truth: %s" % self._last_label)
         draw_ui(self.canvas, self._last_frame, self.state, self.memory.names,
                 self.memory.shot_counts(), self.memory.thumbnails,
                 self._probabilities if self.state == "inference" else None,
-                self.machine.current, fps, latency, message, self._predicted)
+                self.machine.current, fps, latency, message, self._predicted, wrong)
         t1 = time.perf_counter()
         self.display.show(self.canvas)
         self.timer.add("ui", t1 - t0)

@@ -7,9 +7,9 @@ Examples:
   python -m demo_app --replay tests/fixtures/demo --headless --out-dir runs/demo
   # whatever this machine has: live with a camera and a display, else the headless replay
   python -m demo_app --demo
-  # PYNQ-Z1: HDMI out 800x600, board buttons, watch from a browser on port 8080 too
+  # PYNQ-Z1: HDMI out 800x600, board buttons; watch from another machine's browser on port 8080
   python -m demo_app --hdmi --buttons --camera 0 --camera-resolution 160x120
-  python -m demo_app --headless --mjpeg-port 8080 --camera 0 --script "wait*30,shot,infer"
+  python -m demo_app --headless --mjpeg-port 8080 --mjpeg-host 0.0.0.0 --camera 0 --script "wait*30,shot,infer"
 Buttons: 0 shot of the current class, 1 next class and shot, 2 infer, 3 reset, 4 pause, 5 quit.
 """
 
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="headless: save every Nth annotated frame as PNG (0: never)")
     p.add_argument("--video", help="headless: also write all annotated frames to this MP4")
     p.add_argument("--mjpeg-port", type=int, help="also stream MJPEG over HTTP on this port")
+    p.add_argument("--mjpeg-host", default="127.0.0.1",
+                   help="address the MJPEG server listens on (default loopback; 0.0.0.0 lets every "
+                        "machine that reaches the board watch)")
+    p.add_argument("--mjpeg-wait", type=float,
+                   help="seconds to wait for a viewer before the first frame (default 30 for a "
+                        "replay, so it does not end before the browser connects; 0 live)")
     p.add_argument("--script", help="scripted events, a file or a string: 'shot*5,next,infer'")
     p.add_argument("--classes", type=int, default=5, help="class slots (default 5)")
     p.add_argument("--shots", type=int, default=5, help="frames registered by one shot press")
@@ -104,14 +110,16 @@ def _overlay(args: argparse.Namespace) -> Any:
 
 def _display(args: argparse.Namespace, overlay: Any) -> Display:
     out = pathlib.Path(args.out_dir)
+    wait = args.mjpeg_wait if args.mjpeg_wait is not None else (30.0 if args.replay else 0.0)
+    stream = {"mjpeg_port": args.mjpeg_port, "mjpeg_host": args.mjpeg_host, "mjpeg_wait": wait}
     if args.headless:
         return HeadlessDisplay(out / "frames" if args.save_every else None, args.save_every,
-                               args.video, mjpeg_port=args.mjpeg_port)
+                               args.video, **stream)
     screen = (HdmiDisplay.from_overlay(overlay, tuple(args.output_resolution)) if args.hdmi
               else WindowDisplay())
     if args.mjpeg_port is None:
         return screen
-    return TeeDisplay([screen, HeadlessDisplay(mjpeg_port=args.mjpeg_port)])
+    return TeeDisplay([screen, HeadlessDisplay(**stream)])
 
 
 def _inputs(args: argparse.Namespace, overlay: Any, script: Optional[str]) -> List[InputSource]:
@@ -126,24 +134,41 @@ def _inputs(args: argparse.Namespace, overlay: Any, script: Optional[str]) -> Li
 
 
 def build_app(args: argparse.Namespace) -> DemoApp:
+    """The parts, in order; when one cannot be made, those already made are closed."""
     options = {"threads": args.threads} if args.backend in ("onnxruntime", "torch") else {}
     overlay = _overlay(args)
     if args.backend == "tensil":
         options = {"tmodel": args.tmodel, "overlay": overlay}
-    backbone = create_backbone(args.backend, args.model, **options)
-    script = args.script
-    init_frames = args.init_frames
-    if args.replay:
-        plan = build_replay_plan(args.replay, args.shots, init_frames, args.queries)
-        camera = ImageFolderCamera(plan.items, name="replay %s" % args.replay)
-        script = script or plan.script
-    else:
-        camera = open_camera(args.camera, tuple(args.camera_resolution))
-    memory = FewShotMemory(backbone.feature_dim, args.classes, args.temperature, args.smoothing,
-                           args.classifier, args.k)
-    return DemoApp(backbone, camera, _display(args, overlay), _inputs(args, overlay, script),
-                   memory, init_frames, args.shots, tuple(args.output_resolution),
-                   pathlib.Path(args.memory) if args.memory else None)
+    made: List[Any] = []
+    try:
+        backbone = create_backbone(args.backend, args.model, **options)
+        made.append(backbone)
+        script = args.script
+        init_frames = args.init_frames
+        if args.replay:
+            plan = build_replay_plan(args.replay, args.shots, init_frames, args.queries)
+            camera = ImageFolderCamera(plan.items, name="replay %s" % args.replay)
+            script = script or plan.script
+        else:
+            camera = open_camera(args.camera, tuple(args.camera_resolution))
+        made.append(camera)
+        memory = FewShotMemory(backbone.feature_dim, args.classes, args.temperature, args.smoothing,
+                               args.classifier, args.k)
+        display = _display(args, overlay)
+        made.append(display)
+        inputs = _inputs(args, overlay, script)
+    except BaseException:
+        for part in reversed(made):
+            try:
+                part.close()
+            except Exception as exc:  # noqa: BLE001 (the first error is the one to report)
+                print("warning: closing %s failed: %s" % (type(part).__name__, exc), file=sys.stderr)
+        raise
+    # Headless with no buttons nobody can press reset: a camera error then ends the run.
+    unattended = args.headless and not args.buttons
+    return DemoApp(backbone, camera, display, inputs, memory, init_frames, args.shots,
+                   tuple(args.output_resolution), pathlib.Path(args.memory) if args.memory else None,
+                   unattended=unattended)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

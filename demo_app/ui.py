@@ -16,6 +16,9 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BACKGROUND = 32  # grey level of the background
 
 
+WRONG_COLOUR = (0, 0, 255)  # BGR red
+
+
 def _text(canvas: np.ndarray, text: str, org: Tuple[int, int], scale: float = 0.5,
           colour: Tuple[int, int, int] = (255, 255, 255)) -> None:
     cv2.putText(canvas, text, org, _FONT, scale, colour, 1, cv2.LINE_AA)
@@ -25,8 +28,9 @@ def draw_ui(canvas: np.ndarray, frame: np.ndarray, state: str, names: Sequence[s
             shots: Sequence[int], thumbnails: Sequence[Optional[np.ndarray]],
             probabilities: Optional[np.ndarray], current: int, fps: float,
             latency_ms: Dict[str, float], message: str = "",
-            predicted: Optional[int] = None) -> np.ndarray:
-    """Draw one UI frame into `canvas` (H, W, 3 uint8, reused between frames)."""
+            predicted: Optional[int] = None, wrong: bool = False) -> np.ndarray:
+    """Draw one UI frame into `canvas` (H, W, 3 uint8, reused between frames). `wrong`:
+    the prediction contradicts the known ground truth (a replay): a red frame and message."""
     height, width = canvas.shape[:2]
     canvas.fill(_BACKGROUND)  # memset: a per-pixel broadcast costs milliseconds
     header = 40
@@ -42,13 +46,16 @@ def draw_ui(canvas: np.ndarray, frame: np.ndarray, state: str, names: Sequence[s
     view = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
     top = header + 10
     canvas[top:top + size[1], 10:10 + size[0]] = view
-    cv2.rectangle(canvas, (9, top - 1), (10 + size[0], top + size[1]), colour, 2)
+    if wrong:
+        cv2.rectangle(canvas, (5, top - 5), (14 + size[0], top + size[1] + 4), WRONG_COLOUR, 4)
+    else:
+        cv2.rectangle(canvas, (9, top - 1), (10 + size[0], top + size[1]), colour, 2)
     _draw_classes(canvas, width - panel, top, panel - 10, height - top - 60, names, shots,
                   thumbnails, probabilities, current, state, predicted)
     footer = " ".join("%s %.2f" % (k, v) for k, v in latency_ms.items())
     _text(canvas, "ms: " + footer, (10, height - 38), 0.45, (200, 200, 200))
     if message:
-        _text(canvas, message[:110], (10, height - 14), 0.5, (0, 220, 255))
+        _text(canvas, message[:110], (10, height - 14), 0.5, WRONG_COLOUR if wrong else (0, 220, 255))
     return canvas
 
 

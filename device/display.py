@@ -10,6 +10,7 @@ import http.server
 import pathlib
 import socketserver
 import threading
+import time
 import warnings
 from typing import Any, List, Optional, Tuple, Union
 
@@ -126,13 +127,19 @@ class WindowDisplay(Display):
 class MjpegServer:
     """Serves the latest frame as an MJPEG stream (multipart/x-mixed-replace) on `port`.
 
-    Frames are JPEG-encoded only while a browser is watching. Port 0 picks a free port.
+    Frames are JPEG-encoded only while a browser is watching, and each viewer gets at
+    most `max_fps` of them (a viewer on a LAN must not take the board's bandwidth).
+    Port 0 picks a free port. `host` is loopback by default: pass the board's address
+    or "0.0.0.0" to let other machines watch (anyone who reaches the port can).
     """
 
     boundary = "frame"
 
-    def __init__(self, port: int, host: str = "0.0.0.0", quality: int = 80):
+    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 80, max_fps: float = 15.0):
+        if not max_fps > 0:
+            raise ValueError("max_fps must be > 0, got %r" % (max_fps,))
         self.quality = quality
+        self.min_interval = 1.0 / max_fps
         self._jpeg: Optional[bytes] = None
         self._seq = 0
         self._clients = 0
@@ -171,6 +178,17 @@ class MjpegServer:
     def watching(self) -> int:
         return self._clients
 
+    @property
+    def url(self) -> str:
+        host = self._server.server_address[0]
+        return "http://%s:%d/" % (host, self.port)
+
+    def wait_for_viewer(self, timeout: float) -> bool:
+        """Block until a browser watches the stream (True) or `timeout` s pass (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._clients > 0 or self._closed, timeout=timeout) \
+                and not self._closed
+
     def publish(self, frame: np.ndarray) -> None:
         if not self._clients:
             return
@@ -189,6 +207,7 @@ class MjpegServer:
         handler.end_headers()
         with self._cond:
             self._clients += 1
+            self._cond.notify_all()
         seen = -1
         try:
             while True:
@@ -200,10 +219,15 @@ class MjpegServer:
                     if self._seq == seen or self._jpeg is None:
                         continue
                     seen, jpeg = self._seq, self._jpeg
+                started = time.monotonic()
                 handler.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d"
                                     b"\r\n\r\n" % (self.boundary.encode(), len(jpeg)))
                 handler.wfile.write(jpeg + b"\r\n")
                 handler.wfile.flush()
+                # Pace this viewer: frames published meanwhile are skipped, not queued.
+                pause = self.min_interval - (time.monotonic() - started)
+                if pause > 0:
+                    time.sleep(pause)
         except (BrokenPipeError, ConnectionResetError):
             return  # the browser went away
         finally:
@@ -225,7 +249,8 @@ class HeadlessDisplay(Display):
 
     def __init__(self, out_dir: Optional[PathLike] = None, save_every: int = 0,
                  video: Optional[PathLike] = None, fps: float = 15.0,
-                 mjpeg_port: Optional[int] = None):
+                 mjpeg_port: Optional[int] = None, mjpeg_host: str = "127.0.0.1",
+                 mjpeg_wait: float = 0.0):
         self.out_dir = pathlib.Path(out_dir) if out_dir else None
         if save_every and self.out_dir is None:
             raise ValueError("save_every needs an out_dir")
@@ -237,9 +262,16 @@ class HeadlessDisplay(Display):
         self._writer: Any = None
         self.count = 0
         self.saved: List[pathlib.Path] = []
-        self.mjpeg = MjpegServer(mjpeg_port) if mjpeg_port is not None else None
+        self.mjpeg = MjpegServer(mjpeg_port, mjpeg_host, max_fps=fps) if mjpeg_port is not None else None
+        self._wait = mjpeg_wait  # before the first frame: a replay must not end before anyone watches
 
     def show(self, frame: np.ndarray) -> None:
+        if self.mjpeg is not None and self._wait > 0:
+            print("MJPEG stream on %s: waiting up to %.0f s for a viewer" % (self.mjpeg.url, self._wait),
+                  flush=True)
+            if not self.mjpeg.wait_for_viewer(self._wait):
+                print("MJPEG: nobody is watching; going on", flush=True)
+            self._wait = 0.0
         if self.save_every and self.count % self.save_every == 0:
             path = self.out_dir / ("frame_%06d.png" % self.count)  # type: ignore[operator]
             cv2.imwrite(str(path), frame)

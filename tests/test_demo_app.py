@@ -311,3 +311,34 @@ def test_python_m_device_info(tiny_card, capsys):
     assert device_main.main(["info", str(tiny_card)]) == 0
     assert "backend onnxruntime, input [1, 3, 32, 32], 8 features" in capsys.readouterr().out
     assert device_main.main(["bogus"]) == 2
+
+
+def test_a_held_shot_button_takes_one_burst(tiny_card):
+    """`shot*5` with --shots 5: five frames of one press, not 9 (issue 13); another class queues."""
+    app, _ = _app(tiny_card, SyntheticCamera((64, 48)), "shot*5,wait*6", shots=5)
+    app.run(max_frames=11)
+    assert app.memory.shot_counts()[:2] == [5, 0]
+    app, _ = _app(tiny_card, SyntheticCamera((64, 48)), "shot,next,wait*12", shots=5)
+    app.run(max_frames=14)
+    assert app.memory.shot_counts()[:2] == [5, 5]
+
+
+def test_a_wrong_replay_prediction_is_marked_on_screen(tiny_card):
+    # Registered as "dog", then shown frogs: every inference frame contradicts the ground truth.
+    plan = build_replay_plan(FIXTURES, shots=2, init_frames=0, queries=2, classes=["dog"])
+    frogs = [(path.parent.parent / "frog" / path.name, "frog") for path, _ in plan.items[2:]]
+    items = plan.items[:2] + [(p, label) for p, label in frogs if p.exists()][:2]
+    app, display = _app(tiny_card, ImageFolderCamera(items), "shot,wait,infer,wait", shots=2)
+    app.run()
+    assert "WRONG: predicted dog, the replay's ground truth is frog" in app.machine.message or any(
+        (frame[:, :, 2] > 200).sum() > 500 for frame in display.frames[-2:])
+    red = ((display.frames[-1][:, :, 2] > 200) & (display.frames[-1][:, :, 1] < 50)).sum()
+    assert red > 500  # the thick red frame around the view
+
+
+def test_headless_without_a_camera_gives_up_with_the_device_named(tiny_card, tmp_path, capsys):
+    code = cli.main(["--model", str(tiny_card), "--camera", "/dev/video99", "--headless",
+                     "--out-dir", str(tmp_path), "--max-frames", "1000"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "camera /dev/video99: cannot open the camera" in err

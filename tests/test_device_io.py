@@ -1,6 +1,8 @@
 """Cameras, inputs and displays; the board's ones through fakes of the pynq API."""
 
 import pathlib
+import threading
+import time
 import urllib.request
 
 import cv2
@@ -351,3 +353,29 @@ def test_tee_display_shows_and_closes_every_display(monkeypatch):
     tee.close()
     assert recorder.count == 1 and not board.hardware("video/axi_vdma").running
     assert board.hardware("video/hdmi_out/frontend").log[-1] == ("stop",)
+
+
+def test_mjpeg_listens_on_loopback_paces_each_viewer_and_waits_for_one():
+    server = MjpegServer(0, max_fps=10)
+    try:
+        assert server._server.server_address[0] == "127.0.0.1"
+        assert not server.wait_for_viewer(0.1)
+        response = urllib.request.urlopen(server.url + "stream", timeout=5)
+        assert server.wait_for_viewer(5)
+        frame = np.zeros((8, 8, 3), np.uint8)
+        received, began = 0, time.monotonic()
+        def publish():
+            while time.monotonic() - began < 1.5:
+                server.publish(frame)
+                time.sleep(0.002)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        while time.monotonic() - began < 1.0:
+            if response.readline() == b"--frame\r\n":
+                received += 1
+        publisher.join()
+        assert 5 <= received <= 12  # 10 a second, not the hundreds published
+        response.close()
+    finally:
+        server.close()
