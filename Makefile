@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # The board-side packages: numpy only, Python 3.8, never torch.
-BOARD_SIDE := fedcore device demo_app coordinator
+BOARD_SIDE := fedcore device demo_app coordinator tensil
 TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto
 DATA_DEBS   := dataset-fashion-mnist
