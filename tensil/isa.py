@@ -522,7 +522,8 @@ def format_instruction(instruction: Instruction, arch: Optional[Architecture] = 
     return " ".join(words)
 
 
-_SIMD_NAMES = {op: "".join(p.capitalize() for p in op.name.split("_")) for op in SimdOp}
+_SIMD_NAMES = {op: "NoOp" if op == SimdOp.NOOP else "".join(
+    p.capitalize() for p in op.name.split("_")) for op in SimdOp}
 _SIMD_BY_NAME = {name: op for op, name in _SIMD_NAMES.items()}
 _SIMD_EXPR = re.compile(r"^(out|r\d+)=([A-Za-z]+)\((in|r\d+),(in|r\d+)\)$")
 _OPERAND = re.compile(r"^(0x[0-9a-fA-F]+|\d+)(?::(\d+))?$")
