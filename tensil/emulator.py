@@ -24,7 +24,8 @@ Semantics:
   raise EmulatorError; Tensil's compiler never emits them.
 
 `run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run` and returns the DRAMs and a
-report with instruction counts per kind, MACs and Tensil's cycle estimate.
+report with instruction counts per kind, MACs and Tensil's cycle estimate; `run_model`
+runs a `.tmodel` with float inputs the way Tensil's PYNQ driver does.
 """
 
 import dataclasses
@@ -36,7 +37,16 @@ import numpy as np
 from .arch import Architecture
 from .errors import EmulatorError, TensilError
 from .estimate import Estimate, TensilLatencyModel
-from .fixed import FixedFormat, add, alu, fixed_format
+from .fixed import (
+    FixedFormat,
+    add,
+    alu,
+    fixed_format,
+    from_bytes,
+    from_float_driver,
+    from_float_saturating,
+    to_float,
+)
 from .isa import (
     SIMD,
     ConfigRegister,
@@ -51,8 +61,10 @@ from .isa import (
     decode_program,
     format_instruction,
 )
+from .tmodel import TensilModel
 
-__all__ = ["Emulator", "EmulatorReport", "mac_chain", "run", "simd_problem"]
+__all__ = ["Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run", "run_model",
+           "simd_problem"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 _MAX_ONCHIP_SCALARS = 1 << 25   # local + accumulators: 256 MiB of int64 at most
@@ -66,6 +78,7 @@ class EmulatorReport:
     instructions: int = 0
     macs: int = 0
     seconds: float = 0.0
+    saturated_inputs: int = 0
     estimate: Estimate = dataclasses.field(default_factory=Estimate)
 
     @property
@@ -316,3 +329,70 @@ def run(program: Program, dram0: np.ndarray, dram1: np.ndarray,
     machine = Emulator(arch, dram0, dram1)
     report = machine.run(program)
     return machine.dram(0), machine.dram(1), report
+
+
+def dram_extent(program: Sequence[Instruction], which: int) -> int:
+    """Vectors of DRAM0 (which=0) or DRAM1 (1) that a decoded program's DataMoves reach."""
+    kinds = ((DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0) if which == 0
+             else (DataMoveKind.DRAM1_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM1))
+    extent = 0
+    for i in program:
+        if isinstance(i, DataMove) and i.kind in kinds:
+            extent = max(extent, i.address + i.size * (1 << i.stride) + 1)
+    return extent
+
+
+def run_model(model: TensilModel, inputs: Dict[str, np.ndarray], saturate: bool = True,
+              program: Optional[Sequence[Instruction]] = None
+              ) -> Tuple[Dict[str, np.ndarray], EmulatorReport]:
+    """Run a `.tmodel` as Tensil's PYNQ driver would, on the emulator.
+
+    Each input is flattened and converted to fixed point (saturating and counted in
+    `report.saturated_inputs`, or wrapping like Tensil's driver with `saturate=False`),
+    written at its DRAM0 base; the consts go to DRAM1 (and to local memory first when the
+    model says so); the outputs come back as float64, entries of the same name concatenated.
+    """
+    arch, fmt = model.arch, fixed_format(model.arch.data_type)
+    n = arch.array_size
+    if program is None:
+        program = decode_program(model.prog_path.read_bytes(), arch)
+    missing = sorted({v.name for v in model.inputs} - set(inputs))
+    if missing:
+        raise ValueError("missing model input(s): %s" % ", ".join(missing))
+    unknown = sorted(set(inputs) - {v.name for v in model.inputs})
+    if unknown:
+        raise ValueError("unknown model input(s): %s" % ", ".join(unknown))
+    dram0_vectors = max([dram_extent(program, 0)] + [v.base + v.size
+                                                      for v in model.inputs + model.outputs])
+    dram1_vectors = max([dram_extent(program, 1)] + [c.base + c.size for c in model.consts])
+    dram0 = np.zeros((dram0_vectors, n), dtype=np.int64)
+    dram1 = np.zeros((dram1_vectors, n), dtype=np.int64)
+    for consts, path in zip(model.consts, model.const_paths):
+        raw = from_bytes(path.read_bytes(), fmt, str(path))
+        dram1[consts.base:consts.base + consts.size] = raw.reshape(consts.size, n)
+    saturated = 0
+    for var in model.inputs:
+        values = np.asarray(inputs[var.name]).reshape(-1)
+        if values.size > var.size * n:
+            raise ValueError("input %r has %d values; its region holds %d vectors of %d" % (
+                var.name, values.size, var.size, n))
+        if saturate:
+            raw, count = from_float_saturating(values, fmt)
+            saturated += count
+        else:
+            raw = from_float_driver(values, fmt)
+        dram0.reshape(-1)[var.base * n:var.base * n + values.size] = raw
+    machine = Emulator(arch, dram0, dram1)
+    if model.load_consts_to_local:
+        for consts in model.consts:
+            if consts.size:
+                machine.step(DataMove(DataMoveKind.DRAM1_TO_LOCAL, consts.base, consts.base,
+                                      consts.size - 1))
+    report = machine.run(program)
+    report.saturated_inputs = saturated
+    outputs: Dict[str, np.ndarray] = {}
+    for var in model.outputs:
+        values = to_float(machine.dram0[var.base:var.base + var.size].reshape(-1), fmt)
+        outputs[var.name] = (np.concatenate([outputs[var.name], values])
+                             if var.name in outputs else values)
+    return outputs, report
