@@ -94,33 +94,66 @@ def mac_chain(x: np.ndarray, weights: np.ndarray, fmt: FixedFormat) -> np.ndarra
     """The systolic array on input vectors x (V, N) with weights (N+1, N): (V, N) results.
 
     p = bias; p = mac(x_j, w_j, p) for j in lane order. Since p << frac has no low bits,
-    mac(x, w, p) = sat(c + p + (tie & (c + p))) with c = (x*w >> f) + (remainder > half) and
-    tie = (remainder == half): the products are formed for all lanes at once and the loop over
-    the N input lanes does four array operations.
+    mac(x, w, p) = sat(c + p + (tie & (c + p) & 1)) with c = (x*w + half - 1) >> frac (the
+    product rounded half down) and tie = (the product's low bits are exactly one half).
+    The products are formed for all lanes at once (int32 where they fit: formats of at most
+    16 bits). When no partial sum can reach the format's limits (|bias| + sum_j max|x_j|
+    max|w_j| / 2^frac + 2N within range) the chain is a running sum with sparse tie fixes
+    (`_exact_chain`); otherwise a loop over the N input lanes adds, fixes ties and saturates.
     """
-    x = np.asarray(x, dtype=np.int64)
+    dtype = np.int32 if fmt.width <= 16 else np.int64
+    x = np.asarray(x).astype(dtype)
     v, n = x.shape
-    bias, w = weights[0], weights[1:]
-    half, f = 1 << (fmt.frac_bits - 1), fmt.frac_bits
+    bias, w = weights[0].astype(np.int64), weights[1:].astype(dtype)
+    f = fmt.frac_bits
+    half, mask = dtype(1 << (f - 1)), dtype((1 << f) - 1)
+    top = (np.abs(x).max(axis=0).astype(np.int64) * np.abs(w).max(axis=1)) >> f if v else 0
+    safe = int(np.abs(bias).max()) + int(np.sum(top)) + 2 * n <= fmt.max_raw
     out = np.empty((v, n), dtype=np.int64)
     rows = max(1, _CHUNK_ELEMENTS // (n * n))
     for start in range(0, v, rows):
-        xs = x[start:start + rows]
-        products = xs[:, :, None] * w[None, :, :]         # (rows, j, k)
-        remainder = products & ((1 << f) - 1)
-        products >>= f
-        products += remainder > half
-        tie = (remainder == half).astype(np.int64)
-        p = np.repeat(bias[None, :], xs.shape[0], axis=0)
-        q = np.empty_like(p)
+        xt = np.ascontiguousarray(x[start:start + rows].T)
+        products = xt[:, :, None] * w[:, None, :]          # (j, rows, k)
+        tie = (products & mask) == half
+        products += half - 1
+        products >>= f                                      # c: rounded half down
+        if safe:
+            out[start:start + rows] = _exact_chain(products, tie, bias)
+            continue
+        ties = tie.astype(dtype)
+        p = np.empty((xt.shape[1], n), dtype=dtype)
+        p[:] = bias
         t = np.empty_like(p)
         for j in range(n):
-            np.add(products[:, j, :], p, out=q)
-            np.bitwise_and(q, tie[:, j, :], out=t)
-            q += t
-            np.clip(q, fmt.min_raw, fmt.max_raw, out=p)
+            p += products[j]
+            np.bitwise_and(p, ties[j], out=t)
+            p += t
+            if not safe:
+                np.minimum(p, fmt.max_raw, out=p)
+                np.maximum(p, fmt.min_raw, out=p)
         out[start:start + rows] = p
     return out
+
+
+def _exact_chain(c: np.ndarray, tie: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The chain without saturation: bias + sum of c, plus the tie fixes.
+
+    A tie at step j adds 1 when the partial sum so far (bias + c_0..c_j + earlier fixes) is
+    odd, so only the lanes holding a tie need the step-by-step walk; it runs on them alone.
+    """
+    n, rows, width = c.shape
+    result = c.sum(axis=0, dtype=np.int64)
+    result += bias
+    lanes = np.flatnonzero(tie.any(axis=0))
+    if lanes.size:
+        steps = c.reshape(n, -1)[:, lanes].astype(np.int64)
+        ties = tie.reshape(n, -1)[:, lanes]
+        p = bias[lanes % width].astype(np.int64)
+        for j in range(n):
+            p += steps[j]
+            p += ties[j] & p & 1
+        result.reshape(-1)[lanes] = p
+    return result
 
 
 def _needs_input(instruction: SIMD) -> bool:

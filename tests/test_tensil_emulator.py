@@ -251,16 +251,30 @@ def test_inputs_are_validated():
     assert out0.dtype == np.int16 and out1.tolist() == [[1] * 4] * 3
 
 
-def test_mac_chain_equals_step_by_step_macs_on_extremes():
-    fmt = FORMATS["FP16BP8"]
+def _step_by_step(x, w, fmt):
+    p = np.repeat(w[:1], x.shape[0], axis=0)
+    for j in range(x.shape[1]):
+        p = mac(x[:, j:j + 1], w[1 + j][None, :], p, fmt)
+    return p
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_mac_chain_equals_step_by_step_macs(name):
+    # three regimes of the kernel: saturating (extremes), no saturation with ties on every
+    # product (x odd, w an odd multiple of one half LSB), and small values with few ties
+    fmt = FORMATS[name]
     rng = np.random.default_rng(3)
+    half = 1 << (fmt.frac_bits - 1)
     for n in (1, 4, 12):
-        x = rng.choice([-32768, -32767, -1, 0, 1, 128, 255, 32767], (300, n))
-        w = rng.choice([-32768, -1, 0, 1, 127, 128, 129, 32767], (n + 1, n))
-        p = np.repeat(w[:1], 300, axis=0)
-        for j in range(n):
-            p = mac(x[:, j:j + 1], w[1 + j][None, :], p, fmt)
-        assert mac_chain(x, w, fmt).tolist() == p.tolist()
+        for v in (1, 16, 700):
+            extremes = [fmt.min_raw, fmt.min_raw + 1, -1, 0, 1, half, fmt.one - 1, fmt.max_raw]
+            cases = [(rng.choice(extremes, (v, n)), rng.choice(extremes, (n + 1, n))),
+                     (rng.integers(-20, 20, (v, n)) * 2 + 1,
+                      (rng.integers(-3, 3, (n + 1, n)) * 2 + 1) * half),
+                     (rng.integers(-4 * fmt.one, 4 * fmt.one, (v, n)),
+                      rng.integers(-fmt.one // 4, fmt.one // 4, (n + 1, n)))]
+            for x, w in cases:
+                assert mac_chain(x, w, fmt).tolist() == _step_by_step(x, w, fmt).tolist()
 
 
 ARCHES = [PYNQZ1, PERF, TINY,
