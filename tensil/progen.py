@@ -194,16 +194,19 @@ class _Builder:
 
 
 def random_program(arch: Architecture, seed: int, length: int = 200, window: int = 24,
-                   dram_vectors: int = 64,
-                   weights: Optional[Sequence[float]] = None) -> GeneratedProgram:
+                   dram_vectors: int = 64, weights: Optional[Sequence[float]] = None,
+                   dram0_spare: int = 0) -> GeneratedProgram:
     """A random valid program of about `length` body instructions (plus prologue/epilogue).
 
     `window`: vectors in each local/accumulator window; `dram_vectors`: DRAM0 input vectors
     (DRAM0 also holds the epilogue's dump after them); `weights`: relative frequencies of
-    DataMove, LoadWeights, MatMul, SIMD and NoOp/Configure.
+    DataMove, LoadWeights, MatMul, SIMD and NoOp/Configure; `dram0_spare`: zero vectors
+    at the end of DRAM0 that the program never touches (room for a driver-style flush probe,
+    which uses the last two).
     """
-    if length < 0 or window < 1 or dram_vectors < 1:
-        raise ValueError("length >= 0, window >= 1 and dram_vectors >= 1 are needed")
+    if length < 0 or window < 1 or dram_vectors < 1 or dram0_spare < 0:
+        raise ValueError("length >= 0, window >= 1, dram_vectors >= 1 and dram0_spare >= 0 "
+                         "are needed")
     rng = np.random.default_rng(seed)
     b = _Builder(arch, rng, window, dram_vectors)
     b.prologue()
@@ -214,6 +217,8 @@ def random_program(arch: Architecture, seed: int, length: int = 200, window: int
     for choice in rng.choice(5, size=length, p=p / p.sum()):
         makers[choice]()
     b.epilogue()
-    return GeneratedProgram(seed, b.out, random_data(rng, b.dram0_vectors, arch),
+    dram0 = random_data(rng, b.dram0_vectors, arch)
+    spare = np.zeros((dram0_spare, arch.array_size), dtype=dram0.dtype)
+    return GeneratedProgram(seed, b.out, np.concatenate([dram0, spare]),
                             random_data(rng, b.dram1_vectors, arch), tuple(b.local),
                             tuple(b.acc), b.output_base)

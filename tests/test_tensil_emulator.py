@@ -360,3 +360,7 @@ def test_generated_programs_keep_local_runs_in_one_half_and_saturate():
     dumped = out0[g.output_base:]
     assert (dumped == 32767).any() and (dumped == -32768).any()
     assert len(g.instructions) > 400 and isinstance(g.instructions[-1], DataMove)
+    spared = random_program(PERF, 1, length=400, dram0_spare=2)
+    assert spared.instructions == g.instructions and spared.dram0.shape[0] == out0.shape[0] + 2
+    out0, _, _ = run(spared.instructions, spared.dram0, spared.dram1, PERF)
+    assert not out0[-2:].any()
