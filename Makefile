@@ -9,7 +9,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator clean
+.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -26,6 +26,7 @@ help:
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
 	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
+	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -91,6 +92,9 @@ broker: setup
 bench-coordinator: setup
 	@scripts/system-deps.sh $(DATA_DEBS) mosquitto
 	$(BIN)/python -m benchmarks.coordinator
+
+bench-tensil: setup
+	$(BIN)/python -m benchmarks.tensil
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

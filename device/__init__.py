@@ -5,7 +5,7 @@ Modules, imported on demand so a board loads only what it uses:
 - `model_card`: the model card contract; `preprocess`: frame -> backbone input;
 - `memory`: few-shot memory, NCM / kNN, save/load;
 - `camera`, `display`, `inputs`: cameras, HDMI/window/headless outputs, buttons/keys/scripts;
-- `board`: lazy access to pynq and the Tensil driver; `tensil`: `.tmodel` files;
+- `board`: lazy access to pynq and the Tensil driver (`.tmodel` files: `tensil.tmodel`);
 - `fl`: the federated-learning client (`python -m device fl`).
 """
 

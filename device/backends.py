@@ -17,10 +17,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from tensil.errors import TensilError
+from tensil.tmodel import TensilModel, load_tmodel
+
 from .board import require_pynq, require_tensil_driver
 from .errors import BackendError, ModelError
 from .model_card import ModelCard, load_card
-from .tensil import TensilModel, load_tmodel
 
 __all__ = ["Backbone", "OnnxRuntimeBackend", "TensilBackend", "TorchBackend", "create_backbone",
            "list_backends", "register_backend"]
@@ -197,7 +199,10 @@ class TensilBackend(Backbone):
                  overlay: Any = None):
         super().__init__(card)
         path = pathlib.Path(tmodel) if tmodel else card.model_path.with_suffix(".tmodel")
-        self.tmodel: TensilModel = load_tmodel(path)
+        try:
+            self.tmodel: TensilModel = load_tmodel(path)
+        except TensilError as exc:
+            raise ModelError(str(exc)) from None
         self.pynq = require_pynq()
         self.driver = require_tensil_driver()
         self.overlay = overlay

@@ -74,7 +74,7 @@ def write_card(model: pathlib.Path, card: Dict[str, Any]) -> pathlib.Path:
 def make_tmodel(folder: pathlib.Path, stem: str = "tiny") -> pathlib.Path:
     """A `.tmodel` as the Tensil compiler writes it, with its .tprog and .tdata files."""
     (folder / (stem + ".tprog")).write_bytes(b"\x00" * 64)
-    (folder / (stem + ".tdata")).write_bytes(b"\x00" * 128)
+    (folder / (stem + ".tdata")).write_bytes(b"\x00" * 64 * 8 * 2)   # 64 vectors of 8 lanes
     arch = {"data_type": "FP16BP8", "array_size": 8, "dram0_depth": 1048576,
             "dram1_depth": 1048576, "local_depth": 8192, "accumulator_depth": 2048,
             "simd_registers_depth": 1, "stride0_depth": 8, "stride1_depth": 8,
