@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # The board-side packages: numpy only, Python 3.8, never torch.
 BOARD_SIDE := fedcore device demo_app coordinator
 TEST_EXTRAS ?= dev,device,coordinator,train
-TEST_DEBS   := mosquitto
+TEST_DEBS   := mosquitto verilator g++ make
 DATA_DEBS   := dataset-fashion-mnist
 
 .PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator clean
@@ -94,4 +94,4 @@ bench-coordinator: setup
 	$(BIN)/python -m benchmarks.coordinator
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -55,8 +56,9 @@ class Build:
     executable: Path
     rtl: RtlInfo
     key: str
-    seconds: float  # time spent building now; 0.0 when the cache had it
+    seconds: float  # wall time spent building now; 0.0 when the cache had it
     cached: bool
+    cpu_seconds: float = 0.0  # CPU time of the compilers (all jobs), 0.0 when cached
 
 
 def missing_tools() -> List[str]:
@@ -98,12 +100,12 @@ def _config_text(rtl: RtlInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _key(rtl: RtlInfo, config: str) -> str:
+def _key(rtl: RtlInfo, config: str, cxx_opt: str) -> str:
     digest = hashlib.sha256()
     for part in (
         _RECIPE,
         " ".join(VERILATOR_FLAGS),
-        CXX_OPT,
+        cxx_opt,
         rtl.top_module,
         config,
         _tool_version(["verilator", "--version"]),
@@ -131,14 +133,20 @@ def build(
     *,
     cache_dir: Optional[os.PathLike] = None,
     jobs: Optional[int] = None,
+    cxx_opt: str = CXX_OPT,
 ) -> Build:
-    """The co-simulation executable for the RTL in `rtl_dir` (see `find_rtl`), built if needed."""
+    """The co-simulation executable for the RTL in `rtl_dir` (see `find_rtl`), built if needed.
+
+    `cxx_opt` is the g++ optimisation of the model's code (Verilator's OPT_FAST/OPT_GLOBAL).
+    """
+    if cxx_opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
+        raise ValueError("cxx_opt must be one of -O0 -O1 -O2 -O3 -Os, got %r" % (cxx_opt,))
     rtl = find_rtl(rtl_dir)
     missing = missing_tools()
     if missing:
         raise CosimUnavailable("; ".join(missing))
     config = _config_text(rtl)
-    key = _key(rtl, config)
+    key = _key(rtl, config, cxx_opt)
     root = cache_root(cache_dir)
     final = root / key
     if (final / "cosim").is_file():
@@ -148,17 +156,20 @@ def build(
         if (final / "cosim").is_file():  # another process built it while we waited
             return Build(final / "cosim", rtl, key, 0.0, True)
         started = time.monotonic()
+        cpu_started = _children_cpu()
         work = Path(tempfile.mkdtemp(prefix=".tmp-%s-" % key, dir=root))
         try:
-            _verilate(rtl, config, work, jobs or os.cpu_count() or 1)
+            _verilate(rtl, config, work, jobs or os.cpu_count() or 1, cxx_opt)
             seconds = time.monotonic() - started
+            cpu_seconds = _children_cpu() - cpu_started
             (work / "build.json").write_text(
                 json.dumps(
                     {
                         "rtl": str(rtl.directory),
                         "top_module": rtl.top_module,
                         "seconds": round(seconds, 2),
-                        "cxx_opt": CXX_OPT,
+                        "cpu_seconds": round(cpu_seconds, 2),
+                        "cxx_opt": cxx_opt,
                         "verilator_flags": list(VERILATOR_FLAGS),
                     },
                     indent=2,
@@ -171,10 +182,15 @@ def build(
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
-    return Build(final / "cosim", rtl, key, seconds, False)
+    return Build(final / "cosim", rtl, key, seconds, False, cpu_seconds)
 
 
-def _verilate(rtl: RtlInfo, config: str, work: Path, jobs: int) -> None:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _verilate(rtl: RtlInfo, config: str, work: Path, jobs: int, cxx_opt: str) -> None:
     config_file = work / "cosim.vlt"
     config_file.write_text(config)
     harness = work / HARNESS.name
@@ -192,7 +208,7 @@ def _verilate(rtl: RtlInfo, config: str, work: Path, jobs: int) -> None:
         "-o",
         "cosim",
         "-MAKEFLAGS",
-        "OPT_FAST=%s OPT_GLOBAL=%s OPT_SLOW=%s" % (CXX_OPT, CXX_OPT, "-O0"),
+        "OPT_FAST=%s OPT_GLOBAL=%s OPT_SLOW=-O0" % (cxx_opt, cxx_opt),
         "-CFLAGS",
         "-std=c++17",
         str(config_file),

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -535,6 +536,7 @@ int simulate(const Options& options) {
     uint64_t last_local_write = 0, last_acc_write = 0, drain_cycle = 0;
     bool probe_seen = false;
     auto started = std::chrono::steady_clock::now();
+    std::clock_t cpu_started = std::clock();
     for (;; ++cycle) {
         bool streaming = next_word < program.size();
         top->instruction_tvalid = streaming;
@@ -611,6 +613,7 @@ int simulate(const Options& options) {
     }
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    double cpu_seconds = static_cast<double>(std::clock() - cpu_started) / CLOCKS_PER_SEC;
     if (probe && !probe_seen)
         throw SimError("probe", "the program drained at cycle " + std::to_string(drain_cycle) +
                                     " but the flush probe never landed at DRAM0 " +
@@ -626,7 +629,8 @@ int simulate(const Options& options) {
         "{\"ok\": true, \"cycles\": %llu, \"drain_cycles\": %llu, \"simulated_cycles\": %llu, "
         "\"instruction_words\": %llu, \"last_instruction_cycle\": %llu, "
         "\"stream_stall_cycles\": %llu, \"local_write_cycles\": %llu, "
-        "\"accumulator_write_cycles\": %llu, \"sim_seconds\": %.6f, \"dram0\": %s, "
+        "\"accumulator_write_cycles\": %llu, \"sim_seconds\": %.6f, \"sim_cpu_seconds\": %.6f, "
+        "\"dram0\": %s, "
         "\"dram1\": %s}\n",
         static_cast<unsigned long long>(probe ? probe_cycle : drain_cycle),
         static_cast<unsigned long long>(drain_cycle), static_cast<unsigned long long>(cycle + 1),
@@ -634,7 +638,7 @@ int simulate(const Options& options) {
         static_cast<unsigned long long>(last_word_cycle),
         static_cast<unsigned long long>(stream_stalls),
         static_cast<unsigned long long>(local_writes), static_cast<unsigned long long>(acc_writes),
-        seconds, stats_json(slave0.stats).c_str(), stats_json(slave1.stats).c_str());
+        seconds, cpu_seconds, stats_json(slave0.stats).c_str(), stats_json(slave1.stats).c_str());
     return 0;
 }
 

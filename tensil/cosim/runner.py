@@ -148,6 +148,7 @@ def run(
     drain_idle_cycles: Optional[int] = None,
     local: Optional[np.ndarray] = None,
     accumulators: Optional[np.ndarray] = None,
+    simulator: Optional[Build] = None,
 ) -> CosimResult:
     """Run `program` (the bytes of a .tprog) on the RTL and return the memories and cycles.
 
@@ -160,7 +161,7 @@ def run(
     then reads local memory and accumulators from the BRAMs. `local`/`accumulators` preload
     them (a test convenience: hardware starts with whatever is there). A program that stops
     making progress for `hang_cycles`, or runs past `timeout_cycles`, raises CosimHang naming
-    what was pending.
+    what was pending. `simulator` is a `build()` result to use instead of the default build.
     """
     if completion not in ("probe", "drain"):
         raise ValueError("completion must be 'probe' or 'drain', got %r" % (completion,))
@@ -187,7 +188,7 @@ def run(
         images["local_in"] = _image("local", local, n, arch.local_depth)
     if accumulators is not None:
         images["accumulators_in"] = _image("accumulators", accumulators, n, arch.accumulator_depth)
-    executable = _cached_build(rtl).executable
+    executable = (simulator or _cached_build(rtl)).executable
 
     stream = code
     options = {
