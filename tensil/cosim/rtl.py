@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ._layout import Layout
 from .errors import CosimUnavailable, RtlMismatch
@@ -44,6 +44,7 @@ class RtlInfo:
     brams: Tuple[Bram, ...]
     axi_data_bits: int
     instruction_argument_bits: int
+    fingerprint: Tuple[Any, ...] = ()  # names, sizes and times of the Verilog files read
 
     @property
     def files(self) -> Tuple[Path, ...]:
@@ -66,12 +67,28 @@ def _port_bits(text: str, module: str, port: str, where: Path) -> int:
     return int(match.group(1)) + 1
 
 
+_READ: Dict[Tuple[Any, ...], RtlInfo] = {}
+
+
 def find_rtl(rtl_dir: Optional[os.PathLike] = None) -> RtlInfo:
-    """Locate and read the RTL: `rtl_dir`, else $TENSIL_RTL, else DEFAULT_RTL."""
+    """Locate and read the RTL: `rtl_dir`, else $TENSIL_RTL, else DEFAULT_RTL.
+
+    Reading the 1.4 MB top file takes tens of milliseconds, so the result is kept per
+    process for as long as the directory's Verilog files keep their sizes and times.
+    """
     chosen = rtl_dir if rtl_dir is not None else os.environ.get("TENSIL_RTL") or DEFAULT_RTL
     directory = Path(chosen).resolve()
     if not directory.is_dir():
         raise CosimUnavailable("no Tensil RTL directory at %s: %s" % (directory, _HOW))
+    identity = (directory,) + tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.glob("*.v"))
+    )
+    if identity not in _READ:
+        _READ[identity] = _read_rtl(directory, identity)
+    return _READ[identity]
+
+
+def _read_rtl(directory: Path, fingerprint: Tuple[Any, ...]) -> RtlInfo:
     tops = sorted(directory.glob("top_*.v"))
     if len(tops) != 1:
         raise CosimUnavailable(
@@ -117,7 +134,7 @@ def find_rtl(rtl_dir: Optional[os.PathLike] = None) -> RtlInfo:
             "64-bit ones of `tensil rtl -d 64`" % (top_file, axi_bits, stream_bits)
         )
     arguments = _port_bits(text, "Decoder", "io_instruction_bits_arguments", top_file)
-    return RtlInfo(directory, top_file, top_module, tuple(brams), axi_bits, arguments)
+    return RtlInfo(directory, top_file, top_module, tuple(brams), axi_bits, arguments, fingerprint)
 
 
 def check_arch(rtl: RtlInfo, arch: Any) -> None:

@@ -86,9 +86,9 @@ _BUILDS: Dict[Tuple[Any, ...], Build] = {}
 
 
 def _cached_build(rtl: RtlInfo) -> Build:
-    """`build()` memoised per process on the RTL files' identity, so a run costs no hashing."""
-    identity = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in rtl.files)
-    key = (str(rtl.directory), identity, os.environ.get("TENSIL_COSIM_CACHE"))
+    """`build()` memoised per process (find_rtl already tracks the files' identity), so a
+    run costs no hashing and no tool-version calls."""
+    key = (rtl, os.environ.get("TENSIL_COSIM_CACHE"))
     found = _BUILDS.get(key)
     if found is None or not found.executable.is_file():
         found = _BUILDS[key] = build(rtl.directory)
@@ -177,6 +177,9 @@ def run(
                          % (drain_idle_cycles,))
     if not isinstance(dram, DramModel):
         raise ValueError("dram must be a DramModel, got %s" % type(dram).__name__)
+    if hang_cycles <= 2 * max(dram.read_latency, dram.write_latency):
+        raise ValueError("hang_cycles (%d) must exceed twice the DRAM latency, or a slow "
+                         "memory reads as a hang" % hang_cycles)
     rtl = find_rtl(rtl_dir)
     check_arch(rtl, arch)
     layout = Layout(arch)
