@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # The board image and its rules (numpy only, Python 3.8, never torch, nothing outside
 # the image): pyproject.toml [tool.board-image], checked by scripts/check_board_side.py.
 TEST_EXTRAS ?= dev,device,coordinator,train
-TEST_DEBS   := mosquitto
+TEST_DEBS   := mosquitto verilator g++ make
 DATA_DEBS   := dataset-fashion-mnist
 
 .PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil clean
@@ -97,4 +97,4 @@ bench-tensil: setup
 	$(BIN)/python -m benchmarks.tensil
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim

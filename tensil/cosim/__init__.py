@@ -1,0 +1,46 @@
+"""Co-simulation of Tensil programs on the accelerator's real RTL (Verilator).
+
+Workstation only (Verilator, g++, make); not part of the board image.
+
+    from tensil.cosim import run, DramModel
+    result = run(program_bytes, dram0, dram1, arch)   # arch: a tensil.arch.Architecture
+    result.dram0, result.local, result.accumulators, result.cycles
+"""
+
+import os
+from typing import Optional
+
+from .build import Build, build, cache_root, missing_tools
+from .errors import CosimBuildError, CosimError, CosimHang, CosimUnavailable, RtlMismatch
+from .rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl
+from .runner import CosimResult, DramModel, run
+
+__all__ = [
+    "run",
+    "DramModel",
+    "CosimResult",
+    "build",
+    "Build",
+    "cache_root",
+    "missing_tools",
+    "unavailable",
+    "find_rtl",
+    "check_arch",
+    "RtlInfo",
+    "DEFAULT_RTL",
+    "CosimError",
+    "CosimUnavailable",
+    "CosimBuildError",
+    "CosimHang",
+    "RtlMismatch",
+]
+
+
+def unavailable(rtl_dir: Optional[os.PathLike] = None) -> Optional[str]:
+    """None when the co-simulation can run here, else the sentence saying what is missing."""
+    reasons = missing_tools()
+    try:
+        find_rtl(rtl_dir)
+    except CosimError as exc:
+        reasons.append(str(exc))
+    return "; ".join(reasons) or None

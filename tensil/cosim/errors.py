@@ -1,0 +1,23 @@
+"""The co-simulation's errors."""
+
+__all__ = ["CosimError", "CosimUnavailable", "RtlMismatch", "CosimBuildError", "CosimHang"]
+
+
+class CosimError(RuntimeError):
+    """Something went wrong running the RTL co-simulation."""
+
+
+class CosimUnavailable(CosimError):
+    """A prerequisite (the RTL, Verilator, g++, make) is missing; the message says how to get it."""
+
+
+class RtlMismatch(CosimError, ValueError):
+    """The RTL was generated for another architecture than the one asked for."""
+
+
+class CosimBuildError(CosimError):
+    """Verilator or the C++ compiler failed; the message carries the end of the build log."""
+
+
+class CosimHang(CosimError):
+    """The simulated RTL hung or ran past its cycle budget; the message names what was pending."""
