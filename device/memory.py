@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from fedcore.atomic import atomic_open
+
 from . import ncm
 from .errors import MemoryFileError
 
@@ -196,7 +198,7 @@ class FewShotMemory:
     # --- persistence -------------------------------------------------------------------
 
     def save(self, path: PathLike, model: str = "") -> None:
-        """Write the registered classes to `path` (.npz; no pickle) atomically."""
+        """Write the registered classes to `path` (.npz; no pickle), atomically and durably."""
         path = pathlib.Path(path)
         header = {"format": MEMORY_FORMAT, "version": MEMORY_VERSION, "model": model,
                   "feature_dim": self.feature_dim, "num_classes": self.num_classes,
@@ -208,13 +210,11 @@ class FewShotMemory:
             if t is not None:
                 thumbs[i] = t
         labels = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(self._shots)])
-        tmp = path.with_name(path.name + ".tmp")
-        with open(str(tmp), "wb") as handle:
+        with atomic_open(path) as handle:
             np.savez(handle, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(),
                                                   np.uint8),
                      base_mean=self.base_mean, shots=np.concatenate(self._shots),
                      labels=labels, thumbnails=thumbs)
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: PathLike, feature_dim: Optional[int] = None, model: Optional[str] = None,

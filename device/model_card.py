@@ -17,6 +17,8 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from fedcore.atomic import atomic_write
+
 from .errors import ModelError
 
 __all__ = ["CARD_FORMAT", "CARD_VERSION", "InputSpec", "ModelCard", "find_card", "load_card",
@@ -108,13 +110,12 @@ def load_card(path: PathLike, check_file: bool = True) -> ModelCard:
 
 def write_card(raw: Dict[str, Any], path: PathLike) -> ModelCard:
     """Validate `raw` (every field, and the sha256 of the model file beside `path`), write
-    it as UTF-8 JSON (sorted keys, indent 2), and return the card as `load_card` reads it."""
+    it as UTF-8 JSON (sorted keys, indent 2) atomically, and return it as `load_card` reads it."""
     card_path = pathlib.Path(path)
     if card_path.suffix != ".json":
         raise ValueError("a model card is a .json file, not %s" % card_path)
     _check_model_file(parse_card(raw, card_path))
-    text = json.dumps(raw, sort_keys=True, indent=2) + "\n"
-    card_path.write_text(text, encoding="utf-8")
+    atomic_write(card_path, json.dumps(raw, sort_keys=True, indent=2) + "\n")
     return load_card(card_path)
 
 
