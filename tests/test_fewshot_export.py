@@ -103,6 +103,16 @@ def test_card_round_trip_training_to_board(exported):
     np.testing.assert_allclose(board, reference, atol=1e-4)
 
 
+def _changed(card, field, value):
+    """A copy of `card` with the field at path `field` set to `value`."""
+    card = copy.deepcopy(card)
+    target = card
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    return card
+
+
 @pytest.mark.parametrize(
     "field, value, match",
     [
@@ -115,11 +125,7 @@ def test_card_round_trip_training_to_board(exported):
 )
 def test_broken_cards_are_not_written(exported, tmp_path, field, value, match):
     model, path = exported
-    card = copy.deepcopy(_card(model, path))
-    target = card
-    for key in field[:-1]:
-        target = target[key]
-    target[field[-1]] = value
+    card = _changed(_card(model, path), field, value)
     out = os.path.join(os.path.dirname(path), "broken.json")
     with pytest.raises(ModelError, match=match):
         write_card(card, out)
@@ -136,11 +142,7 @@ def test_broken_cards_are_not_written(exported, tmp_path, field, value, match):
 )
 def test_export_check_refuses_a_card_the_model_contradicts(exported, field, value, match):
     model, path = exported
-    card = copy.deepcopy(_card(model, path))
-    target = card
-    for key in field[:-1]:
-        target = target[key]
-    target[field[-1]] = value
+    card = _changed(_card(model, path), field, value)
     if field == ("output", "shape"):
         card["feature_mean"] = [0.0] * 41
     card_path = path[:-5] + ".json"
