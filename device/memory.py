@@ -151,8 +151,7 @@ class FewShotMemory:
             shot_dist = ncm.distances(f, self._shot_matrix[None])
             scores = ncm.knn_scores(shot_dist, self._shot_slot_pos, len(self._slots), self.k)[0, 0]
             probs = np.floor(scores) / np.floor(scores).sum()  # the vote shares
-            dist = np.array([shot_dist[0, 0][self._shot_slot_pos == j].min()
-                             for j in range(len(self._slots))], dtype=np.float32)
+            dist = np.minimum.reduceat(shot_dist[0, 0], self._shot_starts)  # nearest shot a class
         full = np.zeros(self.num_classes, dtype=np.float32)
         full[self._slots] = probs
         distances = np.full(self.num_classes, np.inf, dtype=np.float32)
@@ -182,6 +181,7 @@ class FewShotMemory:
         self._centroids = np.stack([s.mean(axis=0) for s in shots]).astype(np.float32)
         self._shot_matrix = np.concatenate(shots)
         self._shot_slot_pos = np.concatenate([np.full(len(s), j) for j, s in enumerate(shots)])
+        self._shot_starts = np.cumsum([0] + [len(s) for s in shots[:-1]])  # slots are contiguous
         self._smoothed = None
 
     def _check(self, features: np.ndarray) -> np.ndarray:

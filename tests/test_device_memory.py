@@ -47,6 +47,10 @@ def test_knn_votes_among_the_nearest_shots():
     prediction = memory.predict(np.array([1.0, 2.0, 0.1]), smooth=False)  # near [0,1,0]
     assert prediction.index == 0
     np.testing.assert_allclose(prediction.probabilities, [2 / 3, 0, 1 / 3, 0], rtol=1e-6)
+    f = np.array([0.0, 2.0, 0.1]) / np.linalg.norm([0.0, 2.0, 0.1])
+    nearest = [np.linalg.norm(f - [0, 1, 0]), np.linalg.norm(f - [0, 0, 1])]  # a class's nearest shot
+    np.testing.assert_allclose(prediction.distances[[0, 2]], nearest, atol=1e-6)
+    assert np.isinf(prediction.distances[[1, 3]]).all()
 
 
 def test_a_tie_in_smoothed_probabilities_goes_to_the_current_frame():
