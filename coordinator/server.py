@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
+from fedcore.atomic import atomic_write
 from fedcore.checks import boolean, check_table, is_int, number
 from fedcore.container import DecodeLimits
 from fedcore.errors import ConfigError
@@ -25,7 +26,7 @@ from fedlink.protocol import PROTOCOL_VERSION, Topics, blob_id, check_name, from
 from fedlink.settings import LinkSettings
 
 from .report import TABLE_HEADER, plot_rounds, table_row
-from .store import RunStore, atomic_write
+from .store import RunStore
 
 __all__ = ["CoordinatorSettings", "Coordinator", "Evaluator", "RunHealth", "same_layout"]
 

@@ -3,7 +3,8 @@ the JSONL logs of rounds and events.
 
 Order of writes after each round: the round's line is appended to
 rounds.jsonl (flushed and fsynced), then the checkpoint replaces the old one
-atomically (temporary file + fsync + os.replace). A crash between the two
+atomically (fedcore.atomic: temporary file + fsync + os.replace + fsync of the
+folder). A crash between the two
 leaves one extra line, for a round the checkpoint does not contain; on resume
 `trim_rounds` drops it, so the round is run again and logged once.
 """
@@ -12,24 +13,9 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-__all__ = ["RunStore", "atomic_write"]
+from fedcore.atomic import atomic_write
 
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new file, never half."""
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+__all__ = ["RunStore"]
 
 
 class RunStore:

@@ -33,6 +33,7 @@ from device.display import (
 from device.errors import DeviceError
 from device.inputs import ButtonInput, InputSource, KeyboardInput, ScriptInput
 from device.memory import FewShotMemory
+from fedcore.atomic import atomic_write
 
 from .app import DemoApp
 from .replay import build_replay_plan
@@ -190,7 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     out = pathlib.Path(args.summary) if args.summary else pathlib.Path(args.out_dir) / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write(out, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     _print_summary(summary, out)
     return 0
 

@@ -3,7 +3,8 @@
 Modules, imported on demand so a board loads only what it uses:
 - `backends`: backbone backends (onnxruntime, torch, tensil) by name, `create_backbone`;
 - `model_card`: the model card contract; `preprocess`: frame -> backbone input;
-- `memory`: few-shot memory, NCM / kNN, save/load;
+- `ncm`: the few-shot classifier (EASY preprocessing, NCM / kNN), shared with the benchmark;
+- `memory`: few-shot memory over it, save/load;
 - `camera`, `display`, `inputs`: cameras, HDMI/window/headless outputs, buttons/keys/scripts;
 - `board`: lazy access to pynq and the Tensil driver (`.tmodel` files: `tensil.tmodel`);
 - `fl`: the federated-learning client (`python -m device fl`).

@@ -9,14 +9,14 @@ validates the `.tmodel` and needs pynq and the Tensil driver). Every backend rea
 model card first, so the preprocessing and the feature size come from one place.
 """
 
-import fnmatch
 import importlib
 import pathlib
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
+from fedcore.registry import Registry
 from tensil.errors import TensilError
 from tensil.tmodel import TensilModel, load_tmodel
 
@@ -24,11 +24,11 @@ from .board import require_pynq, require_tensil_driver
 from .errors import BackendError, ModelError
 from .model_card import ModelCard, load_card
 
-__all__ = ["Backbone", "OnnxRuntimeBackend", "TensilBackend", "TorchBackend", "create_backbone",
-           "list_backends", "register_backend"]
+__all__ = ["BACKENDS", "Backbone", "OnnxRuntimeBackend", "TensilBackend", "TorchBackend",
+           "create_backbone", "list_backends", "register_backend"]
 
 PathLike = Union[str, pathlib.Path]
-_REGISTRY: Dict[str, Callable[..., "Backbone"]] = {}
+BACKENDS = Registry("backend", error=BackendError)
 
 
 class Backbone:
@@ -70,23 +70,19 @@ class Backbone:
 
 
 def register_backend(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Class decorator: make a backend creatable by `name`."""
-    def wrap(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _REGISTRY[name] = factory
-        return factory
-    return wrap
+    """Class decorator: make a backend creatable by `name` (a taken name is a ValueError)."""
+    return BACKENDS.register(name)
 
 
 def list_backends(pattern: str = "*") -> List[str]:
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    """Backend names matching a shell-style pattern, sorted."""
+    return BACKENDS.names(pattern)
 
 
 def create_backbone(name: str, model: PathLike, **options: Any) -> Backbone:
     """The backend `name` for the model (its card or its ONNX file); options go to the backend."""
-    if name not in _REGISTRY:
-        raise BackendError("unknown backend %r; known backends: %s"
-                           % (name, ", ".join(list_backends())))
-    return _REGISTRY[name](load_card(model), **options)
+    factory = BACKENDS.get(name)  # an unknown name: BackendError listing the known ones
+    return factory(load_card(model), **options)
 
 
 def _import_optional(module: str, extra: str, backend: str) -> Any:

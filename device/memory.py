@@ -5,7 +5,10 @@ the model card's `feature_mean` until then) and L2-normalised (EASY/PEFSL). A cl
 centroid is the mean of its preprocessed shots (not re-normalised); the score of a class
 is minus the Euclidean distance to its centroid; probabilities are
 softmax(-distance / temperature), smoothed over frames by an exponential moving average.
-`classifier="knn"` votes among the k nearest shots instead.
+`classifier="knn"` votes among the k nearest shots instead (probabilities: the vote
+shares). The arithmetic and the tie rules are `device.ncm`'s, which the few-shot
+benchmark also runs; ties in smoothed probabilities go to the class the current frame
+scores higher.
 
 Save/load: one `.npz` file (numpy's zip of .npy arrays, read with allow_pickle=False)
 holding a JSON header as bytes, the base mean, the raw shot features with their class
@@ -19,23 +22,18 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from fedcore.atomic import atomic_open
+
+from . import ncm
 from .errors import MemoryFileError
 
-__all__ = ["MEMORY_FORMAT", "FewShotMemory", "Prediction", "normalize_features"]
+__all__ = ["MEMORY_FORMAT", "FewShotMemory", "Prediction"]
 
 MEMORY_FORMAT = "pynq-fewshot-memory"
 MEMORY_VERSION = 1
 THUMB = 48  # side of the stored shot thumbnails, pixels
-_EPS = 1e-12
 _KEYS = {"header", "base_mean", "shots", "labels", "thumbnails"}
 PathLike = Union[str, pathlib.Path]
-
-
-def normalize_features(features: np.ndarray, base_mean: np.ndarray) -> np.ndarray:
-    """(N, D) raw features -> centred on base_mean, each row L2-normalised."""
-    centred = np.asarray(features, dtype=np.float32) - base_mean
-    norms = np.sqrt(np.einsum("ij,ij->i", centred, centred))[:, None]
-    return centred / np.maximum(norms, _EPS)
 
 
 class Prediction:
@@ -142,17 +140,18 @@ class FewShotMemory:
         f = np.asarray(feature, dtype=np.float32).reshape(-1)
         if f.shape[0] != self.feature_dim or not np.isfinite(f).all():
             raise ValueError("a feature must be %d finite floats" % self.feature_dim)
-        f = f - self.base_mean
-        f = f / max(float(np.sqrt(f @ f)), _EPS)  # same arithmetic as normalize_features
+        f = ncm.preprocess(f, self.base_mean)[None, None]  # 1×1×D
         if self.classifier == "ncm":
-            # ||c - f||^2 = ||c||^2 - 2 c.f + ||f||^2, with ||f|| = 1 (or 0 for f = base mean)
-            squared = self._centroid_sq - 2.0 * (self._centroids @ f) + float(f @ f)
-            dist = np.sqrt(np.maximum(squared, 0.0))
-            logits = -dist / self.temperature
+            dist = ncm.distances(f, self._centroids[None])[0, 0]
+            scores = -dist
+            logits = scores / self.temperature
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
         else:
-            dist, probs = self._knn(f)
+            shot_dist = ncm.distances(f, self._shot_matrix[None])
+            scores = ncm.knn_scores(shot_dist, self._shot_slot_pos, len(self._slots), self.k)[0, 0]
+            probs = np.floor(scores) / np.floor(scores).sum()  # the vote shares
+            dist = np.minimum.reduceat(shot_dist[0, 0], self._shot_starts)  # nearest shot a class
         full = np.zeros(self.num_classes, dtype=np.float32)
         full[self._slots] = probs
         distances = np.full(self.num_classes, np.inf, dtype=np.float32)
@@ -161,18 +160,16 @@ class FewShotMemory:
             if self._smoothed is not None:
                 full = self.smoothing * self._smoothed + (1.0 - self.smoothing) * full
             self._smoothed = full
-        return Prediction(int(np.argmax(full)), full, distances)
+        return Prediction(self._best(full, scores), full, distances)
+
+    def _best(self, probabilities: np.ndarray, scores: np.ndarray) -> int:
+        """The most probable slot; a tie goes to the slot this frame scores higher."""
+        held = probabilities[self._slots]
+        tied = np.flatnonzero(held == held.max())
+        return int(self._slots[tied[0] if len(tied) == 1 else tied[np.argmax(scores[tied])]])
 
     def reset_smoothing(self) -> None:
         self._smoothed = None
-
-    def _knn(self, f: np.ndarray) -> Any:
-        dist_all = np.sqrt(((self._shot_matrix - f) ** 2).sum(axis=1))
-        nearest = np.argsort(dist_all, kind="stable")[:self.k]
-        votes = np.bincount(self._shot_slot_pos[nearest], minlength=len(self._slots))
-        per_class = np.array([dist_all[self._shot_slot_pos == j].min()
-                              for j in range(len(self._slots))], dtype=np.float32)
-        return per_class, votes.astype(np.float32) / votes.sum()
 
     def _refresh(self) -> None:
         """Recompute the preprocessed shots and centroids after any change."""
@@ -180,11 +177,11 @@ class FewShotMemory:
         if len(self._slots) == 0:
             self._centroids = np.zeros((0, self.feature_dim), np.float32)
             return
-        shots = [normalize_features(self._shots[s], self.base_mean) for s in self._slots]
+        shots = [ncm.preprocess(self._shots[s], self.base_mean) for s in self._slots]
         self._centroids = np.stack([s.mean(axis=0) for s in shots]).astype(np.float32)
-        self._centroid_sq = np.einsum("ij,ij->i", self._centroids, self._centroids)
         self._shot_matrix = np.concatenate(shots)
         self._shot_slot_pos = np.concatenate([np.full(len(s), j) for j, s in enumerate(shots)])
+        self._shot_starts = np.cumsum([0] + [len(s) for s in shots[:-1]])  # slots are contiguous
         self._smoothed = None
 
     def _check(self, features: np.ndarray) -> np.ndarray:
@@ -201,7 +198,7 @@ class FewShotMemory:
     # --- persistence -------------------------------------------------------------------
 
     def save(self, path: PathLike, model: str = "") -> None:
-        """Write the registered classes to `path` (.npz; no pickle) atomically."""
+        """Write the registered classes to `path` (.npz; no pickle), atomically and durably."""
         path = pathlib.Path(path)
         header = {"format": MEMORY_FORMAT, "version": MEMORY_VERSION, "model": model,
                   "feature_dim": self.feature_dim, "num_classes": self.num_classes,
@@ -213,13 +210,11 @@ class FewShotMemory:
             if t is not None:
                 thumbs[i] = t
         labels = np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(self._shots)])
-        tmp = path.with_name(path.name + ".tmp")
-        with open(str(tmp), "wb") as handle:
+        with atomic_open(path) as handle:
             np.savez(handle, header=np.frombuffer(json.dumps(header, sort_keys=True).encode(),
                                                   np.uint8),
                      base_mean=self.base_mean, shots=np.concatenate(self._shots),
                      labels=labels, thumbnails=thumbs)
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: PathLike, feature_dim: Optional[int] = None, model: Optional[str] = None,

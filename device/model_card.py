@@ -1,9 +1,13 @@
 """Model cards: the JSON that travels with every bundled backbone (see models/ and README).
 
+This module is the one definition of the contract: the board reads cards with it and
+training (`training/fewshot/export.py`) writes them with it.
+
 `load_card(path)` reads a card, checks every field the contract defines and the
 sha256 of the ONNX file it names; each problem raises `ModelError` naming the
 card (or the model file) and the field. `find_card(path)` accepts either the
-card or the model and returns the card's path (same stem, `.json`).
+card or the model and returns the card's path (same stem, `.json`). `write_card`
+validates a card the same way before it writes it.
 """
 
 import hashlib
@@ -13,10 +17,12 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from fedcore.atomic import atomic_write
+
 from .errors import ModelError
 
 __all__ = ["CARD_FORMAT", "CARD_VERSION", "InputSpec", "ModelCard", "find_card", "load_card",
-           "parse_card", "sha256_file"]
+           "parse_card", "sha256_file", "write_card"]
 
 CARD_FORMAT = "pynq-fewshot-model-card"
 CARD_VERSION = 1
@@ -98,14 +104,29 @@ def load_card(path: PathLike, check_file: bool = True) -> ModelCard:
         raise ModelError("%s: not a readable JSON model card (%s)" % (card_path, exc)) from None
     card = parse_card(raw, card_path)
     if check_file:
-        model = card.model_path
-        if not model.is_file():
-            raise ModelError("%s: model file named by the card is missing: %s" % (card_path, model))
-        actual = sha256_file(model)
-        if actual != raw["sha256"]:
-            raise ModelError("%s: sha256 mismatch: the card %s says %s, the file is %s (corrupt "
-                             "or replaced model)" % (model, card_path.name, raw["sha256"], actual))
+        _check_model_file(card)
     return card
+
+
+def write_card(raw: Dict[str, Any], path: PathLike) -> ModelCard:
+    """Validate `raw` (every field, and the sha256 of the model file beside `path`), write
+    it as UTF-8 JSON (sorted keys, indent 2) atomically, and return it as `load_card` reads it."""
+    card_path = pathlib.Path(path)
+    if card_path.suffix != ".json":
+        raise ValueError("a model card is a .json file, not %s" % card_path)
+    _check_model_file(parse_card(raw, card_path))
+    atomic_write(card_path, json.dumps(raw, sort_keys=True, indent=2) + "\n")
+    return load_card(card_path)
+
+
+def _check_model_file(card: ModelCard) -> None:
+    model = card.model_path
+    if not model.is_file():
+        raise ModelError("%s: model file named by the card is missing: %s" % (card.path, model))
+    actual = sha256_file(model)
+    if actual != card.raw["sha256"]:
+        raise ModelError("%s: sha256 mismatch: the card %s says %s, the file is %s (corrupt "
+                         "or replaced model)" % (model, card.path.name, card.raw["sha256"], actual))
 
 
 def parse_card(raw: Any, card_path: pathlib.Path) -> ModelCard:

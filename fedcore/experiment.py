@@ -26,6 +26,7 @@ from .datasets import load_fashion_mnist, load_mnist_like
 from .errors import ConfigError
 from .models import MLP
 from .partition import dirichlet_partition
+from .registry import Registry
 from .rounds import FederationConfig, TrainConfig
 
 __all__ = [
@@ -50,7 +51,8 @@ __all__ = [
 ]
 
 NUMPY_DATASETS = ("fashion-mnist", "mnist")
-NUMPY_MODELS = ("mlp", "softmax")
+NUMPY_MODELS = Registry("numpy model", error=ConfigError,
+                        hint="it has no numpy implementation: use the torch trainer from training/")
 
 
 def read_toml(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
@@ -287,25 +289,27 @@ def check_local_data(run: RunConfig, x: np.ndarray, y: np.ndarray, where: str) -
 
 
 def build_numpy_model(model: ModelConfig, in_features: int, num_classes: int, seed: int) -> MLP:
-    """The numpy model a board trains: "mlp" (hidden = [128] by default) or
-    "softmax" (softmax regression, an MLP without hidden layers)."""
-    options = dict(model.options)
-    if model.name == "softmax":
-        hidden: List[int] = []
-        if options:
-            raise ConfigError(f"model softmax takes no options, got {sorted(options)}")
-    elif model.name == "mlp":
-        hidden = options.pop("hidden", [128])
-        if options:
-            raise ConfigError(f"model mlp: unknown option(s) {sorted(options)}; expected hidden")
-        if not isinstance(hidden, list) or not all(is_int(h) and int(h) >= 1 for h in hidden):
-            raise ConfigError(f"model.hidden must be a list of positive integers, got {hidden!r}")
-    else:
-        raise ConfigError(
-            f"model {model.name!r} has no numpy implementation (known: {list(NUMPY_MODELS)}); "
-            "use the torch trainer from training/"
-        )
+    """The numpy model a board trains, by [model] name from NUMPY_MODELS."""
+    return NUMPY_MODELS.get(model.name)(dict(model.options), in_features, num_classes, seed)
+
+
+@NUMPY_MODELS.register("mlp")
+def _mlp(options: Dict[str, Any], in_features: int, num_classes: int, seed: int) -> MLP:
+    """An MLP with hidden layers `hidden` (default [128])."""
+    hidden = options.pop("hidden", [128])
+    if options:
+        raise ConfigError(f"model mlp: unknown option(s) {sorted(options)}; expected hidden")
+    if not isinstance(hidden, list) or not all(is_int(h) and int(h) >= 1 for h in hidden):
+        raise ConfigError(f"model.hidden must be a list of positive integers, got {hidden!r}")
     return MLP([in_features] + [int(h) for h in hidden] + [num_classes], seed=seed)
+
+
+@NUMPY_MODELS.register("softmax")
+def _softmax(options: Dict[str, Any], in_features: int, num_classes: int, seed: int) -> MLP:
+    """Softmax regression: an MLP without hidden layers."""
+    if options:
+        raise ConfigError(f"model softmax takes no options, got {sorted(options)}")
+    return MLP([in_features, num_classes], seed=seed)
 
 
 class MLPTrainer:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from coordinator.server import CoordinatorSettings
-from coordinator.store import RunStore, atomic_write
+from coordinator.store import RunStore
 from fedcore.errors import ConfigError
 from fedcore.experiment import load_run_config
 from fedlink.protocol import MAX_JSON_BYTES, Topics, blob_id, check_name, from_json, to_json
@@ -66,11 +66,11 @@ def test_json_run_config_for_boards_without_tomli(tmp_path):
         load_run_config(str(path))
 
 
-def test_atomic_write_replaces_whole_files(tmp_path):
-    path = str(tmp_path / "checkpoint.fedc")
-    atomic_write(path, b"one")
-    atomic_write(path, b"two")
-    assert open(path, "rb").read() == b"two"
+def test_checkpoints_are_written_whole(tmp_path):
+    store = RunStore(str(tmp_path))
+    store.save_checkpoint(b"one")
+    store.save_checkpoint(b"two")  # fedcore.atomic (tests/test_atomic.py)
+    assert store.load_checkpoint() == b"two"
     assert os.listdir(tmp_path) == ["checkpoint.fedc"]  # no temporary file left
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from device.errors import MemoryFileError
-from device.memory import FewShotMemory, normalize_features
+from device.memory import FewShotMemory
 
 
 def _memory(**options):
@@ -16,13 +16,6 @@ def _memory(**options):
     memory.register(0, np.array([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0]]))   # -> [1,0,0], [0,1,0]
     memory.register(2, np.array([[1.0, 0.0, 3.0]]))                    # -> [0,0,1]
     return memory
-
-
-def test_features_are_centred_then_l2_normalised():
-    out = normalize_features(np.array([[4.0, 4.0], [1.0, 1.0]]), np.array([1.0, 0.0]))
-    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 1.0]], rtol=1e-6)
-    zero = normalize_features(np.array([[1.0, 0.0]]), np.array([1.0, 0.0]))
-    np.testing.assert_array_equal(zero, [[0.0, 0.0]])  # eps: no division by zero
 
 
 def test_ncm_distances_and_softmax_by_hand():
@@ -54,6 +47,18 @@ def test_knn_votes_among_the_nearest_shots():
     prediction = memory.predict(np.array([1.0, 2.0, 0.1]), smooth=False)  # near [0,1,0]
     assert prediction.index == 0
     np.testing.assert_allclose(prediction.probabilities, [2 / 3, 0, 1 / 3, 0], rtol=1e-6)
+    f = np.array([0.0, 2.0, 0.1]) / np.linalg.norm([0.0, 2.0, 0.1])
+    nearest = [np.linalg.norm(f - [0, 1, 0]), np.linalg.norm(f - [0, 0, 1])]  # a class's nearest shot
+    np.testing.assert_allclose(prediction.distances[[0, 2]], nearest, atol=1e-6)
+    assert np.isinf(prediction.distances[[1, 3]]).all()
+
+
+def test_a_tie_in_smoothed_probabilities_goes_to_the_current_frame():
+    memory = _memory(classifier="knn", k=1, smoothing=0.5)
+    assert memory.predict(np.array([3.0, 0.0, 0.0])).index == 0   # nearest shot: slot 0
+    tied = memory.predict(np.array([1.0, 0.0, 5.0]))              # nearest shot: slot 2
+    np.testing.assert_allclose(tied.probabilities, [0.5, 0, 0.5, 0])
+    assert tied.index == 2
 
 
 def test_base_mean_from_background_frames():

@@ -107,7 +107,7 @@ def test_preprocessing_follows_the_card():
 
 def test_backbone_family_shapes_and_counts():
     assert list_models("resnet*") == ["resnet12", "resnet9"]
-    with pytest.raises(ValueError, match="available: resnet12, resnet9"):
+    with pytest.raises(ValueError, match="unknown backbone .vgg.; known backbones: resnet12, resnet9"):
         create_model("vgg")
     m = create_model("resnet9", feature_maps=16, strided=True, input_size=32, num_classes=5)
     assert m.config.widths == [16, 40, 80]

@@ -1,7 +1,9 @@
-"""ONNX export: checker, opset 10, GlobalAveragePool not ReduceMean, onnxruntime parity; the card."""
+"""ONNX export: checker, opset 10, GlobalAveragePool not ReduceMean, onnxruntime parity; the
+card, written and read back through the board's contract (device.model_card)."""
 
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,14 +13,18 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxsim")
 
+from device.backends import create_backbone  # noqa: E402
+from device.errors import ModelError  # noqa: E402
+from device.model_card import CARD_FORMAT, load_card, write_card  # noqa: E402
+from device.preprocess import preprocess_rgb  # noqa: E402
 from training.fewshot.backbones import create_model  # noqa: E402
 from training.fewshot.data import card_input  # noqa: E402
 from training.fewshot.export import (  # noqa: E402
+    FeatureExtractor,
     build_card,
+    check_export,
     export_onnx,
     onnx_parity,
-    validate_card,
-    write_card,
 )
 
 
@@ -72,36 +78,80 @@ def _card(model, path):
     return build_card(model, path, spec, np.zeros(40), training, fewshot, 1e-7)
 
 
-def test_card_validates_and_is_written_sorted(exported, tmp_path):
+def test_card_round_trip_training_to_board(exported):
+    """Training writes the card through device.model_card; the board reads the same card
+    and its onnxruntime backend gives the torch model's features."""
     model, path = exported
     card = _card(model, path)
-    validate_card(card, str(__import__("os").path.dirname(path)))
-    out = write_card(card, path[:-5] + ".json")
-    text = open(out, encoding="utf-8").read()
+    assert card["format"] == CARD_FORMAT
+    written = write_card(card, path[:-5] + ".json")
+    text = open(written.path, encoding="utf-8").read()
     assert json.loads(text) == card
     assert text == json.dumps(card, sort_keys=True, indent=2) + "\n"
-    assert card["architecture"]["widths"] == [8, 20, 40] and card["opset"] == 10
+    read = load_card(path)  # the board looks the card up from the model file
+    assert read.raw == card and read.feature_dim == 40 and read.input.shape == (1, 3, 32, 32)
+    assert check_export(written.path).raw == card
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    x = preprocess_rgb(frame, read.input)
+    backbone = create_backbone("onnxruntime", written.path)
+    try:
+        board = backbone.features(x)
+    finally:
+        backbone.close()
+    with torch.no_grad():
+        reference = FeatureExtractor(model).eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(board, reference, atol=1e-4)
+
+
+def _changed(card, field, value):
+    """A copy of `card` with the field at path `field` set to `value`."""
+    card = copy.deepcopy(card)
+    target = card
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    return card
 
 
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        (("input", "resize"), "linear", "input.resize"),
-        (("output", "shape"), [1, 80], "output name/shape"),
-        (("feature_mean",), [0.0] * 3, "feature_mean length"),
-        (("sha256",), "0" * 64, "sha256 does not match"),
-        (("opset",), 13, "opset must be 10"),
+        (("input", "resize"), "linear", "'input.resize' must be one of area"),
+        (("feature_mean",), [0.0] * 3, "'feature_mean' must be 40 finite numbers"),
+        (("training",), {"dataset": "tiny"}, "'training.base_classes' is missing"),
+        (("sha256",), "0" * 64, "sha256 mismatch"),
+        (("model",), "../elsewhere.onnx", "'model' must be an .onnx file name"),
     ],
 )
-def test_card_rejects_broken_fields(exported, field, value, match):
+def test_broken_cards_are_not_written(exported, tmp_path, field, value, match):
     model, path = exported
-    card = copy.deepcopy(_card(model, path))
-    target = card
-    for key in field[:-1]:
-        target = target[key]
-    target[field[-1]] = value
-    with pytest.raises(ValueError, match=match):
-        validate_card(card, str(__import__("os").path.dirname(path)))
+    card = _changed(_card(model, path), field, value)
+    out = os.path.join(os.path.dirname(path), "broken.json")
+    with pytest.raises(ModelError, match=match):
+        write_card(card, out)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        (("opset",), 13, "field 'opset' is 13 and the model's opset imports are \\[10\\]"),
+        (("output", "shape"), [1, 41], "output 'Output' has shape \\[1, 40\\]"),
+        (("input", "name"), "image", "expects one input named 'image'"),
+    ],
+)
+def test_export_check_refuses_a_card_the_model_contradicts(exported, field, value, match):
+    model, path = exported
+    card = _changed(_card(model, path), field, value)
+    if field == ("output", "shape"):
+        card["feature_mean"] = [0.0] * 41
+    card_path = path[:-5] + ".json"
+    write_card(card, card_path)  # a valid card, but not this model's
+    try:
+        with pytest.raises(ModelError, match=match):
+            check_export(card_path)
+    finally:
+        os.remove(card_path)
 
 
 def test_bundled_backbone_card_validates():
@@ -111,9 +161,7 @@ def test_bundled_backbone_card_validates():
     card_path = os.path.join(root, "resnet9_f16_strided_32.json")
     if not os.path.isfile(card_path):
         pytest.skip("no bundled backbone in models/")
-    with open(card_path, encoding="utf-8") as f:
-        card = json.load(f)
-    validate_card(card, root)
+    card = check_export(card_path).raw
     m = onnx.load(os.path.join(root, card["model"]))
     assert "ReduceMean" not in {n.op_type for n in m.graph.node}
     assert card["input"]["shape"] == [1, 3, 32, 32] and card["output"]["shape"] == [1, 80]

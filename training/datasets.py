@@ -21,6 +21,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from fedcore.atomic import atomic_open
 from fedcore.datasets import FASHION_MNIST_DIR, load_mnist_like
 from fedcore.errors import ConfigError
 
@@ -98,14 +99,16 @@ def _download(spec: Dataset, cache: str) -> str:
         target = os.path.join(folder, filename)
         if os.path.isfile(target) and _md5(target) == md5:
             continue
-        partial = target + ".part"
         print(f"downloading {url} -> {target}")
-        urllib.request.urlretrieve(url, partial)  # noqa: S310 - fixed https/http URLs above
-        got = _md5(partial)
-        if got != md5:
-            os.remove(partial)
-            raise RuntimeError(f"{url}: MD5 {got} differs from the official {md5}; download removed")
-        os.replace(partial, target)
+        digest = hashlib.md5()
+        # a failed or corrupt download leaves no file behind (atomic_open discards it)
+        with urllib.request.urlopen(url) as response, atomic_open(target) as out:  # noqa: S310
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            if digest.hexdigest() != md5:
+                raise RuntimeError(f"{url}: MD5 {digest.hexdigest()} differs from the official {md5}; "
+                                   "download discarded")
     return folder
 
 
@@ -159,8 +162,8 @@ def _load_tree(path: str, split: str, spec: Dataset, cache: str) -> Tuple[np.nda
                          f"{spec.name} has {spec.classes}")
     pixels = images.images if images.images.ndim == 4 else images.images[..., None]
     os.makedirs(os.path.dirname(cached), exist_ok=True)
-    np.savez(cached + ".part.npz", images=pixels, labels=images.labels)
-    os.replace(cached + ".part.npz", cached)
+    with atomic_open(cached) as handle:
+        np.savez(handle, images=pixels, labels=images.labels)
     return pixels, images.labels
 
 

@@ -13,13 +13,13 @@ PyTorch's, so a state dict maps one-to-one onto fedcore's named tensors.
 """
 
 import argparse
-import fnmatch
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from fedcore.errors import ConfigError
+from fedcore.registry import Registry
 
 __all__ = [
     "MODELS",
@@ -34,30 +34,24 @@ __all__ = [
     "ResNet12",
 ]
 
-MODELS: Dict[str, Callable[..., nn.Module]] = {}
+MODELS = Registry("model", error=ConfigError, hint="the [model] name of a run file")
 
 
 def register(name: str) -> Callable:
-    """Class or function decorator: make a model constructor available by name."""
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in MODELS:
-            raise RuntimeError(f"model {name!r} is registered twice")
-        MODELS[name] = factory
-        return factory
-    return wrap
+    """Class or function decorator: make a model constructor available by name (once)."""
+    return MODELS.register(name)
 
 
 def list_models(pattern: str = "*") -> List[str]:
-    return sorted(n for n in MODELS if fnmatch.fnmatchcase(n, pattern))
+    """Model names matching a shell-style pattern, sorted."""
+    return MODELS.names(pattern)
 
 
 def create_model(name: str, in_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:
     """Build model `name` for inputs of shape (C, H, W); unknown names and options are ConfigErrors."""
-    key = name.lower()
-    if key not in MODELS:
-        raise ConfigError(f"model.name: unknown model {name!r}; known: {list_models()}")
+    factory = MODELS.get(name.lower())
     try:
-        return MODELS[key](tuple(int(d) for d in in_shape), int(num_classes), **options)
+        return factory(tuple(int(d) for d in in_shape), int(num_classes), **options)
     except TypeError as error:
         raise ConfigError(f"model {name!r}: bad option(s) {sorted(options)}: {error}") from None
 
@@ -180,24 +174,28 @@ def resnet18(in_shape, num_classes, widths=(64, 128, 256, 512), norm="gn"):
 
 
 class Block12(nn.Module):
-    """Three 3x3 conv + norm (leaky ReLU between), a 1x1 shortcut, 2x2 max-pool."""
+    """The ResNet-12 block (also PEFSL's ResNet-9/12, training.fewshot.backbones): three 3x3
+    conv + norm (leaky ReLU 0.1 after the first two), added to a 1x1 conv + norm shortcut,
+    leaky ReLU, then a 2x2 max-pool, or with `strided` stride 2 on conv3 and the shortcut."""
 
-    def __init__(self, cin: int, cout: int, norm: str):
+    def __init__(self, cin: int, cout: int, norm: str, strided: bool = False):
         super().__init__()
+        stride = 2 if strided else 1
         self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
         self.bn1 = norm_layer(norm, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = norm_layer(norm, cout)
-        self.conv3 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.conv3 = nn.Conv2d(cout, cout, 3, stride, 1, bias=False)
         self.bn3 = norm_layer(norm, cout)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), norm_layer(norm, cout))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm_layer(norm, cout))
+        self.pool = nn.Identity() if strided else nn.MaxPool2d(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = nn.functional.leaky_relu
         out = act(self.bn1(self.conv1(x)), 0.1)
         out = act(self.bn2(self.conv2(out)), 0.1)
         out = self.bn3(self.conv3(out))
-        return nn.functional.max_pool2d(act(out + self.shortcut(x), 0.1), 2)
+        return self.pool(act(out + self.shortcut(x), 0.1))
 
 
 @register("resnet12")

@@ -1,27 +1,30 @@
-"""The PEFSL backbone family (ResNet-9 / ResNet-12) and a small registry by name.
+"""The PEFSL backbone family (ResNet-9 / ResNet-12), created by name from a registry.
 
-A block is three 3×3 conv + BatchNorm (+ leaky ReLU 0.1 after the first two),
-added to a 1×1 conv + BatchNorm shortcut, then leaky ReLU. It halves the
-resolution either with a 2×2 max-pool after the block or, when ``strided``, with
-stride 2 on its last 3×3 conv and its shortcut. Widths are f, 2.5f, 5f (and 10f
-for ResNet-12's fourth block). Global average pooling gives the feature vector.
+A block is ``training.models.Block12`` with BatchNorm (the ResNet-12 block of the
+federated models too): three 3×3 conv + BatchNorm (+ leaky ReLU 0.1 after the
+first two), added to a 1×1 conv + BatchNorm shortcut, then leaky ReLU. It halves
+the resolution either with a 2×2 max-pool after the block or, when ``strided``,
+with stride 2 on its last 3×3 conv and its shortcut. Widths are f, 2.5f, 5f (and
+10f for ResNet-12's fourth block). Global average pooling gives the feature vector.
 
 Every model returns ``(logits, features)``; the rotation head of EASY's
 Y-shaped training is a separate linear layer, ``model.rotation_head``.
 """
 
-import fnmatch
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fedcore.registry import Registry
+from training.models import Block12
+
 __all__ = [
+    "BACKBONES",
     "BackboneConfig",
     "FewShotResNet",
-    "register_model",
     "create_model",
     "list_models",
     "count_params_macs",
@@ -59,28 +62,6 @@ class BackboneConfig:
         return f"{self.name}_f{self.feature_maps}_{mode}_{self.input_size}"
 
 
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, strided: bool) -> None:
-        super().__init__()
-        last_stride = 2 if strided else 1
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv3 = nn.Conv2d(cout, cout, 3, stride=last_stride, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride=last_stride, bias=False), nn.BatchNorm2d(cout)
-        )
-        self.pool = nn.Identity() if strided else nn.MaxPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(self.bn1(self.conv1(x)), 0.1)
-        out = F.leaky_relu(self.bn2(self.conv2(out)), 0.1)
-        out = self.bn3(self.conv3(out))
-        return self.pool(F.leaky_relu(out + self.shortcut(x), 0.1))
-
-
 class FewShotResNet(nn.Module):
     """ResNet-9/12 of PEFSL with a class head and an optional 4-way rotation head."""
 
@@ -90,7 +71,7 @@ class FewShotResNet(nn.Module):
         widths = config.widths
         cins = [3] + widths[:-1]
         self.blocks = nn.ModuleList(
-            _Block(cin, cout, config.strided) for cin, cout in zip(cins, widths)
+            Block12(cin, cout, "bn", config.strided) for cin, cout in zip(cins, widths)
         )
         self.feature_dim = widths[-1]
         self.classifier = nn.Linear(self.feature_dim, config.num_classes)
@@ -117,22 +98,16 @@ class FewShotResNet(nn.Module):
         return self.classifier(feats), feats
 
 
-_REGISTRY: Dict[str, Callable[..., FewShotResNet]] = {}
+BACKBONES = Registry("backbone", error=ValueError)
 
 
-def register_model(fn: Callable[..., FewShotResNet]) -> Callable[..., FewShotResNet]:
-    """Decorator: make ``fn`` creatable by its function name."""
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-@register_model
+@BACKBONES.register("resnet9")
 def resnet9(**kwargs) -> FewShotResNet:
     """ResNet-9: three blocks, widths f / 2.5f / 5f (PEFSL: f=16, strided, 32×32)."""
     return FewShotResNet(BackboneConfig(name="resnet9", **kwargs))
 
 
-@register_model
+@BACKBONES.register("resnet12")
 def resnet12(**kwargs) -> FewShotResNet:
     """ResNet-12: four blocks, widths f / 2.5f / 5f / 10f."""
     return FewShotResNet(BackboneConfig(name="resnet12", **kwargs))
@@ -140,14 +115,12 @@ def resnet12(**kwargs) -> FewShotResNet:
 
 def list_models(pattern: str = "*") -> List[str]:
     """Registered names matching a shell-style pattern, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return BACKBONES.names(pattern)
 
 
 def create_model(name: str, **kwargs) -> FewShotResNet:
-    """Build a registered backbone; unknown names list what exists."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name](**kwargs)
+    """Build a registered backbone; an unknown name is a ValueError listing what exists."""
+    return BACKBONES.get(name)(**kwargs)
 
 
 def count_params_macs(model: FewShotResNet, input_size: Optional[int] = None) -> Tuple[int, int]:

@@ -8,10 +8,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from device.model_card import write_card
 from training.fewshot.backbones import create_model
 from training.fewshot.data import card_input, channel_stats, load_fewshot_data, preprocess_images
 from training.fewshot.episodes import evaluate_episodes, make_episodes
-from training.fewshot.export import build_card, export_onnx, onnx_parity, write_card
+from training.fewshot.export import build_card, check_export, export_onnx, onnx_parity
 
 __all__ = ["onnx_features", "export_bundle"]
 
@@ -88,5 +89,7 @@ def export_bundle(
                         "queries": 15, "episodes": episodes, "accuracy": res["accuracy"],
                         "ci95": res["ci95"], "classifier": "ncm"})  # fmt: skip
     card = build_card(model, path, spec, base_mean, training, fewshot, parity)
-    write_card(card, os.path.splitext(path)[0] + ".json")
+    card_path = os.path.splitext(path)[0] + ".json"
+    write_card(card, card_path)
+    check_export(card_path)
     return card

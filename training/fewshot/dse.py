@@ -14,6 +14,7 @@ import os
 import time
 from typing import Dict, List
 
+from fedcore.atomic import atomic_open, atomic_write
 from training.fewshot.backbones import describe
 from training.fewshot.data import load_fewshot_data
 from training.fewshot.easy import TrainConfig, evaluate_backbones, train_easy
@@ -75,11 +76,10 @@ def run_dse(data_name: str, out: str, quick: bool = False, epochs: int = 0) -> L
 
 def _write(rows: List[Dict], out: str, setting: Dict) -> None:
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "dse.json"), "w", encoding="utf-8") as fh:
-        json.dump({"setting": setting, "rows": rows}, fh, indent=2)
+    atomic_write(os.path.join(out, "dse.json"), json.dumps({"setting": setting, "rows": rows}, indent=2))
     keys = ["name", "feature_maps", "strided", "input_size", "parameters", "macs", "epochs",
             "accuracy", "ci95", "train_seconds", "tensil_cycles"]  # fmt: skip
-    with open(os.path.join(out, "dse.csv"), "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(os.path.join(out, "dse.csv"), "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

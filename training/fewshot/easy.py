@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fedcore.atomic import atomic_open, atomic_write
 from training.fewshot.backbones import FewShotResNet, create_model
 from training.fewshot.data import (
     FewShotData,
@@ -181,7 +182,8 @@ def _save(
 ) -> str:
     os.makedirs(cfg.out, exist_ok=True)
     stem = os.path.join(cfg.out, f"{model.config.stem}_{data.name}_s{seed}")
-    torch.save(model.state_dict(), stem + ".pt")
+    with atomic_open(stem + ".pt") as f:  # a stop mid-save keeps the previous epoch's file
+        torch.save(model.state_dict(), f)
     meta = {
         "config": asdict(model.config),
         "train": asdict(cfg),
@@ -192,8 +194,7 @@ def _save(
         "novel_classes": list(data.novel.class_names),
         "input": card_input(cfg.input_size, mean, std),
     }
-    with open(stem + ".json", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
+    atomic_write(stem + ".json", json.dumps(meta, indent=2, sort_keys=True))
     return stem + ".pt"
 
 

@@ -1,9 +1,10 @@
-"""Seeded few-shot episodes, EASY feature preprocessing, NCM / kNN, accuracy ± 95% CI.
+"""Seeded few-shot episodes scored with the board's classifier, accuracy ± 95% CI.
 
 Episodes are drawn once (numpy Generator, seeded) as index arrays and scored
 in vectorised batches, as EASY does. Within an episode the K shots and Q
 queries of a class are drawn together without replacement, so a query image
-is never a shot.
+is never a shot. The feature preprocessing, NCM / kNN and their tie rules are
+`device.ncm`'s: the code a board runs on its camera frames.
 """
 
 from dataclasses import dataclass
@@ -11,12 +12,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from device import ncm
+
 __all__ = [
     "Episodes",
     "make_episodes",
-    "preprocess_features",
-    "ncm_distances",
-    "knn_scores",
     "evaluate_episodes",
     "mean_ci95",
 ]
@@ -81,52 +81,6 @@ def make_episodes(
     return Episodes(classes, picks[:, :, :shots].copy(), picks[:, :, shots:].copy())
 
 
-def preprocess_features(features: np.ndarray, base_mean: Optional[np.ndarray]) -> np.ndarray:
-    """EASY/PEFSL: subtract the base-set mean feature, then L2-normalise (eps 1e-12)."""
-    f = np.asarray(features, dtype=np.float64)
-    if base_mean is not None:
-        f = f - np.asarray(base_mean, dtype=np.float64)
-    return f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
-
-
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Batched squared distances: a B×M×D, b B×N×D -> B×M×N."""
-    d = (a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None, :]
-    d -= 2.0 * np.einsum("bmd,bnd->bmn", a, b)
-    return np.maximum(d, 0.0)
-
-
-def ncm_distances(support: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """support B×N×K×D, query B×M×D (preprocessed) -> Euclidean distances B×M×N
-    to the class centroids (mean of the shots, not re-normalised)."""
-    return np.sqrt(_sq_dist(query, support.mean(axis=2)))
-
-
-def knn_scores(support: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """kNN votes B×M×N among the k nearest shots; ties go to the class whose
-    voting shots are nearer on average (a sub-vote bonus in (0, 1))."""
-    b, n, shots, d = support.shape
-    k = min(k, n * shots)
-    dist = np.sqrt(_sq_dist(query, support.reshape(b, n * shots, d)))  # B×M×NK
-    owner = np.repeat(np.arange(n), shots)
-    nearest = np.argsort(dist, axis=-1, kind="stable")[:, :, :k]
-    votes = np.zeros(dist.shape[:2] + (n,))
-    closeness = np.zeros_like(votes)
-    near_cls = owner[nearest]
-    near_d = np.take_along_axis(dist, nearest, -1)
-    for j in range(k):
-        np.put_along_axis(
-            votes, near_cls[:, :, j : j + 1],
-            np.take_along_axis(votes, near_cls[:, :, j : j + 1], -1) + 1.0, -1,
-        )
-        np.put_along_axis(
-            closeness, near_cls[:, :, j : j + 1],
-            np.take_along_axis(closeness, near_cls[:, :, j : j + 1], -1)
-            + 1.0 / (1.0 + near_d[:, :, j : j + 1]) / (k + 1), -1,
-        )
-    return votes + closeness
-
-
 def mean_ci95(accuracies: np.ndarray) -> Dict[str, float]:
     """Mean and the half-width of its normal 95% confidence interval."""
     acc = np.asarray(accuracies, dtype=np.float64)
@@ -143,10 +97,10 @@ def evaluate_episodes(
     batch: int = 100,
 ) -> Dict[str, float]:
     """Accuracy ± 95% CI of NCM (or kNN) over the episodes, from the raw
-    features of every dataset image (N_images×D)."""
+    features of every dataset image (N_images×D); float32, as on the board."""
     if classifier not in ("ncm", "knn"):
         raise ValueError(f"unknown classifier {classifier!r} (ncm or knn)")
-    feats = preprocess_features(features, base_mean)
+    feats = ncm.preprocess(features, base_mean)
     e, n, _, q = episodes.shape
     truth = np.repeat(np.arange(n), q)
     accs = np.empty(e)
@@ -154,9 +108,6 @@ def evaluate_episodes(
         sup = feats[episodes.support[start : start + batch]]  # B×N×K×D
         qry = feats[episodes.query[start : start + batch]]  # B×N×Q×D
         qry = qry.reshape(qry.shape[0], n * q, -1)
-        if classifier == "ncm":
-            pred = ncm_distances(sup, qry).argmin(-1)
-        else:
-            pred = knn_scores(sup, qry, k).argmax(-1)
+        pred = ncm.predict(sup, qry, classifier, k)
         accs[start : start + batch] = (pred == truth).mean(-1)
     return mean_ci95(accs)

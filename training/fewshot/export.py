@@ -1,4 +1,9 @@
-"""ONNX export for Tensil and onnxruntime, and the JSON model card (model_card.md).
+"""ONNX export for Tensil and onnxruntime, and its JSON model card.
+
+The card's contract is the board's (``device.model_card``): ``build_card`` fills it,
+``device.model_card.write_card`` validates and writes it, and ``check_export`` loads
+the pair the way a board does (the card, the model's sha256, the onnxruntime
+backend's check of the graph's input and output against the card).
 
 How the opset-10 file is produced (torch 2.13): the default exporter of
 ``torch.onnx.export`` is now the dynamo one, which emits recent opsets only, so
@@ -10,7 +15,6 @@ GlobalAveragePool (``x.mean((2, 3))`` would give the ReduceMean Tensil rejects),
 followed by Flatten. onnxsim then removes the Identity nodes left over.
 """
 
-import json
 import os
 import warnings
 from typing import Dict, List, Optional, Sequence
@@ -20,21 +24,19 @@ import onnx
 import torch
 import torch.nn as nn
 
-from device.model_card import sha256_file
+from device.errors import ModelError
+from device.model_card import CARD_FORMAT, CARD_VERSION, ModelCard, load_card, sha256_file
 from training.fewshot.backbones import FewShotResNet, count_params_macs
 
 __all__ = [
-    "CARD_FORMAT",
     "OPSET",
     "FeatureExtractor",
     "export_onnx",
     "onnx_parity",
     "build_card",
-    "write_card",
-    "validate_card",
+    "check_export",
 ]
 
-CARD_FORMAT = "pynq-fewshot-model-card"
 OPSET = 10
 
 
@@ -104,12 +106,12 @@ def build_card(
     fewshot: List[Dict[str, object]],
     parity: float,
 ) -> Dict[str, object]:
-    """The model card of model_card.md for an exported ``model``."""
+    """The model card (``device.model_card``'s contract) of an exported ``model``."""
     cfg = model.config
     params, macs = count_params_macs(model)
     return {
         "format": CARD_FORMAT,
-        "version": 1,
+        "version": CARD_VERSION,
         "model": os.path.basename(onnx_path),
         "sha256": sha256_file(onnx_path),
         "architecture": {
@@ -126,58 +128,17 @@ def build_card(
     }
 
 
-def write_card(card: Dict[str, object], path: str) -> str:
-    """Validate and write the card as UTF-8 JSON, sorted keys, indent 2."""
-    validate_card(card, os.path.dirname(os.path.abspath(path)))
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(card, f, sort_keys=True, indent=2)
-        f.write("\n")
-    return path
+def check_export(card_path: str) -> ModelCard:
+    """Load an exported pair as a board does (``load_card``, then the onnxruntime
+    backend, which checks the graph's input and output against the card) and check
+    what the export promises Tensil: opset ``OPSET``, in the card and in the file."""
+    from device.backends import create_backbone
 
-
-def _need(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(f"model card: {msg}")
-
-
-def validate_card(card: Dict[str, object], folder: Optional[str] = None) -> None:
-    """Raise ValueError naming the first field that breaks model_card.md; with
-    ``folder``, also check the ONNX file's sha256 and its input/output names."""
-    _need(card.get("format") == CARD_FORMAT, f"format must be {CARD_FORMAT!r}")
-    _need(card.get("version") == 1, "version must be 1")
-    _need(card.get("opset") == OPSET, f"opset must be {OPSET}")
-    arch = card.get("architecture", {})
-    for key in ("name", "feature_maps", "strided", "widths", "parameters", "macs"):
-        _need(key in arch, f"architecture.{key} missing")
-    inp = card.get("input", {})
-    _need(inp.get("name") == "Input" and inp.get("layout") == "NCHW", "input.name/layout")
-    _need(inp.get("color") == "RGB", "input.color must be RGB")
-    shape = inp.get("shape")
-    _need(isinstance(shape, list) and len(shape) == 4 and shape[:2] == [1, 3], "input.shape")
-    _need(inp.get("crop") in ("center-square", "none"), "input.crop")
-    _need(inp.get("resize") == "area", "input.resize must be 'area'")
-    _need(abs(float(inp.get("scale", 0)) - 1 / 255) < 1e-12, "input.scale must be 1/255")
-    for key in ("mean", "std"):
-        vals = inp.get(key)
-        _need(isinstance(vals, list) and len(vals) == 3, f"input.{key} needs 3 floats")
-    _need(all(s > 0 for s in inp["std"]), "input.std must be positive")
-    out = card.get("output", {})
-    dim = arch["widths"][-1]
-    _need(out.get("name") == "Output" and out.get("shape") == [1, dim], "output name/shape")
-    fm = card.get("feature_mean")
-    _need(fm is None or (isinstance(fm, list) and len(fm) == dim), "feature_mean length")
-    tr = card.get("training", {})
-    for key in ("dataset", "epochs", "seeds", "command", "placeholder"):
-        _need(key in tr, f"training.{key} missing")
-    for row in card.get("fewshot", []):
-        for key in ("data", "ways", "shots", "queries", "episodes", "accuracy", "ci95"):
-            _need(key in row, f"fewshot entry lacks {key}")
-        _need(0.0 <= row["accuracy"] <= 1.0, "fewshot accuracy must be in [0, 1]")
-    _need("onnxruntime_max_abs_diff" in card.get("parity", {}), "parity missing")
-    if folder is not None:
-        path = os.path.join(folder, str(card.get("model")))
-        _need(os.path.isfile(path), f"model file {path} not found")
-        _need(sha256_file(path) == card.get("sha256"), f"sha256 does not match {path}")
-        graph = onnx.load(path).graph
-        _need([i.name for i in graph.input] == ["Input"], "ONNX input must be 'Input'")
-        _need([o.name for o in graph.output] == ["Output"], "ONNX output must be 'Output'")
+    card = load_card(card_path)
+    opsets = [o.version for o in onnx.load(str(card.model_path)).opset_import
+              if o.domain in ("", "ai.onnx")]  # fmt: skip
+    if card.raw["opset"] != OPSET or opsets != [OPSET]:
+        raise ModelError(f"{card_path}: field 'opset' is {card.raw['opset']} and the model's "
+                         f"opset imports are {opsets}; the export writes opset {OPSET}")
+    create_backbone("onnxruntime", card_path).close()
+    return card

@@ -19,6 +19,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
+from fedcore.atomic import atomic_write
 from fedcore.container import Message, encode_message
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig
@@ -81,6 +82,5 @@ def export_initial(run: RunConfig, path: str) -> int:
     """Write the round-0 model as a float32 container (the coordinator's --initial-model); its length."""
     blob, _ = encode_message(Message(initial_state(run), 0, "initial", 0, "weights",
                                      {"run": run.name, "model": run.model.name}))
-    with open(path, "wb") as handle:
-        handle.write(blob)
+    atomic_write(path, blob)
     return len(blob)

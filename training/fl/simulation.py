@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from fedcore.atomic import atomic_write
 from fedcore.compression import CompressionConfig, Compressor
 from fedcore.container import Message, decode_message, encode_message
 from fedcore.experiment import RunConfig, limit_rows, partition_clients
@@ -203,15 +204,13 @@ def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bo
     setup = build(run_config, sim, data)
     out = output_dir(run_config, sim)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as handle:
-        json.dump(run_config.settings, handle, indent=1, default=str)
+    atomic_write(os.path.join(out, "config.json"), json.dumps(run_config.settings, indent=1, default=str))
     with open(os.path.join(out, "rounds.jsonl"), "w") as handle:
         def log(row: Dict[str, Any]) -> None:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
         rows, summary = run_rounds(setup, log, progress)
-    with open(os.path.join(out, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=1)
+    atomic_write(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
     if plots:
         from .report import plot_rounds
         plot_rounds({run_config.name: rows}, os.path.join(out, "accuracy.png"))
