@@ -27,8 +27,10 @@ Factory = TypeVar("Factory", bound=Callable[..., object])
 class Registry:
     """Factories by name; `kind` names them in messages ("backend", "model")."""
 
-    def __init__(self, kind: str, error: Type[Exception] = LookupError, hint: str = ""):
+    def __init__(self, kind: str, error: Type[Exception] = LookupError, hint: str = "",
+                 plural: str = ""):
         self.kind = kind
+        self.plural = plural or kind + "s"
         self.error = error  # raised for an unknown name: the caller's own error class
         self.hint = hint  # appended to the unknown-name message, e.g. where else to look
         self._factories: Dict[str, Callable[..., object]] = {}
@@ -51,7 +53,7 @@ class Registry:
         try:
             return self._factories[name]
         except (KeyError, TypeError):
-            message = "unknown %s %r; known %ss: %s" % (self.kind, name, self.kind,
+            message = "unknown %s %r; known %s: %s" % (self.kind, name, self.plural,
                                                       ", ".join(self.names()) or "none")
             raise self.error(message + (" (%s)" % self.hint if self.hint else "")) from None
 

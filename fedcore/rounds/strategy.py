@@ -21,6 +21,7 @@ from ..aggregate import aggregate, apply_delta, coordinate_median, fedavg, trimm
 from ..checks import check_table, number
 from ..container import Message
 from ..errors import ConfigError
+from ..registry import Registry
 from .config import FederationConfig
 from .records import RoundPlan, Verdict
 
@@ -80,23 +81,17 @@ class Strategy:
             raise ConfigError(f"strategy {self.name!r} keeps no state, the checkpoint has {sorted(tensors)}")
 
 
-STRATEGIES: Dict[str, Type[Strategy]] = {}
+STRATEGIES = Registry("strategy", error=ConfigError, hint="federation.strategy", plural="strategies")
 
 
 def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
     """Class decorator: make `cls` selectable by its `name` in run files."""
-    if not cls.name or cls.name in STRATEGIES:
-        raise ValueError(f"strategy name {cls.name!r} is empty or already registered")
-    STRATEGIES[cls.name] = cls
-    return cls
+    return STRATEGIES.register(cls.name)(cls)
 
 
 def make_strategy(table: Mapping[str, Any]) -> Strategy:
     """The strategy a ``federation.strategy`` table names, its options checked."""
-    name = table.get("name")
-    if name not in STRATEGIES:
-        raise ConfigError(f"federation.strategy: unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
-    return STRATEGIES[name].from_options(table)
+    return STRATEGIES.get(table.get("name")).from_options(table)
 
 
 def _weighted(updates: Updates) -> List[Tuple[Mapping[str, np.ndarray], float]]:
