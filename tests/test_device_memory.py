@@ -128,9 +128,9 @@ def _header(arrays, **changes):
 
 
 @pytest.mark.parametrize("corrupt, message", [
-    (lambda a: a.pop("labels"), r"arrays .* expected exactly"),
-    (lambda a: a.update(extra=np.zeros(1)), r"arrays .* expected exactly"),
-    (lambda a: a.update(shots=a["shots"].astype(np.float64)), r"array 'shots' is float64"),
+    (lambda a: a.pop("labels"), r"missing \['labels'\]"),
+    (lambda a: a.update(extra=np.zeros(1)), r"unexpected \['extra'\]"),
+    (lambda a: a.update(shots=a["shots"].astype(np.float64)), r"shots is f8, expected one of \['f4'\]"),
     (lambda a: a.update(shots=a["shots"][:2]), r"array 'shots' is float32 \(2, 3\)"),
     (lambda a: a.update(labels=np.array([0, 0, 9], np.int32)), "labels outside 0..3"),
     (lambda a: a.update(labels=np.array([0, 1, 2], np.int32)), "do not add up"),
@@ -155,14 +155,14 @@ def test_pickled_arrays_are_refused(tmp_path):
     path, arrays = _saved(tmp_path)
     arrays["labels"] = np.array([0, 0, 2], dtype=object)
     _write(path, arrays)
-    with pytest.raises(MemoryFileError, match="unreadable .npz"):
+    with pytest.raises(MemoryFileError, match="object arrays are refused"):
         FewShotMemory.load(path)
 
 
 def test_truncated_and_foreign_files_are_rejected(tmp_path):
     path, _ = _saved(tmp_path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(MemoryFileError, match="unreadable .npz"):
+    with pytest.raises(MemoryFileError, match="not an .npz archive"):
         FewShotMemory.load(path)
     with zipfile.ZipFile(str(path), "w") as archive:
         archive.writestr("header.npy", b"junk")
@@ -178,3 +178,28 @@ def test_memory_for_another_backbone_is_refused(tmp_path):
         FewShotMemory.load(path, feature_dim=80)
     with pytest.raises(MemoryFileError, match="was saved for model 'tiny', not 'resnet9'"):
         FewShotMemory.load(path, model="resnet9")
+
+
+def test_hostile_memory_files_are_refused_before_allocating(tmp_path):
+    """Issue 13: a nested header (RecursionError), a shots.npy declaring 10^12 elements
+    (MemoryError) and a small archive that inflates to gigabytes, each one clear error."""
+    path, arrays = _saved(tmp_path)
+    arrays["header"] = np.frombuffer(b"[" * 60000, np.uint8)
+    _write(path, arrays)
+    with pytest.raises(MemoryFileError, match="header"):
+        FewShotMemory.load(path)
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    with zipfile.ZipFile(str(path), "w") as archive:
+        for name in ("header", "base_mean", "labels", "thumbnails"):
+            archive.writestr(name + ".npy", b"")
+        archive.writestr("shots.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    with pytest.raises(MemoryFileError, match="more than the member holds|not a .npy array"):
+        FewShotMemory.load(path)
+    with zipfile.ZipFile(str(path), "w", zipfile.ZIP_DEFLATED) as archive:  # ~1 MB on disk
+        for name in ("header", "base_mean", "labels", "thumbnails"):
+            archive.writestr(name + ".npy", b"")
+        archive.writestr("shots.npy", bytes(1 << 30))
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(MemoryFileError, match="declare 1,07[0-9,]+ bytes, at most"):
+        FewShotMemory.load(path)
