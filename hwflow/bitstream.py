@@ -20,7 +20,7 @@ from . import __version__
 from .errors import HwflowError, TimingFailed, ToolMissing
 from .project import REPO_ROOT, git_commit, load_tarch
 from .pynq_checkout import PynqCheckout
-from .rtl import RtlSources, check_rtl_matches, find_rtl
+from .rtl import RtlSources, check_rtl_matches, check_tcu_ports, find_rtl
 from .tools import HOW_TO_GET, have_tool, require_tool
 
 __all__ = ["PART", "RECIPE", "CONSTRAINTS", "JSON_SCHEMA", "BitstreamPlan", "default_name",
@@ -98,6 +98,7 @@ def plan_bitstream(tarch: "os.PathLike[str]", rtl_dir: "os.PathLike[str]", clock
     arch = load_tarch(tarch_path)
     rtl = find_rtl(rtl_dir)
     check_rtl_matches(rtl, arch, str(tarch_path))
+    check_tcu_ports(rtl)
     low, high = FCLK_RANGE_MHZ
     if not low <= clock_mhz <= high:
         raise HwflowError("CLOCK_MHZ=%g is outside what a PS7 FCLK gives (%g-%g MHz)"

@@ -16,12 +16,18 @@ from .errors import HwflowError, ToolMissing
 from .project import scalar_bits
 from .tools import require_tool, run_tool
 
-__all__ = ["TENSIL_IMAGE", "RtlSources", "find_rtl", "check_rtl_matches", "docker_engine_ready",
-           "generate_rtl"]
+__all__ = ["TENSIL_IMAGE", "TCU_PORTS", "RtlSources", "find_rtl", "top_ports", "check_rtl_matches",
+           "check_tcu_ports", "docker_engine_ready", "generate_rtl"]
 
 TENSIL_IMAGE = "tensilai/tensil:latest"
 _BRAM = re.compile(r"^bram_dp_(\d+)x(\d+)\.v$")
 _TOP = re.compile(r"^top_(\w+)\.v$")
+_PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s*)?(\w+)\s*[,)]?")
+# The TCU ports the overlay connects and their widths (TENSIL.md §7.2; `tensil rtl -d 64`).
+TCU_PORTS = {"clock": 1, "reset": 1, "instruction_tdata": 64, "instruction_tvalid": 1,
+             "instruction_tready": 1, "m_axi_dram0_awaddr": 32, "m_axi_dram0_wdata": 64,
+             "m_axi_dram0_rdata": 64, "m_axi_dram1_awaddr": 32, "m_axi_dram1_wdata": 64,
+             "m_axi_dram1_rdata": 64}
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,34 @@ def find_rtl(directory: "os.PathLike[str]") -> RtlSources:
     files = [top_file] + [directory / n for n in brams]
     hashes = tuple(sorted((p.name, _sha256(p)) for p in files))
     return RtlSources(directory, top, top_file, memories, tuple(directory / n for n in brams), hashes)
+
+
+def top_ports(rtl: RtlSources) -> Dict[str, int]:
+    """name -> width of the top module's ports (its ANSI-style header, as Chisel writes it)."""
+    ports: Dict[str, int] = {}
+    inside = False
+    with open(rtl.top_file, "r", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not inside:
+                inside = re.match(r"\s*module\s+%s\s*\(" % re.escape(rtl.top), line) is not None
+                continue
+            match = _PORT.match(line)
+            if match:
+                ports[match.group(3)] = int(match.group(2)) + 1 if match.group(2) else 1
+            if ");" in line:
+                break
+    return ports
+
+
+def check_tcu_ports(rtl: RtlSources) -> None:
+    """Refuse an RTL whose top lacks a port the overlay connects, or has another width
+    (an RTL generated with -d other than 64)."""
+    ports = top_ports(rtl)
+    wrong = ["%s (%s)" % (name, "missing" if name not in ports else "%d bits, not %d" % (ports[name], width))
+             for name, width in TCU_PORTS.items() if ports.get(name) != width]
+    if wrong:
+        raise HwflowError("%s: %s does not have the ports the overlay connects: %s (generate it "
+                          "with `tensil rtl -d 64`)" % (rtl.top_file, rtl.top, ", ".join(wrong)))
 
 
 def check_rtl_matches(rtl: RtlSources, arch: Dict[str, Any], arch_name: str) -> None:
