@@ -118,14 +118,16 @@ def count_cells(cells: Mapping[str, int]) -> Utilisation:
 
 
 def _yosys_script(rtl: RtlSources, stat_path: pathlib.Path, flatten: bool) -> str:
-    memories = " ".join('"%s"' % p for p in rtl.memory_files)
+    paths = [str(p) for p in rtl.files] + [str(stat_path)]
+    if any(re.search(r"[\s\"']", p) for p in paths):
+        raise HwflowError("Yosys scripts cannot take paths with spaces or quotes: %s" % ", ".join(paths))
     return "\n".join([
-        "read_verilog -lib %s" % memories,       # black boxes: Yosys cannot map 2 write ports
-        'read_verilog "%s"' % rtl.top_file,
+        "read_verilog -lib %s" % " ".join(str(p) for p in rtl.memory_files),  # black boxes:
+        "read_verilog %s" % rtl.top_file,          # Yosys cannot map their two write ports
         # -noiopad: the TCU is a module inside the block design, not the chip's top level.
         "synth_xilinx -family xc7 -top %s -noiopad%s" % (rtl.top, " -flatten" if flatten else ""),
         # Text, not `stat -json`: Yosys 0.23 writes invalid JSON for a hierarchical design.
-        'tee -q -o "%s" stat' % stat_path,
+        "tee -q -o %s stat" % stat_path,
         "",
     ])
 
