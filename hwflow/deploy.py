@@ -68,7 +68,7 @@ def _copy_rsync(ssh: List[str], staging: pathlib.Path, app: str) -> None:
     rsh = " ".join(shlex.quote(a) for a in ssh[:-1])
     cmd = ["rsync", "-a", "--delete", "--exclude", "/wheels/.installed", "-e", rsh,
            str(staging) + "/", "%s:%s/" % (ssh[-1], app)]
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    result = subprocess.run(cmd, capture_output=True)
     if result.returncode != 0:
         raise HwflowError("rsync to %s failed (exit %d): %s" % (
             ssh[-1], result.returncode, result.stderr.decode("utf-8", "replace").strip()))

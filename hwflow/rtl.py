@@ -82,7 +82,7 @@ def find_rtl(directory: "os.PathLike[str]") -> RtlSources:
                           "`tensil rtl` output)" % (directory, tops[0]))
     top = tops[0][:-2]
     top_file = directory / tops[0]
-    with open(top_file, "r", encoding="utf-8", errors="replace") as handle:
+    with open(top_file, encoding="utf-8", errors="replace") as handle:
         if not any(re.match(r"\s*module\s+%s\b" % re.escape(top), line) for line in handle):
             raise HwflowError("%s does not define module %s" % (top_file, top))
     memories = tuple(tuple(int(g) for g in _BRAM.match(n).groups()) for n in brams)
@@ -95,7 +95,7 @@ def top_ports(rtl: RtlSources) -> Dict[str, int]:
     """name -> width of the top module's ports (its ANSI-style header, as Chisel writes it)."""
     ports: Dict[str, int] = {}
     inside = False
-    with open(rtl.top_file, "r", encoding="utf-8", errors="replace") as handle:
+    with open(rtl.top_file, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if not inside:
                 inside = re.match(r"\s*module\s+%s\s*\(" % re.escape(rtl.top), line) is not None

@@ -52,7 +52,7 @@ def run_tool(cmd: Sequence[str], *, what: str, cwd: Optional[str] = None,
         full_env.update(env)
     try:
         result = subprocess.run(list(cmd), cwd=cwd, env=full_env, input=input_bytes,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                                capture_output=True, timeout=timeout)
     except FileNotFoundError:
         raise ToolMissing("%s is not installed (needed to %s); get it from: %s"
                           % (cmd[0], what, HOW_TO_GET.get(os.path.basename(cmd[0]),

@@ -3,7 +3,6 @@ deploying into a temporary root: rsync and tar transports, the files checked on 
 side, the restart command and the doctor run there. ~15 s (each SSH session costs ~0.5 s)."""
 
 import hashlib
-import pathlib
 import shutil
 import subprocess
 import sys

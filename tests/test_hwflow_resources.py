@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from hwflow.project import REPO_ROOT
 from hwflow.resources import XC7Z020, bram36_for_memory, count_cells, parse_stat, synthesize
 from hwflow.rtl import find_rtl
-from hwflow.project import REPO_ROOT
 
 needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None,
                                  reason="yosys is not installed (apt-get install yosys)")
