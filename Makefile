@@ -11,7 +11,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator rtl rtl-report bitstream sdcard flash deploy clean
+.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -34,6 +34,7 @@ help:
 	@echo "make sdcard        our stack into a copy of a PYNQ-Z1 image, rootless (IMAGE= OUT=board.img BOARD_ID= WHEELS=)"
 	@echo "make flash         write OUT= to an SD card (DEVICE=/dev/sdX [YES=1]), read back and compared"
 	@echo "make deploy        the same payload over SSH to a running board, then its doctor (BOARD=xilinx@pynq-01)"
+	@echo "make bench-hwflow  SD image build time/size on a synthetic PYNQ image; deploy time over loopback SSH"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -133,6 +134,9 @@ deploy: setup
 	@scripts/system-deps.sh openssh-client
 	@test -n "$(BOARD)" || { echo "make deploy needs BOARD=user@host, e.g. xilinx@pynq-01"; exit 2; }
 	$(HWFLOW) deploy --board $(BOARD) $(PAYLOAD)
+
+bench-hwflow: setup
+	$(BIN)/python -m benchmarks.hwflow
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
