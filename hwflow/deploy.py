@@ -12,6 +12,7 @@ import io
 import pathlib
 import shlex
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -126,7 +127,16 @@ def deploy(args: argparse.Namespace) -> int:
     print("deployed %d files (%.1f MiB) to %s:%s by %s in %.2f s, sha256 checked on the board"
           % (count, payload.total_bytes() / 2**20, args.board, app, transport, copied))
     restart = (args.restart_command or DEFAULT_RESTART).replace("{app}", shlex.quote(app))
-    _remote(ssh, restart, "the restart command (%s)" % restart, capture=False)
+    # a terminal lets sudo ask for the password (PYNQ's xilinx user needs one for sudo)
+    interactive = ssh[:-1] + (["-t"] if sys.stdin.isatty() else []) + ssh[-1:]
+    try:
+        _remote(interactive, restart, "the restart command (%s)" % restart, capture=False)
+    except HwflowError as exc:
+        if args.restart_command:
+            raise
+        raise HwflowError("%s. Without a terminal sudo cannot ask for the board's password: run "
+                          "make deploy from a terminal, deploy as root@, or allow %s/bin/apply.sh "
+                          "in the board's sudoers" % (exc, config.app_dir)) from None
     doctor = "cd %s && { [ ! -f %s ] || . %s; } && PYTHONPATH=%s %s" % (
         shlex.quote(app), _VENV_PROFILE, _VENV_PROFILE, shlex.quote(app),
         args.doctor_command.replace("{app}", shlex.quote(app)))
