@@ -75,7 +75,7 @@ def bench_deploy(work: pathlib.Path, runs: int) -> Dict[str, Any]:
                    "--transport", transport, "--restart-command", "true",
                    "--doctor-command", "%s -m device --help" % sys.executable]
             result["deploy_%s_s" % transport] = median_seconds(
-                lambda: subprocess.run(cmd, check=True, capture_output=True), runs)
+                lambda cmd=cmd: subprocess.run(cmd, check=True, capture_output=True), runs)
         return result
     finally:
         server.stop()

@@ -42,8 +42,7 @@ def require_tool(name: str, why: str) -> str:
     return path
 
 
-def run_tool(cmd: Sequence[str], *, what: str, cwd: Optional[str] = None,
-             env: Optional[Mapping[str, str]] = None, input_bytes: Optional[bytes] = None,
+def run_tool(cmd: Sequence[str], *, what: str, env: Optional[Mapping[str, str]] = None,
              timeout: Optional[float] = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run `cmd` capturing its output; a non-zero exit raises HwflowError with `what` and the tail."""
     full_env = None
@@ -51,8 +50,7 @@ def run_tool(cmd: Sequence[str], *, what: str, cwd: Optional[str] = None,
         full_env = dict(os.environ)
         full_env.update(env)
     try:
-        result = subprocess.run(list(cmd), cwd=cwd, env=full_env, input=input_bytes,
-                                capture_output=True, timeout=timeout)
+        result = subprocess.run(list(cmd), env=full_env, capture_output=True, timeout=timeout)
     except FileNotFoundError:
         raise ToolMissing("%s is not installed (needed to %s); get it from: %s"
                           % (cmd[0], what, HOW_TO_GET.get(os.path.basename(cmd[0]),
