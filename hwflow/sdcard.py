@@ -160,7 +160,8 @@ def write_image(plan: ImagePlan, entries: List[Entry], tmp: pathlib.Path) -> Non
                        and not any(e.kind == "dir" and e.path == p for e in entries)]
     commands: List[str] = []
     for path in missing_parents:  # e.g. multi-user.target.wants on a minimal image
-        commands += ['mkdir "%s"' % path, 'set_inode_field "%s" mode 040755' % path]
+        commands += ['mkdir "%s"' % path, 'set_inode_field "%s" mode 040755' % path,
+                     'set_inode_field "%s" uid 0' % path, 'set_inode_field "%s" gid 0' % path]
     for i, entry in enumerate(entries):
         uid, gid = _owner_ids(entry, plan)
         path = '"%s"' % entry.path

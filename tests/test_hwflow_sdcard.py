@@ -258,3 +258,12 @@ def test_without_a_wheels_folder_offline_pip_download_explains(monkeypatch, tmp_
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     with pytest.raises(HwflowError, match="pip download --no-deps --only-binary=:all: --platform linux_armv7l"):
         wheels_module.collect_wheels(["paho-mqtt>=2.0"], None)
+
+
+def test_an_image_without_a_wants_folder_gets_one(tmp_path, wheels):
+    image = make_pynq_image(tmp_path / "minimal.img", tmp_path, tweak_tree=lambda tree: (
+        tree / "etc/systemd/system/multi-user.target.wants").rmdir())
+    out = tmp_path / "board.img"
+    build_sdcard(_args(image, out, wheels), progress=False)
+    listing = _debugfs(out, "ls -l /etc/systemd/system/multi-user.target.wants")
+    assert b"fewshot-demo.service" in listing and b"fewshot-setup.service" in listing
