@@ -6,10 +6,12 @@ BIN    := $(VENV)/bin
 # The board image and its rules (numpy only, Python 3.8, never torch, nothing outside
 # the image): pyproject.toml [tool.board-image], checked by scripts/check_board_side.py.
 TEST_EXTRAS ?= dev,device,coordinator,train
-TEST_DEBS   := mosquitto verilator g++ make
+# mosquitto: MQTT tests; verilator, g++, make: the RTL co-simulation; the rest: hwflow's tests (Yosys, a fake Vivado in tclsh, rootless
+# disk images, a loopback sshd, rsync deploys).
+TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil clean
+.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -27,6 +29,13 @@ help:
 	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
+	@echo "make rtl           Tensil RTL for ARCH= via docker tensilai/tensil (or check TENSIL_RTL=dir)"
+	@echo "make rtl-report    Yosys resource estimate of the RTL vs the XC7Z020 (TENSIL_RTL=, default ../shared)"
+	@echo "make bitstream     PYNQ-Z1 overlay: Vivado batch (ARCH= CLOCK_MHZ=125 PYNQ_DIR= [ALLOW_NEGATIVE_SLACK=1])"
+	@echo "make sdcard        our stack into a copy of a PYNQ-Z1 image, rootless (IMAGE= OUT=board.img BOARD_ID= WHEELS=)"
+	@echo "make flash         write OUT= to an SD card (DEVICE=/dev/sdX [YES=1]), read back and compared"
+	@echo "make deploy        the same payload over SSH to a running board, then its doctor (BOARD=xilinx@pynq-01)"
+	@echo "make bench-hwflow  SD image build time/size on a synthetic PYNQ image; deploy time over loopback SSH"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -95,6 +104,42 @@ bench-coordinator: setup
 
 bench-tensil: setup
 	$(BIN)/python -m benchmarks.tensil
+
+# From a checkpoint to a board (python -m hwflow; README "From a checkpoint to a board").
+ARCH      ?= tensil_arch/pynqz1_perf.tarch
+CLOCK_MHZ ?= 125
+OUT       ?= board.img
+HWFLOW    := $(BIN)/python -m hwflow
+PAYLOAD   = $(if $(BOARD_ID),--board-id $(BOARD_ID)) $(if $(BOARD_CONFIG),--config $(BOARD_CONFIG)) \
+            $(if $(WHEELS),--wheels $(WHEELS)) $(if $(NO_WHEELS),--no-wheels) $(if $(FL),--fl)
+
+rtl: setup
+	$(HWFLOW) rtl --arch $(ARCH) $(if $(TENSIL_RTL),--rtl $(TENSIL_RTL))
+
+rtl-report: setup
+	@scripts/system-deps.sh yosys
+	$(HWFLOW) rtl-report $(if $(TENSIL_RTL),--rtl $(TENSIL_RTL)) --json build/rtl-report.json
+
+bitstream: setup
+	$(HWFLOW) bitstream --arch $(ARCH) --clock-mhz $(CLOCK_MHZ) $(if $(PYNQ_DIR),--pynq-dir $(PYNQ_DIR)) \
+	    $(if $(TENSIL_RTL),--rtl $(TENSIL_RTL)) $(if $(ALLOW_NEGATIVE_SLACK),--allow-negative-slack)
+
+sdcard: setup
+	@scripts/system-deps.sh mtools e2fsprogs
+	@test -n "$(IMAGE)" || { echo "make sdcard needs IMAGE=<the official PYNQ-Z1 .img>"; exit 2; }
+	$(HWFLOW) sdcard --image $(IMAGE) --out $(OUT) $(PAYLOAD)
+
+flash: setup
+	@test -n "$(DEVICE)" || { echo "make flash needs DEVICE=/dev/sdX (the SD card's whole disk)"; exit 2; }
+	$(HWFLOW) flash --image $(OUT) --device $(DEVICE) $(if $(YES),--yes)
+
+deploy: setup
+	@scripts/system-deps.sh openssh-client
+	@test -n "$(BOARD)" || { echo "make deploy needs BOARD=user@host, e.g. xilinx@pynq-01"; exit 2; }
+	$(HWFLOW) deploy --board $(BOARD) $(PAYLOAD)
+
+bench-hwflow: setup
+	$(BIN)/python -m benchmarks.hwflow
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim
