@@ -9,11 +9,12 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator clean
+.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
 	@echo "make lint          ruff, Python 3.8 compatibility and no-torch checks on the board side"
+	@echo "make fuzz          the structure-aware message fuzzer for FUZZ_SECONDS (default 300; make test runs 3 s)"
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
 	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"
 	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
@@ -44,6 +45,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	FEDCORE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_container_fuzz.py -q -s -k structure_aware
 
 bench-codecs: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
