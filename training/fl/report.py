@@ -28,23 +28,38 @@ def _plain_log_ticks(axis) -> None:
     axis.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_rounds(runs: Mapping[str, List[Dict[str, Any]]], path: str) -> None:
-    """Accuracy against rounds and against cumulative bytes (both directions), one line a run."""
+def plot_rounds(runs: Mapping[str, List[Dict[str, Any]]], path: str, title: str = ""):
+    """Accuracy against rounds and against cumulative bytes (both directions), one line a run,
+    under `title` (say which data, model and seed the lines are); one legend for both panels."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
-    fig, (by_round, by_bytes) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (by_round, by_bytes) = plt.subplots(1, 2, figsize=(12, 4.6))
     for label, rows in runs.items():
         points = [r for r in rows if "accuracy" in r]
-        by_round.plot([r["round"] for r in points], [100 * r["accuracy"] for r in points], label=label)
-        by_bytes.plot([r["cum_bytes"] / 1e6 for r in points], [100 * r["accuracy"] for r in points], label=label)
+        by_round.plot([r["round"] for r in points], [100 * r["accuracy"] for r in points], marker=".", label=label)
+        by_bytes.plot([r["cum_bytes"] / 1e6 for r in points], [100 * r["accuracy"] for r in points], marker=".",
+                      label=label)
     by_round.set_xlabel("round")
+    by_round.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+    by_round.set_title("accuracy against rounds", fontsize=9)
     by_bytes.set_xlabel("cumulative MB (up + down)")
     by_bytes.set_xscale("log")
+    by_bytes.set_title("accuracy against bytes sent", fontsize=9)
     _plain_log_ticks(by_bytes)
     for axis in (by_round, by_bytes):
         axis.set_ylabel("test accuracy (%)")
         axis.grid(alpha=0.3)
-    by_bytes.legend(fontsize=7)
-    _save(fig, path)
+    handles, labels = by_round.get_legend_handles_labels()
+    columns = min(4, max(1, len(labels)))
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    rows_of_legend = -(-len(labels) // columns)
+    fig.tight_layout(rect=(0, 0.04 + 0.045 * rows_of_legend, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig  # closed, for inspection
 
 
 def pareto_front(points: Sequence[Tuple[str, float, float]]) -> List[Tuple[str, float, float]]:
@@ -76,7 +91,7 @@ def plot_pareto(points: Sequence[Tuple[str, float, float]], path: str, title: st
     _save(fig, path)
 
 
-def plot_pruning(rows: Sequence[Mapping[str, Any]], path: str) -> None:
+def plot_pruning(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> None:
     """Accuracy and uplink message size against the pruning rate, one line per dataset and
     kind of pruning (rows: dataset, pruning, rate, accuracy_mean, message_bytes_mean)."""
     plt = _pyplot()
@@ -95,6 +110,8 @@ def plot_pruning(rows: Sequence[Mapping[str, Any]], path: str) -> None:
         axis.set_xlabel("pruning rate (%)")
         axis.grid(alpha=0.3)
     accuracy.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     _save(fig, path)
 
 
