@@ -28,7 +28,14 @@ from .container import (
     decode_message,
     encode_message,
 )
-from .errors import AggregationError, ConfigError, FedCoreError, JSONError, MessageError, PartitionError
+from .errors import (
+    AggregationError,
+    ConfigError,
+    FedCoreError,
+    JSONError,
+    MessageError,
+    PartitionError,
+)
 
 __all__ = [
     "FORMAT_VERSION",
