@@ -73,22 +73,41 @@ def pareto_front(points: Sequence[Tuple[str, float, float]]) -> List[Tuple[str, 
     return front
 
 
-def plot_pareto(points: Sequence[Tuple[str, float, float]], path: str, title: str = "") -> None:
+def _plain_ticks(axis, values: Sequence[float]) -> None:
+    """Readable ticks 1-2-5 per decade over the span of `values` on a log x axis."""
+    low, high = min(values), max(values)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5) if low / 1.5 <= m * 10.0 ** e <= high * 1.5]
+    axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    axis.minorticks_off()
+
+
+MARKERS = "osD^vP*Xh<>p8"
+
+
+def plot_pareto(points: Sequence[Tuple[str, float, float]], path: str, title: str = ""):
+    """Accuracy against total bytes: each method its own marker and colour, named in the
+    legend with its figures (labels beside close points overprint), the front as a line."""
     plt = _pyplot()
     front = pareto_front(points)
-    fig, axis = plt.subplots(figsize=(7, 4.5))
-    axis.scatter([p[1] / 1e6 for p in points], [100 * p[2] for p in points], color="0.6", s=18)
-    for label, size, accuracy in points:
-        axis.annotate(label, (size / 1e6, 100 * accuracy), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    axis.plot([p[1] / 1e6 for p in front], [100 * p[2] for p in front], "o-", color="C3", label="Pareto front")
+    on_front = {label for label, _, _ in front}
+    fig, axis = plt.subplots(figsize=(10, 4.8))
+    axis.plot([p[1] / 1e6 for p in front], [100 * p[2] for p in front], "-", color="0.3", zorder=1,
+              label="Pareto front")
+    for number, (label, size, accuracy) in enumerate(points):
+        axis.scatter(size / 1e6, 100 * accuracy, s=46 if label in on_front else 30, zorder=3,
+                     marker=MARKERS[number % len(MARKERS)], color=f"C{number % 10}",
+                     edgecolors="black" if label in on_front else "none",
+                     label=f"{label}: {size / 1e6:.2f} MB, {100 * accuracy:.2f}%{' (front)' if label in on_front else ''}")
     axis.set_xscale("log")
-    _plain_log_ticks(axis)
+    _plain_ticks(axis, [p[1] / 1e6 for p in points])
     axis.set_xlabel("total MB (up + down, all rounds)")
     axis.set_ylabel("final test accuracy (%)")
     axis.set_title(title, fontsize=9)
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, path)
+    return fig  # closed, for inspection
 
 
 def plot_pruning(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> None:
