@@ -25,7 +25,7 @@ help:
 	@echo "make demo          the camera demonstrator (a headless replay run when no camera/display)"
 	@echo "make bench-demo    demonstrator FPS, per-stage latency and accuracy, headless"
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
-	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
+	@echo "make broker        Mosquitto with passwords + per-device ACL, loopback only (BROKER_HOST=0.0.0.0, BROKER_TLS=1; brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make clean         remove .venv and caches"
 
