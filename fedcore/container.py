@@ -212,8 +212,11 @@ def encode_message(
             TensorReport(name, 4 * array.size, len(payload), tuple(s["op"] for s in entry["codec"]))
         )
     header = _canonical_json({"meta": meta, "tensors": entries})
-    body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads)
-    blob = body + _CHECKSUM.pack(zlib.crc32(body))
+    parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads
+    checksum = 0
+    for part in parts:  # one join, no copy of the body just for its checksum
+        checksum = zlib.crc32(part, checksum)
+    blob = b"".join(parts + [_CHECKSUM.pack(checksum)])
     report = EncodeReport(
         raw_bytes=sum(r.raw_bytes for r in reports),
         encoded_bytes=len(blob),
