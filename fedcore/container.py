@@ -64,9 +64,9 @@ FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<4sHI")
 _CHECKSUM = struct.Struct("<I")
 SPARSE_FORMATS = ("auto", "bitmap", "delta", "dense")
-KIND_PATTERN = r"[a-z][a-z0-9_]{0,31}"
+_KIND_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 MAX_NAME_LENGTH = 256
-MAX_CODEC_STAGES = 3  # sparse, affine, entropy
+_MAX_CODEC_STAGES = 3  # sparse, affine, entropy
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ def _header_schema_for(max_tensors: int, max_ndim: int, max_elements: int, max_b
         "name": sj.Str(1, MAX_NAME_LENGTH),
         "shape": sj.List(count, max_len=max_ndim),
         "nbytes": sj.Int(0, max_bytes),
-        "codec": sj.List(stage, max_len=MAX_CODEC_STAGES),
+        "codec": sj.List(stage, max_len=_MAX_CODEC_STAGES),
     })
     return sj.Object({"meta": _META_SCHEMA, "tensors": sj.List(entry, max_len=max_tensors)})
 
@@ -428,7 +428,7 @@ _META_SCHEMA = sj.Object({
     "round": sj.Int(0, sj.MAX_SAFE_INT),
     "sender": sj.Str(0, MAX_NAME_LENGTH),
     "num_samples": sj.Int(0, sj.MAX_SAFE_INT),
-    "kind": sj.Str(1, 32, pattern=KIND_PATTERN),
+    "kind": sj.Str(1, 32, pattern=_KIND_PATTERN),
     "extra": sj.Map(sj.Any(), keys=sj.Str(0, MAX_NAME_LENGTH)),
 })
 
