@@ -148,11 +148,16 @@ def main(argv: List[str] = None) -> int:
         verdict.not_run("the end-to-end round overhead", "Fashion-MNIST", fmnist)
     elif not args.skip_e2e:
         print(f"\nend to end: 10 device processes, {args.rounds} rounds, broker {args.broker} ...", flush=True)
-        e2e = round_overhead(args.rounds, args.broker, args.train_limit)
-        print(f"round overhead (round time - slowest training): median {e2e['overhead_median_s']:.3f} s, "
-              f"max {e2e['overhead_max_s']:.3f} s over {len(e2e['overhead_s'])} rounds")
-        checks.append(("end-to-end round overhead, 10 clients, loopback (max)", e2e["overhead_max_s"],
-                       OVERHEAD_TARGET_S))
+        try:
+            e2e = round_overhead(args.rounds, args.broker, args.train_limit)
+        except RuntimeError as error:  # the testbed's coordinator failed: the target cannot be met
+            print(f"end to end: {error}")
+            verdict.target(f"end-to-end run ({error})", False)
+        else:
+            print(f"round overhead (round time - slowest training): median {e2e['overhead_median_s']:.3f} s, "
+                  f"max {e2e['overhead_max_s']:.3f} s over {len(e2e['overhead_s'])} rounds")
+            checks.append(("end-to-end round overhead, 10 clients, loopback (max)", e2e["overhead_max_s"],
+                           OVERHEAD_TARGET_S))
     print("\ntarget                                                             measured   target")
     for what, value, target in checks:
         ok = verdict.target(f"{what}: {value:.3f} s < {target:.1f} s", value is not None and value < target)
