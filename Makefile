@@ -11,11 +11,12 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
+.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
 	@echo "make lint          ruff; the board image: Python 3.8 (grammar + vermin), no torch, nothing outside the image"
+	@echo "make fuzz          the structure-aware message fuzzer for FUZZ_SECONDS (default 300; make test runs 3 s)"
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
 	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"
 	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
@@ -26,7 +27,7 @@ help:
 	@echo "make demo          the camera demonstrator (a headless replay run when no camera/display)"
 	@echo "make bench-demo    demonstrator FPS, per-stage latency and accuracy, headless"
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
-	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
+	@echo "make broker        Mosquitto with passwords + per-device ACL, loopback only (BROKER_HOST=0.0.0.0, BROKER_TLS=1; brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
 	@echo "make rtl           Tensil RTL for ARCH= via docker tensilai/tensil (or check TENSIL_RTL=dir)"
@@ -53,6 +54,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	FEDCORE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_container_fuzz.py -q -s -k structure_aware
 
 bench-codecs: setup
 	@scripts/system-deps.sh $(DATA_DEBS)

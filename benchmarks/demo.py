@@ -12,6 +12,10 @@ non-backbone time a frame (what the board's CPU must do beside the 30 ms FPGA ba
     python -m benchmarks.demo --queries 20 --shots 1
 
 Results: runs/bench/demo.json (and the replay images under runs/bench/demo_replay/).
+
+What it needs: the CIFAR-10 archive ($DATA_DIR/cifar10/cifar10-jpg.tar.gz, by default
+../shared/data/) and the backbone (--model, the bundled models/resnet9_f16_strided_32.onnx).
+Exit status: 0 both targets met, 1 one missed, 2 not run (the last line says what is missing).
 """
 
 import argparse
@@ -30,6 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.verdict import Verdict  # noqa: E402
 from demo_app.app import DemoApp  # noqa: E402
 from demo_app.replay import build_replay_plan  # noqa: E402
 from device.backends import create_backbone  # noqa: E402
@@ -122,6 +127,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--save-every", type=int, default=0, help="annotated PNG every N frames")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "demo.json"))
     args = parser.parse_args(argv)
+    verdict = Verdict("bench-demo")
+    if not ARCHIVE.is_file():
+        verdict.not_run("the demonstrator benchmark", "the CIFAR-10 archive %s" % ARCHIVE,
+                        "set DATA_DIR to the folder that holds cifar10/cifar10-jpg.tar.gz")
+    if not pathlib.Path(args.model).is_file():
+        verdict.not_run("the demonstrator benchmark", "the backbone %s" % args.model,
+                        "make backbone, or pass --model FILE.onnx")
+    if verdict.skipped:
+        return verdict.finish()
     out = pathlib.Path(args.out)
     folder = out.parent / "demo_replay"
     per_class = args.queries + args.shots + -(-args.init_frames // len(NOVEL))
@@ -136,7 +150,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     report(summary, out)
-    return 0
+    fps, ncm = summary["inference_fps"], summary["ncm_10_classes"]["median_ms"]
+    verdict.target("FPS end to end %.1f >= %.0f" % (fps, TARGET_FPS), fps >= TARGET_FPS)
+    verdict.target("NCM step %.4f ms < %.1f ms" % (ncm, TARGET_NCM_MS), ncm < TARGET_NCM_MS)
+    return verdict.finish()
 
 
 def report(summary: Dict, out: pathlib.Path) -> None:

@@ -1,7 +1,8 @@
 """fedcore: what every federated participant shares, in numpy only.
 
 The message container and its codecs, compression transforms, aggregation,
-data partitioning and small numpy models. It runs unchanged on a PYNQ board
+data partitioning, small numpy models and a bounded JSON reader for untrusted
+payloads (`fedcore.safejson`). It runs unchanged on a PYNQ board
 (Python 3.8, numpy, no torch), on the coordinator and inside the PyTorch
 simulation.
 """
@@ -27,7 +28,14 @@ from .container import (
     decode_message,
     encode_message,
 )
-from .errors import AggregationError, ConfigError, FedCoreError, MessageError, PartitionError
+from .errors import (
+    AggregationError,
+    ConfigError,
+    FedCoreError,
+    JSONError,
+    MessageError,
+    PartitionError,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -41,6 +49,7 @@ __all__ = [
     "EncodeReport",
     "ErrorFeedback",
     "FedCoreError",
+    "JSONError",
     "Message",
     "MessageError",
     "PartitionError",

@@ -27,6 +27,7 @@ __all__ = [
     "delta_encode",
     "delta_decode",
     "delta_size",
+    "varint_max_length",
     "entropy_compress",
     "entropy_decompress",
 ]
@@ -254,8 +255,24 @@ def delta_encode(index: np.ndarray) -> bytes:
     return (chunks | (more.astype(np.int64) << 7)).astype(np.uint8).tobytes()
 
 
+MAX_DELTA_POSITIONS = 1 << 62  # indices and their sums stay inside int64
+
+
+def varint_max_length(size: int) -> int:
+    """Bytes of the longest canonical gap varint in a tensor of `size` elements
+    (a gap is at most size - 1)."""
+    return max(1, (max(size - 1, 0).bit_length() + 6) // 7)
+
+
 def delta_decode(raw: bytes, size: int, nnz: int) -> np.ndarray:
-    """Inverse of delta_encode; checks count, bounds and varint framing."""
+    """Inverse of delta_encode; checks count, framing, canonical varints and bounds.
+
+    A varint may be no longer than the largest gap of `size` elements needs and
+    may not end in a zero byte (an over-long encoding of a smaller value), and
+    every gap must stay inside the tensor, so no sum can wrap around int64.
+    """
+    if not 0 <= size <= MAX_DELTA_POSITIONS:
+        raise MessageError("delta indices: %d elements is beyond the supported %d" % (size, MAX_DELTA_POSITIONS))
     data = np.frombuffer(raw, dtype=np.uint8)
     if nnz == 0:
         if data.size:
@@ -267,14 +284,29 @@ def delta_decode(raw: bytes, size: int, nnz: int) -> np.ndarray:
     if ends.size != nnz:
         raise MessageError("delta indices: %d varints, header declares %d" % (ends.size, nnz))
     lengths = np.diff(ends, prepend=-1)
-    if lengths.max() > 9:
-        raise MessageError("delta indices: a varint longer than 9 bytes")
+    longest = varint_max_length(size)
+    if lengths.max() > longest:
+        number = int(np.argmax(lengths > longest))
+        raise MessageError(
+            "delta indices: varint %d is %d bytes long; a gap in %d elements needs at most %d"
+            % (number, lengths[number], size, longest)
+        )
+    overlong = (lengths > 1) & (data[ends] == 0)
+    if overlong.any():
+        raise MessageError("delta indices: varint %d is over-long (ends in a zero byte)" % np.argmax(overlong))
     owner = np.repeat(np.arange(nnz), lengths)
     position = np.arange(data.size) - (ends - lengths + 1)[owner]
     gaps = np.zeros(nnz, dtype=np.int64)
     np.add.at(gaps, owner, (data & 0x7F).astype(np.int64) << (7 * position))
+    if gaps.max() >= size:
+        number = int(np.argmax(gaps >= size))
+        raise MessageError("delta indices: gap %d of %d is beyond %d elements" % (number, gaps[number], size))
+    # The exact sum in int64 could wrap for absurd inputs: bound it in float64 first
+    # (relative error below 1e-7 for any count that fits in memory).
+    if float(gaps.sum(dtype=np.float64)) + nnz > size * (1 + 1e-7) + 1:
+        raise MessageError("delta indices: the positions run beyond %d elements" % size)
     index = np.cumsum(gaps + 1) - 1
-    if index[-1] >= size or index[-1] < 0:
+    if index[-1] >= size:
         raise MessageError("delta indices: position %d beyond %d elements" % (index[-1], size))
     return index
 

@@ -3,10 +3,16 @@
 Layout (all integers little-endian)::
 
     magic   4 bytes  b"FEDC"
-    version u16      FORMAT_VERSION
+    version u16      FORMAT_VERSION (2)
     hlen    u32      length of the header
     header  hlen     canonical JSON (sorted keys, no spaces, ASCII)
     payload          the tensors' payloads, in header order, back to back
+    crc32   u32      CRC-32 (zlib) of every byte before it
+
+The checksum catches corruption (a flipped bit, a cut or spliced message)
+before the header is read; it is not authentication: a sender that means harm
+computes it too, so the header is still checked against a schema of types and
+ranges (`fedcore.safejson`) before any of it is used. Version 1 had no checksum.
 
 The header is ``{"meta": {...}, "tensors": [{"name", "shape", "nbytes",
 "codec"}, ...]}`` where ``codec`` is the chain of stages applied to the
@@ -23,21 +29,23 @@ tensor, in encoding order, each a JSON object with an ``op``:
 
 Without an affine stage values travel as float32. Every size is derived from
 the header, so a decoder checks the whole message against its limits before
-it allocates anything. No pickle, no eval: the decoder only reads numbers.
+it allocates anything. No pickle, no eval: the decoder only reads numbers, and
+whatever the bytes, decoding raises nothing but MessageError.
 """
 
 import json
-import re
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from . import codecs
+from . import safejson as sj
 from .checks import is_int
-from .errors import ConfigError, MessageError
+from .errors import ConfigError, JSONError, MessageError
 
 __all__ = [
     "MAGIC",
@@ -52,11 +60,13 @@ __all__ = [
 ]
 
 MAGIC = b"FEDC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<4sHI")
+_CHECKSUM = struct.Struct("<I")
 SPARSE_FORMATS = ("auto", "bitmap", "delta", "dense")
-_KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_KIND_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 MAX_NAME_LENGTH = 256
+_MAX_CODEC_STAGES = 3  # sparse, affine, entropy
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,11 @@ class DecodeLimits:
     max_tensors: int = 4096
     max_elements: int = 1 << 25  # float32 values over all tensors: 128 MiB
     max_ndim: int = 8
+    max_header_depth: int = 16  # JSON nesting of the header, `extra` included
     allow_nonfinite: bool = False
+
+    def json_limits(self) -> sj.Limits:
+        return sj.Limits(max_bytes=self.max_header_bytes, max_depth=self.max_header_depth)
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,8 @@ class EncodeReport:
     """Exact byte accounting of one encoded message.
 
     raw_bytes: the tensors as float32 (4 bytes a value); encoded_bytes: the
-    length of the whole message, header included.
+    length of the whole message; header_bytes: everything but the tensors'
+    payloads (prefix, header and checksum).
     """
 
     raw_bytes: int
@@ -184,7 +199,7 @@ def encode_message(
     """Encode `message`; `codec` is one TensorCodec for all tensors, a mapping
     from tensor name to TensorCodec, or a function (name, array) -> TensorCodec.
     The same message and codecs always give the same bytes."""
-    meta = _check_meta(message.meta())
+    meta = _outgoing_meta(message.meta(), DecodeLimits())
     entries, payloads, reports = [], [], []
     for name, value in message.tensors.items():
         array = _check_tensor(name, value, allow_nonfinite)
@@ -197,11 +212,15 @@ def encode_message(
             TensorReport(name, 4 * array.size, len(payload), tuple(s["op"] for s in entry["codec"]))
         )
     header = _canonical_json({"meta": meta, "tensors": entries})
-    blob = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads)
+    parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads
+    checksum = 0
+    for part in parts:  # one join, no copy of the body just for its checksum
+        checksum = zlib.crc32(part, checksum)
+    blob = b"".join(parts + [_CHECKSUM.pack(checksum)])
     report = EncodeReport(
         raw_bytes=sum(r.raw_bytes for r in reports),
         encoded_bytes=len(blob),
-        header_bytes=_PREFIX.size + len(header),
+        header_bytes=_PREFIX.size + len(header) + _CHECKSUM.size,
         tensors=tuple(reports),
     )
     return blob, report
@@ -318,35 +337,22 @@ def _canonical_json(obj: Any) -> bytes:
 def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits()) -> Message:
     """Decode and check a message; any problem raises MessageError naming it."""
     blob = _as_bytes(blob)
-    if len(blob) > limits.max_message_bytes:
-        raise MessageError("message of %d bytes exceeds the limit of %d" % (len(blob), limits.max_message_bytes))
-    if len(blob) < _PREFIX.size:
-        raise MessageError("message of %d bytes is shorter than the %d-byte prefix" % (len(blob), _PREFIX.size))
-    magic, version, header_length = _PREFIX.unpack_from(blob)
-    if magic != MAGIC:
-        raise MessageError("wrong magic bytes %r, expected %r" % (magic, MAGIC))
-    if version != FORMAT_VERSION:
-        raise MessageError("format version %d is not supported (this decoder reads %d)" % (version, FORMAT_VERSION))
-    if header_length > limits.max_header_bytes:
-        raise MessageError("header of %d bytes exceeds the limit of %d" % (header_length, limits.max_header_bytes))
-    body_start = _PREFIX.size + header_length
-    if body_start > len(blob):
-        raise MessageError("truncated header: %d bytes declared, %d present" % (header_length, len(blob) - _PREFIX.size))
-    header = _parse_header(blob[_PREFIX.size:body_start])
-    meta, plans = _check_header(header, limits)
+    header_raw, payload = _split_frame(blob, limits)
+    header = _parse_header(header_raw, limits)  # types and ranges checked: safe to use
+    plans = _plan_tensors(header["tensors"], limits)
 
     declared = sum(plan.nbytes for plan in plans)
-    present = len(blob) - body_start
-    if declared != present:
+    if declared != len(payload):
+        present = len(payload)
         kind = "truncated payload" if present < declared else "%d trailing bytes" % (present - declared)
         raise MessageError("%s: header declares %d payload bytes, %d present" % (kind, declared, present))
 
     tensors: Dict[str, np.ndarray] = {}
-    offset = body_start
+    offset = 0
     for plan in plans:
-        tensors[plan.name] = plan.decode(blob[offset:offset + plan.nbytes], limits.allow_nonfinite)
+        tensors[plan.name] = plan.decode(payload[offset:offset + plan.nbytes], limits.allow_nonfinite)
         offset += plan.nbytes
-    return Message(tensors=tensors, **meta)
+    return Message(tensors=tensors, **header["meta"])
 
 
 def _as_bytes(blob: Any) -> bytes:
@@ -355,113 +361,139 @@ def _as_bytes(blob: Any) -> bytes:
     raise MessageError("a message is bytes, got %s" % type(blob).__name__)
 
 
-def _reject_constant(token: str):
-    raise MessageError("header holds %s, which is not JSON" % token)
+def _split_frame(blob: bytes, limits: DecodeLimits) -> Tuple[bytes, memoryview]:
+    """Check the prefix, the sizes and the checksum; the raw header and the payload."""
+    if len(blob) > limits.max_message_bytes:
+        raise MessageError("message of %d bytes exceeds the limit of %d" % (len(blob), limits.max_message_bytes))
+    if len(blob) < _PREFIX.size:
+        raise MessageError("message of %d bytes is shorter than the %d-byte prefix" % (len(blob), _PREFIX.size))
+    magic, version, header_length = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise MessageError("wrong magic bytes %r, expected %r" % (magic, MAGIC))
+    if version != FORMAT_VERSION:
+        raise MessageError(
+            "format version %d is not supported: this decoder reads version %d only (re-encode the message "
+            "with this fedcore)" % (version, FORMAT_VERSION)
+        )
+    if header_length > limits.max_header_bytes:
+        raise MessageError("header of %d bytes exceeds the limit of %d" % (header_length, limits.max_header_bytes))
+    body_end = len(blob) - _CHECKSUM.size
+    body_start = _PREFIX.size + header_length
+    if body_start > body_end:
+        raise MessageError(
+            "truncated message: a %d-byte header and the %d-byte checksum declared, %d bytes follow the prefix"
+            % (header_length, _CHECKSUM.size, len(blob) - _PREFIX.size)
+        )
+    (stored,) = _CHECKSUM.unpack_from(blob, body_end)
+    computed = zlib.crc32(memoryview(blob)[:body_end])
+    if stored != computed:
+        raise MessageError(
+            "checksum mismatch: CRC-32 0x%08x stored, 0x%08x computed over %d bytes (corrupt or cut message)"
+            % (stored, computed, body_end)
+        )
+    return blob[_PREFIX.size:body_start], memoryview(blob)[body_start:body_end]
 
 
-def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise MessageError("header repeats a key in one object")
-    return result
+def _header_schema(limits: DecodeLimits) -> sj.Schema:
+    return _header_schema_for(limits.max_tensors, limits.max_ndim, limits.max_elements, limits.max_message_bytes)
 
 
-def _parse_header(raw: bytes) -> Dict[str, Any]:
+@lru_cache(maxsize=16)
+def _header_schema_for(max_tensors: int, max_ndim: int, max_elements: int, max_bytes: int) -> sj.Schema:
+    """The header's types and static ranges; sizes that depend on each other
+    (nnz against the shape, pos_bytes against nnz) are checked by _TensorPlan."""
+    count = sj.Int(0, max_elements)
+    stage = sj.Tagged("op", {
+        "sparse": sj.Tagged("format", {
+            "bitmap": sj.Object({"nnz": count}),
+            "delta": sj.Object({"nnz": count, "pos_bytes": sj.Int(0, max_bytes)}),
+        }),
+        "affine": sj.Object({
+            "bits": sj.Int(1, 8),
+            "per_channel": sj.Bool(),
+            "rounding": sj.Enum("nearest", "stochastic"),
+        }),
+        **{coder: sj.Object({}) for coder in sorted(codecs.ENTROPY_CODERS)},
+    })
+    entry = sj.Object({
+        "name": sj.Str(1, MAX_NAME_LENGTH),
+        "shape": sj.List(count, max_len=max_ndim),
+        "nbytes": sj.Int(0, max_bytes),
+        "codec": sj.List(stage, max_len=_MAX_CODEC_STAGES),
+    })
+    return sj.Object({"meta": _META_SCHEMA, "tensors": sj.List(entry, max_len=max_tensors)})
+
+
+_META_SCHEMA = sj.Object({
+    "round": sj.Int(0, sj.MAX_SAFE_INT),
+    "sender": sj.Str(0, MAX_NAME_LENGTH),
+    "num_samples": sj.Int(0, sj.MAX_SAFE_INT),
+    "kind": sj.Str(1, 32, pattern=_KIND_PATTERN),
+    "extra": sj.Map(sj.Any(), keys=sj.Str(0, MAX_NAME_LENGTH)),
+})
+
+
+def _parse_header(raw: bytes, limits: DecodeLimits) -> Dict[str, Any]:
+    """The header, parsed within the limits and checked against the schema."""
     try:
         text = raw.decode("ascii")
-        header = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError:
-        raise MessageError("header is not ASCII JSON") from None
-    except RecursionError:
-        raise MessageError("header JSON is nested too deeply") from None
-    except ValueError as exc:
-        if isinstance(exc, MessageError):
-            raise
-        raise MessageError("header is not valid JSON: %s" % exc) from None
-    if not isinstance(header, dict) or set(header) != {"meta", "tensors"}:
-        raise MessageError("header must be an object with exactly 'meta' and 'tensors'")
-    return header
+    except UnicodeDecodeError as exc:
+        raise MessageError("header is not ASCII JSON (byte %d)" % exc.start) from None
+    try:
+        return sj.parse(text, _header_schema(limits), limits.json_limits())
+    except JSONError as exc:
+        raise MessageError("header %s" % exc) from None
 
 
-def _check_meta(meta: Any) -> Dict[str, Any]:
-    expected = {"round", "sender", "num_samples", "kind", "extra"}
-    if not isinstance(meta, dict) or set(meta) != expected:
-        raise MessageError("meta must be an object with exactly %s" % sorted(expected))
-    if not is_int(meta["round"]) or meta["round"] < 0:
-        raise MessageError("meta.round must be a non-negative integer, got %r" % (meta["round"],))
-    if not is_int(meta["num_samples"]) or meta["num_samples"] < 0:
-        raise MessageError("meta.num_samples must be a non-negative integer, got %r" % (meta["num_samples"],))
-    if not isinstance(meta["sender"], str) or len(meta["sender"]) > MAX_NAME_LENGTH:
-        raise MessageError("meta.sender must be a string of at most %d characters" % MAX_NAME_LENGTH)
-    if not isinstance(meta["kind"], str) or not _KIND_PATTERN.match(meta["kind"]):
-        raise MessageError("meta.kind must be a short lower-case identifier, got %r" % (meta["kind"],))
-    if not isinstance(meta["extra"], dict):
-        raise MessageError("meta.extra must be an object")
-    # numpy integers become plain ints, so that the header is plain JSON
-    return dict(meta, round=int(meta["round"]), num_samples=int(meta["num_samples"]))
+def _outgoing_meta(meta: Any, limits: DecodeLimits) -> Dict[str, Any]:
+    """The meta of a message to encode, checked as a decoder will check it."""
+    if isinstance(meta, dict):
+        # numpy integers become plain ints, so that the header is plain JSON
+        meta = {key: int(value) if is_int(value) else value for key, value in meta.items()}
+    try:
+        _META_SCHEMA.validate(meta, "$.meta")  # names the field of a wrong type or range
+        plain = sj.loads(_canonical_json(meta), limits.json_limits())  # depth, digits, strings of extra
+        return _META_SCHEMA.validate(plain, "$.meta")
+    except JSONError as exc:
+        raise MessageError("header %s" % exc) from None
 
 
 class _TensorPlan:
-    """One tensor's header entry, checked; knows every size before decoding."""
+    """One schema-checked tensor entry; knows every size before decoding."""
 
-    def __init__(self, entry: Any, limits: DecodeLimits):
-        if not isinstance(entry, dict) or set(entry) != {"name", "shape", "nbytes", "codec"}:
-            raise MessageError("each tensor entry must have exactly name, shape, nbytes, codec")
-        name = entry["name"]
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
-            raise MessageError("tensor name must be a string of 1..%d characters" % MAX_NAME_LENGTH)
-        self.name = name
-        shape = entry["shape"]
-        if not isinstance(shape, list) or len(shape) > limits.max_ndim:
-            raise MessageError("tensor %r: shape must be a list of at most %d sizes" % (name, limits.max_ndim))
-        if not all(is_int(d) and d >= 0 for d in shape):
-            raise MessageError("tensor %r: shape %r has a size that is not a non-negative integer" % (name, shape))
-        self.shape = tuple(shape)
+    def __init__(self, entry: Dict[str, Any], path: str, limits: DecodeLimits):
+        self.name = entry["name"]
+        self.path = path
+        self.shape = tuple(entry["shape"])
         self.size = 1
-        for dim in shape:  # checked as it grows: a huge shape never overflows
+        for dim in self.shape:  # checked as it grows: a huge shape never overflows
             self.size *= dim
             if self.size > limits.max_elements:
-                raise MessageError(
-                    "tensor %r: shape %r exceeds the limit of %d elements" % (name, shape, limits.max_elements)
-                )
-        if not is_int(entry["nbytes"]) or entry["nbytes"] < 0:
-            raise MessageError("tensor %r: nbytes must be a non-negative integer" % name)
+                self._fail("shape %r exceeds the limit of %d elements" % (list(self.shape), limits.max_elements))
         self.nbytes = entry["nbytes"]
         self._parse_codec(entry["codec"])
 
     def _fail(self, text: str):
-        raise MessageError("tensor %r: %s" % (self.name, text))
+        raise MessageError("tensor %r (%s): %s" % (self.name, self.path, text))
 
-    def _stage(self, stage: Any, keys: set) -> Dict[str, Any]:
-        if set(stage) != keys:
-            self._fail("stage %r must have exactly the keys %s" % (stage.get("op"), sorted(keys)))
-        return stage
-
-    def _parse_codec(self, chain: Any):
-        if not isinstance(chain, list) or not all(isinstance(s, dict) and "op" in s for s in chain):
-            self._fail("codec must be a list of stages, each with an 'op'")
-        stages = list(chain)
+    def _parse_codec(self, stages: List[Dict[str, Any]]):
+        order = ["sparse", "affine", "entropy"]
+        ops = [stage["op"] for stage in stages]
+        ranks = [order.index("entropy" if op in codecs.ENTROPY_CODERS else op) for op in ops]
+        if ranks != sorted(set(ranks)):
+            self._fail("codec stages %s are out of order or repeated (order: sparse, affine, entropy)" % ops)
         self.layout, self.nnz, self.pos_bytes = "dense", self.size, 0
         self.bits, self.per_channel, self.entropy = None, False, None
-        if stages and stages[0]["op"] == "sparse":
-            self._parse_sparse(stages.pop(0))
-        if stages and stages[0]["op"] == "affine":
-            stage = self._stage(stages.pop(0), {"op", "bits", "per_channel", "rounding"})
-            if not is_int(stage["bits"]) or not 1 <= stage["bits"] <= 8:
-                self._fail("affine bits must be an integer in 1..8, got %r" % (stage["bits"],))
-            if not isinstance(stage["per_channel"], bool) or (stage["per_channel"] and len(self.shape) < 2):
-                self._fail("affine per_channel must be a boolean, and false below 2 dimensions")
-            if stage["rounding"] not in ("nearest", "stochastic"):
-                self._fail("affine rounding must be 'nearest' or 'stochastic'")
-            self.bits, self.per_channel = stage["bits"], stage["per_channel"]
-        if stages and stages[0]["op"] in codecs.ENTROPY_CODERS:
-            self.entropy = self._stage(stages.pop(0), {"op"})["op"]
-        if stages:
-            op = stages[0]["op"]
-            known = ["sparse", "affine"] + sorted(codecs.ENTROPY_CODERS)
-            if op in known:
-                self._fail("stage %r is out of order (order: sparse, affine, entropy)" % (op,))
-            self._fail("unknown codec %r (known: %s)" % (op, ", ".join(known)))
+        for stage in stages:
+            op = stage["op"]
+            if op == "sparse":
+                self._parse_sparse(stage)
+            elif op == "affine":
+                if stage["per_channel"] and len(self.shape) < 2:
+                    self._fail("affine per_channel must be false below 2 dimensions")
+                self.bits, self.per_channel = stage["bits"], stage["per_channel"]
+            else:
+                self.entropy = op
         self.channels = self.shape[0] if self.per_channel else 1
         value_bits = 32 if self.bits is None else self.bits
         params = codecs.QuantParams.nbytes(self.channels) if self.bits else 0
@@ -470,22 +502,17 @@ class _TensorPlan:
             self._fail("payload of %d bytes, the codec chain implies %d" % (self.nbytes, self.inner_bytes))
 
     def _parse_sparse(self, stage: Dict[str, Any]):
-        fmt = stage.get("format")
-        keys = {"op", "format", "nnz", "pos_bytes"} if fmt == "delta" else {"op", "format", "nnz"}
-        if fmt not in ("bitmap", "delta"):
-            self._fail("sparse format must be 'bitmap' or 'delta', got %r" % (fmt,))
-        self._stage(stage, keys)
-        nnz = stage["nnz"]
-        if not is_int(nnz) or not 0 <= nnz <= self.size:
-            self._fail("sparse nnz must be an integer in 0..%d, got %r" % (self.size, nnz))
+        fmt, nnz = stage["format"], stage["nnz"]
+        if nnz > self.size:
+            self._fail("sparse nnz must be an integer in 0..%d, got %d" % (self.size, nnz))
         self.layout, self.nnz = fmt, nnz
         if fmt == "bitmap":
             self.pos_bytes = (self.size + 7) // 8
-        else:
-            pos = stage["pos_bytes"]
-            if not is_int(pos) or not nnz <= pos <= 9 * nnz:
-                self._fail("delta pos_bytes must be an integer in %d..%d, got %r" % (nnz, 9 * nnz, pos))
-            self.pos_bytes = pos
+            return
+        most = nnz * codecs.varint_max_length(self.size)
+        if not nnz <= stage["pos_bytes"] <= most:
+            self._fail("delta pos_bytes must be an integer in %d..%d, got %d" % (nnz, most, stage["pos_bytes"]))
+        self.pos_bytes = stage["pos_bytes"]
 
     def decode(self, payload: bytes, allow_nonfinite: bool) -> np.ndarray:
         try:
@@ -523,16 +550,10 @@ class _TensorPlan:
         return out.reshape(self.shape)
 
 
-def _check_header(header: Dict[str, Any], limits: DecodeLimits) -> Tuple[Dict[str, Any], List[_TensorPlan]]:
-    meta = _check_meta(header["meta"])
-    entries = header["tensors"]
-    if not isinstance(entries, list):
-        raise MessageError("header 'tensors' must be a list")
-    if len(entries) > limits.max_tensors:
-        raise MessageError("%d tensors exceed the limit of %d" % (len(entries), limits.max_tensors))
+def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits) -> List[_TensorPlan]:
     plans, names, total = [], set(), 0
-    for entry in entries:
-        plan = _TensorPlan(entry, limits)
+    for number, entry in enumerate(entries):
+        plan = _TensorPlan(entry, "$.tensors[%d]" % number, limits)
         if plan.name in names:
             raise MessageError("tensor %r appears twice" % plan.name)
         names.add(plan.name)
@@ -540,4 +561,4 @@ def _check_header(header: Dict[str, Any], limits: DecodeLimits) -> Tuple[Dict[st
         if total > limits.max_elements:
             raise MessageError("tensors hold more than the limit of %d elements" % limits.max_elements)
         plans.append(plan)
-    return meta, plans
+    return plans

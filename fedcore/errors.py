@@ -1,6 +1,8 @@
 """The package's own errors: every failure fedcore reports is one of these."""
 
-__all__ = ["FedCoreError", "MessageError", "ConfigError", "AggregationError", "PartitionError"]
+from typing import Optional
+
+__all__ = ["FedCoreError", "MessageError", "JSONError", "ConfigError", "AggregationError", "PartitionError"]
 
 
 class FedCoreError(Exception):
@@ -9,6 +11,19 @@ class FedCoreError(Exception):
 
 class MessageError(FedCoreError, ValueError):
     """A message could not be encoded or decoded: the text names the problem."""
+
+
+class JSONError(FedCoreError, ValueError):
+    """A JSON document was refused (fedcore.safejson): `path` is where in the
+    document (``$.a.b[2]``, ``$`` for the whole), `offset` the byte offset of a
+    syntax problem when known, `reason` what is wrong."""
+
+    def __init__(self, reason: str, path: str = "$", offset: Optional[int] = None):
+        where = path if offset is None else "%s (byte %d)" % (path, offset)
+        super().__init__("%s: %s" % (where, reason))
+        self.reason = reason
+        self.path = path
+        self.offset = offset
 
 
 class ConfigError(FedCoreError, ValueError):

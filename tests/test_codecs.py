@@ -50,8 +50,15 @@ def test_delta_handles_large_gaps():
         (b"\x80", 10, 1, "not terminated"),
         (b"\x01\x01", 10, 1, "2 varints, header declares 1"),
         (b"\x09", 5, 1, "beyond 5 elements"),
-        (b"\xff" * 9 + b"\x01", 10, 1, "longer than 9 bytes"),
+        (b"\xff" * 9 + b"\x01", 10, 1, "varint 0 is 10 bytes long; a gap in 10 elements needs at most 1"),
+        (b"\x81\x00", 200, 1, "varint 0 is over-long"),
+        (b"\x05\xc8\x01", 200, 2, "gap 1 of 200 is beyond 200 elements"),
+        (b"\x63\x63\x01", 200, 3, "positions run beyond 200 elements"),
         (b"\x00", 10, 0, "for zero positions"),
+        # Gaps of 2**63 - 1 wrap int64 sums back to a last position of 0 (an IndexError before)
+        (b"\xff" * 8 + b"\x7f" + b"\xff" * 8 + b"\x7f" + b"\x00", 4, 3, "varint 0 is 9 bytes long"),
+        (b"\xff" * 8 + b"\x7f" + b"\xff" * 8 + b"\x7f" + b"\x00", 2**62, 3, "gap 0 of 9223372036854775807 is beyond"),
+        ((b"\xff" * 8 + b"\x3f") * 3, 2**62, 3, "positions run beyond"),
     ],
 )
 def test_delta_decode_rejects(raw, size, nnz, reason):

@@ -79,6 +79,10 @@ def test_one_epoch_through_the_whole_routine(tmp_path, monkeypatch):
     assert plain.shape == views.shape == (18, 20) and not np.allclose(plain, views)
     solo = evaluate_backbones(paths[:1], data, 3, 1, 2, 20, views=3)
     assert solo["views"] == 3 and solo["ensemble"] == 1
+    data.novel.groups = ["a", "a", "b"]
+    within = evaluate_backbones(paths[:1], data, 1, 1, 2, 20, within_groups=True)
+    assert sorted(within["per_group"]) == ["a", "b"]
+    assert sum(p["episodes"] for p in within["per_group"].values()) == 20
 
 
 def test_cosine_warm_restarts_with_decaying_peak():
@@ -160,3 +164,25 @@ def test_class_flips_add_the_mirror_images_as_classes():
     xs, ys = easy.rotate_classes(x, y, 3, flips=True)
     assert xs.shape == (16, 3, 4, 4) and ys.tolist() == [c + 3 * k for k in range(8) for c in (0, 2)]
     assert torch.equal(xs[8:10], x.flip(3)) and torch.equal(xs[10:12], torch.rot90(x, 1, (2, 3)).flip(3))
+
+
+def test_within_group_evaluation_reports_each_group():
+    """Per-alphabet accuracy: the within-group episodes split by the group they were drawn from."""
+    from training.fewshot.episodes import make_episodes
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 5)
+    groups = ["easy", "easy", "hard", "hard"]
+    # Group "easy": two well separated classes; group "hard": identical noise.
+    centres = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    features = centres[labels] + rng.normal(0, 0.1, (20, 3))
+    eps = make_episodes(labels, 2, 1, 2, 60, seed=1, groups=groups)
+
+    parts = easy.per_group_accuracy(features, eps, groups, None)
+
+    assert sorted(parts) == ["easy", "hard"]
+    assert parts["easy"]["accuracy"] == 1.0 and parts["hard"]["accuracy"] < 0.8
+    assert parts["easy"]["episodes"] + parts["hard"]["episodes"] == 60
+    overall = easy.evaluate_episodes(features, eps, None)["accuracy"]
+    weighted = sum(p["accuracy"] * p["episodes"] for p in parts.values()) / 60
+    assert abs(overall - weighted) < 1e-12

@@ -242,3 +242,35 @@ def test_pareto_front_and_overrides():
     assert parse_assignment("simulation.device=cuda") == {"simulation.device": "cuda"}
     merged = apply_overrides({"federation": {"rounds": 3}}, {"federation.train.lr": 0.1})
     assert merged == {"federation": {"rounds": 3, "train": {"lr": 0.1}}}
+
+
+def test_round_curves_have_a_title_a_legend_and_whole_round_ticks(tmp_path):
+    """Issue 13: the study curves lacked titles and legends and had ticks at 0.5 rounds."""
+    from training.fl.report import plot_rounds
+
+    rows = [{"round": r, "accuracy": 0.5 + 0.05 * r, "cum_bytes": 1e5 * r} for r in range(1, 6)]
+
+    fig = plot_rounds({"float32": rows, "4-bit": rows[:3]}, str(tmp_path / "c.png"), "Study 1, seed 0")
+
+    by_round = fig.axes[0]
+    ticks = [t for t in by_round.get_xticks() if 1 <= t <= 5]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert fig._suptitle.get_text() == "Study 1, seed 0"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["float32", "4-bit"]
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_pareto_plot_names_methods_in_a_legend(tmp_path):
+    """Labels written beside close points overprinted each other (the class of codecs.png's bug)."""
+    from training.fl.report import plot_pareto
+
+    points = [("PTQ 8-bit", 10.34e6, 0.8418), ("QAT 8-bit", 10.27e6, 0.8409), ("float32", 40.75e6, 0.8428)]
+
+    fig = plot_pareto(points, str(tmp_path / "p.png"), "alpha 0.5, seed 0")
+
+    axis = fig.axes[0]
+    assert len(axis.texts) == 0
+    labels = [t.get_text() for t in axis.get_legend().get_texts()]
+    assert labels == ["Pareto front", "PTQ 8-bit: 10.34 MB, 84.18% (front)", "QAT 8-bit: 10.27 MB, 84.09% (front)",
+                      "float32: 40.75 MB, 84.28% (front)"]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["10", "20", "50"]

@@ -11,9 +11,18 @@ import sys
 import numpy as np
 import pytest
 
-from fedcore import FORMAT_VERSION, Message, TensorCodec, decode_message, encode_message
+from fedcore import (
+    FORMAT_VERSION,
+    Message,
+    MessageError,
+    TensorCodec,
+    decode_message,
+    encode_message,
+)
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "messages.json")
+# The same cases in format version 1 (no checksum), kept to pin how old messages are refused.
+GOLDEN_V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "messages_v1.json")
 
 
 def _tensors():
@@ -62,6 +71,26 @@ def test_encoding_matches_golden_bytes(name):
 
 def test_golden_file_is_for_this_version():
     assert all(bytes.fromhex(g["hex"])[4] == FORMAT_VERSION for g in _load().values())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_version_1_messages_are_refused_naming_both_versions(name):
+    with open(GOLDEN_V1) as f:
+        blob = bytes.fromhex(json.load(f)[name]["hex"])
+
+    with pytest.raises(MessageError, match="format version 1 is not supported: this decoder reads version 2 only"):
+        decode_message(blob)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_flipped_bit_anywhere_never_decodes(name):
+    blob = bytes.fromhex(_load()[name]["hex"])
+    for position in range(len(blob)):
+        for bit in (0, 3, 7):
+            corrupt = bytearray(blob)
+            corrupt[position] ^= 1 << bit
+            with pytest.raises(MessageError):
+                decode_message(bytes(corrupt))
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

@@ -138,6 +138,9 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     res["backbone"] = args.backbone
     print(f"{res['ways']}-way {res['shots']}-shot on {res['data']}: "
           f"{100 * res['accuracy']:.2f} ± {100 * res['ci95']:.2f} % ({res['episodes']} episodes)")  # fmt: skip
+    for group, part in res.get("per_group", {}).items():
+        print(f"  {group:24} {100 * part['accuracy']:6.2f} ± {100 * part['ci95']:.2f} % "
+              f"({part['episodes']} episodes)")  # fmt: skip
     if args.json:
         with open(args.json, "a", encoding="utf-8") as f:
             f.write(json.dumps(res) + "\n")

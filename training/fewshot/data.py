@@ -38,7 +38,7 @@ __all__ = [
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
-CIFAR10_BASE = CIFAR10_CLASSES[:5]  # the model card's split, used everywhere
+CIFAR10_BASE = CIFAR10_CLASSES[:5]  # docs/model_card.md: the split used everywhere
 CIFAR10_NOVEL = CIFAR10_CLASSES[5:]
 
 _SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
@@ -69,7 +69,7 @@ class FewShotData:
 def card_input(
     size: int, mean: Sequence[float], std: Sequence[float], crop: str = "center-square"
 ) -> Dict[str, object]:
-    """The ``input`` object of a model card (``device.model_card``)."""
+    """The ``input`` object of a model card (docs/model_card.md)."""
     return {
         "name": "Input",
         "shape": [1, 3, int(size), int(size)],
@@ -104,7 +104,7 @@ def _crop_resize(img: np.ndarray, spec: Dict[str, object]) -> np.ndarray:
 
 
 def preprocess_images(images, spec: Dict[str, object]) -> np.ndarray:
-    """The card's preprocessing (``device.model_card``), batched: uint8 RGB images
+    """The card's preprocessing (docs/model_card.md), batched: uint8 RGB images
     (N×H×W×3 array, N×H×W grey, or a list of arrays of any sizes) -> float32
     N×3×H_in×W_in, C-contiguous. Identical to ``device/preprocess.py``.
     A single H×W×3 or H×W uint8 array is taken as one image."""
@@ -202,7 +202,7 @@ def _resolve(path: Optional[str], name: str) -> str:
 def load_cifar10(path: Optional[str], size: int = 32) -> FewShotData:
     """CIFAR-10 (a tree or archive ``train|test/class/*.jpg|png``): base = the
     training images of the 5 base classes, novel = the test images of the 5
-    novel classes (the model card's split)."""
+    novel classes (docs/model_card.md's split)."""
     path = _resolve(path, "cifar10")
     resize = None if size == 32 else (size, size)
     base = load_image_tree(path, split="train", classes=CIFAR10_BASE, size=resize)

@@ -36,7 +36,7 @@ from training.fewshot.data import (
     preprocess_images,
     to_tensor,
 )
-from training.fewshot.episodes import evaluate_episodes, make_episodes
+from training.fewshot.episodes import Episodes, evaluate_episodes, make_episodes
 
 __all__ = [
     "TrainConfig",
@@ -300,4 +300,26 @@ def evaluate_backbones(
                    "within_groups": within_groups, "classifier": classifier,
                    "data": data.name + "-novel", "ensemble": len(models),
                    "views": views})  # fmt: skip
+    if groups is not None:
+        result["per_group"] = per_group_accuracy(feats, eps, groups, base_mean, classifier, k)
     return result
+
+
+def per_group_accuracy(
+    features: np.ndarray,
+    episodes: Episodes,
+    groups: Sequence[str],
+    base_mean: np.ndarray,
+    classifier: str = "ncm",
+    k: int = 1,
+) -> Dict[str, Dict[str, float]]:
+    """The same within-group episodes split by their group (e.g. the Omniglot
+    alphabet they were drawn from): accuracy ± 95% CI and episode count of each.
+    The overall accuracy is the episode-weighted mean of these."""
+    episode_group = np.asarray([groups[c] for c in episodes.classes[:, 0]])
+    out: Dict[str, Dict[str, float]] = {}
+    for name in sorted(set(episode_group.tolist())):
+        pick = episode_group == name
+        subset = Episodes(episodes.classes[pick], episodes.support[pick], episodes.query[pick])
+        out[name] = evaluate_episodes(features, subset, base_mean, classifier, k)
+    return out

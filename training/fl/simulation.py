@@ -213,7 +213,9 @@ def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bo
     atomic_write(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
     if plots:
         from .report import plot_rounds
-        plot_rounds({run_config.name: rows}, os.path.join(out, "accuracy.png"))
+        plot_rounds({run_config.name: rows}, os.path.join(out, "accuracy.png"),
+                    f"{run_config.name}: {run_config.data.dataset}, {summary['clients']} clients, "
+                    f"{summary['rounds']} rounds, seed {summary['seed']}")
     return summary
 
 

@@ -1,0 +1,517 @@
+"""JSON from untrusted sources: bounded parsing and a small declarative schema.
+
+Everything that arrives from the network or a file as JSON goes through
+`parse` (or `loads` then `Schema.validate`): a document either comes out as
+plain dicts, lists, strings, numbers, booleans and None that match the schema,
+or one `JSONError` comes out, naming where (the JSON path, or the byte offset
+for a syntax problem) and why. Nothing else is raised: no RecursionError,
+OverflowError, UnicodeError, TypeError or MemoryError.
+
+Before `json.loads` runs, one linear, non-recursive scan checks the size, the
+nesting depth (so the recursive C parser can never recurse deeper than
+`Limits.max_depth`) and the string escapes (no lone UTF-16 surrogates, which
+would fail later when the text is encoded). During parsing, integers longer
+than `Limits.max_int_digits` digits (a 400-digit integer raises OverflowError
+the moment someone converts it to a float), non-finite numbers (``NaN``,
+``Infinity``, ``1e999``) and repeated keys in one object are refused.
+
+A schema is built once from a few classes and then validates many documents::
+
+    from fedcore import safejson as sj
+
+    CLIENT_ID = r"[A-Za-z0-9_.-]{1,64}"
+    PRESENCE = sj.Object(
+        {
+            "v": sj.Int(1, 1),
+            "status": sj.Enum("online", "offline"),
+            "client": sj.Str(pattern=CLIENT_ID),
+            "time": sj.Float(0, 1e11),
+        },
+        optional={
+            "capabilities": sj.Object({"samples": sj.Int(0, 10**9)}, unknown="drop"),
+            "last_update": sj.Nullable(sj.Object({
+                "round": sj.Int(0, 10**6),
+                "train_s": sj.Float(0, 86400),
+                "bytes": sj.Int(0, 1 << 31),
+            })),
+        },
+    )
+    LIMITS = sj.Limits(max_bytes=64 << 10, max_depth=8)
+
+    try:
+        presence = sj.parse(payload, PRESENCE, LIMITS)
+    except sj.JSONError as error:       # "$.last_update.train_s: expected a number ..."
+        log.warning("presence on %s ignored: %s", topic, error)
+
+The result is a fresh value: `Float` turns integers into floats, an `Object`
+with ``unknown="drop"`` leaves unknown keys out (newer peers may send more), and
+``unknown="keep"`` passes them through unchecked (but still within the parse
+limits). Other building blocks: `Bool`, `List(item, max_len=...)`,
+`Map(values, keys=Str(...))` for objects with free keys (metrics by name),
+`Tagged("op", {"deflate": Object({}), ...})` for objects whose kind is named by
+one key, and `Any()` for free JSON. A schema's own nesting is fixed by the
+code, so validating never recurses deeper than the schema itself.
+
+Memory-file and other file headers use the same two calls on the bytes they
+read; callers turn `JSONError` into their own error type with ``str(error)``.
+"""
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any as AnyType
+from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import List as ListType
+
+import numpy as np
+
+from .errors import JSONError
+
+__all__ = [
+    "JSONError",
+    "Limits",
+    "loads",
+    "parse",
+    "Schema",
+    "Any",
+    "Bool",
+    "Int",
+    "Float",
+    "Str",
+    "Enum",
+    "List",
+    "Object",
+    "Map",
+    "Tagged",
+    "Nullable",
+    "MAX_SAFE_INT",
+]
+
+MAX_SAFE_INT = (1 << 53) - 1  # the largest integer every JSON peer reads exactly
+_DEPTH_CEILING = 200  # far below Python's recursion limit, whatever the caller's stack
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+Raw = Union[bytes, bytearray, memoryview, str]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a document may be: at most `max_bytes` bytes of UTF-8, nested at
+    most `max_depth` arrays/objects deep (a scalar is depth 0, ``[]`` depth 1),
+    integers of at most `max_int_digits` digits (20 covers every 64-bit value).
+
+    The scan before parsing holds at most about 20 bytes of numpy arrays per
+    byte of the document, so `max_bytes` also bounds its memory."""
+
+    max_bytes: int = 64 << 10
+    max_depth: int = 16
+    max_int_digits: int = 20
+
+    def __post_init__(self):
+        for name, low, high in (("max_bytes", 1, 1 << 31), ("max_depth", 1, _DEPTH_CEILING),
+                                ("max_int_digits", 1, 4000)):
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError("Limits.%s must be an integer in %d..%d, got %r" % (name, low, high, value))
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class _Refused(Exception):
+    """Raised inside json.loads hooks; carries the reason and the offending token."""
+
+    def __init__(self, reason: str, token: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.token = token
+
+
+def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
+    """Parse one JSON document within `limits`; raises JSONError, nothing else."""
+    data = _as_utf8(raw, limits)
+    inside = _scan(data, limits)
+    text = data.decode("utf-8")
+
+    def parse_int(token: str) -> int:
+        digits = len(token) - token.startswith("-")
+        if digits > limits.max_int_digits:
+            raise _Refused(
+                "an integer of %d digits exceeds the limit of %d digits" % (digits, limits.max_int_digits), token
+            )
+        return int(token)
+
+    def parse_float(token: str) -> float:
+        value = float(token)
+        if not math.isfinite(value):
+            raise _Refused("the number %s is beyond the float64 range" % _clip(token), token)
+        return value
+
+    def parse_constant(token: str):
+        raise _Refused("%s is not JSON (no NaN or Infinity)" % token, token)
+
+    def unique_keys(pairs: ListType[Tuple[str, AnyType]]) -> Dict[str, AnyType]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            seen = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise _Refused("an object repeats the key %s" % _brief(key))
+                seen.add(key)
+        return result
+
+    try:
+        return json.loads(text, parse_int=parse_int, parse_float=parse_float,
+                          parse_constant=parse_constant, object_pairs_hook=unique_keys)
+    except _Refused as refused:
+        raise JSONError(refused.reason, offset=_locate(data, inside, refused.token)) from None
+    except json.JSONDecodeError as error:
+        offset = len(text[: error.pos].encode("utf-8"))
+        raise JSONError("not valid JSON: %s" % error.msg, offset=offset) from None
+    except RecursionError:  # only if the caller's own stack is already near Python's limit
+        raise JSONError("nested too deeply for this caller's stack") from None
+
+
+def parse(raw: Raw, schema: "Schema", limits: Limits = DEFAULT_LIMITS) -> AnyType:
+    """`loads` then `schema.validate`: the checked value, or one JSONError."""
+    return schema.validate(loads(raw, limits))
+
+
+def _as_utf8(raw: Raw, limits: Limits) -> bytes:
+    """The document's UTF-8 bytes, checked for size and encoding."""
+    if isinstance(raw, str):
+        if len(raw) > limits.max_bytes:
+            raise JSONError("document of at least %d bytes exceeds the limit of %d" % (len(raw), limits.max_bytes))
+        try:
+            data = raw.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise JSONError("character %d is a lone surrogate, not Unicode text" % error.start) from None
+    elif isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytes(raw)
+    else:
+        raise JSONError("a JSON document is bytes or str, got %s" % type(raw).__name__)
+    if len(data) > limits.max_bytes:
+        raise JSONError("document of %d bytes exceeds the limit of %d" % (len(data), limits.max_bytes))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise JSONError("not UTF-8 text (%s)" % error.reason, offset=error.start) from None
+    return data
+
+
+def _scan(data: bytes, limits: Limits) -> np.ndarray:
+    """One vectorised pass, no recursion: where the strings are, how deep the
+    brackets outside them nest, and no string escapes a lone surrogate.
+    Returns the mask of bytes inside string literals.
+
+    A quote opens or closes a string unless an odd run of backslashes precedes
+    it; that is how json.loads reads every prefix it accepts (it stops at the
+    first byte that is not JSON), so it can never nest deeper than found here.
+    """
+    codes = np.frombuffer(data, dtype=np.uint8)
+    count = codes.size
+    positions = np.arange(count, dtype=np.int32)
+    backslash = codes == 0x5C
+    last_plain = np.maximum.accumulate(np.where(backslash, np.int32(-1), positions))  # last non-backslash <= i
+    escaped = np.zeros(count, dtype=bool)  # preceded by an odd run of backslashes
+    escaped[1:] = (positions[:-1] - last_plain[:-1]) % 2 == 1
+    del positions, last_plain  # bound the scan's memory: a few bytes per byte of input
+    quote = (codes == 0x22) & ~escaped
+    inside = np.cumsum(quote, dtype=np.int32) % 2 == 1
+    step = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32) - ((codes == 0x5D) | (codes == 0x7D))
+    step[inside] = 0
+    depth = np.cumsum(step, dtype=np.int32)
+    if count and int(depth.max()) > limits.max_depth:
+        offset = int(np.argmax(depth > limits.max_depth))
+        raise JSONError("nested deeper than %d levels" % limits.max_depth, offset=offset)
+    _check_surrogates(data, escaped, inside)
+    return inside
+
+
+def _check_surrogates(data: bytes, escaped: np.ndarray, inside: np.ndarray) -> None:
+    """Every \\uD800-\\uDFFF escape in a string must be half of a high-low pair."""
+    high, low = set(), set()
+    for match in _SURROGATE_ESCAPE.finditer(data):
+        start = match.start()
+        if inside[start] and not escaped[start]:
+            (high if data[start + 3] in b"89abAB" else low).add(start)
+    for start in sorted(high | low):
+        paired = (start + 6 in low) if start in high else (start - 6 in high)
+        if not paired:
+            raise JSONError("a string escapes a lone UTF-16 surrogate", offset=start)
+
+
+def _locate(data: bytes, inside: np.ndarray, token: str) -> Optional[int]:
+    """Byte offset of the first `token` outside strings, when a token is known."""
+    if not token:
+        return None
+    pattern = re.compile(rb"(?<![0-9.eE+\-A-Za-z])" + re.escape(token.encode("ascii")) + rb"(?![0-9.eE])")
+    for match in pattern.finditer(data):
+        if not inside[match.start()]:
+            return match.start()
+    return None
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _brief(value: AnyType, width: int = 40) -> str:
+    """A short, safe rendering of a value for an error message."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int) and value.bit_length() > 128:
+        return "an integer of about %d digits" % int(value.bit_length() * 0.30103 + 1)
+    if isinstance(value, (int, float)):
+        return _clip(repr(value), width)
+    if isinstance(value, str):
+        return _clip(json.dumps(value), width)
+    if isinstance(value, (dict, list)):
+        return "%s of %d item(s)" % ("an object" if isinstance(value, dict) else "a list", len(value))
+    return type(value).__name__
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _key_path(path: str, key: str) -> str:
+    if _IDENTIFIER.match(key):
+        return "%s.%s" % (path, key)
+    return "%s[%s]" % (path, _clip(json.dumps(key), 40))
+
+
+def _range_text(low: Optional[float], high: Optional[float]) -> str:
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return " >= %s" % (low,)
+    if low is None:
+        return " <= %s" % (high,)
+    return " in %s..%s" % (low, high)
+
+
+class Schema:
+    """What one JSON value must be. `validate` returns the checked value (a new
+    container for objects and lists) or raises JSONError naming its path."""
+
+    expected = "a JSON value"
+
+    def validate(self, value: AnyType, path: str = "$") -> AnyType:
+        return self._check(value, path)
+
+    def _check(self, value: AnyType, path: str) -> AnyType:
+        raise NotImplementedError
+
+    def _fail(self, path: str, value: AnyType, expected: Optional[str] = None) -> "JSONError":
+        return JSONError("expected %s, got %s" % (expected or self.expected, _brief(value)), path=path)
+
+
+class Any(Schema):
+    """Any JSON value (its size and depth are bounded by the parse limits)."""
+
+    def _check(self, value: AnyType, path: str) -> AnyType:
+        return value
+
+
+class Bool(Schema):
+    expected = "true or false"
+
+    def _check(self, value: AnyType, path: str) -> bool:
+        if type(value) is not bool:
+            raise self._fail(path, value)
+        return value
+
+
+class Int(Schema):
+    """An integer (never a boolean, never 1.0) in [min, max]."""
+
+    def __init__(self, min: Optional[int] = None, max: Optional[int] = None):
+        self.min, self.max = min, max
+        self.expected = "an integer" + _range_text(min, max)
+
+    def _check(self, value: AnyType, path: str) -> int:
+        if type(value) is not int:
+            raise self._fail(path, value)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise self._fail(path, value)
+        return value
+
+
+class Float(Schema):
+    """A finite number in [min, max]; integers are accepted and become floats."""
+
+    def __init__(self, min: Optional[float] = None, max: Optional[float] = None):
+        self.min, self.max = min, max
+        self.expected = "a finite number" + _range_text(min, max)
+
+    def _check(self, value: AnyType, path: str) -> float:
+        if type(value) not in (int, float):
+            raise self._fail(path, value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise self._fail(path, value) from None
+        if not math.isfinite(number):
+            raise self._fail(path, value)
+        if (self.min is not None and number < self.min) or (self.max is not None and number > self.max):
+            raise self._fail(path, value)
+        return number
+
+
+class Str(Schema):
+    """A string of min_len..max_len characters, optionally matching `pattern` whole."""
+
+    def __init__(self, min_len: int = 0, max_len: int = 256, pattern: Optional[str] = None):
+        self.min_len, self.max_len = min_len, max_len
+        self.pattern = re.compile(pattern) if pattern is not None else None
+        self.expected = "a string of %d..%d characters" % (min_len, max_len)
+        if pattern is not None:
+            self.expected += " matching %s" % pattern
+
+    def _check(self, value: AnyType, path: str) -> str:
+        if type(value) is not str or not self.min_len <= len(value) <= self.max_len:
+            raise self._fail(path, value)
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise self._fail(path, value)
+        return value
+
+
+class Enum(Schema):
+    """One of the given strings / integers / booleans (compared with their type)."""
+
+    def __init__(self, *choices: Union[str, int, bool, None]):
+        if not choices:
+            raise ValueError("Enum needs at least one choice")
+        self.choices = tuple((type(c), c) for c in choices)
+        self.expected = "one of " + ", ".join(json.dumps(c) for c in choices)
+
+    def _check(self, value: AnyType, path: str) -> AnyType:
+        if type(value) not in (str, int, bool, type(None)) or (type(value), value) not in self.choices:
+            raise self._fail(path, value)
+        return value
+
+
+class Nullable(Schema):
+    """null, or a value of `schema`."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.expected = "null or " + schema.expected
+
+    def _check(self, value: AnyType, path: str) -> AnyType:
+        return None if value is None else self.schema._check(value, path)
+
+
+class List(Schema):
+    """A list of min_len..max_len items, each of `item`."""
+
+    def __init__(self, item: Schema, min_len: int = 0, max_len: Optional[int] = None):
+        self.item, self.min_len, self.max_len = item, min_len, max_len
+        self.expected = "a list"
+
+    def _check(self, value: AnyType, path: str) -> ListType[AnyType]:
+        if type(value) is not list:
+            raise self._fail(path, value)
+        if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
+            bound = "%d..%s" % (self.min_len, "" if self.max_len is None else self.max_len)
+            raise JSONError("expected a list of %s items, got %d" % (bound, len(value)), path=path)
+        return [self.item._check(item, "%s[%d]" % (path, index)) for index, item in enumerate(value)]
+
+
+_UNKNOWN_POLICIES = ("reject", "drop", "keep")
+
+
+class Object(Schema):
+    """An object with the `fields` (all required), any of `optional`, and
+    unknown keys rejected (default), dropped from the result, or kept as they are."""
+
+    expected = "an object"
+
+    def __init__(self, fields: Mapping[str, Schema], optional: Optional[Mapping[str, Schema]] = None,
+                 unknown: str = "reject"):
+        if unknown not in _UNKNOWN_POLICIES:
+            raise ValueError("unknown must be one of %s, got %r" % (_UNKNOWN_POLICIES, unknown))
+        self.fields = dict(fields)
+        self.optional = dict(optional or {})
+        overlap = set(self.fields) & set(self.optional)
+        if overlap:
+            raise ValueError("keys both required and optional: %s" % sorted(overlap))
+        self.unknown = unknown
+
+    def _check(self, value: AnyType, path: str) -> Dict[str, AnyType]:
+        if type(value) is not dict:
+            raise self._fail(path, value)
+        missing = [key for key in self.fields if key not in value]
+        if missing:
+            raise JSONError("missing key(s) %s" % ", ".join(_brief(k) for k in missing), path=path)
+        result: Dict[str, AnyType] = {}
+        for key, item in value.items():
+            schema = self.fields.get(key, self.optional.get(key))
+            if schema is not None:
+                result[key] = schema._check(item, _key_path(path, key))
+            elif self.unknown == "keep":
+                result[key] = item
+            elif self.unknown == "reject":
+                known = sorted(set(self.fields) | set(self.optional))
+                raise JSONError(
+                    "unknown key %s (known: %s)" % (_brief(key), ", ".join(known) or "none"), path=path
+                )
+        return result
+
+
+class Map(Schema):
+    """An object with free keys (each of `keys`), every value of `values`."""
+
+    expected = "an object"
+
+    def __init__(self, values: Schema, keys: Optional[Str] = None, max_len: Optional[int] = None):
+        self.values = values
+        self.key_schema = keys if keys is not None else Str(0, 256)
+        self.max_len = max_len
+
+    def _check(self, value: AnyType, path: str) -> Dict[str, AnyType]:
+        if type(value) is not dict:
+            raise self._fail(path, value)
+        if self.max_len is not None and len(value) > self.max_len:
+            raise JSONError("expected at most %d keys, got %d" % (self.max_len, len(value)), path=path)
+        result = {}
+        for key, item in value.items():
+            self.key_schema._check(key, "%s{key %s}" % (path, _brief(key)))
+            result[key] = self.values._check(item, _key_path(path, key))
+        return result
+
+
+class Tagged(Schema):
+    """An object whose key `tag` names its variant; the other keys are checked
+    by that variant's schema (usually an Object without the tag)."""
+
+    expected = "an object"
+
+    def __init__(self, tag: str, variants: Mapping[str, Schema]):
+        self.tag = tag
+        self.variants = dict(variants)
+
+    def _check(self, value: AnyType, path: str) -> Dict[str, AnyType]:
+        if type(value) is not dict:
+            raise self._fail(path, value)
+        name = value.get(self.tag)
+        if type(name) is not str or name not in self.variants:
+            if self.tag not in value:
+                raise JSONError("missing key %s" % _brief(self.tag), path=path)
+            raise JSONError(
+                "unknown %s: expected one of %s, got %s"
+                % (self.tag, ", ".join(json.dumps(v) for v in sorted(self.variants)), _brief(name)),
+                path=_key_path(path, self.tag),
+            )
+        rest = {key: item for key, item in value.items() if key != self.tag}
+        checked = self.variants[name]._check(rest, path)
+        result = {self.tag: name}
+        result.update(checked)
+        return result
