@@ -139,14 +139,27 @@ def plot(rows: List[Dict[str, object]], path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar(range(len(acc)), [100 * r["accuracy"] for r in acc],
            yerr=[100 * r["ci95"] for r in acc], color="tab:blue")  # fmt: skip
+    targets_drawn = False
     for i, r in enumerate(acc):
         if r["target"] is not None:
-            ax.hlines(100 * r["target"], i - 0.4, i + 0.4, colors="tab:red", label="target")
+            ax.hlines(100 * r["target"], i - 0.4, i + 0.4, colors="tab:red",
+                      label=None if targets_drawn else "target")
+            targets_drawn = True
+    # Within-group settings: each group's (alphabet's) share of the same episodes.
+    groups = sorted({g for r in acc for g in r.get("per_group", {})})
+    for number, group in enumerate(groups):
+        points = [(i, 100 * r["per_group"][group]["accuracy"]) for i, r in enumerate(acc)
+                  if group in r.get("per_group", {})]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], marker="osD^v"[number % 5],
+                   color="C%d" % (1, 2, 4, 5, 6)[number % 5], edgecolors="black", zorder=3, label=group)
     ax.set_xticks(range(len(acc)), labels, fontsize=7)
     ax.set_ylabel("accuracy (%), 95% CI")
-    ax.set_title("ResNet-9 f=16 strided 32x32, NCM, 1000 episodes")
+    ax.set_title("ResNet-9 f=16 strided 32x32, NCM, 1000 episodes (markers: each held-out alphabet)")
+    if targets_drawn or groups:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
