@@ -3,38 +3,51 @@
 State, as in the RTL (facts §2.5; rtl/.../tcu/*.scala): DRAM0 and DRAM1 (arrays of vectors
 given by the caller), local memory, accumulators (the same 16-bit type: no wider
 accumulator), the systolic array's weight registers (row 0 the bias, rows 1..N the weights
-of input lanes 0..N-1) and the SIMD registers of every ALU lane. Local memory and the
-accumulators start at zero unless given; the RTL's weight and SIMD registers reset to zero.
+of input lanes 0..N-1), the SIMD registers of every ALU lane, the DRAM offsets that
+Configure sets, and the one vector a SIMD Read can leave waiting at the ALU's input. Local
+memory and the accumulators start at zero unless given; the RTL's weight and SIMD
+registers reset to zero.
 
-Semantics:
+Semantics, with the 12x12 RTL as the judge (tests/test_tensil_rtl.py compares every memory):
 - LoadWeights pushes local[a + size*step], ..., local[a] (or zero vectors) into the array;
   each push shifts every row down one (new -> bias -> w0 -> ... -> w(N-1)), so after N+1
   pushes local[a] is the bias and local[a + k] the weights of input lane k-1.
 - MatMul: for each input vector x, p = bias, then p = mac(x_j, w_j, p) for j = 0..N-1
   (round half even and saturate at every step); the accumulator gets p, or sat(acc + p).
 - DataMove copies vectors; local->acc with accumulate adds with saturation.
-- SIMD follows the RTL's ALU array: the result always reaches the ALU output, so Write
-  stores it in acc[write] (added with Accumulate) even when dest is a register. Where the
-  RTL would hang or misroute data the emulator refuses with EmulatorError: an op that needs
-  the accumulator input (any op but NoOp/Zero with a source 0) without Read (the RTL waits
-  forever), Read for an op that does not take its input (the RTL leaves the vector in the
-  ALU's input queue for a later SIMD), and the SIMD NoOp with Read or Write (the RTL sends
-  the data to the array/local data path, which no request feeds).
-- Addresses beyond a memory (a strided run past the depth, a DRAM vector past the array)
-  raise EmulatorError; Tensil's compiler never emits them.
+- Runs of local and accumulator addresses wrap modulo 2^address bits, as the RTL's
+  address counters do; a DRAM run with a stride wraps modulo 2^DRAM address bits, a
+  contiguous one is one byte-addressed request and does not. DRAM vector v lies at byte
+  offset + v * vector bytes of the array given, the offset being what Configure set
+  (value << 16); a Configure takes effect at once.
+- SIMD follows the RTL's ALU array and its accumulator port (AccumulatorWithALUArray.scala,
+  ALUArray.scala). The result always reaches the ALU output, so Write stores it in
+  acc[write] (added with Accumulate) even when dest is a register. An op "takes input" when
+  it is not NoOp or Zero and a source is 0 (Op.isUnary is always false in the RTL, so
+  Move(r1, in) takes input too). A Read sends acc[read] to the ALU's input, which holds one
+  vector: an op that takes input takes the waiting vector if there is one, else its own
+  Read's; a Read whose op takes no input (Zero, register/register sources) leaves its vector
+  waiting for the next input-taking SIMD, whose result then shifts by one instruction.
+  `simd_problem` names the cases that jam the RTL's SIMD data path (later accumulator and
+  SIMD work never completes and the instruction stream stops once its queues fill); the
+  emulator refuses them with EmulatorError.
+- Where the RTL's result depends on timing rather than on the program, the emulator follows
+  program order and records a hazard in the report: a Configure of a DRAM offset after a
+  DataMove on that DRAM (the RTL applies the new offset to requests still being issued).
 
-`run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run` and returns the DRAMs and a
-report with instruction counts per kind, MACs and Tensil's cycle estimate; `run_model`
-runs a `.tmodel` with float inputs the way Tensil's PYNQ driver does.
+`run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run`: `.tprog` bytes are decoded as
+the RTL reads them (`strict=False`), and it returns the DRAMs and a report with the final
+local memory and accumulators, instruction counts per kind, MACs, hazards and Tensil's cycle
+estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ driver does.
 """
 
 import dataclasses
 import time
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .arch import Architecture
+from .arch import Architecture, instruction_layout
 from .errors import EmulatorError, TensilError
 from .estimate import Estimate, TensilLatencyModel
 from .fixed import (
@@ -58,17 +71,21 @@ from .isa import (
     MatMul,
     NoOp,
     SimdOp,
+    Skipped,
     decode_program,
     format_instruction,
 )
 from .tmodel import TensilModel
 
 __all__ = ["Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run", "run_model",
-           "simd_problem"]
+           "simd_flow", "simd_problem", "simd_takes_input"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 _MAX_ONCHIP_SCALARS = 1 << 25   # local + accumulators: 256 MiB of int64 at most
 _CHUNK_ELEMENTS = 1 << 16       # products held at once by the MatMul kernel
+_ADDRESS_SPACE = 1 << 32         # bytes each DRAM master addresses
+_JAM = ("the RTL's SIMD data path jams: %s; no later accumulator or SIMD instruction "
+        "completes and the instruction stream stops once its queues fill")
 
 
 @dataclasses.dataclass
@@ -80,6 +97,12 @@ class EmulatorReport:
     seconds: float = 0.0
     saturated_inputs: int = 0
     estimate: Estimate = dataclasses.field(default_factory=Estimate)
+    # where the RTL's result depends on timing, not on the program (the emulator follows
+    # program order), one sentence each
+    hazards: List[str] = dataclasses.field(default_factory=list)
+    # the final on-chip memories, set by `run` (storage type of the format)
+    local: Optional[np.ndarray] = None
+    accumulators: Optional[np.ndarray] = None
 
     @property
     def cycles(self) -> int:
@@ -156,28 +179,48 @@ def _exact_chain(c: np.ndarray, tie: np.ndarray, bias: np.ndarray) -> np.ndarray
     return result
 
 
-def _needs_input(instruction: SIMD) -> bool:
-    """The RTL's ALUArray.inputNeeded (Op.isUnary is always false there)."""
+def simd_takes_input(instruction: SIMD) -> bool:
+    """Whether the ALU consumes an input vector: the RTL's ALUArray.inputNeeded (its
+    Op.isUnary is always false, so a unary op with a source 0 anywhere takes input)."""
     if instruction.op in (SimdOp.NOOP, SimdOp.ZERO):
         return False
     return instruction.left == 0 or instruction.right == 0
 
 
-def simd_problem(instruction: SIMD) -> Optional[str]:
-    """Why the RTL would hang or misroute this SIMD instruction, or None when it runs."""
+def simd_problem(instruction: SIMD, waiting: bool = False) -> Optional[str]:
+    """Why this SIMD instruction jams the RTL, or None when it runs; `waiting`: an earlier
+    SIMD Read left a vector at the ALU's input (checked on the 12x12 RTL)."""
     if instruction.op == SimdOp.NOOP:
         if instruction.read or instruction.write:
-            return ("the SIMD NoOp with Read/Write moves data between the accumulators and the "
-                    "array/local data path, which no request feeds: the RTL hangs")
+            return _JAM % ("the SIMD NoOp with Read/Write is the accumulator port's DataMove "
+                           "path: it sends acc[read] to, or waits for acc[write] from, the "
+                           "local-memory data path, which no request feeds")
         return None
-    needs = _needs_input(instruction)
-    if needs and not instruction.read:
-        return ("%s with a source 0 needs the accumulator input but Read is not set: the RTL "
-                "waits for it forever" % instruction.op.name)
-    if instruction.read and not needs:
-        return ("Read is set but %s with these sources does not take the input: the RTL leaves "
-                "the vector in the ALU's input queue for a later SIMD" % instruction.op.name)
+    if instruction.read and instruction.write and instruction.left and instruction.right:
+        return _JAM % ("Read+Write with register/register sources issues no read and no ALU "
+                       "operation, so its accumulator write waits for a result that never comes")
+    takes = simd_takes_input(instruction)
+    if takes and not instruction.read and not waiting:
+        return _JAM % ("%s takes the accumulator input but Read is not set and no earlier Read "
+                       "left a vector waiting" % instruction.op.name)
+    if instruction.read and not takes and waiting:
+        return _JAM % ("Read for %s, which takes no input, while an earlier Read's vector still "
+                       "waits at the ALU's input (it holds one)" % instruction.op.name)
     return None
+
+
+def simd_flow(instruction: SIMD, waiting: bool) -> Tuple[bool, bool]:
+    """(takes the waiting vector, leaves a vector waiting) for an instruction that runs.
+
+    An input-taking op takes the waiting vector before its own Read's; a Read that no op
+    takes stays waiting for the next input-taking SIMD.
+    """
+    if instruction.op == SimdOp.NOOP:
+        return False, waiting
+    takes = simd_takes_input(instruction)
+    if takes:
+        return waiting, waiting and instruction.read
+    return False, waiting or instruction.read
 
 
 class Emulator:
@@ -201,8 +244,15 @@ class Emulator:
         self.weights = np.zeros((n + 1, n), dtype=np.int64)
         self.registers = np.zeros((arch.simd_registers_depth, n), dtype=np.int64)
         self.config: Dict[ConfigRegister, int] = {}
+        self.dram_offsets = [0, 0]              # bytes, as Configure set them
+        self.simd_input: Optional[np.ndarray] = None   # the vector a SIMD Read left waiting
         self.report = EmulatorReport()
         self._latency = TensilLatencyModel(arch)
+        lay = instruction_layout(arch)
+        self._bits = {"local": lay.local_bits, "accumulators": lay.accumulator_bits,
+                      "dram0": lay.dram0_bits, "dram1": lay.dram1_bits}
+        self._dram_moved = [-1, -1]             # index of the last DataMove on each DRAM
+        self._index = 0
 
     def _memory(self, name: str, array: Optional[np.ndarray], vectors: Optional[int],
                 depth: int) -> np.ndarray:
@@ -226,12 +276,14 @@ class Emulator:
 
     # ------------------------------------------------------------------ execution
 
-    def run(self, program: Program) -> EmulatorReport:
-        """Execute a program (`.tprog` bytes or decoded instructions); returns the report."""
+    def run(self, program: Program, strict: bool = False) -> EmulatorReport:
+        """Execute a program (`.tprog` bytes, read as the RTL reads them unless `strict`, or
+        decoded instructions); returns the report."""
         if isinstance(program, (bytes, bytearray, memoryview)):
-            program = decode_program(bytes(program), self.arch)
+            program = decode_program(bytes(program), self.arch, strict)
         start = time.perf_counter()
         for index, instruction in enumerate(program):
+            self._index = index
             try:
                 self.step(instruction)
             except EmulatorError as exc:
@@ -250,27 +302,51 @@ class Emulator:
         elif isinstance(instruction, SIMD):
             self._simd(instruction)
         elif isinstance(instruction, Configure):
-            self.config[instruction.register] = instruction.value
-        elif not isinstance(instruction, NoOp):
+            self._configure(instruction)
+        elif not isinstance(instruction, (NoOp, Skipped)):
             raise EmulatorError("not a Tensil instruction: %r" % (instruction,))
         cycles, energy = self._latency.step(instruction)
         self.report.estimate.add(instruction, cycles, energy)
         self.report.instructions += 1
 
-    def _addresses(self, memory: str, limit: int, address: int, size: int,
-                   stride: int) -> np.ndarray:
-        step = 1 << stride
-        last = address + size * step
-        if last >= limit:
-            raise EmulatorError("%s vectors %d..%d (size %d, step %d) exceed the %d vectors "
-                                "of %s" % (memory, address, last, size, step, limit, memory))
-        return np.arange(address, last + 1, step)
+    def _run(self, memory: str, address: int, size: int, stride: int) -> np.ndarray:
+        """The vectors of an on-chip run: address + i * 2^stride modulo 2^address bits."""
+        bits = self._bits[memory]
+        addresses = (address + (np.arange(size + 1, dtype=np.int64) << stride)) & ((1 << bits) - 1)
+        depth = self.local.shape[0] if memory == "local" else self.accumulators.shape[0]
+        if depth < 1 << bits and int(addresses.max()) >= depth:
+            raise EmulatorError("%s vectors %d.. (size %d, step %d) reach vector %d, past the "
+                                "%d vectors of %s: undefined on the RTL" % (
+                                    memory, address, size, 1 << stride,
+                                    int(addresses.max()), depth, memory))
+        return addresses
 
     def _local(self, address: int, size: int, stride: int) -> np.ndarray:
-        return self._addresses("local", self.local.shape[0], address, size, stride)
+        return self._run("local", address, size, stride)
 
     def _acc(self, address: int, size: int, stride: int) -> np.ndarray:
-        return self._addresses("accumulators", self.accumulators.shape[0], address, size, stride)
+        return self._run("accumulators", address, size, stride)
+
+    def _dram(self, which: int, address: int, size: int, stride: int) -> Tuple[np.ndarray, object]:
+        """(DRAM array, index) of a DRAM run: rows when the run is vector-aligned, else the
+        scalar positions of every lane in the flat array."""
+        name, dram = ("dram0", self.dram0) if which == 0 else ("dram1", self.dram1)
+        n, scalar = self.arch.array_size, self.fmt.size_bytes
+        steps = np.arange(size + 1, dtype=np.int64) << stride
+        vectors = address + steps if not stride else (address + steps) & (
+            (1 << self._bits[name]) - 1)
+        first = (self.dram_offsets[which] + vectors * (n * scalar)) % _ADDRESS_SPACE // scalar
+        last = int(first.max()) + n
+        if last > dram.size:
+            raise EmulatorError("%s vector %d (byte 0x%x with the %s offset 0x%x) is past the "
+                                "%d vectors given to the emulator" % (
+                                    name, int(vectors[np.argmax(first)]),
+                                    int(first.max()) * scalar, name, self.dram_offsets[which],
+                                    dram.shape[0]))
+        self._dram_moved[which] = self._index
+        if not np.any(first % n):
+            return dram, first // n
+        return dram.reshape(-1), first[:, None] + np.arange(n)
 
     def _matmul(self, i: MatMul) -> None:
         acc = self._acc(i.acc_address, i.size, i.acc_stride)
@@ -287,24 +363,27 @@ class Emulator:
     def _datamove(self, i: DataMove) -> None:
         local = self._local(i.local_address, i.size, i.local_stride)
         kind = i.kind
-        if kind in (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0):
-            dram, name = self.dram0, "dram0"
-        elif kind in (DataMoveKind.DRAM1_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM1):
-            dram, name = self.dram1, "dram1"
-        else:
+        if kind in (DataMoveKind.ACC_TO_LOCAL, DataMoveKind.LOCAL_TO_ACC,
+                    DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
             acc = self._acc(i.address, i.size, i.stride)
             if kind == DataMoveKind.ACC_TO_LOCAL:
+                if self.simd_input is not None:
+                    raise EmulatorError(_JAM % (
+                        "the accumulators' output is held by the vector an earlier SIMD Read "
+                        "left waiting at the ALU's input, so the move to local memory never "
+                        "gets its data"))
                 self.local[local] = self.accumulators[acc]
             elif kind == DataMoveKind.LOCAL_TO_ACC:
                 self.accumulators[acc] = self.local[local]
             else:
                 self.accumulators[acc] = add(self.accumulators[acc], self.local[local], self.fmt)
             return
-        other = self._addresses(name, dram.shape[0], i.address, i.size, i.stride)
+        which = 0 if kind in (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0) else 1
+        dram, index = self._dram(which, i.address, i.size, i.stride)
         if kind in (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.DRAM1_TO_LOCAL):
-            self.local[local] = dram[other]
+            self.local[local] = dram[index]
         else:
-            dram[other] = self.local[local]
+            dram[index] = self.local[local]
 
     def _load_weights(self, i: LoadWeights) -> None:
         n = self.arch.array_size
@@ -317,16 +396,21 @@ class Emulator:
         self.weights = np.concatenate([rows, self.weights[:n + 1 - kept]])
 
     def _simd(self, i: SIMD) -> None:
-        problem = simd_problem(i)
+        waiting = self.simd_input is not None
+        problem = simd_problem(i, waiting)
         if problem:
             raise EmulatorError(problem)
         if i.op == SimdOp.NOOP:
             return
-        n = self.arch.array_size
-        if i.read:
-            inp = self.accumulators[self._acc(i.read_address, 0, 0)[0]]
+        read = self.accumulators[self._acc(i.read_address, 0, 0)[0]].copy() if i.read else None
+        takes_waiting, leaves = simd_flow(i, waiting)
+        if takes_waiting:
+            inp = self.simd_input
+        elif read is not None and simd_takes_input(i):
+            inp = read
         else:
-            inp = np.zeros(n, dtype=np.int64)
+            inp = np.zeros(self.arch.array_size, dtype=np.int64)
+        self.simd_input = (read if read is not None else self.simd_input) if leaves else None
         left = inp if i.left == 0 else self.registers[i.left - 1]
         right = inp if i.right == 0 else self.registers[i.right - 1]
         result = alu(int(i.op), left, right, inp, self.fmt)
@@ -338,11 +422,34 @@ class Emulator:
                 result = add(self.accumulators[address], result, self.fmt)
             self.accumulators[address] = result
 
+    def _configure(self, i: Configure) -> None:
+        self.config[i.register] = i.value
+        which = {ConfigRegister.DRAM0_OFFSET: 0, ConfigRegister.DRAM1_OFFSET: 1}.get(i.register)
+        if which is None:
+            return
+        self.dram_offsets[which] = (i.value << 16) % _ADDRESS_SPACE
+        if self._dram_moved[which] >= 0:
+            self.report.hazards.append(
+                "instruction %d: Configure of the DRAM%d offset after the DataMove on DRAM%d at "
+                "instruction %d: the RTL applies the new offset to every request not yet issued, "
+                "so its result depends on timing; the emulator moved all of it first" % (
+                    self._index, which, which, self._dram_moved[which]))
+
     # ------------------------------------------------------------------ results
 
     def dram(self, which: int) -> np.ndarray:
         """DRAM0 or DRAM1 as raw values in the format's storage type (int16 for FP16BP8)."""
         return (self.dram0 if which == 0 else self.dram1).astype(self.fmt.dtype)
+
+    def finish(self) -> EmulatorReport:
+        """The report with the final local memory and accumulators (storage type)."""
+        self.report.local = self.local.astype(self.fmt.dtype)
+        self.report.accumulators = self.accumulators.astype(self.fmt.dtype)
+        if self.simd_input is not None:
+            self.report.hazards.append(
+                "the program ends with a vector a SIMD Read left waiting at the ALU's input: "
+                "on the RTL the next program's first input-taking SIMD instruction gets it")
+        return self.report
 
 
 def _describe(instruction: Instruction) -> str:
@@ -352,16 +459,20 @@ def _describe(instruction: Instruction) -> str:
         return repr(instruction)
 
 
-def run(program: Program, dram0: np.ndarray, dram1: np.ndarray,
-        arch: Architecture) -> Tuple[np.ndarray, np.ndarray, EmulatorReport]:
+def run(program: Program, dram0: np.ndarray, dram1: np.ndarray, arch: Architecture, *,
+        local: Optional[np.ndarray] = None, accumulators: Optional[np.ndarray] = None,
+        strict: bool = False) -> Tuple[np.ndarray, np.ndarray, EmulatorReport]:
     """Run a program on copies of DRAM0/DRAM1 ((vectors, array_size) raw integer arrays).
 
-    Returns the final DRAM0, DRAM1 (the format's storage type) and the report; local memory
-    and the accumulators start at zero.
+    Returns the final DRAM0, DRAM1 (the format's storage type) and the report, which holds
+    the final `local` memory and `accumulators` too. Local memory and the accumulators start
+    at zero unless given (`local_depth`/`accumulator_depth` vectors, like `cosim.run`'s).
+    Program bytes are read as the RTL reads them; `strict=True` refuses what
+    `isa.decode_program` refuses.
     """
-    machine = Emulator(arch, dram0, dram1)
-    report = machine.run(program)
-    return machine.dram(0), machine.dram(1), report
+    machine = Emulator(arch, dram0, dram1, local, accumulators)
+    machine.run(program, strict)
+    return machine.dram(0), machine.dram(1), machine.finish()
 
 
 def dram_extent(program: Sequence[Instruction], which: int) -> int:
@@ -421,7 +532,8 @@ def run_model(model: TensilModel, inputs: Dict[str, np.ndarray], saturate: bool 
             if consts.size:
                 machine.step(DataMove(DataMoveKind.DRAM1_TO_LOCAL, consts.base, consts.base,
                                       consts.size - 1))
-    report = machine.run(program)
+    machine.run(program)
+    report = machine.finish()
     report.saturated_inputs = saturated
     outputs: Dict[str, np.ndarray] = {}
     for var in model.outputs:

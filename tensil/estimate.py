@@ -3,7 +3,7 @@
 `TensilLatencyModel` is the compiler's per-instruction model (tools/.../compiler/Estimator.scala),
 "size" being the encoded field (vectors - 1):
 
-    NoOp              1 cycle
+    NoOp, Skipped     1 cycle (Skipped: a word the RTL ignores)
     MatMul            size+1 after a MatMul, size+1+N after a LoadWeights, else size+1+2N
     SIMD              1
     LoadWeights       size+1
@@ -24,7 +24,7 @@ import dataclasses
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .arch import Architecture
-from .isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, NoOp
+from .isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, NoOp, Skipped
 from .isa import mnemonic as kind_name
 
 __all__ = ["Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel",
@@ -72,7 +72,7 @@ class TensilLatencyModel:
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
         n = self.arch.array_size
-        if isinstance(instruction, NoOp):
+        if isinstance(instruction, (NoOp, Skipped)):
             result = (1, 0)
         elif isinstance(instruction, MatMul):
             vectors = instruction.size + 1

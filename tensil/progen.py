@@ -11,9 +11,13 @@ Every program:
   and strides, every SIMD op with input and register sources, register and output
   destinations and Read/Write/Accumulate, harmless Configures (timeout, tracepoint), NoOps;
 - uses data with extreme values so MACs, adds and accumulations saturate at both ends;
+- uses the SIMD input the way the RTL does: Reads whose op takes no input leave their vector
+  waiting, and a later input-taking SIMD (with or without its own Read) takes it;
+- emits words the RTL skips (reserved opcodes and DataMove kinds, as `isa.Skipped`);
 - keeps each local-memory run inside one half of local memory (the RTL's decoder locks
-  local memory by halves, by the run's first address), never emits a SIMD the RTL would
-  hang on (`emulator.simd_problem`), and never changes the DRAM offsets;
+  local memory by halves, by the run's first address), never emits what jams the RTL
+  (`emulator.simd_problem`, a move out of the accumulators while a SIMD input waits), and
+  never changes the DRAM offsets;
 - ends by copying every local and accumulator window out to DRAM0, so comparing the two
   DRAMs after a run compares the whole machine state that matters.
 """
@@ -24,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .arch import Architecture
-from .emulator import simd_problem
+from .emulator import simd_flow, simd_problem
 from .fixed import fixed_format
 from .isa import (
     SIMD,
@@ -37,6 +41,7 @@ from .isa import (
     MatMul,
     NoOp,
     SimdOp,
+    Skipped,
 )
 
 __all__ = ["GeneratedProgram", "random_data", "random_program"]
@@ -84,6 +89,7 @@ class _Builder:
         self.dram0_vectors = dram_vectors + sum(s for _, s in self.local + self.acc)
         self.dram1_vectors = max(dram_vectors, sum(s for _, s in self.local))
         self.out: List[Instruction] = []
+        self.waiting = False   # a SIMD Read's vector waits at the ALU's input
 
     def integer(self, low: int, high: int) -> int:
         return int(self.rng.integers(low, high + 1))
@@ -116,6 +122,8 @@ class _Builder:
         local, size, local_stride = self.run_in(self.local, self.size(),
                                                 self.arch.stride0_depth)
         if kind in (K.ACC_TO_LOCAL, K.LOCAL_TO_ACC, K.LOCAL_TO_ACC_ACCUMULATE):
+            if kind == K.ACC_TO_LOCAL:
+                self.take_waiting()
             address, size, stride = self.run_in(self.acc, size, self.arch.stride1_depth)
         else:
             vectors = self.dram0_vectors if kind in (K.DRAM0_TO_LOCAL, K.LOCAL_TO_DRAM0) \
@@ -148,19 +156,42 @@ class _Builder:
             op = SimdOp(self.integer(0, 15))
             left, right, dest = (self.integer(0, registers) for _ in range(3))
             needs = op not in (SimdOp.NOOP, SimdOp.ZERO) and (left == 0 or right == 0)
+            read = op != SimdOp.NOOP and (needs or self.rng.random() < 0.25) and (
+                not needs or not self.waiting or self.rng.random() < 0.7)
             write = op != SimdOp.NOOP and (dest == 0 or self.rng.random() < 0.3)
             accumulate = bool(self.rng.random() < 0.3)
             read_address = self.run_in(self.acc, 0, 1)[0]
             write_address = self.run_in(self.acc, 0, 1)[0]
             instruction = SIMD(op, left, right, dest, write_address, read_address,
-                               read=needs, write=write, accumulate=accumulate)
-            if simd_problem(instruction) is None:
+                               read=read, write=write, accumulate=accumulate)
+            if simd_problem(instruction, self.waiting) is None:
+                self.waiting = simd_flow(instruction, self.waiting)[1]
                 self.out.append(instruction)
                 return
 
+    def take_waiting(self) -> None:
+        """An input-taking SIMD without Read, so that no vector waits at the ALU's input."""
+        if self.waiting:
+            op = SimdOp(self.integer(2, 15))
+            write = bool(self.rng.random() < 0.5)
+            self.out.append(SIMD(op, 0, self.integer(0, self.arch.simd_registers_depth),
+                                 0 if write else self.integer(1, self.arch.simd_registers_depth),
+                                 self.run_in(self.acc, 0, 1)[0], write=write))
+            self.waiting = False
+
     def other(self) -> None:
-        if self.rng.random() < 0.5:
+        pick = self.rng.random()
+        if pick < 0.4:
             self.out.append(NoOp())
+        elif pick < 0.7:
+            # words the RTL consumes without effect: a reserved opcode or DataMove kind
+            lay = self.arch.layout
+            arguments = self.integer(0, (1 << min(lay.operands_bits, 62)) - 1)
+            if self.rng.random() < 0.5:
+                self.out.append(Skipped(self.integer(5, 14), self.integer(0, 15), arguments))
+            else:
+                kind = int(self.rng.choice([4, 5, 6, 7, 8, 9, 10, 11, 14]))
+                self.out.append(Skipped(2, kind, arguments))
         else:
             register = ConfigRegister.TIMEOUT if self.rng.random() < 0.5 \
                 else ConfigRegister.TRACEPOINT
@@ -180,6 +211,7 @@ class _Builder:
         self.load_weights()
 
     def epilogue(self) -> None:
+        self.take_waiting()
         out = self.output_base
         for base, length in self.local:
             self.out.append(DataMove(K.LOCAL_TO_DRAM0, base, out, length - 1))
