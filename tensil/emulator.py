@@ -86,6 +86,14 @@ _CHUNK_ELEMENTS = 1 << 16       # products held at once by the MatMul kernel
 _ADDRESS_SPACE = 1 << 32         # bytes each DRAM master addresses
 _JAM = ("the RTL's SIMD data path jams: %s; no later accumulator or SIMD instruction "
         "completes and the instruction stream stops once its queues fill")
+_NOOP_JAM = (
+    "the RTL's SIMD data path jams: the SIMD NoOp with Read/Write is the accumulator port's "
+    "DataMove path used without a DataMove. With Read it leaves acc[read] at the port's "
+    "output to local memory, so every later SIMD Read waits forever and every later move from "
+    "the accumulators to local memory lands one vector late; with Write the port waits for a "
+    "vector from local memory or the array, so the next move into the accumulators lands one "
+    "vector early (its first vector at the NoOp's address). Either way one transfer stays "
+    "outstanding forever: the RTL never completes the program")
 
 
 @dataclasses.dataclass
@@ -192,9 +200,7 @@ def simd_problem(instruction: SIMD, waiting: bool = False) -> Optional[str]:
     SIMD Read left a vector at the ALU's input (checked on the 12x12 RTL)."""
     if instruction.op == SimdOp.NOOP:
         if instruction.read or instruction.write:
-            return _JAM % ("the SIMD NoOp with Read/Write is the accumulator port's DataMove "
-                           "path: it sends acc[read] to, or waits for acc[write] from, the "
-                           "local-memory data path, which no request feeds")
+            return _NOOP_JAM
         return None
     if instruction.read and instruction.write and instruction.left and instruction.right:
         return _JAM % ("Read+Write with register/register sources issues no read and no ALU "
@@ -236,8 +242,11 @@ class Emulator:
             raise EmulatorError("architecture memories of %d local + %d accumulator vectors "
                                 "of %d scalars are too large to emulate" % (
                                     arch.local_depth, arch.accumulator_depth, n))
-        self.dram0 = self._memory("dram0", dram0, None, arch.dram0_depth)
-        self.dram1 = self._memory("dram1", dram1, None, arch.dram1_depth)
+        # a DRAM array is the image of its master's byte space from 0: Configure offsets and
+        # contiguous runs reach past dramX_depth vectors, up to the 32-bit address space
+        window = _ADDRESS_SPACE // arch.vector_bytes
+        self.dram0 = self._memory("dram0", dram0, None, window)
+        self.dram1 = self._memory("dram1", dram1, None, window)
         self.local = self._memory("local", local, arch.local_depth, arch.local_depth)
         self.accumulators = self._memory("accumulators", accumulators, arch.accumulator_depth,
                                          arch.accumulator_depth)
@@ -266,8 +275,9 @@ class Emulator:
         if vectors is not None and array.shape[0] != vectors:
             raise ValueError("%s must have %d vectors, got %d" % (name, vectors, array.shape[0]))
         if array.shape[0] > depth:
-            raise ValueError("%s has %d vectors; the architecture has %d" % (
-                name, array.shape[0], depth))
+            raise ValueError("%s has %d vectors; at most %d fit (%s)" % (
+                name, array.shape[0], depth, "the 32-bit address space" if vectors is None
+                else "the architecture's depth"))
         raw = array.astype(np.int64)
         if raw.size and (raw.min() < self.fmt.min_raw or raw.max() > self.fmt.max_raw):
             raise ValueError("%s holds values outside the %s range %d..%d" % (
@@ -427,8 +437,9 @@ class Emulator:
         which = {ConfigRegister.DRAM0_OFFSET: 0, ConfigRegister.DRAM1_OFFSET: 1}.get(i.register)
         if which is None:
             return
-        self.dram_offsets[which] = (i.value << 16) % _ADDRESS_SPACE
-        if self._dram_moved[which] >= 0:
+        offset = (i.value << 16) % _ADDRESS_SPACE
+        changed, self.dram_offsets[which] = offset != self.dram_offsets[which], offset
+        if changed and self._dram_moved[which] >= 0:
             self.report.hazards.append(
                 "instruction %d: Configure of the DRAM%d offset after the DataMove on DRAM%d at "
                 "instruction %d: the RTL applies the new offset to every request not yet issued, "

@@ -296,8 +296,10 @@ def test_inputs_are_validated():
         Emulator(TINY, None, np.full((4, 4), 40000))
     with pytest.raises(ValueError, match="local must have 32 vectors"):
         Emulator(TINY, local=np.zeros((4, 4), np.int16))
-    with pytest.raises(ValueError, match="has 65 vectors; the architecture has 64"):
-        Emulator(TINY, np.zeros((65, 4), np.int16))
+    too_big = np.broadcast_to(np.zeros((1, 4), np.int16), ((1 << 29) + 1, 4))   # > 4 GiB
+    with pytest.raises(ValueError, match="has 536870913 vectors; at most 536870912 fit "
+                                         r"\(the 32-bit address space\)"):
+        Emulator(TINY, too_big)
     with pytest.raises(FixedPointError, match="FLOAT32"):
         Emulator(Architecture("FLOAT32", 4, 64, 64, 32, 16, 1, 4, 4, 1, 8))
     with pytest.raises(EmulatorError, match="too large to emulate"):
