@@ -11,12 +11,15 @@ import os
 from typing import Optional
 
 from .build import Build, build, cache_root, missing_tools
+from .compare import Comparison, compare
 from .errors import CosimBuildError, CosimError, CosimHang, CosimUnavailable, RtlMismatch
 from .rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl, rtl_architecture
 from .runner import CosimResult, DramModel, final_dram_offsets, run
 
 __all__ = [
     "run",
+    "compare",
+    "Comparison",
     "DramModel",
     "CosimResult",
     "build",
