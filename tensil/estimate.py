@@ -23,7 +23,9 @@ prices each instruction as the RTL was measured to run it:
     SIMD                       1.25 (no flags), 1.5 (Write), 2 (Read), 4 (Read and Write)
     DataMove DRAM -> local     max(beats, (requests - 1) * 4.34 + N/4) + read_latency + 5
     DataMove local -> DRAM     max(beats, requests * 14/3) + 1, plus write_latency + 3
-                               when a DRAM read follows (the host router waits for the answer)
+                               when a DRAM read follows (the host router waits for the
+                               answer); an on-chip instruction right after it hides up to
+                               13 cycles of it (the write's last beats stream meanwhile)
 
 and the last instruction's drain (2N+1 after a MatMul, write_latency + 4 after a DRAM
 write). A vector of N scalars is ceil(N * bytes * 8 / bus_bits) beats (N/4 for FP16 on the
@@ -137,11 +139,12 @@ class MemoryModel:
     write_request_cycles: float = 14 / 3    # ... and a write request
     write_setup: float = 1.0
     turnaround: float = 3.0         # a read after a write waits write_latency + this
+    write_overlap: float = 13.0     # an on-chip instruction after a DRAM write overlaps it
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            low = 0 if field.name.endswith(("latency", "setup", "turnaround")) else 1
+            low = 0 if field.name.endswith(("latency", "setup", "turnaround", "overlap")) else 1
             number = (int, float) if field.type is float else (int,)
             if isinstance(value, bool) or not isinstance(value, number) or value < low:
                 raise ValueError("MemoryModel.%s is %r; must be %s >= %d" % (
@@ -165,6 +168,7 @@ class MemoryAwareModel(TensilLatencyModel):
         self._exact = 0.0           # cycles so far, fractions kept
         self._wrote_dram = False    # the last DRAM move was a write
         self._last: Optional[Instruction] = None
+        self._write_tail = 0.0      # cycles of the last DRAM write the next instruction hides
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
         """AXI bursts of a move of `vectors` vectors from DRAM vector `address`.
@@ -218,6 +222,12 @@ class MemoryAwareModel(TensilLatencyModel):
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
         cost = self._cost(instruction)           # reads the previous instruction's kind
+        dram = isinstance(instruction, DataMove) and instruction.kind in _DRAM_READS + _DRAM_WRITES
+        if self._write_tail and not dram:        # runs while the write's last beats stream
+            hidden = min(self._write_tail, cost)
+            cost -= hidden
+        self._write_tail = (min(self.memory.write_overlap, cost) if dram
+                            and instruction.kind in _DRAM_WRITES else 0.0)
         _, energy = super().step(instruction)    # Tensil's energy; records this kind
         self._last = instruction
         before = round(self._exact)

@@ -81,3 +81,10 @@ def test_memory_model_is_validated():
         MemoryModel(max_burst_beats=0)
     with pytest.raises(ValueError, match="whole number of bytes"):
         MemoryModel(bus_bits=12)
+
+
+def test_an_on_chip_instruction_hides_the_tail_of_a_dram_write():
+    write = DataMove(K.LOCAL_TO_DRAM0, 0, 0, 15)          # 48 beats + 1
+    after = [write, DataMove(K.LOCAL_TO_ACC, 0x1000, 0, 15)]   # 16 cycles, 13 of them hidden
+    assert estimate_memory_aware(after, PERF).cycles == 49 + 16 - 13
+    assert estimate_memory_aware([write, NoOp()], PERF).cycles == 49   # the NoOp is hidden
