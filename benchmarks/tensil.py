@@ -22,8 +22,9 @@ Sections (run all, or some with --only):
   count (default memory model, completion by draining) per program: single-kind programs,
   the test suite's random-program mixes, the two busy programs and the ResNet-9 program;
   the ratio estimate / RTL, median and range.
-- sweep: --sweep random programs (longer than the test suite's) on the emulator and the
-  RTL, every memory compared; any difference fails.
+- sweep: --sweep random programs (longer than the test suite's, in turn with the default, an
+  ideal and a slow memory model) on the emulator and the RTL, every memory compared; any
+  difference, or an RTL hang on a program the emulator ran, fails.
 
 Figures are printed next to their baselines and targets; JSON goes to
 runs/bench/tensil.json. Exit status 1 if a target is missed (emulator MAC/s and frame time,
@@ -413,6 +414,9 @@ def sweep_section(args: argparse.Namespace) -> Dict[str, Any]:
     arch = load_tarch(ARCH)
     failures, instructions, started = [], 0, time.monotonic()
     mixes = [None, (6, 1, 1, 1, 1), (1, 2, 6, 1, 0.5), (1, 1, 1, 6, 1), (2, 1, 2, 2, 2)]
+    # the default memory, an ideal one and a slow one: timing must not change results
+    memories = [cosim.DramModel(), cosim.DramModel.ideal(),
+                cosim.DramModel(read_latency=40, write_latency=40, beat_interval=2)]
     for k in range(args.sweep):
         seed = 1000 + k
         rng = np.random.default_rng(seed)
@@ -420,12 +424,17 @@ def sweep_section(args: argparse.Namespace) -> Dict[str, Any]:
                            dram_vectors=int(rng.integers(16, 400)), weights=mixes[k % len(mixes)])
         data = encode_program(g.instructions, arch, strict=False)
         instructions += len(g.instructions)
-        result = cosim.compare(data, g.dram0, g.dram1, arch,
-                               local=random_data(rng, arch.local_depth, arch),
-                               accumulators=random_data(rng, arch.accumulator_depth, arch))
-        if not result.ok:
-            failures.append("seed %d: %s" % (seed, "; ".join(result.mismatches)))
-            print("MISMATCH seed %d: %s" % (seed, "; ".join(result.mismatches)))
+        dram = memories[k % len(memories)]
+        try:
+            result = cosim.compare(data, g.dram0, g.dram1, arch, dram=dram,
+                                   local=random_data(rng, arch.local_depth, arch),
+                                   accumulators=random_data(rng, arch.accumulator_depth, arch))
+            problems = result.mismatches
+        except cosim.CosimError as exc:     # the RTL hung on a program the emulator ran
+            problems = [str(exc)]
+        if problems:
+            failures.append("seed %d (%s): %s" % (seed, dram, "; ".join(problems)))
+            print("MISMATCH seed %d (%s): %s" % (seed, dram, "; ".join(problems)))
     print("%d programs, %d instructions, %.1f s" % (args.sweep, instructions,
                                                     time.monotonic() - started))
     verdict = _verdict("emulator = RTL on every memory of every program",
@@ -450,7 +459,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="cosim: skip the clean-cache build")
     parser.add_argument("--opt-levels", default="", help="cosim: also compare g++ levels, "
                                                          "e.g. -O1,-Os,-O2")
-    parser.add_argument("--sweep", type=int, default=40, help="random programs in the sweep")
+    parser.add_argument("--sweep", type=int, default=100, help="random programs in the sweep")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

@@ -29,11 +29,15 @@ Semantics, with the 12x12 RTL as the judge (tests/test_tensil_rtl.py compares ev
   Read's; a Read whose op takes no input (Zero, register/register sources) leaves its vector
   waiting for the next input-taking SIMD, whose result then shifts by one instruction.
   `simd_problem` names the cases that jam the RTL's SIMD data path (later accumulator and
-  SIMD work never completes and the instruction stream stops once its queues fill); the
-  emulator refuses them with EmulatorError.
+  SIMD work never completes and the instruction stream stops once its queues fill), and
+  `AccumulatorPort` adds a move out of the accumulators while a vector waits and the one
+  Read+Write SIMD whose fate on the RTL depends on timing (it can lose its write and hang
+  the port); the emulator refuses them with EmulatorError.
 - Where the RTL's result depends on timing rather than on the program, the emulator follows
   program order and records a hazard in the report: a Configure of a DRAM offset after a
-  DataMove on that DRAM (the RTL applies the new offset to requests still being issued).
+  DataMove on that DRAM (the RTL applies the new offset to requests still being issued); a
+  MatMul, DataMove or SIMD without Read accumulating into an address close behind another
+  accumulating write to it (the RTL's accumulate reads the old value without a lock).
 
 `run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run`: `.tprog` bytes are decoded as
 the RTL reads them (`strict=False`), and it returns the DRAMs and a report with the final
@@ -77,8 +81,8 @@ from .isa import (
 )
 from .tmodel import TensilModel
 
-__all__ = ["Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run", "run_model",
-           "simd_flow", "simd_problem", "simd_takes_input"]
+__all__ = ["AccumulatorPort", "Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run",
+           "run_model", "simd_flow", "simd_problem", "simd_takes_input"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 _MAX_ONCHIP_SCALARS = 1 << 25   # local + accumulators: 256 MiB of int64 at most
@@ -229,6 +233,117 @@ def simd_flow(instruction: SIMD, waiting: bool) -> Tuple[bool, bool]:
     return False, waiting or instruction.read
 
 
+_TIMING = (
+    "timing-dependent on the RTL: a Zero with Read and Write left its vector waiting, the "
+    "next accumulator instruction (a SIMD without Read) took it, and now a SIMD with Read and "
+    "Write follows; co-simulation shows the RTL losing this one's write when it arrives an "
+    "odd number of cycles later (2 or 3 or more, depending on the one before), after which "
+    "the accumulator port waits forever; the cycle distance depends on timing the program "
+    "does not fix")
+
+
+def _uses_accumulator_port(instruction: Instruction) -> bool:
+    if isinstance(instruction, SIMD):
+        return instruction.op != SimdOp.NOOP or instruction.read or instruction.write
+    if isinstance(instruction, DataMove):
+        return instruction.kind in (DataMoveKind.ACC_TO_LOCAL, DataMoveKind.LOCAL_TO_ACC,
+                                    DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
+    return isinstance(instruction, MatMul)
+
+
+class AccumulatorPort:
+    """What the RTL's accumulator port carries from one instruction to the next, as far as it
+    decides which instructions run and which results depend on timing: whether a SIMD Read's
+    vector waits at the ALU's input; how far the chain that makes a Read+Write SIMD
+    timing-dependent has got (1: the last port instruction was a Zero with Read and Write
+    that left its vector; 2: then a SIMD without Read took it); and, per accumulator
+    address, the last accumulating write that may still be on its way (the RTL's accumulate
+    reads the old value as the request arrives and takes no lock, so a second accumulating
+    write close behind adds to a stale value). Distances count accumulator-port operations
+    (a vector of a MatMul or DataMove, a SIMD instruction), not cycles: idle cycles only
+    widen them, so the check is conservative. The emulator, the reference and progen share it.
+    """
+
+    def __init__(self, arch: Architecture):
+        lay = instruction_layout(arch)
+        self.waiting = False
+        self.chain = 0
+        self.mask = (1 << lay.accumulator_bits) - 1
+        self.ops = 0                                      # accumulator-port operations so far
+        self.last = np.full(self.mask + 1, -(1 << 40), dtype=np.int64)  # op of the last
+        self.window = np.zeros(self.mask + 1, dtype=np.int64)           # accumulating write
+        # a MatMul's sums reach the accumulators 2N+1 cycles after its request; measured
+        # stale-read windows: about 2N+5 after a MatMul, 3 after a SIMD or a DataMove
+        self.windows = {MatMul: 2 * arch.array_size + 8, DataMove: 8, SIMD: 8}
+
+    def problem(self, instruction: Instruction) -> Optional[str]:
+        """Why the RTL would jam or be timing-dependent on `instruction` now, or None."""
+        if isinstance(instruction, SIMD):
+            jam = simd_problem(instruction, self.waiting)
+            if jam is None and self.chain == 2 and instruction.read and instruction.write:
+                return _TIMING
+            return jam
+        if (isinstance(instruction, DataMove) and instruction.kind == DataMoveKind.ACC_TO_LOCAL
+                and self.waiting):
+            return _JAM % ("the accumulators' output is held by the vector an earlier SIMD "
+                           "Read left waiting at the ALU's input, so the move to local memory "
+                           "never gets its data")
+        return None
+
+    def _writes(self, instruction: Instruction) -> Tuple[Optional[np.ndarray], bool]:
+        """(accumulator addresses the instruction writes, whether it accumulates)."""
+        if isinstance(instruction, MatMul):
+            return self._run(instruction.acc_address, instruction.size,
+                             instruction.acc_stride), instruction.accumulate
+        if isinstance(instruction, DataMove) and instruction.kind in (
+                DataMoveKind.LOCAL_TO_ACC, DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
+            return (self._run(instruction.address, instruction.size, instruction.stride),
+                    instruction.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
+        if isinstance(instruction, SIMD) and instruction.write:
+            return np.array([instruction.write_address & self.mask]), instruction.accumulate
+        return None, False
+
+    def _run(self, address: int, size: int, stride: int) -> np.ndarray:
+        return (address + (np.arange(size + 1, dtype=np.int64) << stride)) & self.mask
+
+    def stale_accumulate(self, instruction: Instruction) -> Optional[int]:
+        """The first address a MatMul, a DataMove or a SIMD without Read accumulates into
+        while an earlier accumulating write to it may not have landed (a timing-dependent
+        sum), or None."""
+        addresses, accumulates = self._writes(instruction)
+        if addresses is None or not accumulates or (isinstance(instruction, SIMD)
+                                                     and instruction.read):
+            return None   # a SIMD with Read writes after its read, which waits its turn
+        close = (self.ops + np.arange(addresses.size)) - self.last[addresses] \
+            < self.window[addresses]
+        return int(addresses[np.argmax(close)]) if close.any() else None
+
+    def advance(self, instruction: Instruction) -> None:
+        """The state after `instruction` ran (it had no problem)."""
+        if not _uses_accumulator_port(instruction):
+            return
+        if isinstance(instruction, SIMD):
+            takes_waiting, leaves = simd_flow(instruction, self.waiting)
+            if instruction.read and instruction.write and leaves and not takes_waiting:
+                self.chain = 1
+            elif self.chain == 1 and takes_waiting and not instruction.read:
+                self.chain = 2
+            else:
+                self.chain = 0
+            self.waiting = leaves
+        else:
+            self.chain = 0
+        addresses, accumulates = self._writes(instruction)
+        count = 1 if isinstance(instruction, SIMD) else instruction.size + 1  # type: ignore
+        if addresses is not None:
+            if accumulates:
+                self.last[addresses] = self.ops + np.arange(addresses.size)
+                self.window[addresses] = self.windows[type(instruction)]
+            else:          # a plain write takes the port's lock: later reads wait for it
+                self.last[addresses] = -(1 << 40)
+        self.ops += count
+
+
 class Emulator:
     """The machine state and one instruction at a time; `run` executes whole programs."""
 
@@ -255,6 +370,7 @@ class Emulator:
         self.config: Dict[ConfigRegister, int] = {}
         self.dram_offsets = [0, 0]              # bytes, as Configure set them
         self.simd_input: Optional[np.ndarray] = None   # the vector a SIMD Read left waiting
+        self.port = AccumulatorPort(arch)
         self.report = EmulatorReport()
         self._latency = TensilLatencyModel(arch)
         lay = instruction_layout(arch)
@@ -303,6 +419,16 @@ class Emulator:
         return self.report
 
     def step(self, instruction: Instruction) -> None:
+        problem = self.port.problem(instruction)
+        if problem:
+            raise EmulatorError(problem)
+        stale = self.port.stale_accumulate(instruction)
+        if stale is not None:
+            self.report.hazards.append(
+                "instruction %d: accumulates into acc[%d] close behind an earlier accumulating "
+                "write to it: the RTL reads the old value as the request arrives "
+                "(accumulating writes take no lock), so the sum depends on timing; the "
+                "emulator added in program order" % (self._index, stale))
         if isinstance(instruction, MatMul):
             self._matmul(instruction)
         elif isinstance(instruction, DataMove):
@@ -315,6 +441,7 @@ class Emulator:
             self._configure(instruction)
         elif not isinstance(instruction, (NoOp, Skipped)):
             raise EmulatorError("not a Tensil instruction: %r" % (instruction,))
+        self.port.advance(instruction)
         cycles, energy = self._latency.step(instruction)
         self.report.estimate.add(instruction, cycles, energy)
         self.report.instructions += 1
@@ -377,11 +504,6 @@ class Emulator:
                     DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
             acc = self._acc(i.address, i.size, i.stride)
             if kind == DataMoveKind.ACC_TO_LOCAL:
-                if self.simd_input is not None:
-                    raise EmulatorError(_JAM % (
-                        "the accumulators' output is held by the vector an earlier SIMD Read "
-                        "left waiting at the ALU's input, so the move to local memory never "
-                        "gets its data"))
                 self.local[local] = self.accumulators[acc]
             elif kind == DataMoveKind.LOCAL_TO_ACC:
                 self.accumulators[acc] = self.local[local]
@@ -407,9 +529,6 @@ class Emulator:
 
     def _simd(self, i: SIMD) -> None:
         waiting = self.simd_input is not None
-        problem = simd_problem(i, waiting)
-        if problem:
-            raise EmulatorError(problem)
         if i.op == SimdOp.NOOP:
             return
         read = self.accumulators[self._acc(i.read_address, 0, 0)[0]].copy() if i.read else None

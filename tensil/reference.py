@@ -4,7 +4,8 @@ It walks every vector in Python and every MAC step with `fixed.mac` over the out
 pushes weights one vector at a time, addresses DRAM byte by vector through the Configure
 offsets, and keeps its own state, so a test that compares it with the emulator checks the
 emulator's vectorised kernels and address arithmetic. The rules of the SIMD input (which
-instruction takes which vector, and what jams the RTL) are the emulator's, shared.
+instruction takes which vector, what jams the RTL or depends on its timing) are the emulator's
+`AccumulatorPort`, shared.
 """
 
 from typing import List, Optional, Sequence, Tuple, Union
@@ -12,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .arch import Architecture, instruction_layout
-from .emulator import simd_flow, simd_problem, simd_takes_input
+from .emulator import AccumulatorPort, simd_flow, simd_takes_input
 from .errors import EmulatorError
 from .fixed import add, alu, fixed_format, mac
 from .isa import (
@@ -57,6 +58,7 @@ class ReferenceMachine:
         self.registers = np.zeros((arch.simd_registers_depth, n), dtype=np.int64)
         self.offsets = {"dram0": 0, "dram1": 0}
         self.waiting: Optional[np.ndarray] = None
+        self.port = AccumulatorPort(arch)   # the emulator's rules of what runs on the RTL
         self.macs = 0
         lay = instruction_layout(arch)
         self.bits = {"local": lay.local_bits, "acc": lay.accumulator_bits,
@@ -95,6 +97,13 @@ class ReferenceMachine:
             self.memories[memory][address] = value
 
     def execute(self, i: Instruction) -> None:
+        problem = self.port.problem(i)
+        if problem:
+            raise EmulatorError(problem)
+        self._execute(i)
+        self.port.advance(i)
+
+    def _execute(self, i: Instruction) -> None:
         if isinstance(i, Configure):
             if i.register in (ConfigRegister.DRAM0_OFFSET, ConfigRegister.DRAM1_OFFSET):
                 memory = "dram0" if i.register == ConfigRegister.DRAM0_OFFSET else "dram1"
@@ -128,8 +137,6 @@ class ReferenceMachine:
 
     def _datamove(self, i: DataMove) -> None:
         source, target = _DIRECTIONS[i.kind]
-        if source == "acc" and self.waiting is not None:
-            raise EmulatorError("a SIMD input vector is waiting: the RTL jams")
         other = target if source == "local" else source
         for k in range(i.size + 1):
             local = self.address("local", i.local_address, k, i.local_stride)
@@ -141,9 +148,6 @@ class ReferenceMachine:
             self.store(target, dst, value)
 
     def _simd(self, i: SIMD) -> None:
-        problem = simd_problem(i, self.waiting is not None)
-        if problem:
-            raise EmulatorError(problem)
         if i.op == SimdOp.NOOP:
             return
         read = self.vector("acc", i.read_address) if i.read else None

@@ -431,3 +431,19 @@ def test_generated_programs_keep_local_runs_in_one_half_and_saturate():
     assert spared.instructions == g.instructions and spared.dram0.shape[0] == out0.shape[0] + 2
     out0, _, _ = run(spared.instructions, spared.dram0, spared.dram1, PERF)
     assert not out0[-2:].any()
+
+
+def test_close_accumulates_to_one_address_are_reported_as_hazards():
+    # tests/test_tensil_rtl.py shows the RTL adding to a stale value here
+    program = _asm("""
+        LoadWeights local=0x0 size=4
+        MatMul local=0x0 acc=0x3 size=0 accumulate
+        SIMD out=Zero(r1,r1) wacc=0x3 write accumulate
+        MatMul local=0x0 acc=0x4 size=0 accumulate
+        DataMove local->acc local=0x0 acc=0x6 size=0
+        DataMove local->acc local=0x0 acc=0x6 size=0 accumulate
+        SIMD out=Add(in,in) wacc=0x4 racc=0x5 read write accumulate
+    """)
+    _, _, report = run(program, *_machine(TINY, []), TINY)
+    assert len(report.hazards) == 1 and report.hazards[0].startswith(
+        "instruction 2: accumulates into acc[3] close behind")

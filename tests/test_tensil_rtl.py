@@ -312,6 +312,51 @@ def test_every_simd_refusal_jams_the_rtl_and_nothing_else_does():
             and not refused else ""))) == refused, (line, waiting)
 
 
+@pytest.mark.parametrize("taker", ["SIMD r1=Subtract(r1,in) wacc=0x7ee write", "SIMD r1=Subtract(r1,in)"])
+def test_a_read_write_simd_after_the_zero_chain_is_refused_as_timing_dependent(taker):
+    # RTL (found by the sweep): after a Zero with Read and Write leaves its vector and the
+    # next accumulator instruction, a SIMD without Read, takes it, the next Read+Write SIMD
+    # loses its write at some cycle distances (here: some numbers of NoOps before it), and
+    # the accumulator port then waits forever. The emulator refuses it whatever the distance.
+    chain = ["SIMD out=Zero(in,in) wacc=0x7d3 racc=0x7e1 read write", taker]
+    last = "SIMD out=Add(r1,in) wacc=0x7c7 racc=0x7cc read write"
+    lost = []
+    for gap in range(6):
+        program = asm("\n".join(chain + ["NoOp"] * gap + [last]))
+        with pytest.raises(EmulatorError, match="timing-dependent on the RTL"):
+            emulate(program, *memories(0)[:2], ARCH)
+        d0, d1, local, accumulators = memories(0)
+        rtl = cosim.run(program, d0, d1, ARCH, completion="drain", local=local,
+                        accumulators=accumulators)
+        lost.append(bool((rtl.accumulators[0x7c7] == accumulators[0x7c7]).all()))
+    assert any(lost) and not all(lost), lost   # lost at some distances, not at others
+    # anything else on the accumulator port in between ends the chain
+    same(asm("\n".join(chain + ["SIMD out=Zero(in,in) wacc=0x7c0 write", "NoOp", "NoOp", "NoOp",
+                                last])))
+
+
+def test_an_accumulate_close_behind_another_to_the_same_address_is_a_hazard():
+    # RTL (found by the sweep): an accumulating write reads the old value as its request
+    # arrives, without the lock a plain write takes, so a second accumulate to the same
+    # address close behind a MatMul's (whose sums land 2N+1 cycles later) adds to a stale
+    # value. The sum depends on timing: the emulator adds in program order and says so.
+    d0, d1, local, accumulators = memories(4)
+    first = "LoadWeights local=0x40 size=12\nMatMul local=0x5 acc=0x10 size=0 accumulate\n"
+    close = asm(first + "DataMove local->acc local=0x6 acc=0x10 size=0 accumulate")
+    rtl = cosim.run(close, d0, d1, ARCH, completion="drain", local=local,
+                    accumulators=accumulators)
+    out0, _, report = emulate(close, d0, d1, ARCH, local=local, accumulators=accumulators)
+    assert "accumulates into acc[16] close behind" in report.hazards[0]
+    assert not np.array_equal(rtl.accumulators[0x10], report.accumulators[0x10])
+    # a plain write first (it takes the lock), or the MatMul long done: no hazard, same sums
+    rtl, report = same(asm(first.replace(" accumulate", "") +
+                           "DataMove local->acc local=0x6 acc=0x10 size=0 accumulate"))
+    assert not report.hazards
+    rtl, report = same(asm(first + "DataMove local->acc local=0x100 acc=0x100 size=40\n"
+                           "DataMove local->acc local=0x6 acc=0x10 size=0 accumulate"))
+    assert not report.hazards
+
+
 # --------------------------------------------------------------------------- Configure, words
 
 def test_configure_dram_offsets_move_both_windows():
