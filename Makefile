@@ -26,7 +26,8 @@ help:
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
 	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
-	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
+	@echo "make bench-tensil  Tensil: emulator MAC/s vs the reference, RTL co-simulation build time and cycles/s,"
+	@echo "                   estimate vs RTL cycles, emulator = RTL sweep (SWEEP=N programs, default 100)"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -93,8 +94,9 @@ bench-coordinator: setup
 	@scripts/system-deps.sh $(DATA_DEBS) mosquitto
 	$(BIN)/python -m benchmarks.coordinator
 
+SWEEP ?= 100
 bench-tensil: setup
-	$(BIN)/python -m benchmarks.tensil
+	$(BIN)/python -m benchmarks.tensil --sweep $(SWEEP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim
