@@ -14,7 +14,7 @@ never lands).
 
 "RTL vs facts" comments mark where the RTL disagrees with ../shared/design/TENSIL.md (the
 RTL wins). The RTL is ../shared/rtl/tensil_custom_perf or $TENSIL_RTL; without it, Verilator,
-g++ or make these tests skip with the reason. About 15 s with the simulator built;
+g++ or make these tests skip with the reason. About 8 s with the simulator built;
 TENSIL_RTL_SWEEP=N adds N more random programs (and every jam case), `make bench-tensil`
 runs a longer sweep.
 """
