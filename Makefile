@@ -29,7 +29,8 @@ help:
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
 	@echo "make broker        Mosquitto with passwords + per-device ACL, loopback only (BROKER_HOST=0.0.0.0, BROKER_TLS=1; brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
-	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
+	@echo "make bench-tensil  Tensil: emulator MAC/s vs the reference, RTL co-simulation build time and cycles/s,"
+	@echo "                   estimate vs RTL cycles, emulator = RTL sweep (SWEEP=N programs, default 100)"
 	@echo "make rtl           Tensil RTL for ARCH= via docker tensilai/tensil (or check TENSIL_RTL=dir)"
 	@echo "make rtl-report    Yosys resource estimate of the RTL vs the XC7Z020 (TENSIL_RTL=, default ../shared)"
 	@echo "make bitstream     PYNQ-Z1 overlay: Vivado batch (ARCH= CLOCK_MHZ=125 PYNQ_DIR= [ALLOW_NEGATIVE_SLACK=1])"
@@ -107,8 +108,9 @@ bench-coordinator: setup
 	@scripts/system-deps.sh $(DATA_DEBS) mosquitto
 	$(BIN)/python -m benchmarks.coordinator
 
+SWEEP ?= 100
 bench-tensil: setup
-	$(BIN)/python -m benchmarks.tensil
+	$(BIN)/python -m benchmarks.tensil --sweep $(SWEEP)
 
 # From a checkpoint to a board (python -m hwflow; README "From a checkpoint to a board").
 ARCH      ?= tensil_arch/pynqz1_perf.tarch

@@ -12,10 +12,23 @@ Sections (run all, or some with --only):
   MAC/s on the ResNet-9 program, i.e. its 16 M true MACs (26 M on the padded array) in
   well under a second; the reference runs a prefix of each program and must agree with the
   emulator on it.
+- cosim: the Verilated RTL (`tensil.cosim`): build time from a clean cache (a fresh
+  temporary cache, as a clean clone has), next to the issue's "about 25 s on 2 cores" and its
+  one-minute bound; simulated cycles per second on busy programs (MatMul-heavy: 8 weight
+  sets x 8 MatMuls of 2,048 vectors; DataMove-heavy: the whole local memory from DRAM0 and
+  DRAM1 and back), the harness's own rate (simulated cycles / CPU time of its loop) and end
+  to end; `--opt-levels -O1,-Os,-O2` also compares g++ levels.
+- estimate: `tensil.estimate`'s RTL-calibrated model and Tensil's own next to the RTL's cycle
+  count (default memory model, completion by draining) per program: single-kind programs,
+  the test suite's random-program mixes, the two busy programs and the ResNet-9 program;
+  the ratio estimate / RTL, median and range.
+- sweep: --sweep random programs (longer than the test suite's, in turn with the default, an
+  ideal and a slow memory model) on the emulator and the RTL, every memory compared; any
+  difference, or an RTL hang on a program the emulator ran, fails.
 
 Figures are printed next to their baselines and targets; JSON goes to
-runs/bench/tensil.json. Exit status 1 if a target is missed. More sections (co-simulation,
-compiler) register in SECTIONS.
+runs/bench/tensil.json. Exit status 1 if a target is missed (emulator MAC/s and frame time,
+the clean build, emulator = reference, emulator = RTL).
 """
 
 import os
@@ -23,10 +36,12 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the emulator target is for one core
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable, Dict, List, Optional, Tuple  # noqa: E402
 
@@ -34,13 +49,28 @@ import numpy as np  # noqa: E402
 
 from tensil.arch import Architecture, load_tarch  # noqa: E402
 from tensil.emulator import Emulator, run  # noqa: E402
-from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, SimdOp  # noqa: E402
-from tensil.progen import random_data  # noqa: E402
+from tensil.estimate import estimate, estimate_memory_aware  # noqa: E402
+from tensil.isa import (  # noqa: E402
+    SIMD,
+    DataMove,
+    DataMoveKind,
+    Instruction,
+    LoadWeights,
+    MatMul,
+    SimdOp,
+    decode_program,
+    encode_program,
+    parse_program,
+)
+from tensil.progen import random_data, random_program  # noqa: E402
 from tensil.reference import reference_run  # noqa: E402
 
 OUT = pathlib.Path("runs") / "bench"
 ARCH = pathlib.Path("tensil_arch") / "pynqz1_perf.tarch"
 EMULATOR_TARGET_MACS = 20e6
+BUILD_TARGET_S = 60.0        # issue 14: a clean clone builds the simulator in under a minute
+BUILD_ISSUE_S = 25.0         # ... "measured about 25 s on 2 cores"
+TENSIL_CLOCK_HZ = 50e6       # PEFSL's FCLK3
 # ResNet-9 f=16 at 32x32 with strides (PEFSL): (output side, kernel taps, in channels,
 # out channels) of every conv layer.
 RESNET9_LAYERS = [
@@ -187,7 +217,234 @@ def _verdict(what: str, value: float, op: str, target: float, unit: str) -> str:
     return line
 
 
-SECTIONS: Dict[str, Section] = {"emulator": emulator_section}
+# --------------------------------------------------------------------------- co-simulation
+
+def _cosim():
+    from tensil import cosim  # workstation only
+    return cosim
+
+
+def matmul_heavy(arch: Architecture, rng: np.random.Generator) -> Dict[str, Any]:
+    """8 weight sets, 8 MatMuls of 2048 vectors each (accumulating after the first)."""
+    n = arch.array_size
+    local = np.zeros((arch.local_depth, n), np.int16)
+    local[: 8 * (n + 1)] = rng.integers(-64, 64, (8 * (n + 1), n))
+    local[4096: 4096 + 2048] = rng.integers(-256, 256, (2048, n))
+    program: List[Instruction] = []
+    for block in range(8):
+        program.append(LoadWeights(block * (n + 1), n))
+        program += [MatMul(4096, 0, 2047, accumulate=i > 0) for i in range(8)]
+    return {"program": program, "local": local, "dram0": np.zeros((1, n), np.int16),
+            "dram1": np.zeros((1, n), np.int16), "macs": 64 * 2048 * n * n}
+
+
+def datamove_heavy(arch: Architecture, rng: np.random.Generator) -> Dict[str, Any]:
+    """The whole local memory from DRAM0 and from DRAM1 and back, 1024 vectors a move."""
+    n, depth, chunk = arch.array_size, arch.local_depth, 1024
+    program: List[Instruction] = []
+    for into, out in ((DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0),
+                      (DataMoveKind.DRAM1_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM1)):
+        program += [DataMove(into, a, a, chunk - 1) for a in range(0, depth, chunk)]
+        program += [DataMove(out, a, a, chunk - 1) for a in range(0, depth, chunk)]
+    return {"program": program, "local": None,
+            "dram0": rng.integers(-32768, 32768, (depth, n)).astype(np.int16),
+            "dram1": rng.integers(-32768, 32768, (depth, n)).astype(np.int16)}
+
+
+BUSY = {"matmul-heavy": matmul_heavy, "datamove-heavy": datamove_heavy}
+
+
+def _cosim_rate(arch: Architecture, name: str, repeats: int, simulator: Any = None
+                ) -> Dict[str, Any]:
+    cosim = _cosim()
+    work = BUSY[name](arch, np.random.default_rng(0))
+    program = encode_program(work["program"], arch)
+    rates, end_to_end, last = [], [], None
+    for _ in range(repeats):
+        started = time.monotonic()
+        last = cosim.run(program, work["dram0"], work["dram1"], arch, local=work["local"],
+                         simulator=simulator)
+        wall = time.monotonic() - started
+        rates.append(last.stats["simulated_cycles"] / last.stats["sim_cpu_seconds"])
+        end_to_end.append(last.cycles / wall)
+    assert last is not None
+    row = {"program": name, "instructions": last.instructions, "cycles": last.cycles,
+           "cycles_per_s": statistics.median(rates),
+           "end_to_end_cycles_per_s": statistics.median(end_to_end),
+           "real_time_fraction": statistics.median(rates) / TENSIL_CLOCK_HZ}
+    if "macs" in work:
+        row["mac_per_cycle"] = work["macs"] / last.cycles
+    return row
+
+
+def cosim_section(args: argparse.Namespace) -> Dict[str, Any]:
+    cosim = _cosim()
+    missing = cosim.unavailable()
+    print("\n== co-simulation of the RTL (Verilator) ==")
+    if missing:
+        line = "FAIL co-simulation unavailable: %s" % missing
+        print(line)
+        return {"verdicts": [line]}
+    arch = load_tarch(ARCH)
+    cores = os.cpu_count() or 1
+    result: Dict[str, Any] = {"cores": cores, "dram": dataclasses.asdict(cosim.DramModel())}
+    verdicts = []
+    if not args.no_clean_build:
+        print("clean build in a fresh cache (%d cores) ..." % cores, flush=True)
+        with tempfile.TemporaryDirectory(prefix="cosim-bench-") as cache:
+            made = cosim.build(cache_dir=cache)
+        result["clean_build"] = {"seconds": made.seconds, "cpu_seconds": made.cpu_seconds}
+        print("clean build: %.1f s wall, %.1f s compiler CPU time (the issue measured about "
+              "%.0f s on 2 cores)" % (made.seconds, made.cpu_seconds, BUILD_ISSUE_S))
+        verdicts.append(_verdict("clean build of the simulator (%d cores)" % cores,
+                                 made.seconds, "<", BUILD_TARGET_S, "s"))
+    cosim.build()
+    print("%-15s %12s %10s %14s %18s %10s %8s" % ("program", "instructions", "cycles",
+                                                   "cycles/s", "end-to-end cyc/s", "real time",
+                                                   "MAC/cyc"))
+    rows = []
+    for name in BUSY:
+        row = _cosim_rate(arch, name, args.repeats)
+        rows.append(row)
+        print("%-15s %12d %10d %14.0f %18.0f %9.2f%% %8s" % (
+            name, row["instructions"], row["cycles"], row["cycles_per_s"],
+            row["end_to_end_cycles_per_s"], 100 * row["real_time_fraction"],
+            "%.1f" % row["mac_per_cycle"] if "mac_per_cycle" in row else "-"))
+    result["programs"] = rows
+    levels = [level for level in args.opt_levels.split(",") if level]
+    if levels:
+        print("%-6s %10s %12s %16s" % ("g++", "build s", "build CPU s", "matmul cycles/s"))
+        result["opt_levels"] = []
+        for level in levels:
+            with tempfile.TemporaryDirectory(prefix="cosim-opt-") as cache:
+                made = cosim.build(cache_dir=cache, cxx_opt=level)
+                row = _cosim_rate(arch, "matmul-heavy", args.repeats, simulator=made)
+            result["opt_levels"].append({"cxx_opt": level, "build_s": made.seconds,
+                                         "build_cpu_s": made.cpu_seconds,
+                                         "cycles_per_s": row["cycles_per_s"]})
+            print("%-6s %10.1f %12.1f %16.0f" % (level, made.seconds, made.cpu_seconds,
+                                                 row["cycles_per_s"]))
+    result["verdicts"] = verdicts
+    return result
+
+
+# --------------------------------------------------------------------------- estimate vs RTL
+
+def _asm(arch: Architecture, text: str) -> List[Instruction]:
+    return parse_program(text, arch)
+
+
+def estimate_programs(arch: Architecture) -> List[Tuple[str, List[Instruction], Dict[str, Any]]]:
+    """(name, instructions, memories) of the programs the estimate is set against."""
+    rng = np.random.default_rng(0)
+    plain = {"dram0": random_data(rng, 8192, arch), "dram1": random_data(rng, 8192, arch),
+             "local": random_data(rng, arch.local_depth, arch), "accumulators": None}
+    single = {
+        "DRAM0->local, 16 x 64 vectors": "".join(
+            "DataMove dram0->local local=0x%x dram0=0x%x size=63\n" % (i * 64, i * 64)
+            for i in range(16)),
+        "DRAM1->local strided, 256": "DataMove dram1->local local=0x0 dram1=0x0:2 size=255",
+        "local->DRAM0, 1024": "DataMove local->dram0 local=0x0 dram0=0x0 size=1023",
+        "local->DRAM1 strided, 256": "DataMove local->dram1 local=0x0 dram1=0x0:4 size=255",
+        "local<->acc, 4 x 512": "DataMove local->acc local=0x0 acc=0x0 size=511\n"
+                                "DataMove acc->local local=0x200 acc=0x0 size=511\n" * 2,
+        "LoadWeights + MatMul 16, x16": "LoadWeights local=0x0 size=12\n"
+                                        "MatMul local=0x100 acc=0x0 size=15 accumulate\n" * 16,
+        "SIMD read+write, 200": "".join("SIMD out=Max(in,r1) wacc=0x%x racc=0x%x read write\n"
+                                        % (i, i) for i in range(200)),
+    }
+    out = [(name, _asm(arch, text), plain) for name, text in single.items()]
+    for seed, weights in enumerate([None, (6, 1, 1, 1, 1), (1, 2, 6, 1, 0.5), (1, 1, 1, 6, 1)] * 2):
+        g = random_program(arch, seed, length=250, window=40, weights=weights)
+        out.append(("random %d (suite mix %d)" % (seed, seed % 4), g.instructions,
+                    {"dram0": g.dram0, "dram1": g.dram1, "local": None, "accumulators": None}))
+    for name, make in BUSY.items():
+        work = make(arch, np.random.default_rng(0))
+        out.append((name, work["program"], work))
+    dram0, dram1 = _machine(arch, "nn")
+    out.append(("resnet9 f16 32x32 (MatMul work)", matmul_program(arch, RESNET9_LAYERS),
+                {"dram0": dram0, "dram1": dram1, "local": None, "accumulators": None}))
+    return out
+
+
+def estimate_section(args: argparse.Namespace) -> Dict[str, Any]:
+    cosim = _cosim()
+    print("\n== cycle estimates next to the RTL's count (default memory model, drained) ==")
+    missing = cosim.unavailable()
+    if missing:
+        print("skipped: co-simulation unavailable: %s" % missing)
+        return {"verdicts": []}
+    arch = load_tarch(ARCH)
+    rows = []
+    print("%-34s %6s %9s %9s %7s %9s %7s" % ("program", "instr", "RTL", "estimate", "ratio",
+                                               "Tensil", "ratio"))
+    for name, program, work in estimate_programs(arch):
+        data = encode_program(program, arch, strict=False)
+        rtl = cosim.run(data, work["dram0"], work["dram1"], arch, completion="drain",
+                        local=work.get("local"), accumulators=work.get("accumulators"))
+        decoded = decode_program(data, arch, strict=False)
+        mine, tensil = estimate_memory_aware(decoded, arch).cycles, estimate(decoded, arch).cycles
+        row = {"program": name, "instructions": len(program), "rtl_cycles": rtl.drain_cycles,
+               "estimate": mine, "ratio": mine / rtl.drain_cycles, "tensil_estimate": tensil,
+               "tensil_ratio": tensil / rtl.drain_cycles}
+        rows.append(row)
+        print("%-34s %6d %9d %9d %7.3f %9d %7.3f" % (
+            name, row["instructions"], row["rtl_cycles"], mine, row["ratio"], tensil,
+            row["tensil_ratio"]))
+    summary = {}
+    for key, label in (("ratio", "RTL-calibrated estimate"), ("tensil_ratio", "Tensil's model")):
+        ratios = [r[key] for r in rows]
+        summary[key] = {"median": statistics.median(ratios), "min": min(ratios),
+                        "max": max(ratios)}
+        print("%-24s / RTL: median %.3f, range %.3f .. %.3f over %d programs" % (
+            label, statistics.median(ratios), min(ratios), max(ratios), len(ratios)))
+    return {"rows": rows, "summary": summary, "verdicts": []}
+
+
+# --------------------------------------------------------------------------- emulator = RTL
+
+def sweep_section(args: argparse.Namespace) -> Dict[str, Any]:
+    cosim = _cosim()
+    print("\n== emulator = RTL on %d random programs (every memory compared) ==" % args.sweep)
+    missing = cosim.unavailable()
+    if missing:
+        line = "FAIL co-simulation unavailable: %s" % missing
+        print(line)
+        return {"verdicts": [line]}
+    arch = load_tarch(ARCH)
+    failures, instructions, started = [], 0, time.monotonic()
+    mixes = [None, (6, 1, 1, 1, 1), (1, 2, 6, 1, 0.5), (1, 1, 1, 6, 1), (2, 1, 2, 2, 2)]
+    # the default memory, an ideal one and a slow one: timing must not change results
+    memories = [cosim.DramModel(), cosim.DramModel.ideal(),
+                cosim.DramModel(read_latency=40, write_latency=40, beat_interval=2)]
+    for k in range(args.sweep):
+        seed = 1000 + k
+        rng = np.random.default_rng(seed)
+        g = random_program(arch, seed, length=600, window=int(rng.integers(8, 200)),
+                           dram_vectors=int(rng.integers(16, 400)), weights=mixes[k % len(mixes)])
+        data = encode_program(g.instructions, arch, strict=False)
+        instructions += len(g.instructions)
+        dram = memories[k % len(memories)]
+        try:
+            result = cosim.compare(data, g.dram0, g.dram1, arch, dram=dram,
+                                   local=random_data(rng, arch.local_depth, arch),
+                                   accumulators=random_data(rng, arch.accumulator_depth, arch))
+            problems = result.mismatches
+        except cosim.CosimError as exc:     # the RTL hung on a program the emulator ran
+            problems = [str(exc)]
+        if problems:
+            failures.append("seed %d (%s): %s" % (seed, dram, "; ".join(problems)))
+            print("MISMATCH seed %d (%s): %s" % (seed, dram, "; ".join(problems)))
+    print("%d programs, %d instructions, %.1f s" % (args.sweep, instructions,
+                                                    time.monotonic() - started))
+    verdict = _verdict("emulator = RTL on every memory of every program",
+                       float(not failures), ">=", 1.0, "")
+    return {"programs": args.sweep, "instructions": instructions, "failures": failures,
+            "verdicts": [verdict]}
+
+
+SECTIONS: Dict[str, Section] = {"emulator": emulator_section, "cosim": cosim_section,
+                                "estimate": estimate_section, "sweep": sweep_section}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -198,6 +455,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     parser.add_argument("--reference-macs", type=int, default=300_000,
                         help="MACs of each program's prefix that the reference runs")
+    parser.add_argument("--no-clean-build", action="store_true",
+                        help="cosim: skip the clean-cache build")
+    parser.add_argument("--opt-levels", default="", help="cosim: also compare g++ levels, "
+                                                         "e.g. -O1,-Os,-O2")
+    parser.add_argument("--sweep", type=int, default=100, help="random programs in the sweep")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

@@ -65,7 +65,7 @@ def _cmd_asm(args: argparse.Namespace) -> int:
 
 def _cmd_disasm(args: argparse.Namespace) -> int:
     arch = load_tarch(args.arch)
-    program = decode_program(_read_bytes(args.tprog), arch)
+    program = decode_program(_read_bytes(args.tprog), arch, strict=not args.as_rtl)
     step = arch.layout.instruction_bytes
     lines = [format_instruction(i) + ("  ; 0x%06x" % (k * step) if args.offsets else "")
              for k, i in enumerate(program)]
@@ -79,11 +79,11 @@ def _cmd_disasm(args: argparse.Namespace) -> int:
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
     arch = load_tarch(args.arch)
-    program = decode_program(_read_bytes(args.tprog), arch)
+    program = decode_program(_read_bytes(args.tprog), arch, strict=not args.as_rtl)
     if args.memory:
         memory = MemoryModel(read_latency=args.read_latency, write_latency=args.write_latency)
         result = estimate_memory_aware(program, arch, memory)
-        title = "MEMORY-AWARE ESTIMATE (read %d, write %d cycles a burst)" % (
+        title = "RTL-CALIBRATED ESTIMATE (DRAM read latency %d, write latency %d)" % (
             args.read_latency, args.write_latency)
     else:
         result = estimate(program, arch)
@@ -125,7 +125,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         if not args.arch:
             raise TensilError("emulating a .tprog needs -a/--arch")
         arch = load_tarch(args.arch)
-        program = decode_program(_read_bytes(args.program), arch)
+        program = decode_program(_read_bytes(args.program), arch, strict=not args.as_rtl)
         n = arch.array_size
         dram0 = _load_npy(args.dram0) if args.dram0 else np.zeros(
             (emulator.dram_extent(program, 0), n), np.int16)
@@ -135,10 +135,12 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         if out_dir:
             np.save(out_dir / "dram0.npy", out0)
             np.save(out_dir / "dram1.npy", out1)
+            np.save(out_dir / "local.npy", report.local)
+            np.save(out_dir / "accumulators.npy", report.accumulators)
         result = {}
     result.update(instructions=report.instructions, macs=report.macs, cycles=report.cycles,
                   seconds=round(report.seconds, 6), counts=report.counts,
-                  saturated_inputs=report.saturated_inputs)
+                  saturated_inputs=report.saturated_inputs, hazards=report.hazards)
     text = json.dumps(result, indent=2)
     if out_dir:
         (out_dir / "report.json").write_text(text + "\n", encoding="utf-8")
@@ -167,15 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--arch", required=True, help=".tarch file")
     p.add_argument("-o", "--output", help="output .tasm (default: stdout)")
     p.add_argument("--offsets", action="store_true", help="comment each line with its offset")
+    p.add_argument("--as-rtl", action="store_true",
+                   help="read every word as the RTL's decoder does (default: refuse words whose "
+                        "meaning on the RTL differs from their face value)")
     p.set_defaults(run=_cmd_disasm)
 
     p = sub.add_parser("estimate", help="cycle estimate of a .tprog per instruction kind")
     p.add_argument("tprog")
     p.add_argument("-a", "--arch", required=True, help=".tarch file")
     p.add_argument("--memory", action="store_true",
-                   help="count DRAM traffic in AXI beats and bursts")
-    p.add_argument("--read-latency", type=int, default=MemoryModel.read_latency)
-    p.add_argument("--write-latency", type=int, default=MemoryModel.write_latency)
+                   help="the model calibrated on the RTL: DRAM traffic in AXI requests and beats, "
+                        "the array's fill and drain")
+    p.add_argument("--read-latency", type=int, default=MemoryModel.read_latency,
+                   help="DRAM read latency in cycles (default %(default)s, the co-simulation's)")
+    p.add_argument("--write-latency", type=int, default=MemoryModel.write_latency,
+                   help="DRAM write latency in cycles (default %(default)s)")
+    p.add_argument("--as-rtl", action="store_true",
+                   help="read every word as the RTL's decoder does (default: refuse words whose "
+                        "meaning on the RTL differs from their face value)")
     p.set_defaults(run=_cmd_estimate)
 
     p = sub.add_parser("emulate", help="run a .tmodel (float inputs) or a .tprog (raw DRAMs)")
@@ -188,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dram0", help="raw DRAM0 .npy (vectors, array_size) for a .tprog")
     p.add_argument("--dram1", help="raw DRAM1 .npy for a .tprog")
     p.add_argument("--out-dir", help="write outputs (.npy) and report.json here")
+    p.add_argument("--as-rtl", action="store_true",
+                   help="read every word as the RTL's decoder does (default: refuse words whose "
+                        "meaning on the RTL differs from their face value)")
     p.set_defaults(run=_cmd_emulate)
     return parser
 

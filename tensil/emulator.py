@@ -3,38 +3,55 @@
 State, as in the RTL (facts §2.5; rtl/.../tcu/*.scala): DRAM0 and DRAM1 (arrays of vectors
 given by the caller), local memory, accumulators (the same 16-bit type: no wider
 accumulator), the systolic array's weight registers (row 0 the bias, rows 1..N the weights
-of input lanes 0..N-1) and the SIMD registers of every ALU lane. Local memory and the
-accumulators start at zero unless given; the RTL's weight and SIMD registers reset to zero.
+of input lanes 0..N-1), the SIMD registers of every ALU lane, the DRAM offsets that
+Configure sets, and the one vector a SIMD Read can leave waiting at the ALU's input. Local
+memory and the accumulators start at zero unless given; the RTL's weight and SIMD
+registers reset to zero.
 
-Semantics:
+Semantics, with the 12x12 RTL as the judge (tests/test_tensil_rtl.py compares every memory):
 - LoadWeights pushes local[a + size*step], ..., local[a] (or zero vectors) into the array;
   each push shifts every row down one (new -> bias -> w0 -> ... -> w(N-1)), so after N+1
   pushes local[a] is the bias and local[a + k] the weights of input lane k-1.
 - MatMul: for each input vector x, p = bias, then p = mac(x_j, w_j, p) for j = 0..N-1
   (round half even and saturate at every step); the accumulator gets p, or sat(acc + p).
 - DataMove copies vectors; local->acc with accumulate adds with saturation.
-- SIMD follows the RTL's ALU array: the result always reaches the ALU output, so Write
-  stores it in acc[write] (added with Accumulate) even when dest is a register. Where the
-  RTL would hang or misroute data the emulator refuses with EmulatorError: an op that needs
-  the accumulator input (any op but NoOp/Zero with a source 0) without Read (the RTL waits
-  forever), Read for an op that does not take its input (the RTL leaves the vector in the
-  ALU's input queue for a later SIMD), and the SIMD NoOp with Read or Write (the RTL sends
-  the data to the array/local data path, which no request feeds).
-- Addresses beyond a memory (a strided run past the depth, a DRAM vector past the array)
-  raise EmulatorError; Tensil's compiler never emits them.
+- Runs of local and accumulator addresses wrap modulo 2^address bits, as the RTL's
+  address counters do; a DRAM run with a stride wraps modulo 2^DRAM address bits, a
+  contiguous one is one byte-addressed request and does not. DRAM vector v lies at byte
+  offset + v * vector bytes of the array given, the offset being what Configure set
+  (value << 16); a Configure takes effect at once.
+- SIMD follows the RTL's ALU array and its accumulator port (AccumulatorWithALUArray.scala,
+  ALUArray.scala). The result always reaches the ALU output, so Write stores it in
+  acc[write] (added with Accumulate) even when dest is a register. An op "takes input" when
+  it is not NoOp or Zero and a source is 0 (Op.isUnary is always false in the RTL, so
+  Move(r1, in) takes input too). A Read sends acc[read] to the ALU's input, which holds one
+  vector: an op that takes input takes the waiting vector if there is one, else its own
+  Read's; a Read whose op takes no input (Zero, register/register sources) leaves its vector
+  waiting for the next input-taking SIMD, whose result then shifts by one instruction.
+  `simd_problem` names the cases that jam the RTL's SIMD data path (later accumulator and
+  SIMD work never completes and the instruction stream stops once its queues fill), and
+  `AccumulatorPort` adds a move out of the accumulators while a vector waits and the one
+  Read+Write SIMD whose fate on the RTL depends on timing (it can lose its write and hang
+  the port); the emulator refuses them with EmulatorError.
+- Where the RTL's result depends on timing rather than on the program, the emulator follows
+  program order and records a hazard in the report: a Configure of a DRAM offset after a
+  DataMove on that DRAM (the RTL applies the new offset to requests still being issued); a
+  MatMul, DataMove or SIMD without Read accumulating into an address close behind another
+  accumulating write to it (the RTL's accumulate reads the old value without a lock).
 
-`run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run` and returns the DRAMs and a
-report with instruction counts per kind, MACs and Tensil's cycle estimate; `run_model`
-runs a `.tmodel` with float inputs the way Tensil's PYNQ driver does.
+`run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run`: `.tprog` bytes are decoded as
+the RTL reads them (`strict=False`), and it returns the DRAMs and a report with the final
+local memory and accumulators, instruction counts per kind, MACs, hazards and Tensil's cycle
+estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ driver does.
 """
 
 import dataclasses
 import time
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .arch import Architecture
+from .arch import Architecture, instruction_layout
 from .errors import EmulatorError, TensilError
 from .estimate import Estimate, TensilLatencyModel
 from .fixed import (
@@ -58,17 +75,29 @@ from .isa import (
     MatMul,
     NoOp,
     SimdOp,
+    Skipped,
     decode_program,
     format_instruction,
 )
 from .tmodel import TensilModel
 
-__all__ = ["Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run", "run_model",
-           "simd_problem"]
+__all__ = ["AccumulatorPort", "Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run",
+           "run_model", "simd_flow", "simd_problem", "simd_takes_input"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 _MAX_ONCHIP_SCALARS = 1 << 25   # local + accumulators: 256 MiB of int64 at most
 _CHUNK_ELEMENTS = 1 << 16       # products held at once by the MatMul kernel
+_ADDRESS_SPACE = 1 << 32         # bytes each DRAM master addresses
+_JAM = ("the RTL's SIMD data path jams: %s; no later accumulator or SIMD instruction "
+        "completes and the instruction stream stops once its queues fill")
+_NOOP_JAM = (
+    "the RTL's SIMD data path jams: the SIMD NoOp with Read/Write is the accumulator port's "
+    "DataMove path used without a DataMove. With Read it leaves acc[read] at the port's "
+    "output to local memory, so every later SIMD Read waits forever and every later move from "
+    "the accumulators to local memory lands one vector late; with Write the port waits for a "
+    "vector from local memory or the array, so the next move into the accumulators lands one "
+    "vector early (its first vector at the NoOp's address). Either way one transfer stays "
+    "outstanding forever: the RTL never completes the program")
 
 
 @dataclasses.dataclass
@@ -80,6 +109,12 @@ class EmulatorReport:
     seconds: float = 0.0
     saturated_inputs: int = 0
     estimate: Estimate = dataclasses.field(default_factory=Estimate)
+    # where the RTL's result depends on timing, not on the program (the emulator follows
+    # program order), one sentence each
+    hazards: List[str] = dataclasses.field(default_factory=list)
+    # the final on-chip memories, set by `run` (storage type of the format)
+    local: Optional[np.ndarray] = None
+    accumulators: Optional[np.ndarray] = None
 
     @property
     def cycles(self) -> int:
@@ -156,28 +191,157 @@ def _exact_chain(c: np.ndarray, tie: np.ndarray, bias: np.ndarray) -> np.ndarray
     return result
 
 
-def _needs_input(instruction: SIMD) -> bool:
-    """The RTL's ALUArray.inputNeeded (Op.isUnary is always false there)."""
+def simd_takes_input(instruction: SIMD) -> bool:
+    """Whether the ALU consumes an input vector: the RTL's ALUArray.inputNeeded (its
+    Op.isUnary is always false, so a unary op with a source 0 anywhere takes input)."""
     if instruction.op in (SimdOp.NOOP, SimdOp.ZERO):
         return False
     return instruction.left == 0 or instruction.right == 0
 
 
-def simd_problem(instruction: SIMD) -> Optional[str]:
-    """Why the RTL would hang or misroute this SIMD instruction, or None when it runs."""
+def simd_problem(instruction: SIMD, waiting: bool = False) -> Optional[str]:
+    """Why this SIMD instruction jams the RTL, or None when it runs; `waiting`: an earlier
+    SIMD Read left a vector at the ALU's input (checked on the 12x12 RTL)."""
     if instruction.op == SimdOp.NOOP:
         if instruction.read or instruction.write:
-            return ("the SIMD NoOp with Read/Write moves data between the accumulators and the "
-                    "array/local data path, which no request feeds: the RTL hangs")
+            return _NOOP_JAM
         return None
-    needs = _needs_input(instruction)
-    if needs and not instruction.read:
-        return ("%s with a source 0 needs the accumulator input but Read is not set: the RTL "
-                "waits for it forever" % instruction.op.name)
-    if instruction.read and not needs:
-        return ("Read is set but %s with these sources does not take the input: the RTL leaves "
-                "the vector in the ALU's input queue for a later SIMD" % instruction.op.name)
+    if instruction.read and instruction.write and instruction.left and instruction.right:
+        return _JAM % ("Read+Write with register/register sources issues no read and no ALU "
+                       "operation, so its accumulator write waits for a result that never comes")
+    takes = simd_takes_input(instruction)
+    if takes and not instruction.read and not waiting:
+        return _JAM % ("%s takes the accumulator input but Read is not set and no earlier Read "
+                       "left a vector waiting" % instruction.op.name)
+    if instruction.read and not takes and waiting:
+        return _JAM % ("Read for %s, which takes no input, while an earlier Read's vector still "
+                       "waits at the ALU's input (it holds one)" % instruction.op.name)
     return None
+
+
+def simd_flow(instruction: SIMD, waiting: bool) -> Tuple[bool, bool]:
+    """(takes the waiting vector, leaves a vector waiting) for an instruction that runs.
+
+    An input-taking op takes the waiting vector before its own Read's; a Read that no op
+    takes stays waiting for the next input-taking SIMD.
+    """
+    if instruction.op == SimdOp.NOOP:
+        return False, waiting
+    takes = simd_takes_input(instruction)
+    if takes:
+        return waiting, waiting and instruction.read
+    return False, waiting or instruction.read
+
+
+_TIMING = (
+    "timing-dependent on the RTL: a Zero with Read and Write left its vector waiting, the "
+    "next accumulator instruction (a SIMD without Read) took it, and now a SIMD with Read and "
+    "Write follows; co-simulation shows the RTL losing this one's write when it arrives an "
+    "odd number of cycles later (2 or 3 or more, depending on the one before), after which "
+    "the accumulator port waits forever; the cycle distance depends on timing the program "
+    "does not fix")
+
+
+def _uses_accumulator_port(instruction: Instruction) -> bool:
+    if isinstance(instruction, SIMD):
+        return instruction.op != SimdOp.NOOP or instruction.read or instruction.write
+    if isinstance(instruction, DataMove):
+        return instruction.kind in (DataMoveKind.ACC_TO_LOCAL, DataMoveKind.LOCAL_TO_ACC,
+                                    DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
+    return isinstance(instruction, MatMul)
+
+
+class AccumulatorPort:
+    """What the RTL's accumulator port carries from one instruction to the next, as far as it
+    decides which instructions run and which results depend on timing: whether a SIMD Read's
+    vector waits at the ALU's input; how far the chain that makes a Read+Write SIMD
+    timing-dependent has got (1: the last port instruction was a Zero with Read and Write
+    that left its vector; 2: then a SIMD without Read took it); and, per accumulator
+    address, the last accumulating write that may still be on its way (the RTL's accumulate
+    reads the old value as the request arrives and takes no lock, so a second accumulating
+    write close behind adds to a stale value). Distances count accumulator-port operations
+    (a vector of a MatMul or DataMove, a SIMD instruction), not cycles: idle cycles only
+    widen them, so the check is conservative. The emulator, the reference and progen share it.
+    """
+
+    def __init__(self, arch: Architecture):
+        lay = instruction_layout(arch)
+        self.waiting = False
+        self.chain = 0
+        self.mask = (1 << lay.accumulator_bits) - 1
+        self.ops = 0                                      # accumulator-port operations so far
+        self.last = np.full(self.mask + 1, -(1 << 40), dtype=np.int64)  # op of the last
+        self.window = np.zeros(self.mask + 1, dtype=np.int64)           # accumulating write
+        # a MatMul's sums reach the accumulators 2N+1 cycles after its request; measured
+        # stale-read windows: about 2N+5 after a MatMul, 3 after a SIMD or a DataMove
+        self.windows = {MatMul: 2 * arch.array_size + 8, DataMove: 8, SIMD: 8}
+
+    def problem(self, instruction: Instruction) -> Optional[str]:
+        """Why the RTL would jam or be timing-dependent on `instruction` now, or None."""
+        if isinstance(instruction, SIMD):
+            jam = simd_problem(instruction, self.waiting)
+            if jam is None and self.chain == 2 and instruction.read and instruction.write:
+                return _TIMING
+            return jam
+        if (isinstance(instruction, DataMove) and instruction.kind == DataMoveKind.ACC_TO_LOCAL
+                and self.waiting):
+            return _JAM % ("the accumulators' output is held by the vector an earlier SIMD "
+                           "Read left waiting at the ALU's input, so the move to local memory "
+                           "never gets its data")
+        return None
+
+    def _writes(self, instruction: Instruction) -> Tuple[Optional[np.ndarray], bool]:
+        """(accumulator addresses the instruction writes, whether it accumulates)."""
+        if isinstance(instruction, MatMul):
+            return self._run(instruction.acc_address, instruction.size,
+                             instruction.acc_stride), instruction.accumulate
+        if isinstance(instruction, DataMove) and instruction.kind in (
+                DataMoveKind.LOCAL_TO_ACC, DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
+            return (self._run(instruction.address, instruction.size, instruction.stride),
+                    instruction.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
+        if isinstance(instruction, SIMD) and instruction.write:
+            return np.array([instruction.write_address & self.mask]), instruction.accumulate
+        return None, False
+
+    def _run(self, address: int, size: int, stride: int) -> np.ndarray:
+        return (address + (np.arange(size + 1, dtype=np.int64) << stride)) & self.mask
+
+    def stale_accumulate(self, instruction: Instruction) -> Optional[int]:
+        """The first address a MatMul, a DataMove or a SIMD without Read accumulates into
+        while an earlier accumulating write to it may not have landed (a timing-dependent
+        sum), or None."""
+        addresses, accumulates = self._writes(instruction)
+        if addresses is None or not accumulates or (isinstance(instruction, SIMD)
+                                                     and instruction.read):
+            return None   # a SIMD with Read writes after its read, which waits its turn
+        close = (self.ops + np.arange(addresses.size)) - self.last[addresses] \
+            < self.window[addresses]
+        return int(addresses[np.argmax(close)]) if close.any() else None
+
+    def advance(self, instruction: Instruction) -> None:
+        """The state after `instruction` ran (it had no problem)."""
+        if not _uses_accumulator_port(instruction):
+            return
+        if isinstance(instruction, SIMD):
+            takes_waiting, leaves = simd_flow(instruction, self.waiting)
+            if instruction.read and instruction.write and leaves and not takes_waiting:
+                self.chain = 1
+            elif self.chain == 1 and takes_waiting and not instruction.read:
+                self.chain = 2
+            else:
+                self.chain = 0
+            self.waiting = leaves
+        else:
+            self.chain = 0
+        addresses, accumulates = self._writes(instruction)
+        count = 1 if isinstance(instruction, SIMD) else instruction.size + 1  # type: ignore
+        if addresses is not None:
+            if accumulates:
+                self.last[addresses] = self.ops + np.arange(addresses.size)
+                self.window[addresses] = self.windows[type(instruction)]
+            else:          # a plain write takes the port's lock: later reads wait for it
+                self.last[addresses] = -(1 << 40)
+        self.ops += count
 
 
 class Emulator:
@@ -193,16 +357,27 @@ class Emulator:
             raise EmulatorError("architecture memories of %d local + %d accumulator vectors "
                                 "of %d scalars are too large to emulate" % (
                                     arch.local_depth, arch.accumulator_depth, n))
-        self.dram0 = self._memory("dram0", dram0, None, arch.dram0_depth)
-        self.dram1 = self._memory("dram1", dram1, None, arch.dram1_depth)
+        # a DRAM array is the image of its master's byte space from 0: Configure offsets and
+        # contiguous runs reach past dramX_depth vectors, up to the 32-bit address space
+        window = _ADDRESS_SPACE // arch.vector_bytes
+        self.dram0 = self._memory("dram0", dram0, None, window)
+        self.dram1 = self._memory("dram1", dram1, None, window)
         self.local = self._memory("local", local, arch.local_depth, arch.local_depth)
         self.accumulators = self._memory("accumulators", accumulators, arch.accumulator_depth,
                                          arch.accumulator_depth)
         self.weights = np.zeros((n + 1, n), dtype=np.int64)
         self.registers = np.zeros((arch.simd_registers_depth, n), dtype=np.int64)
         self.config: Dict[ConfigRegister, int] = {}
+        self.dram_offsets = [0, 0]              # bytes, as Configure set them
+        self.simd_input: Optional[np.ndarray] = None   # the vector a SIMD Read left waiting
+        self.port = AccumulatorPort(arch)
         self.report = EmulatorReport()
         self._latency = TensilLatencyModel(arch)
+        lay = instruction_layout(arch)
+        self._bits = {"local": lay.local_bits, "accumulators": lay.accumulator_bits,
+                      "dram0": lay.dram0_bits, "dram1": lay.dram1_bits}
+        self._dram_moved = [-1, -1]             # index of the last DataMove on each DRAM
+        self._index = 0
 
     def _memory(self, name: str, array: Optional[np.ndarray], vectors: Optional[int],
                 depth: int) -> np.ndarray:
@@ -216,8 +391,9 @@ class Emulator:
         if vectors is not None and array.shape[0] != vectors:
             raise ValueError("%s must have %d vectors, got %d" % (name, vectors, array.shape[0]))
         if array.shape[0] > depth:
-            raise ValueError("%s has %d vectors; the architecture has %d" % (
-                name, array.shape[0], depth))
+            raise ValueError("%s has %d vectors; at most %d fit (%s)" % (
+                name, array.shape[0], depth, "the 32-bit address space" if vectors is None
+                else "the architecture's depth"))
         raw = array.astype(np.int64)
         if raw.size and (raw.min() < self.fmt.min_raw or raw.max() > self.fmt.max_raw):
             raise ValueError("%s holds values outside the %s range %d..%d" % (
@@ -226,12 +402,14 @@ class Emulator:
 
     # ------------------------------------------------------------------ execution
 
-    def run(self, program: Program) -> EmulatorReport:
-        """Execute a program (`.tprog` bytes or decoded instructions); returns the report."""
+    def run(self, program: Program, strict: bool = False) -> EmulatorReport:
+        """Execute a program (`.tprog` bytes, read as the RTL reads them unless `strict`, or
+        decoded instructions); returns the report."""
         if isinstance(program, (bytes, bytearray, memoryview)):
-            program = decode_program(bytes(program), self.arch)
+            program = decode_program(bytes(program), self.arch, strict)
         start = time.perf_counter()
         for index, instruction in enumerate(program):
+            self._index = index
             try:
                 self.step(instruction)
             except EmulatorError as exc:
@@ -241,6 +419,16 @@ class Emulator:
         return self.report
 
     def step(self, instruction: Instruction) -> None:
+        problem = self.port.problem(instruction)
+        if problem:
+            raise EmulatorError(problem)
+        stale = self.port.stale_accumulate(instruction)
+        if stale is not None:
+            self.report.hazards.append(
+                "instruction %d: accumulates into acc[%d] close behind an earlier accumulating "
+                "write to it: the RTL reads the old value as the request arrives "
+                "(accumulating writes take no lock), so the sum depends on timing; the "
+                "emulator added in program order" % (self._index, stale))
         if isinstance(instruction, MatMul):
             self._matmul(instruction)
         elif isinstance(instruction, DataMove):
@@ -250,27 +438,52 @@ class Emulator:
         elif isinstance(instruction, SIMD):
             self._simd(instruction)
         elif isinstance(instruction, Configure):
-            self.config[instruction.register] = instruction.value
-        elif not isinstance(instruction, NoOp):
+            self._configure(instruction)
+        elif not isinstance(instruction, (NoOp, Skipped)):
             raise EmulatorError("not a Tensil instruction: %r" % (instruction,))
+        self.port.advance(instruction)
         cycles, energy = self._latency.step(instruction)
         self.report.estimate.add(instruction, cycles, energy)
         self.report.instructions += 1
 
-    def _addresses(self, memory: str, limit: int, address: int, size: int,
-                   stride: int) -> np.ndarray:
-        step = 1 << stride
-        last = address + size * step
-        if last >= limit:
-            raise EmulatorError("%s vectors %d..%d (size %d, step %d) exceed the %d vectors "
-                                "of %s" % (memory, address, last, size, step, limit, memory))
-        return np.arange(address, last + 1, step)
+    def _run(self, memory: str, address: int, size: int, stride: int) -> np.ndarray:
+        """The vectors of an on-chip run: address + i * 2^stride modulo 2^address bits."""
+        bits = self._bits[memory]
+        addresses = (address + (np.arange(size + 1, dtype=np.int64) << stride)) & ((1 << bits) - 1)
+        depth = self.local.shape[0] if memory == "local" else self.accumulators.shape[0]
+        if depth < 1 << bits and int(addresses.max()) >= depth:
+            raise EmulatorError("%s vectors %d.. (size %d, step %d) reach vector %d, past the "
+                                "%d vectors of %s: undefined on the RTL" % (
+                                    memory, address, size, 1 << stride,
+                                    int(addresses.max()), depth, memory))
+        return addresses
 
     def _local(self, address: int, size: int, stride: int) -> np.ndarray:
-        return self._addresses("local", self.local.shape[0], address, size, stride)
+        return self._run("local", address, size, stride)
 
     def _acc(self, address: int, size: int, stride: int) -> np.ndarray:
-        return self._addresses("accumulators", self.accumulators.shape[0], address, size, stride)
+        return self._run("accumulators", address, size, stride)
+
+    def _dram(self, which: int, address: int, size: int, stride: int) -> Tuple[np.ndarray, object]:
+        """(DRAM array, index) of a DRAM run: rows when the run is vector-aligned, else the
+        scalar positions of every lane in the flat array."""
+        name, dram = ("dram0", self.dram0) if which == 0 else ("dram1", self.dram1)
+        n, scalar = self.arch.array_size, self.fmt.size_bytes
+        steps = np.arange(size + 1, dtype=np.int64) << stride
+        vectors = address + steps if not stride else (address + steps) & (
+            (1 << self._bits[name]) - 1)
+        first = (self.dram_offsets[which] + vectors * (n * scalar)) % _ADDRESS_SPACE // scalar
+        last = int(first.max()) + n
+        if last > dram.size:
+            raise EmulatorError("%s vector %d (byte 0x%x with the %s offset 0x%x) is past the "
+                                "%d vectors given to the emulator" % (
+                                    name, int(vectors[np.argmax(first)]),
+                                    int(first.max()) * scalar, name, self.dram_offsets[which],
+                                    dram.shape[0]))
+        self._dram_moved[which] = self._index
+        if not np.any(first % n):
+            return dram, first // n
+        return dram.reshape(-1), first[:, None] + np.arange(n)
 
     def _matmul(self, i: MatMul) -> None:
         acc = self._acc(i.acc_address, i.size, i.acc_stride)
@@ -287,11 +500,8 @@ class Emulator:
     def _datamove(self, i: DataMove) -> None:
         local = self._local(i.local_address, i.size, i.local_stride)
         kind = i.kind
-        if kind in (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0):
-            dram, name = self.dram0, "dram0"
-        elif kind in (DataMoveKind.DRAM1_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM1):
-            dram, name = self.dram1, "dram1"
-        else:
+        if kind in (DataMoveKind.ACC_TO_LOCAL, DataMoveKind.LOCAL_TO_ACC,
+                    DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
             acc = self._acc(i.address, i.size, i.stride)
             if kind == DataMoveKind.ACC_TO_LOCAL:
                 self.local[local] = self.accumulators[acc]
@@ -300,11 +510,12 @@ class Emulator:
             else:
                 self.accumulators[acc] = add(self.accumulators[acc], self.local[local], self.fmt)
             return
-        other = self._addresses(name, dram.shape[0], i.address, i.size, i.stride)
+        which = 0 if kind in (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0) else 1
+        dram, index = self._dram(which, i.address, i.size, i.stride)
         if kind in (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.DRAM1_TO_LOCAL):
-            self.local[local] = dram[other]
+            self.local[local] = dram[index]
         else:
-            dram[other] = self.local[local]
+            dram[index] = self.local[local]
 
     def _load_weights(self, i: LoadWeights) -> None:
         n = self.arch.array_size
@@ -317,16 +528,18 @@ class Emulator:
         self.weights = np.concatenate([rows, self.weights[:n + 1 - kept]])
 
     def _simd(self, i: SIMD) -> None:
-        problem = simd_problem(i)
-        if problem:
-            raise EmulatorError(problem)
+        waiting = self.simd_input is not None
         if i.op == SimdOp.NOOP:
             return
-        n = self.arch.array_size
-        if i.read:
-            inp = self.accumulators[self._acc(i.read_address, 0, 0)[0]]
+        read = self.accumulators[self._acc(i.read_address, 0, 0)[0]].copy() if i.read else None
+        takes_waiting, leaves = simd_flow(i, waiting)
+        if takes_waiting:
+            inp = self.simd_input
+        elif read is not None and simd_takes_input(i):
+            inp = read
         else:
-            inp = np.zeros(n, dtype=np.int64)
+            inp = np.zeros(self.arch.array_size, dtype=np.int64)
+        self.simd_input = (read if read is not None else self.simd_input) if leaves else None
         left = inp if i.left == 0 else self.registers[i.left - 1]
         right = inp if i.right == 0 else self.registers[i.right - 1]
         result = alu(int(i.op), left, right, inp, self.fmt)
@@ -338,11 +551,35 @@ class Emulator:
                 result = add(self.accumulators[address], result, self.fmt)
             self.accumulators[address] = result
 
+    def _configure(self, i: Configure) -> None:
+        self.config[i.register] = i.value
+        which = {ConfigRegister.DRAM0_OFFSET: 0, ConfigRegister.DRAM1_OFFSET: 1}.get(i.register)
+        if which is None:
+            return
+        offset = (i.value << 16) % _ADDRESS_SPACE
+        changed, self.dram_offsets[which] = offset != self.dram_offsets[which], offset
+        if changed and self._dram_moved[which] >= 0:
+            self.report.hazards.append(
+                "instruction %d: Configure of the DRAM%d offset after the DataMove on DRAM%d at "
+                "instruction %d: the RTL applies the new offset to every request not yet issued, "
+                "so its result depends on timing; the emulator moved all of it first" % (
+                    self._index, which, which, self._dram_moved[which]))
+
     # ------------------------------------------------------------------ results
 
     def dram(self, which: int) -> np.ndarray:
         """DRAM0 or DRAM1 as raw values in the format's storage type (int16 for FP16BP8)."""
         return (self.dram0 if which == 0 else self.dram1).astype(self.fmt.dtype)
+
+    def finish(self) -> EmulatorReport:
+        """The report with the final local memory and accumulators (storage type)."""
+        self.report.local = self.local.astype(self.fmt.dtype)
+        self.report.accumulators = self.accumulators.astype(self.fmt.dtype)
+        if self.simd_input is not None:
+            self.report.hazards.append(
+                "the program ends with a vector a SIMD Read left waiting at the ALU's input: "
+                "on the RTL the next program's first input-taking SIMD instruction gets it")
+        return self.report
 
 
 def _describe(instruction: Instruction) -> str:
@@ -352,16 +589,20 @@ def _describe(instruction: Instruction) -> str:
         return repr(instruction)
 
 
-def run(program: Program, dram0: np.ndarray, dram1: np.ndarray,
-        arch: Architecture) -> Tuple[np.ndarray, np.ndarray, EmulatorReport]:
+def run(program: Program, dram0: np.ndarray, dram1: np.ndarray, arch: Architecture, *,
+        local: Optional[np.ndarray] = None, accumulators: Optional[np.ndarray] = None,
+        strict: bool = False) -> Tuple[np.ndarray, np.ndarray, EmulatorReport]:
     """Run a program on copies of DRAM0/DRAM1 ((vectors, array_size) raw integer arrays).
 
-    Returns the final DRAM0, DRAM1 (the format's storage type) and the report; local memory
-    and the accumulators start at zero.
+    Returns the final DRAM0, DRAM1 (the format's storage type) and the report, which holds
+    the final `local` memory and `accumulators` too. Local memory and the accumulators start
+    at zero unless given (`local_depth`/`accumulator_depth` vectors, like `cosim.run`'s).
+    Program bytes are read as the RTL reads them; `strict=True` refuses what
+    `isa.decode_program` refuses.
     """
-    machine = Emulator(arch, dram0, dram1)
-    report = machine.run(program)
-    return machine.dram(0), machine.dram(1), report
+    machine = Emulator(arch, dram0, dram1, local, accumulators)
+    machine.run(program, strict)
+    return machine.dram(0), machine.dram(1), machine.finish()
 
 
 def dram_extent(program: Sequence[Instruction], which: int) -> int:
@@ -421,7 +662,8 @@ def run_model(model: TensilModel, inputs: Dict[str, np.ndarray], saturate: bool 
             if consts.size:
                 machine.step(DataMove(DataMoveKind.DRAM1_TO_LOCAL, consts.base, consts.base,
                                       consts.size - 1))
-    report = machine.run(program)
+    machine.run(program)
+    report = machine.finish()
     report.saturated_inputs = saturated
     outputs: Dict[str, np.ndarray] = {}
     for var in model.outputs:

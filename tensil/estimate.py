@@ -3,28 +3,54 @@
 `TensilLatencyModel` is the compiler's per-instruction model (tools/.../compiler/Estimator.scala),
 "size" being the encoded field (vectors - 1):
 
-    NoOp              1 cycle
+    NoOp, Skipped     1 cycle (Skipped: a word the RTL ignores)
     MatMul            size+1 after a MatMul, size+1+N after a LoadWeights, else size+1+2N
     SIMD              1
     LoadWeights       size+1
     DataMove          size+1 (DRAM and local<->accumulator alike)
     Configure         0
 
-`MemoryAwareModel` keeps that for the on-chip work and prices DataMoves to and from DRAM as
-AXI traffic: a vector of N scalars is ceil(N * bytes * 8 / bus_bits) beats (N/4 for FP16 on
-the 64-bit bus); a contiguous run is cut into requests of whole vectors of at most 256 beats
-(85 vectors for N = 12), each split again where it crosses a 4 KiB boundary (the RTL's
-Converter and MemBoundarySplitter); a strided run is one request per vector. Each burst
-waits `read_latency` or `write_latency` cycles before its beats. The latencies are guesses
-(Tensil's own commented-out model used 32 read setup cycles), to be calibrated against the
-RTL's cycle counts.
+`MemoryAwareModel` is calibrated against the RTL (co-simulation of the 12x12 RTL with the
+default memory model, `tensil.cosim.DramModel()`, whose latencies `MemoryModel`'s defaults
+equal; `make bench-tensil` prints estimate vs RTL per program). It keeps the instruction
+stream serial, as the RTL's decoder, local-memory ports and routers make it in practice, and
+prices each instruction as the RTL was measured to run it:
+
+    NoOp, Skipped, Configure   1 (the decoder takes one word a cycle)
+    LoadWeights                size+1, plus 2N-1 right after a MatMul (the array drains)
+    MatMul                     size+1
+    DataMove local<->acc       size+1 (acc->local +2), plus 2N-1 right after a MatMul
+    SIMD                       1.25 (no flags), 1.5 (Write), 2 (Read), 4 (Read and Write)
+    DataMove DRAM -> local     max(beats, (requests - 1) * 4.34 + N/4) + read_latency + 5
+    DataMove local -> DRAM     max(beats, requests * 14/3) + 1, plus write_latency + 3
+                               when a DRAM read follows (the host router waits for the
+                               answer); an on-chip instruction right after it hides up to
+                               13 cycles of it (the write's last beats stream meanwhile)
+
+and the last instruction's drain (2N+1 after a MatMul, write_latency + 4 after a DRAM
+write). A vector of N scalars is ceil(N * bytes * 8 / bus_bits) beats (N/4 for FP16 on the
+64-bit bus), each `beat_cycles`; a contiguous run is cut into requests of whole vectors of
+at most 256 beats (85 vectors for N = 12), each split again where it crosses a 4 KiB
+boundary, except that a request whose only beat past the boundary is its last goes out whole
+(the RTL's MemBoundarySplitter misses that case); a strided run is one request per vector.
+Fractions of a cycle are carried, not rounded away per instruction.
 """
 
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .arch import Architecture
-from .isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, NoOp
+from .isa import (
+    SIMD,
+    Configure,
+    DataMove,
+    DataMoveKind,
+    Instruction,
+    LoadWeights,
+    MatMul,
+    NoOp,
+    Skipped,
+)
 from .isa import mnemonic as kind_name
 
 __all__ = ["Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel",
@@ -57,6 +83,11 @@ class Estimate:
         totals.cycles += cycles
         totals.energy += energy
 
+    def add_drain(self, cycles: int) -> None:
+        """Cycles after the last instruction until its effects land (row "(drain)")."""
+        self.cycles += cycles
+        self.by_kind["(drain)"] = KindTotals(0, cycles, 0)
+
     def table(self) -> List[Tuple[str, int, int, int]]:
         """(kind, count, cycles, energy) rows, most cycles first."""
         rows = [(k, t.count, t.cycles, t.energy) for k, t in self.by_kind.items()]
@@ -72,7 +103,7 @@ class TensilLatencyModel:
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
         n = self.arch.array_size
-        if isinstance(instruction, NoOp):
+        if isinstance(instruction, (NoOp, Skipped)):
             result = (1, 0)
         elif isinstance(instruction, MatMul):
             vectors = instruction.size + 1
@@ -94,42 +125,60 @@ class TensilLatencyModel:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryModel:
-    """AXI timing of the DRAM ports (cycles of the accelerator clock)."""
+    """AXI timing of the DRAM ports (cycles of the accelerator clock): the latencies of
+    `tensil.cosim.DramModel` plus the RTL's own costs, measured in co-simulation."""
 
     bus_bits: int = 64
-    read_latency: int = 32
-    write_latency: int = 32
-    beat_cycles: int = 1
+    read_latency: int = 10          # AR handshake to the first R beat (DramModel's default)
+    write_latency: int = 10         # last W beat to the B response (DramModel's default)
+    beat_cycles: int = 1            # cycles per data beat (DramModel.beat_interval)
     max_burst_beats: int = 256
     boundary_bytes: int = 4096
+    read_setup: float = 5.0         # cycles a DRAM read adds to read_latency (RTL, measured)
+    read_request_cycles: float = 4.34    # the RTL issues a read request at most this often
+    write_request_cycles: float = 14 / 3    # ... and a write request
+    write_setup: float = 1.0
+    turnaround: float = 3.0         # a read after a write waits write_latency + this
+    write_overlap: float = 13.0     # an on-chip instruction after a DRAM write overlaps it
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            low = 0 if field.name.endswith("latency") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError("MemoryModel.%s is %r; must be an integer >= %d" % (
-                    field.name, value, low))
+            low = 0 if field.name.endswith(("latency", "setup", "turnaround", "overlap")) else 1
+            number = (int, float) if field.type is float else (int,)
+            if isinstance(value, bool) or not isinstance(value, number) or value < low:
+                raise ValueError("MemoryModel.%s is %r; must be %s >= %d" % (
+                    field.name, value, "a number" if field.type is float else "an integer",
+                    low))
         if self.bus_bits % 8:
             raise ValueError("MemoryModel.bus_bits must be a whole number of bytes")
 
 
+_SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}
+
+
 class MemoryAwareModel(TensilLatencyModel):
-    """Tensil's model with DRAM DataMoves priced as AXI bursts and beats."""
+    """The RTL-calibrated model: serial instructions, DRAM moves priced as AXI requests and
+    beats, the array's fill and drain, the routers' turnarounds."""
 
     def __init__(self, arch: Architecture, memory: Optional[MemoryModel] = None):
         super().__init__(arch)
         self.memory = memory = memory or MemoryModel()
         self.beats_per_vector = -(-arch.vector_bytes * 8 // memory.bus_bits)
+        self._exact = 0.0           # cycles so far, fractions kept
+        self._wrote_dram = False    # the last DRAM move was a write
+        self._last: Optional[Instruction] = None
+        self._write_tail = 0.0      # cycles of the last DRAM write the next instruction hides
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
         """AXI bursts of a move of `vectors` vectors from DRAM vector `address`.
 
         A contiguous move is cut into requests of whole vectors of at most max_burst_beats
-        beats, each split again where it crosses a boundary; a strided move is one request
-        per vector.
+        beats, each split again where it crosses a boundary, unless only its last beat lies
+        past it (the RTL sends that one whole); a strided move is one request per vector.
         """
         size = self.arch.vector_bytes
+        beat = self.memory.bus_bits // 8
         per_request = 1 if stride else max(1, self.memory.max_burst_beats
                                            // self.beats_per_vector)
         step = 1 << stride
@@ -138,18 +187,62 @@ class MemoryAwareModel(TensilLatencyModel):
         for first in range(0, vectors, per_request):
             lo = (address + first * step) * size
             hi = lo + min(per_request, vectors - first) * size
-            count += 1 + (hi - 1) // boundary - lo // boundary
+            crossings = (hi - 1) // boundary - lo // boundary
+            if crossings == 1 and hi - (hi - 1) // boundary * boundary <= beat:
+                crossings = 0
+            count += 1 + crossings
         return count
 
+    def _cost(self, instruction: Instruction) -> float:
+        n, m = self.arch.array_size, self.memory
+        previous = self.previous
+        if isinstance(instruction, (NoOp, Skipped, Configure)):
+            return 1.0
+        if isinstance(instruction, LoadWeights):    # the array drains the MatMul first
+            return instruction.size + 1.0 + (2 * n - 1 if previous is MatMul else 0)
+        if isinstance(instruction, MatMul):
+            return instruction.size + 1.0
+        if isinstance(instruction, SIMD):
+            return _SIMD_CYCLES[(instruction.read, instruction.write)]
+        assert isinstance(instruction, DataMove)
+        vectors = instruction.size + 1
+        if instruction.kind not in _DRAM_READS + _DRAM_WRITES:
+            extra = 2 if instruction.kind == DataMoveKind.ACC_TO_LOCAL else 0
+            return vectors + extra + (2 * n - 1 if previous is MatMul else 0)
+        beats = vectors * self.beats_per_vector * m.beat_cycles
+        requests = self.bursts(instruction.address, vectors, instruction.stride)
+        if instruction.kind in _DRAM_READS:
+            wait = m.write_latency + m.turnaround if self._wrote_dram else 0.0
+            self._wrote_dram = False
+            first = self.beats_per_vector * m.beat_cycles   # the first request's beats
+            return (wait + max(beats, (requests - 1) * m.read_request_cycles + first)
+                    + m.read_latency + m.read_setup)
+        self._wrote_dram = True
+        return max(beats, requests * m.write_request_cycles) + m.write_setup
+
     def step(self, instruction: Instruction) -> Tuple[int, int]:
-        cycles, energy = super().step(instruction)
-        if isinstance(instruction, DataMove) and instruction.kind in _DRAM_READS + _DRAM_WRITES:
-            vectors = instruction.size + 1
-            latency = (self.memory.read_latency if instruction.kind in _DRAM_READS
-                       else self.memory.write_latency)
-            bursts = self.bursts(instruction.address, vectors, instruction.stride)
-            cycles = bursts * latency + vectors * self.beats_per_vector * self.memory.beat_cycles
-        return cycles, energy
+        cost = self._cost(instruction)           # reads the previous instruction's kind
+        dram = isinstance(instruction, DataMove) and instruction.kind in _DRAM_READS + _DRAM_WRITES
+        if self._write_tail and not dram:        # runs while the write's last beats stream
+            hidden = min(self._write_tail, cost)
+            cost -= hidden
+        self._write_tail = (min(self.memory.write_overlap, cost) if dram
+                            and instruction.kind in _DRAM_WRITES else 0.0)
+        _, energy = super().step(instruction)    # Tensil's energy; records this kind
+        self._last = instruction
+        before = round(self._exact)
+        self._exact += cost
+        return round(self._exact) - before, energy
+
+    def drain(self) -> int:
+        """Cycles after the last instruction until its effects have landed."""
+        n, m = self.arch.array_size, self.memory
+        last = self._last
+        if isinstance(last, MatMul):
+            return 2 * n + 1
+        if isinstance(last, DataMove) and last.kind in _DRAM_WRITES:
+            return m.write_latency + 4
+        return 0
 
 
 def _run(model: TensilLatencyModel, program: Iterable[Instruction]) -> Estimate:
@@ -157,6 +250,8 @@ def _run(model: TensilLatencyModel, program: Iterable[Instruction]) -> Estimate:
     for instruction in program:
         cycles, energy = model.step(instruction)
         result.add(instruction, cycles, energy)
+    if isinstance(model, MemoryAwareModel):
+        result.add_drain(model.drain())
     return result
 
 
@@ -167,5 +262,6 @@ def estimate(program: Iterable[Instruction], arch: Architecture) -> Estimate:
 
 def estimate_memory_aware(program: Iterable[Instruction], arch: Architecture,
                           memory: Optional[MemoryModel] = None) -> Estimate:
-    """The estimate with DRAM traffic counted in AXI beats and bursts."""
+    """The RTL-calibrated estimate: DRAM traffic in AXI requests and beats, the array's fill
+    and drain, the routers' turnarounds (a "(drain)" row holds the last instruction's)."""
     return _run(MemoryAwareModel(arch, memory), program)

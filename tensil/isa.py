@@ -24,6 +24,17 @@ never emits it). Sizes are "vectors - 1"; strides are exponents: step 2^stride v
 
 `format_instruction` writes the canonical line and `parse_instruction` reads it back to the
 same instruction; both check it against the architecture like the encoder does.
+
+Decoding has two policies. `strict=True` (the default, for untrusted `.tprog` files) refuses
+every word whose meaning on the RTL differs from its face value: reserved opcodes and DataMove
+kinds, flag bits the RTL ignores, non-zero padding, addresses past a memory. `strict=False`
+decodes every word the way the RTL's decoder does (checked on the 12x12 RTL in co-simulation):
+flag bits outside the defined ones are ignored (MatMul 0x4 is a plain MatMul, LoadWeights 0x3
+is Zeroes), padding and bits above an address are dropped (addresses wrap modulo the memory's
+address bits, sizes modulo 2^operand2_address_bits, LoadWeights' size modulo
+2^local_bits), NoOp ignores its operands, Configure its flags and the bits above argument
+bit 31, and reserved opcodes, DataMove kinds and Configure registers become `Skipped`, which
+the RTL consumes without effect.
 """
 
 import dataclasses
@@ -36,9 +47,9 @@ from .errors import ProgramError
 
 __all__ = ["CONFIG_VALUE_BITS", "SIMD_OPS_USING_RIGHT", "ConfigRegister", "Configure",
            "DataMove", "DataMoveKind", "Instruction", "LoadWeights", "MatMul", "NoOp", "Opcode",
-           "SIMD", "SimdOp", "check_instruction", "decode_instruction", "decode_program",
+           "SIMD", "SimdOp", "Skipped", "check_instruction", "decode_instruction", "decode_program",
            "encode_instruction", "encode_program", "format_instruction", "format_program",
-           "iter_program", "mnemonic", "parse_instruction", "parse_program"]
+           "iter_program", "mnemonic", "parse_instruction", "parse_program", "skipped_reason"]
 
 
 class Opcode(enum.IntEnum):
@@ -171,7 +182,18 @@ class Configure:
     value: int
 
 
-Instruction = Union[NoOp, MatMul, DataMove, LoadWeights, SIMD, Configure]
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A word the RTL consumes without effect: a reserved opcode (0x5..0xE), a DataMove of a
+    reserved kind (0x4..0xB, 0xE) or a Configure of a reserved register. Only the lenient
+    decoder (`strict=False`) produces it; it encodes back to the same word."""
+
+    opcode: int
+    flags: int
+    arguments: int
+
+
+Instruction = Union[NoOp, MatMul, DataMove, LoadWeights, SIMD, Configure, Skipped]
 _OPCODES = {NoOp: Opcode.NOOP, MatMul: Opcode.MATMUL, DataMove: Opcode.DATAMOVE,
             LoadWeights: Opcode.LOAD_WEIGHTS, SIMD: Opcode.SIMD, Configure: Opcode.CONFIGURE}
 _OPCODE_NAMES = {opcode: cls.__name__ for cls, opcode in _OPCODES.items()}
@@ -226,9 +248,40 @@ def _base(what: str, memory: str, address: int, depth: int) -> None:
             what, memory, address, memory, depth))
 
 
-def check_instruction(instruction: Instruction, arch: Architecture) -> None:
-    """Raise ProgramError naming the field when `instruction` does not fit `arch`."""
-    lay = instruction_layout(arch)
+class _Rules:
+    """The field checks of one policy: `strict` (face value = RTL meaning) or the RTL's
+    widths (`strict=False`: what the RTL's decoder keeps of each field)."""
+
+    def __init__(self, arch: Architecture, strict: bool):
+        self.arch, self.strict = arch, strict
+        self.lay = lay = instruction_layout(arch)
+        self.bits = {"local": lay.local_bits, "acc": lay.accumulator_bits,
+                     "dram0": lay.dram0_bits, "dram1": lay.dram1_bits}
+
+    def address(self, name: str, value: int, memory: str, operand: int) -> None:
+        """`operand`: the field's address width in the strict encoding."""
+        _fits(name, value, operand if self.strict else self.bits[memory])
+
+    def stride(self, name: str, value: int, which: int) -> None:
+        if self.strict:
+            _stride(name, value, (self.arch.stride0_depth, self.arch.stride1_depth)[which])
+        else:
+            _fits(name, value, (self.lay.stride0_bits, self.lay.stride1_bits)[which])
+
+    def base(self, what: str, memory: str, address: int) -> None:
+        if self.strict:
+            _base(what, memory, address, _depths(self.arch)[memory])
+
+
+def check_instruction(instruction: Instruction, arch: Architecture, strict: bool = True) -> None:
+    """Raise ProgramError naming the field when `instruction` does not fit `arch`.
+
+    `strict=False` accepts what the lenient decoder produces: every field within the width the
+    RTL keeps of it (addresses may lie past a memory whose depth is not a power of two;
+    strides up to the stride field's width) and `Skipped` words.
+    """
+    rules = _Rules(arch, strict)
+    lay = rules.lay
     name = type(instruction).__name__
     if arch.number_of_threads != 1:
         raise ProgramError("%s: only 1-thread architectures have an instruction encoding the "
@@ -236,56 +289,75 @@ def check_instruction(instruction: Instruction, arch: Architecture) -> None:
     if isinstance(instruction, NoOp):
         return
     if isinstance(instruction, MatMul):
-        _check_local_operand(name, instruction.local_address, instruction.local_stride, lay, arch)
-        _check_operand1(name + ".acc_address", instruction.acc_address,
-                        name + ".acc_stride", instruction.acc_stride, lay, arch)
+        _check_local_operand(name, instruction.local_address, instruction.local_stride, rules)
+        rules.address(name + ".acc_address", instruction.acc_address, "acc",
+                      lay.operand1_address_bits)
+        rules.stride(name + ".acc_stride", instruction.acc_stride, 1)
         _fits(name + ".size", instruction.size, lay.operand2_address_bits)
         _flag(name + ".accumulate", instruction.accumulate)
         _flag(name + ".zeroes", instruction.zeroes)
         if not instruction.zeroes:
-            _base(name, "local", instruction.local_address, arch.local_depth)
-        _base(name, "acc", instruction.acc_address, arch.accumulator_depth)
+            rules.base(name, "local", instruction.local_address)
+        rules.base(name, "acc", instruction.acc_address)
     elif isinstance(instruction, DataMove):
         if not isinstance(instruction.kind, DataMoveKind):
             raise ProgramError("DataMove.kind is %r; must be a DataMoveKind" % (instruction.kind,))
-        _check_local_operand(name, instruction.local_address, instruction.local_stride, lay, arch)
-        _check_operand1(name + ".address", instruction.address, name + ".stride",
-                        instruction.stride, lay, arch)
-        _fits(name + ".size", instruction.size, lay.operand2_address_bits)
         memory = _DIRECTIONS[instruction.kind][1]
-        _base(name, "local", instruction.local_address, arch.local_depth)
-        _base(name, memory, instruction.address, _depths(arch)[memory])
+        _check_local_operand(name, instruction.local_address, instruction.local_stride, rules)
+        rules.address(name + ".address", instruction.address, memory, lay.operand1_address_bits)
+        rules.stride(name + ".stride", instruction.stride, 1)
+        _fits(name + ".size", instruction.size, lay.operand2_address_bits)
+        rules.base(name, "local", instruction.local_address)
+        rules.base(name, memory, instruction.address)
     elif isinstance(instruction, LoadWeights):
-        _check_local_operand(name, instruction.local_address, instruction.local_stride, lay, arch)
-        _fits(name + ".size", instruction.size, lay.operand1_address_bits)
+        _check_local_operand(name, instruction.local_address, instruction.local_stride, rules)
+        # The RTL's size handlers are log2(local_depth) bits wide: it pushes size mod 2^bits + 1.
+        _fits(name + ".size", instruction.size, lay.local_bits)
         _flag(name + ".zeroes", instruction.zeroes)
         if not instruction.zeroes:
-            _base(name, "local", instruction.local_address, arch.local_depth)
+            rules.base(name, "local", instruction.local_address)
     elif isinstance(instruction, SIMD):
-        _check_simd(instruction, lay, arch)
+        _check_simd(instruction, rules)
     elif isinstance(instruction, Configure):
         if not isinstance(instruction.register, ConfigRegister):
             raise ProgramError("Configure.register is %r; must be a ConfigRegister"
                                % (instruction.register,))
         _fits("Configure.value (%s)" % instruction.register.name.lower(), instruction.value,
               CONFIG_VALUE_BITS[instruction.register])
+    elif isinstance(instruction, Skipped):
+        if strict:
+            raise ProgramError("Skipped (a word the RTL ignores) is refused by the strict "
+                               "policy: %s" % skipped_reason(instruction))
+        _fits("Skipped.arguments", instruction.arguments, lay.operands_bits)
+        _fits("Skipped.flags", instruction.flags, 4)
+        if skipped_reason(instruction) is None:
+            raise ProgramError("Skipped: opcode 0x%X flags 0x%X is an instruction the RTL "
+                               "executes, not one it skips" % (instruction.opcode,
+                                                               instruction.flags))
     else:
         raise ProgramError("not a Tensil instruction: %r" % (instruction,))
 
 
-def _check_local_operand(name: str, address: int, stride: int, lay: InstructionLayout,
-                         arch: Architecture) -> None:
-    _fits(name + ".local_address", address, lay.operand0_address_bits)
-    _stride(name + ".local_stride", stride, arch.stride0_depth)
+def skipped_reason(word: Skipped) -> Optional[str]:
+    """Why the RTL skips this word, or None when it would execute it."""
+    if isinstance(word.opcode, bool) or not isinstance(word.opcode, int):
+        return None
+    if 0x5 <= word.opcode <= 0xE:
+        return "reserved opcode 0x%X" % word.opcode
+    if word.opcode == Opcode.DATAMOVE and word.flags not in set(DataMoveKind):
+        return "reserved DataMove kind 0x%X" % word.flags
+    if word.opcode == Opcode.CONFIGURE and word.arguments & 0xF not in set(ConfigRegister):
+        return "Configure of reserved register 0x%X" % (word.arguments & 0xF)
+    return None
 
 
-def _check_operand1(name: str, address: int, stride_name: str, stride: int,
-                    lay: InstructionLayout, arch: Architecture) -> None:
-    _fits(name, address, lay.operand1_address_bits)
-    _stride(stride_name, stride, arch.stride1_depth)
+def _check_local_operand(name: str, address: int, stride: int, rules: _Rules) -> None:
+    rules.address(name + ".local_address", address, "local", rules.lay.operand0_address_bits)
+    rules.stride(name + ".local_stride", stride, 0)
 
 
-def _check_simd(instruction: SIMD, lay: InstructionLayout, arch: Architecture) -> None:
+def _check_simd(instruction: SIMD, rules: _Rules) -> None:
+    arch, lay = rules.arch, rules.lay
     if not isinstance(instruction.op, SimdOp):
         raise ProgramError("SIMD.op is %r; must be a SimdOp" % (instruction.op,))
     for field in ("left", "right", "dest"):
@@ -297,12 +369,14 @@ def _check_simd(instruction: SIMD, lay: InstructionLayout, arch: Architecture) -
                 arch.simd_registers_depth))
     for field in ("read", "write", "accumulate"):
         _flag("SIMD." + field, getattr(instruction, field))
-    _fits("SIMD.write_address", instruction.write_address, lay.operand0_address_bits)
-    _fits("SIMD.read_address", instruction.read_address, lay.operand1_address_bits)
+    rules.address("SIMD.write_address", instruction.write_address, "acc",
+                  lay.operand0_address_bits)
+    rules.address("SIMD.read_address", instruction.read_address, "acc",
+                  lay.operand1_address_bits)
     if instruction.write:
-        _base("SIMD", "acc", instruction.write_address, arch.accumulator_depth)
+        rules.base("SIMD", "acc", instruction.write_address)
     if instruction.read:
-        _base("SIMD", "acc", instruction.read_address, arch.accumulator_depth)
+        rules.base("SIMD", "acc", instruction.read_address)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -334,25 +408,33 @@ def _fields(instruction: Instruction, lay: InstructionLayout) -> Tuple[int, int,
         mask1 = (1 << lay.operand1_bits) - 1
         return (args & mask0, args >> lay.operand0_bits & mask1,
                 args >> (lay.operand0_bits + lay.operand1_bits), 0)
+    if isinstance(instruction, Skipped):
+        args = instruction.arguments
+        return (args & ((1 << lay.operand0_bits) - 1),
+                args >> lay.operand0_bits & ((1 << lay.operand1_bits) - 1),
+                args >> (lay.operand0_bits + lay.operand1_bits), instruction.flags)
     return (0, 0, 0, 0)
 
 
-def encode_instruction(instruction: Instruction, arch: Architecture) -> bytes:
-    """The instruction's bytes (little-endian), after `check_instruction`."""
-    check_instruction(instruction, arch)
+def encode_instruction(instruction: Instruction, arch: Architecture, strict: bool = True) -> bytes:
+    """The instruction's bytes (little-endian), after `check_instruction(.., strict)`."""
+    check_instruction(instruction, arch, strict)
     lay = instruction_layout(arch)
     op0, op1, op2, flags = _fields(instruction, lay)
-    header = int(_OPCODES[type(instruction)]) << 4 | flags
+    opcode = instruction.opcode if isinstance(instruction, Skipped) \
+        else int(_OPCODES[type(instruction)])
+    header = opcode << 4 | flags
     word = (op0 | op1 << lay.operand0_bits | op2 << (lay.operand0_bits + lay.operand1_bits)
             | header << lay.operands_bits)
     return word.to_bytes(lay.instruction_bytes, "little")
 
 
-def encode_program(instructions: Sequence[Instruction], arch: Architecture) -> bytes:
+def encode_program(instructions: Sequence[Instruction], arch: Architecture,
+                   strict: bool = True) -> bytes:
     out = bytearray()
     for i, instruction in enumerate(instructions):
         try:
-            out += encode_instruction(instruction, arch)
+            out += encode_instruction(instruction, arch, strict)
         except ProgramError as exc:
             raise ProgramError("instruction %d: %s" % (i, exc)) from None
     return bytes(out)
@@ -366,8 +448,12 @@ def _split(value: int, address_bits: int, stride_bits: int) -> Tuple[int, int, i
             value >> (address_bits + stride_bits))
 
 
-def decode_instruction(data: bytes, arch: Architecture) -> Instruction:
-    """Decode one instruction word; ProgramError says which bits are wrong."""
+def decode_instruction(data: bytes, arch: Architecture, strict: bool = True) -> Instruction:
+    """Decode one instruction word; ProgramError says which bits are wrong.
+
+    `strict=False` decodes the word as the RTL's decoder does and never fails on a whole word
+    (see the module docstring).
+    """
     lay = instruction_layout(arch)
     if len(data) != lay.instruction_bytes:
         raise ProgramError("truncated instruction: %d of %d bytes" % (
@@ -379,6 +465,10 @@ def decode_instruction(data: bytes, arch: Architecture) -> Instruction:
     op2 = word >> (o0 + o1) & ((1 << o2) - 1)
     header = word >> (o0 + o1 + o2)
     opcode, flags = header >> 4, header & 0xF
+    if not strict:
+        instruction = _decode_as_rtl(opcode, flags, op0, op1, op2, lay)
+        check_instruction(instruction, arch, strict=False)
+        return instruction
     try:
         opcode = Opcode(opcode)
     except ValueError:
@@ -419,9 +509,10 @@ def decode_instruction(data: bytes, arch: Architecture) -> Instruction:
         if flags >= 2:
             raise ProgramError("LoadWeights flags 0x%X out of range (bit 0 zeroes)" % flags)
         reserved(pad0 != 0, "operand0 padding bits")
-        reserved(op1 >> lay.operand1_address_bits != 0, "bits above the size in operand1")
+        reserved(op1 >> lay.local_bits != 0, "bits above the size in operand1 (the RTL "
+                 "keeps %d bits)" % lay.local_bits)
         reserved(op2 != 0, "operand2 (unused by LoadWeights)")
-        instruction = LoadWeights(addr0, addr1, stride0, bool(flags & 1))
+        instruction = LoadWeights(addr0, op1, stride0, bool(flags & 1))
     elif opcode == Opcode.SIMD:
         instruction = _decode_simd(op0, op1, op2, flags, lay)
     else:
@@ -454,7 +545,51 @@ def _decode_simd(op0: int, op1: int, op2: int, flags: int, lay: InstructionLayou
                 write=bool(flags & 2), accumulate=bool(flags & 4))
 
 
-def iter_program(data: bytes, arch: Architecture) -> Iterator[Instruction]:
+def _decode_as_rtl(opcode: int, flags: int, op0: int, op1: int, op2: int,
+                   lay: InstructionLayout) -> Instruction:
+    """What the RTL's decoder makes of a word (Decoder.scala; checked in co-simulation)."""
+    def low(value: int, bits: int) -> int:
+        return value & ((1 << bits) - 1)
+
+    arguments = op0 | op1 << lay.operand0_bits | op2 << (lay.operand0_bits + lay.operand1_bits)
+    skipped = Skipped(opcode, flags, arguments)
+    a0, a1 = lay.operand0_address_bits, lay.operand1_address_bits
+    local, stride0 = low(op0, lay.local_bits), low(op0 >> a0, lay.stride0_bits)
+    addr1, stride1 = low(op1, a1), low(op1 >> a1, lay.stride1_bits)
+    size = low(op2, lay.operand2_address_bits)
+    if opcode == Opcode.NOOP:
+        return NoOp()
+    if opcode == Opcode.MATMUL:
+        return MatMul(local, low(addr1, lay.accumulator_bits), size, stride0, stride1,
+                      bool(flags & 1), bool(flags & 2))
+    if opcode == Opcode.DATAMOVE:
+        if flags not in set(DataMoveKind):
+            return skipped
+        kind = DataMoveKind(flags)
+        memory = _DIRECTIONS[kind][1]
+        bits = {"acc": lay.accumulator_bits, "dram0": lay.dram0_bits,
+                "dram1": lay.dram1_bits}[memory]
+        return DataMove(kind, local, low(addr1, bits), size, stride0, stride1)
+    if opcode == Opcode.LOAD_WEIGHTS:
+        return LoadWeights(local, low(op1, lay.local_bits), stride0, bool(flags & 1))
+    if opcode == Opcode.SIMD:
+        b = lay.simd_operand_bits
+        mask = (1 << b) - 1
+        return SIMD(SimdOp(op2 >> 3 * b & 0xF), left=op2 >> 2 * b & mask,
+                    right=op2 >> b & mask, dest=op2 & mask,
+                    write_address=low(op0, lay.accumulator_bits),
+                    read_address=low(op1, lay.accumulator_bits), read=bool(flags & 1),
+                    write=bool(flags & 2), accumulate=bool(flags & 4))
+    if opcode == Opcode.CONFIGURE:
+        args = low(arguments, _CONFIG_ARGUMENT_BITS)
+        if args & 0xF not in set(ConfigRegister):
+            return skipped
+        register = ConfigRegister(args & 0xF)
+        return Configure(register, low(args >> 4, CONFIG_VALUE_BITS[register]))
+    return skipped
+
+
+def iter_program(data: bytes, arch: Architecture, strict: bool = True) -> Iterator[Instruction]:
     """Decode `.tprog` bytes one instruction at a time; errors name the byte offset."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProgramError("a program is bytes, got %s" % type(data).__name__)
@@ -463,14 +598,15 @@ def iter_program(data: bytes, arch: Architecture) -> Iterator[Instruction]:
     for offset in range(0, len(data), step):
         chunk = data[offset:offset + step]
         try:
-            yield decode_instruction(chunk, arch)
+            yield decode_instruction(chunk, arch, strict)
         except ProgramError as exc:
             raise ProgramError("offset %d (0x%X, instruction %d): %s" % (
                 offset, offset, offset // step, exc)) from None
 
 
-def decode_program(data: bytes, arch: Architecture) -> List[Instruction]:
-    return list(iter_program(data, arch))
+def decode_program(data: bytes, arch: Architecture, strict: bool = True) -> List[Instruction]:
+    """All instructions of `.tprog` bytes; `strict=False` decodes like the RTL."""
+    return list(iter_program(data, arch, strict))
 
 
 # --------------------------------------------------------------------------- assembly text
@@ -483,10 +619,11 @@ def _source(value: int) -> str:
     return "in" if value == 0 else "r%d" % value
 
 
-def format_instruction(instruction: Instruction, arch: Optional[Architecture] = None) -> str:
+def format_instruction(instruction: Instruction, arch: Optional[Architecture] = None,
+                       strict: bool = True) -> str:
     """The canonical `.tasm` line of an instruction (checked against `arch` when given)."""
     if arch is not None:
-        check_instruction(instruction, arch)
+        check_instruction(instruction, arch, strict)
     if isinstance(instruction, NoOp):
         return "NoOp"
     if isinstance(instruction, MatMul):
@@ -517,6 +654,9 @@ def format_instruction(instruction: Instruction, arch: Optional[Architecture] = 
         words += [f for f in ("read", "write", "accumulate") if getattr(instruction, f)]
     elif isinstance(instruction, Configure):
         words = ["Configure", "%s=0x%x" % (instruction.register.name.lower(), instruction.value)]
+    elif isinstance(instruction, Skipped):
+        words = ["Skipped", "opcode=0x%x" % instruction.opcode, "flags=0x%x" % instruction.flags,
+                 "arguments=0x%x" % instruction.arguments]
     else:
         raise ProgramError("not a Tensil instruction: %r" % (instruction,))
     return " ".join(words)
@@ -550,8 +690,10 @@ def _register(text: str) -> int:
     return 0 if text in ("in", "out") else int(text[1:])
 
 
-def parse_instruction(line: str, arch: Optional[Architecture] = None) -> Optional[Instruction]:
-    """Parse one `.tasm` line (None for a blank or comment line)."""
+def parse_instruction(line: str, arch: Optional[Architecture] = None,
+                      strict: bool = True) -> Optional[Instruction]:
+    """Parse one `.tasm` line (None for a blank or comment line); with `arch`, checked under
+    the `strict` policy (`strict=False` admits `Skipped` and the RTL's field widths)."""
     words = line.split(";", 1)[0].split()
     if not words:
         return None
@@ -610,13 +752,17 @@ def parse_instruction(line: str, arch: Optional[Architecture] = None) -> Optiona
             raise ProgramError("Configure: unknown register %r (known: %s)" % (
                 key, ", ".join(r.name.lower() for r in ConfigRegister))) from None
         instruction = Configure(register, _int(value, register.name.lower()))
+    elif head == "Skipped":
+        flags(())
+        instruction = Skipped(_int(take("opcode"), "opcode"), _int(take("flags"), "flags"),
+                              _int(take("arguments"), "arguments"))
     else:
         raise ProgramError("unknown mnemonic %r (NoOp, MatMul, DataMove, LoadWeights, SIMD, "
-                           "Configure)" % head)
+                           "Configure, Skipped)" % head)
     if keys:
         raise ProgramError("%s: unknown field(s) %s" % (head, ", ".join(sorted(keys))))
     if arch is not None:
-        check_instruction(instruction, arch)
+        check_instruction(instruction, arch, strict)
     return instruction
 
 
@@ -656,12 +802,13 @@ def _parse_simd(rest: List[str], take: _Take, flags: _Flags) -> SIMD:
                 read=f["read"], write=f["write"], accumulate=f["accumulate"])
 
 
-def parse_program(text: str, arch: Optional[Architecture] = None) -> List[Instruction]:
+def parse_program(text: str, arch: Optional[Architecture] = None,
+                  strict: bool = True) -> List[Instruction]:
     """Parse `.tasm` text; errors name the line."""
     out: List[Instruction] = []
     for number, line in enumerate(text.splitlines(), 1):
         try:
-            instruction = parse_instruction(line, arch)
+            instruction = parse_instruction(line, arch, strict)
         except ProgramError as exc:
             raise ProgramError("line %d: %s" % (number, exc)) from None
         if instruction is not None:
@@ -669,6 +816,6 @@ def parse_program(text: str, arch: Optional[Architecture] = None) -> List[Instru
     return out
 
 
-def format_program(instructions: Sequence[Instruction],
-                   arch: Optional[Architecture] = None) -> str:
-    return "".join(format_instruction(i, arch) + "\n" for i in instructions)
+def format_program(instructions: Sequence[Instruction], arch: Optional[Architecture] = None,
+                   strict: bool = True) -> str:
+    return "".join(format_instruction(i, arch, strict) + "\n" for i in instructions)

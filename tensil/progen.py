@@ -11,9 +11,15 @@ Every program:
   and strides, every SIMD op with input and register sources, register and output
   destinations and Read/Write/Accumulate, harmless Configures (timeout, tracepoint), NoOps;
 - uses data with extreme values so MACs, adds and accumulations saturate at both ends;
+- uses the SIMD input the way the RTL does: Reads whose op takes no input leave their vector
+  waiting, and a later input-taking SIMD (with or without its own Read) takes it;
+- emits words the RTL skips (reserved opcodes and DataMove kinds, as `isa.Skipped`);
+- accumulates into an accumulator only where no earlier accumulating write to it may still
+  be on its way (`AccumulatorPort.stale_accumulate`: the RTL's sum would depend on timing);
 - keeps each local-memory run inside one half of local memory (the RTL's decoder locks
-  local memory by halves, by the run's first address), never emits a SIMD the RTL would
-  hang on (`emulator.simd_problem`), and never changes the DRAM offsets;
+  local memory by halves, by the run's first address), never emits what jams the RTL
+  or depends on its timing (`emulator.AccumulatorPort`), and
+  never changes the DRAM offsets;
 - ends by copying every local and accumulator window out to DRAM0, so comparing the two
   DRAMs after a run compares the whole machine state that matters.
 """
@@ -24,7 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .arch import Architecture
-from .emulator import simd_problem
+from .emulator import AccumulatorPort
 from .fixed import fixed_format
 from .isa import (
     SIMD,
@@ -37,6 +43,7 @@ from .isa import (
     MatMul,
     NoOp,
     SimdOp,
+    Skipped,
 )
 
 __all__ = ["GeneratedProgram", "random_data", "random_program"]
@@ -84,6 +91,18 @@ class _Builder:
         self.dram0_vectors = dram_vectors + sum(s for _, s in self.local + self.acc)
         self.dram1_vectors = max(dram_vectors, sum(s for _, s in self.local))
         self.out: List[Instruction] = []
+        self.port = AccumulatorPort(arch)   # what the RTL's accumulator port carries over
+
+    def emit(self, instruction: Instruction) -> None:
+        problem = self.port.problem(instruction)
+        assert problem is None, problem
+        if self.port.stale_accumulate(instruction) is not None:   # a timing-dependent sum
+            if isinstance(instruction, DataMove):
+                instruction = dataclasses.replace(instruction, kind=K.LOCAL_TO_ACC)
+            else:
+                instruction = dataclasses.replace(instruction, accumulate=False)
+        self.port.advance(instruction)
+        self.out.append(instruction)
 
     def integer(self, low: int, high: int) -> int:
         return int(self.rng.integers(low, high + 1))
@@ -116,22 +135,24 @@ class _Builder:
         local, size, local_stride = self.run_in(self.local, self.size(),
                                                 self.arch.stride0_depth)
         if kind in (K.ACC_TO_LOCAL, K.LOCAL_TO_ACC, K.LOCAL_TO_ACC_ACCUMULATE):
+            if kind == K.ACC_TO_LOCAL:
+                self.take_waiting()
             address, size, stride = self.run_in(self.acc, size, self.arch.stride1_depth)
         else:
             vectors = self.dram0_vectors if kind in (K.DRAM0_TO_LOCAL, K.LOCAL_TO_DRAM0) \
                 else self.dram1_vectors
             size = min(size, vectors - 1)
             address, stride = self.dram_run(vectors, size)
-        self.out.append(DataMove(kind, local, address, size, local_stride, stride))
+        self.emit(DataMove(kind, local, address, size, local_stride, stride))
 
     def load_weights(self) -> None:
         n = self.arch.array_size
         size = n if self.rng.random() < 0.6 else self.integer(0, 2 * n)
         if self.rng.random() < 0.1:
-            self.out.append(LoadWeights(0, size, 0, zeroes=True))
+            self.emit(LoadWeights(0, size, 0, zeroes=True))
             return
         local, size, stride = self.run_in(self.local, size, self.arch.stride0_depth)
-        self.out.append(LoadWeights(local, size, stride))
+        self.emit(LoadWeights(local, size, stride))
 
     def matmul(self) -> None:
         local, size, local_stride = self.run_in(self.local, self.size(), self.arch.stride0_depth)
@@ -139,7 +160,7 @@ class _Builder:
         zeroes = self.rng.random() < 0.15
         if zeroes:
             local, local_stride = self.integer(0, self.arch.local_depth - 1), 0
-        self.out.append(MatMul(local, acc, size, local_stride, acc_stride,
+        self.emit(MatMul(local, acc, size, local_stride, acc_stride,
                                accumulate=bool(self.rng.random() < 0.5), zeroes=zeroes))
 
     def simd(self) -> None:
@@ -148,48 +169,70 @@ class _Builder:
             op = SimdOp(self.integer(0, 15))
             left, right, dest = (self.integer(0, registers) for _ in range(3))
             needs = op not in (SimdOp.NOOP, SimdOp.ZERO) and (left == 0 or right == 0)
+            read = op != SimdOp.NOOP and (needs or self.rng.random() < 0.25) and (
+                not needs or not self.port.waiting or self.rng.random() < 0.7)
             write = op != SimdOp.NOOP and (dest == 0 or self.rng.random() < 0.3)
             accumulate = bool(self.rng.random() < 0.3)
             read_address = self.run_in(self.acc, 0, 1)[0]
             write_address = self.run_in(self.acc, 0, 1)[0]
             instruction = SIMD(op, left, right, dest, write_address, read_address,
-                               read=needs, write=write, accumulate=accumulate)
-            if simd_problem(instruction) is None:
-                self.out.append(instruction)
+                               read=read, write=write, accumulate=accumulate)
+            if self.port.problem(instruction) is None:
+                self.emit(instruction)
                 return
 
+    def take_waiting(self) -> None:
+        """An input-taking SIMD without Read, so that no vector waits at the ALU's input."""
+        if self.port.waiting:
+            op = SimdOp(self.integer(2, 15))
+            write = bool(self.rng.random() < 0.5)
+            self.emit(SIMD(op, 0, self.integer(0, self.arch.simd_registers_depth),
+                                 0 if write else self.integer(1, self.arch.simd_registers_depth),
+                                 self.run_in(self.acc, 0, 1)[0], write=write))
+
     def other(self) -> None:
-        if self.rng.random() < 0.5:
-            self.out.append(NoOp())
+        pick = self.rng.random()
+        if pick < 0.4:
+            self.emit(NoOp())
+        elif pick < 0.7:
+            # words the RTL consumes without effect: a reserved opcode or DataMove kind
+            lay = self.arch.layout
+            arguments = self.integer(0, (1 << min(lay.operands_bits, 62)) - 1)
+            if self.rng.random() < 0.5:
+                self.emit(Skipped(self.integer(5, 14), self.integer(0, 15), arguments))
+            else:
+                kind = int(self.rng.choice([4, 5, 6, 7, 8, 9, 10, 11, 14]))
+                self.emit(Skipped(2, kind, arguments))
         else:
             register = ConfigRegister.TIMEOUT if self.rng.random() < 0.5 \
                 else ConfigRegister.TRACEPOINT
-            self.out.append(Configure(register, self.integer(100, 1000)))
+            self.emit(Configure(register, self.integer(100, 1000)))
 
     # ------------------------------------------------------------------ frame
 
     def prologue(self) -> None:
         for base, length in self.local:
-            self.out.append(DataMove(K.DRAM1_TO_LOCAL, base, self.integer(
+            self.emit(DataMove(K.DRAM1_TO_LOCAL, base, self.integer(
                 0, self.dram1_vectors - length), length - 1))
         local_base, local_length = self.local[0]
         for base, length in self.acc:
             for offset in range(0, length, local_length):
                 count = min(local_length, length - offset)
-                self.out.append(DataMove(K.LOCAL_TO_ACC, local_base, base + offset, count - 1))
+                self.emit(DataMove(K.LOCAL_TO_ACC, local_base, base + offset, count - 1))
         self.load_weights()
 
     def epilogue(self) -> None:
+        self.take_waiting()
         out = self.output_base
         for base, length in self.local:
-            self.out.append(DataMove(K.LOCAL_TO_DRAM0, base, out, length - 1))
+            self.emit(DataMove(K.LOCAL_TO_DRAM0, base, out, length - 1))
             out += length
         local_base, local_length = self.local[0]
         for base, length in self.acc:
             for offset in range(0, length, local_length):
                 count = min(local_length, length - offset)
-                self.out.append(DataMove(K.ACC_TO_LOCAL, local_base, base + offset, count - 1))
-                self.out.append(DataMove(K.LOCAL_TO_DRAM0, local_base, out, count - 1))
+                self.emit(DataMove(K.ACC_TO_LOCAL, local_base, base + offset, count - 1))
+                self.emit(DataMove(K.LOCAL_TO_DRAM0, local_base, out, count - 1))
                 out += count
 
 

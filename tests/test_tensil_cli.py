@@ -62,7 +62,7 @@ def test_asm_disasm_round_trip_and_estimate(tmp_path, capsys):
     # 5 + 5 + 1 + (1 + 2 * 12: the MatMul follows a DataMove) + 1 + 1 + 1 + 1 = 40 cycles
     assert " ".join(text.split()).count("Total (instructions/cycles/energy): 8 40") == 1
     assert main(["estimate", str(tprog), "-a", str(PERF), "--memory", "--read-latency", "10"]) == 0
-    assert "MEMORY-AWARE ESTIMATE (read 10" in capsys.readouterr().out
+    assert "RTL-CALIBRATED ESTIMATE (DRAM read latency 10" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_with_status_1(tmp_path, capsys):
@@ -128,3 +128,21 @@ def test_emulate_a_tprog_on_raw_drams(tmp_path, capsys):
     out0 = np.load(tmp_path / "out" / "dram0.npy")
     assert out0[1].tolist() == [0, 512, 3, 0] and out0.dtype == np.int16
     assert json.loads(capsys.readouterr().out)["instructions"] == 8
+
+
+def test_disasm_and_emulate_as_the_rtl_reads_words(tmp_path, capsys):
+    # MatMul with flag bit 2 (the RTL ignores it) and a reserved opcode (the RTL skips it)
+    words = ((0x1 << 4 | 0x4) << 56 | 0x10).to_bytes(8, "little") + ((0x7 << 4) << 56).to_bytes(
+        8, "little")
+    tprog = tmp_path / "odd.tprog"
+    tprog.write_bytes(words)
+    assert main(["disasm", str(tprog), "-a", str(PERF)]) == 1
+    assert "MatMul flags 0x4 out of range" in capsys.readouterr().err
+    assert main(["disasm", str(tprog), "-a", str(PERF), "--as-rtl"]) == 0
+    assert capsys.readouterr().out == ("MatMul local=0x10 acc=0x0 size=0\n"
+                                       "Skipped opcode=0x7 flags=0x0 arguments=0x0\n")
+    assert main(["emulate", str(tprog), "-a", str(PERF), "--as-rtl", "--out-dir",
+                 str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["counts"] == {"MatMul": 1, "Skipped": 1} and report["hazards"] == []
+    assert np.load(tmp_path / "out" / "accumulators.npy").shape == (2048, 12)

@@ -7,21 +7,22 @@ without it, Verilator, g++ or make the RTL tests skip with the reason. The first
 the simulator (about 35 s on 2 cores, cached in build/cosim/ afterwards).
 """
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tensil import cosim
+from tensil.arch import load_tarch
 from tensil.cosim import CosimHang, CosimUnavailable, DramModel, RtlMismatch
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCH = types.SimpleNamespace(**json.loads((ROOT / "tensil_arch" / "pynqz1_perf.tarch").read_text()))
+ARCH = load_tarch(ROOT / "tensil_arch" / "pynqz1_perf.tarch")
 N = ARCH.array_size
 ONE = 256  # FP16BP8 1.0
 
@@ -635,11 +636,32 @@ def test_architecture_mismatch_is_refused_with_both_values():
         ("local_depth", 4096, ["2048 and 8192", "local_depth 4096"]),
         ("data_type", "FP8BP4", ["FP16BP8", "FP8BP4"]),
     ):
-        arch = types.SimpleNamespace(**{**vars(ARCH), field: value})
+        arch = dataclasses.replace(ARCH, **{field: value})
         with pytest.raises(RtlMismatch) as caught:
             cosim.run(datamove(0, 0, 0), zeros(), zeros(), arch)
         for word in words:
             assert word in str(caught.value)
+
+
+@needs_rtl
+def test_architecture_defaults_to_the_one_the_rtl_was_generated_for(tmp_path, monkeypatch):
+    assert cosim.rtl_architecture(cosim.find_rtl()) == ARCH
+    result = cosim.run(datamove(LOCAL_TO_DRAM0, 0, 0), zeros(2), zeros(), local=local_image() + 4)
+    assert (result.dram0[0] == 4).all()
+    for path in cosim.find_rtl().files:
+        (tmp_path / path.name).symlink_to(path)
+    monkeypatch.setenv("TENSIL_RTL", str(tmp_path))
+    with pytest.raises(ValueError, match="put its one .tarch next to the Verilog"):
+        cosim.rtl_architecture(cosim.find_rtl())
+    (tmp_path / "narrow.tarch").write_text(dataclasses.replace(ARCH, dram1_depth=1 << 16).to_json())
+    with pytest.raises(RtlMismatch, match="with 13/11/20/20 bits but the architecture needs "
+                                          "13/11/20/16"):
+        cosim.run(datamove(LOCAL_TO_DRAM0, 0, 0), zeros(2), zeros())
+
+
+def test_final_dram_offsets_read_the_program_like_the_rtl():
+    program = configure(0x0, 3) + configure(0x4, 0x12345) + instr(0x7, 0) + configure(0x0, 5)
+    assert cosim.final_dram_offsets(program, ARCH) == (5 << 16, 0x2345 << 16)
 
 
 def test_missing_rtl_says_how_to_point_at_one(tmp_path, monkeypatch):

@@ -45,19 +45,46 @@ def test_memory_aware_model_counts_beats_and_bursts():
     assert model.bursts(0, 170, 0) == 2
     assert model.bursts(100, 170, 0) == 3
     assert model.bursts(0, 4, 1) == 4
-    assert model.bursts(170, 1, 1) == 2   # bytes 4080..4104 cross the boundary
+    # RTL vs facts: bytes 4080..4104 cross 4 KiB by one beat, its last: the RTL sends one burst
+    assert model.bursts(170, 1, 1) == 1
+    assert model.bursts(341, 1, 1) == 2   # bytes 8184..8208: two beats past 8192, split
     result = estimate_memory_aware(PROGRAM, PERF, MemoryModel(read_latency=30, write_latency=10))
-    tensil = estimate(PROGRAM, PERF)
-    read = 1 * 30 + 13 * 3            # 13 vectors, one burst
-    write = 2 * 10 + 170 * 3          # 170 vectors, two bursts
-    assert result.cycles == tensil.cycles - 13 - 170 + read + write
-    assert result.energy == tensil.energy
+    read = 13 * 3 + 30 + 5               # 13 vectors in one request, latency, setup
+    lw_mm = 13 + 100 + 10 + 1.25 + 1     # LoadWeights, MatMuls, a flagless SIMD
+    to_local = 4 + 2 + 23                # acc->local after a MatMul waits for the array
+    write = 170 * 3 + 1                  # 170 vectors, two requests, beats dominate
+    drain = 10 + 4                       # the last write's answer
+    assert result.cycles == round(read + lw_mm + to_local + 1 + 1 + write) + drain
+    assert result.by_kind["(drain)"].cycles == drain
+    assert result.energy == estimate(PROGRAM, PERF).energy
+
+
+def test_memory_aware_model_prices_what_the_rtl_was_measured_to_do():
+    n = PERF.array_size
+    cycles = estimate_memory_aware([LoadWeights(0, 12), MatMul(0, 0, 15), LoadWeights(0, 12),
+                                    MatMul(0, 0, 15)], PERF).cycles
+    assert cycles == 13 + 16 + (13 + 2 * n - 1) + 16 + 2 * n + 1
+    simd = [SIMD(SimdOp.MOVE, read=True, write=True)] * 4 + [SIMD(SimdOp.ZERO, dest=1)] * 4
+    assert estimate_memory_aware(simd, PERF).cycles == 4 * 4 + 5
+    turnaround = [DataMove(K.LOCAL_TO_DRAM0, 0, 0, 0), DataMove(K.DRAM0_TO_LOCAL, 0, 0, 0)]
+    assert estimate_memory_aware(turnaround, PERF).cycles == round(14 / 3 + 1 + 13 + 3 + 15)
+    strided = [DataMove(K.DRAM1_TO_LOCAL, 0, 0, 15, stride=1)]
+    assert estimate_memory_aware(strided, PERF).cycles == round(15 * 4.34 + 3 + 15)
 
 
 def test_memory_model_is_validated():
     with pytest.raises(ValueError, match="MemoryModel.read_latency is -1"):
         MemoryModel(read_latency=-1)
+    with pytest.raises(ValueError, match="MemoryModel.read_setup is 'x'; must be a number"):
+        MemoryModel(read_setup="x")
     with pytest.raises(ValueError, match="MemoryModel.max_burst_beats is 0"):
         MemoryModel(max_burst_beats=0)
     with pytest.raises(ValueError, match="whole number of bytes"):
         MemoryModel(bus_bits=12)
+
+
+def test_an_on_chip_instruction_hides_the_tail_of_a_dram_write():
+    write = DataMove(K.LOCAL_TO_DRAM0, 0, 0, 15)          # 48 beats + 1
+    after = [write, DataMove(K.LOCAL_TO_ACC, 0x1000, 0, 15)]   # 16 cycles, 13 of them hidden
+    assert estimate_memory_aware(after, PERF).cycles == 49 + 16 - 13
+    assert estimate_memory_aware([write, NoOp()], PERF).cycles == 49   # the NoOp is hidden

@@ -19,6 +19,7 @@ from tensil.isa import (
     MatMul,
     NoOp,
     SimdOp,
+    Skipped,
     decode_instruction,
     decode_program,
     encode_instruction,
@@ -156,7 +157,7 @@ def instructions(draw, arch: Architecture):
         return DataMove(move, draw(local), draw(_address(lay.operand1_address_bits, depth)),
                         draw(size), draw(stride0), draw(stride1))
     if kind == "loadweights":
-        return LoadWeights(draw(local), draw(st.integers(0, (1 << lay.operand1_address_bits) - 1)),
+        return LoadWeights(draw(local), draw(st.integers(0, (1 << lay.local_bits) - 1)),
                            draw(stride0), draw(st.booleans()))
     if kind == "simd":
         register = st.integers(0, arch.simd_registers_depth)
@@ -350,3 +351,55 @@ def test_tasm_errors_name_the_line_and_problem(line, message):
 def test_blank_and_comment_lines_are_not_instructions():
     assert parse_instruction("   ; nothing") is None
     assert format_instruction(NoOp()) == "NoOp"
+
+
+# ---------------------------------------------------------------- the RTL's reading (strict=False)
+
+# Each word as the 12x12 RTL executes it (tests/test_tensil_rtl.py runs them on the RTL).
+RTL_READINGS = [
+    (_word(PERF, 1, 4, op0=100, op1=10), MatMul(100, 10, 0)),                  # flag bit 2 ignored
+    (_word(PERF, 1, 0xE, op0=100, op1=10), MatMul(100, 10, 0, zeroes=True)),
+    (_word(PERF, 3, 3, op1=12), LoadWeights(0, 12, zeroes=True)),              # 3 = Zeroes
+    (_word(PERF, 3, 0xE, op1=12 | 1 << 20, op2=0xFFFF), LoadWeights(0, 12)),   # size mod 2^13
+    (_word(PERF, 4, 0xA, op0=9, op2=1 << 3 | 0x1FF << 7),
+     SIMD(SimdOp.ZERO, write_address=9, write=True)),                           # flag bit 3, pad
+    (_word(PERF, 4, 2, op0=2048 + 9, op1=(1 << 23) + 300, op2=2 << 3),
+     SIMD(SimdOp.MOVE, write_address=9, read_address=300, write=True)),        # acc mod 2^11
+    (_word(PERF, 2, 0xD, op0=5, op1=2048 + 7 | 1 << 23, op2=0xE001),
+     DataMove(K.LOCAL_TO_ACC, 5, 7, 1)),                                       # size mod 2^13
+    (_word(PERF, 0, 0xF, 0xFFFF, 0xFFFFFF, 0xFFFF), NoOp()),
+    (_word(PERF, 15, 0xF, op0=0x48 | 0xFFF0, op1=0xFFFFFF, op2=0xFFFF),
+     Configure(ConfigRegister.TIMEOUT, 0xFFFF)),                                # 32 bits, 16 kept
+    (_word(PERF, 15, 3, op0=0x0000 | 0x10, op1=0xFF0001),
+     Configure(ConfigRegister.DRAM0_OFFSET, 0x1001)),
+    (_word(PERF, 7, 5, op0=1), Skipped(7, 5, 1)),
+    (_word(PERF, 2, 0xE, op0=1), Skipped(2, 0xE, 1)),
+    (_word(PERF, 15, 0, op0=0x3), Skipped(15, 0, 3)),
+]
+
+
+@pytest.mark.parametrize("word, instruction", RTL_READINGS, ids=lambda x: str(x)[:40])
+def test_lenient_decoding_reads_words_as_the_rtl_does(word, instruction):
+    assert decode_instruction(word, PERF, strict=False) == instruction
+    with pytest.raises(ProgramError):
+        decode_instruction(word, PERF)   # strict: each of these is refused
+
+
+@given(st.sampled_from(ARCHES[:8]), st.binary(min_size=0, max_size=80))
+def test_lenient_decoding_takes_every_whole_word(arch, data):
+    step = instruction_layout(arch).instruction_bytes
+    data = data[:len(data) // step * step]
+    program = decode_program(data, arch, strict=False)
+    again = decode_program(encode_program(program, arch, strict=False), arch, strict=False)
+    assert again == program
+    text = format_program(program, arch, strict=False)
+    assert parse_program(text, arch, strict=False) == program
+
+
+def test_skipped_words_are_only_what_the_rtl_skips():
+    with pytest.raises(ProgramError, match="refused by the strict policy: reserved opcode 0x5"):
+        encode_instruction(Skipped(5, 0, 0), PERF)
+    with pytest.raises(ProgramError, match="an instruction the RTL executes"):
+        encode_instruction(Skipped(2, 0xD, 0), PERF, strict=False)
+    assert format_instruction(Skipped(5, 1, 0x10)) == "Skipped opcode=0x5 flags=0x1 arguments=0x10"
+    assert mnemonic(Skipped(5, 1, 0x10)) == "Skipped"

@@ -3,20 +3,23 @@
 Workstation only (Verilator, g++, make); not part of the board image.
 
     from tensil.cosim import run, DramModel
-    result = run(program_bytes, dram0, dram1, arch)   # arch: a tensil.arch.Architecture
-    result.dram0, result.local, result.accumulators, result.cycles
+    result = run(program_bytes, dram0, dram1, arch)   # arch: a tensil.arch.Architecture,
+    result.dram0, result.local, result.accumulators, result.cycles   # default the RTL's own
 """
 
 import os
 from typing import Optional
 
 from .build import Build, build, cache_root, missing_tools
+from .compare import Comparison, compare
 from .errors import CosimBuildError, CosimError, CosimHang, CosimUnavailable, RtlMismatch
-from .rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl
-from .runner import CosimResult, DramModel, run
+from .rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl, rtl_architecture
+from .runner import CosimResult, DramModel, final_dram_offsets, run
 
 __all__ = [
     "run",
+    "compare",
+    "Comparison",
     "DramModel",
     "CosimResult",
     "build",
@@ -26,6 +29,8 @@ __all__ = [
     "unavailable",
     "find_rtl",
     "check_arch",
+    "rtl_architecture",
+    "final_dram_offsets",
     "RtlInfo",
     "DEFAULT_RTL",
     "CosimError",

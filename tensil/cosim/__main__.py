@@ -1,8 +1,11 @@
 """Command line: build the co-simulation, or run a .tprog on the RTL from files.
 
     python -m tensil.cosim build [--rtl DIR]
-    python -m tensil.cosim run --tprog X.tprog --arch A.tarch --out DIR \
+    python -m tensil.cosim run --tprog X.tprog --out DIR [--arch A.tarch] \
         [--dram0 FILE] [--dram1 FILE] [--local FILE] [--accumulators FILE]
+
+Without --arch the run uses the architecture the RTL was generated for (the one .tarch in
+the RTL directory, or tensil_arch/pynqz1_perf.tarch for PEFSL's RTL).
 
 Memory files are raw little-endian int16 images (the .tdata layout: vectors of array_size
 lanes) or .npy int16 arrays of shape (vectors, array_size). The run writes DIR/dram0.bin,
@@ -13,48 +16,17 @@ import argparse
 import dataclasses
 import json
 import sys
-import types
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
+from ..arch import load_tarch
+from ..errors import TensilError
 from .build import build
 from .errors import CosimError
+from .rtl import find_rtl, rtl_architecture
 from .runner import ADDRESS_SPACE, DramModel, run
-
-_ARCH_INTS = (
-    "array_size",
-    "dram0_depth",
-    "dram1_depth",
-    "local_depth",
-    "accumulator_depth",
-    "simd_registers_depth",
-    "stride0_depth",
-    "stride1_depth",
-    "number_of_threads",
-    "thread_queue_depth",
-)
-
-
-def read_arch(path: Path) -> Any:
-    """A .tarch file as an object with its keys as attributes.
-
-    Only what the co-simulation relies on is checked here; `tensil.arch` is the strict reader.
-    """
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError("%s: not a readable .tarch JSON file (%s)" % (path, exc)) from exc
-    if not isinstance(fields, dict):
-        raise ValueError("%s: a .tarch file holds a JSON object" % path)
-    if not isinstance(fields.get("data_type"), str):
-        raise ValueError("%s: data_type must be a string" % path)
-    for key in _ARCH_INTS:
-        value = fields.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 32:
-            raise ValueError("%s: %s must be an integer in [1, 2^32], got %r" % (path, key, value))
-    return types.SimpleNamespace(**fields)
 
 
 def read_memory(path: Path, array_size: int, what: str) -> np.ndarray:
@@ -77,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--cache", type=Path, help="cache directory (default: build/cosim in the repository)")
     go = commands.add_parser("run", help="run a .tprog on the RTL")
     go.add_argument("--tprog", type=Path, required=True)
-    go.add_argument("--arch", type=Path, required=True, help="the .tarch the program and RTL are for")
+    go.add_argument("--arch", type=Path, help="the .tarch the program and RTL are for "
+                    "(default: the RTL's own)")
     go.add_argument("--out", type=Path, required=True, help="folder for the memories and result.json")
     go.add_argument("--dram0", type=Path, help="initial DRAM0 (default: one zero vector)")
     go.add_argument("--dram1", type=Path, help="initial DRAM1, e.g. the model's .tdata")
@@ -95,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    arch = read_arch(args.arch)
+    arch = load_tarch(args.arch) if args.arch else rtl_architecture(find_rtl(args.rtl))
     n = arch.array_size
     memories = {}
     for name in ("dram0", "dram1", "local", "accumulators"):
@@ -142,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("%s (%s, %s)" % (made.executable, made.rtl.top_module, state))
         else:
             _run(args)
-    except (CosimError, ValueError, OSError) as exc:
+    except (CosimError, TensilError, ValueError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     return 0

@@ -629,7 +629,8 @@ int simulate(const Options& options) {
         "{\"ok\": true, \"cycles\": %llu, \"drain_cycles\": %llu, \"simulated_cycles\": %llu, "
         "\"instruction_words\": %llu, \"last_instruction_cycle\": %llu, "
         "\"stream_stall_cycles\": %llu, \"local_write_cycles\": %llu, "
-        "\"accumulator_write_cycles\": %llu, \"sim_seconds\": %.6f, \"sim_cpu_seconds\": %.6f, "
+        "\"accumulator_write_cycles\": %llu, \"last_local_write_cycle\": %llu, "
+        "\"last_accumulator_write_cycle\": %llu, \"sim_seconds\": %.6f, \"sim_cpu_seconds\": %.6f, "
         "\"dram0\": %s, "
         "\"dram1\": %s}\n",
         static_cast<unsigned long long>(probe ? probe_cycle : drain_cycle),
@@ -638,7 +639,8 @@ int simulate(const Options& options) {
         static_cast<unsigned long long>(last_word_cycle),
         static_cast<unsigned long long>(stream_stalls),
         static_cast<unsigned long long>(local_writes), static_cast<unsigned long long>(acc_writes),
-        seconds, cpu_seconds, stats_json(slave0.stats).c_str(), stats_json(slave1.stats).c_str());
+        static_cast<unsigned long long>(last_local_write),
+        static_cast<unsigned long long>(last_acc_write), seconds, cpu_seconds, stats_json(slave0.stats).c_str(), stats_json(slave1.stats).c_str());
     return 0;
 }
 

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ._layout import Layout
+from ..arch import ARCH_FIELDS, Architecture, instruction_layout, load_tarch
+from ..errors import ArchError
 from .errors import CosimUnavailable, RtlMismatch
 
-__all__ = ["RtlInfo", "Bram", "REPO_ROOT", "DEFAULT_RTL", "find_rtl", "check_arch"]
+__all__ = ["RtlInfo", "Bram", "REPO_ROOT", "DEFAULT_RTL", "DEFAULT_TARCH", "find_rtl",
+           "check_arch", "as_architecture", "rtl_architecture"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RTL = REPO_ROOT.parent / "shared" / "rtl" / "tensil_custom_perf"
+# The architecture PEFSL's RTL was generated from (its README: `tensil rtl -a custom_perf.tarch`).
+DEFAULT_TARCH = REPO_ROOT / "tensil_arch" / "pynqz1_perf.tarch"
 
 _HOW = (
     "set TENSIL_RTL=dir to a directory holding the top_<arch>.v and bram_dp_<width>x<depth>.v "
@@ -45,6 +49,8 @@ class RtlInfo:
     axi_data_bits: int
     instruction_argument_bits: int
     fingerprint: Tuple[Any, ...] = ()  # names, sizes and times of the Verilog files read
+    # address bits of the Decoder's ports: local, accumulators, DRAM0, DRAM1
+    address_bits: Tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def files(self) -> Tuple[Path, ...]:
@@ -134,7 +140,47 @@ def _read_rtl(directory: Path, fingerprint: Tuple[Any, ...]) -> RtlInfo:
             "64-bit ones of `tensil rtl -d 64`" % (top_file, axi_bits, stream_bits)
         )
     arguments = _port_bits(text, "Decoder", "io_instruction_bits_arguments", top_file)
-    return RtlInfo(directory, top_file, top_module, tuple(brams), axi_bits, arguments, fingerprint)
+    address_bits = tuple(_port_bits(text, "Decoder", port, top_file) for port in (
+        "io_memPortA_bits_address", "io_acc_bits_readAddress", "io_dram0_bits_address",
+        "io_dram1_bits_address"))
+    return RtlInfo(directory, top_file, top_module, tuple(brams), axi_bits, arguments, fingerprint,
+                   address_bits)  # type: ignore[arg-type]
+
+
+def as_architecture(arch: Any) -> Architecture:
+    """`arch` as an Architecture: itself, or any object with the 11 `.tarch` attributes."""
+    if isinstance(arch, Architecture):
+        return arch
+    try:
+        return Architecture.from_dict({k: getattr(arch, k) for k in ARCH_FIELDS}, "arch")
+    except AttributeError as exc:
+        raise ValueError("arch must be a tensil.arch.Architecture (or have the .tarch fields): "
+                         "%s" % exc) from None
+
+
+def rtl_architecture(rtl: RtlInfo) -> Architecture:
+    """The architecture the RTL was generated for, checked against its files.
+
+    The Verilog fixes the array size and the memory address widths but not the stride
+    depths or the thread queue, so the `.tarch` comes from a file: the one `*.tarch` in the
+    RTL directory, else, for PEFSL's RTL (the default directory), the repository's
+    tensil_arch/pynqz1_perf.tarch that its README names.
+    """
+    tarchs = sorted(rtl.directory.glob("*.tarch"))
+    if len(tarchs) == 1:
+        path = tarchs[0]
+    elif not tarchs and rtl.directory == DEFAULT_RTL.resolve():
+        path = DEFAULT_TARCH
+    else:
+        raise ValueError("cannot tell the architecture of %s: put its one .tarch next to the "
+                         "Verilog or pass arch= (found %d .tarch files)" % (rtl.directory,
+                                                                           len(tarchs)))
+    try:
+        arch = load_tarch(path)
+    except ArchError as exc:
+        raise RtlMismatch("the RTL's architecture file: %s" % exc) from None
+    check_arch(rtl, arch)
+    return arch
 
 
 def check_arch(rtl: RtlInfo, arch: Any) -> None:
@@ -157,13 +203,21 @@ def check_arch(rtl: RtlInfo, arch: Any) -> None:
             "accumulator_depth %d" % (rtl.directory, " and ".join(map(str, depths)),
                                       arch.local_depth, arch.accumulator_depth)
         )
-    layout = Layout(arch)
-    if rtl.instruction_argument_bits != layout.argument_bits:
+    layout = instruction_layout(as_architecture(arch))
+    if rtl.instruction_argument_bits != layout.operands_bits:
         raise RtlMismatch(
             "%s decodes %d argument bits (%d-byte instructions) but the architecture's layout "
             "has %d (%d-byte instructions)"
             % (rtl.directory, rtl.instruction_argument_bits,
-               (rtl.instruction_argument_bits + 8) // 8, layout.argument_bits, layout.size_bytes)
+               (rtl.instruction_argument_bits + 8) // 8, layout.operands_bits,
+               layout.instruction_bytes)
+        )
+    wanted_bits = (layout.local_bits, layout.accumulator_bits, layout.dram0_bits, layout.dram1_bits)
+    if rtl.address_bits != wanted_bits:
+        raise RtlMismatch(
+            "%s addresses local/accumulators/DRAM0/DRAM1 with %s bits but the architecture "
+            "needs %s" % (rtl.directory, "/".join(map(str, rtl.address_bits)),
+                          "/".join(map(str, wanted_bits)))
         )
     if arch.array_size % 4 != 0:
         raise RtlMismatch(

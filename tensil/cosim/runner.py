@@ -17,12 +17,13 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ._layout import DRAM0_TO_LOCAL, LOCAL_TO_DRAM0, Layout
+from ..arch import Architecture, instruction_layout
+from ..isa import ConfigRegister, Configure, DataMove, DataMoveKind, decode_program, encode_program
 from .build import Build, build
 from .errors import CosimError, CosimHang
-from .rtl import RtlInfo, check_arch, find_rtl
+from .rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architecture
 
-__all__ = ["DramModel", "CosimResult", "run", "ADDRESS_SPACE"]
+__all__ = ["DramModel", "CosimResult", "run", "final_dram_offsets", "ADDRESS_SPACE"]
 
 ADDRESS_SPACE = 1 << 32  # each AXI master addresses 32 bits
 _MAX_MODEL = 1 << 20  # bound on every DramModel number (cycles or bursts)
@@ -108,29 +109,42 @@ def _image(name: str, values: Any, array_size: int, rows: Optional[int] = None) 
     return np.ascontiguousarray(array.view(np.int16), dtype="<i2")
 
 
-def _program_bytes(program: Any, layout: Layout) -> bytes:
+def _program_bytes(program: Any, instruction_bytes: int) -> bytes:
     if not isinstance(program, (bytes, bytearray, memoryview)):
         raise ValueError("program must be bytes, got %s" % type(program).__name__)
     data = bytes(program)
-    if len(data) % layout.size_bytes:
+    if len(data) % instruction_bytes:
         raise ValueError("program length %d is not a multiple of the %d-byte instruction"
-                         % (len(data), layout.size_bytes))
+                         % (len(data), instruction_bytes))
     return data
 
 
-def _probe(layout: Layout, arch: Any, program: bytes, vector_bytes: int) -> Tuple[bytes, int, int]:
+def final_dram_offsets(program: bytes, arch: Architecture) -> Tuple[int, int]:
+    """The DRAM0 and DRAM1 byte offsets after `program` has run, read as the RTL reads it
+    (Configure stores value << 16 in a 32-bit register, Decoder.scala)."""
+    offsets = [0, 0]
+    for instruction in decode_program(program, arch, strict=False):
+        if isinstance(instruction, Configure):
+            if instruction.register == ConfigRegister.DRAM0_OFFSET:
+                offsets[0] = (instruction.value << 16) % ADDRESS_SPACE
+            elif instruction.register == ConfigRegister.DRAM1_OFFSET:
+                offsets[1] = (instruction.value << 16) % ADDRESS_SPACE
+    return offsets[0], offsets[1]
+
+
+def _probe(arch: Architecture, program: bytes) -> Tuple[bytes, int, int]:
     """The PYNQ driver's flush probe and the byte addresses it reads and writes.
 
     DataMove DRAM0[depth-1] -> local[depth-1] -> DRAM0[depth-2], in the DRAM0 window that
     the program's last Configure left (the driver sets it before the program instead).
     """
-    offset0, _ = layout.final_dram_offsets(program)
+    offset0, _ = final_dram_offsets(program, arch)
     last_local = arch.local_depth - 1
-    code = layout.datamove(DRAM0_TO_LOCAL, last_local, arch.dram0_depth - 1) + layout.datamove(
-        LOCAL_TO_DRAM0, last_local, arch.dram0_depth - 2
-    )
-    source = (offset0 + (arch.dram0_depth - 1) * vector_bytes) % ADDRESS_SPACE
-    target = (offset0 + (arch.dram0_depth - 2) * vector_bytes) % ADDRESS_SPACE
+    code = encode_program([
+        DataMove(DataMoveKind.DRAM0_TO_LOCAL, last_local, arch.dram0_depth - 1, 0),
+        DataMove(DataMoveKind.LOCAL_TO_DRAM0, last_local, arch.dram0_depth - 2, 0)], arch)
+    source = (offset0 + (arch.dram0_depth - 1) * arch.vector_bytes) % ADDRESS_SPACE
+    target = (offset0 + (arch.dram0_depth - 2) * arch.vector_bytes) % ADDRESS_SPACE
     return code, source, target
 
 
@@ -138,7 +152,7 @@ def run(
     program: bytes,
     dram0: np.ndarray,
     dram1: np.ndarray,
-    arch: Any,
+    arch: Optional[Architecture] = None,
     *,
     rtl_dir: Optional[os.PathLike] = None,
     dram: DramModel = DramModel(),
@@ -162,12 +176,15 @@ def run(
     them (a test convenience: hardware starts with whatever is there). A program that stops
     making progress for `hang_cycles`, or runs past `timeout_cycles`, raises CosimHang naming
     what was pending. `simulator` is a `build()` result to use instead of the default build.
+    `arch` defaults to the architecture the RTL was generated for (`rtl.rtl_architecture`).
     """
     if completion not in ("probe", "drain"):
         raise ValueError("completion must be 'probe' or 'drain', got %r" % (completion,))
     for name, value in (("timeout_cycles", timeout_cycles), ("hang_cycles", hang_cycles)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError("%s must be a positive int, got %r" % (name, value))
+    rtl = find_rtl(rtl_dir)
+    arch = rtl_architecture(rtl) if arch is None else as_architecture(arch)
     if drain_idle_cycles is None:
         drain_idle_cycles = arch.local_depth + 1024
     if isinstance(drain_idle_cycles, bool) or not isinstance(drain_idle_cycles, int) or not (
@@ -180,10 +197,9 @@ def run(
     if hang_cycles <= 2 * max(dram.read_latency, dram.write_latency):
         raise ValueError("hang_cycles (%d) must exceed twice the DRAM latency, or a slow "
                          "memory reads as a hang" % hang_cycles)
-    rtl = find_rtl(rtl_dir)
     check_arch(rtl, arch)
-    layout = Layout(arch)
-    code = _program_bytes(program, layout)
+    instruction_bytes = instruction_layout(arch).instruction_bytes
+    code = _program_bytes(program, instruction_bytes)
     n = arch.array_size
     vector_bytes = 2 * n
     images = {"dram0": _image("dram0", dram0, n), "dram1": _image("dram1", dram1, n)}
@@ -209,10 +225,10 @@ def run(
         "max_writes": dram.max_writes,
     }
     if completion == "probe":
-        probe, options["probe_src"], options["probe_dst"] = _probe(layout, arch, code, vector_bytes)
+        probe, options["probe_src"], options["probe_dst"] = _probe(arch, code)
         stream += probe
     # Whole 64-bit stream words of whole instructions, zero (NoOp) padded like the driver does.
-    block = layout.size_bytes * 8 // math.gcd(layout.size_bytes, 8)
+    block = instruction_bytes * 8 // math.gcd(instruction_bytes, 8)
     stream += bytes(-len(stream) % block)
 
     started = time.monotonic()
@@ -239,7 +255,7 @@ def run(
         accumulators=outputs["accumulators_out"],
         cycles=int(report["cycles"]),
         drain_cycles=int(report["drain_cycles"]),
-        instructions=len(code) // layout.size_bytes,
+        instructions=len(code) // instruction_bytes,
         stats=report,
         wall_seconds=time.monotonic() - started,
     )
