@@ -123,6 +123,7 @@ class FakeBoard:
         self.dma_latency = dma_latency
         self.pins: Dict[str, Dict[int, PinScript]] = {}
         self.bitfile: Optional[str] = None
+        self.bitfile_path: Optional[str] = None  # as given to download (pynq.PL.bitfile_name)
         self.downloads: List[str] = []
         self.overlays: List[Any] = []
         self._hardware: Dict[str, Any] = {}
@@ -162,6 +163,7 @@ class FakeBoard:
             if driver is HDMIOutFrontend:
                 self._hardware[path] = DviDisplayHardware()
         self.bitfile = os.path.basename(bitfile_name)
+        self.bitfile_path = bitfile_name
         self.downloads.append(self.bitfile)
 
     def _build(self, entry: Dict[str, Any]) -> RegisterWindow:
