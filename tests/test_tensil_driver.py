@@ -25,7 +25,15 @@ from tensil.isa import (
 )
 from tensil.layout import from_vectors, to_vectors, vector_count
 from tensil.tmodel import load_tmodel
-from tests.fake_pynq import TENSIL_BITFILE, CosimTcu, FakeBoard, FakeDDR, FakeOverlay, FakeTcu, Write
+from tests.fake_pynq import (
+    TENSIL_BITFILE,
+    CosimTcu,
+    FakeBoard,
+    FakeDDR,
+    FakeOverlay,
+    FakeTcu,
+    Write,
+)
 from tests.fake_pynq import ddr as fake_ddr
 from tests.fake_pynq.board import DESIGNS, tensil_design
 from tests.tensil_models import build_conv_model
