@@ -401,6 +401,7 @@ def choose_backend(card: ModelCard, overlay: Any = None,
         try:
             design = read_design(found.bitfile_name)
             path = find_tmodel(card, tmodel, design.arch_stem)
+            design.check_model(_compiled_model(card, path))
             return "tensil", found, "%s and %s is compiled for it" % (why, path.name)
         except (TensilError, ModelError) as exc:
             why = "%s, but %s" % (why, exc)

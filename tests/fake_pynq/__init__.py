@@ -80,7 +80,7 @@ def install(monkeypatch: Any, board: Optional[FakeBoard] = None, **board_options
     dma = _module("pynq.lib.dma", DMA=DMA, MAX_C_SG_LENGTH_WIDTH=_dma.MAX_C_SG_LENGTH_WIDTH)
     video = _module("pynq.lib.video", **{name: getattr(_video, name) for name in _VIDEO_NAMES})
     lib = _module("pynq.lib", AxiGPIO=AxiGPIO, DMA=DMA, axigpio=axigpio, dma=dma, video=video)
-    pynq = _module("pynq", Overlay=FakeOverlay, allocate=allocate, MMIO=MMIO, Device=device, PL=pl,
+    pynq = _module("pynq", __version__="3.0.1", Overlay=FakeOverlay, allocate=allocate, MMIO=MMIO, Device=device, PL=pl,
                    DefaultIP=_ip.DefaultIP, DefaultHierarchy=_ip.DefaultHierarchy,
                    Interrupt=_ip.Interrupt, UnsupportedConfiguration=_ip.UnsupportedConfiguration,
                    buffer=buffer, mmio=mmio, lib=lib)
