@@ -9,7 +9,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto verilator g++ make
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil clean
+.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -27,6 +27,7 @@ help:
 	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
+	@echo "make bench-board   backends on the demo (onnxruntime, opencv, tensil-emu), the driver's host cost, RTL cycles: projected board FPS"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -95,6 +96,9 @@ bench-coordinator: setup
 
 bench-tensil: setup
 	$(BIN)/python -m benchmarks.tensil
+
+bench-board: setup
+	$(BIN)/python -m benchmarks.board
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim

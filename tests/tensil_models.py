@@ -14,8 +14,10 @@ FP16BP8 rounded half up; the input and consts moved to local memory, then per bl
 tap a LoadWeights and, per output row, MatMuls over the in-bounds pixels (local stride 2^1
 for the stride 2) and Zeroes MatMuls for the padding, the first tap overwriting and the others
 accumulating; Relu as SIMD Max against a zeroed register; the average pooling in two levels
-(sums of at most 16 pixels times 1/16, then the sum of those times 1/groups) so no partial sum
-nears FP16BP8's +-128; the block's feature vector saved. Output: ceil(F/N) vectors.
+(every pixel times 1/16, summed 16 at a time, then every group mean times 1/groups, summed),
+scaling before adding so that no partial sum exceeds the largest value (Tensil's own
+GlobalAveragePool sums first and saturates at FP16BP8's +-128 on bright images); the
+block's feature vector saved. Output: ceil(F/N) vectors.
 """
 
 import pathlib
@@ -78,6 +80,20 @@ def _runs(lo: int, hi: int, count: int) -> List[Tuple[int, int, bool]]:
     return runs
 
 
+def _mean(addresses: List[int], group: int, multiplier: int, first_out: int) -> List[Instruction]:
+    """Means of consecutive groups of accumulators into first_out, first_out + 1, ...: each
+    value scaled by 1/group in place (the multiplier vector at acc `multiplier`), then summed,
+    so no partial sum exceeds the largest value (FP16BP8 saturates at +-128)."""
+    program: List[Instruction] = [SIMD(SimdOp.MOVE, 0, 1, 1, 0, multiplier, read=True)]
+    program += [SIMD(SimdOp.MULTIPLY, 0, 1, 0, a, a, read=True, write=True) for a in addresses]
+    for g in range(len(addresses) // group):
+        program.append(SIMD(SimdOp.ZERO, dest=1))
+        program += [SIMD(SimdOp.ADD, 0, 1, 1, 0, a, read=True)
+                    for a in addresses[g * group:(g + 1) * group]]
+        program.append(SIMD(SimdOp.MOVE, 1, 1, 0, first_out + g, write=True))
+    return program
+
+
 def conv_program(arch: Architecture, size: int, features: int,
                  consts_in_local: bool = False) -> List[Instruction]:
     """The network's instructions (see the module docstring) for a size x size input; with
@@ -117,17 +133,9 @@ def conv_program(arch: Architecture, size: int, features: int,
                                           accumulate=tap > 0, zeroes=not inside))
         program.append(SIMD(SimdOp.ZERO, dest=1))
         program += [SIMD(SimdOp.MAX, 0, 1, 0, a, a, read=True, write=True) for a in range(pixels)]
-        for g in range(pixels // group):
-            program.append(SIMD(SimdOp.ZERO, dest=1))
-            program += [SIMD(SimdOp.ADD, 0, 1, 1, 0, g * group + k, read=True)
-                        for k in range(group)]
-            program.append(SIMD(SimdOp.MULTIPLY, 0, 1, 0, temps + g, mult_acc, read=True,
-                                write=True))
-        program.append(SIMD(SimdOp.ZERO, dest=1))
-        program += [SIMD(SimdOp.ADD, 0, 1, 1, 0, temps + g, read=True)
-                    for g in range(pixels // group)]
-        program.append(SIMD(SimdOp.MULTIPLY, 0, 1, 0, results + b, mult_acc + 1, read=True,
-                            write=True))
+        program += _mean(list(range(pixels)), group, mult_acc, temps)
+        program += _mean([temps + g for g in range(pixels // group)], pixels // group,
+                         mult_acc + 1, results + b)
     program.append(DataMove(DataMoveKind.ACC_TO_LOCAL, save_local, results, blocks - 1))
     program.append(DataMove(DataMoveKind.LOCAL_TO_DRAM0, save_local, size * size, blocks - 1))
     return program

@@ -3,11 +3,13 @@ tensil-emu (the board's FP16BP8 arithmetic anywhere), tensil (the FPGA, here the
 with the fake TCU), and auto's choice. Every backend's features agree with onnxruntime's
 within the tolerances below; tensil's equal tensil-emu's bit for bit.
 
-Tolerances (measured: OpenCV 4e-7, the Tensil models 0.004 on features of about 1):
-- OPENCV_TOLERANCE: float32 CPU engines, 1e-5 absolute;
-- TENSIL_TOLERANCE: FP16BP8 (1/256 steps, every product rounded, weights rounded half up):
-  0.02 absolute on features of magnitude about 1, for the hand-assembled one-convolution models
-  of tests/tensil_models.py (the compiled ResNet-9's figure comes with the compiler's .tmodel).
+Tolerances, absolute, on features of magnitude about 1 (measured: OpenCV 6e-7 on the bundled
+ResNet-9; the Tensil models 0.007-0.008 on these 16x16 test frames, 0.012 on random 32x32
+frames and 0.017 on CIFAR-10 frames through the 80-feature stand-in of `make bench-board`):
+- OPENCV_TOLERANCE: float32 CPU engines, 1e-5;
+- TENSIL_TOLERANCE: FP16BP8 (1/256 steps, every product and pooling step rounded, weights
+  rounded half up): 0.05, for the hand-assembled one-convolution models of
+  tests/tensil_models.py (the compiled ResNet-9's figure comes with the compiler's .tmodel).
 """
 
 import builtins
@@ -35,7 +37,7 @@ REPLAY = ROOT / "tests" / "fixtures" / "demo"
 BUNDLED = ROOT / "models" / "resnet9_f16_strided_32.onnx"
 SIZE, FEATURES = 16, 8
 OPENCV_TOLERANCE = 1e-5
-TENSIL_TOLERANCE = 0.02
+TENSIL_TOLERANCE = 0.05
 
 
 @pytest.fixture
