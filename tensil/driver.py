@@ -53,12 +53,13 @@ from .isa import (
 from .layout import from_vectors, to_vectors, vector_count
 from .tmodel import TensilModel
 
-__all__ = ["DRAM_ALIGN", "MemoryPlan", "RunReport", "TensilDriver", "cma_free_bytes",
+__all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "MemoryPlan", "RunReport", "TensilDriver", "cma_free_bytes",
            "plan_memory"]
 
 DRAM_ALIGN = 0x10000       # Configure's DRAM offsets count 64 KiB units
 PAGE = 4096
 SELFTEST_MAX_LANES = 64    # the self-test recognises TCU vectors of up to 64 lanes
+MAX_PROGRAM_BYTES = 64 << 20   # a PYNQ-Z1 has 512 MB; a ResNet-9 program is well under 1 MiB
 _PROBE_VECTORS = 2
 
 
@@ -229,6 +230,9 @@ class TensilDriver:
         self._runs = 0
         self.last_run = RunReport()
         self._word_bytes, self._chunk = self._dma_limits(dma, max_transfer_bytes)
+        if model.prog.size > MAX_PROGRAM_BYTES:
+            raise DriverError("%s: %d bytes of program is more than the driver takes (%d)"
+                              % (model.prog_path, model.prog.size, MAX_PROGRAM_BYTES))
         self.program = decode_program(model.prog_path.read_bytes(), model.arch)
         self.plan = plan_memory(model, self.program, self._word_bytes)
         if allocate is None:
