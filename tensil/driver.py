@@ -178,11 +178,6 @@ class RunReport:
     def total_s(self) -> float:
         return self.convert_s + self.stream_s + self.wait_s + self.read_s
 
-    @property
-    def host_s(self) -> float:
-        """What the CPU spends beside waiting for the TCU: conversion, DMA setup, readback."""
-        return self.convert_s + self.read_s
-
 
 class _Window:
     """One allocation, aligned inside to `align`: `.bytes` is the usable part, `.phys` its address."""
