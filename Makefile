@@ -11,7 +11,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
+.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -38,6 +38,7 @@ help:
 	@echo "make flash         write OUT= to an SD card (DEVICE=/dev/sdX [YES=1]), read back and compared"
 	@echo "make deploy        the same payload over SSH to a running board, then its doctor (BOARD=xilinx@pynq-01)"
 	@echo "make bench-hwflow  SD image build time/size on a synthetic PYNQ image; deploy time over loopback SSH"
+	@echo "make bench-board   backends on the demo (onnxruntime, opencv, tensil-emu), the driver's host cost, RTL cycles: projected board FPS"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -147,6 +148,9 @@ deploy: setup
 
 bench-hwflow: setup
 	$(BIN)/python -m benchmarks.hwflow
+
+bench-board: setup
+	$(BIN)/python -m benchmarks.board
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim

@@ -103,9 +103,10 @@ def ncm_step_ms(feature_dim: int, classes: int = 10, shots: int = 5,
 
 
 def run_demo(folder: pathlib.Path, model: pathlib.Path, shots: int, queries: int,
-             init_frames: int, out_dir: Optional[pathlib.Path], save_every: int) -> Dict:
+             init_frames: int, out_dir: Optional[pathlib.Path], save_every: int,
+             backend: str = "onnxruntime", **options: object) -> Dict:
     plan = build_replay_plan(folder, shots, init_frames, queries, NOVEL)
-    backbone = create_backbone("onnxruntime", model, threads=1)
+    backbone = create_backbone(backend, model, **(options or {"threads": 1}))
     camera = ImageFolderCamera(plan.items, name="replay %s" % folder)
     display = HeadlessDisplay(out_dir if save_every else None, save_every)
     memory = FewShotMemory(backbone.feature_dim, len(NOVEL))

@@ -49,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="onnxruntime",
-                   help="backbone backend: %s (default onnxruntime)" % ", ".join(list_backends()))
+                   help="backbone backend: %s (default onnxruntime; auto: tensil with a loaded "
+                        "Tensil overlay, else onnxruntime, else opencv)" % ", ".join(list_backends()))
     p.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="ONNX model or its card (.json); default %(default)s")
-    p.add_argument("--tmodel", help="Tensil .tmodel (tensil backend; default beside the model)")
+    p.add_argument("--tmodel", help="Tensil .tmodel (tensil, tensil-emu; default beside the "
+                                    "model: <model stem>_<arch stem>.tmodel)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the backbone")
     p.add_argument("--camera", default="0",
                    help="camera number, /dev/videoN, 'synthetic', an image folder or a video")
@@ -65,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the bundled novel-class images")
     p.add_argument("--hdmi", action="store_true", help="PYNQ HDMI out (needs pynq)")
     p.add_argument("--buttons", action="store_true", help="PYNQ buttons/switches (needs pynq)")
-    p.add_argument("--overlay", default="base.bit", help="PYNQ overlay for --hdmi/--buttons")
+    p.add_argument("--overlay", default="base.bit",
+                   help="PYNQ overlay for --hdmi/--buttons and the tensil backend (the Tensil "
+                        "bitstream's .bit, its .hwh beside it)")
     p.add_argument("--headless", action="store_true", help="no window: files and/or MJPEG")
     p.add_argument("--out-dir", default="runs/demo", help="annotated frames + summary.json")
     p.add_argument("--save-every", type=int, default=0,
@@ -102,6 +106,7 @@ def _live_possible(args: argparse.Namespace) -> bool:
 
 
 def _overlay(args: argparse.Namespace) -> Any:
+    # auto without HDMI/buttons loads nothing: it looks at what the FPGA already holds
     if not (args.hdmi or args.buttons or args.backend == "tensil"):
         return None
     from device.board import require_pynq
@@ -134,16 +139,27 @@ def _inputs(args: argparse.Namespace, overlay: Any, script: Optional[str]) -> Li
     return sources
 
 
+def _backend_options(args: argparse.Namespace, overlay: Any) -> dict:
+    """What each backend takes of the command line."""
+    if args.backend == "tensil":
+        return {"tmodel": args.tmodel, "overlay": overlay}
+    if args.backend == "tensil-emu":
+        return {"tmodel": args.tmodel}
+    if args.backend == "auto":
+        return {"tmodel": args.tmodel, "overlay": overlay, "threads": args.threads}
+    return {"threads": args.threads}
+
+
 def build_app(args: argparse.Namespace) -> DemoApp:
     """The parts, in order; when one cannot be made, those already made are closed."""
-    options = {"threads": args.threads} if args.backend in ("onnxruntime", "torch") else {}
     overlay = _overlay(args)
-    if args.backend == "tensil":
-        options = {"tmodel": args.tmodel, "overlay": overlay}
     made: List[Any] = []
     try:
-        backbone = create_backbone(args.backend, args.model, **options)
+        backbone = create_backbone(args.backend, args.model, **_backend_options(args, overlay))
         made.append(backbone)
+        for line in (getattr(backbone, "selection", None), getattr(backbone, "note", None)):
+            if line:
+                print(line)
         script = args.script
         init_frames = args.init_frames
         if args.replay:

@@ -1,5 +1,5 @@
 """python -m device <command>: `fl` runs the federated client (device/fl), `info` checks a
-model and its card."""
+model and its card, `doctor` checks that this board (or laptop) can run the demonstrator."""
 
 import argparse
 import importlib
@@ -41,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("usage: python -m device {fl,info} ...")
+        print("usage: python -m device {fl,info,doctor} ...")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "fl":
@@ -54,7 +54,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(cli.main(rest))
     if command == "info":
         return _info(rest)
-    print("error: unknown command %r; commands: fl, info" % command, file=sys.stderr)
+    if command == "doctor":
+        from .doctor import main as doctor
+
+        return doctor(rest)
+    print("error: unknown command %r; commands: fl, info, doctor" % command, file=sys.stderr)
     return 2
 
 

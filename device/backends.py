@@ -3,10 +3,14 @@
     backbone = create_backbone("onnxruntime", "models/resnet9_f16_strided_32.onnx")
     features = backbone.features(batch)          # (N, 3, H, W) float32 -> (N, D) float32
 
-Backends: "onnxruntime" (default on a CPU), "torch" (TorchScript beside the ONNX file,
-only where torch is installed, never on the board path) and "tensil" (the FPGA seam:
-validates the `.tmodel` and needs pynq and the Tensil driver). Every backend reads the
-model card first, so the preprocessing and the feature size come from one place.
+Backends: "onnxruntime" (default on a CPU), "opencv" (cv2.dnn: the CPU fallback on PYNQ's
+armv7 images, where onnxruntime has no wheel), "torch" (TorchScript beside the ONNX file,
+only where torch is installed, never on the board path), "tensil" (the FPGA: the overlay's
+TCU through tensil.driver), "tensil-emu" (the compiled model on the bit-exact emulator) and
+"auto" (tensil on a board with a loaded Tensil overlay, else onnxruntime, else opencv; the
+backbone's `selection` says which and why). Compiled models sit beside the ONNX file as
+`<model stem>_<arch stem>.tmodel` (`tmodel_path`). Every backend reads the model card
+first, so the preprocessing and the feature size come from one place.
 """
 
 import importlib
@@ -17,15 +21,20 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 import numpy as np
 
 from fedcore.registry import Registry
-from tensil.errors import TensilError
+from tensil.driver import TensilDriver
+from tensil.errors import ArchMismatch, DriverError, TensilError
+from tensil.hwh import read_design
+from tensil.layout import from_vectors, to_vectors, vector_count
 from tensil.tmodel import TensilModel, load_tmodel
 
-from .board import require_pynq, require_tensil_driver
+from .board import require_pynq
 from .errors import BackendError, ModelError
 from .model_card import ModelCard, load_card
 
-__all__ = ["BACKENDS", "Backbone", "OnnxRuntimeBackend", "TensilBackend", "TorchBackend",
-           "create_backbone", "list_backends", "register_backend"]
+__all__ = ["BACKENDS", "DEFAULT_TENSIL_ARCH", "Backbone", "OnnxRuntimeBackend", "OpenCvBackend",
+           "TensilBackend", "TensilEmulatorBackend", "TorchBackend", "auto_backbone",
+           "choose_backend", "create_backbone", "find_tmodel", "list_backends",
+           "register_backend", "tmodel_path"]
 
 PathLike = Union[str, pathlib.Path]
 BACKENDS = Registry("backend", error=BackendError)
@@ -181,28 +190,236 @@ class TorchBackend(Backbone):
         return self._check_output(out.numpy().astype(np.float32))
 
 
+@register_backend("opencv")
+class OpenCvBackend(Backbone):
+    """The ONNX model through OpenCV's DNN module (cv2.dnn.readNetFromONNX): the CPU fallback
+    where onnxruntime has no wheel (PYNQ's armv7 images ship OpenCV)."""
+
+    name = "opencv"
+
+    def __init__(self, card: ModelCard, threads: Optional[int] = None):
+        super().__init__(card)
+        cv2 = _import_optional("cv2", "device", "opencv")
+        if not hasattr(cv2, "dnn"):
+            raise BackendError("the opencv backend needs OpenCV's dnn module, which this cv2 "
+                               "(%s) lacks" % getattr(cv2, "__version__", "?"))
+        if threads is not None:
+            cv2.setNumThreads(threads)
+        try:
+            self.net = cv2.dnn.readNetFromONNX(str(card.model_path))
+        except cv2.error as exc:
+            raise ModelError("%s: OpenCV cannot load the model (%s)" % (
+                card.model_path, str(exc).strip().splitlines()[-1])) from None
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        outputs = list(self.net.getUnconnectedOutLayersNames())
+        if card.output_name not in outputs:
+            raise ModelError("%s: OpenCV finds the outputs %s; the card %s names %r" % (
+                card.model_path, outputs, card.path.name, card.output_name))
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        self.net.setInput(x, self.card.input.name)
+        out = self.net.forward(self.card.output_name)
+        return self._check_output(np.asarray(out, dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- Tensil
+
+DEFAULT_TENSIL_ARCH = "pynqz1_perf"   # tensil_arch/pynqz1_perf.tarch: PEFSL's 12x12 TCU
+
+
+def tmodel_path(card: ModelCard, arch_stem: str) -> pathlib.Path:
+    """Where the model compiled for the architecture `arch_stem` lives: beside the ONNX file,
+    `<model stem>_<arch stem>.tmodel` (models/resnet9_f16_strided_32_pynqz1_perf.tmodel)."""
+    return card.model_path.parent / ("%s_%s.tmodel" % (card.model_path.stem, arch_stem))
+
+
+def find_tmodel(card: ModelCard, tmodel: Optional[PathLike] = None,
+                arch_stem: Optional[str] = None) -> pathlib.Path:
+    """The `.tmodel` to run: the one given, else the one named for `arch_stem`, else the only
+    `<model stem>_*.tmodel` beside the model."""
+    if tmodel:
+        return pathlib.Path(tmodel)
+    if arch_stem and tmodel_path(card, arch_stem).is_file():
+        return tmodel_path(card, arch_stem)
+    found = sorted(card.model_path.parent.glob(card.model_path.stem + "_*.tmodel"))
+    if len(found) == 1:
+        return found[0]
+    wanted = tmodel_path(card, arch_stem or "<arch>")
+    if not found:
+        raise ModelError("%s: Tensil model file not found (no compiled model beside %s; compile "
+                         "the ONNX for the .tarch, or pass --tmodel)" % (wanted, card.model_path.name))
+    raise ModelError("%s: not found, and %d other compiled models are beside %s (%s): pass "
+                     "--tmodel" % (wanted, len(found), card.model_path.name,
+                                   ", ".join(p.name for p in found)))
+
+
+def _compiled_model(card: ModelCard, path: pathlib.Path) -> TensilModel:
+    """The `.tmodel`, checked against the card: one input of the card's shape, the output."""
+    try:
+        model = load_tmodel(path)
+    except TensilError as exc:
+        raise ModelError(str(exc)) from None
+    n = model.arch.array_size
+    inputs = [(v.name, v.size) for v in model.inputs]
+    wanted = (card.input.name, vector_count(card.input.shape, n))
+    if inputs != [wanted]:
+        raise ModelError("%s: inputs %s (name, vectors); the card %s says one input %r of shape "
+                         "%s, %d vectors of %d lanes" % (path, inputs, card.path.name, wanted[0],
+                                                         list(card.input.shape), wanted[1], n))
+    vectors = sum(v.size for v in model.outputs if v.name == card.output_name)
+    if vectors != vector_count((1, card.feature_dim), n):
+        raise ModelError("%s: output %r takes %d vectors; the card's %d features take %d" % (
+            path, card.output_name, vectors, card.feature_dim,
+            vector_count((1, card.feature_dim), n)))
+    return model
+
+
+@register_backend("tensil-emu")
+class TensilEmulatorBackend(Backbone):
+    """The compiled model on the bit-exact Tensil emulator: the FP16BP8 features the board
+    computes, on any machine (default architecture: pynqz1_perf, PEFSL's 12x12)."""
+
+    name = "tensil-emu"
+
+    def __init__(self, card: ModelCard, tmodel: Optional[PathLike] = None,
+                 arch: Optional[str] = None):
+        super().__init__(card)
+        from tensil.emulator import run_model
+        from tensil.isa import decode_program
+
+        self.tmodel = _compiled_model(card, find_tmodel(card, tmodel, arch or DEFAULT_TENSIL_ARCH))
+        try:
+            self.program = decode_program(self.tmodel.prog_path.read_bytes(), self.tmodel.arch)
+        except TensilError as exc:
+            raise ModelError("%s: %s" % (self.tmodel.prog_path, exc)) from None
+        self._run_model = run_model
+        self.saturated_inputs = 0   # input values that saturated in FP16BP8, all frames
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        n = self.tmodel.arch.array_size
+        outputs, report = self._run_model(self.tmodel, {self.card.input.name: to_vectors(x, n)},
+                                          program=self.program)
+        self.saturated_inputs += report.saturated_inputs
+        values = from_vectors(outputs[self.card.output_name], (1, self.feature_dim), n)
+        return self._check_output(values.astype(np.float32))
+
+
 @register_backend("tensil")
 class TensilBackend(Backbone):
-    """The backbone on the FPGA through a Tensil accelerator (the seam; the runner comes later).
+    """The backbone on the FPGA: the overlay's TCU through tensil.driver.
 
-    It validates the `.tmodel` (default: beside the card, same stem) and requires pynq and
-    the Tensil PYNQ driver; where they are missing it raises a HardwareError naming them.
+    `overlay` is the loaded Tensil overlay (or `bitstream` names the `.bit` to load). Its
+    `.hwh` (and the build's JSON beside it) must describe a TCU the `.tmodel` fits: a
+    mismatch is refused naming both values, as is a TCU whose vectors the driver's self-test
+    finds of another size. The `.tmodel` is the one given, else the one named for the
+    bitstream's architecture beside the model (`tmodel_path`). `driver_options` go to
+    TensilDriver (timeout_s, cacheable, ...).
     """
 
     name = "tensil"
 
-    def __init__(self, card: ModelCard, tmodel: Optional[PathLike] = None,
-                 overlay: Any = None):
+    def __init__(self, card: ModelCard, tmodel: Optional[PathLike] = None, overlay: Any = None,
+                 bitstream: Optional[PathLike] = None, **driver_options: Any):
         super().__init__(card)
-        path = pathlib.Path(tmodel) if tmodel else card.model_path.with_suffix(".tmodel")
+        if overlay is None:
+            if bitstream is None:
+                raise BackendError("the tensil backend needs the Tensil overlay: pass its .bit "
+                                   "(--overlay bitstreams/<name>/<name>.bit)")
+            overlay = require_pynq().Overlay(str(bitstream))
+        bitfile = getattr(overlay, "bitfile_name", None) or str(bitstream)
         try:
-            self.tmodel: TensilModel = load_tmodel(path)
+            self.design = read_design(bitfile)
         except TensilError as exc:
+            raise BackendError("the overlay %s is no Tensil overlay this backend can use: %s"
+                               % (bitfile, exc)) from None
+        self.tmodel = _compiled_model(card, find_tmodel(card, tmodel, self.design.arch_stem))
+        self.note = self.design.name_note(self.tmodel)
+        try:
+            self.driver = TensilDriver.from_overlay(overlay, self.tmodel, design=self.design,
+                                                    **driver_options)
+        except ArchMismatch as exc:
             raise ModelError(str(exc)) from None
-        self.pynq = require_pynq()
-        self.driver = require_tensil_driver()
-        self.overlay = overlay
-        raise BackendError(
-            "%s: pynq and the Tensil driver are present, but the .tmodel runner is not part of "
-            "this release yet (it arrives with the Tensil toolchain issue); use --backend "
-            "onnxruntime meanwhile" % path)
+        except DriverError as exc:
+            raise BackendError(str(exc)) from None
+        self.saturated_inputs = 0
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        name, output = self.card.input.name, self.card.output_name
+        try:
+            out = self.driver.run({name: x}, {output: (1, self.feature_dim)})[output]
+        except DriverError as exc:
+            raise BackendError(str(exc)) from None
+        self.saturated_inputs += sum(self.driver.last_run.saturated.values())
+        return self._check_output(out)
+
+    def close(self) -> None:
+        self.driver.close()
+
+
+# --------------------------------------------------------------------------- auto
+
+def _loaded_tensil_overlay(overlay: Any) -> Tuple[Any, str]:
+    """(the overlay to use or None, why) for the tensil step of `auto`."""
+    if overlay is None:
+        try:
+            pynq = importlib.import_module("pynq")
+        except ImportError:
+            return None, "pynq is not installed (not a PYNQ board)"
+        bitfile = getattr(getattr(pynq, "PL", None), "bitfile_name", None)
+        if not bitfile:
+            return None, "no bitstream is loaded in the FPGA"
+        try:
+            design = read_design(bitfile)
+        except TensilError as exc:
+            return None, "the loaded bitstream %s has no usable Tensil TCU (%s)" % (bitfile, exc)
+        return pynq.Overlay(bitfile, download=False), "the loaded bitstream %s has the Tensil " \
+            "TCU %s" % (bitfile, design.tcu_module)
+    bitfile = getattr(overlay, "bitfile_name", "?")
+    if not overlay.is_loaded():
+        return None, "the overlay %s is not loaded" % bitfile
+    try:
+        design = read_design(bitfile)
+    except TensilError as exc:
+        return None, "the overlay %s has no usable Tensil TCU (%s)" % (bitfile, exc)
+    return overlay, "the overlay %s has the Tensil TCU %s" % (bitfile, design.tcu_module)
+
+
+def choose_backend(card: ModelCard, overlay: Any = None,
+                   tmodel: Optional[PathLike] = None) -> Tuple[str, Any, str]:
+    """`auto`'s choice: (backend name, the overlay for tensil or None, the reason).
+
+    tensil on a board with a loaded Tensil overlay and a .tmodel for it; else onnxruntime where
+    it is installed; else opencv (PYNQ's armv7 images, where onnxruntime has no wheel)."""
+    reasons = []
+    found, why = _loaded_tensil_overlay(overlay)
+    if found is not None:
+        try:
+            design = read_design(found.bitfile_name)
+            path = find_tmodel(card, tmodel, design.arch_stem)
+            design.check_model(_compiled_model(card, path))
+            return "tensil", found, "%s and %s is compiled for it" % (why, path.name)
+        except (TensilError, ModelError) as exc:
+            why = "%s, but %s" % (why, exc)
+    reasons.append("not tensil: " + why)
+    for module, backend in (("onnxruntime", "onnxruntime"), ("cv2", "opencv")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            reasons.append("not %s: the Python package %s is not installed" % (backend, module))
+            continue
+        return backend, None, "; ".join(reasons + ["%s is installed" % module])
+    raise BackendError("--backend auto found no backend: " + "; ".join(reasons))
+
+
+@register_backend("auto")
+def auto_backbone(card: ModelCard, overlay: Any = None, tmodel: Optional[PathLike] = None,
+                  threads: int = 1, **driver_options: Any) -> Backbone:
+    """The backend `choose_backend` picks; `backbone.selection` says which and why."""
+    name, found, why = choose_backend(card, overlay, tmodel)
+    if name == "tensil":
+        backbone: Backbone = TensilBackend(card, tmodel, overlay=found, **driver_options)
+    else:
+        backbone = BACKENDS.get(name)(card, threads=threads)
+    backbone.selection = "auto: %s (%s)" % (name, why)  # type: ignore[attr-defined]
+    return backbone

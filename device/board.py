@@ -1,4 +1,5 @@
-"""Lazy access to the board's libraries: `pynq` and the Tensil driver exist only on a PYNQ image.
+"""Lazy access to the board's library: `pynq` exists only on a PYNQ image (the Tensil
+driver is ours: tensil.driver).
 
 Nothing here is imported at module import time; callers ask when they are on the board
 path, and a missing library raises `HardwareError` saying what is missing and where it
@@ -10,7 +11,7 @@ from types import ModuleType
 
 from .errors import HardwareError
 
-__all__ = ["require_module", "require_pynq", "require_tensil_driver"]
+__all__ = ["require_module", "require_pynq"]
 
 
 def require_module(name: str, why: str) -> ModuleType:
@@ -26,8 +27,3 @@ def require_pynq() -> ModuleType:
         "pynq", "it is preinstalled on PYNQ board images (the project's `board` extra names it); "
                 "off the board use --hdmi/--buttons only with the fakes in tests")
 
-
-def require_tensil_driver() -> ModuleType:
-    return require_module(
-        "tcu_pynq", "the Tensil PYNQ driver (tcu_pynq, from the Tensil repository's drivers/) "
-                    "must be installed on the board to run .tmodel files")

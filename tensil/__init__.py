@@ -9,6 +9,9 @@ Modules, imported on demand:
 - `reference`: a slow scalar interpreter of the same semantics, for tests and benchmarks;
 - `estimate`: Tensil's cycle model and a memory-aware variant;
 - `progen`: seeded random valid programs (emulator-vs-RTL tests);
+- `layout`: tensors in DRAM0 (NHWC, channels padded to the array size);
+- `driver`: our PYNQ driver of the TCU (pynq imported lazily); `hwh`: a Tensil overlay's
+  `.hwh` and build JSON, checked against a `.tmodel`;
 - `python -m tensil --help`: the command line.
 The workstation parts (`tensil.compiler`, `tensil.cosim`) are not on the board image.
 """

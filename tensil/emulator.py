@@ -464,15 +464,23 @@ class Emulator:
     def _acc(self, address: int, size: int, stride: int) -> np.ndarray:
         return self._run("accumulators", address, size, stride)
 
+    def dram_bytes(self, which: int, address: int, size: int, stride: int
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+        """(vector addresses, byte addresses on the master's bus) of a DRAM run, as the RTL
+        forms them: the Configure offset plus vector * vector bytes, 32-bit; a strided run
+        wraps at the operand's width, a contiguous one does not."""
+        steps = np.arange(size + 1, dtype=np.int64) << stride
+        bits = self._bits["dram0" if which == 0 else "dram1"]
+        vectors = address + steps if not stride else (address + steps) & ((1 << bits) - 1)
+        return vectors, (self.dram_offsets[which] + vectors * self.arch.vector_bytes) % _ADDRESS_SPACE
+
     def _dram(self, which: int, address: int, size: int, stride: int) -> Tuple[np.ndarray, object]:
         """(DRAM array, index) of a DRAM run: rows when the run is vector-aligned, else the
         scalar positions of every lane in the flat array."""
         name, dram = ("dram0", self.dram0) if which == 0 else ("dram1", self.dram1)
         n, scalar = self.arch.array_size, self.fmt.size_bytes
-        steps = np.arange(size + 1, dtype=np.int64) << stride
-        vectors = address + steps if not stride else (address + steps) & (
-            (1 << self._bits[name]) - 1)
-        first = (self.dram_offsets[which] + vectors * (n * scalar)) % _ADDRESS_SPACE // scalar
+        vectors, byte = self.dram_bytes(which, address, size, stride)
+        first = byte // scalar
         last = int(first.max()) + n
         if last > dram.size:
             raise EmulatorError("%s vector %d (byte 0x%x with the %s offset 0x%x) is past the "

@@ -210,7 +210,8 @@ def test_cli_headless_replay_writes_frames_and_summary(tiny_card, tmp_path, caps
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "fpga"], "unknown backend 'fpga'; known backends: onnxruntime, tensil, torch"),
+    (["--backend", "fpga"], "unknown backend 'fpga'; known backends: auto, onnxruntime, opencv, tensil, "
+                          "tensil-emu, torch"),
     (["--model", "/nonexistent/model.onnx"], "/nonexistent/model.json: model card not found"),
     (["--camera", "/nonexistent/video.avi"], "/nonexistent/video.avi: not a camera number"),
 ])

@@ -2,17 +2,14 @@
 
 import json
 import pathlib
-import sys
-import types
 
 import numpy as np
 import onnxruntime
 import pytest
 
 from device.backends import create_backbone, list_backends
-from device.errors import BackendError, HardwareError, ModelError
+from device.errors import BackendError, ModelError
 from device.model_card import load_card
-from tests.fake_pynq import install
 from tests.fake_pynq.assets import FEATURES, make_card, make_tiny_model, make_tmodel, write_card
 
 # Our own code must not leave deprecation warnings in the test log (issue 13).
@@ -51,10 +48,10 @@ def test_onnxruntime_backend_gives_the_models_features(tiny):
 
 
 def test_unknown_backend_lists_the_known_ones(tiny):
-    with pytest.raises(BackendError, match="unknown backend 'fpga'; known backends: "
-                                           "onnxruntime, tensil, torch"):
+    with pytest.raises(BackendError, match="unknown backend 'fpga'; known backends: auto, "
+                                           "onnxruntime, opencv, tensil, tensil-emu, torch"):
         create_backbone("fpga", tiny[1])
-    assert list_backends("t*") == ["tensil", "torch"]
+    assert list_backends("t*") == ["tensil", "tensil-emu", "torch"]
 
 
 def test_missing_model_file_is_named(tiny):
@@ -163,44 +160,20 @@ def test_bundled_model_card_is_valid():
     assert backbone.features(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 80)
 
 
-def test_tensil_backend_validates_the_tmodel_then_names_what_is_missing(tiny):
-    model, card = tiny
-    make_tmodel(model.parent, "tiny")
-    with pytest.raises(HardwareError, match=r"pynq is not available here .*preinstalled on PYNQ"):
-        create_backbone("tensil", card)
-
-
-def test_tensil_backend_names_the_missing_driver_on_a_board(tiny, monkeypatch):
-    install(monkeypatch)  # pynq present (fake), tcu_pynq absent
-    model, card = tiny
-    make_tmodel(model.parent, "tiny")
-    with pytest.raises(HardwareError, match=r"tcu_pynq is not available here .*Tensil PYNQ driver"):
-        create_backbone("tensil", card)
-
-
-def test_tensil_backend_on_a_board_with_the_driver_says_the_runner_is_missing(tiny, monkeypatch):
-    install(monkeypatch)
-    monkeypatch.setitem(sys.modules, "tcu_pynq", types.ModuleType("tcu_pynq"))
-    model, card = tiny
-    make_tmodel(model.parent, "tiny")
-    with pytest.raises(BackendError, match=r"tiny.tmodel: pynq and the Tensil driver are present, "
-                                           r"but the .tmodel runner is not part of this release"):
-        create_backbone("tensil", card)
-
-
 def test_tensil_backend_without_a_tmodel_names_the_file(tiny):
-    with pytest.raises(ModelError, match=r"tiny.tmodel: Tensil model file not found"):
-        create_backbone("tensil", tiny[1])
+    with pytest.raises(ModelError, match=r"tiny_pynqz1_perf.tmodel: Tensil model file not found"):
+        create_backbone("tensil-emu", tiny[1])
 
 
 def test_tensil_backend_reports_a_malformed_tmodel_as_a_model_error(tiny):
     model, card = tiny
-    path = make_tmodel(model.parent, "tiny")
+    path = make_tmodel(model.parent, "tiny_pynqz1_perf")
     raw = json.loads(path.read_text())
     raw["arch"]["array_size"] = 0
     path.write_text(json.dumps(raw))
-    with pytest.raises(ModelError, match=r"tiny.tmodel: field 'arch': field 'array_size' is 0"):
-        create_backbone("tensil", card)
+    with pytest.raises(ModelError, match=r"tiny_pynqz1_perf.tmodel: field 'arch': field "
+                                         r"'array_size' is 0"):
+        create_backbone("tensil-emu", card)
 
 
 def test_torch_backend_runs_a_torchscript_export_like_onnxruntime(tiny):

@@ -10,10 +10,13 @@ Pieces (each module's docstring gives the facts it keeps from pynq and the Xilin
 - `dma`: `AxiDmaHardware` (PG021 simple mode; `mm2s_sink` receives the MM2S stream) and `DMA`.
 - `video`: `VideoMode`, pixel formats, the VDMA (registers and driver), `VideoOut`.
 - `board`: `FakeBoard` (DDR, the loaded design's hardware, the buttons) and `FakeOverlay`.
+- `tcu`: `FakeTcu` (the Tensil TCU as an MM2S sink: the emulator against the DDR by physical
+  address) and `CosimTcu` (each transfer a run of the real RTL).
 
 `install(monkeypatch)` makes a `FakeBoard` the active device and puts fake `pynq`,
 `pynq.buffer`, `pynq.mmio`, `pynq.lib`, `pynq.lib.axigpio`, `pynq.lib.dma` and
-`pynq.lib.video` modules in sys.modules (undone with the monkeypatch), so board code paths
+`pynq.lib.video` modules in sys.modules (pynq with `Overlay`, `allocate`, `MMIO`, `Device`,
+`PL.bitfile_name`) (undone with the monkeypatch), so board code paths
 (`ButtonInput.from_overlay`, `HdmiDisplay.from_overlay`, a Tensil driver over `axi_dma_0`
 and `pynq.allocate`) run unchanged. It returns the board:
 
@@ -38,9 +41,10 @@ from .ddr import DecodeError, FakeDDR, PynqBuffer
 from .dma import DMA, AxiDmaHardware
 from .gpio import AxiGPIO, AxiGpioHardware, PinScript
 from .mmio import MMIO, Read, RegisterWindow, Write
+from .tcu import CosimTcu, FakeTcu
 from .video import PIXEL_BGR, PIXEL_GRAY, PIXEL_RGB, PIXEL_RGBA, PixelFormat, VideoMode, VideoOut
 
-__all__ = ["BASE_BITFILE", "DMA", "MMIO", "PIXEL_BGR", "PIXEL_GRAY", "PIXEL_RGB", "PIXEL_RGBA",
+__all__ = ["BASE_BITFILE", "DMA", "MMIO", "CosimTcu", "FakeTcu", "PIXEL_BGR", "PIXEL_GRAY", "PIXEL_RGB", "PIXEL_RGBA",
            "TENSIL_BITFILE", "AxiDmaHardware", "AxiGPIO", "AxiGpioHardware", "DecodeError",
            "FakeBoard", "FakeDDR", "FakeOverlay", "PinScript", "PixelFormat", "PynqBuffer",
            "Read", "RegisterWindow", "VideoMode", "VideoOut", "Write", "install"]
@@ -68,13 +72,15 @@ def install(monkeypatch: Any, board: Optional[FakeBoard] = None, **board_options
         return (target if target is not None else board).allocate(shape, dtype, **kwargs)
 
     device = type("Device", (), {"active_device": board})
+    # pynq.PL: what the PL holds now; bitfile_name is the path last downloaded (None at boot)
+    pl = type("PL", (), {"bitfile_name": property(lambda self: board.bitfile_path)})()
     buffer = _module("pynq.buffer", PynqBuffer=PynqBuffer, allocate=allocate)
     mmio = _module("pynq.mmio", MMIO=MMIO)
     axigpio = _module("pynq.lib.axigpio", AxiGPIO=AxiGPIO)
     dma = _module("pynq.lib.dma", DMA=DMA, MAX_C_SG_LENGTH_WIDTH=_dma.MAX_C_SG_LENGTH_WIDTH)
     video = _module("pynq.lib.video", **{name: getattr(_video, name) for name in _VIDEO_NAMES})
     lib = _module("pynq.lib", AxiGPIO=AxiGPIO, DMA=DMA, axigpio=axigpio, dma=dma, video=video)
-    pynq = _module("pynq", Overlay=FakeOverlay, allocate=allocate, MMIO=MMIO, Device=device,
+    pynq = _module("pynq", __version__="3.0.1", Overlay=FakeOverlay, allocate=allocate, MMIO=MMIO, Device=device, PL=pl,
                    DefaultIP=_ip.DefaultIP, DefaultHierarchy=_ip.DefaultHierarchy,
                    Interrupt=_ip.Interrupt, UnsupportedConfiguration=_ip.UnsupportedConfiguration,
                    buffer=buffer, mmio=mmio, lib=lib)

@@ -5,7 +5,8 @@
 for a test to look at an IP: an `AxiGpioHardware`, `AxiDmaHardware`, `AxiVdmaHardware`, a
 `DviDisplayHardware` for the HDMI front end, or a plain `RegisterWindow`), and the physical
 inputs (`script_pins`). Downloading a design builds fresh hardware, as reprogramming the PL
-resets its IP; the buttons' scripts are the board's and survive it.
+resets its IP (and a fresh accelerator from `tcu`, a factory, behind axi_dma_0's stream);
+the buttons' scripts are the board's and survive it.
 
 `FakeOverlay(bitfile)` follows pynq.Overlay: `ip_dict` / `hierarchy_dict` with pynq's keys
 (fullpath, type, bdtype, state, phys_addr, addr_range, mem_id, memtype, gpio, interrupts
@@ -117,12 +118,18 @@ class FakeBoard:
     """A PYNQ-Z1 for the fakes: DDR, the PL's design, the buttons and switches."""
 
     def __init__(self, ddr: Optional[FakeDDR] = None,
-                 designs: Optional[Dict[str, Callable[[], Design]]] = None, dma_latency: int = 0):
+                 designs: Optional[Dict[str, Callable[[], Design]]] = None, dma_latency: int = 0,
+                 tcu: Optional[Callable[["FakeBoard"], Any]] = None):
         self.ddr = ddr if ddr is not None else FakeDDR()
         self.designs = dict(DESIGNS if designs is None else designs)
         self.dma_latency = dma_latency
+        # the accelerator a design with axi_dma_0 gets at each download (its `feed` becomes
+        # the DMA's MM2S sink), e.g. lambda board: FakeTcu(arch, board.ddr); `self.tcu` is it
+        self.tcu_factory = tcu
+        self.tcu: Any = None
         self.pins: Dict[str, Dict[int, PinScript]] = {}
         self.bitfile: Optional[str] = None
+        self.bitfile_path: Optional[str] = None  # as given to download (pynq.PL.bitfile_name)
         self.downloads: List[str] = []
         self.overlays: List[Any] = []
         self._hardware: Dict[str, Any] = {}
@@ -162,6 +169,11 @@ class FakeBoard:
             if driver is HDMIOutFrontend:
                 self._hardware[path] = DviDisplayHardware()
         self.bitfile = os.path.basename(bitfile_name)
+        self.bitfile_path = bitfile_name
+        self.tcu = None
+        if self.tcu_factory is not None and "axi_dma_0" in self._hardware:
+            self.tcu = self.tcu_factory(self)
+            self._hardware["axi_dma_0"].mm2s_sink = self.tcu.feed
         self.downloads.append(self.bitfile)
 
     def _build(self, entry: Dict[str, Any]) -> RegisterWindow:

@@ -1,0 +1,523 @@
+"""Our PYNQ driver of the Tensil TCU (board part: numpy, `pynq` imported lazily, Python 3.8).
+
+    driver = TensilDriver.from_overlay(pynq.Overlay("tensil_pynqz1.bit"), load_tmodel(path))
+    outputs = driver.run({"Input": x}, {"Output": (1, 80)})   # NCHW float in, floats out
+    driver.last_run.saturated, driver.last_run.total_s          # what the frame cost
+    driver.close()
+
+The protocol is Tensil's (facts §6), rebuilt around what one model needs:
+- Memory. DRAM0 (inputs, outputs, activations, the driver's probe) and DRAM1 (the consts)
+  are sized from the `.tmodel` and its decoded program, not from the `.tarch` depths:
+  Tensil's driver takes 56-72 MiB of CMA whatever the model, this takes what the program
+  reaches plus 64 KiB of alignment slack a window (`MemoryPlan.cma_bytes`). Each window is
+  one `pynq.allocate` with that slack, aligned inside to 64 KiB, because the TCU's Configure
+  takes offsets in 64 KiB units. A third buffer holds the instruction streams.
+- Start. One stream sets DRAM0/DRAM1 offsets (Configure) and runs a self-test: a DataMove of
+  one vector from DRAM0 to local memory and back shows how many bytes a vector has on the
+  bitstream's TCU, so an array size that differs from the model's is refused (ArchMismatch)
+  instead of "failing silently". Then the consts go to DRAM1 (flushed) and, for models
+  compiled with load_consts_to_local, to local memory.
+- A frame. Inputs (ONNX layout, e.g. NCHW float) become Tensil's layout, NHWC padded to the
+  array size (`tensil.layout`), and FP16BP8 with saturation, counted in
+  `RunReport.saturated` (Tensil's driver wraps around); the flush probe's source vector gets
+  a fresh token and its target is cleared; DRAM0 is flushed; the program with the probe
+  appended (DataMove DRAM0[src] -> local[last] -> DRAM0[dst]) streams through the AXI DMA's
+  MM2S channel in transfers of at most `buffer_max_size` bytes; the driver polls, with a
+  timeout, first the DMA (the TCU takes the stream as it executes) and then the probe's
+  target (invalidating DRAM0 before each look); then it reads the outputs.
+A timeout raises TcuTimeout naming what was pending: the DMA transfer (which bytes of which
+stream) or the probe (where, after how many instructions).
+"""
+
+import dataclasses
+import importlib
+import math
+import pathlib
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .arch import Architecture
+from .errors import ArchMismatch, DriverError, TcuTimeout
+from .fixed import FixedFormat, fixed_format, from_bytes, from_float_saturating, to_float
+from .isa import (
+    ConfigRegister,
+    Configure,
+    DataMove,
+    DataMoveKind,
+    Instruction,
+    decode_program,
+    encode_program,
+)
+from .layout import from_vectors, to_vectors, vector_count
+from .tmodel import TensilModel
+
+__all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "MemoryPlan", "RunReport", "TensilDriver", "cma_free_bytes",
+           "plan_memory"]
+
+DRAM_ALIGN = 0x10000       # Configure's DRAM offsets count 64 KiB units
+PAGE = 4096
+SELFTEST_MAX_LANES = 64    # the self-test recognises TCU vectors of up to 64 lanes
+MAX_PROGRAM_BYTES = 64 << 20   # a PYNQ-Z1 has 512 MB; a ResNet-9 program is well under 1 MiB
+_PROBE_VECTORS = 2
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """What a model needs of the board's contiguous memory (bytes unless named vectors)."""
+
+    vector_bytes: int
+    dram0_vectors: int        # the program's reach, the vars, the self-test and the probe
+    dram1_vectors: int        # the consts and whatever else the program reaches in DRAM1
+    stream_bytes: int         # the instruction streams (start, consts, program + probe)
+    probe_source: int         # DRAM0 vector holding the probe's token
+    probe_target: int         # DRAM0 vector the probe writes last
+    probe_local: int          # local vector the probe goes through
+
+    @property
+    def dram0_bytes(self) -> int:
+        return self.dram0_vectors * self.vector_bytes
+
+    @property
+    def dram1_bytes(self) -> int:
+        return self.dram1_vectors * self.vector_bytes
+
+    @property
+    def cma_bytes(self) -> int:
+        """The three allocations as pynq makes them: page-rounded, the windows with slack."""
+        windows = sum(_round_up(n + DRAM_ALIGN, PAGE) for n in (self.dram0_bytes,
+                                                                 self.dram1_bytes))
+        return windows + _round_up(self.stream_bytes, PAGE)
+
+
+def _dram_extent(program: Sequence[Instruction], kinds: Tuple[DataMoveKind, ...]) -> int:
+    extent = 0
+    for i in program:
+        if isinstance(i, DataMove) and i.kind in kinds:
+            extent = max(extent, i.address + i.size * (1 << i.stride) + 1)
+    return extent
+
+
+def _check_program(model: TensilModel, program: Sequence[Instruction]) -> None:
+    owned = (ConfigRegister.DRAM0_OFFSET, ConfigRegister.DRAM1_OFFSET,
+             ConfigRegister.DRAM0_CACHE, ConfigRegister.DRAM1_CACHE)
+    for index, i in enumerate(program):
+        if isinstance(i, Configure) and i.register in owned:
+            raise DriverError("%s: instruction %d configures %s; the driver owns the DRAM "
+                              "windows (the compiler never emits Configure)"
+                              % (model.prog_path, index, i.register.name))
+
+
+def plan_memory(model: TensilModel, program: Sequence[Instruction], word_bytes: int = 8
+                ) -> MemoryPlan:
+    """The DRAM windows and streams a model needs, from its manifest and decoded program."""
+    arch = model.arch
+    vb = arch.vector_bytes
+    _check_program(model, program)
+    selftest = -(-4 * SELFTEST_MAX_LANES * arch.scalar_bytes // vb)
+    reach0 = max([_dram_extent(program, (DataMoveKind.DRAM0_TO_LOCAL,
+                                         DataMoveKind.LOCAL_TO_DRAM0)), selftest]
+                 + [v.base + v.size for v in model.inputs + model.outputs])
+    reach1 = max([_dram_extent(program, (DataMoveKind.DRAM1_TO_LOCAL,
+                                         DataMoveKind.LOCAL_TO_DRAM1)), 1]
+                 + [c.base + c.size for c in model.consts])
+    dram0 = reach0 + _PROBE_VECTORS
+    if dram0 > arch.dram0_depth:
+        raise DriverError("%s: the program reaches DRAM0 vector %d; the architecture's DRAM0 "
+                          "has %d and the driver needs 2 more for its probe"
+                          % (model.path, reach0 - 1, arch.dram0_depth))
+    probe_local = arch.local_depth - 1
+    if model.load_consts_to_local:
+        top = max([c.base + c.size for c in model.consts] + [0])
+        if top > probe_local:
+            raise DriverError("%s: the consts fill local memory up to vector %d; the flush probe "
+                              "needs local vector %d free" % (model.path, top - 1, probe_local))
+    instruction = arch.layout.instruction_bytes
+    block = instruction * word_bytes // math.gcd(instruction, word_bytes)
+    streams = [(2 + 2) * instruction,                      # Configure x2, self-test
+               (len(model.consts) + 2) * instruction,      # consts to local, probe
+               (len(program) + 2) * instruction]           # the program, probe
+    return MemoryPlan(vector_bytes=vb, dram0_vectors=dram0, dram1_vectors=reach1,
+                      stream_bytes=sum(_round_up(s, block) for s in streams),
+                      probe_source=dram0 - 1, probe_target=dram0 - 2, probe_local=probe_local)
+
+
+def cma_free_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
+    """Linux's free contiguous memory (CmaFree), or None where the kernel does not say."""
+    try:
+        text = pathlib.Path(meminfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("CmaFree:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]) * 1024
+    return None
+
+
+@dataclasses.dataclass
+class RunReport:
+    """One `run`: seconds per step (host side), the DMA traffic and the saturated inputs."""
+
+    convert_s: float = 0.0    # float -> fixed point into DRAM0, probe reset, flush
+    stream_s: float = 0.0     # DMA transfers until the MM2S channel went idle
+    wait_s: float = 0.0       # polling the probe after the last transfer
+    read_s: float = 0.0       # outputs back to float
+    transfers: int = 0
+    stream_bytes: int = 0
+    polls: int = 0
+    saturated: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return self.convert_s + self.stream_s + self.wait_s + self.read_s
+
+
+class _Window:
+    """One allocation, aligned inside to `align`: `.bytes` is the usable part, `.phys` its address."""
+
+    def __init__(self, allocate: Callable[..., Any], nbytes: int, align: int, cacheable: bool,
+                 what: str):
+        self.what = what
+        self.buffer = allocate((nbytes + (align if align > PAGE else 0),), dtype=np.uint8,
+                               cacheable=int(cacheable))
+        offset = -int(self.buffer.physical_address) % align if align > PAGE else 0
+        self.bytes = self.buffer[offset:offset + nbytes]
+        self.phys = int(self.buffer.physical_address) + offset
+
+    def free(self) -> None:
+        if self.buffer is not None:
+            self.bytes = None
+            self.buffer.freebuffer()
+            self.buffer = None
+
+
+class TensilDriver:
+    """Runs one compiled model on the TCU behind an AXI DMA (see the module docstring).
+
+    `dma` is the overlay's `axi_dma_0` (pynq.lib.dma.DMA); `allocate` is `pynq.allocate` by
+    default. `timeout_s` bounds each wait (a DMA transfer, the probe); `sleep`/`clock` are the
+    poll loop's (injectable for tests); `max_transfer_bytes` caps a DMA transfer below the
+    DMA's buffer_max_size; `dram_windows` ({"dram0": (first, last)} byte addresses, from the
+    .hwh) are where the TCU's masters reach, and the buffers must lie inside.
+    """
+
+    def __init__(self, model: TensilModel, dma: Any, allocate: Optional[Callable[..., Any]] = None,
+                 *, cacheable: bool = False, timeout_s: float = 2.0, poll_s: float = 0.0002,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_transfer_bytes: Optional[int] = None,
+                 dram_windows: Optional[Mapping[str, Tuple[int, int]]] = None):
+        if timeout_s <= 0 or poll_s < 0:
+            raise ValueError("timeout_s must be > 0 and poll_s >= 0")
+        self.model = model
+        self.arch: Architecture = model.arch
+        self.fmt: FixedFormat = fixed_format(model.arch.data_type)
+        self.dma = dma
+        self.timeout_s, self.poll_s, self._sleep, self._clock = timeout_s, poll_s, sleep, clock
+        self._windows: List[_Window] = []
+        self._runs = 0
+        self.last_run = RunReport()
+        self._word_bytes, self._chunk = self._dma_limits(dma, max_transfer_bytes)
+        if model.prog.size > MAX_PROGRAM_BYTES:
+            raise DriverError("%s: %d bytes of program is more than the driver takes (%d)"
+                              % (model.prog_path, model.prog.size, MAX_PROGRAM_BYTES))
+        self.program = decode_program(model.prog_path.read_bytes(), model.arch)
+        self.plan = plan_memory(model, self.program, self._word_bytes)
+        if allocate is None:
+            allocate = importlib.import_module("pynq").allocate
+        try:
+            self._allocate(allocate, cacheable)
+            self._check_windows(dram_windows or {})
+            self._segments = self._write_streams()
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_overlay(cls, overlay: Any, model: TensilModel, design: Any = None,
+                     dma_name: str = "axi_dma_0", **options: Any) -> "TensilDriver":
+        """The driver over a loaded overlay's DMA; with `design` (tensil.hwh.TensilDesign) the
+        model's architecture is checked against the bitstream's first."""
+        if not overlay.is_loaded():
+            raise DriverError("the overlay %s is not the one loaded in the FPGA (load it with "
+                              "pynq.Overlay(...) first)" % getattr(overlay, "bitfile_name", "?"))
+        if design is not None:
+            design.check_model(model)
+            options.setdefault("dram_windows", design.dram_windows)
+        try:
+            dma = getattr(overlay, dma_name)
+        except AttributeError:
+            raise DriverError("the overlay %s has no %s: it is not a Tensil design (the TCU's "
+                              "instructions come through an AXI DMA named %s)" % (
+                                  getattr(overlay, "bitfile_name", "?"), dma_name,
+                                  dma_name)) from None
+        return cls(model, dma, **options)
+
+    # --- setting up -------------------------------------------------------------------------
+
+    def _dma_limits(self, dma: Any, cap: Optional[int]) -> Tuple[int, int]:
+        try:
+            width = int(dma.description["parameters"]["C_M_AXI_MM2S_DATA_WIDTH"])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise DriverError("the DMA's description has no C_M_AXI_MM2S_DATA_WIDTH parameter "
+                              "(pynq reads it from the .hwh beside the .bit)") from None
+        if dma.sendchannel is None:
+            raise DriverError("the AXI DMA has no MM2S channel; the TCU's instructions need it")
+        word = width // 8
+        instruction = self.arch.layout.instruction_bytes
+        block = instruction * word // math.gcd(instruction, word)
+        limit = int(dma.buffer_max_size) if cap is None else min(int(dma.buffer_max_size), cap)
+        chunk = limit // block * block
+        if chunk < block:
+            raise DriverError("a DMA transfer of at most %d bytes cannot carry one %d-byte block "
+                              "of whole instructions and stream words" % (limit, block))
+        return word, chunk
+
+    def _allocate(self, allocate: Callable[..., Any], cacheable: bool) -> None:
+        plan = self.plan
+        for nbytes, align, what in ((plan.dram0_bytes, DRAM_ALIGN, "DRAM0"),
+                                    (plan.dram1_bytes, DRAM_ALIGN, "DRAM1"),
+                                    (plan.stream_bytes, PAGE, "the instruction streams")):
+            try:
+                self._windows.append(_Window(allocate, nbytes, align, cacheable, what))
+            except (RuntimeError, MemoryError, OSError) as exc:
+                free = cma_free_bytes()
+                raise DriverError(
+                    "cannot allocate %s (%d bytes of contiguous memory): %s. The model needs "
+                    "%.2f MiB of CMA in all; %s. Free what other programs hold (a notebook's "
+                    "pynq buffers, another demo), or give Linux more CMA (cma=128M on the "
+                    "kernel command line)" % (
+                        what, nbytes, str(exc).strip() or type(exc).__name__,
+                        plan.cma_bytes / 2 ** 20,
+                        "CmaFree is %.2f MiB now" % (free / 2 ** 20) if free is not None
+                        else "this kernel reports no CmaFree")) from None
+        self._dram0, self._dram1, self._streams = self._windows
+        n = self.arch.array_size
+        self.dram0 = self._dram0.bytes.view(self.fmt.dtype.newbyteorder("<")).reshape(-1, n)
+        self.dram1 = self._dram1.bytes.view(self.fmt.dtype.newbyteorder("<")).reshape(-1, n)
+        for window in (self._dram0, self._dram1):
+            if window.phys + window.bytes.nbytes > 1 << 32:
+                raise DriverError("%s at 0x%x is beyond the TCU's 32-bit address space"
+                                  % (window.what, window.phys))
+
+    def _check_windows(self, windows: Mapping[str, Tuple[int, int]]) -> None:
+        """Each DRAM buffer inside the address window its TCU master reaches (from the .hwh)."""
+        for window, master in ((self._dram0, "dram0"), (self._dram1, "dram1")):
+            if master in windows:
+                low, high = windows[master]
+                if not (low <= window.phys and window.phys + window.bytes.nbytes - 1 <= high):
+                    raise DriverError(
+                        "%s at 0x%x..0x%x is outside what the TCU's m_axi_%s master reaches "
+                        "(0x%x..0x%x in the .hwh)" % (window.what, window.phys, window.phys
+                                                      + window.bytes.nbytes - 1, master, low,
+                                                      high))
+
+    def _instructions(self, instructions: Sequence[Instruction]) -> bytes:
+        return encode_program(list(instructions), self.arch)
+
+    def _probe(self) -> List[Instruction]:
+        p = self.plan
+        return [DataMove(DataMoveKind.DRAM0_TO_LOCAL, p.probe_local, p.probe_source, 0),
+                DataMove(DataMoveKind.LOCAL_TO_DRAM0, p.probe_local, p.probe_target, 0)]
+
+    def _write_streams(self) -> Dict[str, Tuple[int, int, int]]:
+        """The three streams in the stream buffer: name -> (offset, bytes, instructions)."""
+        local = self.plan.probe_local
+        start = [Configure(ConfigRegister.DRAM0_OFFSET, self._dram0.phys // DRAM_ALIGN),
+                 Configure(ConfigRegister.DRAM1_OFFSET, self._dram1.phys // DRAM_ALIGN),
+                 DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, 1, 0),
+                 DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, 3, 0)]
+        consts = [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1)
+                  for c in self.model.consts if self.model.load_consts_to_local and c.size]
+        instruction = self.arch.layout.instruction_bytes
+        block = instruction * self._word_bytes // math.gcd(instruction, self._word_bytes)
+        segments, offset, image = {}, 0, bytearray()
+        for name, code in (("start", start), ("consts", consts + self._probe()),
+                           ("program", list(self.program) + self._probe())):
+            data = self._instructions(code)
+            data += bytes(-len(data) % block)     # whole stream words: zero bytes are NoOps
+            segments[name] = (offset, len(data), len(code))
+            image += data
+            offset += len(data)
+        stream = self._streams.bytes
+        stream[:len(image)] = np.frombuffer(bytes(image), np.uint8)
+        stream.flush()
+        return segments
+
+    def _start(self) -> None:
+        """Offsets, the self-test of the TCU's vector size, then the consts."""
+        scalars = self.dram0.reshape(-1)
+        count = 4 * SELFTEST_MAX_LANES
+        pattern = np.arange(1, count + 1, dtype=np.int64)
+        scalars[:count] = pattern
+        self._dram0.bytes.flush()
+        self._stream("start")
+        lanes = self._await(lambda: self._selftest_lanes(scalars, pattern), "start",
+                            "the self-test (DataMove DRAM0 vector 1 -> local -> DRAM0 vector 3) "
+                            "wrote nothing")
+        n = self.arch.array_size
+        if lanes != n:
+            raise ArchMismatch(
+                "the bitstream's TCU moves %d-byte vectors (%d %s lanes); the model %s was "
+                "compiled for array_size %d (%d-byte vectors): compile the model for the "
+                "bitstream's .tarch, or load the bitstream built for the model's" % (
+                    lanes * self.arch.scalar_bytes, lanes, self.arch.data_type,
+                    self.model.path or self.model.name, n, self.arch.vector_bytes))
+        scalars[:count] = 0
+        for consts, path in zip(self.model.consts, self.model.const_paths):
+            raw = from_bytes(path.read_bytes(), self.fmt, str(path))
+            self.dram1[consts.base:consts.base + consts.size] = raw.reshape(consts.size, n)
+        self._dram1.bytes.flush()
+        self._execute("consts")
+
+    def _selftest_lanes(self, scalars: np.ndarray, pattern: np.ndarray) -> Optional[int]:
+        """The TCU's lanes per vector once the self-test's copy landed, else None."""
+        self._dram0.bytes.invalidate()
+        for lanes in range(1, SELFTEST_MAX_LANES + 1):
+            landed = scalars[3 * lanes:4 * lanes]
+            if np.array_equal(landed, pattern[lanes:2 * lanes]):
+                return lanes
+        return None
+
+    # --- a frame ----------------------------------------------------------------------------
+
+    def run(self, inputs: Mapping[str, np.ndarray],
+            output_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, np.ndarray]:
+        """Inputs in ONNX layout -> outputs: float32, in `output_shapes` where given, else
+        every lane of the output's vectors (padding included), flat."""
+        if self._dram0 is None:
+            raise DriverError("the driver was closed")
+        report = self.last_run = RunReport()
+        started = self._clock()
+        self._write_inputs(inputs, report)
+        self._runs += 1
+        token = self._runs % 0x7FFF + 1
+        p = self.plan
+        self.dram0[p.probe_source] = token
+        self.dram0[p.probe_target] = 0
+        self._dram0.bytes.flush()
+        streamed = self._clock()
+        report.convert_s = streamed - started
+        self._stream("program", report)
+        waited = self._clock()
+        report.stream_s = waited - streamed
+        self._await(lambda: self._probe_landed(token, report), "program",
+                    "the flush probe (DataMove DRAM0 vector %d -> local %d -> DRAM0 vector %d, "
+                    "at 0x%x) had not landed" % (p.probe_source, p.probe_local, p.probe_target,
+                                                 self._dram0.phys + p.probe_target
+                                                 * p.vector_bytes))
+        read = self._clock()
+        report.wait_s = read - waited
+        outputs = self._read_outputs(output_shapes or {})
+        report.read_s = self._clock() - read
+        return outputs
+
+    def _write_inputs(self, inputs: Mapping[str, np.ndarray], report: RunReport) -> None:
+        expected = {v.name for v in self.model.inputs}
+        unknown, missing = sorted(set(inputs) - expected), sorted(expected - set(inputs))
+        if unknown or missing:
+            raise ValueError("the model's inputs are %s; got %s" % (
+                sorted(expected), sorted(inputs)))
+        n = self.arch.array_size
+        for var in self.model.inputs:
+            array = np.asarray(inputs[var.name])
+            if array.dtype.kind not in "fiu":
+                raise ValueError("input %r must be numbers, got %s" % (var.name, array.dtype))
+            needed = vector_count(array.shape, n)
+            if needed != var.size:
+                raise ValueError("input %r of shape %s takes %d vectors of %d lanes; the model's "
+                                 "region holds %d" % (var.name, array.shape, needed, n, var.size))
+            raw, saturated = from_float_saturating(to_vectors(array, n), self.fmt)
+            self.dram0[var.base:var.base + var.size] = raw
+            report.saturated[var.name] = saturated
+
+    def _probe_landed(self, token: int, report: RunReport) -> bool:
+        report.polls += 1
+        self._dram0.bytes.invalidate()
+        return bool(np.all(self.dram0[self.plan.probe_target] == token))
+
+    def _read_outputs(self, shapes: Mapping[str, Sequence[int]]) -> Dict[str, np.ndarray]:
+        values: Dict[str, List[np.ndarray]] = {}
+        for var in self.model.outputs:
+            raw = self.dram0[var.base:var.base + var.size].reshape(-1)
+            values.setdefault(var.name, []).append(to_float(raw, self.fmt).astype(np.float32))
+        out = {name: np.concatenate(parts) for name, parts in values.items()}
+        for name, shape in shapes.items():
+            if name not in out:
+                raise ValueError("the model has no output %r (outputs: %s)" % (name, sorted(out)))
+            out[name] = from_vectors(out[name], shape, self.arch.array_size)
+        return out
+
+    # --- streaming and waiting --------------------------------------------------------------
+
+    def _execute(self, segment: str) -> None:
+        """Stream a segment that ends with the probe and wait for it."""
+        self._runs += 1
+        token = self._runs % 0x7FFF + 1
+        self.dram0[self.plan.probe_source] = token
+        self.dram0[self.plan.probe_target] = 0
+        self._dram0.bytes.flush()
+        self._stream(segment)
+        self._await(lambda: self._probe_landed(token, RunReport()), segment,
+                    "the flush probe had not landed")
+
+    def _stream(self, segment: str, report: Optional[RunReport] = None) -> None:
+        offset, nbytes, count = self._segments[segment]
+        channel = self.dma.sendchannel
+        buffer = self._streams.bytes
+        for start in range(offset, offset + nbytes, self._chunk):
+            size = min(self._chunk, offset + nbytes - start)
+            channel.transfer(buffer[start:start + size])
+            self._await(lambda: self._dma_idle(channel), segment,
+                        "the AXI DMA's MM2S transfer of stream bytes %d..%d (of %d, %d "
+                        "instructions) was still running: the TCU stopped taking instructions"
+                        % (start - offset, start - offset + size, nbytes, count))
+            channel.wait()
+            if report is not None:
+                report.transfers += 1
+                report.stream_bytes += size
+
+    @staticmethod
+    def _dma_idle(channel: Any) -> bool:
+        if channel.error:
+            raise DriverError("the AXI DMA's MM2S channel reports an error (internal, slave "
+                              "or decode error in DMASR): it could not read the stream buffer")
+        return bool(channel.idle)
+
+    def _await(self, done: Callable[[], Any], segment: str, pending: str) -> Any:
+        deadline = self._clock() + self.timeout_s
+        while True:
+            result = done()
+            if result:
+                return result
+            if self._clock() > deadline:
+                raise TcuTimeout(
+                    "the TCU did not finish the %s stream: %s %.3g s later. The TCU hangs (the "
+                    "program asks what the RTL cannot do), the loaded bitstream has no Tensil "
+                    "TCU on %s's stream, or the model's architecture is not the bitstream's; "
+                    "reload the bitstream to reset the TCU" % (
+                        segment, pending, self.timeout_s, "axi_dma_0"))
+            self._sleep(self.poll_s)
+
+    # --- the end ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the DMA memory (idempotent)."""
+        for window in self._windows:
+            window.free()
+        self._windows = []
+        self._dram0 = self._dram1 = self._streams = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "TensilDriver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

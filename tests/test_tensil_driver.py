@@ -1,0 +1,346 @@
+"""tensil.driver against the pynq fakes: the bytes a board's TCU and DMA would see, features
+equal to the emulator's (and the RTL's where it is present), memory, timeouts, refusals.
+
+The models are hand-assembled (tests/tensil_models.py) until the compiler's land: a 3x3
+stride-2 convolution with bias, Relu and average pooling, 16x16 inputs."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from tensil import cosim
+from tensil.arch import load_tarch
+from tensil.driver import DRAM_ALIGN, TensilDriver, cma_free_bytes, plan_memory
+from tensil.emulator import run_model
+from tensil.errors import ArchMismatch, DriverError, TcuTimeout
+from tensil.fixed import FORMATS, from_float_driver
+from tensil.isa import (
+    ConfigRegister,
+    Configure,
+    DataMove,
+    DataMoveKind,
+    decode_program,
+    encode_program,
+)
+from tensil.layout import from_vectors, to_vectors, vector_count
+from tensil.tmodel import load_tmodel
+from tests.fake_pynq import (
+    TENSIL_BITFILE,
+    CosimTcu,
+    FakeBoard,
+    FakeDDR,
+    FakeOverlay,
+    FakeTcu,
+    Write,
+)
+from tests.fake_pynq import ddr as fake_ddr
+from tests.fake_pynq.board import DESIGNS, tensil_design
+from tests.tensil_models import build_conv_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PERF = ROOT / "tensil_arch" / "pynqz1_perf.tarch"     # 12x12, PEFSL's
+SMALL = ROOT / "tensil_arch" / "pynqz1.tarch"         # 8x8, Tensil's PYNQ-Z1
+SIZE, FEATURES = 16, 8
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tensil_models")
+    return {arch.stem: load_tmodel(build_conv_model(folder / arch.stem, arch, SIZE, FEATURES)
+                                   ["tmodel"])
+            for arch in (PERF, SMALL)}
+
+
+def _frame(seed=0, scale=1.0):
+    return (scale * np.random.default_rng(seed).normal(size=(1, 3, SIZE, SIZE))).astype(np.float32)
+
+
+def _emulated(model, x):
+    n = model.arch.array_size
+    outputs, _ = run_model(model, {"Input": to_vectors(x, n)})
+    return from_vectors(outputs["Output"], (1, FEATURES), n).astype(np.float32)
+
+
+def _board(tcu_arch, ddr=None, **board_options):
+    board = FakeBoard(ddr=ddr or FakeDDR(size=8 << 20), **board_options)
+    overlay = FakeOverlay(TENSIL_BITFILE, device=board)
+    return board, overlay, FakeTcu(load_tarch(tcu_arch), board.ddr).attach(board)
+
+
+# --- the layout -------------------------------------------------------------------------------
+
+
+def test_vars_layout_is_nhwc_padded_to_the_array_size():
+    x = np.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)
+    vectors = to_vectors(x, 4)
+    assert vectors.shape == (8, 4) and vector_count(x.shape, 4) == 8
+    np.testing.assert_array_equal(vectors[1], [x[0, 0, 0, 1], x[0, 1, 0, 1], x[0, 2, 0, 1], 0])
+    np.testing.assert_array_equal(from_vectors(vectors, x.shape, 4), x)
+    features = np.arange(10.0).reshape(1, 10)
+    assert to_vectors(features, 4).shape == (3, 4) and to_vectors(features, 4)[2, 2:].tolist() == [0, 0]
+    np.testing.assert_array_equal(from_vectors(to_vectors(features, 4).reshape(-1), (1, 10), 4),
+                                  features)
+    with pytest.raises(ValueError, match="do not hold a tensor of shape"):
+        from_vectors(np.zeros(8), (1, 10), 4)
+    with pytest.raises(ValueError, match="1-D, 2-D or 4-D"):
+        vector_count((1, 2, 3), 4)
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+def test_memory_is_sized_from_the_model_not_the_tarch(models):
+    model = models["pynqz1_perf"]
+    program = decode_program(model.prog_path.read_bytes(), model.arch)
+    plan = plan_memory(model, program)
+    assert plan.vector_bytes == 24
+    assert plan.dram0_vectors == SIZE * SIZE + 1 + 2    # input, output vector, probe
+    assert plan.dram1_vectors == model.consts[0].size
+    assert plan.probe_target == plan.dram0_vectors - 2 and plan.probe_local == 8191
+    assert plan.cma_bytes < 200 << 10       # Tensil's driver: 72 MiB for this architecture
+
+
+def test_a_program_that_moves_the_dram_windows_is_refused(models, tmp_path):
+    model = models["pynqz1_perf"]
+    program = decode_program(model.prog_path.read_bytes(), model.arch)
+    with pytest.raises(DriverError, match="instruction 1 configures DRAM1_OFFSET; the driver owns"):
+        plan_memory(model, program[:1] + [Configure(ConfigRegister.DRAM1_OFFSET, 7)])
+
+
+def test_cma_free_reads_proc_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  510000 kB\nCmaTotal:  131072 kB\nCmaFree:   98304 kB\n")
+    assert cma_free_bytes(str(meminfo)) == 98304 * 1024
+    meminfo.write_text("MemTotal:  510000 kB\n")
+    assert cma_free_bytes(str(meminfo)) is None and cma_free_bytes(str(tmp_path / "no")) is None
+
+
+def test_a_board_without_enough_cma_gets_the_figure_and_keeps_nothing(models):
+    board, overlay, _ = _board(PERF, ddr=FakeDDR(size=64 << 10))
+    with pytest.raises(DriverError, match=r"cannot allocate DRAM0 \(6216 bytes of contiguous "
+                                          r"memory\): BO allocation failed.*needs 0\.1\d MiB of "
+                                          r"CMA in all.*cma=128M"):
+        TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate)
+    assert board.ddr.used == 0
+
+
+def test_windows_are_aligned_to_64k_whatever_the_allocator_gives(models, monkeypatch):
+    monkeypatch.setattr(fake_ddr, "cma_alignment", lambda size: fake_ddr.PAGE)
+    board, overlay, tcu = _board(PERF)
+    first = board.allocate((1,), np.uint8)           # the next buffer starts 4 KiB in
+    driver = TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate)
+    phys = [driver._dram0.phys, driver._dram1.phys]
+    assert all(p % DRAM_ALIGN == 0 for p in phys)
+    assert driver._dram0.buffer.physical_address % DRAM_ALIGN != 0   # the slack was needed
+    np.testing.assert_array_equal(driver.run({"Input": _frame()}, {"Output": (1, FEATURES)})
+                                  ["Output"], _emulated(models["pynqz1_perf"], _frame()))
+    assert tcu.machine.config[ConfigRegister.DRAM0_OFFSET] == phys[0] >> 16
+    driver.close()
+    first.freebuffer()
+    assert board.ddr.used == 0
+
+
+# --- a frame, as a board sees it -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["pynqz1_perf", "pynqz1"])
+@pytest.mark.parametrize("cacheable", [False, True])
+def test_features_equal_the_emulators_and_the_traffic_is_a_boards(models, arch, cacheable):
+    model = models[arch]
+    board, overlay, tcu = _board(PERF if arch == "pynqz1_perf" else SMALL)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate,
+                                       cacheable=cacheable)
+    start = len(tcu.received)
+    for seed in range(3):
+        x = _frame(seed)
+        out = driver.run({"Input": x}, {"Output": (1, FEATURES)})
+        np.testing.assert_array_equal(out["Output"], _emulated(model, x))   # bit for bit
+    report = driver.last_run
+    assert report.transfers == 1 and report.saturated == {"Input": 0} and report.polls == 1
+    board.ddr.check_no_hazards()   # every flush and invalidate where a board needs it
+
+    # the start stream: the DRAM windows in 64 KiB units, then the self-test
+    p, local = driver.plan, model.arch.local_depth - 1
+    d0, d1 = driver._dram0.phys, driver._dram1.phys
+    expected_start = encode_program([
+        Configure(ConfigRegister.DRAM0_OFFSET, d0 >> 16), Configure(ConfigRegister.DRAM1_OFFSET, d1 >> 16),
+        DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, 1, 0),
+        DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, 3, 0)], model.arch)
+    probe = encode_program([DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, p.probe_source, 0),
+                            DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, p.probe_target, 0)],
+                           model.arch)
+    program = model.prog_path.read_bytes()
+    assert bytes(tcu.received[:start]) == expected_start + probe   # start; consts (none to local)
+    assert bytes(tcu.received[start:]) == 3 * (program + probe)    # the frames: program + probe
+    # every DRAM access of the TCU lies in the driver's windows
+    for _, phys, nbytes in tcu.bus:
+        assert (d0 <= phys and phys + nbytes <= d0 + p.dram0_bytes
+                or d1 <= phys and phys + nbytes <= d1 + p.dram1_bytes)
+    # the DMA's registers for the last frame: address, high word, length (pynq's order)
+    dma = board.hardware("axi_dma_0")
+    stream = driver._streams.phys + driver._segments["program"][0]
+    assert [t for t in dma.transactions if isinstance(t, Write)][-3:] == [
+        Write(0x18, stream), Write(0x1C, 0), Write(0x28, len(program) + len(probe))]
+    driver.close()
+    assert board.ddr.used == 0
+    with pytest.raises(DriverError, match="closed"):
+        driver.run({"Input": x})
+
+
+def test_a_program_longer_than_a_transfer_goes_in_several(models):
+    model = models["pynqz1_perf"]
+    design = dict(DESIGNS)
+    small_dma = tensil_design()
+    small_dma[0]["axi_dma_0"]["parameters"]["c_sg_length_width"] = "10"   # 1023-byte transfers
+    design[TENSIL_BITFILE] = lambda: small_dma
+    board = FakeBoard(ddr=FakeDDR(size=8 << 20), designs=design)
+    overlay = FakeOverlay(TENSIL_BITFILE, device=board)
+    FakeTcu(model.arch, board.ddr).attach(board)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate)
+    x = _frame(4)
+    out = driver.run({"Input": x}, {"Output": (1, FEATURES)})["Output"]
+    total = model.prog.size + 16
+    assert driver.last_run.transfers == -(-total // 1016) > 1     # 1016: whole instructions
+    assert driver.last_run.stream_bytes == total
+    np.testing.assert_array_equal(out, _emulated(model, x))
+    capped = TensilDriver.from_overlay(overlay, model, allocate=board.allocate,
+                                       max_transfer_bytes=64)
+    np.testing.assert_array_equal(capped.run({"Input": x}, {"Output": (1, FEATURES)})["Output"], out)
+    assert capped.last_run.transfers == total // 64 + 1
+
+
+def test_consts_go_to_local_memory_once_when_the_model_says_so(tmp_path):
+    model = load_tmodel(build_conv_model(tmp_path, PERF, SIZE, FEATURES,
+                                         load_consts_to_local=True)["tmodel"])
+    board, overlay, tcu = _board(PERF)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate)
+    streams = decode_program(bytes(tcu.received), model.arch)
+    consts = model.consts[0]
+    assert DataMove(DataMoveKind.DRAM1_TO_LOCAL, 0, 0, consts.size - 1) in streams
+    x = _frame(2)
+    np.testing.assert_array_equal(driver.run({"Input": x}, {"Output": (1, FEATURES)})["Output"],
+                                  _emulated(model, x))
+
+
+def test_saturation_is_reported_not_wrapped(models):
+    model = models["pynqz1_perf"]
+    board, overlay, _ = _board(PERF)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate)
+    x = _frame(1, scale=100.0)      # |x| up to ~400: FP16BP8 ends at +-128
+    out = driver.run({"Input": x}, {"Output": (1, FEATURES)})["Output"]
+    over = int(np.count_nonzero(np.abs(x) >= 128))
+    assert driver.last_run.saturated == {"Input": over} and over > 0
+    np.testing.assert_array_equal(out, _emulated(model, x))   # the emulator's run_model saturates
+    vectors = to_vectors(x, 12)
+    big = np.unravel_index(np.argmax(vectors), vectors.shape)       # a value of about +300
+    assert driver.dram0[big] == 32767                               # saturated in DRAM0,
+    wrapped = from_float_driver(vectors, FORMATS["FP16BP8"])[big] / 256  # Tensil's driver wraps:
+    assert abs(wrapped - vectors[big]) > 128                              # off by 256
+
+
+def test_inputs_must_be_the_models(models):
+    board, overlay, _ = _board(PERF)
+    driver = TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate)
+    with pytest.raises(ValueError, match=r"the model's inputs are \['Input'\]; got \['x'\]"):
+        driver.run({"x": _frame()})
+    with pytest.raises(ValueError, match=r"input 'Input' of shape \(1, 3, 8, 8\) takes 64 vectors "
+                                         r"of 12 lanes; the model's region holds 256"):
+        driver.run({"Input": np.zeros((1, 3, 8, 8), np.float32)})
+    with pytest.raises(ValueError, match="finite"):
+        driver.run({"Input": np.full((1, 3, SIZE, SIZE), np.nan, np.float32)})
+
+
+# --- waiting, and what hangs --------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 0.01
+        return self.now
+
+
+def test_the_driver_really_waits_for_the_probe(models):
+    model = models["pynqz1_perf"]
+    board, overlay, tcu = _board(PERF)
+    tcu.lag = True          # nothing runs until the driver's poll loop lets time pass
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate, sleep=tcu.advance)
+    x = _frame(3)
+    np.testing.assert_array_equal(driver.run({"Input": x}, {"Output": (1, FEATURES)})["Output"],
+                                  _emulated(model, x))
+    assert driver.last_run.polls == 2
+
+
+def test_a_hung_tcu_times_out_naming_the_probe(models):
+    model = models["pynqz1_perf"]
+    board, overlay, tcu = _board(PERF)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate, clock=_Clock(),
+                                       sleep=lambda s: None, timeout_s=1.0)
+    tcu.hang_after = len(tcu.executed) + 40
+    with pytest.raises(TcuTimeout, match=r"did not finish the program stream: the flush probe "
+                                         r"\(DataMove DRAM0 vector 258 -> local 8191 -> DRAM0 vector "
+                                         r"257, at 0x[0-9a-f]+\) had not landed 1 s later"):
+        driver.run({"Input": _frame()})
+
+
+def test_a_stalled_stream_times_out_naming_the_transfer(models):
+    board, overlay, _ = _board(PERF)
+    board.hardware("axi_dma_0").latency = 10 ** 9      # the TCU never takes the stream
+    with pytest.raises(TcuTimeout, match=r"did not finish the start stream: the AXI DMA's MM2S "
+                                         r"transfer of stream bytes 0..32 \(of 32, 4 instructions\) "
+                                         r"was still running"):
+        TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate,
+                                  clock=_Clock(), sleep=lambda s: None, timeout_s=1.0)
+    assert board.ddr.used == 0
+
+
+def test_a_design_without_a_tcu_times_out_at_the_self_test(models):
+    board = FakeBoard(ddr=FakeDDR(size=8 << 20))
+    overlay = FakeOverlay(TENSIL_BITFILE, device=board)   # nothing on the DMA's stream
+    with pytest.raises(TcuTimeout, match=r"start stream: the self-test .* wrote nothing"):
+        TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate,
+                                  clock=_Clock(), sleep=lambda s: None)
+
+
+def test_a_bitstream_of_another_array_size_is_refused_by_the_self_test(models):
+    board, overlay, _ = _board(PERF)                 # a 12x12 TCU
+    with pytest.raises(ArchMismatch, match=r"the bitstream's TCU moves 24-byte vectors \(12 FP16BP8 "
+                                           r"lanes\); the model .*pynqz1.tmodel was compiled for "
+                                           r"array_size 8 \(16-byte vectors\)"):
+        TensilDriver.from_overlay(overlay, models["pynqz1"], allocate=board.allocate)
+    assert board.ddr.used == 0
+
+
+def test_buffers_outside_the_tcus_reach_are_refused(models):
+    board, overlay, _ = _board(PERF)
+    with pytest.raises(DriverError, match=r"DRAM0 at 0x[0-9a-f]+\.\.0x[0-9a-f]+ is outside what the "
+                                          r"TCU's m_axi_dram0 master reaches \(0x0\.\.0xfffffff"):
+        TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate,
+                                  dram_windows={"dram0": (0, 0x0FFF_FFFF)})
+
+
+def test_an_overlay_that_is_not_loaded_is_refused(models):
+    board = FakeBoard()
+    overlay = FakeOverlay(TENSIL_BITFILE, device=board)
+    FakeOverlay("base.bit", device=board)
+    with pytest.raises(DriverError, match="is not the one loaded"):
+        TensilDriver.from_overlay(overlay, models["pynqz1_perf"], allocate=board.allocate)
+
+
+# --- the real RTL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(cosim.unavailable() is not None, reason="co-simulation: %s" % cosim.unavailable())
+def test_the_rtl_behind_the_fake_dma_computes_the_emulators_features(models):
+    model = models["pynqz1_perf"]
+    board = FakeBoard(ddr=FakeDDR(base=0, size=2 << 20))
+    overlay = FakeOverlay(TENSIL_BITFILE, device=board)
+    tcu = CosimTcu(model.arch, board.ddr).attach(board)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate, timeout_s=30.0)
+    x = _frame(5)
+    out = driver.run({"Input": x}, {"Output": (1, FEATURES)})["Output"]
+    np.testing.assert_array_equal(out, _emulated(model, x))
+    assert len(tcu.cycles) == 3 and tcu.cycles[-1] > model.prog.size // 8
