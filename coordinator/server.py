@@ -16,13 +16,21 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 import numpy as np
 
 from fedcore.atomic import atomic_write
-from fedcore.checks import boolean, check_table, is_int, number
+from fedcore.checks import boolean, check_table, number
 from fedcore.container import DecodeLimits
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig
 from fedcore.rounds import RoundResult, RoundServer
 from fedlink.link import Incoming, MqttLink
-from fedlink.protocol import PROTOCOL_VERSION, Topics, blob_id, check_name, from_json, to_json
+from fedlink.protocol import (
+    PRESENCE,
+    PROTOCOL_VERSION,
+    Topics,
+    blob_id,
+    check_name,
+    from_json,
+    to_json,
+)
 from fedlink.settings import LinkSettings
 
 from .report import TABLE_HEADER, plot_rounds, table_row
@@ -317,26 +325,22 @@ class Coordinator:
         if not payload:
             self.presence.online.pop(client, None)
             return
-        data = from_json(payload, f"presence of {client}")
-        status = data.get("status")
-        if status == "online":
+        data = from_json(payload, f"presence of {client}", PRESENCE)
+        if data.get("client", client) != client:
+            # With the ACL broker the topic is the authenticated user's; the payload must agree.
+            raise ConfigError(f"presence of {client}: the payload says client {data['client']!r}")
+        if data["status"] == "online":
             if client not in self.presence.online:
                 self._event({"event": "join", "client": client, "capabilities": data.get("capabilities")})
             self.presence.online[client] = time.monotonic()
-            if isinstance(data.get("capabilities"), dict):
+            if "capabilities" in data:
                 self.presence.capabilities[client] = data["capabilities"]
             last = data.get("last_update")
-            if isinstance(last, dict) and isinstance(last.get("plan_id"), str) and isinstance(
-                    last.get("train_s"), (int, float)):
-                self.presence.train_s[(client, last["plan_id"])] = float(last["train_s"])
-                full = last.get("full_model_bytes", 0)
-                if is_int(full) and 0 <= full < 1 << 40:
-                    self.presence.full_model_bytes[(client, last["plan_id"])] = int(full)
-        elif status == "offline":
-            if self.presence.online.pop(client, None) is not None:
-                self._event({"event": "leave", "client": client})
-        else:
-            raise ConfigError(f"presence of {client}: status must be 'online' or 'offline', got {status!r}")
+            if last is not None and "train_s" in last:
+                self.presence.train_s[(client, last["plan_id"])] = last["train_s"]
+                self.presence.full_model_bytes[(client, last["plan_id"])] = last.get("full_model_bytes", 0)
+        elif self.presence.online.pop(client, None) is not None:
+            self._event({"event": "leave", "client": client})
 
     def _on_update(self, client: str, plan_id: str, incoming: Incoming, arrivals: Optional[Dict[str, float]],
                    late: Optional[List[Dict[str, Any]]], began: float) -> None:

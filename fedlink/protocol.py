@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any, Dict, Mapping, Tuple
 
+from fedcore import safejson as sj
 from fedcore.errors import ConfigError
 
 __all__ = [
@@ -19,6 +20,10 @@ __all__ = [
     "check_name",
     "to_json",
     "from_json",
+    "LIMITS",
+    "PRESENCE",
+    "ANNOUNCEMENT",
+    "ACK",
 ]
 
 PROTOCOL_VERSION = 1
@@ -75,17 +80,52 @@ def to_json(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(dict(payload), sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def from_json(raw: bytes, what: str) -> Dict[str, Any]:
-    """Parse a small JSON object from the network; ConfigError says what is wrong."""
-    if len(raw) > MAX_JSON_BYTES:
-        raise ConfigError(f"{what}: {len(raw)} bytes, at most {MAX_JSON_BYTES} accepted")
+# Every JSON payload of the protocol, by schema (fedcore.safejson): a document is parsed within
+# LIMITS (size, depth, digits: no RecursionError or OverflowError can come out) and only then
+# checked field by field. Unknown keys are dropped, so newer peers may add fields.
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_HEX_ID = r"[A-Za-z0-9]{1,64}"
+LIMITS = sj.Limits(max_bytes=MAX_JSON_BYTES, max_depth=8, max_int_digits=16)
+_BYTES = sj.Int(0, 1 << 50)
+PRESENCE = sj.Object(
+    {"status": sj.Enum("online", "offline")},
+    optional={
+        "v": sj.Int(PROTOCOL_VERSION, PROTOCOL_VERSION),
+        "client": sj.Str(1, 64, pattern=_ID),
+        "time": sj.Float(0, 1e11),
+        "capabilities": sj.Map(sj.Any(), keys=sj.Str(1, 64), max_len=32),
+        "last_update": sj.Object({"plan_id": sj.Str(1, 64, pattern=_HEX_ID)}, optional={
+            "round": sj.Int(0, 1 << 31), "train_s": sj.Float(0, 1e7), "bytes": _BYTES,
+            "full_model_bytes": _BYTES}, unknown="drop"),
+    }, unknown="drop")
+ANNOUNCEMENT = sj.Object({}, optional={
+    "v": sj.Int(0, 1 << 16),  # another version is refused by name, not as a schema error
+    "run": sj.Str(1, 64, pattern=_ID),
+    "plan_id": sj.Str(1, 64, pattern=_HEX_ID),
+    "model_id": sj.Str(1, 64, pattern=_HEX_ID),
+    "full_id": sj.Str(1, 64, pattern=_HEX_ID),
+    "issued_at": sj.Float(0, 1e11),
+    "plan": sj.Map(sj.Any(), max_len=16),  # RoundPlan.from_dict checks every field
+    "done": sj.Bool(),
+    "completed_rounds": sj.Int(0, 1 << 31),
+    "stopped": sj.Str(0, 1024),
+}, unknown="drop")
+ACK = sj.Object({"status": sj.Enum("accepted", "duplicate", "late", "rejected")}, optional={
+    "v": sj.Int(PROTOCOL_VERSION, PROTOCOL_VERSION),
+    "plan_id": sj.Str(0, 64),
+    "round": sj.Int(0, 1 << 31),
+    "reason": sj.Str(0, 4096),
+    "update_id": sj.Str(0, 64, pattern=r"[0-9a-f]{0,64}"),
+}, unknown="drop")
+
+
+def from_json(raw: bytes, what: str, schema: sj.Schema) -> Dict[str, Any]:
+    """Parse a JSON payload from the network against its schema (PRESENCE, ANNOUNCEMENT,
+    ACK); ConfigError says what is wrong and where ($.last_update.train_s)."""
     try:
-        value = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ConfigError(f"{what}: not UTF-8 JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
+        return sj.parse(bytes(raw), schema, LIMITS)
+    except sj.JSONError as error:
+        raise ConfigError(f"{what}: {error}") from None
 
 
 def blob_id(blob: bytes) -> str:

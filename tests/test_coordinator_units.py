@@ -3,6 +3,7 @@ the run store (atomic checkpoint, log trimming on resume)."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -10,7 +11,16 @@ from coordinator.server import CoordinatorSettings
 from coordinator.store import RunStore
 from fedcore.errors import ConfigError
 from fedcore.experiment import load_run_config
-from fedlink.protocol import MAX_JSON_BYTES, Topics, blob_id, check_name, from_json, to_json
+from fedlink.protocol import (
+    ACK,
+    MAX_JSON_BYTES,
+    PRESENCE,
+    Topics,
+    blob_id,
+    check_name,
+    from_json,
+    to_json,
+)
 from fedlink.settings import parse_broker
 
 
@@ -37,12 +47,19 @@ def test_topic_names_and_parsing():
             check_name(bad, "id")
 
 
-def test_json_payloads_are_checked():
-    assert from_json(to_json({"a": 1}), "x") == {"a": 1}
-    for raw, words in [(b"\xff", "not UTF-8 JSON"), (b"[1]", "JSON object"), (b"{", "not UTF-8 JSON"),
-                       (b" " * (MAX_JSON_BYTES + 1), "at most")]:
-        with pytest.raises(ConfigError, match=words):
-            from_json(raw, "presence")
+def test_json_payloads_are_checked_against_their_schema():
+    presence = {"v": 1, "status": "online", "client": "c-1", "last_update": {"plan_id": "ab", "train_s": 2}}
+    assert from_json(to_json(presence), "x", PRESENCE)["last_update"]["train_s"] == 2.0
+    for raw, words in [(b"\xff", "UTF-8"), (b"[1]", "expected an object"), (b"{", "byte"),
+                       (b" " * (MAX_JSON_BYTES + 1), "exceeds the limit"),
+                       (b"[" * 20000 + b"]" * 20000, "nested deeper"),
+                       (b'{"status":"online","time":' + b"9" * 400 + b"}", "digits"),
+                       (b'{"status":"away"}', "$.status"),
+                       (to_json({"status": "online", "last_update": {"plan_id": "a", "train_s": -1}}),
+                        "$.last_update.train_s")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            from_json(raw, "presence", PRESENCE)
+    assert from_json(b'{"status":"accepted","extra":1}', "ack", ACK) == {"status": "accepted"}  # newer fields
 
 
 def test_coordinator_settings_defaults_and_errors():

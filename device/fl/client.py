@@ -20,7 +20,16 @@ from typing import Any, Dict, Optional, Set, Tuple
 from fedcore.errors import ConfigError, FedCoreError, MessageError
 from fedcore.rounds import OutOfSync, RoundClient, RoundPlan, Trainer
 from fedlink.link import Incoming, MqttLink
-from fedlink.protocol import PROTOCOL_VERSION, Topics, blob_id, check_name, from_json, to_json
+from fedlink.protocol import (
+    ACK,
+    ANNOUNCEMENT,
+    PROTOCOL_VERSION,
+    Topics,
+    blob_id,
+    check_name,
+    from_json,
+    to_json,
+)
 
 __all__ = ["Announcement", "FLClient", "default_capabilities"]
 
@@ -144,11 +153,11 @@ class FLClient:
             return
         try:
             if incoming.topic == self.topics.round:
-                self._on_announcement(from_json(incoming.payload, "round announcement"))
+                self._on_announcement(from_json(incoming.payload, "round announcement", ANNOUNCEMENT))
             elif incoming.topic in (self.topics.model, self.topics.full_model):
                 self._on_model(incoming.payload, incoming.topic == self.topics.full_model)
             elif incoming.topic == self.topics.ack(self.client_id):
-                self._on_ack(from_json(incoming.payload, "acknowledgement"))
+                self._on_ack(from_json(incoming.payload, "acknowledgement", ACK))
         except (ConfigError, MessageError) as error:
             log.warning("%s: ignored a message on %s: %s", self.client_id, incoming.topic, error)
 
