@@ -1,6 +1,7 @@
 """The shipped Mosquitto config and ACL (brokers/): with passwords made by
 brokers/make_passwords.sh, a device publishes on its own topics only."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -10,7 +11,9 @@ import time
 
 import pytest
 
+from fedlink.link import MqttLink
 from fedlink.protocol import Topics
+from fedlink.settings import parse_broker
 from tests.fl_testkit import ROOT, Watcher
 from tests.mosquitto_broker import Mosquitto, free_port, require_mosquitto
 
@@ -238,7 +241,7 @@ def test_make_broker_starts_as_an_unprivileged_user(state_dir):
     assert uid == nobody, broker.output()
 
 
-def test_make_broker_listens_where_told_and_offers_tls(tmp_path, state_dir):
+def test_make_broker_listens_where_told_and_offers_tls(tmp_path, state_dir, caplog):
     import ssl
 
     import paho.mqtt.client as mqtt
@@ -281,6 +284,19 @@ def test_make_broker_listens_where_told_and_offers_tls(tmp_path, state_dir):
                 client.loop_stop()
                 client.disconnect()
             answers.append(connected == [True])
+        # A certificate our CA did not sign: the link names the TLS failure, not "not reachable".
+        subprocess.run([os.path.join(ROOT, "brokers", "make_tls.sh"), "--out", str(tmp_path / "other"),
+                        "localhost", "127.0.0.1"], capture_output=True, check=True, timeout=60)
+        with caplog.at_level(logging.INFO, logger="fedlink.link"):
+            link = MqttLink(parse_broker(f"mqtts://coordinator@127.0.0.1:{tls_port}"), "coordinator", [],
+                            ca_file=str(tmp_path / "other" / "ca.crt"), reconnect=(0.1, 0.2)).start()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any("TLS with" in r.getMessage() for r in caplog.records):
+                time.sleep(0.05)
+            link.stop()
+        failures = [r.getMessage() for r in caplog.records if "TLS with" in r.getMessage()]
+        assert failures and "certificate verify failed" in failures[0] and "--ca-file" in failures[0]
+        assert not link.connected.is_set()
     finally:
         secure.stop()
     assert answers == [True, False], secure.output()  # TLS with the CA connects; plain MQTT does not
