@@ -1,0 +1,200 @@
+"""From an ONNX file to `<name>.tmodel`, `.tprog`, `.tdata` (and `.tasm`, `.dot`), with a
+compile summary in the shape of Tensil's.
+
+    result = compile_model("models/resnet9_f16_strided_32.onnx", "tensil_arch/pynqz1_perf.tarch",
+                           out_dir="models")
+    print(result.summary)
+
+The name follows Tensil's rule: the model file name with every character outside
+[A-Za-z0-9 :] replaced by `_`, then `_` and the architecture file's stem
+(`resnet9_f16_strided_32_onnx_pynqz1_perf`). The `.tmodel` has exactly the keys Tensil's
+PYNQ driver unpacks; the input is DRAM0 vector 0 onwards in Tensil's NHWC vector layout
+(ceil(C/N) vectors a pixel, padding lanes zero), the output follows it in the same layout,
+the `.tdata` is the DRAM1 image from vector 0.
+"""
+
+import dataclasses
+import pathlib
+import re
+import time
+from typing import Dict, List, Optional, Union
+
+from ..arch import Architecture, format_table, load_tarch
+from ..estimate import Estimate, estimate, estimate_memory_aware
+from ..fixed import to_bytes
+from ..isa import encode_program, format_program
+from ..tmodel import ConstsFile, ProgramFile, TensilModel, Vars, write_tmodel
+from .backend import CompiledProgram, schedule
+from .frontend import fuse, load_onnx
+from .graph import Graph, LinearTerm, MaxTerm
+from .quantize import QGraph, quantize
+
+__all__ = ["CompileResult", "compile_graph", "compile_model", "model_name"]
+
+CLOCKS_MHZ = (50.0, 125.0)
+
+
+@dataclasses.dataclass
+class CompileResult:
+    name: str
+    arch: Architecture
+    graph: Graph
+    qgraph: QGraph
+    program: CompiledProgram
+    tmodel: TensilModel
+    estimate: Estimate
+    memory_estimate: Estimate
+    seconds: float
+    files: Dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
+
+    @property
+    def instructions(self) -> list:
+        return self.program.instructions
+
+    @property
+    def program_bytes(self) -> bytes:
+        return encode_program(self.program.instructions, self.arch)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.graph.layers)
+
+    def mac_efficiency(self, cycles: int) -> float:
+        return self.macs / (self.arch.array_size ** 2 * cycles) if cycles else 0.0
+
+    @property
+    def summary(self) -> str:
+        return summary(self)
+
+
+def model_name(model_path: Union[str, pathlib.Path], arch_path: Union[str, pathlib.Path]) -> str:
+    """Tensil's output name: `resnet9.onnx` + `pynqz1.tarch` -> `resnet9_onnx_pynqz1`."""
+    stem = re.sub(r"[^a-zA-Z0-9\s:]", "_", pathlib.Path(model_path).name)
+    return "%s_%s" % (stem, pathlib.Path(arch_path).stem)
+
+
+def compile_graph(graph: Graph, arch: Architecture, name: str) -> CompileResult:
+    """Quantize, schedule and package a (fused) graph; no files written."""
+    started = time.process_time()
+    qgraph = quantize(graph, arch)
+    program = schedule(qgraph)
+    size = len(program.instructions) * arch.layout.instruction_bytes
+    tmodel = TensilModel(
+        name, ProgramFile(name + ".tprog", size),
+        (ConstsFile(name + ".tdata", 0, int(program.dram1.shape[0])),),
+        (Vars(graph.input_name, program.input_region.base, program.input_region.size),),
+        (Vars(graph.output_name, program.output_region.base, program.output_region.size),),
+        arch, False)
+    tensil = estimate(program.instructions, arch)
+    memory = estimate_memory_aware(program.instructions, arch)
+    return CompileResult(name, arch, graph, qgraph, program, tmodel, tensil, memory,
+                         time.process_time() - started)
+
+
+def compile_model(model: Union[str, pathlib.Path], arch: Union[str, pathlib.Path, Architecture],
+                  out_dir: Optional[Union[str, pathlib.Path]] = None, name: Optional[str] = None,
+                  write_tasm: bool = False, write_graph: bool = False) -> CompileResult:
+    """Compile an ONNX file for a `.tarch`; with `out_dir`, write the files there."""
+    started = time.process_time()
+    if isinstance(arch, Architecture):
+        architecture, arch_path = arch, "arch"
+    else:
+        architecture, arch_path = load_tarch(arch), str(arch)
+    name = name or model_name(model, arch_path)
+    graph = fuse(load_onnx(model))
+    result = compile_graph(graph, architecture, name)
+    result.seconds = time.process_time() - started
+    if out_dir is not None:
+        write_files(result, pathlib.Path(out_dir), write_tasm, write_graph)
+    return result
+
+
+def write_files(result: CompileResult, out_dir: pathlib.Path, write_tasm: bool = False,
+                write_graph: bool = False) -> Dict[str, pathlib.Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arch, name = result.arch, result.name
+    files = {"tprog": out_dir / (name + ".tprog"), "tdata": out_dir / (name + ".tdata"),
+             "tmodel": out_dir / (name + ".tmodel")}
+    files["tprog"].write_bytes(result.program_bytes)
+    files["tdata"].write_bytes(to_bytes(result.program.dram1, result.qgraph.fmt))
+    write_tmodel(dataclasses.replace(result.tmodel, path=files["tmodel"]), files["tmodel"])
+    if write_tasm:
+        files["tasm"] = out_dir / (name + ".tasm")
+        files["tasm"].write_text(format_program(result.program.instructions, arch),
+                                 encoding="utf-8")
+    if write_graph:
+        files["dot"] = out_dir / (name + ".dot")
+        files["dot"].write_text(layer_graph(result), encoding="utf-8")
+    result.files = files
+    return files
+
+
+def layer_graph(result: CompileResult) -> str:
+    """The layers and the activations between them as Graphviz DOT."""
+    graph = result.graph
+    reports = {r.name: r for r in result.program.layers}
+    lines = ["digraph \"%s\" {" % result.name, "  rankdir=TB; node [shape=box, fontsize=10];"]
+    ids = {id(graph.input): "input"}
+    lines.append("  input [label=\"%s\\n%dx%dx%d\", shape=ellipse];" % (
+        graph.input.name, *graph.input.shape))
+    for index, layer in enumerate(graph.layers):
+        node = "layer%d" % index
+        ids[id(layer.output)] = node
+        report = reports.get(layer.name)
+        extra = "\\n%d instructions, %s" % (report.instructions, report.home) if report else ""
+        lines.append("  %s [label=\"%s\\n%s\\n%dx%dx%d%s\"];" % (
+            node, layer.name.replace('"', "'"), "+".join(layer.ops), *layer.output.shape, extra))
+        for term in layer.terms:
+            kind = "conv %dx%d/%d" % (term.kernel + (term.stride[0],)) if isinstance(
+                term, (LinearTerm, MaxTerm)) else "add"
+            lines.append("  %s -> %s [label=\"%s\", fontsize=8];" % (ids[id(term.input)], node,
+                                                                     kind))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def summary(result: CompileResult) -> str:
+    """COMPILER SUMMARY, LAYERS SUMMARY, instruction composition, overflow summaries."""
+    arch, program = result.arch, result.program
+    n, vector = arch.array_size, arch.vector_bytes
+    cycles = result.estimate.cycles
+    memory_cycles = result.memory_estimate.cycles
+    rows: List[tuple] = [
+        ("Model", result.name),
+        ("Data type", arch.data_type),
+        ("Array size", n),
+        ("Number of layers", len(result.graph.layers)),
+        ("Total number of instructions", len(program.instructions)),
+        ("Program size (bytes)", len(program.instructions) * arch.layout.instruction_bytes),
+        ("DRAM0 usage (vectors/bytes)", program.dram0_vectors, program.dram0_vectors * vector),
+        ("DRAM1 usage, consts (vectors/bytes)", int(program.dram1.shape[0]),
+         int(program.dram1.shape[0]) * vector),
+        ("Local memory peak (vectors, of %d)" % arch.local_depth, program.local_peak),
+        ("Accumulator peak (vectors, of %d)" % arch.accumulator_depth, program.accumulator_peak),
+        ("Activations in DRAM0", ", ".join(program.spilled) or "none (all on chip)"),
+        ("True MACs", result.macs),
+        ("Execution latency, Tensil's model (cycles)", cycles),
+        ("Execution latency, memory-aware model (cycles)", memory_cycles),
+    ]
+    for mhz in CLOCKS_MHZ:
+        rows.append(("Latency at %g MHz, Tensil's / memory-aware model (ms)" % mhz,
+                     "%.3f / %.3f" % (cycles / mhz / 1e3, memory_cycles / mhz / 1e3)))
+    rows += [("MAC efficiency, Tensil's / memory-aware model (%)",
+              "%.1f / %.1f" % (100 * result.mac_efficiency(cycles),
+                               100 * result.mac_efficiency(memory_cycles))),
+             ("Compilation time (seconds, CPU)", "%.2f" % result.seconds)]
+    stats = result.qgraph.stats
+    rows += [("Consts overflow / underflow count", "%d / %d" % (stats.overflow_count,
+                                                             stats.underflow_count))]
+    text = format_table("COMPILER SUMMARY", rows)
+    layer_rows = []
+    for r in program.layers:
+        part = estimate(program.instructions[r.start:r.start + r.instructions], arch)
+        layer_rows.append((r.name, r.ops, r.output, "strips %d" % r.strips,
+                           "weights %d" % r.weight_vectors, "instr %d" % r.instructions,
+                           "cycles %d" % part.cycles, "MACs %d" % r.macs, r.home))
+    text += format_table("LAYERS SUMMARY", layer_rows)
+    kinds = [(kind, count, c) for kind, count, c, _ in result.estimate.table()]
+    text += format_table("TOTAL INSTRUCTIONS COMPOSITION (count/cycles, Tensil's model)", kinds)
+    text += stats.report()
+    return text
