@@ -101,6 +101,7 @@ class CompiledProgram:
     accumulator_peak: int
     spilled: List[str]
     layers: List[LayerReport]
+    regions: Dict[str, Region] = dataclasses.field(default_factory=dict)   # by value name
 
 
 class _NoRoom(Exception):
@@ -311,9 +312,10 @@ class _Scheduler:
         spilled = [v.name for v in graph.values()[1:-1] if self.homes.get(id(v)) == "dram0"]
         if self.homes.get(id(graph.input)) != "local":
             spilled.insert(0, graph.input.name + " (read from DRAM0)")
+        regions = {v.name: self.regions[id(v)] for v in graph.values() if id(v) in self.regions}
         return CompiledProgram(self.program.instructions, dram1, self.input_dram,
                                self.output_dram, self.dram0_top, self.local.peak,
-                               self.acc_peak, spilled, self.reports)
+                               self.acc_peak, spilled, self.reports, regions)
 
     def _import_input(self) -> None:
         x = self.q.graph.input
@@ -514,9 +516,11 @@ class _Scheduler:
     def _load_strips(self, q: QLayer, buffers: Dict[int, Region], i0: int, i1: int,
                      strip: int, group_start: bool) -> Dict[int, Region]:
         """The region each term reads for output rows [i0, i1): its home when resident,
-        else its strip buffer, filled from DRAM0 (border rows zeroed)."""
+        else its strip buffer, filled from DRAM0 after its border is zeroed (the whole
+        buffer before the first strip, the rows outside the image afterwards)."""
         views: Dict[int, Region] = {}
         zero_runs: List[Tuple[int, int]] = []
+        loads: List[Tuple[Region, Region, int, int, int]] = []
         for t, term in enumerate(q.layer.terms):
             home = self.regions[id(term.input)]
             if home.space == "local":
@@ -536,13 +540,12 @@ class _Scheduler:
             for cb in range(blocks_of(x.channels, self.n)):
                 for r in range(first, first + count):
                     if 0 <= r < x.height:
-                        self._move_row(K.DRAM0_TO_LOCAL, view.addr(cb, r, 0), home, cb, r,
-                                       x.width)
+                        loads.append((view, home, cb, r, x.width))
                     elif strip > 0:
                         zero_runs.append((view.addr(cb, r, -view.left), view.row_pitch))
-        if zero_runs:
-            # rows outside the image; disjoint from the rows just loaded, so order is free
-            self._zero_runs(zero_runs)
+        self._zero_runs(zero_runs)   # borrows the accumulator tile and the array
+        for view, home, cb, r, width in loads:
+            self._move_row(K.DRAM0_TO_LOCAL, view.addr(cb, r, 0), home, cb, r, width)
         return views
 
     def _compute(self, q: QLayer, cob: int, ops: List, first: bool, views: Dict[int, Region],

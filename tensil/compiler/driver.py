@@ -17,11 +17,15 @@ import dataclasses
 import pathlib
 import re
 import time
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
+import numpy as np
+
+from .. import emulator
 from ..arch import Architecture, format_table, load_tarch
+from ..emulator import EmulatorReport
 from ..estimate import Estimate, estimate, estimate_memory_aware
-from ..fixed import to_bytes
+from ..fixed import from_float_saturating, to_bytes, to_float
 from ..isa import encode_program, format_program
 from ..tmodel import ConstsFile, ProgramFile, TensilModel, Vars, write_tmodel
 from .backend import CompiledProgram, schedule
@@ -66,6 +70,48 @@ class CompileResult:
     def summary(self) -> str:
         return summary(self)
 
+    # running the program ------------------------------------------------------------
+    def input_vectors(self, x: np.ndarray) -> np.ndarray:
+        """A float input (C, H, W) as the driver is given it: NHWC vectors, padding lanes 0."""
+        value, n = self.graph.input, self.arch.array_size
+        x = np.asarray(x, np.float64).reshape(value.shape)
+        cb = -(-value.channels // n)
+        padded = np.zeros((cb * n, value.height, value.width))
+        padded[:value.channels] = x
+        return padded.transpose(1, 2, 0).reshape(-1, n)
+
+    def dram0_image(self, x: np.ndarray) -> np.ndarray:
+        """Raw DRAM0 with the input converted like our driver does (half even, saturated)."""
+        raw, _ = from_float_saturating(self.input_vectors(x), self.qgraph.fmt)
+        image = np.zeros((self.program.dram0_vectors, self.arch.array_size), np.int64)
+        image[:raw.shape[0]] = raw
+        return image
+
+    def output_vectors(self, dram0: np.ndarray) -> np.ndarray:
+        region = self.program.output_region
+        return np.asarray(dram0)[region.base:region.base + region.size].astype(np.int64)
+
+    def output_floats(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw output vectors -> float (C, H, W) without the padding lanes."""
+        value, n = self.graph.output, self.arch.array_size
+        cb = -(-value.channels // n)
+        dense = to_float(vectors, self.qgraph.fmt).reshape(value.height, value.width, cb * n)
+        return dense[:, :, :value.channels].transpose(2, 0, 1)
+
+    def run_emulator(self, x: np.ndarray) -> Tuple[np.ndarray, EmulatorReport]:
+        """(raw output vectors, report) of the program on the emulator."""
+        dram0, _, report = emulator.run(self.program.instructions, self.dram0_image(x),
+                                        self.program.dram1, self.arch)
+        return self.output_vectors(dram0), report
+
+    def run_rtl(self, x: np.ndarray, **options: object) -> Tuple[np.ndarray, object]:
+        """(raw output vectors, CosimResult) of the program on the RTL (tensil.cosim)."""
+        from .. import cosim
+
+        result = cosim.run(self.program_bytes, self.dram0_image(x).astype(np.int16),
+                           self.program.dram1.astype(np.int16), self.arch, **options)
+        return self.output_vectors(result.dram0), result
+
 
 def model_name(model_path: Union[str, pathlib.Path], arch_path: Union[str, pathlib.Path]) -> str:
     """Tensil's output name: `resnet9.onnx` + `pynqz1.tarch` -> `resnet9_onnx_pynqz1`."""
@@ -91,7 +137,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str) -> CompileResult:
                          time.process_time() - started)
 
 
-def compile_model(model: Union[str, pathlib.Path], arch: Union[str, pathlib.Path, Architecture],
+def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathlib.Path, Architecture],
                   out_dir: Optional[Union[str, pathlib.Path]] = None, name: Optional[str] = None,
                   write_tasm: bool = False, write_graph: bool = False) -> CompileResult:
     """Compile an ONNX file for a `.tarch`; with `out_dir`, write the files there."""
@@ -100,7 +146,10 @@ def compile_model(model: Union[str, pathlib.Path], arch: Union[str, pathlib.Path
         architecture, arch_path = arch, "arch"
     else:
         architecture, arch_path = load_tarch(arch), str(arch)
-    name = name or model_name(model, arch_path)
+    if name is None:
+        if isinstance(model, (bytes, bytearray)):
+            raise ValueError("compiling ONNX bytes needs a name")
+        name = model_name(model, arch_path)
     graph = fuse(load_onnx(model))
     result = compile_graph(graph, architecture, name)
     result.seconds = time.process_time() - started

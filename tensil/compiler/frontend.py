@@ -79,12 +79,26 @@ def read_model(source: Union[str, pathlib.Path, bytes]) -> onnx.ModelProto:
     if opset[0] not in OPSETS:
         raise UnsupportedError("%s: ONNX opset %d is not supported; the supported range is "
                                "[%d, %d] (Tensil's)" % (where, opset[0], OPSETS[0], OPSETS[-1]))
+    _check_references(model.graph, where)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise ModelError("%s: the ONNX checker refuses the model: %s" % (where, first)) from None
     return model
+
+
+def _check_references(graph: onnx.GraphProto, where: str) -> None:
+    """Every node input is the graph input, an initializer or an earlier node's output."""
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for index, node in enumerate(graph.node):
+        for position, name in enumerate(node.input):
+            if name and name not in known:
+                raise ModelError("%s: node %r (%s): input %d %r is missing: neither the graph "
+                                 "input, an initializer nor an earlier node's output" % (
+                                     where, node.name or "%s_%d" % (node.op_type, index),
+                                     node.op_type, position, name))
+        known.update(node.output)
 
 
 def _tensor(proto: onnx.TensorProto, where: str) -> np.ndarray:
@@ -639,7 +653,7 @@ SUPPORTED_OPS: Dict[str, Tuple[_Lowering, Dict[str, Any]]] = {
     "BatchNormalization": (_batchnorm, {"epsilon": 1e-5, "momentum": 0.9, "spatial": 1}),
     "Relu": (_activation, {}),
     "LeakyRelu": (_activation, {"alpha": 0.01}),
-    "Clip": (_activation, {"min": None, "max": None}),
+    "Clip": (_activation, {"min": -3.4028234663852886e38, "max": 3.4028234663852886e38}),
     "Add": (_binary, {}),
     "Sub": (_binary, {}),
     "Mul": (_binary, {}),

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "MaxTerm", "PostOp",
-           "Relu", "Scale", "Term", "Value", "describe", "evaluate", "term_output_size"]
+           "Relu", "Scale", "Term", "Value", "describe", "evaluate", "evaluate_layer",
+           "term_output_size"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -215,27 +216,37 @@ def _post(x: np.ndarray, op: PostOp) -> np.ndarray:
     return x * op.factors[None]
 
 
-def evaluate(graph: Graph, x: np.ndarray) -> np.ndarray:
-    """The graph in float64 on one input (C, H, W) (or any shape of that size)."""
+def evaluate_layer(layer: Layer, env: Dict[int, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(the sum of its terms and bias, the output after the post-ops) of one layer."""
+    acc: Optional[np.ndarray] = None
+    for term in layer.terms:
+        source = env[id(term.input)]
+        if isinstance(term, LinearTerm):
+            part = _conv(source, term)
+        elif isinstance(term, MaxTerm):
+            part = _max(source, term)
+        else:
+            part = source
+        acc = part if acc is None else acc + part
+    assert acc is not None
+    if layer.bias is not None:
+        acc = acc + layer.bias[:, None, None]
+    out = acc
+    for op in layer.post:
+        out = _post(out, op)
+    return acc, out
+
+
+def evaluate(graph: Graph, x: np.ndarray, values: Optional[Dict[int, np.ndarray]] = None
+             ) -> np.ndarray:
+    """The graph in float64 on one input (C, H, W) (or any shape of that size); `values`
+    receives every tensor by id(Value)."""
     env: Dict[int, np.ndarray] = {id(graph.input): np.asarray(x, np.float64).reshape(
         graph.input.shape)}
     for layer in graph.layers:
-        acc: Optional[np.ndarray] = None
-        for term in layer.terms:
-            source = env[id(term.input)]
-            if isinstance(term, LinearTerm):
-                part = _conv(source, term)
-            elif isinstance(term, MaxTerm):
-                part = _max(source, term)
-            else:
-                part = source
-            acc = part if acc is None else acc + part
-        assert acc is not None
-        if layer.bias is not None:
-            acc = acc + layer.bias[:, None, None]
-        for op in layer.post:
-            acc = _post(acc, op)
-        env[id(layer.output)] = acc
+        env[id(layer.output)] = evaluate_layer(layer, env)[1]
+    if values is not None:
+        values.update(env)
     return env[id(graph.output)]
 
 

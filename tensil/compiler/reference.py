@@ -13,10 +13,10 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..fixed import FixedFormat, add, from_float_saturating, mac, saturate, to_float
-from .graph import LinearTerm, Value
+from .graph import AddTerm, Clip, LeakyRelu, LinearTerm, MaxTerm, Scale, Value, evaluate_layer
 from .quantize import CopyOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of
 
-__all__ = ["blocked", "mac_chain", "reference", "reference_features", "to_vectors"]
+__all__ = ["blocked", "error_bound", "error_tolerance", "mac_chain", "reference", "reference_features", "to_vectors"]
 
 
 def blocked(x: np.ndarray, n: int) -> np.ndarray:
@@ -132,3 +132,95 @@ def reference_features(qgraph: QGraph, x: np.ndarray) -> np.ndarray:
     b, cb, h, w, n = floats.shape
     dense = floats.transpose(0, 2, 3, 1, 4).reshape(b, h, w, cb * n)[..., :out.channels]
     return dense.reshape(b, -1)
+
+
+def error_bound(qgraph: QGraph, x: np.ndarray) -> float:
+    """A bound of |fixed point - float| on the output for input x (C, H, W), from the
+    format's resolution and the graph's depth, assuming nothing saturates.
+
+    With u = 2^-(frac_bits+1) (half the resolution: 1/512 for FP16BP8), an input within e of
+    its float value, weights rounded (each within u), every product rounded (within u): a
+    linear term's output block is within ||W_co||_1 e + nnz_co u (|x|max + e) + nnz_co u, its
+    bias within u; additions add the errors; max pools keep them; ReLU and Clip do not grow
+    them (Clip's bounds: + u); LeakyRelu adds u (|x|max + e) + u; a Scale c gives
+    c e + u |x|max + u. Errors are propagated layer by layer with the float activations'
+    maxima; the result is the output's bound. Loose, but it never fails an honest program.
+    """
+    u = 0.5 / qgraph.fmt.one
+    graph = qgraph.graph
+    env = {id(graph.input): np.asarray(x, np.float64).reshape(graph.input.shape)}
+    errors = {id(graph.input): u}
+    for q in qgraph.layers:
+        layer = q.layer
+        acc, out = evaluate_layer(layer, env)
+        env[id(layer.output)] = out
+        total = np.zeros(layer.output.channels)
+        for term in layer.terms:
+            e_in = errors[id(term.input)]
+            if isinstance(term, LinearTerm):
+                x_max = float(np.abs(env[id(term.input)]).max())
+                w = term.weight.reshape(term.weight.shape[0], -1)
+                nnz = np.count_nonzero(w, axis=1)
+                total += np.abs(w).sum(axis=1) * e_in + nnz * u * (x_max + e_in) + nnz * u
+            elif isinstance(term, (AddTerm, MaxTerm)):
+                total += e_in
+        if layer.bias is not None:
+            total += u
+        e = float(total.max())
+        a_max = float(np.abs(acc).max())
+        for op in layer.post:
+            if isinstance(op, LeakyRelu):
+                e = max(1.0, op.alpha) * e + u * (a_max + e) + u
+            elif isinstance(op, Clip):
+                e = e + u
+            elif isinstance(op, Scale):
+                e = float(op.factors.max()) * e + u * a_max + u
+                a_max *= float(op.factors.max())
+        errors[id(layer.output)] = e
+    return errors[id(graph.output)]
+
+
+def error_tolerance(qgraph: QGraph, x: np.ndarray, sigmas: float = 6.0) -> float:
+    """The expected size of |fixed point - float| on the output for input x, times `sigmas`.
+
+    The worst case of `error_bound` multiplies the l1 norms of every layer and grows far
+    faster than real errors. Here every rounding (input, weights, products, constants) is
+    an independent error uniform in +-u (variance u^2/3, u half the resolution), and
+    variances propagate: a linear term gives sum(w^2) var_in + nnz (u^2/3) (1 + E[x^2]),
+    a bias u^2/3, additions add, max pools and ReLU keep, LeakyRelu and Scale scale and
+    add their own rounding. The tolerance is `sigmas` standard deviations plus u.
+    """
+    u = 0.5 / qgraph.fmt.one
+    unit = u * u / 3.0
+    graph = qgraph.graph
+    env = {id(graph.input): np.asarray(x, np.float64).reshape(graph.input.shape)}
+    variance = {id(graph.input): unit}
+    for q in qgraph.layers:
+        layer = q.layer
+        acc, out = evaluate_layer(layer, env)
+        env[id(layer.output)] = out
+        total = np.zeros(layer.output.channels)
+        for term in layer.terms:
+            v_in = variance[id(term.input)]
+            if isinstance(term, LinearTerm):
+                mean_square = float(np.mean(env[id(term.input)] ** 2))
+                w = term.weight.reshape(term.weight.shape[0], -1)
+                nnz = np.count_nonzero(w, axis=1)
+                total += (w ** 2).sum(axis=1) * v_in + nnz * unit * (1.0 + mean_square)
+            else:
+                total += v_in
+        if layer.bias is not None:
+            total += unit
+        v = float(total.max())
+        a_square = float(np.mean(acc ** 2))
+        for op in layer.post:
+            if isinstance(op, LeakyRelu):
+                v = max(1.0, op.alpha) ** 2 * v + unit * (1.0 + a_square)
+            elif isinstance(op, Clip):
+                v = v + unit
+            elif isinstance(op, Scale):
+                c = float(op.factors.max())
+                v = c * c * v + unit * (1.0 + a_square)
+                a_square *= c * c
+        variance[id(layer.output)] = v
+    return sigmas * float(np.sqrt(variance[id(graph.output)])) + u
