@@ -9,7 +9,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto verilator g++ make
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil clean
+.PHONY: help setup test lint bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil compile clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -26,7 +26,8 @@ help:
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
 	@echo "make broker        Mosquitto with passwords + per-device ACL (brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
-	@echo "make bench-tensil  Tensil emulator MAC/s on MatMul-heavy programs next to the plain reference"
+	@echo "make bench-tensil  Tensil emulator MAC/s next to the plain reference; the compiled backbone: accuracy, RTL cycles, compile time"
+	@echo "make compile       compile the bundled backbone for both .tarch files into models/ (TENSIL=docker: Tensil's own compiler)"
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
@@ -95,6 +96,18 @@ bench-coordinator: setup
 
 bench-tensil: setup
 	$(BIN)/python -m benchmarks.tensil
+
+# The bundled backbone for both architectures, beside its ONNX (a board runs without compiling).
+# TENSIL=docker runs Tensil's own compiler (tensilai/tensil image) into runs/tensil-docker/.
+TENSIL ?= python
+BACKBONE_ONNX := models/resnet9_f16_strided_32.onnx
+ARCHS := tensil_arch/pynqz1_perf.tarch tensil_arch/pynqz1.tarch
+compile: setup
+ifeq ($(TENSIL),docker)
+	@for arch in $(ARCHS); do scripts/tensil_docker_compile.sh $(BACKBONE_ONNX) $$arch runs/tensil-docker || exit $$?; done
+else
+	@for arch in $(ARCHS); do $(BIN)/python -m tensil compile $(BACKBONE_ONNX) --arch $$arch --out models --quiet || exit $$?; done
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim

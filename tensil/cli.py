@@ -149,11 +149,12 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     try:
-        from .compiler import compile_model   # a workstation part: needs onnx
+        from .compiler import compile_model  # a workstation part: needs onnx
     except ImportError as exc:
         raise TensilError("the compiler needs the onnx package (pip install -e '.[train]'), "
                           "which this installation lacks (%s)" % exc) from None
-    result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph)
+    result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
+                           args.strategy)
     if not args.quiet:
         print(result.summary, end="")
     for kind, path in sorted(result.files.items()):
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="output name (default: Tensil's <model>_onnx_<arch>)")
     p.add_argument("--tasm", action="store_true", help="also write the .tasm listing")
     p.add_argument("--graph", action="store_true", help="also write the layer graph (.dot)")
+    p.add_argument("--strategy", choices=("on-chip", "dram0"), default="on-chip",
+                   help="on-chip: activations stay in local memory when they fit (default); "
+                        "dram0: every activation back to DRAM0, as Tensil's compiler does")
     p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
     p.set_defaults(run=_cmd_compile)
     return parser

@@ -248,6 +248,18 @@ def test_rows_in_several_strips_on_the_rtl():
     assert max(r.strips for r in result.program.layers) >= 2
 
 
+@needs_rtl
+def test_tensils_strategy_every_activation_in_dram0_on_the_rtl():
+    data = _model("residual", shape=(1, 5, 16, 16))
+    graph = fuse(load_onnx(data))
+    result = compile_graph(graph, ARCH12, "t", strategy="dram0")
+    assert result.program.regions[graph.layers[0].output.name].space == "dram0"
+    x = np.random.default_rng(2).standard_normal((5, 16, 16))
+    got, _ = result.run_emulator(x)
+    assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
+    assert np.array_equal(result.run_rtl(x)[0], got)
+
+
 def test_weight_groups_chunks_and_spills_with_small_memories():
     data = _wide_model((1, 6, 12, 12), 6, 20)
     # 4-lane array: 5 blocks of 20 channels; 300 vectors of local memory: weights in groups,
@@ -397,3 +409,15 @@ def test_bundled_backbone_equals_the_reference_and_fits_on_chip(arch):
         on_rtl, cosim_result = result.run_rtl(x)
         assert np.array_equal(on_rtl, got)
         assert cosim_result.cycles < 2_000_000
+        # the RTL-calibrated cycle model (tensil/compiler/cycles.py) stays within 3 %
+        assert abs(result.rtl_estimate.cycles / cosim_result.cycles - 1) < 0.03
+
+
+@pytest.mark.parametrize("arch_file", ["pynqz1_perf", "pynqz1"])
+def test_the_shipped_compiled_backbone_is_what_make_compile_builds(arch_file, tmp_path):
+    result = compile_model(BACKBONE, ROOT / "tensil_arch" / (arch_file + ".tarch"), tmp_path)
+    for path in result.files.values():
+        shipped = ROOT / "models" / path.name
+        assert shipped.is_file(), "%s missing: run make compile" % shipped
+        assert shipped.read_bytes() == path.read_bytes(), "%s is stale: run make compile" % shipped
+    assert load_tmodel(ROOT / "models" / result.files["tmodel"].name).arch == result.arch

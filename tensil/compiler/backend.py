@@ -38,7 +38,7 @@ from .graph import AddTerm, LinearTerm, MaxTerm, Value
 from .program import Allocator, Program
 from .quantize import CopyOp, MatOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of
 
-__all__ = ["CompiledProgram", "LayerReport", "Region", "schedule"]
+__all__ = ["STRATEGIES", "CompiledProgram", "LayerReport", "Region", "schedule"]
 
 K = DataMoveKind
 _REGISTER = 1
@@ -741,10 +741,21 @@ class _Scheduler:
             groups, weights, 0, q.layer.macs, region.space))
 
 
-def schedule(qgraph: QGraph, max_attempts: int = 64) -> CompiledProgram:
+STRATEGIES = ("on-chip", "dram0")
+
+
+def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
+             ) -> CompiledProgram:
     """Plan memories and emit the program; spill the largest live activations to DRAM0 until
-    every layer fits (MemoryOverflow when one cannot fit even then)."""
-    homes: Dict[int, str] = {id(v): "local" for v in qgraph.graph.values()}
+    every layer fits (MemoryOverflow when one cannot fit even then).
+
+    `strategy="dram0"` puts every activation in DRAM0 from the start, as Tensil's own
+    compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError("strategy must be one of %s, got %r" % (", ".join(STRATEGIES), strategy))
+    start = "local" if strategy == "on-chip" else "dram0"
+    homes: Dict[int, str] = {id(v): start for v in qgraph.graph.values()}
     homes[id(qgraph.graph.output)] = "dram0"
     for _ in range(max_attempts):
         try:

@@ -24,11 +24,12 @@ import numpy as np
 from .. import emulator
 from ..arch import Architecture, format_table, load_tarch
 from ..emulator import EmulatorReport
-from ..estimate import Estimate, estimate, estimate_memory_aware
+from ..estimate import Estimate, estimate
 from ..fixed import from_float_saturating, to_bytes, to_float
 from ..isa import encode_program, format_program
 from ..tmodel import ConstsFile, ProgramFile, TensilModel, Vars, write_tmodel
 from .backend import CompiledProgram, schedule
+from .cycles import rtl_cycles
 from .frontend import fuse, load_onnx
 from .graph import Graph, LinearTerm, MaxTerm
 from .quantize import QGraph, quantize
@@ -47,7 +48,7 @@ class CompileResult:
     program: CompiledProgram
     tmodel: TensilModel
     estimate: Estimate
-    memory_estimate: Estimate
+    rtl_estimate: Estimate        # the RTL-calibrated cycle model (cycles.py)
     seconds: float
     files: Dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
 
@@ -119,11 +120,14 @@ def model_name(model_path: Union[str, pathlib.Path], arch_path: Union[str, pathl
     return "%s_%s" % (stem, pathlib.Path(arch_path).stem)
 
 
-def compile_graph(graph: Graph, arch: Architecture, name: str) -> CompileResult:
-    """Quantize, schedule and package a (fused) graph; no files written."""
+def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "on-chip"
+                  ) -> CompileResult:
+    """Quantize, schedule and package a (fused) graph; no files written. `strategy`:
+    "on-chip" (activations stay in local memory when they fit) or "dram0" (every activation
+    goes back to DRAM0 like Tensil's compiler does; for comparisons)."""
     started = time.process_time()
     qgraph = quantize(graph, arch)
-    program = schedule(qgraph)
+    program = schedule(qgraph, strategy)
     size = len(program.instructions) * arch.layout.instruction_bytes
     tmodel = TensilModel(
         name, ProgramFile(name + ".tprog", size),
@@ -132,14 +136,15 @@ def compile_graph(graph: Graph, arch: Architecture, name: str) -> CompileResult:
         (Vars(graph.output_name, program.output_region.base, program.output_region.size),),
         arch, False)
     tensil = estimate(program.instructions, arch)
-    memory = estimate_memory_aware(program.instructions, arch)
-    return CompileResult(name, arch, graph, qgraph, program, tmodel, tensil, memory,
+    calibrated = rtl_cycles(program.instructions, arch)
+    return CompileResult(name, arch, graph, qgraph, program, tmodel, tensil, calibrated,
                          time.process_time() - started)
 
 
 def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathlib.Path, Architecture],
                   out_dir: Optional[Union[str, pathlib.Path]] = None, name: Optional[str] = None,
-                  write_tasm: bool = False, write_graph: bool = False) -> CompileResult:
+                  write_tasm: bool = False, write_graph: bool = False,
+                  strategy: str = "on-chip") -> CompileResult:
     """Compile an ONNX file for a `.tarch`; with `out_dir`, write the files there."""
     started = time.process_time()
     if isinstance(arch, Architecture):
@@ -151,7 +156,7 @@ def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathl
             raise ValueError("compiling ONNX bytes needs a name")
         name = model_name(model, arch_path)
     graph = fuse(load_onnx(model))
-    result = compile_graph(graph, architecture, name)
+    result = compile_graph(graph, architecture, name, strategy)
     result.seconds = time.process_time() - started
     if out_dir is not None:
         write_files(result, pathlib.Path(out_dir), write_tasm, write_graph)
@@ -207,7 +212,7 @@ def summary(result: CompileResult) -> str:
     arch, program = result.arch, result.program
     n, vector = arch.array_size, arch.vector_bytes
     cycles = result.estimate.cycles
-    memory_cycles = result.memory_estimate.cycles
+    rtl = result.rtl_estimate.cycles
     rows: List[tuple] = [
         ("Model", result.name),
         ("Data type", arch.data_type),
@@ -222,15 +227,15 @@ def summary(result: CompileResult) -> str:
         ("Accumulator peak (vectors, of %d)" % arch.accumulator_depth, program.accumulator_peak),
         ("Activations in DRAM0", ", ".join(program.spilled) or "none (all on chip)"),
         ("True MACs", result.macs),
+        ("Execution latency, RTL-calibrated model (cycles)", rtl),
         ("Execution latency, Tensil's model (cycles)", cycles),
-        ("Execution latency, memory-aware model (cycles)", memory_cycles),
     ]
     for mhz in CLOCKS_MHZ:
-        rows.append(("Latency at %g MHz, Tensil's / memory-aware model (ms)" % mhz,
-                     "%.3f / %.3f" % (cycles / mhz / 1e3, memory_cycles / mhz / 1e3)))
-    rows += [("MAC efficiency, Tensil's / memory-aware model (%)",
-              "%.1f / %.1f" % (100 * result.mac_efficiency(cycles),
-                               100 * result.mac_efficiency(memory_cycles))),
+        rows.append(("Latency at %g MHz, RTL-calibrated / Tensil's model (ms)" % mhz,
+                     "%.3f / %.3f" % (rtl / mhz / 1e3, cycles / mhz / 1e3)))
+    rows += [("MAC efficiency, RTL-calibrated / Tensil's model (%)",
+              "%.1f / %.1f" % (100 * result.mac_efficiency(rtl),
+                               100 * result.mac_efficiency(cycles))),
              ("Compilation time (seconds, CPU)", "%.2f" % result.seconds)]
     stats = result.qgraph.stats
     rows += [("Consts overflow / underflow count", "%d / %d" % (stats.overflow_count,
@@ -238,7 +243,7 @@ def summary(result: CompileResult) -> str:
     text = format_table("COMPILER SUMMARY", rows)
     layer_rows = []
     for r in program.layers:
-        part = estimate(program.instructions[r.start:r.start + r.instructions], arch)
+        part = rtl_cycles(program.instructions[r.start:r.start + r.instructions], arch)
         layer_rows.append((r.name, r.ops, r.output, "strips %d" % r.strips,
                            "weights %d" % r.weight_vectors, "instr %d" % r.instructions,
                            "cycles %d" % part.cycles, "MACs %d" % r.macs, r.home))
