@@ -14,8 +14,9 @@ Sections (run all, or some with --only):
   emulator on it.
 
 Figures are printed next to their baselines and targets; JSON goes to
-runs/bench/tensil.json. Exit status 1 if a target is missed. More sections (co-simulation,
-compiler) register in SECTIONS.
+runs/bench/tensil.json. Exit status 1 if a target is missed. The compiler's sections
+(compile time, RTL latency, ResNet-20, few-shot accuracy with FP16BP8 features) come from
+benchmarks/compiler.py; `--only emulator` runs the emulator alone.
 """
 
 import os
@@ -32,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks import compiler  # noqa: E402
 from tensil.arch import Architecture, load_tarch  # noqa: E402
 from tensil.emulator import Emulator, run  # noqa: E402
 from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, SimdOp  # noqa: E402
@@ -188,6 +190,7 @@ def _verdict(what: str, value: float, op: str, target: float, unit: str) -> str:
 
 
 SECTIONS: Dict[str, Section] = {"emulator": emulator_section}
+SECTIONS.update(compiler.SECTIONS)   # compile, latency, resnet20, accuracy (benchmarks/compiler.py)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -198,6 +201,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure")
     parser.add_argument("--reference-macs", type=int, default=300_000,
                         help="MACs of each program's prefix that the reference runs")
+    compiler.add_arguments(parser)
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

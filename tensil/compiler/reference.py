@@ -34,21 +34,42 @@ def to_vectors(raw: np.ndarray) -> np.ndarray:
     return raw.transpose(0, 2, 3, 1, 4).reshape(b, h * w * cb, n)
 
 
+def _mac(x: np.ndarray, w: np.ndarray, p: np.ndarray, fmt: FixedFormat, dtype: type
+         ) -> np.ndarray:
+    """saturate(round_half_even((x*w + (p << f)) / 2^f)), written out on its own."""
+    f = fmt.frac_bits
+    m = x * w.astype(dtype) + (p << f)
+    m += (1 << (f - 1)) - 1 + ((m >> f) & 1)
+    m >>= f
+    np.minimum(m, fmt.max_raw, out=m)
+    np.maximum(m, fmt.min_raw, out=m)
+    return m
+
+
 def mac_chain(x: np.ndarray, block: np.ndarray, fmt: FixedFormat) -> np.ndarray:
-    """x (..., N) through one weight block ((N+1, N): bias row, then input lanes)."""
+    """x (..., N) through one weight block ((N+1, N): bias row, then input lanes): for each
+    input lane j in order, p = mac(x_j, w_j, p), starting from the bias row."""
     n = block.shape[1]
-    p = np.broadcast_to(block[0], x.shape[:-1] + (n,)).astype(np.int64)
+    # x*w + (p << f) fits 32 bits for formats of at most 16 bits
+    dtype = np.int32 if fmt.width <= 16 else np.int64
+    p = np.broadcast_to(block[0], x.shape[:-1] + (n,)).astype(dtype)
+    x = x.astype(dtype)
     for j in range(n):
         if block[j + 1].any():
-            p = mac(x[..., j:j + 1], block[j + 1], p, fmt)
-    return p
+            p = _mac(x[..., j:j + 1], block[j + 1], p, fmt, dtype)
+    return p.astype(np.int64)
 
 
-def _window(source: np.ndarray, term: LinearTerm, tap: tuple, cib: int, out_hw: tuple
-            ) -> np.ndarray:
+def _padded(source: np.ndarray, term: LinearTerm, cib: int, cache: Dict) -> np.ndarray:
+    key = (id(term), cib)
+    if key not in cache:
+        t, left, bottom, right = term.pads
+        cache[key] = np.pad(source[:, cib], ((0, 0), (t, bottom), (left, right), (0, 0)))
+    return cache[key]
+
+
+def _window(plane: np.ndarray, term: LinearTerm, tap: tuple, out_hw: tuple) -> np.ndarray:
     """The input pixels one kernel tap reads for every output pixel: (B, Ho, Wo, N)."""
-    t, left, bottom, right = term.pads
-    plane = np.pad(source[:, cib], ((0, 0), (t, bottom), (left, right), (0, 0)))
     sh, sw = term.stride
     ho, wo = out_hw
     k, m = tap
@@ -59,6 +80,7 @@ def _linear_block(q: QLayer, cob: int, env: Dict[int, np.ndarray], fmt: FixedFor
                   batch: int, out_hw: tuple) -> np.ndarray:
     n = q.blocks[0].shape[1] if q.blocks else None
     acc: Optional[np.ndarray] = None
+    planes: Dict = {}
     for op in q.ops[cob]:
         term = q.layer.terms[op.term]
         source = env[id(term.input)]
@@ -69,7 +91,8 @@ def _linear_block(q: QLayer, cob: int, env: Dict[int, np.ndarray], fmt: FixedFor
             if op.zeroes:
                 part = np.broadcast_to(block[0], (batch,) + out_hw + (n,)).astype(np.int64)
             else:
-                part = mac_chain(_window(source, term, op.tap, op.cib, out_hw), block, fmt)
+                plane = _padded(source, term, op.cib, planes)
+                part = mac_chain(_window(plane, term, op.tap, out_hw), block, fmt)
         acc = part.copy() if acc is None else add(acc, part, fmt)
     assert acc is not None, "layer %s block %d has no operation" % (q.name, cob)
     return acc
