@@ -123,6 +123,10 @@ class Program:
         self.merge_barrier = len(self.instructions)
 
     def emit(self, instruction: Instruction) -> None:
+        if type(instruction) is SIMD:   # the hot path: touches no local memory, never merges
+            self.instructions.append(instruction)
+            self.last_acc_write = instruction.write_address if instruction.write else None
+            return
         extent = _local_extent(instruction)
         if extent is not None and not isinstance(instruction, LoadWeights):
             first, count, step = extent
