@@ -421,3 +421,53 @@ def test_the_shipped_compiled_backbone_is_what_make_compile_builds(arch_file, tm
         assert shipped.is_file(), "%s missing: run make compile" % shipped
         assert shipped.read_bytes() == path.read_bytes(), "%s is stale: run make compile" % shipped
     assert load_tmodel(ROOT / "models" / result.files["tmodel"].name).arch == result.arch
+
+
+def test_global_average_over_more_than_256_pixels_in_two_steps():
+    b = ModelBuilder((1, 5, 20, 20))
+    data = b.model(b.op("GlobalAveragePool", [b.conv(b.input, 5, 6, 1)]))
+    graph = fuse(load_onnx(data))
+    first, second = graph.layers[-2:]
+    assert first.ops == second.ops == ["GlobalAveragePool"]
+    partial = first.output.height * first.output.width   # 2 pixels of 200-pixel windows
+    assert 400 // partial <= 256 and partial <= 256 and second.output.shape == (6, 1, 1)
+    check(data, ARCH12, (1, 5, 20, 20), rtl=True)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_models_on_random_small_architectures(seed):
+    """Random conv stacks (kernels, strides, pads, widths, activations, pools, residuals) on
+    architectures with random array sizes and small memories: emulator = reference."""
+    rng = np.random.default_rng(100 + seed)
+    size = int(rng.integers(6, 14))
+    channels = int(rng.integers(1, 7))
+    b = ModelBuilder((1, channels, size, size), seed)
+    x, c, h = b.input, channels, size
+    for _ in range(int(rng.integers(2, 5))):
+        k = int(rng.choice([1, 2, 3, 5]))
+        stride = int(rng.choice([1, 1, 2]))
+        pads = [int(p) for p in rng.integers(0, k, 4)] if k > 1 else [0, 0, 0, 0]
+        if (h + pads[0] + pads[2] - k) // stride + 1 < 2:
+            continue
+        out = int(rng.integers(1, 15))
+        y = b.conv(x, c, out, k, stride=stride, pads=pads)
+        h = (h + pads[0] + pads[2] - k) // stride + 1
+        kind = rng.integers(0, 4)
+        if kind == 1:
+            y = b.op("Relu", [y])
+        elif kind == 2:
+            y = b.op("LeakyRelu", [y], alpha=float(rng.uniform(0, 0.5)))
+        elif kind == 3 and h >= 4:
+            y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+            h //= 2
+        if out == c and rng.random() < 0.5 and h == size:
+            y = b.op("Add", [x, y])
+        x, c = y, out
+    data = b.model(x)
+    n = int(rng.choice([2, 4, 8]))
+    arch = small(ARCH8, array_size=n, local_depth=int(rng.choice([256, 512, 8192])),
+                 accumulator_depth=int(rng.choice([32, 64, 2048])))
+    try:
+        check(data, arch, (1, channels, size, size), seed=seed)
+    except MemoryOverflow as exc:   # a legitimate answer for the smallest memories
+        assert exc.needed > exc.available
