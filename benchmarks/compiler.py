@@ -125,6 +125,30 @@ def _rtl_figures(result: Any, label: str, x: np.ndarray) -> Dict[str, Any]:
     return figures
 
 
+TENSIL_DOCKER = pathlib.Path("runs") / "tensil-docker"
+
+
+def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray) -> Dict[str, Any]:
+    """Any .tmodel (ours, or Tensil's from `make compile TENSIL=docker`) on the RTL, its input
+    given as float vectors written at the input's DRAM0 base the way the driver does."""
+    from tensil import cosim
+    from tensil.fixed import fixed_format, from_bytes, from_float_saturating
+    from tensil.tmodel import load_tmodel
+
+    model = load_tmodel(path)
+    arch, fmt = model.arch, fixed_format(model.arch.data_type)
+    n = arch.array_size
+    top = max(v.base + v.size for v in model.inputs + model.outputs)
+    dram0 = np.zeros((top, n), np.int16)
+    raw, _ = from_float_saturating(x_vectors.reshape(-1), fmt)
+    base = model.inputs[0].base * n
+    dram0.reshape(-1)[base:base + raw.size] = raw
+    consts = [from_bytes(p.read_bytes(), fmt, str(p)).reshape(-1, n) for p in model.const_paths]
+    dram1 = np.concatenate(consts).astype(np.int16) if consts else np.zeros((1, n), np.int16)
+    run = cosim.run(model.prog_path.read_bytes(), dram0, dram1, arch)
+    return {"tmodel": str(path), "rtl_cycles": run.cycles, "instructions": run.instructions}
+
+
 def latency_section(args: argparse.Namespace) -> Dict[str, Any]:
     from tensil import cosim
     from tensil.compiler import compile_model
@@ -136,6 +160,19 @@ def latency_section(args: argparse.Namespace) -> Dict[str, Any]:
     baseline = compile_model(BACKBONE, ARCHS["12x12"], strategy="dram0")
     out["dram0"] = _rtl_figures(baseline, "ResNet-9 on 12x12, Tensil's strategy (DRAM0)", x)
     figures = out["on_chip"]
+    theirs = TENSIL_DOCKER / (ours.name + ".tmodel")
+    if theirs.is_file() and "rtl_cycles" in figures:
+        out["tensil_compiler"] = tmodel_on_rtl(theirs, ours.input_vectors(x))
+        print("Tensil's own compiler's program (%s) on the RTL: %s cycles, ours %s" % (
+            theirs, format(out["tensil_compiler"]["rtl_cycles"], ","),
+            format(figures["rtl_cycles"], ",")))
+    elif "rtl_cycles" in figures:
+        print("Tensil's own compiler's program: not at %s (make compile TENSIL=docker needs "
+              "docker and the tensilai/tensil image); PEFSL's reported figure stands in" % theirs)
+        shipped = tmodel_on_rtl(ROOT / "models" / (ours.name + ".tmodel"), ours.input_vectors(x))
+        out["shipped_tmodel_rtl_cycles"] = shipped["rtl_cycles"]
+        print("the shipped %s.tmodel run like the driver runs it, on the RTL: %s cycles" % (
+            ours.name, format(shipped["rtl_cycles"], ",")))
     if "rtl_cycles" not in figures:
         out["verdicts"].append(_verdict("RTL latency", False, "no co-simulation here (%s)"
                                         % cosim.unavailable()))
