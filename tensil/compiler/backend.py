@@ -163,7 +163,7 @@ class _Scheduler:
         self.pending: List[Value] = []
         self.acc_peak = 0
         graph = qgraph.graph
-        if qgraph.graph.output in qgraph.graph.values()[:1]:
+        if graph.output is graph.input:
             raise CompileError("the graph output is its input")
         self.input_dram = nhwc_region(graph.input, self.n, 0)
         self.output_dram = nhwc_region(graph.output, self.n, self.input_dram.size)
@@ -359,7 +359,7 @@ class _Scheduler:
             return rows
         return (rows - 1) * term.stride[0] + term.kernel[0]
 
-    def _strip_plan(self, q: QLayer, rows_limit: int, extra_acc: int = 0
+    def _strip_plan(self, q: QLayer, rows_limit: int
                     ) -> Tuple[int, Dict[int, Region], Optional[Region], List[Tuple[int, int]]]:
         """The largest strip height whose buffers fit; allocates them and returns
         (rows, strip buffers by term index, staging, weight budget runs)."""
@@ -488,7 +488,7 @@ class _Scheduler:
                 addresses, allocation = self._load_weights(q, group)
                 weight_vectors += allocation[1]
                 for s, (i0, i1) in enumerate(strips):
-                    views = self._load_strips(q, buffers, i0, i1, s, group_start=True)
+                    views = self._load_strips(q, buffers, i0, i1, s)
                     for cob, ops in group:
                         self._compute(q, cob, ops, True, views, addresses, i0, i1)
                         self._finish(q, cob, region, staging, i0, i1)
@@ -498,7 +498,7 @@ class _Scheduler:
             order = [(g, cob) for g, group in enumerate(groups) for cob, _ in group]
             last_chunk = {cob: g for g, cob in order}
             for s, (i0, i1) in enumerate(strips):
-                views = self._load_strips(q, buffers, i0, i1, s, group_start=True)
+                views = self._load_strips(q, buffers, i0, i1, s)
                 started: Set[int] = set()
                 for g, group in enumerate(groups):
                     addresses, allocation = self._load_weights(q, group)
@@ -514,7 +514,7 @@ class _Scheduler:
         self._report(q, len(strips), len(groups), weight_vectors, region)
 
     def _load_strips(self, q: QLayer, buffers: Dict[int, Region], i0: int, i1: int,
-                     strip: int, group_start: bool) -> Dict[int, Region]:
+                     strip: int) -> Dict[int, Region]:
         """The region each term reads for output rows [i0, i1): its home when resident,
         else its strip buffer, filled from DRAM0 after its border is zeroed (the whole
         buffer before the first strip, the rows outside the image afterwards)."""
@@ -535,7 +535,7 @@ class _Scheduler:
                 first, count = i0, i1 - i0
             view = dataclasses.replace(buffer, top=-first)
             views[t] = view
-            if strip == 0 and group_start:
+            if strip == 0:
                 zero_runs.append((buffer.base, buffer.size))
             for cb in range(blocks_of(x.channels, self.n)):
                 for r in range(first, first + count):
