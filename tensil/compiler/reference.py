@@ -2,8 +2,9 @@
 
 It computes, for a batch of images, every layer the way `quantize` defines it: channel
 blocks of N lanes (padding lanes included), each MatOp a MAC chain over the input lanes in
-order (products rounded half to even, the partial sum saturated at every step, via
-`tensil.fixed.mac`), accumulations saturating, pads read as zeros, max pools over the valid
+order (products rounded half to even, the partial sum saturated at every step; the chain is
+written out here, independently of the emulator's vectorised kernel), accumulations
+saturating, pads read as zeros, max pools over the valid
 window, post-ops with the ALU's arithmetic. The compiled program on the emulator (and on the
 RTL) must give exactly these numbers; onnxruntime gives the float numbers they approximate.
 """
