@@ -11,7 +11,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
+.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -30,7 +30,8 @@ help:
 	@echo "make broker        Mosquitto with passwords + per-device ACL, loopback only (BROKER_HOST=0.0.0.0, BROKER_TLS=1; brokers/)"
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make bench-tensil  Tensil: emulator MAC/s vs the reference, RTL co-simulation build time and cycles/s,"
-	@echo "                   estimate vs RTL cycles, emulator = RTL sweep (SWEEP=N programs, default 100)"
+	@echo "                   estimate vs RTL cycles, emulator = RTL sweep (SWEEP=N), the compiled backbone: accuracy, RTL cycles, compile time"
+	@echo "make compile       compile the bundled backbone for both .tarch files into models/ (TENSIL=docker: Tensil's own compiler)"
 	@echo "make rtl           Tensil RTL for ARCH= via docker tensilai/tensil (or check TENSIL_RTL=dir)"
 	@echo "make rtl-report    Yosys resource estimate of the RTL vs the XC7Z020 (TENSIL_RTL=, default ../shared)"
 	@echo "make bitstream     PYNQ-Z1 overlay: Vivado batch (ARCH= CLOCK_MHZ=125 PYNQ_DIR= [ALLOW_NEGATIVE_SLACK=1])"
@@ -151,6 +152,18 @@ bench-hwflow: setup
 
 bench-board: setup
 	$(BIN)/python -m benchmarks.board
+
+# The bundled backbone for both architectures, beside its ONNX (a board runs without compiling).
+# TENSIL=docker runs Tensil's own compiler (tensilai/tensil image) into runs/tensil-docker/.
+TENSIL ?= python
+BACKBONE_ONNX := models/resnet9_f16_strided_32.onnx
+ARCHS := tensil_arch/pynqz1_perf.tarch tensil_arch/pynqz1.tarch
+compile: setup
+ifeq ($(TENSIL),docker)
+	@for arch in $(ARCHS); do scripts/tensil_docker_compile.sh $(BACKBONE_ONNX) $$arch runs/tensil-docker || exit $$?; done
+else
+	@for arch in $(ARCHS); do $(BIN)/python -m tensil compile $(BACKBONE_ONNX) --arch $$arch --out models --quiet || exit $$?; done
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build/cosim

@@ -6,7 +6,7 @@ Sections:
    novel-class frames with each backend in one run: FPS of the inference frames and the
    latency of each stage (medians), and how far each backend's features are from
    onnxruntime's on those frames. The bundled ResNet-9 with onnxruntime and opencv (and
-   tensil-emu once its compiled `.tmodel` sits beside it, models/<stem>_pynqz1_perf.tmodel);
+   tensil-emu once its compiled `.tmodel` sits beside it, models/<stem>_onnx_pynqz1_perf.tmodel);
    until then tensil-emu runs a stand-in of the same input and output (3x32x32 -> 80
    features: one 3x3 stride-2 convolution, Relu, average pooling; tests/tensil_models.py),
    hand-assembled for the 12x12 architecture, next to onnxruntime and opencv on it.

@@ -28,7 +28,9 @@ Sections (run all, or some with --only):
 
 Figures are printed next to their baselines and targets; JSON goes to
 runs/bench/tensil.json. Exit status 1 if a target is missed (emulator MAC/s and frame time,
-the clean build, emulator = reference, emulator = RTL).
+the clean build, emulator = reference, emulator = RTL). The compiler's sections (compile
+time, RTL latency, ResNet-20, few-shot accuracy with FP16BP8 features) come from
+benchmarks/compiler.py; `--only emulator` runs the emulator alone.
 """
 
 import os
@@ -47,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks import compiler  # noqa: E402
 from tensil.arch import Architecture, load_tarch  # noqa: E402
 from tensil.emulator import Emulator, run  # noqa: E402
 from tensil.estimate import estimate, estimate_memory_aware  # noqa: E402
@@ -445,6 +448,7 @@ def sweep_section(args: argparse.Namespace) -> Dict[str, Any]:
 
 SECTIONS: Dict[str, Section] = {"emulator": emulator_section, "cosim": cosim_section,
                                 "estimate": estimate_section, "sweep": sweep_section}
+SECTIONS.update(compiler.SECTIONS)   # compile, latency, resnet20, accuracy (benchmarks/compiler.py)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -460,6 +464,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--opt-levels", default="", help="cosim: also compare g++ levels, "
                                                          "e.g. -O1,-Os,-O2")
     parser.add_argument("--sweep", type=int, default=100, help="random programs in the sweep")
+    compiler.add_arguments(parser)
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

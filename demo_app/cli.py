@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="ONNX model or its card (.json); default %(default)s")
     p.add_argument("--tmodel", help="Tensil .tmodel (tensil, tensil-emu; default beside the "
-                                    "model: <model stem>_<arch stem>.tmodel)")
+                                    "model: <model file name, . as _>_<arch stem>.tmodel, Tensil's naming)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the backbone")
     p.add_argument("--camera", default="0",
                    help="camera number, /dev/videoN, 'synthetic', an image folder or a video")

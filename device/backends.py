@@ -9,7 +9,7 @@ only where torch is installed, never on the board path), "tensil" (the FPGA: the
 TCU through tensil.driver), "tensil-emu" (the compiled model on the bit-exact emulator) and
 "auto" (tensil on a board with a loaded Tensil overlay, else onnxruntime, else opencv; the
 backbone's `selection` says which and why). Compiled models sit beside the ONNX file as
-`<model stem>_<arch stem>.tmodel` (`tmodel_path`). Every backend reads the model card
+`<model file name, . as _>_<arch stem>.tmodel, Tensil's naming` (`tmodel_path`). Every backend reads the model card
 first, so the preprocessing and the feature size come from one place.
 """
 
@@ -25,7 +25,7 @@ from tensil.driver import TensilDriver
 from tensil.errors import ArchMismatch, DriverError, TensilError
 from tensil.hwh import read_design
 from tensil.layout import from_vectors, to_vectors, vector_count
-from tensil.tmodel import TensilModel, load_tmodel
+from tensil.tmodel import TensilModel, load_tmodel, model_name
 
 from .board import require_pynq
 from .errors import BackendError, ModelError
@@ -230,19 +230,19 @@ DEFAULT_TENSIL_ARCH = "pynqz1_perf"   # tensil_arch/pynqz1_perf.tarch: PEFSL's 1
 
 def tmodel_path(card: ModelCard, arch_stem: str) -> pathlib.Path:
     """Where the model compiled for the architecture `arch_stem` lives: beside the ONNX file,
-    `<model stem>_<arch stem>.tmodel` (models/resnet9_f16_strided_32_pynqz1_perf.tmodel)."""
-    return card.model_path.parent / ("%s_%s.tmodel" % (card.model_path.stem, arch_stem))
+    under Tensil's name (models/resnet9_f16_strided_32_onnx_pynqz1_perf.tmodel)."""
+    return card.model_path.parent / (model_name(card.model_path, arch_stem + ".tarch") + ".tmodel")
 
 
 def find_tmodel(card: ModelCard, tmodel: Optional[PathLike] = None,
                 arch_stem: Optional[str] = None) -> pathlib.Path:
     """The `.tmodel` to run: the one given, else the one named for `arch_stem`, else the only
-    `<model stem>_*.tmodel` beside the model."""
+    model compiled for any architecture beside the model."""
     if tmodel:
         return pathlib.Path(tmodel)
     if arch_stem and tmodel_path(card, arch_stem).is_file():
         return tmodel_path(card, arch_stem)
-    found = sorted(card.model_path.parent.glob(card.model_path.stem + "_*.tmodel"))
+    found = sorted(card.model_path.parent.glob(model_name(card.model_path, "*") + ".tmodel"))
     if len(found) == 1:
         return found[0]
     wanted = tmodel_path(card, arch_stem or "<arch>")

@@ -6,6 +6,7 @@
     python -m tensil estimate prog.tprog -a tensil_arch/pynqz1_perf.tarch --memory
     python -m tensil emulate model.tmodel --input x=image.npy --out-dir out/
     python -m tensil emulate prog.tprog -a ARCH --dram0 d0.npy --dram1 d1.npy --out-dir out/
+    python -m tensil compile model.onnx --arch tensil_arch/pynqz1_perf.tarch --out models/
 """
 
 import argparse
@@ -148,6 +149,21 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    try:
+        from .compiler import compile_model  # a workstation part: needs onnx
+    except ImportError as exc:
+        raise TensilError("the compiler needs the onnx package (pip install -e '.[train]'), "
+                          "which this installation lacks (%s)" % exc) from None
+    result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
+                           args.strategy)
+    if not args.quiet:
+        print(result.summary, end="")
+    for kind, path in sorted(result.files.items()):
+        print("%s: %s" % (kind, path))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tensil", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read every word as the RTL's decoder does (default: refuse words whose "
                         "meaning on the RTL differs from their face value)")
     p.set_defaults(run=_cmd_emulate)
+
+    p = sub.add_parser("compile", help="compile an ONNX model (opset 9-10) into "
+                       ".tmodel/.tprog/.tdata (workstation: needs onnx)")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-a", "--arch", required=True, help=".tarch file")
+    p.add_argument("-o", "--out", default=".", help="output folder (default: .)")
+    p.add_argument("--name", help="output name (default: Tensil's <model>_onnx_<arch>)")
+    p.add_argument("--tasm", action="store_true", help="also write the .tasm listing")
+    p.add_argument("--graph", action="store_true", help="also write the layer graph (.dot)")
+    p.add_argument("--strategy", choices=("on-chip", "dram0"), default="on-chip",
+                   help="on-chip: activations stay in local memory when they fit (default); "
+                        "dram0: every activation back to DRAM0, as Tensil's compiler does")
+    p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
+    p.set_defaults(run=_cmd_compile)
     return parser
 
 

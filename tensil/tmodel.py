@@ -19,13 +19,22 @@ Tensil's order:
 import dataclasses
 import json
 import pathlib
+import re
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .arch import ARCH_FIELDS, Architecture
 from .errors import ArchError, TmodelError
 
 __all__ = ["ARCH_FIELDS", "TMODEL_KEYS", "ConstsFile", "ProgramFile", "TensilModel", "Vars",
-           "load_tmodel", "parse_tmodel", "write_tmodel"]
+           "load_tmodel", "model_name", "parse_tmodel", "write_tmodel"]
+
+def model_name(model_path: Union[str, pathlib.Path], arch_path: Union[str, pathlib.Path]) -> str:
+    """Tensil's name for a compiled model, the stem of its three files: the model's file name
+    with every character outside [a-zA-Z0-9 whitespace :] made "_", then "_" and the .tarch
+    stem (`resnet9.onnx` + `pynqz1.tarch` -> `resnet9_onnx_pynqz1`). Compiler and board agree."""
+    stem = re.sub(r"[^a-zA-Z0-9\s:]", "_", pathlib.Path(model_path).name)
+    return "%s_%s" % (stem, pathlib.Path(arch_path).stem)
+
 
 TMODEL_KEYS = ("name", "prog", "consts", "inputs", "outputs", "arch", "load_consts_to_local")
 _MAX_MANIFEST_BYTES = 1 << 20

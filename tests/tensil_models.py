@@ -39,7 +39,7 @@ from tensil.isa import (
     SimdOp,
     encode_program,
 )
-from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, write_tmodel
+from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
 from tests.fake_pynq.assets import make_card, make_tiny_model, write_card
 
 __all__ = ["build_conv_model", "conv_program"]
@@ -154,7 +154,7 @@ def build_conv_model(folder: pathlib.Path, tarch: pathlib.Path, size: int = 16,
     out = (size + 2 * PAD - KERNEL) // STRIDE + 1
     consts = _consts(weights["conv.weight"], weights["conv.bias"], arch.array_size, out * out)
     program = conv_program(arch, size, features, load_consts_to_local)
-    name = "%s_%s" % (stem, pathlib.Path(tarch).stem)
+    name = model_name(model, tarch)  # the name the compiler gives and the backends look for
     code = encode_program(program, arch)
     (folder / (name + ".tprog")).write_bytes(code)
     (folder / (name + ".tdata")).write_bytes(to_bytes(from_float_const(consts, fmt), fmt))

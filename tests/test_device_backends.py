@@ -42,7 +42,7 @@ TENSIL_TOLERANCE = 0.05
 
 @pytest.fixture
 def tiny(tmp_path):
-    """tiny.onnx + card + tiny_pynqz1_perf.tmodel (the naming the backends look for)."""
+    """tiny.onnx + card + tiny_onnx_pynqz1_perf.tmodel (the naming the backends look for)."""
     return build_conv_model(tmp_path, PERF, SIZE, FEATURES)
 
 
@@ -97,13 +97,13 @@ def test_tensil_emu_agrees_with_onnxruntime_within_fp16bp8(tiny):
 
 def test_compiled_models_are_found_by_the_naming_the_compiler_uses(tiny, tmp_path):
     card = load_card(tiny["card"])
-    assert tmodel_path(card, "pynqz1_perf") == tmp_path / "tiny_pynqz1_perf.tmodel"
+    assert tmodel_path(card, "pynqz1_perf") == tmp_path / "tiny_onnx_pynqz1_perf.tmodel"
     assert find_tmodel(card) == tiny["tmodel"]               # the only one beside it
     small = build_conv_model(tmp_path, SMALL, SIZE, FEATURES)["tmodel"]
     assert find_tmodel(card, arch_stem="pynqz1") == small
-    with pytest.raises(ModelError, match=r"tiny_other.tmodel: not found, and 2 other compiled "
-                                         r"models are beside tiny.onnx \(tiny_pynqz1.tmodel, "
-                                         r"tiny_pynqz1_perf.tmodel\): pass --tmodel"):
+    with pytest.raises(ModelError, match=r"tiny_onnx_other.tmodel: not found, and 2 other compiled "
+                                         r"models are beside tiny.onnx \(tiny_onnx_pynqz1.tmodel, "
+                                         r"tiny_onnx_pynqz1_perf.tmodel\): pass --tmodel"):
         find_tmodel(card, arch_stem="other")
     x = _frames(2)
     small_features = create_backbone("tensil-emu", tiny["card"], tmodel=small).features(x)
@@ -145,7 +145,7 @@ def test_tensil_refuses_a_model_for_another_bitstream_naming_both(tmp_path, monk
     board, bit = _board(monkeypatch, tmp_path, "pynqz1_perf_125mhz")
     import pynq
 
-    with pytest.raises(ModelError, match=r"tiny_pynqz1.tmodel does not run on the bitstream "
+    with pytest.raises(ModelError, match=r"tiny_onnx_pynqz1.tmodel does not run on the bitstream "
                                          r"pynqz1_perf_125mhz.bit \(TCU top_pynqz1_perf\): "
                                          r"array_size: the bitstream's TCU has 12, the model 8"):
         create_backbone("tensil", paths["card"], overlay=pynq.Overlay(str(bit)))
@@ -205,7 +205,7 @@ def test_auto_picks_tensil_on_a_board_with_a_loaded_tensil_overlay(tiny, tmp_pat
     assert backbone.name == "tensil"
     assert backbone.selection == (
         "auto: tensil (the loaded bitstream %s has the Tensil TCU top_custom_perf and "
-        "tiny_pynqz1_perf.tmodel is compiled for it)" % bit)
+        "tiny_onnx_pynqz1_perf.tmodel is compiled for it)" % bit)
     np.testing.assert_array_equal(backbone.features(_frames(1)),
                                   create_backbone("tensil-emu", tiny["card"]).features(_frames(1)))
 

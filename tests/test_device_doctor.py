@@ -68,7 +68,7 @@ def test_the_fake_board_passes_every_check(tmp_path, monkeypatch, capsys):
     assert checks["bitstream"]["detail"].startswith(
         "tensil_pynqz1.bit: TCU top_custom_perf_0 (top_custom_perf) at 50 MHz "
         "(processing_system7_0/FCLK_CLK3); instructions from axi_dma_0, 64-bit; no build JSON")
-    assert checks["tmodel"]["detail"].startswith("tiny_pynqz1_perf.tmodel fits top_custom_perf "
+    assert checks["tmodel"]["detail"].startswith("tiny_onnx_pynqz1_perf.tmodel fits top_custom_perf "
                                                  "(array 12x12 FP16BP8)")
     assert "needs 0.1" in checks["cma"]["detail"] and "Tensil's own driver would take 72 MiB" \
         in checks["cma"]["detail"] and "CmaFree is 96.00 MiB" in checks["cma"]["detail"]

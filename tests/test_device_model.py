@@ -161,17 +161,17 @@ def test_bundled_model_card_is_valid():
 
 
 def test_tensil_backend_without_a_tmodel_names_the_file(tiny):
-    with pytest.raises(ModelError, match=r"tiny_pynqz1_perf.tmodel: Tensil model file not found"):
+    with pytest.raises(ModelError, match=r"tiny_onnx_pynqz1_perf.tmodel: Tensil model file not found"):
         create_backbone("tensil-emu", tiny[1])
 
 
 def test_tensil_backend_reports_a_malformed_tmodel_as_a_model_error(tiny):
     model, card = tiny
-    path = make_tmodel(model.parent, "tiny_pynqz1_perf")
+    path = make_tmodel(model.parent, "tiny_onnx_pynqz1_perf")
     raw = json.loads(path.read_text())
     raw["arch"]["array_size"] = 0
     path.write_text(json.dumps(raw))
-    with pytest.raises(ModelError, match=r"tiny_pynqz1_perf.tmodel: field 'arch': field "
+    with pytest.raises(ModelError, match=r"tiny_onnx_pynqz1_perf.tmodel: field 'arch': field "
                                          r"'array_size' is 0"):
         create_backbone("tensil-emu", card)
 

@@ -38,3 +38,9 @@ def test_dse_quick_writes_table_and_plot(tmp_path, monkeypatch):
     assert table["setting"]["ways"] == 5 and len(table["rows"]) == 2
     assert os.path.getsize(os.path.join(out, "dse.png")) > 0
     assert open(os.path.join(out, "dse.csv")).readline().startswith("name,feature_maps")
+    # every configuration compiled for both Tensil architectures (or the overflow named)
+    for row in rows:
+        for arch in dse.ARCHS:
+            assert row[f"tensil_cycles_{arch}"] is not None or "over" in row[f"tensil_note_{arch}"]
+    assert rows[0]["tensil_cycles_12x12"] < rows[1]["tensil_cycles_12x12"]
+    assert rows[0]["tensil_ms_125mhz_12x12"] == round(rows[0]["tensil_cycles_12x12"] / 125e3, 3)

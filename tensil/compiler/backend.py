@@ -1,0 +1,771 @@
+"""Scheduling a quantized graph onto one architecture: memory homes, tiles, instructions.
+
+Memories (vectors of N lanes):
+- DRAM0: the input at vector 0 in Tensil's NHWC layout (pixel-major, ceil(C/N) vectors a
+  pixel), the output after it in the same layout, then any activation that had to leave
+  the chip ("spilled"), each as dense planes (channel block, row, column).
+- DRAM1: the weight blocks, in the order they are loaded, and the SIMD constants.
+- Local memory: activations that stay on chip, in planes (channel block, row, column) with
+  the zero borders their convolutions read, so a convolution needs no special case at the
+  edges; the weight blocks of the layer being computed; strip buffers for spilled inputs.
+- Accumulators: the output tile of one channel block (rows x columns), a window of a max
+  pool's input, the SIMD constants at the top.
+
+Every activation stays in local memory unless the layers around it cannot fit; then the
+largest live one moves to DRAM0 and the plan is made again, until it fits or a layer cannot
+fit even with everything else in DRAM0 (`MemoryOverflow` says which memory and by how much).
+
+A layer runs as: zero the borders of its output planes; for each group of output channel
+blocks whose weights fit, load those weights once (one DataMove from DRAM1); for each strip
+of output rows that fits the accumulators (the whole map when it fits), for each output
+block: the block's MatOps/CopyOps in order (LoadWeights when the block changes, one MatMul
+per output row and kernel tap; rows of padding that would add zero are skipped), the
+post-ops with SIMD, and the rows written to their home. Convolution, bias, residual
+addition, activation and average scaling of a layer thus happen in the accumulators
+without a round trip through memory.
+"""
+
+import dataclasses
+from typing import Dict, List, Optional, Set, Tuple
+
+import numpy as np
+
+from ..arch import Architecture
+from ..fixed import fixed_format
+from ..isa import SIMD, DataMoveKind, LoadWeights, MatMul, SimdOp
+from .errors import CompileError, MemoryOverflow
+from .graph import AddTerm, LinearTerm, MaxTerm, Value
+from .program import Allocator, Program
+from .quantize import CopyOp, MatOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of
+
+__all__ = ["STRATEGIES", "CompiledProgram", "LayerReport", "Region", "schedule"]
+
+K = DataMoveKind
+_REGISTER = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """Where a tensor's vectors are: addr(cb, r, c) for pixel (r, c) of channel block cb.
+
+    Rows and columns may be negative down to -top/-left: the zero borders of local planes.
+    """
+
+    space: str          # "local" or "dram0"
+    base: int
+    cb_pitch: int
+    row_pitch: int
+    col_pitch: int
+    top: int = 0
+    left: int = 0
+    size: int = 0
+
+    def addr(self, cb: int, r: int, c: int) -> int:
+        return self.base + cb * self.cb_pitch + (r + self.top) * self.row_pitch + (
+            c + self.left) * self.col_pitch
+
+
+def nhwc_region(value: Value, n: int, base: int) -> Region:
+    cb = blocks_of(value.channels, n)
+    return Region("dram0", base, 1, value.width * cb, cb, size=value.height * value.width * cb)
+
+
+def dense_region(space: str, value: Value, n: int, base: int) -> Region:
+    plane = value.height * value.width
+    return Region(space, base, plane, value.width, 1,
+                  size=plane * blocks_of(value.channels, n))
+
+
+@dataclasses.dataclass
+class LayerReport:
+    name: str
+    ops: str
+    output: str
+    strips: int
+    groups: int
+    weight_vectors: int
+    instructions: int
+    macs: int
+    home: str
+    start: int = 0        # index of its first instruction
+
+
+@dataclasses.dataclass
+class CompiledProgram:
+    instructions: list
+    dram1: np.ndarray             # raw (vectors, N)
+    input_region: Region
+    output_region: Region
+    dram0_vectors: int
+    local_peak: int
+    accumulator_peak: int
+    spilled: List[str]
+    layers: List[LayerReport]
+    regions: Dict[str, Region] = dataclasses.field(default_factory=dict)   # by value name
+
+
+class _NoRoom(Exception):
+    def __init__(self, layer: str, memory: str, needed: int, available: int, live: List[Value]):
+        super().__init__(layer)
+        self.layer, self.memory, self.needed, self.available, self.live = (
+            layer, memory, needed, available, live)
+
+
+def _pow2_stride(step: int, depth: int) -> Optional[int]:
+    """The stride exponent of a step, when the architecture has it."""
+    if step >= 1 and step & (step - 1) == 0:
+        exponent = step.bit_length() - 1
+        if exponent < depth:
+            return exponent
+    return None
+
+
+# --------------------------------------------------------------------------- planning helpers
+
+def _storage_pads(qgraph: QGraph) -> Dict[int, Tuple[int, int, int, int]]:
+    """The zero border each value needs in local memory: the largest pads that read it."""
+    pads: Dict[int, Tuple[int, int, int, int]] = {}
+    for q in qgraph.layers:
+        for term in q.layer.terms:
+            if isinstance(term, LinearTerm):
+                old = pads.get(id(term.input), (0, 0, 0, 0))
+                pads[id(term.input)] = tuple(max(a, b) for a, b in zip(old, term.pads))
+    return pads
+
+
+def _last_use(qgraph: QGraph) -> Dict[int, int]:
+    last: Dict[int, int] = {}
+    for index, q in enumerate(qgraph.layers):
+        for value in q.layer.inputs:
+            last[id(value)] = index
+    return last
+
+
+class _Scheduler:
+    def __init__(self, qgraph: QGraph, homes: Dict[int, str]):
+        self.q = qgraph
+        self.arch: Architecture = qgraph.arch
+        self.n = qgraph.arch.array_size
+        self.fmt = fixed_format(qgraph.arch.data_type)
+        self.homes = homes
+        self.program = Program(self.arch, self.arch.accumulator_depth - 1)
+        self.local = Allocator(self.arch.local_depth - 1, "local memory")  # last: driver probe
+        self.pads = _storage_pads(qgraph)
+        self.last_use = _last_use(qgraph)
+        self.regions: Dict[int, Region] = {}
+        self.resident: List[Value] = []      # values holding local memory now
+        self.dram1: List[np.ndarray] = []
+        self.dram1_size = 0
+        self.dram1_cache: Dict[bytes, int] = {}
+        self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
+        self.register: Optional[object] = None
+        self.reports: List[LayerReport] = []
+        self.pending: List[Value] = []
+        self.acc_peak = 0
+        graph = qgraph.graph
+        if graph.output is graph.input:
+            raise CompileError("the graph output is its input")
+        self.input_dram = nhwc_region(graph.input, self.n, 0)
+        self.output_dram = nhwc_region(graph.output, self.n, self.input_dram.size)
+        self.dram0_top = self.output_dram.base + self.output_dram.size
+        self.consts: Dict[int, int] = {}     # raw value -> accumulator address
+        self._collect_constants()
+
+    # ------------------------------------------------------------------ constants
+    def _collect_constants(self) -> None:
+        values: List[int] = []
+        for q in self.q.layers:
+            for op in q.post:
+                if isinstance(op, QLeakyRelu):
+                    values.append(op.alpha)
+                elif isinstance(op, QClip):
+                    values += [op.low, op.high]
+                elif isinstance(op, QScale):
+                    values += [int(v) for v in np.unique(op.factors)]
+        distinct = sorted(set(values))
+        top = self.arch.accumulator_depth - 1 - len(distinct)   # the last: Program's scratch
+        if top < 1:
+            raise CompileError("%d SIMD constants do not fit the %d accumulators" % (
+                len(distinct), self.arch.accumulator_depth))
+        self.consts = {v: top + i for i, v in enumerate(distinct)}
+        self.acc_avail = top
+
+    def _load_constants(self) -> None:
+        if not self.consts:
+            return
+        values = sorted(self.consts, key=self.consts.get)
+        image = np.repeat(np.array(values, dtype=np.int64)[:, None], self.n, axis=1)
+        dram = self._dram1(image)
+        scratch = self.local.alloc(len(values))
+        self.program.datamove(K.DRAM1_TO_LOCAL, scratch, dram, len(values))
+        self.program.datamove(K.LOCAL_TO_ACC, scratch, self.consts[values[0]], len(values))
+        self.local.release(scratch, len(values))
+
+    def _dram1(self, image: np.ndarray) -> int:
+        key = image.tobytes()
+        if key in self.dram1_cache:
+            return self.dram1_cache[key]
+        base = self.dram1_size
+        self.dram1.append(image)
+        self.dram1_size += image.shape[0]
+        if self.dram1_size > self.arch.dram1_depth:
+            raise MemoryOverflow("(constants)", "DRAM1", self.dram1_size, self.arch.dram1_depth)
+        self.dram1_cache[key] = base
+        return base
+
+    # ------------------------------------------------------------------ regions
+    def _local_region(self, value: Value, layer: str) -> Region:
+        top, left, bottom, right = self.pads.get(id(value), (0, 0, 0, 0))
+        pitch = value.width + left + right
+        plane = (value.height + top + bottom) * pitch
+        size = plane * blocks_of(value.channels, self.n)
+        base = self._alloc(size, layer)
+        self.resident.append(value)
+        return Region("local", base, plane, pitch, 1, top, left, size)
+
+    def _alloc(self, size: int, layer: str) -> int:
+        address = self.local.alloc(size)
+        if address is None:
+            raise _NoRoom(layer, "local memory", size, self.local.largest(), self._live())
+        return address
+
+    def _live(self) -> List[Value]:
+        return list(self.resident) + [v for v in self.pending if all(
+            v is not r for r in self.resident)]
+
+    def _spill_region(self, value: Value) -> Region:
+        region = dense_region("dram0", value, self.n, self.dram0_top)
+        self.dram0_top += region.size
+        if self.dram0_top > self.arch.dram0_depth - 2:   # the driver's probe vectors
+            raise MemoryOverflow(value.name, "DRAM0", self.dram0_top, self.arch.dram0_depth - 2)
+        return region
+
+    # ------------------------------------------------------------------ zeroing
+    def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
+        """Write zeros to local runs (address, count) from a zero accumulator window."""
+        runs = [r for r in runs if r[1] > 0]
+        if not runs:
+            return
+        window = min(self.acc_avail, max(c for _, c in runs))
+        self.program.emit(LoadWeights(0, self.n, zeroes=True))
+        self.loaded_block = None
+        self.program.emit(MatMul(0, 0, window - 1, zeroes=True))
+        self.acc_peak = max(self.acc_peak, window)
+        for address, count in runs:
+            for start in range(0, count, window):
+                self.program.datamove(K.ACC_TO_LOCAL, address + start, 0,
+                                      min(window, count - start))
+
+    def _border_runs(self, region: Region, value: Value) -> List[Tuple[int, int]]:
+        """The contiguous runs of a local region that are zero border, not pixels."""
+        runs: List[Tuple[int, int]] = []
+        for cb in range(blocks_of(value.channels, self.n)):
+            start = region.base + cb * region.cb_pitch
+            for r in range(value.height):
+                first = region.addr(cb, r, 0)
+                runs.append((start, first - start))
+                start = first + value.width
+            runs.append((start, region.base + (cb + 1) * region.cb_pitch - start))
+        merged: List[Tuple[int, int]] = []
+        for a, c in runs:
+            if c <= 0:
+                continue
+            if merged and merged[-1][0] + merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], merged[-1][1] + c)
+            else:
+                merged.append((a, c))
+        return merged
+
+    # ------------------------------------------------------------------ moving rows
+    def _move_row(self, kind: DataMoveKind, local: int, dram: Region, cb: int, r: int,
+                  count: int) -> None:
+        """`count` pixels of row r from column 0 between local (contiguous) and DRAM0."""
+        step = _pow2_stride(dram.col_pitch, self.arch.stride1_depth)
+        address = dram.addr(cb, r, 0)
+        if step is not None:
+            self.program.datamove(kind, local, address, count, 0, step)
+        else:
+            for c in range(count):
+                self.program.datamove(kind, local + c, address + c * dram.col_pitch, 1)
+
+    # ------------------------------------------------------------------ the program
+    def run(self) -> CompiledProgram:
+        self._load_constants()
+        graph = self.q.graph
+        if self.homes.get(id(graph.input)) == "local":
+            self._import_input()
+        else:
+            self.regions[id(graph.input)] = self.input_dram
+        for index, q in enumerate(self.q.layers):
+            self.program.barrier()    # per-layer instruction slices stay exact
+            start = len(self.program)
+            self._layer(index, q)
+            self.reports[-1].instructions = len(self.program) - start
+            self.reports[-1].start = start
+            for value in q.layer.inputs:
+                if self.last_use.get(id(value)) == index:
+                    region = self.regions.get(id(value))
+                    if region is not None and region.space == "local":
+                        self.local.release(region.base, region.size)
+                        self.resident = [v for v in self.resident if v is not value]
+        dram1 = np.concatenate(self.dram1) if self.dram1 else np.zeros((0, self.n), np.int64)
+        spilled = [v.name for v in graph.values()[1:-1] if self.homes.get(id(v)) == "dram0"]
+        if self.homes.get(id(graph.input)) != "local":
+            spilled.insert(0, graph.input.name + " (read from DRAM0)")
+        regions = {v.name: self.regions[id(v)] for v in graph.values() if id(v) in self.regions}
+        return CompiledProgram(self.program.instructions, dram1, self.input_dram,
+                               self.output_dram, self.dram0_top, self.local.peak,
+                               self.acc_peak, spilled, self.reports, regions)
+
+    def _import_input(self) -> None:
+        x = self.q.graph.input
+        self.pending = [x]
+        region = self._local_region(x, "(input)")
+        self.regions[id(x)] = region
+        self._zero_runs(self._border_runs(region, x))
+        for cb in range(blocks_of(x.channels, self.n)):
+            for r in range(x.height):
+                self._move_row(K.DRAM0_TO_LOCAL, region.addr(cb, r, 0), self.input_dram, cb, r,
+                               x.width)
+
+    # ------------------------------------------------------------------ one layer
+    def _output_region(self, q: QLayer) -> Region:
+        out = q.layer.output
+        if out is self.q.graph.output:
+            return self.output_dram
+        if self.homes.get(id(out), "local") == "local":
+            return self._local_region(out, q.name)
+        return self._spill_region(out)
+
+    def _layer(self, index: int, q: QLayer) -> None:
+        out = q.layer.output
+        self.pending = [out] + [v for v in q.layer.inputs if v is not self.q.graph.input
+                                or self.homes.get(id(v)) == "local"]
+        if out is self.q.graph.output and self.last_use.get(id(out)) is not None:
+            raise CompileError("the graph output %r is also read by other layers; that is not "
+                               "supported" % out.name)
+        region = self._output_region(q)
+        self.regions[id(out)] = region
+        if region.space == "local":
+            self._zero_runs(self._border_runs(region, out))
+        if q.max_term is not None:
+            self._max_layer(q, region)
+        else:
+            self._linear_layer(q, region)
+
+    # strips, buffers, weights ---------------------------------------------------------
+    def _rows_in(self, term, rows: int) -> int:
+        if isinstance(term, AddTerm):
+            return rows
+        return (rows - 1) * term.stride[0] + term.kernel[0]
+
+    def _strip_plan(self, q: QLayer, rows_limit: int
+                    ) -> Tuple[int, Dict[int, Region], Optional[Region], List[Tuple[int, int]]]:
+        """The largest strip height whose buffers fit; allocates them and returns
+        (rows, strip buffers by term index, staging, weight budget runs)."""
+        out = q.layer.output
+        spilled_terms = [(t, term) for t, term in enumerate(q.layer.terms)
+                         if self.regions[id(term.input)].space == "dram0"]
+        needs_staging = self.regions[id(out)].space == "dram0"
+        rows = rows_limit
+        while True:
+            held: List[Tuple[int, int]] = []
+            buffers: Dict[int, Region] = {}
+            staging = None
+            ok = True
+            for t, term in spilled_terms:
+                x = term.input
+                left, right = (term.pads[1], term.pads[3]) if isinstance(term, LinearTerm) \
+                    else (0, 0)
+                pitch = x.width + left + right
+                plane = self._rows_in(term, rows) * pitch
+                size = plane * blocks_of(x.channels, self.n)
+                address = self.local.alloc(size)
+                if address is None:
+                    ok = False
+                    break
+                held.append((address, size))
+                buffers[t] = Region("local", address, plane, pitch, 1, 0, left, size)
+            if ok and needs_staging:
+                size = rows * out.width
+                address = self.local.alloc(size)
+                if address is None:
+                    ok = False
+                else:
+                    held.append((address, size))
+                    staging = Region("local", address, 0, out.width, 1, size=size)
+            if ok and self.local.largest() >= self.n + 1:
+                return rows, buffers, staging, held
+            for address, size in held:
+                self.local.release(address, size)
+            if rows == 1:
+                needed = sum(s for _, s in held) + self.n + 1
+                raise _NoRoom(q.name, "local memory", needed, self.local.largest(), self._live())
+            rows = max(1, rows // 2)
+
+    def _weight_groups(self, q: QLayer, budget: int) -> List[List[Tuple[int, List]]]:
+        """Groups of (cob, ops) whose distinct blocks fit `budget` vectors together; a block
+        whose ops alone do not fit is cut into chunks (each a group of its own)."""
+        per = self.n + 1
+        capacity = max(1, (budget - self.n) // per)   # one block of slack for the middle
+        groups: List[List[Tuple[int, List]]] = []
+        current: List[Tuple[int, List]] = []
+        blocks: Set[int] = set()
+        for cob, ops in enumerate(q.ops):
+            need = {op.block for op in ops if isinstance(op, MatOp)}
+            if len(need) > capacity:
+                if current:
+                    groups.append(current)
+                    current, blocks = [], set()
+                chunk: List = []
+                chunk_blocks: Set[int] = set()
+                for op in ops:
+                    if isinstance(op, MatOp) and op.block not in chunk_blocks and \
+                            len(chunk_blocks) == capacity:
+                        groups.append([(cob, chunk)])
+                        chunk, chunk_blocks = [], set()
+                    chunk.append(op)
+                    if isinstance(op, MatOp):
+                        chunk_blocks.add(op.block)
+                groups.append([(cob, chunk)])
+                continue
+            if len(blocks | need) > capacity and current:
+                groups.append(current)
+                current, blocks = [], set()
+            current.append((cob, ops))
+            blocks |= need
+        if current:
+            groups.append(current)
+        return groups
+
+    def _load_weights(self, q: QLayer, group: List[Tuple[int, List]]) -> Tuple[Dict[int, int],
+                                                                              Tuple[int, int]]:
+        """Put a group's distinct blocks in local memory (one DRAM1 image, one or two
+        DataMoves); returns block -> local address and the allocation to free."""
+        order: List[int] = []
+        for _, ops in group:
+            for op in ops:
+                if isinstance(op, MatOp) and op.block not in order:
+                    order.append(op.block)
+        per = self.n + 1
+        size = len(order) * per + (self.n if order else 0)
+        base = self._alloc(size, q.name)
+        addresses: Dict[int, int] = {}
+        half = self.program.half
+        cursor = base
+        for block in order:
+            if cursor < half < cursor + per:
+                cursor = half   # no LoadWeights may cross the middle of local memory
+            addresses[block] = cursor
+            cursor += per
+        if order:
+            dram = self._dram1(np.concatenate([q.blocks[b] for b in order]))
+            start = 0
+            for k in range(1, len(order) + 1):
+                if k == len(order) or addresses[order[k]] != addresses[order[k - 1]] + per:
+                    self.program.datamove(K.DRAM1_TO_LOCAL, addresses[order[start]],
+                                          dram + start * per, (k - start) * per)
+                    start = k
+        self.loaded_block = None
+        return addresses, (base, size)
+
+    # linear and add layers -------------------------------------------------------------
+    def _linear_layer(self, q: QLayer, region: Region) -> None:
+        out = q.layer.output
+        ho, wo = out.height, out.width
+        if wo > self.acc_avail:
+            raise MemoryOverflow(q.name, "accumulators", wo, self.acc_avail,
+                                 "one output row of %d pixels" % wo)
+        rows_limit = min(ho, self.acc_avail // wo)
+        rows, buffers, staging, held = self._strip_plan(q, rows_limit)
+        groups = self._weight_groups(q, self.local.largest())
+        chunked = any(len(g) == 1 and g[0][1] is not q.ops[g[0][0]] for g in groups)
+        strips = [(i, min(ho, i + rows)) for i in range(0, ho, rows)]
+        weight_vectors = 0
+        self.acc_peak = max(self.acc_peak, rows * wo)
+        if not chunked:
+            for group in groups:
+                addresses, allocation = self._load_weights(q, group)
+                weight_vectors += allocation[1]
+                for s, (i0, i1) in enumerate(strips):
+                    views = self._load_strips(q, buffers, i0, i1, s)
+                    for cob, ops in group:
+                        self._compute(q, cob, ops, True, views, addresses, i0, i1)
+                        self._finish(q, cob, region, staging, i0, i1)
+                self.local.release(*allocation)
+        else:
+            # some block's weights exceed local memory: chunks, reloaded for every strip
+            order = [(g, cob) for g, group in enumerate(groups) for cob, _ in group]
+            last_chunk = {cob: g for g, cob in order}
+            for s, (i0, i1) in enumerate(strips):
+                views = self._load_strips(q, buffers, i0, i1, s)
+                started: Set[int] = set()
+                for g, group in enumerate(groups):
+                    addresses, allocation = self._load_weights(q, group)
+                    weight_vectors += allocation[1]
+                    for cob, ops in group:
+                        self._compute(q, cob, ops, cob not in started, views, addresses, i0, i1)
+                        started.add(cob)
+                        if last_chunk[cob] == g:
+                            self._finish(q, cob, region, staging, i0, i1)
+                    self.local.release(*allocation)
+        for address, size in held:
+            self.local.release(address, size)
+        self._report(q, len(strips), len(groups), weight_vectors, region)
+
+    def _load_strips(self, q: QLayer, buffers: Dict[int, Region], i0: int, i1: int,
+                     strip: int) -> Dict[int, Region]:
+        """The region each term reads for output rows [i0, i1): its home when resident,
+        else its strip buffer, filled from DRAM0 after its border is zeroed (the whole
+        buffer before the first strip, the rows outside the image afterwards)."""
+        views: Dict[int, Region] = {}
+        zero_runs: List[Tuple[int, int]] = []
+        loads: List[Tuple[Region, Region, int, int, int]] = []
+        for t, term in enumerate(q.layer.terms):
+            home = self.regions[id(term.input)]
+            if home.space == "local":
+                views[t] = home
+                continue
+            buffer = buffers[t]
+            x = term.input
+            if isinstance(term, LinearTerm):
+                first = i0 * term.stride[0] - term.pads[0]
+                count = self._rows_in(term, i1 - i0)
+            else:
+                first, count = i0, i1 - i0
+            view = dataclasses.replace(buffer, top=-first)
+            views[t] = view
+            if strip == 0:
+                zero_runs.append((buffer.base, buffer.size))
+            for cb in range(blocks_of(x.channels, self.n)):
+                for r in range(first, first + count):
+                    if 0 <= r < x.height:
+                        loads.append((view, home, cb, r, x.width))
+                    elif strip > 0:
+                        zero_runs.append((view.addr(cb, r, -view.left), view.row_pitch))
+        self._zero_runs(zero_runs)   # borrows the accumulator tile and the array
+        for view, home, cb, r, width in loads:
+            self._move_row(K.DRAM0_TO_LOCAL, view.addr(cb, r, 0), home, cb, r, width)
+        return views
+
+    def _compute(self, q: QLayer, cob: int, ops: List, first: bool, views: Dict[int, Region],
+                 addresses: Dict[int, int], i0: int, i1: int) -> None:
+        """Accumulate a block's ops for output rows [i0, i1) into the tile at acc 0."""
+        wo = q.layer.output.width
+        for op in ops:
+            term = q.layer.terms[op.term]
+            view = views[op.term]
+            if isinstance(op, CopyOp):
+                kind = K.LOCAL_TO_ACC if first else K.LOCAL_TO_ACC_ACCUMULATE
+                for i in range(i0, i1):
+                    self.program.datamove(kind, view.addr(cob, i, 0), (i - i0) * wo, wo)
+                first = False
+                continue
+            key = (addresses[op.block], op.block)
+            if self.loaded_block != key:
+                self.program.emit(LoadWeights(addresses[op.block], self.n))
+                self.loaded_block = key
+            if op.zeroes:
+                self.program.emit(MatMul(0, 0, (i1 - i0) * wo - 1, accumulate=not first,
+                                         zeroes=True))
+                first = False
+                continue
+            has_bias = bool(q.blocks[op.block][0].any())
+            k, m = op.tap
+            sh, sw = term.stride
+            step = _pow2_stride(sw, self.arch.stride0_depth)
+            for i in range(i0, i1):
+                r = i * sh + k - term.pads[0]
+                if not first and not has_bias and not 0 <= r < term.input.height:
+                    continue   # a row of zero padding adds exactly zero
+                local = view.addr(op.cib, r, m - term.pads[1])
+                acc = (i - i0) * wo
+                if step is not None:
+                    self.program.emit(MatMul(local, acc, wo - 1, step, 0, not first))
+                else:
+                    for j in range(wo):
+                        self.program.emit(MatMul(local + j * sw, acc + j, 0, 0, 0, not first))
+            first = False
+
+    # post-ops and output ----------------------------------------------------------------
+    def _simd(self, op: SimdOp, read: Optional[int] = None, write: Optional[int] = None,
+              to_register: bool = False, right: int = _REGISTER) -> None:
+        self.program.emit(SIMD(op, left=0 if read is not None else _REGISTER, right=right,
+                               dest=_REGISTER if to_register else 0,
+                               write_address=write or 0, read_address=read or 0,
+                               read=read is not None, write=write is not None))
+
+    def _set_register(self, raw: Optional[int]) -> None:
+        """Register 1 := a constant (None: zero)."""
+        if self.register == ("const", raw):
+            return
+        if raw is None or raw == 0:
+            self.program.emit(SIMD(SimdOp.ZERO, dest=_REGISTER))
+        else:
+            self._simd(SimdOp.MOVE, read=self.consts[raw], to_register=True, right=0)
+        self.register = ("const", raw)
+
+    def _post(self, q: QLayer, vectors: List[Tuple[int, int, int]]) -> None:
+        """The post-ops on tile vectors (acc address, row, col)."""
+        fmt = self.fmt
+        for op in q.post:
+            if isinstance(op, QRelu):
+                self._set_register(None)
+                for a, _, _ in vectors:
+                    self._simd(SimdOp.MAX, read=a, write=a)
+            elif isinstance(op, QLeakyRelu):
+                combine = SimdOp.MIN if op.use_min else SimdOp.MAX
+                if op.alpha == 0:
+                    self._set_register(None)
+                    for a, _, _ in vectors:
+                        self._simd(combine, read=a, write=a)
+                    continue
+                for a, _, _ in vectors:
+                    self.register = None
+                    self._set_register(op.alpha)
+                    self._simd(SimdOp.MULTIPLY, read=a, to_register=True)
+                    self._simd(combine, read=a, write=a)
+                self.register = None
+            elif isinstance(op, QClip):
+                low = op.low if op.low > fmt.min_raw else None
+                high = op.high if op.high < fmt.max_raw else None
+                if low is not None and high is not None:
+                    for a, _, _ in vectors:
+                        self.register = None
+                        self._set_register(low)
+                        self._simd(SimdOp.MAX, read=a, to_register=True)
+                        self._simd(SimdOp.MIN, read=self.consts[high], write=a)
+                    self.register = None
+                elif low is not None or high is not None:
+                    self._set_register(low if low is not None else high)
+                    for a, _, _ in vectors:
+                        self._simd(SimdOp.MAX if low is not None else SimdOp.MIN, read=a, write=a)
+            elif isinstance(op, QScale):
+                by_factor: Dict[int, List[int]] = {}
+                for a, i, j in vectors:
+                    by_factor.setdefault(int(op.factors[i, j]), []).append(a)
+                for factor, addresses in sorted(by_factor.items()):
+                    if factor == fmt.one:
+                        continue
+                    self._set_register(factor)
+                    for a in addresses:
+                        self._simd(SimdOp.MULTIPLY, read=a, write=a)
+
+    def _finish(self, q: QLayer, cob: int, region: Region, staging: Optional[Region],
+                i0: int, i1: int) -> None:
+        out = q.layer.output
+        wo = out.width
+        vectors = [((i - i0) * wo + j, i, j) for i in range(i0, i1) for j in range(wo)]
+        self._post(q, vectors)
+        self._write(cob, region, staging, i0, i1, wo)
+
+    def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
+               wo: int) -> None:
+        """Tile rows [i0, i1) of block cob (acc pitch wo) to the value's home."""
+        if region.space == "local":
+            for i in range(i0, i1):
+                self.program.datamove(K.ACC_TO_LOCAL, region.addr(cob, i, 0), (i - i0) * wo, wo)
+            return
+        if staging is None:
+            raise CompileError("internal: a DRAM0 output without a staging buffer")
+        self.program.datamove(K.ACC_TO_LOCAL, staging.base, 0, (i1 - i0) * wo)
+        for i in range(i0, i1):
+            self._move_row(K.LOCAL_TO_DRAM0, staging.base + (i - i0) * wo, region, cob, i, wo)
+
+    # max pools ---------------------------------------------------------------------------
+    def _max_layer(self, q: QLayer, region: Region) -> None:
+        term: MaxTerm = q.max_term
+        out, x = q.layer.output, term.input
+        ho, wo = out.height, out.width
+
+        def window(rows: int) -> int:
+            return min(x.height, (rows - 1) * term.stride[0] + term.kernel[0]) * x.width
+
+        rows = ho
+        while rows > 1 and rows * wo + window(rows) > self.acc_avail:
+            rows -= 1
+        if rows * wo + window(rows) > self.acc_avail:
+            raise MemoryOverflow(q.name, "accumulators", wo + window(1), self.acc_avail,
+                                 "one output row and its input window")
+        home = self.regions[id(x)]
+        held: List[Tuple[int, int]] = []
+        staging = None
+        if region.space == "dram0":
+            address = self._alloc(rows * wo, q.name)
+            held.append((address, rows * wo))
+            staging = Region("local", address, 0, wo, 1, size=rows * wo)
+        strip_buffer = None
+        if home.space == "dram0":
+            size = window(rows)
+            address = self._alloc(size, q.name)
+            held.append((address, size))
+            strip_buffer = address
+        self.acc_peak = max(self.acc_peak, rows * wo + window(rows))
+        strips = [(i, min(ho, i + rows)) for i in range(0, ho, rows)]
+        base = rows * wo
+        for i0, i1 in strips:
+            r0 = max(0, i0 * term.stride[0] - term.pads[0])
+            r1 = min(x.height, (i1 - 1) * term.stride[0] - term.pads[0] + term.kernel[0])
+            for cb in range(blocks_of(x.channels, self.n)):
+                for r in range(r0, r1):
+                    if strip_buffer is None:
+                        self.program.datamove(K.LOCAL_TO_ACC, home.addr(cb, r, 0),
+                                              base + (r - r0) * x.width, x.width)
+                    else:
+                        local = strip_buffer + (r - r0) * x.width
+                        self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, x.width)
+                if strip_buffer is not None:
+                    self.program.datamove(K.LOCAL_TO_ACC, strip_buffer, base,
+                                          (r1 - r0) * x.width)
+                for i in range(i0, i1):
+                    for j in range(wo):
+                        taps = [base + (r - r0) * x.width + c for r, c in term.taps(i, j)]
+                        target = (i - i0) * wo + j
+                        if len(taps) == 1:
+                            self._simd(SimdOp.MOVE, read=taps[0], write=target, right=0)
+                            continue
+                        self._simd(SimdOp.MOVE, read=taps[0], to_register=True, right=0)
+                        for a in taps[1:-1]:
+                            self._simd(SimdOp.MAX, read=a, to_register=True)
+                        self._simd(SimdOp.MAX, read=taps[-1], write=target)
+                self.register = None
+                self._finish(q, cb, region, staging, i0, i1)
+        for address, size in held:
+            self.local.release(address, size)
+        self._report(q, len(strips), 0, 0, region)
+
+    def _report(self, q: QLayer, strips: int, groups: int, weights: int, region: Region) -> None:
+        out = q.layer.output
+        self.reports.append(LayerReport(
+            q.name, "+".join(q.layer.ops), "%s %dx%dx%d" % (out.name, *out.shape), strips,
+            groups, weights, 0, q.layer.macs, region.space))
+
+
+STRATEGIES = ("on-chip", "dram0")
+
+
+def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
+             ) -> CompiledProgram:
+    """Plan memories and emit the program; spill the largest live activations to DRAM0 until
+    every layer fits (MemoryOverflow when one cannot fit even then).
+
+    `strategy="dram0"` puts every activation in DRAM0 from the start, as Tensil's own
+    compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError("strategy must be one of %s, got %r" % (", ".join(STRATEGIES), strategy))
+    start = "local" if strategy == "on-chip" else "dram0"
+    homes: Dict[int, str] = {id(v): start for v in qgraph.graph.values()}
+    homes[id(qgraph.graph.output)] = "dram0"
+    for _ in range(max_attempts):
+        try:
+            return _Scheduler(qgraph, homes).run()
+        except _NoRoom as full:
+            candidates = [v for v in full.live if homes.get(id(v)) == "local"]
+            if not candidates:
+                raise MemoryOverflow(full.layer, full.memory, full.needed + 0,
+                                     full.available,
+                                     "even with every activation in DRAM0") from None
+            victim = max(candidates, key=lambda v: v.channels * v.height * v.width)
+            homes[id(victim)] = "dram0"
+    raise CompileError("no memory plan found in %d attempts" % max_attempts)

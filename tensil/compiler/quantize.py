@@ -1,0 +1,203 @@
+"""The fused graph in the machine's terms: FP16BP8 weight blocks, raw post-op constants, and
+for every output channel block the ordered list of accumulator operations.
+
+A layer's output channels are cut in blocks of N (`array_size`) lanes, its inputs' channels
+too. A weight block is what one LoadWeights puts in the array: N+1 raw vectors, row 0 the
+bias row, row 1+j the weights of input lane j. For each output block `cob` the layer is the
+sequence `ops[cob]`:
+
+- `MatOp(term, tap, cib, block)`: acc (+)= mac_chain(input block cib at the tap, block); a
+  block that quantizes to all zeros is left out (it would add exactly zero), and the bias
+  rides on the first MatOp of the block (a `zeroes` MatOp carries it when no weight is left);
+- `CopyOp(term)`: acc (+)= the AddTerm's input block cob (DataMove local -> accumulators).
+
+The first op of a block overwrites the accumulators, the others add with saturation. The
+compiler's schedule follows this order exactly whatever its tiling, and `reference` computes
+the same order in plain numpy, so the two agree bit for bit.
+"""
+
+import dataclasses
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+from ..arch import Architecture
+from ..fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
+from .errors import UnsupportedError
+from .graph import AddTerm, Clip, Graph, Layer, LeakyRelu, LinearTerm, MaxTerm, Relu, Scale
+
+__all__ = ["CopyOp", "MatOp", "QClip", "QGraph", "QLayer", "QLeakyRelu", "QRelu", "QScale",
+           "blocks_of", "quantize"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MatOp:
+    term: int
+    tap: tuple          # (row, col) of the kernel
+    cib: int            # input channel block
+    block: int          # index into QLayer.blocks
+    zeroes: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyOp:
+    term: int
+
+
+Op = Union[MatOp, CopyOp]
+
+
+@dataclasses.dataclass(frozen=True)
+class QRelu:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class QLeakyRelu:
+    alpha: int           # raw
+    use_min: bool        # alpha > 1: min(x, alpha x)
+
+
+@dataclasses.dataclass(frozen=True)
+class QClip:
+    low: int
+    high: int
+
+
+@dataclasses.dataclass(eq=False)
+class QScale:
+    factors: np.ndarray  # raw int64 [Ho, Wo]
+
+
+QPost = Union[QRelu, QLeakyRelu, QClip, QScale]
+
+
+@dataclasses.dataclass(eq=False)
+class QLayer:
+    layer: Layer
+    blocks: List[np.ndarray]          # raw int64 (N+1, N)
+    ops: List[List[Op]]               # per output block
+    post: List[QPost]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def max_term(self) -> Optional[MaxTerm]:
+        terms = [t for t in self.layer.terms if isinstance(t, MaxTerm)]
+        return terms[0] if terms else None
+
+
+@dataclasses.dataclass(eq=False)
+class QGraph:
+    graph: Graph
+    arch: Architecture
+    layers: List[QLayer]
+    stats: SaturationStats
+
+    @property
+    def fmt(self) -> FixedFormat:
+        return fixed_format(self.arch.data_type)
+
+    @property
+    def n(self) -> int:
+        return self.arch.array_size
+
+
+def blocks_of(channels: int, n: int) -> int:
+    return -(-channels // n)
+
+
+def _quantize_linear(term: LinearTerm, n: int, fmt: FixedFormat, stats: SaturationStats
+                     ) -> np.ndarray:
+    """Raw weights [Cob, kh, kw, Cib, N(in), N(out)], zero padded."""
+    co, ci, kh, kw = term.weight.shape
+    cob, cib = blocks_of(co, n), blocks_of(ci, n)
+    raw = from_float_const(term.weight, fmt, stats)
+    padded = np.zeros((cob * n, cib * n, kh, kw), dtype=np.int64)
+    padded[:co, :ci] = raw
+    # [cob, k_out, cib, j_in, kh, kw] -> [cob, kh, kw, cib, j_in, k_out]
+    return padded.reshape(cob, n, cib, n, kh, kw).transpose(0, 4, 5, 2, 3, 1)
+
+
+def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]:
+    out: List[QPost] = []
+    for op in layer.post:
+        if isinstance(op, Relu):
+            out.append(QRelu())
+        elif isinstance(op, LeakyRelu):
+            out.append(QLeakyRelu(int(from_float_const(op.alpha, fmt, stats)), op.alpha > 1.0))
+        elif isinstance(op, Clip):
+            # +-inf-like bounds saturate by design: not counted as overflows
+            bounds = [int(from_float_const(v, fmt, None if abs(v) >= 1 << (
+                fmt.width - fmt.frac_bits - 1) else stats)) for v in (op.low, op.high)]
+            out.append(QClip(*bounds))
+        elif isinstance(op, Scale):
+            out.append(QScale(from_float_const(op.factors, fmt, stats)))
+        else:
+            raise UnsupportedError("layer %s: post-op %r has no lowering" % (layer.name, op))
+    return out
+
+
+def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats) -> QLayer:
+    cob = blocks_of(layer.output.channels, n)
+    bias = np.zeros(cob * n, dtype=np.int64)
+    if layer.bias is not None:
+        bias[:layer.output.channels] = from_float_const(layer.bias, fmt, stats)
+    bias = bias.reshape(cob, n)
+    blocks: List[np.ndarray] = []
+    index: Dict[bytes, int] = {}
+
+    def block_id(weights: Optional[np.ndarray], bias_row: Optional[np.ndarray]) -> int:
+        full = np.zeros((n + 1, n), dtype=np.int64)
+        if bias_row is not None:
+            full[0] = bias_row
+        if weights is not None:
+            full[1:] = weights
+        key = full.tobytes()
+        if key not in index:
+            index[key] = len(blocks)
+            blocks.append(full)
+        return index[key]
+
+    raw_terms = [_quantize_linear(t, n, fmt, stats) if isinstance(t, LinearTerm) else None
+                 for t in layer.terms]
+    ops: List[List[Op]] = []
+    for c in range(cob):
+        sequence: List[Op] = []
+        carried = False
+        first_linear = None
+        for t, term in enumerate(layer.terms):
+            if isinstance(term, AddTerm):
+                sequence.append(CopyOp(t))
+            elif isinstance(term, LinearTerm):
+                if first_linear is None:
+                    first_linear = len(sequence)
+                raw = raw_terms[t][c]
+                kh, kw, cib = raw.shape[:3]
+                for k in range(kh):
+                    for m in range(kw):
+                        for b in range(cib):
+                            if not raw[k, m, b].any():
+                                continue
+                            row = None if carried else bias[c]
+                            sequence.append(MatOp(t, (k, m), b, block_id(raw[k, m, b], row)))
+                            carried = True
+        if first_linear is not None and not carried:
+            sequence.insert(first_linear, MatOp(first_linear_term(layer), (0, 0), 0,
+                                                block_id(None, bias[c]), zeroes=True))
+        ops.append(sequence)
+    return QLayer(layer, blocks, ops, _post(layer, fmt, stats))
+
+
+def first_linear_term(layer: Layer) -> int:
+    return next(i for i, t in enumerate(layer.terms) if isinstance(t, LinearTerm))
+
+
+def quantize(graph: Graph, arch: Architecture) -> QGraph:
+    """Quantize every layer's constants (Tensil's rule: half up, saturated, counted)."""
+    fmt = fixed_format(arch.data_type)
+    stats = SaturationStats()
+    layers = [_quantize_layer(layer, arch.array_size, fmt, stats) for layer in graph.layers]
+    return QGraph(graph, arch, layers, stats)
