@@ -57,7 +57,7 @@ from tensil import cosim  # noqa: E402
 from tensil.arch import load_tarch  # noqa: E402
 from tensil.driver import TensilDriver  # noqa: E402
 from tensil.estimate import estimate, estimate_memory_aware  # noqa: E402
-from tensil.isa import Configure, DataMove, encode_program  # noqa: E402
+from tensil.isa import Configure, DataMove, decode_program, encode_program  # noqa: E402
 from tensil.tmodel import load_tmodel  # noqa: E402
 from tests.fake_pynq import TENSIL_BITFILE, FakeBoard, FakeDDR, FakeOverlay, FakeTcu  # noqa: E402
 from tests.tensil_models import build_conv_model  # noqa: E402
@@ -194,24 +194,42 @@ def driver_section(args: argparse.Namespace, model: Dict[str, Any]) -> Dict[str,
 
 
 def tcu_section(args: argparse.Namespace, model: Dict[str, Any]) -> Dict[str, Any]:
+    """The backbone's TCU time: the compiled .tmodel on the RTL as the driver runs it (a
+    stand-in has no such program: then a ResNet-9's MatMul work stands for it)."""
     arch = load_tarch(ARCH)
-    program = matmul_program(arch, RESNET9_LAYERS)
-    out: Dict[str, Any] = {"instructions": len(program), "macs": _macs(program, arch.array_size),
-                           "tensil_estimate": estimate(program, arch).cycles,
-                           "memory_aware_estimate": estimate_memory_aware(program, arch).cycles}
     missing = cosim.unavailable()
-    print("\n== tcu: ResNet-9 f=16 32x32 MatMul work, %d instructions, %.1f M MACs (padded) ==" % (
-        out["instructions"], out["macs"] / 1e6))
-    if missing is None:
-        dram0, dram1 = _machine(arch, "nn")
-        code = encode_program(program, arch)
-        for mhz in (50.0, 125.0):
-            result = cosim.run(code, dram0, dram1, arch, dram=cosim.DramModel.zynq_hp(mhz))
-            out["rtl_cycles_%gmhz" % mhz] = result.cycles
-            print("  RTL (Verilator), DRAM model at %g MHz: %d cycles = %.2f ms" % (
-                mhz, result.cycles, result.cycles / (mhz * 1e3)))
+    if not model["stand_in"]:
+        from benchmarks.compiler import tmodel_on_rtl
+
+        compiled = load_tmodel(model["tmodel"])
+        x = np.random.default_rng(0).uniform(-2, 2, (compiled.inputs[0].size, arch.array_size))
+        out: Dict[str, Any] = {"program": "the compiled %s" % compiled.name}
+        print("\n== tcu: %s on the RTL, as the driver runs it ==" % compiled.name)
+        if missing is None:
+            for mhz in (50.0, 125.0):
+                cycles = tmodel_on_rtl(model["tmodel"], x, cosim.DramModel.zynq_hp(mhz))["rtl_cycles"]
+                out["rtl_cycles_%gmhz" % mhz] = cycles
+                print("  RTL (Verilator), DRAM model at %g MHz: %d cycles = %.2f ms" % (
+                    mhz, cycles, cycles / (mhz * 1e3)))
+        program = decode_program(compiled.prog_path.read_bytes(), arch)
     else:
+        program = matmul_program(arch, RESNET9_LAYERS)
+        out = {"program": "a ResNet-9's MatMul work (stand-in)", "macs": _macs(program, arch.array_size)}
+        print("\n== tcu: ResNet-9 f=16 32x32 MatMul work, %d instructions, %.1f M MACs (padded) ==" % (
+            len(program), out["macs"] / 1e6))
+        if missing is None:
+            dram0, dram1 = _machine(arch, "nn")
+            code = encode_program(program, arch)
+            for mhz in (50.0, 125.0):
+                result = cosim.run(code, dram0, dram1, arch, dram=cosim.DramModel.zynq_hp(mhz))
+                out["rtl_cycles_%gmhz" % mhz] = result.cycles
+                print("  RTL (Verilator), DRAM model at %g MHz: %d cycles = %.2f ms" % (
+                    mhz, result.cycles, result.cycles / (mhz * 1e3)))
+    if missing is not None:
         print("  RTL co-simulation unavailable (%s): Tensil's estimates only" % missing)
+    out["instructions"] = len(program)
+    out["tensil_estimate"] = estimate(program, arch).cycles
+    out["memory_aware_estimate"] = estimate_memory_aware(program, arch).cycles
     print("  Tensil's estimate %d cycles, memory-aware %d cycles" % (
         out["tensil_estimate"], out["memory_aware_estimate"]))
     return out

@@ -128,9 +128,10 @@ def _rtl_figures(result: Any, label: str, x: np.ndarray) -> Dict[str, Any]:
 TENSIL_DOCKER = pathlib.Path("runs") / "tensil-docker"
 
 
-def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray) -> Dict[str, Any]:
+def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray, dram: Any = None) -> Dict[str, Any]:
     """Any .tmodel (ours, or Tensil's from `make compile TENSIL=docker`) on the RTL, its input
-    given as float vectors written at the input's DRAM0 base the way the driver does."""
+    given as float vectors written at the input's DRAM0 base the way the driver does;
+    `dram`: the co-simulation's memory model (default: its default)."""
     from tensil import cosim
     from tensil.fixed import fixed_format, from_bytes, from_float_saturating
     from tensil.tmodel import load_tmodel
@@ -145,7 +146,8 @@ def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray) -> Dict[str, Any]:
     dram0.reshape(-1)[base:base + raw.size] = raw
     consts = [from_bytes(p.read_bytes(), fmt, str(p)).reshape(-1, n) for p in model.const_paths]
     dram1 = np.concatenate(consts).astype(np.int16) if consts else np.zeros((1, n), np.int16)
-    run = cosim.run(model.prog_path.read_bytes(), dram0, dram1, arch)
+    run = cosim.run(model.prog_path.read_bytes(), dram0, dram1, arch,
+                    **({"dram": dram} if dram is not None else {}))
     return {"tmodel": str(path), "rtl_cycles": run.cycles, "instructions": run.instructions}
 
 
