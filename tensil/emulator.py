@@ -46,6 +46,7 @@ estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ d
 """
 
 import dataclasses
+import functools
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -242,6 +243,24 @@ _TIMING = (
     "does not fix")
 
 
+def run_addresses(address: int, size: int, stride: int, bits: int) -> np.ndarray:
+    """The vectors of an on-chip run: address + i * 2^stride for i in 0..size, modulo
+    2^bits; read-only. Short runs are cached: a program repeats its runs frame after frame."""
+    if size < _CACHED_RUN:
+        return _cached_run(address, size, stride, bits)
+    return (address + (np.arange(size + 1, dtype=np.int64) << stride)) & ((1 << bits) - 1)
+
+
+_CACHED_RUN = 64   # vectors: bounds the cache below 16384 * 64 * 8 bytes = 8 MiB
+
+
+@functools.lru_cache(maxsize=16384)
+def _cached_run(address: int, size: int, stride: int, bits: int) -> np.ndarray:
+    addresses = (address + (np.arange(size + 1, dtype=np.int64) << stride)) & ((1 << bits) - 1)
+    addresses.flags.writeable = False
+    return addresses
+
+
 def _uses_accumulator_port(instruction: Instruction) -> bool:
     if isinstance(instruction, SIMD):
         return instruction.op != SimdOp.NOOP or instruction.read or instruction.write
@@ -268,13 +287,19 @@ class AccumulatorPort:
         lay = instruction_layout(arch)
         self.waiting = False
         self.chain = 0
-        self.mask = (1 << lay.accumulator_bits) - 1
+        self.bits = lay.accumulator_bits
+        self.mask = (1 << self.bits) - 1
         self.ops = 0                                      # accumulator-port operations so far
         self.last = np.full(self.mask + 1, -(1 << 40), dtype=np.int64)  # op of the last
         self.window = np.zeros(self.mask + 1, dtype=np.int64)           # accumulating write
         # a MatMul's sums reach the accumulators 2N+1 cycles after its request; measured
         # stale-read windows: about 2N+5 after a MatMul, 3 after a SIMD or a DataMove
         self.windows = {MatMul: 2 * arch.array_size + 8, DataMove: 8, SIMD: 8}
+        # a later MatMul's sums take the same way through the array, so only the next port
+        # operation reads stale (measured on the 12x12 RTL: distance 1 lost after a MatMul
+        # or a DataMove, 2 and more never, also in the emulator = RTL sweep; the compiler
+        # spaces such accumulates by one Zeroes MatMul)
+        self.matmul_window = 2
 
     def problem(self, instruction: Instruction) -> Optional[str]:
         """Why the RTL would jam or be timing-dependent on `instruction` now, or None."""
@@ -300,11 +325,11 @@ class AccumulatorPort:
             return (self._run(instruction.address, instruction.size, instruction.stride),
                     instruction.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
         if isinstance(instruction, SIMD) and instruction.write:
-            return np.array([instruction.write_address & self.mask]), instruction.accumulate
+            return self._run(instruction.write_address, 0, 0), instruction.accumulate
         return None, False
 
     def _run(self, address: int, size: int, stride: int) -> np.ndarray:
-        return (address + (np.arange(size + 1, dtype=np.int64) << stride)) & self.mask
+        return run_addresses(address, size, stride, self.bits)
 
     def stale_accumulate(self, instruction: Instruction) -> Optional[int]:
         """The first address a MatMul, a DataMove or a SIMD without Read accumulates into
@@ -314,8 +339,10 @@ class AccumulatorPort:
         if addresses is None or not accumulates or (isinstance(instruction, SIMD)
                                                      and instruction.read):
             return None   # a SIMD with Read writes after its read, which waits its turn
-        close = (self.ops + np.arange(addresses.size)) - self.last[addresses] \
-            < self.window[addresses]
+        window = self.window[addresses]
+        if isinstance(instruction, MatMul):
+            window = np.minimum(window, self.matmul_window)
+        close = (self.ops + np.arange(addresses.size)) - self.last[addresses] < window
         return int(addresses[np.argmax(close)]) if close.any() else None
 
     def advance(self, instruction: Instruction) -> None:
@@ -378,6 +405,10 @@ class Emulator:
                       "dram0": lay.dram0_bits, "dram1": lay.dram1_bits}
         self._dram_moved = [-1, -1]             # index of the last DataMove on each DRAM
         self._index = 0
+        self._chains: Dict[int, np.ndarray] = {}  # MatMul results computed ahead by run()
+        self._execute = {MatMul: self._matmul, DataMove: self._datamove,
+                         LoadWeights: self._load_weights, SIMD: self._simd,
+                         Configure: self._configure}
 
     def _memory(self, name: str, array: Optional[np.ndarray], vectors: Optional[int],
                 depth: int) -> np.ndarray:
@@ -408,13 +439,20 @@ class Emulator:
         if isinstance(program, (bytes, bytearray, memoryview)):
             program = decode_program(bytes(program), self.arch, strict)
         start = time.perf_counter()
-        for index, instruction in enumerate(program):
-            self._index = index
-            try:
-                self.step(instruction)
-            except EmulatorError as exc:
-                raise EmulatorError("instruction %d (%s): %s" % (
-                    index, _describe(instruction), exc)) from None
+        program = list(program)
+        chained_until = 0
+        try:
+            for index, instruction in enumerate(program):
+                self._index = index
+                if isinstance(instruction, MatMul) and index >= chained_until:
+                    chained_until = self._precompute_chains(program, index)
+                try:
+                    self.step(instruction)
+                except EmulatorError as exc:
+                    raise EmulatorError("instruction %d (%s): %s" % (
+                        index, _describe(instruction), exc)) from None
+        finally:
+            self._chains.clear()   # step() outside run() computes its own
         self.report.seconds += time.perf_counter() - start
         return self.report
 
@@ -429,18 +467,12 @@ class Emulator:
                 "write to it: the RTL reads the old value as the request arrives "
                 "(accumulating writes take no lock), so the sum depends on timing; the "
                 "emulator added in program order" % (self._index, stale))
-        if isinstance(instruction, MatMul):
-            self._matmul(instruction)
-        elif isinstance(instruction, DataMove):
-            self._datamove(instruction)
-        elif isinstance(instruction, LoadWeights):
-            self._load_weights(instruction)
-        elif isinstance(instruction, SIMD):
-            self._simd(instruction)
-        elif isinstance(instruction, Configure):
-            self._configure(instruction)
-        elif not isinstance(instruction, (NoOp, Skipped)):
-            raise EmulatorError("not a Tensil instruction: %r" % (instruction,))
+        execute = self._execute.get(type(instruction))
+        if execute is None:
+            if not isinstance(instruction, (NoOp, Skipped)):
+                raise EmulatorError("not a Tensil instruction: %r" % (instruction,))
+        else:
+            execute(instruction)
         self.port.advance(instruction)
         cycles, energy = self._latency.step(instruction)
         self.report.estimate.add(instruction, cycles, energy)
@@ -449,7 +481,7 @@ class Emulator:
     def _run(self, memory: str, address: int, size: int, stride: int) -> np.ndarray:
         """The vectors of an on-chip run: address + i * 2^stride modulo 2^address bits."""
         bits = self._bits[memory]
-        addresses = (address + (np.arange(size + 1, dtype=np.int64) << stride)) & ((1 << bits) - 1)
+        addresses = run_addresses(address, size, stride, bits)
         depth = self.local.shape[0] if memory == "local" else self.accumulators.shape[0]
         if depth < 1 << bits and int(addresses.max()) >= depth:
             raise EmulatorError("%s vectors %d.. (size %d, step %d) reach vector %d, past the "
@@ -493,13 +525,38 @@ class Emulator:
             return dram, first // n
         return dram.reshape(-1), first[:, None] + np.arange(n)
 
+    def _precompute_chains(self, program: List[Instruction], first: int) -> int:
+        """One mac_chain for a run of consecutive MatMuls: between them neither local memory
+        nor the weights change, so their products do not depend on the order; only the
+        accumulator writes, done by each MatMul in turn, do. Saves numpy's per-call cost on
+        the compiler's many short MatMuls. On any problem the run is left to step(). Returns
+        the index after the run."""
+        end = first
+        while end < len(program) and isinstance(program[end], MatMul):
+            end += 1
+        runs = [(k, program[k]) for k in range(first, end) if not program[k].zeroes]
+        if len(runs) < 2:
+            return end
+        try:
+            rows = [self._local(i.local_address, i.size, i.local_stride) for _, i in runs]
+        except EmulatorError:
+            return end  # step() reports it at the right instruction
+        chained = mac_chain(self.local[np.concatenate(rows)], self.weights, self.fmt)
+        start = 0
+        for (k, _), r in zip(runs, rows):
+            self._chains[k] = chained[start:start + r.size]
+            start += r.size
+        return end
+
     def _matmul(self, i: MatMul) -> None:
         acc = self._acc(i.acc_address, i.size, i.acc_stride)
         if i.zeroes:
             result = np.repeat(self.weights[:1], acc.size, axis=0)   # mac(0, w, p) = p
         else:
-            x = self.local[self._local(i.local_address, i.size, i.local_stride)]
-            result = mac_chain(x, self.weights, self.fmt)
+            result = self._chains.pop(self._index, None)
+            if result is None:
+                x = self.local[self._local(i.local_address, i.size, i.local_stride)]
+                result = mac_chain(x, self.weights, self.fmt)
             self.report.macs += acc.size * self.arch.array_size ** 2
         if i.accumulate:
             result = add(self.accumulators[acc], result, self.fmt)
