@@ -5,21 +5,19 @@ Sections:
 1. demo: the headless demonstrator (demo_app.DemoApp) on the same replayed CIFAR-10
    novel-class frames with each backend in one run: FPS of the inference frames and the
    latency of each stage (medians), and how far each backend's features are from
-   onnxruntime's on those frames. The bundled ResNet-9 with onnxruntime and opencv (and
-   tensil-emu once its compiled `.tmodel` sits beside it, models/<stem>_onnx_pynqz1_perf.tmodel);
-   until then tensil-emu runs a stand-in of the same input and output (3x32x32 -> 80
-   features: one 3x3 stride-2 convolution, Relu, average pooling; tests/tensil_models.py),
-   hand-assembled for the 12x12 architecture, next to onnxruntime and opencv on it.
+   onnxruntime's on those frames: the bundled ResNet-9 with onnxruntime, opencv and
+   tensil-emu (its compiled models/<stem>_onnx_pynqz1_perf.tmodel, shipped; should it be
+   missing, tensil-emu runs a labelled stand-in of the same input and output, 3x32x32 -> 80
+   features hand-assembled from tests/tensil_models.py).
 2. driver: tensil.driver's host-side time per frame against the pynq fakes (the fake AXI DMA
    and DDR), with a TCU that executes only the driver's own probe (the real one computes in
    parallel, in hardware): input conversion, DMA setup (the fake TCU's own time taken out),
    the probe poll and the readback, medians over --driver-frames frames; the A9 projection
    multiplies host CPU time by --a9-factor (10: a 650 MHz Cortex-A9 running numpy against
    one core of this machine, the issue's figure; 20 is printed as the pessimistic bound).
-3. tcu: the ResNet-9 f=16 32x32 frame's MatMul work (benchmarks.tensil.matmul_program: every
-   conv as LoadWeights + MatMul per tap and channel block) on the real RTL (Verilator
+3. tcu: the compiled ResNet-9 program as the driver streams it, on the real RTL (Verilator
    co-simulation, where present) with the DRAM model of a PYNQ-Z1 at 50 and 125 MHz, next to
-   Tensil's own estimate. A compiled program adds DataMoves and SIMD: a lower bound.
+   Tensil's estimate and ours (with the stand-in: a ResNet-9's MatMul work instead).
 4. projection: a board frame = a9_factor x (the demo's non-backbone stages with onnxruntime
    + the driver's host time) + the TCU time; FPS next to PEFSL's 16 FPS (target: at least).
 
