@@ -203,7 +203,7 @@ def emulator_section(args: argparse.Namespace) -> Dict[str, Any]:
     headline = rows[0]
     frame = compiled_frame(args.repeats)
     print("compiled ResNet-9 frame (%s: %d instructions, %.1f M MACs): %.3f s CPU, %.3f s wall" % (
-        frame["tmodel"], frame["instructions"], frame["macs"] / 1e6, frame["cpu_s"],
+        pathlib.Path(frame["tmodel"]).name, frame["instructions"], frame["macs"] / 1e6, frame["cpu_s"],
         frame["wall_s"]))
     verdicts = [
         _verdict("emulator MAC/s on the ResNet-9 program", headline["emulator_macs_per_s"] / 1e6,
