@@ -335,19 +335,23 @@ def test_a_read_write_simd_after_the_zero_chain_is_refused_as_timing_dependent(t
                                 last])))
 
 
+def stale_on_the_rtl(program: bytes) -> None:
+    """The emulator notes a stale accumulate into acc[16], and the RTL's sum there differs."""
+    d0, d1, local, accumulators = memories(4)
+    rtl = cosim.run(program, d0, d1, ARCH, completion="drain", local=local,
+                    accumulators=accumulators)
+    _, _, report = emulate(program, d0, d1, ARCH, local=local, accumulators=accumulators)
+    assert "accumulates into acc[16] close behind" in report.hazards[0]
+    assert not np.array_equal(rtl.accumulators[0x10], report.accumulators[0x10])
+
+
 def test_an_accumulate_close_behind_another_to_the_same_address_is_a_hazard():
     # RTL (found by the sweep): an accumulating write reads the old value as its request
     # arrives, without the lock a plain write takes, so a second accumulate to the same
     # address close behind a MatMul's (whose sums land 2N+1 cycles later) adds to a stale
     # value. The sum depends on timing: the emulator adds in program order and says so.
-    d0, d1, local, accumulators = memories(4)
     first = "LoadWeights local=0x40 size=12\nMatMul local=0x5 acc=0x10 size=0 accumulate\n"
-    close = asm(first + "DataMove local->acc local=0x6 acc=0x10 size=0 accumulate")
-    rtl = cosim.run(close, d0, d1, ARCH, completion="drain", local=local,
-                    accumulators=accumulators)
-    out0, _, report = emulate(close, d0, d1, ARCH, local=local, accumulators=accumulators)
-    assert "accumulates into acc[16] close behind" in report.hazards[0]
-    assert not np.array_equal(rtl.accumulators[0x10], report.accumulators[0x10])
+    stale_on_the_rtl(asm(first + "DataMove local->acc local=0x6 acc=0x10 size=0 accumulate"))
     # a plain write first (it takes the lock), or the MatMul long done: no hazard, same sums
     rtl, report = same(asm(first.replace(" accumulate", "") +
                            "DataMove local->acc local=0x6 acc=0x10 size=0 accumulate"))
@@ -362,14 +366,8 @@ def test_a_matmul_accumulating_behind_another_is_stale_only_right_behind_it():
     # only the very next port operation reads stale; one op between (the compiler's Zeroes
     # spacer, or the next rows of a longer run) and the sums are exact. Without this the
     # compiled backbone drew 1,778 false hazard notes a frame.
-    d0, d1, local, accumulators = memories(4)
     first = "LoadWeights local=0x40 size=12\nMatMul local=0x100 acc=0x10 size=0 accumulate\n"
-    behind = asm(first + "MatMul local=0x200 acc=0x10 size=0 accumulate")
-    rtl = cosim.run(behind, d0, d1, ARCH, completion="drain", local=local,
-                    accumulators=accumulators)
-    _, _, report = emulate(behind, d0, d1, ARCH, local=local, accumulators=accumulators)
-    assert "accumulates into acc[16] close behind" in report.hazards[0]
-    assert not np.array_equal(rtl.accumulators[0x10], report.accumulators[0x10])
+    stale_on_the_rtl(asm(first + "MatMul local=0x200 acc=0x10 size=0 accumulate"))
     for spacer in ("MatMul local=0x0 acc=0x7ff size=0 zeroes",
                    "DataMove local->acc local=0x7 acc=0x50 size=0"):
         _, report = same(asm(first + spacer + "\nMatMul local=0x200 acc=0x10 size=0 accumulate"))
