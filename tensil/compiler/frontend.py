@@ -780,12 +780,19 @@ def _fold_affine(graph: Graph) -> bool:
         if layer.bias is not None:
             bias = layer.bias if bias is None else bias + layer.bias
         before.bias = bias
-        before.output = layer.output
-        before.nodes += layer.nodes
-        before.ops += layer.ops
-        graph.layers.remove(layer)
+        _merge(graph, before, layer, into=before)
         return True
     return False
+
+
+def _merge(graph: Graph, first: Layer, second: Layer, into: Layer) -> None:
+    """`first` and `second` (which reads it) are now one layer, `into` (one of them, whose
+    terms and post-ops the caller has set): it computes `second`'s output and records both
+    layers' ONNX nodes and ops in order; the other leaves the graph."""
+    into.output = second.output
+    into.nodes = first.nodes + second.nodes
+    into.ops = first.ops + second.ops
+    graph.layers.remove(second if into is first else first)
 
 
 def _inline_adds(graph: Graph) -> bool:
@@ -803,9 +810,7 @@ def _inline_adds(graph: Graph) -> bool:
             layer.terms[index:index + 1] = before.terms
             if before.bias is not None:
                 layer.bias = before.bias if layer.bias is None else layer.bias + before.bias
-            layer.nodes = before.nodes + layer.nodes
-            layer.ops = before.ops + layer.ops
-            graph.layers.remove(before)
+            _merge(graph, before, layer, into=layer)
             return True
     return False
 
@@ -821,10 +826,7 @@ def _append_activations(graph: Graph) -> bool:
         if before is None or not _single_use(graph, layer.terms[0].input, consumers):
             continue
         before.post += layer.post
-        before.output = layer.output
-        before.nodes += layer.nodes
-        before.ops += layer.ops
-        graph.layers.remove(layer)
+        _merge(graph, before, layer, into=before)
         return True
     return False
 
