@@ -42,6 +42,8 @@ from typing import Any, Callable, Dict, List, Optional  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import selected_sections  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -276,10 +278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="how much slower the board's Cortex-A9 runs the host code")
     parser.add_argument("--out", default=str(OUT / "board.json"))
     args = parser.parse_args(argv)
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown:
-        parser.error("unknown section(s) %s; known: %s" % (", ".join(unknown), ", ".join(SECTIONS)))
+    chosen = selected_sections(parser, args.only, SECTIONS)
     OUT.mkdir(parents=True, exist_ok=True)
     model = backbone_model(OUT / "board")
     results: Dict[str, Any] = {name: SECTIONS[name](args, model) for name in chosen}

@@ -40,6 +40,8 @@ from typing import Any, Callable, Dict, List, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks import selected_sections  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = pathlib.Path("runs") / "bench"
 BACKBONE = ROOT / "models" / "resnet9_f16_strided_32.onnx"
@@ -360,10 +362,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed compiles")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SECTIONS]
-    if unknown:
-        parser.error("unknown section(s) %s; known: %s" % (", ".join(unknown), ", ".join(SECTIONS)))
+    chosen = selected_sections(parser, args.only, SECTIONS)
     results = {name: SECTIONS[name](args) for name in chosen}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "compiler.json").write_text(json.dumps(results, indent=2, default=float) + "\n")

@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks import compiler  # noqa: E402
+from benchmarks import compiler, selected_sections  # noqa: E402
 from tensil.arch import Architecture, load_tarch  # noqa: E402
 from tensil.emulator import Emulator, run, run_model  # noqa: E402
 from tensil.estimate import estimate, estimate_memory_aware  # noqa: E402
@@ -493,10 +493,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--sweep", type=int, default=100, help="random programs in the sweep")
     compiler.add_arguments(parser)
     args = parser.parse_args(argv)
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SECTIONS]
-    if unknown:
-        parser.error("unknown section(s) %s; known: %s" % (", ".join(unknown), ", ".join(SECTIONS)))
+    chosen = selected_sections(parser, args.only, SECTIONS)
     results = {name: SECTIONS[name](args) for name in chosen}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "tensil.json").write_text(json.dumps(results, indent=2) + "\n")
