@@ -193,24 +193,17 @@ def test_tensil_needs_an_overlay_with_a_tcu(tiny, tmp_path, monkeypatch):
 
 
 def _hide(monkeypatch, *modules):
-    real = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name.split(".")[0] in modules:
-            raise ImportError("No module named %r" % name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
     import importlib
 
-    real_module = importlib.import_module
+    def hiding(real):
+        def fake(name, *args, **kwargs):
+            if name.split(".")[0] in modules:
+                raise ImportError("No module named %r" % name)
+            return real(name, *args, **kwargs)
+        return fake
 
-    def fake_module(name, *args, **kwargs):
-        if name.split(".")[0] in modules:
-            raise ImportError("No module named %r" % name)
-        return real_module(name, *args, **kwargs)
-
-    monkeypatch.setattr(importlib, "import_module", fake_module)
+    monkeypatch.setattr(builtins, "__import__", hiding(builtins.__import__))
+    monkeypatch.setattr(importlib, "import_module", hiding(importlib.import_module))
 
 
 def test_auto_picks_tensil_on_a_board_with_a_loaded_tensil_overlay(tiny, tmp_path, monkeypatch):
