@@ -40,7 +40,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -49,7 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple  # noqa: E402
 
 from benchmarks.verdict import SHARED_DATA, Verdict, fashion_mnist_missing  # noqa: E402
 from fedcore.experiment import read_toml  # noqa: E402
-from training.fl.config import apply_overrides, load_config  # noqa: E402
+from training.fl.config import apply_overrides  # noqa: E402
 from training.fl.report import format_table, pareto_front, plot_pareto, plot_pruning, plot_rounds  # noqa: E402
 
 OUT = os.path.join("runs", "bench", "fl")
@@ -98,34 +97,14 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
 
 
-_DATA_CACHE: Dict[str, Any] = {}
-
-
 def run_once(config: str, overrides: Mapping[str, Any], folder: str, progress: bool,
              cached_only: bool = False) -> Optional[Dict[str, Any]]:
     """One simulation, or its stored summary when the same settings already ran into `folder`
     (with cached_only, None instead of running)."""
-    from training.fl.simulation import load_data, run
+    from training.fl.study import cached_run
 
     settings = apply_overrides(read_toml(os.path.join(CONFIGS, config)), overrides)
-    settings = apply_overrides(settings, {"simulation.out": folder})
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    summary_path, key_path = os.path.join(folder, "summary.json"), os.path.join(folder, "key")
-    if os.path.isfile(summary_path) and os.path.isfile(key_path) and open(key_path).read() == key:
-        with open(summary_path) as handle:
-            return json.load(handle)
-    if cached_only:
-        return None
-    run_config, sim = load_config(settings)
-    data_key = json.dumps([run_config.data.dataset, run_config.data.path, run_config.data.train_limit,
-                           run_config.data.test_limit])
-    if data_key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[data_key] = load_data(run_config, sim)
-    summary = run(settings, progress=progress, data=_DATA_CACHE[data_key])
-    with open(key_path, "w") as handle:
-        handle.write(key)
-    return summary
+    return cached_run(settings, folder, progress, cached_only)
 
 
 def _rows(folder: str) -> List[Dict[str, Any]]:

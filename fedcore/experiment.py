@@ -2,7 +2,8 @@
 (training/), the coordinator and the device clients, so that one TOML file
 describes one run wherever it executes:
 
-    [data]        dataset, path, num_clients, alpha, min_samples, seed, val_fraction, train_limit, test_limit
+    [data]        dataset, path, num_clients, alpha, partition, min_samples, seed, val_fraction, train_limit,
+                  test_limit
     [model]       name ("mlp", "softmax" on numpy; more in training/) and its options (hidden = [128])
     [federation]  rounds, fraction, min_clients, ... (see rounds.FederationConfig)
     [federation.train]               local SGD settings
@@ -21,11 +22,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checks import check_table, is_int, number, text
+from .checks import check_table, choice, is_int, number, text
 from .datasets import load_fashion_mnist, load_mnist_like
 from .errors import ConfigError
 from .models import MLP
-from .partition import dirichlet_partition
+from .partition import PARTITIONS, client_dirichlet_partition, dirichlet_partition
 from .registry import Registry
 from .rounds import FederationConfig, TrainConfig
 
@@ -112,7 +113,9 @@ def read_run_file(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
 @dataclass(frozen=True)
 class DataConfig:
     """The [data] table. alpha is the Dirichlet concentration ("iid" or inf for
-    an IID split); seed drives the partition (None: the run's seed);
+    an IID split); partition "by-class" (each class split over the clients: sizes
+    differ) or "by-client" (each client's label mix drawn, equal sizes: Flower's
+    split, see fedcore.partition); seed drives the partition (None: the run's seed);
     train_limit/test_limit keep a fixed random subset of N samples (0: all;
     see limit_rows: every program of a run picks the same one)."""
 
@@ -120,6 +123,7 @@ class DataConfig:
     path: str = ""
     num_clients: int = 10
     alpha: float = math.inf
+    partition: str = "by-class"
     min_samples: int = 10
     seed: Optional[int] = None
     val_fraction: float = 0.0
@@ -147,6 +151,7 @@ class DataConfig:
             path=path,
             num_clients=number(settings, "num_clients", cls.num_clients, 1, integer=True, where="data"),
             alpha=float(alpha),
+            partition=choice(settings, "partition", "by-class", PARTITIONS, "data"),
             min_samples=number(settings, "min_samples", cls.min_samples, 0, integer=True, where="data"),
             seed=seed,
             val_fraction=fraction,
@@ -243,7 +248,10 @@ def client_ids(num_clients: int) -> List[str]:
 def partition_clients(labels: np.ndarray, config: RunConfig) -> Dict[str, np.ndarray]:
     """Each client's sample indices, by the shared Dirichlet partitioner."""
     data = config.data
-    parts = dirichlet_partition(labels, data.num_clients, data.alpha, data.min_samples, config.data_seed)
+    if data.partition == "by-client":
+        parts = client_dirichlet_partition(labels, data.num_clients, data.alpha, config.data_seed)
+    else:
+        parts = dirichlet_partition(labels, data.num_clients, data.alpha, data.min_samples, config.data_seed)
     return dict(zip(client_ids(data.num_clients), parts))
 
 
@@ -324,5 +332,6 @@ class MLPTrainer:
                  ) -> Tuple[Dict[str, np.ndarray], int, Dict[str, float]]:
         self.model.load_state_dict(state)
         loss = self.model.train_epochs(self.x, self.y, train.epochs, train.batch_size, train.lr,
-                                       train.momentum, train.weight_decay, seed=seed)
+                                       train.momentum, train.weight_decay, seed=seed,
+                                       nesterov=train.nesterov)
         return self.model.state_dict(), len(self.x), {"loss": float(loss)}

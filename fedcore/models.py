@@ -232,16 +232,19 @@ class MLP:
         return loss, grads
 
     def _sgd_step(
-        self, grads: List[Layer], buffers: List[Layer], lr: float, momentum: float, decay: float
+        self, grads: List[Layer], buffers: List[Layer], lr: float, momentum: float, decay: float,
+        nesterov: bool = False,
     ) -> None:
-        """PyTorch SGD: g += wd * p; buf = momentum * buf + g; p -= lr * buf."""
+        """PyTorch SGD: g += wd * p; buf = momentum * buf + g; p -= lr * buf
+        (Nesterov: p -= lr * (g + momentum * buf))."""
         for (weight, bias), (grad_w, grad_b), (buf_w, buf_b) in zip(self._layers, grads, buffers):
             for param, grad, buf in ((weight, grad_w, buf_w), (bias, grad_b, buf_b)):
                 if decay:
                     grad += np.float32(decay) * param
                 buf *= np.float32(momentum)
                 buf += grad
-                param -= np.float32(lr) * buf
+                step = grad + np.float32(momentum) * buf if nesterov else buf
+                param -= np.float32(lr) * step
 
     def train_epochs(
         self,
@@ -253,6 +256,7 @@ class MLP:
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         seed: int = 0,
+        nesterov: bool = False,
     ) -> float:
         """Minibatch SGD with momentum; returns the mean training loss over all samples seen.
 
@@ -279,7 +283,7 @@ class MLP:
                 activations = self._forward_cached(inputs[batch])
                 loss, grad_logits = _softmax_cross_entropy(activations[-1], labels[batch])
                 grads = self._backward(activations, grad_logits)
-                self._sgd_step(grads, buffers, lr, momentum, weight_decay)
+                self._sgd_step(grads, buffers, lr, momentum, weight_decay, bool(nesterov))
                 loss_sum += loss * len(batch)
                 seen += len(batch)
         return loss_sum / seen

@@ -1,9 +1,16 @@
 """Split a labelled dataset across federated clients, IID or label-skewed.
 
-The non-IID split is the usual latent Dirichlet allocation over labels
-(Hsu et al., 2019): every class is divided among the clients in proportions
-drawn from Dirichlet(alpha). Small alpha gives each client few classes;
-``alpha = inf`` gives an IID split.
+Two latent Dirichlet allocations over labels, both with a concentration alpha
+(small alpha: each client holds few classes; ``alpha = inf``: an IID split):
+
+- "by-class" (`dirichlet_partition`, Hsu et al., 2019): every class is divided
+  among the clients in proportions drawn from Dirichlet(alpha), so client sizes
+  differ, widely for small alpha and many clients;
+- "by-client" (`client_dirichlet_partition`): every client draws its own label
+  mix from Dirichlet(alpha) and fills an equal share of the samples from it,
+  without replacement (a class that runs out is left out of the later draws).
+  This is the split of Flower's `create_lda_partitions`, which the FLoCoRA and
+  ICECS 2023 studies used: 100 CIFAR-10 clients of 500 samples each.
 """
 
 import math
@@ -14,7 +21,9 @@ import numpy as np
 from .checks import is_int
 from .errors import PartitionError
 
-__all__ = ["dirichlet_partition", "label_histograms", "label_skew"]
+__all__ = ["PARTITIONS", "dirichlet_partition", "client_dirichlet_partition", "label_histograms", "label_skew"]
+
+PARTITIONS = ("by-class", "by-client")
 
 
 
@@ -135,6 +144,49 @@ def dirichlet_partition(
         f"(smallest client in the last draw had {smallest}); "
         "raise alpha, lower min_samples or num_clients, or raise max_tries"
     )
+
+
+def client_dirichlet_partition(
+    labels: Sequence[int],
+    num_clients: int,
+    alpha: float,
+    seed: Optional[int] = 0,
+) -> List[np.ndarray]:
+    """Equal shares (sizes differ by at most one), each client's label mix drawn from
+    Dirichlet(alpha) over the classes and filled without replacement. Returns sorted
+    int64 index arrays covering ``range(len(labels))`` exactly once; depends only on ``seed``."""
+    label_array = _check_labels(labels)
+    alpha_value = _check_arguments(len(label_array), num_clients, alpha, 0, 1)
+    num_clients = int(num_clients)
+    rng = np.random.default_rng(seed)
+    if math.isinf(alpha_value):
+        return _finish(_iid_split(len(label_array), num_clients, rng))
+    classes = np.unique(label_array)
+    pools = [rng.permutation(np.flatnonzero(label_array == c)) for c in classes]
+    left = np.array([len(p) for p in pools])
+    taken = np.zeros(len(classes), dtype=np.int64)
+    shares = np.full(num_clients, len(label_array) // num_clients)
+    shares[: len(label_array) % num_clients] += 1
+    mixes = rng.dirichlet(np.full(len(classes), alpha_value), size=num_clients)
+    parts = []
+    for client in range(num_clients):
+        counts = np.zeros(len(classes), dtype=np.int64)
+        need = int(shares[client])
+        while need:
+            # Draw what is still needed from the client's mix over the classes not yet used up;
+            # a mix that put everything on used-up classes falls back to the remaining ones evenly.
+            room = left - counts
+            weights = np.where(room > 0, mixes[client], 0.0)
+            if weights.sum() <= 0:
+                weights = (room > 0).astype(np.float64)
+            draw = rng.multinomial(need, weights / weights.sum())
+            draw = np.minimum(draw, room)
+            counts += draw
+            need -= int(draw.sum())
+        parts.append(np.concatenate([pools[c][taken[c]:taken[c] + counts[c]] for c in range(len(classes))]))
+        taken += counts
+        left -= counts
+    return _finish(parts)
 
 
 def _check_parts(parts: Sequence[Sequence[int]], num_samples: int) -> List[np.ndarray]:

@@ -15,7 +15,7 @@ from fedcore.errors import ConfigError  # noqa: E402
 from training.fl.__main__ import main as fl_main  # noqa: E402
 from training.fl.config import load_config  # noqa: E402
 from training.fl.simulation import Data, build, run, run_rounds  # noqa: E402
-from training.fl.trainers import augment_batch  # noqa: E402
+from training.fl.trainers import augment, draw_schedule  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -72,8 +72,8 @@ def test_bytes_logged_are_the_encoded_message_lengths(tmp_path):
     for client in setup.clients.values():
         original = client.run_round
 
-        def recording(plan, blob=None, original=original):
-            out = original(plan, blob)
+        def recording(plan, blob=None, trained=None, original=original):
+            out = original(plan, blob, trained)
             sent.append(len(out))
             return out
         client.run_round = recording
@@ -190,10 +190,14 @@ def test_unknown_model_lists_the_known_ones(tmp_path):
 
 def test_augmentation_keeps_shapes_and_pixels():
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6) + 1
-    out = augment_batch(x, torch.Generator().manual_seed(0), pad=2)
+    schedule = draw_schedule(2, 1, 2, seed=0, augment=True)
+    out = augment(x, schedule.flips[0], schedule.shifts[0])
     assert out.shape == x.shape
     kept = set(out[out != 0].tolist())
     assert kept <= set(x.flatten().tolist())
+    # Offset 4 = the padding: the crop is the image itself; a flip mirrors it.
+    same = augment(x, torch.tensor([False, True]), torch.full((2, 2), 4))
+    assert torch.equal(same[0], x[0]) and torch.equal(same[1], x[1].flip(2))
 
 
 def _write_idx(path, array):

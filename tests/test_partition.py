@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from fedcore.errors import PartitionError
-from fedcore.partition import dirichlet_partition, label_histograms, label_skew
+from fedcore.partition import (
+    client_dirichlet_partition,
+    dirichlet_partition,
+    label_histograms,
+    label_skew,
+)
 
 
 def _labels(num_classes: int = 10, per_class: int = 500, seed: int = 0) -> np.ndarray:
@@ -179,3 +184,31 @@ def test_label_skew_extremes():
     assert label_skew(labels, [np.array([0, 2]), np.array([1, 3])]) == pytest.approx(0.0)
     # An empty client has no distribution and does not count.
     assert label_skew(labels, [np.array([0, 2, 1, 3]), np.array([], dtype=np.int64)]) == 0.0
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5, 100.0, math.inf])
+def test_by_client_partition_gives_equal_shares_of_every_sample(alpha):
+    # Prepare: 5,000 samples over 100 clients, as the FLoCoRA split does with 50,000.
+    labels = _labels(num_classes=10, per_class=500, seed=3)
+    # Execute
+    parts = client_dirichlet_partition(labels, 100, alpha, seed=7)
+    # Assert
+    _assert_is_partition(parts, len(labels))
+    assert {len(p) for p in parts} == {50}
+    again = client_dirichlet_partition(labels, 100, alpha, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_by_client_partition_skew_follows_alpha_and_uneven_totals_spread_by_one():
+    labels = _labels(num_classes=10, per_class=203, seed=1)
+    skews = [label_skew(labels, client_dirichlet_partition(labels, 30, a, seed=0)) for a in (0.1, 0.5, 100.0)]
+    assert skews[0] > skews[1] > skews[2] and skews[2] < 0.2
+    sizes = sorted(len(p) for p in client_dirichlet_partition(labels, 30, 0.5, seed=0))
+    assert sizes[0] == 2030 // 30 and sizes[-1] == sizes[0] + 1
+
+
+def test_by_client_partition_refuses_bad_arguments():
+    with pytest.raises(PartitionError, match="alpha"):
+        client_dirichlet_partition(_labels(), 10, 0.0)
+    with pytest.raises(PartitionError, match="num_clients"):
+        client_dirichlet_partition(_labels(), 0, 0.5)

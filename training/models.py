@@ -7,13 +7,18 @@
     resnet12     four residual blocks of three 3x3 convs, each followed by 2x2 max-pooling
 
 Every convolutional model takes ``norm = "bn" | "gn" | "none"`` (GroupNorm is
-the federated choice: no running statistics to average). Parameter names are
+the federated choice: no running statistics to average), ``norm_groups`` (GroupNorm's
+groups: 2 as in the FLoCoRA and ICECS code; default groups of 8 channels, at most 32)
+and ``init`` ("kaiming": He-normal fan-out convolutions and unit norms, torchvision's
+ResNet init and the FLoCoRA code's, the default of the ResNets; "torch": PyTorch's
+layer defaults, the default of SimpleCNN). A frozen random init (FLoCoRA) depends on it:
+PyTorch's default draws 3x3 convolutions about 2.4x narrower than He's. Parameter names are
 PyTorch's, so a state dict maps one-to-one onto fedcore's named tensors.
 ``python -m training.models --describe`` prints the parameter counts.
 """
 
 import argparse
-from typing import Any, Callable, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -28,6 +33,9 @@ __all__ = [
     "create_model",
     "count_parameters",
     "describe",
+    "norm_layer",
+    "initialize",
+    "INITS",
     "MLP",
     "SimpleCNN",
     "CifarResNet",
@@ -60,18 +68,40 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def norm_layer(kind: str, channels: int) -> nn.Module:
-    """BatchNorm, GroupNorm (groups of up to 8 channels... at most 32 groups) or nothing."""
+def norm_layer(kind: str, channels: int, groups: Optional[int] = None) -> nn.Module:
+    """BatchNorm, GroupNorm (`groups` groups, by default groups of 8 channels, at most 32) or nothing."""
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
-        groups = max(1, min(32, channels // 8)) if channels >= 8 else 1
-        while channels % groups:
-            groups -= 1
+        if groups is None:
+            groups = max(1, min(32, channels // 8)) if channels >= 8 else 1
+            while channels % groups:
+                groups -= 1
+        elif not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or channels % groups:
+            raise ConfigError(f"model.norm_groups must be a positive integer dividing every width, got {groups!r} "
+                              f"for {channels} channels")
         return nn.GroupNorm(groups, channels)
     if kind == "none":
         return nn.Identity()
     raise ConfigError(f"model.norm must be 'bn', 'gn' or 'none', got {kind!r}")
+
+
+INITS = ("kaiming", "torch")
+
+
+def initialize(model: nn.Module, scheme: str) -> nn.Module:
+    """"kaiming": every convolution He-normal (fan-out, ReLU gain), every norm weight 1 and bias 0
+    (torchvision's ResNet init); "torch": the layers' own defaults, unchanged."""
+    if scheme not in INITS:
+        raise ConfigError(f"model.init must be one of {list(INITS)}, got {scheme!r}")
+    if scheme == "kaiming":
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+    return model
 
 
 @register("mlp")
@@ -99,16 +129,17 @@ class SimpleCNN(nn.Module):
     """conv(5x5) - pool - conv(5x5) - pool - FC - FC, as in the pruning study."""
 
     def __init__(self, in_shape: Tuple[int, ...], num_classes: int, channels: Sequence[int] = (32, 64),
-                 hidden: int = 512, norm: str = "none"):
+                 hidden: int = 512, norm: str = "none", norm_groups: Optional[int] = None, init: str = "torch"):
         super().__init__()
         c, h, w = in_shape
         c1, c2 = (int(v) for v in channels)
         self.conv1 = nn.Conv2d(c, c1, 5, padding=2)
-        self.norm1 = norm_layer(norm, c1)
+        self.norm1 = norm_layer(norm, c1, norm_groups)
         self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
-        self.norm2 = norm_layer(norm, c2)
+        self.norm2 = norm_layer(norm, c2, norm_groups)
         self.fc1 = nn.Linear(c2 * (h // 4) * (w // 4), int(hidden))
         self.fc2 = nn.Linear(int(hidden), num_classes)
+        initialize(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(torch.relu(self.norm1(self.conv1(x))), 2)
@@ -119,15 +150,15 @@ class SimpleCNN(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a shortcut (1x1 conv + norm when the shape changes)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, norm: str):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str, groups: Optional[int] = None):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = norm_layer(norm, cout)
+        self.bn1 = norm_layer(norm, cout, groups)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = norm_layer(norm, cout)
+        self.bn2 = norm_layer(norm, cout, groups)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm_layer(norm, cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm_layer(norm, cout, groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -138,20 +169,22 @@ class CifarResNet(nn.Module):
     """3x3 stem, stages of BasicBlocks (the first of each stage but the first strided), pool, FC."""
 
     def __init__(self, in_shape: Tuple[int, ...], num_classes: int, blocks: Sequence[int],
-                 widths: Sequence[int], norm: str = "gn"):
+                 widths: Sequence[int], norm: str = "gn", norm_groups: Optional[int] = None,
+                 init: str = "kaiming"):
         super().__init__()
         if len(blocks) != len(widths):
             raise ConfigError(f"model: {len(blocks)} stage depths but {len(widths)} widths")
         self.conv1 = nn.Conv2d(in_shape[0], int(widths[0]), 3, 1, 1, bias=False)
-        self.bn1 = norm_layer(norm, int(widths[0]))
+        self.bn1 = norm_layer(norm, int(widths[0]), norm_groups)
         layers, cin = [], int(widths[0])
         for stage, (count, width) in enumerate(zip(blocks, widths)):
             for b in range(int(count)):
                 stride = 2 if stage > 0 and b == 0 else 1
-                layers.append(BasicBlock(cin, int(width), stride, norm))
+                layers.append(BasicBlock(cin, int(width), stride, norm, norm_groups))
                 cin = int(width)
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
+        initialize(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(torch.relu(self.bn1(self.conv1(x))))
@@ -159,18 +192,18 @@ class CifarResNet(nn.Module):
 
 
 @register("resnet8")
-def resnet8(in_shape, num_classes, widths=(16, 32, 64), norm="gn"):
-    return CifarResNet(in_shape, num_classes, (1, 1, 1), widths, norm)
+def resnet8(in_shape, num_classes, widths=(16, 32, 64), **options):
+    return CifarResNet(in_shape, num_classes, (1, 1, 1), widths, **options)
 
 
 @register("resnet20")
-def resnet20(in_shape, num_classes, widths=(16, 32, 64), norm="gn"):
-    return CifarResNet(in_shape, num_classes, (3, 3, 3), widths, norm)
+def resnet20(in_shape, num_classes, widths=(16, 32, 64), **options):
+    return CifarResNet(in_shape, num_classes, (3, 3, 3), widths, **options)
 
 
 @register("resnet18")
-def resnet18(in_shape, num_classes, widths=(64, 128, 256, 512), norm="gn"):
-    return CifarResNet(in_shape, num_classes, (2, 2, 2, 2), widths, norm)
+def resnet18(in_shape, num_classes, widths=(64, 128, 256, 512), **options):
+    return CifarResNet(in_shape, num_classes, (2, 2, 2, 2), widths, **options)
 
 
 class Block12(nn.Module):
@@ -178,16 +211,16 @@ class Block12(nn.Module):
     conv + norm (leaky ReLU 0.1 after the first two), added to a 1x1 conv + norm shortcut,
     leaky ReLU, then a 2x2 max-pool, or with `strided` stride 2 on conv3 and the shortcut."""
 
-    def __init__(self, cin: int, cout: int, norm: str, strided: bool = False):
+    def __init__(self, cin: int, cout: int, norm: str, strided: bool = False, groups: Optional[int] = None):
         super().__init__()
         stride = 2 if strided else 1
         self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
-        self.bn1 = norm_layer(norm, cout)
+        self.bn1 = norm_layer(norm, cout, groups)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = norm_layer(norm, cout)
+        self.bn2 = norm_layer(norm, cout, groups)
         self.conv3 = nn.Conv2d(cout, cout, 3, stride, 1, bias=False)
-        self.bn3 = norm_layer(norm, cout)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm_layer(norm, cout))
+        self.bn3 = norm_layer(norm, cout, groups)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm_layer(norm, cout, groups))
         self.pool = nn.Identity() if strided else nn.MaxPool2d(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,14 +236,16 @@ class ResNet12(nn.Module):
     """The ResNet-12 of the few-shot and pruning studies (widths 64/160/320/640 by default)."""
 
     def __init__(self, in_shape: Tuple[int, ...], num_classes: int,
-                 widths: Sequence[int] = (64, 160, 320, 640), norm: str = "gn"):
+                 widths: Sequence[int] = (64, 160, 320, 640), norm: str = "gn", norm_groups: Optional[int] = None,
+                 init: str = "kaiming"):
         super().__init__()
         blocks, cin = [], in_shape[0]
         for width in widths:
-            blocks.append(Block12(cin, int(width), norm))
+            blocks.append(Block12(cin, int(width), norm, groups=norm_groups))
             cin = int(width)
         self.layers = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, num_classes)
+        initialize(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x)

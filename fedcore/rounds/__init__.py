@@ -22,10 +22,10 @@ Modules: ``config`` (the run file's [federation] table), ``records`` (plan,
 verdict, round result), ``strategy``, ``server``, ``client``.
 """
 
-from .client import OutOfSync, RoundClient, Trainer, client_seed
+from .client import OutOfSync, RoundClient, Trainer, TrainResult, client_seed
 from .config import UPDATE_KINDS, FederationConfig, TrainConfig
 from .records import RoundPlan, RoundResult, Verdict
-from .server import RoundServer, simulate
+from .server import RoundServer, RoundTrainer, simulate
 from .strategy import (
     STRATEGIES,
     FedAvg,
@@ -49,6 +49,8 @@ __all__ = [
     "RoundClient",
     "OutOfSync",
     "Trainer",
+    "TrainResult",
+    "RoundTrainer",
     "Strategy",
     "FedAvg",
     "FedAvgM",

@@ -12,7 +12,7 @@ from ..errors import ConfigError, FedCoreError, MessageError
 from .config import TrainConfig
 from .records import RoundPlan
 
-__all__ = ["Trainer", "OutOfSync", "RoundClient", "client_seed", "float32_copy"]
+__all__ = ["Trainer", "TrainResult", "OutOfSync", "RoundClient", "client_seed", "float32_copy"]
 
 Tensors = Dict[str, np.ndarray]
 
@@ -31,7 +31,8 @@ def client_seed(seed: int, client_id: str, round: int) -> int:
 
 # A trainer takes the global model, the round's training settings and a seed,
 # and returns (new model, number of samples it trained on, metrics).
-Trainer = Callable[[Tensors, TrainConfig, int], Tuple[Tensors, int, Dict[str, float]]]
+TrainResult = Tuple[Tensors, int, Dict[str, float]]
+Trainer = Callable[[Tensors, TrainConfig, int], TrainResult]
 
 
 class OutOfSync(FedCoreError):
@@ -86,24 +87,26 @@ class RoundClient:
         self.model_round = message.round
         return message.round
 
-    def run_round(self, plan: RoundPlan, model_blob: Optional[bytes] = None) -> bytes:
+    def run_round(self, plan: RoundPlan, model_blob: Optional[bytes] = None,
+                  trained: Optional[TrainResult] = None) -> bytes:
         """Train on the round's model and return the encoded update. Pass the
-        broadcast here unless it was already applied with follow()."""
+        broadcast here unless it was already applied with follow(). `trained`: this
+        client's training result when it was computed elsewhere (a simulation that
+        trains the round's clients together, from `train_input`)."""
         if self.client_id not in plan.selected:
             raise RuntimeError(f"{self.client_id!r} is not selected for round {plan.round}")
         if model_blob is not None:
             self.follow(model_blob)
-        if self.model is None or self.model_round != plan.round:
-            raise OutOfSync(f"{self.client_id}: holds the model of round {self.model_round}, round {plan.round} needs its own")
-        base = self.model
-        trained, num_samples, metrics = self.trainer(float32_copy(base), plan.train,
-                                                     client_seed(plan.seed, self.client_id, plan.round))
-        if set(trained) != set(base):
-            raise FedCoreError(f"trainer returned tensors {sorted(trained)}, model has {sorted(base)}")
+        base, seed = self.train_input(plan)
+        if trained is None:
+            trained = self.trainer(float32_copy(base), plan.train, seed)
+        state, num_samples, metrics = trained
+        if set(state) != set(base):
+            raise FedCoreError(f"trainer returned tensors {sorted(state)}, model has {sorted(base)}")
         if plan.update_kind == "delta":
-            update = {n: np.asarray(trained[n], np.float32) - base[n] for n in base}
+            update = {n: np.asarray(state[n], np.float32) - base[n] for n in base}
         else:
-            update = {n: np.asarray(trained[n], np.float32) for n in base}
+            update = {n: np.asarray(state[n], np.float32) for n in base}
         extra = {"metrics": {k: float(v) for k, v in metrics.items()}}
         blob, _ = self._compressor_for(plan.uplink).compress(
             update, round=plan.round, sender=self.client_id, num_samples=int(num_samples),
@@ -111,4 +114,8 @@ class RoundClient:
         )
         return blob
 
-
+    def train_input(self, plan: RoundPlan) -> Tuple[Tensors, int]:
+        """(the model this client trains from in this round, its training seed)."""
+        if self.model is None or self.model_round != plan.round:
+            raise OutOfSync(f"{self.client_id}: holds the model of round {self.model_round}, round {plan.round} needs its own")
+        return self.model, client_seed(plan.seed, self.client_id, plan.round)

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Mapping, Optional, Union
 
-from ..checks import check_table, number
+from ..checks import boolean, check_table, number
 from ..compression import CompressionConfig
 from ..errors import ConfigError
 
@@ -18,13 +18,15 @@ UPDATE_KINDS = ("delta", "weights")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Local training of one client in one round (SGD with momentum)."""
+    """Local training of one client in one round (SGD with momentum, PyTorch's update;
+    nesterov: Nesterov momentum, as the FLoCoRA authors' clients use)."""
 
     epochs: int = 1
     batch_size: int = 32
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+    nesterov: bool = False
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any], where: str = "federation.train") -> "TrainConfig":
@@ -35,10 +37,14 @@ class TrainConfig:
             lr=number(settings, "lr", cls.lr, 0.0, 100.0, where=where),
             momentum=number(settings, "momentum", cls.momentum, 0.0, 1.0, where=where),
             weight_decay=number(settings, "weight_decay", cls.weight_decay, 0.0, 1.0, where=where),
+            nesterov=boolean(settings, "nesterov", False, where),
         )
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.nesterov:
+            del out["nesterov"]  # plans and fingerprints of plain-momentum runs stay as they were
+        return out
 
 
 @dataclass(frozen=True)

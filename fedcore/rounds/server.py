@@ -11,12 +11,12 @@ import numpy as np
 from ..compression import CompressionConfig, Compressor
 from ..container import DecodeLimits, Message, decode_message, encode_message
 from ..errors import ConfigError, FedCoreError, MessageError
-from .client import RoundClient, float32_copy
+from .client import RoundClient, TrainResult, float32_copy
 from .config import FederationConfig
 from .records import RoundPlan, RoundResult, Verdict
 from .strategy import Strategy, make_strategy
 
-__all__ = ["RoundServer", "simulate"]
+__all__ = ["RoundServer", "RoundTrainer", "simulate"]
 
 Tensors = Dict[str, np.ndarray]
 # Checkpoint tensors of the strategy's state carry this prefix (model names never start with '@').
@@ -263,11 +263,18 @@ def _metrics(message: Message) -> Dict[str, float]:
             and ((isinstance(v, int) and abs(v) < 2**53) or (isinstance(v, float) and math.isfinite(v)))}
 
 
+# Trains a round's selected clients together: (plan, {client id: client}) -> {client id: result}.
+RoundTrainer = Callable[[RoundPlan, Mapping[str, RoundClient]], Mapping[str, TrainResult]]
+
+
 def simulate(server: RoundServer, clients: Mapping[str, RoundClient], rounds: int,
-             on_round: Optional[Callable[[RoundResult], None]] = None) -> List[RoundResult]:
+             on_round: Optional[Callable[[RoundResult], None]] = None,
+             train_round: Optional[RoundTrainer] = None) -> List[RoundResult]:
     """Run `rounds` rounds in process: the same engine as over MQTT, with every
     byte counted from the encoded messages. Every client follows every
-    broadcast, as MQTT subscribers do."""
+    broadcast, as MQTT subscribers do. `train_round`, when given, trains the
+    selected clients of a round together (each from `RoundClient.train_input`);
+    each client then encodes its own update as it would have."""
     results = []
     for _ in range(rounds):
         plan = server.open_round(list(clients))
@@ -275,8 +282,10 @@ def simulate(server: RoundServer, clients: Mapping[str, RoundClient], rounds: in
         for client_id in sorted(clients):
             if client_id in plan.selected or server.config.broadcast == "delta":
                 clients[client_id].follow(blob)
+        trained = train_round(plan, {c: clients[c] for c in plan.selected}) if train_round else {}
         for client_id in plan.selected:
-            verdict = server.submit(clients[client_id].run_round(plan), sender=client_id)
+            verdict = server.submit(clients[client_id].run_round(plan, trained=trained.get(client_id)),
+                                    sender=client_id)
             if not verdict.accepted:
                 raise FedCoreError(f"simulated client {client_id}: update {verdict.status}: {verdict.reason}")
         result = server.close_round()

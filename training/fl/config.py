@@ -2,9 +2,13 @@
 
     [simulation]
     method = "standard"        # local training: "standard", "qat" or "lora"
+    engine = "auto"            # "sequential" (one client after another, as boards), "batched" (a round's
+                               # clients in lockstep: the same numbers), "vmap" (one vectorised step for
+                               # them all: within float tolerance); auto: vmap on CUDA, else batched
+    precision = "fp32"         # "bf16": forward passes under bfloat16 autocast (reported in the summary)
     eval_every = 1             # evaluate the global model every N rounds (and the last)
     out = "runs/fl/<name>"     # where the JSONL log, summary and plots go
-    device = "cpu"
+    device = "cpu"             # "cuda" (or "cuda:1"); "auto": cuda when there is one
     threads = 1                # torch intra-op threads
     target_accuracy = 0.0      # rounds-to-target reported when > 0 (a fraction, e.g. 0.85)
     augment = false            # random crop + flip (CIFAR)
@@ -14,22 +18,25 @@
     [simulation.lora]          # method = "lora": FLoCoRA adapters on every convolution
     rank = 32
     alpha = 512
+    train_full = []            # convolutions trained whole instead (e.g. ["conv1"], the stem)
 """
 
 import copy
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-from fedcore.checks import check_table, number
+from fedcore.checks import check_table, choice, number
 from fedcore.compression import CompressionConfig
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig, load_run_config
 
-__all__ = ["METHODS", "QATConfig", "LoRAConfig", "SimulationConfig", "load_config", "apply_overrides",
-           "parse_assignment"]
+__all__ = ["METHODS", "ENGINES", "PRECISIONS", "QATConfig", "LoRAConfig", "SimulationConfig", "load_config",
+           "apply_overrides", "parse_assignment"]
 
 METHODS = ("standard", "qat", "lora")
+ENGINES = ("auto", "sequential", "batched", "vmap")
+PRECISIONS = ("fp32", "bf16")
 QAT_BITS = (1, 2, 4, 8)
 
 
@@ -50,17 +57,23 @@ class QATConfig:
 class LoRAConfig:
     rank: int = 32
     alpha: float = 512.0
+    train_full: Tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "LoRAConfig":
-        table = check_table(table, ["rank", "alpha"], "simulation.lora")
+        table = check_table(table, ["rank", "alpha", "train_full"], "simulation.lora")
+        full = table.get("train_full", [])
+        if not isinstance(full, list) or not all(isinstance(p, str) and p for p in full):
+            raise ConfigError(f"simulation.lora.train_full must be a list of layer names, got {full!r}")
         return cls(number(table, "rank", 32, 1, 4096, True, "simulation.lora"),
-                   number(table, "alpha", 512.0, 1e-6, 1e6, where="simulation.lora"))
+                   number(table, "alpha", 512.0, 1e-6, 1e6, where="simulation.lora"), tuple(full))
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
     method: str = "standard"
+    engine: str = "auto"
+    precision: str = "fp32"
     eval_every: int = 1
     out: str = ""
     device: str = "cpu"
@@ -73,13 +86,15 @@ class SimulationConfig:
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "SimulationConfig":
-        keys = ["method", "eval_every", "out", "device", "threads", "target_accuracy", "augment",
-                "download", "qat", "lora"]
+        keys = ["method", "engine", "precision", "eval_every", "out", "device", "threads", "target_accuracy",
+                "augment", "download", "qat", "lora"]
         table = check_table(table, keys, "simulation")
         method = table.get("method", "standard")
         if method not in METHODS:
             raise ConfigError(f"simulation.method: unknown method {method!r}; known: {list(METHODS)} "
                               "(pruning, sparsification and quantization of messages go in [compression.*])")
+        engine = choice(table, "engine", "auto", ENGINES, "simulation")
+        precision = choice(table, "precision", "fp32", PRECISIONS, "simulation")
         for key in ("out", "device"):
             if not isinstance(table.get(key, ""), str):
                 raise ConfigError(f"simulation.{key} must be a string, got {table[key]!r}")
@@ -91,6 +106,8 @@ class SimulationConfig:
                 raise ConfigError(f"[simulation.{key}] is given but simulation.method is {method!r}")
         return cls(
             method=method,
+            engine=engine,
+            precision=precision,
             eval_every=number(table, "eval_every", 1, 1, 1e9, True, "simulation"),
             out=table.get("out", ""),
             device=table.get("device", "cpu"),

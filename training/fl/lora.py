@@ -1,15 +1,19 @@
-"""FLoCoRA: low-rank adapters on every convolution over a frozen random init.
+"""FLoCoRA: low-rank adapters on the convolutions over a frozen random init.
 
 A convolution W (C_out x C_in x k x k) becomes W + (alpha / r) * B * A with
 A: r x C_in x k x k (a convolution with the layer's stride and padding) and
-B: C_out x r x 1 x 1 (a 1x1 convolution), B starting at zero. W is the random
-initialisation drawn from the run's seed, the same on every participant, and
-never trained nor sent; the adapters, the normalization layers and the final
-fully-connected layer are trained and exchanged.
+B: C_out x r x 1 x 1 (a 1x1 convolution), B starting at zero, A He-uniform
+(PEFT's LoRA for Conv2d). W is the random initialisation drawn from the run's
+seed, the same on every participant, and never trained nor sent; the adapters,
+the normalization layers and the final fully-connected layer are trained and
+exchanged. Convolutions named in `train_full` (e.g. the stem "conv1", as in the
+thesis' Table 7, whose message sizes count it) get no adapter: they are
+trained and exchanged whole.
 """
 
+import fnmatch
 import math
-from typing import List
+from typing import List, Sequence
 
 import torch
 from torch import nn
@@ -39,13 +43,17 @@ class LoRAConv2d(nn.Module):
         return c(x) + self.scale * nn.functional.conv2d(low, self.lora_B)
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
-    """Replace every nn.Conv2d of `model` (in place) by a LoRAConv2d around it."""
+def apply_lora(model: nn.Module, rank: int, alpha: float, train_full: Sequence[str] = (),
+               prefix: str = "") -> nn.Module:
+    """Replace every nn.Conv2d of `model` (in place) by a LoRAConv2d around it, but those
+    whose qualified names match a pattern of `train_full`, which stay trainable as they are."""
     for name, child in list(model.named_children()):
+        qualified = prefix + name
         if isinstance(child, nn.Conv2d):
-            setattr(model, name, LoRAConv2d(child, rank, alpha))
+            if not any(fnmatch.fnmatchcase(qualified, p) for p in train_full):
+                setattr(model, name, LoRAConv2d(child, rank, alpha))
         else:
-            apply_lora(child, rank, alpha)
+            apply_lora(child, rank, alpha, train_full, qualified + ".")
     return model
 
 

@@ -8,12 +8,10 @@ float. After local training a client sends the quantized weights, so every
 layer holds at most 2^b distinct values.
 """
 
-from typing import Dict
-
 import torch
 from torch import nn
 
-__all__ = ["quantize", "fake_quantize", "quantized_names", "quantized_parameters"]
+__all__ = ["quantize", "fake_quantize", "quantized_names"]
 
 
 def quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -37,14 +35,3 @@ def quantized_names(model: nn.Module):
     return [name for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))
             for pname, _ in module.named_parameters(recurse=False) if pname == "weight"
             and module.weight.requires_grad]
-
-
-def quantized_parameters(model: nn.Module, bits: int, straight_through: bool = True) -> Dict[str, torch.Tensor]:
-    """{name: quantized weight} to pass to torch.func.functional_call."""
-    params = dict(model.named_parameters())
-    out = {}
-    for module_name in quantized_names(model):
-        name = f"{module_name}.weight" if module_name else "weight"
-        weight = params[name]
-        out[name] = fake_quantize(weight, bits) if straight_through else quantize(weight, bits)
-    return out

@@ -6,6 +6,9 @@ torch trainers, evaluated every `eval_every` rounds.
 Every round is ``fedcore.rounds.simulate(server, clients, 1)``: the broadcast,
 each selected client's encoded update and the server's validation and FedAvg
 are the engine's, and bytes_up / bytes_down are its encoded message lengths.
+With the batched or vmap engine (training.fl.trainers) the selected clients of
+a round train together first; each then encodes its own update as it would have.
+The data lives on the training device for the whole run.
 """
 
 import json
@@ -28,7 +31,7 @@ from ..datasets import input_shape, load_split, num_classes, to_float_nchw
 from ..models import count_parameters, create_model
 from .config import SimulationConfig, load_config
 from .lora import apply_lora, exchanged_names
-from .trainers import ClientTrainer, TorchWorker
+from .trainers import ClientTrainer, TorchWorker, resolve_engine
 
 __all__ = ["Data", "Setup", "load_data", "build", "run", "describe_run"]
 
@@ -70,6 +73,14 @@ class Setup:
     clients: Dict[str, RoundClient]
     validation: Dict[str, Tuple[torch.Tensor, torch.Tensor]]
     params_total: int
+    engine: str = "sequential"
+
+    def train_round(self, plan, selected: Mapping[str, RoundClient]):
+        """The batched/vmap engines' hook for fedcore.rounds.simulate: every selected client's
+        training result, computed together (None for the sequential engine)."""
+        jobs = [client.trainer.job(*client.train_input(plan)) for client in selected.values()]
+        results = self.worker.train_clients(self.data.x, self.data.y, jobs, plan.train, self.engine)
+        return dict(zip(selected, results))
 
 
 def build_worker(run: RunConfig, sim: SimulationConfig, in_shape, classes: int) -> Tuple[TorchWorker, int]:
@@ -79,28 +90,39 @@ def build_worker(run: RunConfig, sim: SimulationConfig, in_shape, classes: int) 
     total = count_parameters(model)
     exchanged = None
     if sim.method == "lora":
-        apply_lora(model, sim.lora.rank, sim.lora.alpha)
+        apply_lora(model, sim.lora.rank, sim.lora.alpha, sim.lora.train_full)
         exchanged = exchanged_names(model)
     qat_bits = sim.qat.bits if sim.method == "qat" else 0
-    return TorchWorker(model, exchanged, sim.device, qat_bits, sim.augment), total
+    return TorchWorker(model, exchanged, sim.device, qat_bits, sim.augment, sim.precision), total
+
+
+def _on_device(data: Data, device: torch.device) -> Data:
+    """The run's data on its training device, copied once (pinned, asynchronously, to a GPU)."""
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if device.type == "cuda":
+            return t.pin_memory().to(device, non_blocking=True)
+        return t.to(device)
+    return Data(move(data.x), move(data.y), move(data.test_x), move(data.test_y), data.classes)
 
 
 def build(run: RunConfig, sim: SimulationConfig, data: Data) -> Setup:
     worker, total = build_worker(run, sim, tuple(data.x.shape[1:]), data.classes)
+    engine = resolve_engine(sim.engine, worker.model, worker.device)
     server = RoundServer(worker.get_state(), run.federation)
     parts = partition_clients(data.y.numpy(), run)
+    data = _on_device(data, worker.device)
     clients, validation = {}, {}
     for client_id, index in parts.items():
         index = np.asarray(index)
         held = int(round(run.data.val_fraction * len(index)))
         if held:
             # The client's last samples (in the partition's shuffled order) are its validation set.
-            val = torch.from_numpy(index[-held:])
+            val = torch.from_numpy(index[-held:]).to(worker.device)
             validation[client_id] = (data.x[val], data.y[val])
             index = index[:-held]
         rows = torch.from_numpy(index)
-        clients[client_id] = RoundClient(client_id, ClientTrainer(worker, data.x[rows], data.y[rows]))
-    return Setup(run, sim, data, worker, server, clients, validation, total)
+        clients[client_id] = RoundClient(client_id, ClientTrainer(worker, data.x, data.y, rows))
+    return Setup(run, sim, data, worker, server, clients, validation, total, engine)
 
 
 def _float32_bytes(state: Mapping[str, np.ndarray]) -> int:
@@ -144,7 +166,8 @@ def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = N
     bar = tqdm(range(1, fed.rounds + 1), desc=setup.run.name, disable=not progress, leave=False)
     for number in bar:
         began = time.perf_counter()
-        result: RoundResult = simulate(setup.server, setup.clients, 1)[0]
+        together = setup.train_round if setup.engine != "sequential" else None
+        result: RoundResult = simulate(setup.server, setup.clients, 1, train_round=together)[0]
         totals["up"] += result.bytes_up
         totals["down"] += result.bytes_down
         totals["float32"] += 2 * reference * len(result.selected)
@@ -173,6 +196,7 @@ def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = N
     total = totals["up"] + totals["down"]
     summary = {
         "name": setup.run.name, "method": sim.method, "model": setup.run.model.name,
+        "engine": setup.engine, "device": str(setup.worker.device), "precision": sim.precision,
         "dataset": setup.run.data.dataset, "alpha": setup.run.data.alpha, "seed": fed.seed,
         "rounds": fed.rounds, "clients": len(setup.clients),
         "params_total": setup.params_total,
