@@ -11,7 +11,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
+.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -21,6 +21,8 @@ help:
 	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"
 	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
 	@echo "make bench-fl-full the three studies in their full settings (hours; STUDIES=1,2,3)"
+	@echo "make bench-sim     the simulation's engines side by side (sequential, batched, vmap): seconds a round"
+	@echo "make study         one seed's study by name: its table and plot (STUDY=name [SEEDS=3] [ROUNDS=] [JOBS=]; STUDY=list)"
 	@echo "make backbone      train + export the bundled few-shot backbone (CIFAR-10 base classes)"
 	@echo "make bench-fewshot few-shot accuracy of the backbones (Omniglot, CIFAR-10 novel)"
 	@echo "make dse           design-space table of the backbone family (quick mode)"
@@ -80,6 +82,17 @@ STUDIES ?= 1,2,3
 bench-fl-full: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m benchmarks.fl --full --only $(STUDIES)
+
+bench-sim: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m benchmarks.sim
+
+# configs/fl/studies/$(STUDY).toml; the table and plot go to docs/studies/$(STUDY)/ (runs/ for ROUNDS=).
+STUDY ?= list
+study: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m training.fl.study $(STUDY) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ROUNDS),--rounds $(ROUNDS)) \
+	    $(if $(JOBS),--jobs $(JOBS)) $(if $(DEVICE),--device $(DEVICE))
 
 # The command recorded in models/resnet9_f16_strided_32.json.
 backbone: setup

@@ -8,7 +8,7 @@
 
 Every convolutional model takes ``norm = "bn" | "gn" | "none"`` (GroupNorm is
 the federated choice: no running statistics to average), ``norm_groups`` (GroupNorm's
-groups: 2 as in the FLoCoRA and ICECS code; default groups of 8 channels, at most 32)
+groups: 2 as in the FLoCoRA and ICECS code; default (or 0) groups of 8 channels, at most 32)
 and ``init`` ("kaiming": He-normal fan-out convolutions and unit norms, torchvision's
 ResNet init and the FLoCoRA code's, the default of the ResNets; "torch": PyTorch's
 layer defaults, the default of SimpleCNN). A frozen random init (FLoCoRA) depends on it:
@@ -69,11 +69,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def norm_layer(kind: str, channels: int, groups: Optional[int] = None) -> nn.Module:
-    """BatchNorm, GroupNorm (`groups` groups, by default groups of 8 channels, at most 32) or nothing."""
+    """BatchNorm, GroupNorm (`groups` groups; None or 0: groups of 8 channels, at most 32) or nothing."""
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
-        if groups is None:
+        if groups is None or groups == 0:
             groups = max(1, min(32, channels // 8)) if channels >= 8 else 1
             while channels % groups:
                 groups -= 1

@@ -35,7 +35,8 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     for flag, key in (("rounds", "federation.rounds"), ("seed", "federation.seed"), ("out", "simulation.out"),
                       ("alpha", "data.alpha"), ("clients", "data.num_clients"), ("device", "simulation.device"),
                       ("threads", "simulation.threads"), ("eval_every", "simulation.eval_every"),
-                      ("method", "simulation.method"), ("data_path", "data.path")):
+                      ("method", "simulation.method"), ("data_path", "data.path"),
+                      ("engine", "simulation.engine"), ("precision", "simulation.precision")):
         value = getattr(args, flag)
         if value is not None:
             out[key] = value
@@ -56,7 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--alpha", type=float, help="Dirichlet concentration of the partition")
     parser.add_argument("--clients", type=int, help="number of clients")
     parser.add_argument("--method", help="standard, qat or lora")
-    parser.add_argument("--device", help="torch device (cpu, cuda)")
+    parser.add_argument("--device", help="torch device (cpu, cuda, auto: cuda when there is one)")
+    parser.add_argument("--engine", help="sequential, batched, vmap or auto (vmap on CUDA, else batched)")
+    parser.add_argument("--precision", help="fp32 or bf16 (autocast of the forward passes)")
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--eval-every", dest="eval_every", type=int)
     parser.add_argument("--data-path", dest="data_path", help="dataset folder or image archive")
@@ -68,6 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="write the round-0 model (a fedcore container) for `python -m coordinator "
                         "--initial-model FILE` and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG")
     args = parser.parse_args(argv)
     from .simulation import describe_run, run  # torch is imported here, after the arguments
 
@@ -83,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             size = export_initial(run_config, args.export_initial)
             print(f"{args.export_initial}: round-0 model of {run_config.name} ({size:,d} bytes)")
             return 0
-        summary = run(args.config, overrides, progress=not args.quiet)
+        summary = run(args.config, overrides, progress=not args.quiet, plots=args.plots)
     except (ConfigError, FedCoreError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

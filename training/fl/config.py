@@ -102,7 +102,7 @@ class SimulationConfig:
             if not isinstance(table.get(key, False), bool):
                 raise ConfigError(f"simulation.{key} must be true or false, got {table[key]!r}")
         for key in ("qat", "lora"):
-            if key in table and method != key:
+            if table.get(key) and method != key:  # an empty table says nothing
                 raise ConfigError(f"[simulation.{key}] is given but simulation.method is {method!r}")
         return cls(
             method=method,

@@ -155,15 +155,13 @@ def _evaluate(setup: Setup, state: Mapping[str, np.ndarray]) -> Dict[str, float]
 def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = None,
                progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Run every round; return the per-round rows and the summary."""
-    from tqdm import tqdm
-
     fed, sim = setup.run.federation, setup.sim
     reference = _float32_bytes(setup.server.global_state)
     rows: List[Dict[str, Any]] = []
     totals = {"up": 0, "down": 0, "float32": 0}
     reached: Optional[int] = None
     start = time.perf_counter()
-    bar = tqdm(range(1, fed.rounds + 1), desc=setup.run.name, disable=not progress, leave=False)
+    bar = _progress(range(1, fed.rounds + 1), setup.run.name, progress)
     for number in bar:
         began = time.perf_counter()
         together = setup.train_round if setup.engine != "sequential" else None
@@ -213,6 +211,30 @@ def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = N
     if "val_accuracy" in evaluated[-1]:
         summary["final_val_accuracy"] = evaluated[-1]["val_accuracy"]
     return rows, summary
+
+
+class _NoBar:
+    """What run_rounds needs of a tqdm bar, where tqdm is not installed (a bare GPU image)."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, **_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(iterable, name: str, shown: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar(iterable)
+    return tqdm(iterable, desc=name, disable=not shown, leave=False)
 
 
 def output_dir(run: RunConfig, sim: SimulationConfig) -> str:

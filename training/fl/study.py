@@ -17,10 +17,12 @@ dotted overrides of that run file with the figures the paper reports for it:
     set = { "simulation.method" = "lora", "compression.uplink.wire.bits" = 8 }
     paper = { accuracy = 74.21, reduction = 17.7 }   # a figure the paper does not give is left out
 
-Each (variant, seed) is one `training.fl` run under runs/studies/<name>/, reused when the same
-settings ran there before; several run at once with --jobs (processes sharing the GPU). The
-table (Markdown + JSON + CSV) and the plot go to docs/studies/<name>/ for a full run, or to
-runs/studies/<name>/smoke/ when --rounds shortens it. Bytes are counted from the messages the
+Each (variant, seed) is one `training.fl` run, reused when the same settings ran in its folder
+before; several run at once with --jobs (processes sharing the GPU). A full run keeps its small
+logs (summary.json, rounds.jsonl) under docs/studies/<name>/runs/, so a study measured over
+several sessions on a borrowed GPU is committed run by run and completed later; the table
+(Markdown + JSON + CSV) and the plot go to docs/studies/<name>/. A run changed by --rounds or
+--set is a smoke run: its logs and table go to runs/studies/<name>/smoke/. Bytes are counted from the messages the
 round engine encoded; "devices' model" is the accuracy of the model a client decodes from the
 last broadcast (the server's model through the downlink codec).
 """
@@ -44,7 +46,7 @@ from fedcore.checks import check_table
 from fedcore.errors import ConfigError, FedCoreError
 from fedcore.experiment import read_toml
 
-from .config import apply_overrides, load_config
+from .config import apply_overrides, load_config, parse_assignment
 
 __all__ = ["Variant", "Study", "load_study", "study_path", "list_studies", "cached_run", "run_study",
            "summarize", "main"]
@@ -173,7 +175,7 @@ def _settings_key(settings: Mapping[str, Any]) -> str:
 
 
 def cached_run(settings: Mapping[str, Any], folder: str, progress: bool = False,
-               cached_only: bool = False) -> Optional[Dict[str, Any]]:
+               cached_only: bool = False, plots: bool = True) -> Optional[Dict[str, Any]]:
     """One simulation into `folder`, or its stored summary when the same settings already ran
     there (with cached_only, None instead of running). Data is loaded once per process."""
     from .simulation import load_data, run
@@ -189,7 +191,7 @@ def cached_run(settings: Mapping[str, Any], folder: str, progress: bool = False,
     if data_key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         _DATA_CACHE[data_key] = load_data(run_config, sim)
-    summary = run(settings, progress=progress, data=_DATA_CACHE[data_key])
+    summary = run(settings, progress=progress, plots=plots, data=_DATA_CACHE[data_key])
     atomic_write(os.path.join(folder, "key"), key)
     return summary
 
@@ -211,21 +213,28 @@ def _subprocess_run(settings: Mapping[str, Any], folder: str) -> subprocess.Pope
     config = os.path.join(folder, "run.json")
     atomic_write(config, json.dumps(settings, indent=1))
     log = open(os.path.join(folder, "log.txt"), "w")
-    return subprocess.Popen([sys.executable, "-m", "training.fl", "--config", config, "--quiet"],
+    return subprocess.Popen([sys.executable, "-m", "training.fl", "--config", config, "--quiet", "--no-plots"],
                             stdout=log, stderr=subprocess.STDOUT)
+
+
+def runs_folder(study: Study, smoke: bool) -> str:
+    """Where a study's runs keep their logs: committed beside its table, or under runs/ for a smoke run."""
+    return os.path.join(RUNS, study.name, "smoke", "runs") if smoke else os.path.join(DOCS, study.name, "runs")
 
 
 def run_study(study: Study, seeds: Sequence[int], rounds: Optional[int] = None, jobs: int = 1,
               overrides: Optional[Mapping[str, Any]] = None, only: Sequence[str] = (),
-              progress: bool = True) -> Dict[str, List[Dict[str, Any]]]:
+              progress: bool = True, smoke: bool = False) -> Dict[str, List[Dict[str, Any]]]:
     """Every (variant, seed) run; returns {variant label: [summary of each seed]}."""
     variants = [v for v in study.variants if not only or v.label in only or _slug(v.label) in only]
+    unknown = [o for o in only if not any(o in (v.label, _slug(v.label)) for v in study.variants)]
+    if unknown:
+        raise ConfigError(f"--only {unknown}: no such variant; known: {[v.label for v in study.variants]}")
     todo = []
     for variant in variants:
         for seed in seeds:
             settings = apply_overrides(study.settings(variant, seed, rounds), overrides or {})
-            suffix = f"r{rounds}" if rounds else "full"
-            folder = os.path.join(RUNS, study.name, suffix, _slug(variant.label), f"seed{seed}")
+            folder = os.path.join(runs_folder(study, smoke), _slug(variant.label), f"seed{seed}")
             todo.append((variant.label, seed, settings, folder))
     results: Dict[str, List[Dict[str, Any]]] = {v.label: [] for v in variants}
     pending = []
@@ -239,7 +248,7 @@ def run_study(study: Study, seeds: Sequence[int], rounds: Optional[int] = None, 
     if jobs <= 1:
         for label, seed, settings, folder in pending:
             began = time.perf_counter()
-            summary = cached_run(settings, folder, progress=progress)
+            summary = cached_run(settings, folder, progress=progress, plots=False)
             print(f"  {label} seed {seed}: {100 * summary['final_accuracy']:.2f}% after {summary['rounds']} rounds, "
                   f"{summary['total_bytes'] / 1e6:.2f} MB, {time.perf_counter() - began:.0f} s", flush=True)
             results[label].append(_with_rows(summary, folder))
@@ -247,6 +256,21 @@ def run_study(study: Study, seeds: Sequence[int], rounds: Optional[int] = None, 
         _run_parallel(pending, jobs, results)
     for label in results:
         results[label].sort(key=lambda s: s["seed"])
+    return results
+
+
+def stored_results(study: Study, seeds: Sequence[int], rounds: Optional[int] = None,
+                   overrides: Optional[Mapping[str, Any]] = None, smoke: bool = False
+                   ) -> Dict[str, List[Dict[str, Any]]]:
+    """The runs of the study already stored with exactly these settings (nothing is run)."""
+    results: Dict[str, List[Dict[str, Any]]] = {}
+    for variant in study.variants:
+        for seed in seeds:
+            settings = apply_overrides(study.settings(variant, seed, rounds), overrides or {})
+            folder = os.path.join(runs_folder(study, smoke), _slug(variant.label), f"seed{seed}")
+            summary = cached_run(settings, folder, cached_only=True)
+            if summary is not None:
+                results.setdefault(variant.label, []).append(_with_rows(summary, folder))
     return results
 
 
@@ -421,6 +445,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", help="torch device of every run (default: the study's, auto = GPU if any)")
     parser.add_argument("--engine", help="sequential, batched, vmap or auto")
     parser.add_argument("--only", action="append", default=[], help="run only this variant (label or slug)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a run-file key in every run (a smoke run), e.g. federation.train.epochs=1")
+    parser.add_argument("--table-only", action="store_true",
+                        help="write the table from the runs stored so far; run nothing")
     parser.add_argument("--out", help="where the table and plot go (default docs/studies/NAME, "
                         "runs/studies/NAME/smoke for a shortened run)")
     parser.add_argument("--allow-cpu", action="store_true", help="run a GPU study on the CPU")
@@ -438,7 +466,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.jobs < 1:
             raise ConfigError("--jobs must be >= 1")
         seeds = list(range(args.seeds or study.seeds))
-        overrides = {}
+        overrides: Dict[str, Any] = {}
+        for text in args.set:
+            overrides.update(parse_assignment(text))
+        smoke = bool(args.rounds or overrides)
         if args.device:
             overrides["simulation.device"] = args.device
         if args.engine:
@@ -447,12 +478,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         device = args.device or study.base.get("simulation", {}).get("device", "cpu")
         on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        if study.needs == "gpu" and not on_gpu and not args.rounds and not args.allow_cpu:
+        if study.needs == "gpu" and not on_gpu and not smoke and not args.allow_cpu and not args.table_only:
             print(_gpu_refusal(study, seeds, args.rounds), file=sys.stderr)
             return 2
         began = time.perf_counter()
-        results = run_study(study, seeds, args.rounds, args.jobs, overrides, args.only, progress=not args.quiet)
-        out = args.out or (os.path.join(RUNS, study.name, "smoke") if args.rounds else os.path.join(DOCS, study.name))
+        if args.table_only:
+            results = stored_results(study, seeds, args.rounds, overrides, smoke)
+        else:
+            results = run_study(study, seeds, args.rounds, args.jobs, overrides, args.only,
+                                progress=not args.quiet, smoke=smoke)
+        if not any(results.values()):
+            raise ConfigError(f"no run of {study.name} is stored yet: run it first")
+        out = args.out or (os.path.join(RUNS, study.name, "smoke") if smoke else os.path.join(DOCS, study.name))
         command = "python -m training.fl.study " + " ".join(argv if argv is not None else sys.argv[1:])
         print(write_outputs(study, results, out, command, time.perf_counter() - began))
         print(f"\nwritten: {out}/table.md, results.json, results.csv, curves.png")
