@@ -16,7 +16,8 @@
    (global magnitude) against structured (L1 filters / neurons, per layer)
    pruning from 0% to 90%: accuracy and mean message size per rate.
 3. CIFAR-10 ResNet-8: FedAvg against FLoCoRA (r = 32, alpha = 512) and
-   FLoCoRA with 8-bit messages.
+   FLoCoRA with 8-bit messages, as far as a CPU gets (10 clients, 1 epoch, a
+   subset); the seed's own scale is `make study STUDY=flocora_table7` (a GPU).
 
 Every run is `training.fl.simulation.run` on fedcore's round engine; each
 run's summary is kept under runs/bench/fl/ and reused when the same run is
@@ -268,12 +269,16 @@ def study2(quick: bool, seeds: List[int], progress: bool, rounds: Optional[int] 
     return report
 
 
+FLOCORA = {"simulation.method": "lora", "simulation.lora": {"rank": 32, "alpha": 512, "train_full": ["conv1"]}}
 STUDY3 = {
     "FedAvg": {},
-    "FLoCoRA r32 a512": {"simulation.method": "lora", "simulation.lora": {"rank": 32, "alpha": 512}},
-    "FLoCoRA r32 a512 + 8-bit": {"simulation.method": "lora", "simulation.lora": {"rank": 32, "alpha": 512},
-                                 **_both({"wire": {"bits": 8}})},
+    "FLoCoRA r32 a512": FLOCORA,
+    "FLoCoRA r32 a512 + 8-bit": {**FLOCORA, **_both({"wire": {"bits": 8}})},
 }
+# What a CPU fits of configs/fl/cifar10_resnet8.toml (the thesis' Table-7 setup, `make study
+# STUDY=flocora_table7` on a GPU): 10 clients all selected, 1 local epoch, on a subset.
+STUDY3_CPU = {"data.num_clients": 10, "federation.fraction": 1.0, "federation.min_clients": 10,
+              "federation.train.epochs": 1, "data.partition": "by-class", "simulation.device": "cpu"}
 
 
 def study3(quick: bool, seeds: List[int], rounds: Optional[int], progress: bool,
@@ -290,7 +295,7 @@ def study3(quick: bool, seeds: List[int], rounds: Optional[int], progress: bool,
         runs = []
         for seed in seeds:
             folder = os.path.join(OUT, "study3", _slug(name), f"seed{seed}")
-            overrides = {**limits, **extra, "data.path": cifar, "federation.rounds": rounds,
+            overrides = {**STUDY3_CPU, **limits, **extra, "data.path": cifar, "federation.rounds": rounds,
                          "federation.seed": seed}
             runs.append(run_once("cifar10_resnet8.toml", overrides, folder, progress))
             runs[-1]["folder"] = folder

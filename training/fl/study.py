@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -276,6 +277,16 @@ def stored_results(study: Study, seeds: Sequence[int], rounds: Optional[int] = N
 
 def _run_parallel(pending, jobs: int, results: Dict[str, List[Dict[str, Any]]]) -> None:
     waiting, running = list(pending), []
+    try:
+        _drain(waiting, running, jobs, results)
+    finally:  # stopped (a time budget's SIGTERM, ^C) or failed: no run goes on orphaned
+        for item in running:
+            item[4].terminate()
+        for item in running:
+            item[4].wait()
+
+
+def _drain(waiting, running, jobs: int, results: Dict[str, List[Dict[str, Any]]]) -> None:
     while waiting or running:
         while waiting and len(running) < jobs:
             label, seed, settings, folder = waiting.pop(0)
@@ -435,6 +446,10 @@ def _gpu_refusal(study: Study, seeds: Sequence[int], rounds: Optional[int]) -> s
             "machine), shorten it with ROUNDS=N for a smoke run here, or pass --allow-cpu to run it on the CPU anyway.")
 
 
+def _stop(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}: runs in flight were stopped, finished ones are kept")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.fl.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -449,17 +464,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="override a run-file key in every run (a smoke run), e.g. federation.train.epochs=1")
     parser.add_argument("--table-only", action="store_true",
                         help="write the table from the runs stored so far; run nothing")
+    parser.add_argument("--runs-only", action="store_true",
+                        help="run what is not stored yet and write no table (a GPU machine without matplotlib)")
     parser.add_argument("--out", help="where the table and plot go (default docs/studies/NAME, "
                         "runs/studies/NAME/smoke for a shortened run)")
     parser.add_argument("--allow-cpu", action="store_true", help="run a GPU study on the CPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         if args.study == "list":
+            broken = 0
             for name in list_studies():
-                study = load_study(name)
+                try:
+                    study = load_study(name)
+                except ConfigError as error:
+                    broken += 1
+                    print(f"{name:24s} ---  cannot be read: {error}")
+                    continue
                 print(f"{name:24s} {study.needs:3s}  {study.title}")
-            return 0
+            return 2 if broken else 0
         study = load_study(args.study)
         if args.rounds is not None and args.rounds < 1:
             raise ConfigError("--rounds must be >= 1")
@@ -487,6 +511,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             results = run_study(study, seeds, args.rounds, args.jobs, overrides, args.only,
                                 progress=not args.quiet, smoke=smoke)
+        if args.runs_only:
+            return 0
         if not any(results.values()):
             raise ConfigError(f"no run of {study.name} is stored yet: run it first")
         out = args.out or (os.path.join(RUNS, study.name, "smoke") if smoke else os.path.join(DOCS, study.name))
@@ -496,6 +522,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FedCoreError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
