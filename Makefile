@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # The board image and its rules (numpy only, Python 3.8, never torch, nothing outside
 # the image): pyproject.toml [tool.board-image], checked by scripts/check_board_side.py.
-TEST_EXTRAS ?= dev,device,coordinator,train
+TEST_EXTRAS ?= dev,device,coordinator,train,scale
 # mosquitto: MQTT tests; verilator, g++, make: the RTL co-simulation; the rest: hwflow's tests (Yosys, a fake Vivado in tclsh, rootless
 # disk images, a loopback sshd, rsync deploys).
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync

@@ -114,6 +114,19 @@ class RoundClient:
         )
         return blob
 
+    def carried(self) -> Tensors:
+        """What this client carries from round to round beyond the broadcast: its
+        error-feedback residual (empty without error feedback)."""
+        feedback = self._compressor.feedback if self._compressor is not None else None
+        return dict(feedback.residual) if feedback is not None else {}
+
+    def restore_carried(self, uplink: Mapping[str, Any], residual: Mapping[str, np.ndarray]) -> None:
+        """Take up what `carried` gave, for the codecs of `uplink` (a client whose state
+        lives elsewhere between rounds: a Flower node's context)."""
+        compressor = self._compressor_for(uplink)
+        if compressor.feedback is not None:
+            compressor.feedback.residual = {n: np.asarray(v, np.float32) for n, v in residual.items()}
+
     def train_input(self, plan: RoundPlan) -> Tuple[Tensors, int]:
         """(the model this client trains from in this round, its training seed)."""
         if self.model is None or self.model_round != plan.round:

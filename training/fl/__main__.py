@@ -4,13 +4,15 @@ Runs one federated simulation on fedcore's round engine and writes, under
 [simulation] out (default runs/fl/<name>/): rounds.jsonl (one JSON object a
 round: accuracy, loss, bytes up/down, cumulative bytes, wall time, accepted /
 rejected updates), summary.json, accuracy.png (accuracy against rounds and
-against cumulative bytes) and prints the summary table.
+against cumulative bytes), final.fedc (the global model, a lossless fedcore
+container) and prints the summary table.
 
 Examples:
   python -m training.fl --config configs/fl/fmnist_mlp.toml --rounds 5
   python -m training.fl --config configs/fl/fmnist_headline.toml --seed 2 --out runs/fl/h2
   python -m training.fl --config configs/fl/fmnist_mlp.toml --set compression.uplink.sparsify.keep=0.1
   python -m training.fl --config configs/fl/cifar10_flocora.toml --describe
+  python -m training.fl --config configs/fl/fmnist_mlp.toml --engine flower   # on Flower's engine (Ray)
   python -m training.fl --config run.toml --export-initial initial.fedc   # for an MQTT run of
       a torch model: see training/fl/mqtt.py and docs/protocol.md
 """

@@ -4,10 +4,12 @@
     method = "standard"        # local training: "standard", "qat" or "lora"
     engine = "auto"            # "sequential" (one client after another, as boards), "batched" (a round's
                                # clients in lockstep: the same numbers), "vmap" (one vectorised step for
-                               # them all: within float tolerance); auto: vmap on CUDA, else batched
+                               # them all: within float tolerance); auto: vmap on CUDA, else batched;
+                               # "flower": Flower's simulation engine on Ray (the `scale` extra)
     precision = "fp32"         # "bf16": forward passes under bfloat16 autocast (reported in the summary)
     eval_every = 1             # evaluate the global model every N rounds (and the last)
-    out = "runs/fl/<name>"     # where the JSONL log, summary and plots go
+    out = "runs/fl/<name>"     # where the JSONL log, summary, plots and the final model (final.fedc) go
+    save_model = true          # write the final global model (float32 fedcore container)
     device = "cpu"             # "cuda" (or "cuda:1"); "auto": cuda when there is one
     threads = 1                # torch intra-op threads
     target_accuracy = 0.0      # rounds-to-target reported when > 0 (a fraction, e.g. 0.85)
@@ -19,6 +21,11 @@
     rank = 32
     alpha = 512
     train_full = []            # convolutions trained whole instead (e.g. ["conv1"], the stem)
+    [simulation.flower]        # engine = "flower"
+    client_cpus = 1            # Ray resources of one ClientApp (so how many run at once)
+    client_gpus = 0.0
+    num_cpus = 0               # CPUs of a local Ray (0: all); ignored with ray_address
+    ray_address = ""           # a running Ray cluster ("auto" or "host:6379"): see the README
 """
 
 import copy
@@ -31,11 +38,12 @@ from fedcore.compression import CompressionConfig
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig, load_run_config
 
-__all__ = ["METHODS", "ENGINES", "PRECISIONS", "QATConfig", "LoRAConfig", "SimulationConfig", "load_config",
+__all__ = ["METHODS", "ENGINES", "PRECISIONS", "QATConfig", "LoRAConfig", "FlowerConfig", "SimulationConfig",
+           "load_config",
            "apply_overrides", "parse_assignment"]
 
 METHODS = ("standard", "qat", "lora")
-ENGINES = ("auto", "sequential", "batched", "vmap")
+ENGINES = ("auto", "sequential", "batched", "vmap", "flower")
 PRECISIONS = ("fp32", "bf16")
 QAT_BITS = (1, 2, 4, 8)
 
@@ -70,6 +78,25 @@ class LoRAConfig:
 
 
 @dataclass(frozen=True)
+class FlowerConfig:
+    client_cpus: float = 1.0
+    client_gpus: float = 0.0
+    num_cpus: int = 0
+    ray_address: str = ""
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any]) -> "FlowerConfig":
+        where = "simulation.flower"
+        table = check_table(table, ["client_cpus", "client_gpus", "num_cpus", "ray_address"], where)
+        address = table.get("ray_address", "")
+        if not isinstance(address, str):
+            raise ConfigError(f"{where}.ray_address must be a string, got {address!r}")
+        return cls(number(table, "client_cpus", 1.0, 0.01, 1024, where=where),
+                   number(table, "client_gpus", 0.0, 0.0, 64, where=where),
+                   number(table, "num_cpus", 0, 0, 4096, True, where), address)
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     method: str = "standard"
     engine: str = "auto"
@@ -81,13 +108,15 @@ class SimulationConfig:
     target_accuracy: float = 0.0
     augment: bool = False
     download: bool = False
+    save_model: bool = True
     qat: QATConfig = QATConfig()
     lora: LoRAConfig = LoRAConfig()
+    flower: FlowerConfig = FlowerConfig()
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> "SimulationConfig":
         keys = ["method", "engine", "precision", "eval_every", "out", "device", "threads", "target_accuracy",
-                "augment", "download", "qat", "lora"]
+                "augment", "download", "save_model", "qat", "lora", "flower"]
         table = check_table(table, keys, "simulation")
         method = table.get("method", "standard")
         if method not in METHODS:
@@ -98,7 +127,7 @@ class SimulationConfig:
         for key in ("out", "device"):
             if not isinstance(table.get(key, ""), str):
                 raise ConfigError(f"simulation.{key} must be a string, got {table[key]!r}")
-        for key in ("augment", "download"):
+        for key in ("augment", "download", "save_model"):
             if not isinstance(table.get(key, False), bool):
                 raise ConfigError(f"simulation.{key} must be true or false, got {table[key]!r}")
         for key in ("qat", "lora"):
@@ -115,8 +144,10 @@ class SimulationConfig:
             target_accuracy=number(table, "target_accuracy", 0.0, 0.0, 1.0, where="simulation"),
             augment=table.get("augment", False),
             download=table.get("download", False),
+            save_model=table.get("save_model", True),
             qat=QATConfig.from_dict(table.get("qat", {})),
             lora=LoRAConfig.from_dict(table.get("lora", {})),
+            flower=FlowerConfig.from_dict(table.get("flower", {})),
         )
 
 

@@ -152,9 +152,18 @@ def _evaluate(setup: Setup, state: Mapping[str, np.ndarray]) -> Dict[str, float]
     return out
 
 
+def play_round(setup: Setup) -> RoundResult:
+    """One round in this process: fedcore.rounds.simulate, the batched/vmap engines training
+    the selected clients together."""
+    together = setup.train_round if setup.engine not in ("sequential", "flower") else None
+    return simulate(setup.server, setup.clients, 1, train_round=together)[0]
+
+
 def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = None,
-               progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """Run every round; return the per-round rows and the summary."""
+               progress: bool = True, play: Optional[Callable[[], RoundResult]] = None
+               ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Run every round (each `play()`, by default `play_round(setup)`); return the per-round
+    rows and the summary."""
     fed, sim = setup.run.federation, setup.sim
     reference = _float32_bytes(setup.server.global_state)
     rows: List[Dict[str, Any]] = []
@@ -164,8 +173,7 @@ def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = N
     bar = _progress(range(1, fed.rounds + 1), setup.run.name, progress)
     for number in bar:
         began = time.perf_counter()
-        together = setup.train_round if setup.engine != "sequential" else None
-        result: RoundResult = simulate(setup.server, setup.clients, 1, train_round=together)[0]
+        result = play() if play is not None else play_round(setup)
         totals["up"] += result.bytes_up
         totals["down"] += result.bytes_down
         totals["float32"] += 2 * reference * len(result.selected)
@@ -255,8 +263,17 @@ def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bo
         def log(row: Dict[str, Any]) -> None:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
-        rows, summary = run_rounds(setup, log, progress)
+        if setup.engine == "flower":
+            from .flower import run_on_flower  # flwr and ray: the `scale` extra
+
+            rows, summary = run_on_flower(setup, log, progress)
+        else:
+            rows, summary = run_rounds(setup, log, progress)
     atomic_write(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
+    if sim.save_model:  # the global model, lossless, in our own container (no pickle)
+        message = Message(setup.server.global_state, summary["rounds"], "server", 0, "weights",
+                          {"run": run_config.name, "model": run_config.model.name})
+        atomic_write(os.path.join(out, "final.fedc"), encode_message(message)[0])
     if plots:
         from .report import plot_rounds
         plot_rounds({run_config.name: rows}, os.path.join(out, "accuracy.png"),

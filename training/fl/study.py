@@ -83,6 +83,7 @@ class Study:
         overrides = dict(variant.overrides)
         overrides["federation.seed"] = seed
         overrides["name"] = f"{self.name}-{_slug(variant.label)}-s{seed}"
+        overrides["simulation.save_model"] = False  # the logs are kept beside the table; models are not
         if rounds:
             overrides["federation.rounds"] = rounds
         return apply_overrides(self.base, overrides)

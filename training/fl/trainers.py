@@ -142,7 +142,8 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def resolve_engine(requested: str, model: nn.Module, device: torch.device) -> str:
-    """The engine a run uses: "auto" is vmap on a GPU, batched elsewhere or for BatchNorm models."""
+    """The engine a run uses: "auto" is vmap on a GPU, batched elsewhere or for BatchNorm models
+    ("flower" is Flower's engine, whose clients train one at a time, as sequential)."""
     if requested not in ENGINES:
         raise ConfigError(f"simulation.engine must be one of {list(ENGINES)}, got {requested!r}")
     if requested == "vmap" and has_batchnorm(model):
