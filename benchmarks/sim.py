@@ -12,10 +12,13 @@ every client's encoding included, the evaluation not) and images trained a secon
            batch 32); on a CPU with 1 local epoch (--epochs), the full round being minutes there
   fmnist   the UNIFESP setup (MLP-128, Fashion-MNIST, 10 clients, 1 epoch)
 
-Engines: sequential (one client after another), batched (the clients in lockstep) and vmap
-(one vectorised step for all of them). Targets: on a GPU the Table-7 round with vmap in at
-most 1.8 s; on a CPU the engine `auto` picks (batched) no slower than sequential (a ratio of
-at least 0.95: the machines are noisy). Exit status as benchmarks/verdict.py says.
+Engines: sequential (one client after another), batched (the clients in lockstep), vmap
+(one vectorised step for all of them) and, where flwr and ray are installed (the `scale`
+extra), flower: Flower's simulation engine on a local Ray, each ClientApp with the run's
+threads (on a GPU, 8 ClientApps sharing it). Targets: on a GPU the Table-7 round with vmap
+in at most 1.8 s and at least 5x Flower's engine; on a CPU the engine `auto` picks (batched)
+no slower than sequential (a ratio of at least 0.95: the machines are noisy). Exit status as
+benchmarks/verdict.py says.
 """
 
 import os
@@ -36,7 +39,9 @@ from training.fl.report import format_table  # noqa: E402
 
 CIFAR = os.path.join(SHARED_DATA, "cifar10", "cifar10-jpg.tar.gz")
 GPU_ROUND_TARGET_S = 1.8
+GPU_FLOWER_RATIO_TARGET = 5.0
 CPU_RATIO_TARGET = 0.95
+GPU_ACTORS = 8  # Flower ClientApps sharing the GPU
 
 
 def _cifar_settings(device: str, epochs: Optional[int]) -> Dict[str, Any]:
@@ -66,14 +71,24 @@ def time_engines(settings: Dict[str, Any], engines: List[str], rounds: int) -> L
     from training.fl.simulation import build, load_data, run_rounds
 
     settings = apply_overrides(settings, {"federation.rounds": rounds, "simulation.eval_every": 10 ** 6})
-    run, sim = load_config(settings)
-    torch.set_num_threads(sim.threads)
-    data = load_data(run, sim)
+    run, base = load_config(settings)
+    torch.set_num_threads(base.threads)
+    data = load_data(run, base)
     out = []
     for engine in engines:
-        run, sim = load_config(apply_overrides(settings, {"simulation.engine": engine}))
+        overrides: Dict[str, Any] = {"simulation.engine": engine}
+        if engine == "flower":
+            on_gpu = base.device.startswith("cuda") or (base.device == "auto" and torch.cuda.is_available())
+            overrides["simulation.flower"] = {"client_cpus": 1, "client_gpus": 1 / GPU_ACTORS} if on_gpu else {
+                "client_cpus": base.threads}
+        run, sim = load_config(apply_overrides(settings, overrides))
         setup = build(run, sim, data)
-        rows, _ = run_rounds(setup, progress=False)
+        if engine == "flower":
+            from training.fl.flower import run_on_flower
+
+            rows, _ = run_on_flower(setup, progress=False)
+        else:
+            rows, _ = run_rounds(setup, progress=False)
         seconds = [r["train_s"] for r in rows]
         selected = rows[0]["selected"]
         images = sum(len(c.trainer) for c in setup.clients.values()) / len(setup.clients) * selected
@@ -92,10 +107,15 @@ def report(name: str, results: List[Dict[str, Any]], verdict: Verdict, target_en
     print(format_table(["engine", "device", "s a round (median)", "images/s", "speed vs sequential"], rows))
     chosen = next(r for r in results if r["engine"] == target_engine)
     ratio = base["median_s"] / chosen["median_s"]
+    flower = next((r for r in results if r["engine"] == "flower"), None)
     if on_gpu and name == "cifar":
         verdict.target(f"{name}: Table-7 FedAvg round with {target_engine} {chosen['median_s']:.2f} s "
                        f"(<= {GPU_ROUND_TARGET_S} s; sequential {base['median_s']:.2f} s, {ratio:.1f}x)",
                        chosen["median_s"] <= GPU_ROUND_TARGET_S)
+        if flower is not None:
+            speed = flower["median_s"] / chosen["median_s"]
+            verdict.target(f"{name}: {target_engine} {speed:.1f}x Flower's engine (>= {GPU_FLOWER_RATIO_TARGET}x)",
+                           speed >= GPU_FLOWER_RATIO_TARGET)
     elif not on_gpu:
         verdict.target(f"{name}: {target_engine} {ratio:.2f}x the sequential engine's speed on the CPU "
                        f"(>= {CPU_RATIO_TARGET})", ratio >= CPU_RATIO_TARGET)
@@ -117,6 +137,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     on_gpu = device.startswith("cuda")
     verdict = Verdict("bench-sim")
     engines = ["sequential", "batched", "vmap"]
+    try:
+        import flwr  # noqa: F401
+        import ray  # noqa: F401
+
+        engines.append("flower")
+    except ImportError:
+        verdict.not_run("flower", "flwr and ray", 'pip install -e ".[scale]"')
     target_engine = "vmap" if on_gpu else "batched"  # what engine = "auto" picks there
     for name in chosen:
         epochs = args.epochs or (None if on_gpu else 1)

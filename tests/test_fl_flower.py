@@ -102,3 +102,24 @@ def test_a_flower_users_app_takes_our_compression_as_a_mod_and_a_strategy_wrappe
     for server_round, sent in outcome["bytes_up"].items():
         assert 0 < sent < 0.5 * example.NODES * outcome["float32_bytes"]
         assert 0 < outcome["bytes_down"][server_round] < 0.4 * example.NODES * outcome["float32_bytes"]
+
+
+def test_a_simulation_spreads_over_a_two_node_ray_cluster(mnist_folder, tmp_path):
+    # Prepare: a head and a second node on loopback, one CPU each (Ray's own cluster utilities)
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        settings = _settings(mnist_folder, tmp_path / "cluster", "flower")
+        settings["federation"]["fraction"] = 1.0
+        settings["federation"]["min_clients"] = 4
+        settings["simulation"]["flower"] = {"ray_address": cluster.address, "client_cpus": 1}
+        # Execute
+        summary = run(settings, progress=False, plots=False)
+    finally:
+        cluster.shutdown()
+    # Assert: the clients trained on both nodes, and the run is the same run as anywhere else
+    assert summary["ray_nodes"] == 2
+    assert summary["rounds"] == 2 and summary["final_accuracy"] > 0.2

@@ -90,6 +90,15 @@ def _pack(tensors: Mapping[str, Any]) -> bytes:
     return encode_message(FedcoreMessage(dict(tensors), 0, "carried", 0, "weights", {}))[0]
 
 
+def _ray_node() -> str:
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - not inside Ray: no node to name
+        return ""
+
+
 def make_client_app(settings: Mapping[str, Any]) -> "ClientApp":
     """The ClientApp of a run: node `partition-id` n is our client n."""
     app = ClientApp()
@@ -112,7 +121,9 @@ def make_client_app(settings: Mapping[str, Any]) -> "ClientApp":
         update = client.run_round(plan, bytes(record["model"]))
         residual = client.carried()
         context.state[RECORD] = ConfigRecord({"carried": _pack(residual) if residual else b""})
-        return Message(RecordDict({RECORD: ConfigRecord({"update": update})}), reply_to=message)
+        # Where it ran (the Ray node), beside the update: not part of the counted bytes.
+        return Message(RecordDict({RECORD: ConfigRecord({"update": update, "ray_node": _ray_node()})}),
+                       reply_to=message)
 
     return app
 
@@ -139,8 +150,9 @@ def _identify(grid: "Grid", expected: int, wait_s: float = 120.0) -> Dict[str, i
     return found
 
 
-def _flower_round(grid: "Grid", server: RoundServer, nodes: Mapping[str, int]) -> RoundResult:
-    """One round through Flower's Grid: the same steps as fedcore.rounds.simulate."""
+def _flower_round(grid: "Grid", server: RoundServer, nodes: Mapping[str, int], ray_nodes: set) -> RoundResult:
+    """One round through Flower's Grid: the same steps as fedcore.rounds.simulate; `ray_nodes`
+    collects the Ray nodes the clients trained on."""
     plan = server.open_round(sorted(nodes))
     content = {"plan": json.dumps(plan.to_dict()), "model": server.broadcast}
     messages = [Message(RecordDict({RECORD: ConfigRecord(dict(content))}), dst_node_id=nodes[who],
@@ -150,6 +162,7 @@ def _flower_round(grid: "Grid", server: RoundServer, nodes: Mapping[str, int]) -
         who = client_of.get(reply.metadata.src_node_id, "?")
         if reply.has_error():
             raise FedCoreError(f"Flower client {who}: {reply.error}")
+        ray_nodes.add(str(reply.content[RECORD].get("ray_node", "")))
         verdict = server.submit(bytes(reply.content[RECORD]["update"]), sender=who)
         if not verdict.accepted:
             raise FedCoreError(f"simulated client {who}: update {verdict.status}: {verdict.reason}")
@@ -159,7 +172,7 @@ def _flower_round(grid: "Grid", server: RoundServer, nodes: Mapping[str, int]) -
 def run_on_flower(setup, log: Optional[Callable[[Dict[str, Any]], None]] = None,
                   progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Run a built simulation (training.fl.simulation.Setup) on Flower's simulation engine;
-    return run_rounds' rows and summary."""
+    return run_rounds' rows and summary (with "ray_nodes": how many Ray nodes ran clients)."""
     from flwr.simulation import run_simulation
 
     from .simulation import run_rounds
@@ -168,13 +181,15 @@ def run_on_flower(setup, log: Optional[Callable[[Dict[str, Any]], None]] = None,
         raise ConfigError("engine \"flower\" sends the round's model to the selected nodes only: "
                           "federation.broadcast = \"delta\" (which every client must follow) needs another engine")
     outcome: Dict[str, Any] = {}
+    ray_nodes: set = set()
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
             nodes = _identify(grid, len(setup.clients))
-            outcome["value"] = run_rounds(setup, log, progress, play=lambda: _flower_round(grid, setup.server, nodes))
+            outcome["value"] = run_rounds(setup, log, progress,
+                                          play=lambda: _flower_round(grid, setup.server, nodes, ray_nodes))
         except BaseException as error:  # noqa: B036 - carried to the caller's thread
             outcome["error"] = error
 
@@ -184,7 +199,9 @@ def run_on_flower(setup, log: Optional[Callable[[Dict[str, Any]], None]] = None,
         raise outcome["error"]
     if "value" not in outcome:
         raise FedCoreError("Flower's simulation ended before the rounds ran (its log above says why)")
-    return outcome["value"]
+    rows, summary = outcome["value"]
+    summary["ray_nodes"] = len(ray_nodes - {""})
+    return rows, summary
 
 
 # ----------------------------------------------------------------------------- for Flower users
