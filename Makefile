@@ -11,7 +11,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train,scale
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
+.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim bench-scale study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
 	@echo "make bench-fl-full the three studies in their full settings (hours; STUDIES=1,2,3)"
 	@echo "make bench-sim     the simulation's engines side by side (sequential, batched, vmap): seconds a round"
+	@echo "make bench-scale   1,000 simulated clients on our engine and on Flower's (Ray): seconds a round, peak memory"
 	@echo "make study         one seed's study by name: its table and plot (STUDY=name [SEEDS=3] [ROUNDS=] [JOBS=]; STUDY=list)"
 	@echo "make backbone      train + export the bundled few-shot backbone (CIFAR-10 base classes)"
 	@echo "make bench-fewshot few-shot accuracy of the backbones (Omniglot, CIFAR-10 novel)"
@@ -86,6 +87,10 @@ bench-fl-full: setup
 bench-sim: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m benchmarks.sim
+
+bench-scale: setup
+	@scripts/system-deps.sh $(DATA_DEBS)
+	$(BIN)/python -m benchmarks.scale
 
 # configs/fl/studies/$(STUDY).toml; the table and plot go to docs/studies/$(STUDY)/ (runs/ for ROUNDS=).
 STUDY ?= list

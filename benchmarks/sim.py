@@ -68,7 +68,7 @@ def time_engines(settings: Dict[str, Any], engines: List[str], rounds: int) -> L
     seconds of each round and its images a second."""
     import torch
 
-    from training.fl.simulation import build, load_data, run_rounds
+    from training.fl.simulation import build, load_data, run_setup
 
     settings = apply_overrides(settings, {"federation.rounds": rounds, "simulation.eval_every": 10 ** 6})
     run, base = load_config(settings)
@@ -83,12 +83,7 @@ def time_engines(settings: Dict[str, Any], engines: List[str], rounds: int) -> L
                 "client_cpus": base.threads}
         run, sim = load_config(apply_overrides(settings, overrides))
         setup = build(run, sim, data)
-        if engine == "flower":
-            from training.fl.flower import run_on_flower
-
-            rows, _ = run_on_flower(setup, progress=False)
-        else:
-            rows, _ = run_rounds(setup, progress=False)
+        rows, _ = run_setup(setup, progress=False)
         seconds = [r["train_s"] for r in rows]
         selected = rows[0]["selected"]
         images = sum(len(c.trainer) for c in setup.clients.values()) / len(setup.clients) * selected

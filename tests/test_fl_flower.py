@@ -2,9 +2,6 @@
 same models and byte ledgers as our own engine, bit for bit; and a Flower user's own ServerApp and
 ClientApp take our compression as a strategy wrapper and a mod."""
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
 
@@ -12,29 +9,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
+from tests.fl_testkit import write_dataset  # noqa: E402
 from training.fl.config import load_config  # noqa: E402
 from training.fl.simulation import build, load_data, run  # noqa: E402
 
 
-def _write_idx(path, array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist_folder(tmp_path_factory):
-    """MNIST-format files: a bright block whose height tells the class."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 300), ("t10k", 100)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 40, (n, 28, 28))
-        for i, label in enumerate(labels):
-            images[i, 2 * label:2 * label + 6, 4:24] = 250
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return folder
+    return write_dataset(str(tmp_path_factory.mktemp("mnist")))
 
 
 def _settings(data, out, engine):

@@ -1,34 +1,13 @@
 """`make study`: a seed's setup run by name, the paper's figures next to ours, every byte counted."""
 
-import gzip
 import json
-import struct
 
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
+from tests.fl_testkit import write_dataset  # noqa: E402
 from training.fl.study import load_study, main  # noqa: E402
-
-
-def _write_idx(path, array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def _mnist_format(folder):
-    """A bright block whose height tells the class: an MLP learns it in a round."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 240), ("t10k", 80)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 40, (n, 28, 28))
-        for i, label in enumerate(labels):
-            images[i, 2 * label:2 * label + 6, 4:24] = 250
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-
 
 STUDY = """
 [study]
@@ -70,9 +49,7 @@ paper = {{ accuracy = 50.0, reduction = 4.0 }}
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A folder laid out as the repository (configs/fl/studies, docs, runs) with a tiny study."""
-    data = tmp_path / "data"
-    data.mkdir()
-    _mnist_format(data)
+    data = write_dataset(str(tmp_path / "data"))
     studies = tmp_path / "configs" / "fl" / "studies"
     studies.mkdir(parents=True)
     (studies / "tiny.toml").write_text(STUDY.format(needs="cpu", data=data))

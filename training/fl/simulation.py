@@ -33,7 +33,7 @@ from .config import SimulationConfig, load_config
 from .lora import apply_lora, exchanged_names
 from .trainers import ClientTrainer, TorchWorker, resolve_engine
 
-__all__ = ["Data", "Setup", "load_data", "build", "run", "describe_run"]
+__all__ = ["Data", "Setup", "load_data", "build", "play_round", "run_rounds", "run_setup", "run", "describe_run"]
 
 
 @dataclass
@@ -245,6 +245,16 @@ def _progress(iterable, name: str, shown: bool):
     return tqdm(iterable, desc=name, disable=not shown, leave=False)
 
 
+def run_setup(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = None,
+              progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """run_rounds on the setup's engine: in this process, or on Flower's (Ray)."""
+    if setup.engine == "flower":
+        from .flower import run_on_flower  # flwr and ray: the `scale` extra
+
+        return run_on_flower(setup, log, progress)
+    return run_rounds(setup, log, progress)
+
+
 def output_dir(run: RunConfig, sim: SimulationConfig) -> str:
     return sim.out or os.path.join("runs", "fl", run.name)
 
@@ -263,12 +273,7 @@ def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bo
         def log(row: Dict[str, Any]) -> None:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
-        if setup.engine == "flower":
-            from .flower import run_on_flower  # flwr and ray: the `scale` extra
-
-            rows, summary = run_on_flower(setup, log, progress)
-        else:
-            rows, summary = run_rounds(setup, log, progress)
+        rows, summary = run_setup(setup, log, progress)
     atomic_write(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
     if sim.save_model:  # the global model, lossless, in our own container (no pickle)
         message = Message(setup.server.global_state, summary["rounds"], "server", 0, "weights",

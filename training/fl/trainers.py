@@ -223,7 +223,7 @@ class TorchWorker:
 
     def _start(self, job: LocalJob) -> Dict[str, torch.Tensor]:
         """The full tensor set a client starts from: its exchanged state over the model's own."""
-        names = [n for n in self.exchanged]
+        names = self.exchanged
         flat = torch.from_numpy(np.concatenate([np.asarray(job.state[n], np.float32).ravel() for n in names]))
         if self.device.type == "cuda":
             flat = flat.pin_memory()
