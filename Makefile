@@ -97,7 +97,7 @@ STUDY ?= list
 study: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
 	$(BIN)/python -m training.fl.study $(STUDY) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ROUNDS),--rounds $(ROUNDS)) \
-	    $(if $(JOBS),--jobs $(JOBS)) $(if $(DEVICE),--device $(DEVICE))
+	    $(if $(JOBS),--jobs $(JOBS))
 
 # The command recorded in models/resnet9_f16_strided_32.json.
 backbone: setup

@@ -13,6 +13,7 @@ from ..container import DecodeLimits, Message, decode_message, encode_message
 from ..errors import ConfigError, FedCoreError, MessageError
 from .client import RoundClient, TrainResult, float32_copy
 from .config import FederationConfig
+from .gather import Gatherer
 from .records import RoundPlan, RoundResult, Verdict
 from .strategy import Strategy, make_strategy
 
@@ -30,7 +31,9 @@ class _OpenRound:
     blob: bytes
     base: Tensors
     followers: int
-    updates: Dict[str, Message] = field(default_factory=dict)
+    gathered: Gatherer  # the strategy's: a running sum, or every update (on disk beyond a bound)
+    samples: Dict[str, int] = field(default_factory=dict)  # of each accepted sender
+    metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
     sizes: Dict[str, int] = field(default_factory=dict)
     rejected: List[Verdict] = field(default_factory=list)
 
@@ -42,7 +45,7 @@ class RoundServer:
 
     def __init__(self, initial: Mapping[str, np.ndarray], config: FederationConfig,
                  limits: DecodeLimits = DecodeLimits(), completed_rounds: int = 0, name: str = "server",
-                 strategy: Optional[Strategy] = None):
+                 strategy: Optional[Strategy] = None, spill_dir: Optional[str] = None):
         if not initial:
             raise ConfigError("RoundServer: the initial model has no tensors")
         self.config = config
@@ -60,6 +63,7 @@ class RoundServer:
         self._open: Optional[_OpenRound] = None
         self._client_view: Optional[Tensors] = None
         self.update_norms: List[float] = []  # of the last accepted updates (the "auto" norm bound)
+        self.spill_dir = spill_dir  # where a strategy that keeps every update puts them beyond its bound
 
     @property
     def round_open(self) -> bool:
@@ -98,7 +102,8 @@ class RoundServer:
             view = decode_message(blob, self.limits).tensors
         self._client_view = view
         # Clients compute deltas against what they decode, not against our exact model.
-        self._open = _OpenRound(plan, blob, view, len(set(available)))
+        gathered = self.strategy.gather(plan, self.global_state, self.spill_dir)
+        self._open = _OpenRound(plan, blob, view, len(set(available)), gathered)
         return plan
 
     def full_model(self) -> bytes:
@@ -132,13 +137,15 @@ class RoundServer:
                                 f"message says sender {message.sender!r} but arrived from {sender!r}")
         if who not in current.plan.selected:
             return self._reject(current, who, number, nbytes, f"{who!r} was not selected for round {number}")
-        if who in current.updates:
+        if who in current.samples:
             return Verdict("duplicate", who, number, nbytes, "an update from this client was already accepted")
         problem, norm = self._problem(message, current)
         if problem:
             return self._reject(current, who, number, nbytes, problem)
         self.update_norms = (self.update_norms + [norm])[-NORM_HISTORY:]
-        current.updates[who] = message
+        current.gathered.add(who, message)  # a running sum drops it here: memory does not grow with clients
+        current.samples[who] = message.num_samples
+        current.metrics[who] = _metrics(message)
         current.sizes[who] = nbytes
         return Verdict("accepted", who, number, nbytes)
 
@@ -194,11 +201,13 @@ class RoundServer:
     def close_round(self) -> RoundResult:
         current = self._require_open()
         plan = current.plan
-        senders = sorted(current.updates)  # a fixed order: arrival order must not change the sums
+        senders = sorted(current.samples)
         new_model = None
-        if len(senders) >= self.config.min_updates:
-            updates = [(s, current.updates[s]) for s in senders]
-            new_model = self.strategy.aggregate(plan, self.global_state, updates, list(current.rejected))
+        try:
+            if len(senders) >= self.config.min_updates:
+                new_model = self.strategy.finish(plan, self.global_state, current.gathered, list(current.rejected))
+        finally:
+            current.gathered.close()
         aggregated = new_model is not None
         if new_model is not None:
             self.global_state = float32_copy(new_model)
@@ -207,13 +216,13 @@ class RoundServer:
             selected=list(plan.selected),
             accepted=senders,
             rejected=list(current.rejected),
-            missing=[c for c in plan.selected if c not in current.updates],
+            missing=[c for c in plan.selected if c not in current.samples],
             aggregated=aggregated,
             bytes_up=sum(current.sizes.values()),
             # Weights go to the selected clients; a delta must reach everyone who follows.
             bytes_down=len(current.blob) * (current.followers if self.config.broadcast == "delta" else len(plan.selected)),
-            num_samples=sum(current.updates[s].num_samples for s in senders),
-            client_metrics={s: _metrics(current.updates[s]) for s in senders},
+            num_samples=sum(current.samples[s] for s in senders),
+            client_metrics={s: current.metrics[s] for s in senders},
         )
         self.completed_rounds = plan.round
         self._open = None

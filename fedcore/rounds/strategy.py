@@ -3,6 +3,12 @@
     configure_round(number, available, config) -> RoundPlan   who trains, and how
     aggregate(plan, model, updates, failures)   -> new model, or None ("no new model")
 
+and how a round's updates wait for the close (``gather``, then ``finish``): FedAvg and
+FedAvgM add each one to a running weighted sum as it arrives (memory of a few models,
+whatever the number of clients); the robust statistics, which need every value of a
+coordinate, keep every update (on disk beyond a bound, fedcore.rounds.gather) and work
+through the coordinates a slice at a time.
+
 The round engine (fedcore.rounds.server) owns the protocol: broadcasts, decoding and
 validating updates, byte counts, checkpoints. A strategy owns the policy. Its state
 (e.g. FedAvgM's momentum) travels in the server's checkpoint, so a restarted server
@@ -17,12 +23,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-from ..aggregate import aggregate, apply_delta, coordinate_median, fedavg, trimmed_mean
+from ..aggregate import apply_delta, median_of, to_float32, trimmed_mean_of
 from ..checks import check_table, number
 from ..container import Message
 from ..errors import ConfigError
 from ..registry import Registry
 from .config import FederationConfig
+from .gather import Gatherer, KeepAll, RunningMean
 from .records import RoundPlan, Verdict
 
 __all__ = ["Strategy", "FedAvg", "FedAvgM", "Median", "TrimmedMean", "STRATEGIES", "register_strategy", "make_strategy",
@@ -72,6 +79,17 @@ class Strategy:
         (`failures`: the rejected ones), or None to keep `model`."""
         raise NotImplementedError
 
+    def gather(self, plan: RoundPlan, model: Tensors, spill_dir: Optional[str] = None) -> Gatherer:
+        """Where this round's accepted updates wait for the close: by default all of them are
+        kept (on disk beyond a bound, under `spill_dir`) for `aggregate`."""
+        return KeepAll(directory=spill_dir)
+
+    def finish(self, plan: RoundPlan, model: Tensors, gathered: Gatherer,
+               failures: Sequence[Verdict]) -> Optional[Tensors]:
+        """The round's close: `aggregate` over what `gather` kept."""
+        assert isinstance(gathered, KeepAll)
+        return self.aggregate(plan, model, gathered.updates(), failures)
+
     def state(self) -> Tensors:
         """Tensors to checkpoint with the model (names without the server's prefix)."""
         return {}
@@ -94,26 +112,46 @@ def make_strategy(table: Mapping[str, Any]) -> Strategy:
     return STRATEGIES.get(table.get("name")).from_options(table)
 
 
-def _weighted(updates: Updates) -> List[Tuple[Mapping[str, np.ndarray], float]]:
-    return [(message.tensors, message.num_samples) for _, message in updates]
+class _Streaming(Strategy):
+    """A strategy over the sample-weighted mean: each update joins a running sum as it
+    arrives (RunningMean); `aggregate` over a list of updates does the same, in order.
+    A subclass that overrides `aggregate` gets every update kept for it instead."""
+
+    def gather(self, plan: RoundPlan, model: Tensors, spill_dir: Optional[str] = None) -> Gatherer:
+        if type(self).aggregate is not _Streaming.aggregate:
+            return super().gather(plan, model, spill_dir)
+        return RunningMean(model)
+
+    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
+                  failures: Sequence[Verdict]) -> Optional[Tensors]:
+        gathered = self.gather(plan, model)
+        for sender, message in updates:
+            gathered.add(sender, message)
+        return self.finish(plan, model, gathered, failures)
+
+    def finish(self, plan: RoundPlan, model: Tensors, gathered: Gatherer,
+               failures: Sequence[Verdict]) -> Optional[Tensors]:
+        if isinstance(gathered, RunningMean):
+            return self.from_mean(plan, model, gathered.mean())
+        return super().finish(plan, model, gathered, failures)
+
+    def from_mean(self, plan: RoundPlan, model: Tensors, mean: Tensors) -> Optional[Tensors]:
+        raise NotImplementedError
 
 
 @register_strategy
-class FedAvg(Strategy):
+class FedAvg(_Streaming):
     """McMahan et al. 2017: the sample-weighted mean of the updates."""
 
     name = "fedavg"
 
-    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
-                  failures: Sequence[Verdict]) -> Optional[Tensors]:
-        if plan.update_kind == "delta":
-            # Deltas were taken from the decoded broadcast; apply them to the exact model.
-            return aggregate(_weighted(updates), "delta", model)
-        return aggregate(_weighted(updates), "weights")
+    def from_mean(self, plan: RoundPlan, model: Tensors, mean: Tensors) -> Optional[Tensors]:
+        # Deltas were taken from the decoded broadcast; apply them to the exact model.
+        return apply_delta(model, mean) if plan.update_kind == "delta" else mean
 
 
 @register_strategy
-class FedAvgM(Strategy):
+class FedAvgM(_Streaming):
     """FedAvg with server momentum (Hsu et al. 2019): with d the weighted mean
     change of the round, v <- momentum * v + d and model <- model + server_lr * v.
     momentum = 0 and server_lr = 1 is FedAvg."""
@@ -133,9 +171,7 @@ class FedAvgM(Strategy):
         return cls(number(table, "momentum", 0.9, 0.0, 0.999, where=where),
                    number(table, "server_lr", 1.0, 0.001, 100.0, where=where))
 
-    def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
-                  failures: Sequence[Verdict]) -> Optional[Tensors]:
-        mean = fedavg(_weighted(updates))
+    def from_mean(self, plan: RoundPlan, model: Tensors, mean: Tensors) -> Optional[Tensors]:
         new_model = {}
         for name, weights in model.items():
             change = mean[name].astype(np.float64)
@@ -159,16 +195,33 @@ class FedAvgM(Strategy):
 
 
 
+# Values of one coordinate slice a robust statistic holds at once (float64: 64 MiB).
+SLICE_VALUES = 1 << 23
+
+
 class _Robust(Strategy):
     """A coordinate-wise statistic of the updates, unweighted (a client cannot buy
-    influence with a large num_samples), applied like FedAvg's mean."""
+    influence with a large num_samples), applied like FedAvg's mean. It needs every
+    update's value of a coordinate, so it keeps every update (fedcore.rounds.gather.KeepAll)
+    and goes through the coordinates a slice at a time: memory of a slice, not of all the
+    updates stacked."""
 
-    def combine(self, tensors: List[Mapping[str, np.ndarray]]) -> Tensors:
+    def statistic(self, stacked: np.ndarray) -> np.ndarray:
+        """The statistic over axis 0 of one slice of coordinates (rows: the updates)."""
         raise NotImplementedError
 
     def aggregate(self, plan: RoundPlan, model: Tensors, updates: Updates,
                   failures: Sequence[Verdict]) -> Optional[Tensors]:
-        combined = self.combine([message.tensors for _, message in updates])
+        combined = {}
+        for name, base in model.items():
+            values = [np.asarray(message.tensors[name]).reshape(-1) for _, message in updates]
+            out = np.empty(base.size, np.float64)
+            step = max(1, SLICE_VALUES // max(1, len(values)))
+            for start in range(0, base.size, step):
+                out[start:start + step] = self.statistic(
+                    np.stack([v[start:start + step] for v in values]).astype(np.float64))
+            combined[name] = out.reshape(np.shape(base))
+        combined = to_float32(combined, self.name)
         return apply_delta(model, combined) if plan.update_kind == "delta" else combined
 
 
@@ -178,8 +231,8 @@ class Median(_Robust):
 
     name = "median"
 
-    def combine(self, tensors: List[Mapping[str, np.ndarray]]) -> Tensors:
-        return coordinate_median(tensors)
+    def statistic(self, stacked: np.ndarray) -> np.ndarray:
+        return median_of(stacked)
 
 
 @register_strategy
@@ -198,5 +251,5 @@ class TrimmedMean(_Robust):
         table = check_table(table, ("name",) + cls.options, "federation.strategy")
         return cls(number(table, "trim", 0.1, 0.0, 0.49, where="federation.strategy"))
 
-    def combine(self, tensors: List[Mapping[str, np.ndarray]]) -> Tensors:
-        return trimmed_mean(tensors, self.trim)
+    def statistic(self, stacked: np.ndarray) -> np.ndarray:
+        return trimmed_mean_of(stacked, self.trim)
