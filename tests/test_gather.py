@@ -72,7 +72,7 @@ def test_keep_all_spills_beyond_its_bound_and_gives_every_update_back(tmp_path):
     # Assert
     assert kept.spilled == 4 and len(os.listdir(tmp_path)) == 1
     assert [sender for sender, _ in back] == [f"client-{i}" for i in range(6)]
-    for (sender, message), (tensors, samples) in zip(back, updates):
+    for (_, message), (tensors, samples) in zip(back, updates):
         assert message.num_samples == samples
         for name in SHAPES:
             np.testing.assert_array_equal(message.tensors[name], tensors[name])
