@@ -107,13 +107,15 @@ def affine_quantize(
         per_value_scale = scale[channel_of]
         per_value_zp = zero_point.astype(np.float32)[channel_of]
         shaped = x
-    scaled = shaped / per_value_scale
+    scaled = shaped / per_value_scale  # the one temporary: the steps below work in place
     if rng is None:
-        scaled = np.rint(scaled)
+        np.rint(scaled, out=scaled)
     else:
-        scaled = np.floor(scaled + rng.random(scaled.shape, dtype=np.float32))
-    codes = np.clip(scaled + per_value_zp, 0, levels).astype(np.uint8)
-    return codes.ravel(), QuantParams(scale, zero_point)
+        scaled += rng.random(scaled.shape, dtype=np.float32)
+        np.floor(scaled, out=scaled)
+    scaled += per_value_zp
+    np.clip(scaled, 0, levels, out=scaled)
+    return scaled.astype(np.uint8).ravel(), QuantParams(scale, zero_point)
 
 
 def _channel_range(

@@ -268,8 +268,8 @@ def _encode_tensor(
     stages: List[Dict[str, Any]] = []
     sections: List[bytes] = []
 
-    index = np.flatnonzero(flat) if spec.sparse != "dense" else None
-    layout = _choose_layout(spec.sparse, size, index, value_bits)
+    layout = _choose_layout(spec.sparse, flat, value_bits)
+    index = np.flatnonzero(flat) if layout != "dense" else None
     if layout == "dense":
         values, channel_of = flat, None
     else:
@@ -308,18 +308,19 @@ def _encode_tensor(
     return entry, payload
 
 
-def _choose_layout(choice: str, size: int, index: Optional[np.ndarray], value_bits: int) -> str:
-    """The position encoding: forced by `choice`, or the smallest one by exact size."""
+def _choose_layout(choice: str, flat: np.ndarray, value_bits: int) -> str:
+    """The position encoding: forced by `choice`, or the smallest one by exact size. The
+    zeros are counted, not located: a tensor without enough of them is dense at once."""
     if choice != "auto":
         return choice
-    nnz = index.size
+    size, nnz = flat.size, int(np.count_nonzero(flat))
     sizes = [
         ("dense", codecs.packed_size(size, value_bits)),
         ("bitmap", (size + 7) // 8 + codecs.packed_size(nnz, value_bits)),
     ]
     # Delta indices cost at least a byte each: skip computing them when that already loses.
     if nnz + codecs.packed_size(nnz, value_bits) < min(s for _, s in sizes):
-        sizes.append(("delta", codecs.delta_size(index) + codecs.packed_size(nnz, value_bits)))
+        sizes.append(("delta", codecs.delta_size(np.flatnonzero(flat)) + codecs.packed_size(nnz, value_bits)))
     return min(sizes, key=lambda item: item[1])[0]
 
 
