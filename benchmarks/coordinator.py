@@ -1,11 +1,14 @@
 """Coordinator benchmark: `make bench-coordinator`.
 
-1. Server cost per round against the number of clients (10, 100, 500
+1. Server cost per round against the number of clients (10, 100, 500, 1,000
    lightweight simulated clients; the seed study's MLP-128, 101,770
    parameters): decode + validate every update (RoundServer.submit), FedAvg
    (close_round), and encode the next broadcast (a compressed delta,
-   open_round), on one core. Updates are real compressed messages (top-15% +
-   error feedback + 4-bit + Deflate), made before the clock starts.
+   open_round), on one core, with the round's peak memory (RSS, sampled).
+   Updates are real compressed messages (top-15% + error feedback + 4-bit +
+   Deflate), made before the clock starts. Beside the 1,000-update round, the
+   same round as the server did it before its memory stopped growing with the
+   clients: every decoded update held until the close.
 2. End-to-end round overhead on loopback: a real broker, the coordinator and
    10 device processes on Fashion-MNIST (coordinator.testbed); overhead =
    round time minus the slowest client's training time, as the coordinator
@@ -34,18 +37,23 @@ from typing import Any, Dict, List  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.memory import PeakMemory  # noqa: E402
 from benchmarks.verdict import Verdict, fashion_mnist_missing  # noqa: E402
 from coordinator.testbed import Testbed  # noqa: E402
+from fedcore.aggregate import aggregate  # noqa: E402
 from fedcore.compression import CompressionConfig, Compressor  # noqa: E402
 from fedcore.experiment import client_ids, read_toml  # noqa: E402
 from fedcore.models import MLP  # noqa: E402
-from fedcore.rounds import FederationConfig, RoundServer  # noqa: E402
+from fedcore.rounds import FederationConfig, RoundServer, Strategy  # noqa: E402
+from fedcore.rounds.gather import KeepAll  # noqa: E402
 
 OUT = os.path.join("runs", "bench")
 CONFIG = os.path.join("configs", "testbed", "fmnist_mlp128.toml")
 UPLINK = {"sparsify": {"keep": 0.15}, "error_feedback": True, "wire": {"bits": 4, "entropy": "deflate"}}
 DOWNLINK = {"sparsify": {"keep": 0.15}, "wire": {"bits": 4, "entropy": "deflate"}}
 SERVER_TARGET_S = 2.0      # decode + validate + aggregate + encode of 100 updates
+THOUSAND_TARGET_S = 1.0    # the same for 1,000 updates
+THOUSAND_TARGET_MB = 150   # peak RSS of the process during that round
 OVERHEAD_TARGET_S = 1.0    # round time minus the slowest client's training, 10 clients
 
 
@@ -61,29 +69,44 @@ def make_updates(model: Dict[str, np.ndarray], count: int, seed: int = 0) -> Lis
     return updates
 
 
-def server_cost(counts: List[int]) -> List[Dict[str, Any]]:
+class KeepEveryUpdate(Strategy):
+    """FedAvg as the server did it before: every decoded update held until the close."""
+
+    name = "fedavg, every update held"
+
+    def gather(self, plan, model, spill_dir=None):
+        return KeepAll(memory_bytes=1 << 62)
+
+    def aggregate(self, plan, model, updates, failures):
+        return aggregate([(m.tensors, m.num_samples) for _, m in updates], plan.update_kind, model)
+
+
+def server_cost(counts: List[int], baseline_at: int = 1000) -> List[Dict[str, Any]]:
     model = MLP([784, 128, 10], seed=0).state_dict()
     parameters = sum(v.size for v in model.values())
     print(f"server cost: MLP [784, 128, 10], {parameters} parameters; making {max(counts)} updates ...", flush=True)
     updates = make_updates(model, max(counts))
     rows = []
-    for count in counts:
+    runs = [(count, None) for count in counts] + ([(baseline_at, KeepEveryUpdate())] if baseline_at in counts else [])
+    for count, strategy in runs:
         config = FederationConfig.from_dict(
             {"rounds": 2, "min_clients": 1, "min_updates": 1, "broadcast": "delta", "seed": 0},
             {"uplink": UPLINK, "downlink": DOWNLINK})
-        server = RoundServer(model, config)
+        server = RoundServer(model, config, strategy=strategy)
         ids = client_ids(count)
         server.open_round(ids)
-        began = time.perf_counter()
-        verdicts = [server.submit(blob, sender) for blob, sender in zip(updates[:count], ids)]
-        decoded = time.perf_counter()
-        result = server.close_round()
-        aggregated = time.perf_counter()
-        server.open_round(ids)  # encodes the next broadcast: the compressed change of the model
-        encoded = time.perf_counter()
+        with PeakMemory(every_s=0.01) as memory:
+            began = time.perf_counter()
+            verdicts = [server.submit(blob, sender) for blob, sender in zip(updates[:count], ids)]
+            decoded = time.perf_counter()
+            result = server.close_round()
+            aggregated = time.perf_counter()
+            server.open_round(ids)  # encodes the next broadcast: the compressed change of the model
+            encoded = time.perf_counter()
         assert all(v.accepted for v in verdicts) and result.aggregated, "every benchmark update must count"
         rows.append({
-            "clients": count, "update_bytes_mean": int(np.mean([len(u) for u in updates[:count]])),
+            "clients": count, "strategy": server.strategy.name, "peak_rss_mb": memory.peak / 1e6,
+            "update_bytes_mean": int(np.mean([len(u) for u in updates[:count]])),
             "decode_validate_s": decoded - began, "aggregate_s": aggregated - decoded,
             "encode_s": encoded - aggregated, "total_s": encoded - began,
             "per_update_ms": 1000 * (decoded - began) / count, "broadcast_bytes": len(server.broadcast),
@@ -121,7 +144,7 @@ def round_overhead(rounds: int, broker: str, train_limit: int) -> Dict[str, Any]
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 500, 1000])
     parser.add_argument("--rounds", type=int, default=4, help="end-to-end rounds")
     parser.add_argument("--train-limit", type=int, default=20000, help="training images shared by the 10 devices")
     parser.add_argument("--broker", default="mosquitto" if shutil.which("mosquitto") or os.path.exists(
@@ -130,17 +153,23 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
     os.makedirs(OUT, exist_ok=True)
     rows = server_cost(sorted(set(args.clients)))
-    print(f"\n{'clients':>7} {'decode+validate s':>17} {'aggregate s':>11} {'encode s':>8} {'total s':>8} "
-          f"{'ms/update':>9} {'update B':>9}")
+    print(f"\n{'clients':>7} {'strategy':>26} {'decode+validate s':>17} {'aggregate s':>11} {'encode s':>8} "
+          f"{'total s':>8} {'ms/update':>9} {'update B':>9} {'peak RSS MB':>11}")
     for row in rows:
-        print(f"{row['clients']:>7} {row['decode_validate_s']:>17.3f} {row['aggregate_s']:>11.3f} "
+        print(f"{row['clients']:>7} {row['strategy']:>26} {row['decode_validate_s']:>17.3f} {row['aggregate_s']:>11.3f} "
               f"{row['encode_s']:>8.3f} {row['total_s']:>8.3f} {row['per_update_ms']:>9.2f} "
-              f"{row['update_bytes_mean']:>9}")
+              f"{row['update_bytes_mean']:>9} {row['peak_rss_mb']:>11.0f}")
     checks = []
     hundred = [r for r in rows if r["clients"] == 100]
     if hundred:
         checks.append(("server: decode+validate+aggregate+encode, 100 updates, 1 core", hundred[0]["total_s"],
                        SERVER_TARGET_S))
+    thousand = [r for r in rows if r["clients"] == 1000 and r["strategy"] == "fedavg"]
+    if thousand:
+        checks.append(("server: the same, 1,000 updates, 1 core", thousand[0]["total_s"], THOUSAND_TARGET_S))
+        memory_checks = [("server: peak RSS of that round (MB)", thousand[0]["peak_rss_mb"], THOUSAND_TARGET_MB)]
+    else:
+        memory_checks = []
     e2e = None
     verdict = Verdict("bench-coordinator")
     fmnist = None if args.skip_e2e else fashion_mnist_missing()
@@ -162,6 +191,9 @@ def main(argv: List[str] = None) -> int:
     for what, value, target in checks:
         ok = verdict.target(f"{what}: {value:.3f} s < {target:.1f} s", value is not None and value < target)
         print(f"{what:<64} {value:>8.3f} s < {target:.1f} s  {'ok' if ok else 'MISSED'}")
+    for what, value, target in memory_checks:
+        ok = verdict.target(f"{what}: {value:.0f} <= {target}", value <= target)
+        print(f"{what:<64} {value:>8.0f}   <= {target}  {'ok' if ok else 'MISSED'}")
     result = {"server_cost": rows, "end_to_end": e2e, "targets": [
         {"what": w, "measured_s": v, "target_s": t} for w, v, t in checks]}
     with open(os.path.join(OUT, "coordinator.json"), "w") as handle:

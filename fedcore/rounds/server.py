@@ -169,10 +169,13 @@ class RoundServer:
             value = message.tensors[name]
             if value.shape != base.shape:
                 return f"{name}: shape {list(value.shape)}, model has {list(base.shape)}", 0.0
-            if not np.all(np.isfinite(value)):
-                return f"{name}: non-finite values", 0.0
             change = value if message.kind == "delta" else value.astype(np.float64) - base
-            squared += float(np.sum(np.square(change, dtype=np.float64)))
+            # One pass for both checks: a NaN or inf makes the float64 sum of squares NaN or
+            # inf, and finite float32 values cannot overflow it (at most 1.2e77 each).
+            tensor_squared = float(np.sum(np.square(change, dtype=np.float64)))
+            if not math.isfinite(tensor_squared):
+                return f"{name}: non-finite values", 0.0
+            squared += tensor_squared
         norm = math.sqrt(squared)
         bound, why = self.norm_bound()
         if bound and not norm <= bound:  # `not <=`: an infinite norm (3e38 values) is refused too
