@@ -116,3 +116,19 @@ def test_the_shipped_studies_parse():
         assert study.variants and study.baseline in [v.label for v in study.variants]
     table7 = load_study("flocora_table7")
     assert [v.paper.get("accuracy") for v in table7.variants] == [None, 75.51, 74.21, 73.15, 55.03]
+
+
+def test_a_failed_run_does_not_stop_the_others(project, capsys):
+    studies = project / "configs" / "fl" / "studies"
+    text = (studies / "tiny.toml").read_text() + '''
+[[variant]]
+label = "broken"
+set = { "model.norm" = "gn" }
+'''
+    (studies / "broken.toml").write_text(text)
+    for jobs in ("1", "2"):
+        assert main(["broken", "--seeds", "1", "--jobs", jobs, "--quiet", "--out", str(project / f"out{jobs}")]) == 1
+        err = capsys.readouterr().err
+        assert "1 run(s) failed" in err and "broken seed 0" in err
+        table = (project / f"out{jobs}" / "table.md").read_text()
+        assert "| FedAvg |" in table and "| PTQ 8-bit |" in table and "| broken |" not in table

@@ -226,8 +226,9 @@ def runs_folder(study: Study, smoke: bool) -> str:
 
 def run_study(study: Study, seeds: Sequence[int], rounds: Optional[int] = None, jobs: int = 1,
               overrides: Optional[Mapping[str, Any]] = None, only: Sequence[str] = (),
-              progress: bool = True, smoke: bool = False) -> Dict[str, List[Dict[str, Any]]]:
-    """Every (variant, seed) run; returns {variant label: [summary of each seed]}."""
+              progress: bool = True, smoke: bool = False) -> Tuple[Dict[str, List[Dict[str, Any]]], List[str]]:
+    """Every (variant, seed) run; returns {variant label: [summary of each seed]} and what failed
+    (a failed run does not stop the others: an unattended GPU call keeps what it finished)."""
     variants = [v for v in study.variants if not only or v.label in only or _slug(v.label) in only]
     unknown = [o for o in only if not any(o in (v.label, _slug(v.label)) for v in study.variants)]
     if unknown:
@@ -247,18 +248,24 @@ def run_study(study: Study, seeds: Sequence[int], rounds: Optional[int] = None, 
             results[label].append(_with_rows(summary, folder))
         else:
             pending.append((label, seed, settings, folder))
+    failures: List[str] = []
     if jobs <= 1:
         for label, seed, settings, folder in pending:
             began = time.perf_counter()
-            summary = cached_run(settings, folder, progress=progress, plots=False)
+            try:
+                summary = cached_run(settings, folder, progress=progress, plots=False)
+            except (ConfigError, FedCoreError, RuntimeError, ValueError, MemoryError) as error:
+                failures.append(f"{label} seed {seed}: {type(error).__name__}: {error}")
+                print(f"  {failures[-1]}", flush=True)
+                continue
             print(f"  {label} seed {seed}: {100 * summary['final_accuracy']:.2f}% after {summary['rounds']} rounds, "
                   f"{summary['total_bytes'] / 1e6:.2f} MB, {time.perf_counter() - began:.0f} s", flush=True)
             results[label].append(_with_rows(summary, folder))
     else:
-        _run_parallel(pending, jobs, results)
+        _run_parallel(pending, jobs, results, failures)
     for label in results:
         results[label].sort(key=lambda s: s["seed"])
-    return results
+    return results, failures
 
 
 def stored_results(study: Study, seeds: Sequence[int], rounds: Optional[int] = None,
@@ -276,10 +283,10 @@ def stored_results(study: Study, seeds: Sequence[int], rounds: Optional[int] = N
     return results
 
 
-def _run_parallel(pending, jobs: int, results: Dict[str, List[Dict[str, Any]]]) -> None:
+def _run_parallel(pending, jobs: int, results: Dict[str, List[Dict[str, Any]]], failures: List[str]) -> None:
     waiting, running = list(pending), []
     try:
-        _drain(waiting, running, jobs, results)
+        _drain(waiting, running, jobs, results, failures)
     finally:  # stopped (a time budget's SIGTERM, ^C) or failed: no run goes on orphaned
         for item in running:
             item[4].terminate()
@@ -287,7 +294,7 @@ def _run_parallel(pending, jobs: int, results: Dict[str, List[Dict[str, Any]]]) 
             item[4].wait()
 
 
-def _drain(waiting, running, jobs: int, results: Dict[str, List[Dict[str, Any]]]) -> None:
+def _drain(waiting, running, jobs: int, results: Dict[str, List[Dict[str, Any]]], failures: List[str]) -> None:
     while waiting or running:
         while waiting and len(running) < jobs:
             label, seed, settings, folder = waiting.pop(0)
@@ -300,9 +307,10 @@ def _drain(waiting, running, jobs: int, results: Dict[str, List[Dict[str, Any]]]
             running.remove(item)
             if process.returncode != 0:
                 with open(os.path.join(folder, "log.txt")) as handle:
-                    tail = handle.read()[-2000:]
-                raise FedCoreError(f"{label} seed {seed} failed (exit {process.returncode}); {folder}/log.txt "
-                                   f"ends:\n{tail}")
+                    tail = handle.read()[-1500:]
+                failures.append(f"{label} seed {seed}: exit {process.returncode}; {folder}/log.txt ends:\n{tail}")
+                print(f"  {label} seed {seed} failed (exit {process.returncode}): {folder}/log.txt", flush=True)
+                continue
             with open(os.path.join(folder, "summary.json")) as handle:
                 summary = json.load(handle)
             atomic_write(os.path.join(folder, "key"), _settings_key(apply_overrides(settings,
@@ -507,19 +515,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(_gpu_refusal(study, seeds, args.rounds), file=sys.stderr)
             return 2
         began = time.perf_counter()
+        failures: List[str] = []
         if args.table_only:
             results = stored_results(study, seeds, args.rounds, overrides, smoke)
         else:
-            results = run_study(study, seeds, args.rounds, args.jobs, overrides, args.only,
-                                progress=not args.quiet, smoke=smoke)
+            results, failures = run_study(study, seeds, args.rounds, args.jobs, overrides, args.only,
+                                          progress=not args.quiet, smoke=smoke)
+        if failures:
+            print(f"error: {len(failures)} run(s) failed (the others are kept):\n" + "\n".join(failures),
+                  file=sys.stderr)
         if args.runs_only:
-            return 0
+            return 1 if failures else 0
         if not any(results.values()):
             raise ConfigError(f"no run of {study.name} is stored yet: run it first")
         out = args.out or (os.path.join(RUNS, study.name, "smoke") if smoke else os.path.join(DOCS, study.name))
         command = "python -m training.fl.study " + " ".join(argv if argv is not None else sys.argv[1:])
         print(write_outputs(study, results, out, command, time.perf_counter() - began))
         print(f"\nwritten: {out}/table.md, results.json, results.csv, curves.png")
+        if failures:
+            return 1
     except (ConfigError, FedCoreError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
