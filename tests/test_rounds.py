@@ -148,7 +148,7 @@ def test_bytes_are_the_encoded_lengths():
 def test_every_bad_update_is_a_verdict_and_never_counts():
     server = RoundServer(INITIAL, config(max_update_norm=10.0, min_clients=2, fraction=0.0))
     plan = server.open_round(["a", "b", "c"])
-    chosen, outsider = plan.selected[0], next(c for c in "abc" if c not in plan.selected)
+    chosen, other, outsider = plan.selected[0], plan.selected[1], next(c for c in "abc" if c not in plan.selected)
     good = update(1, chosen, {n: np.ones_like(a) for n, a in INITIAL.items()})
     wrong_shape = dict(INITIAL, **{"fc1.bias": np.zeros(3, np.float32)})
     nan = dict(INITIAL, **{"fc1.bias": np.array([0, np.nan], np.float32)})
@@ -163,7 +163,9 @@ def test_every_bad_update_is_a_verdict_and_never_counts():
         (update(1, chosen, kind="weights"), chosen, "rejected", "kind 'weights', expected 'delta'"),
         (update(1, chosen, num_samples=0), chosen, "rejected", "num_samples must be >= 1"),
         (update(1, outsider), outsider, "rejected", "was not selected for round 1"),
-        (update(1, chosen), outsider, "rejected", "arrived from"),
+        # Refused before decoding: garbage from a client that may not send is not even parsed.
+        (b"\x00garbage", outsider, "rejected", "was not selected for round 1"),
+        (update(1, other), chosen, "rejected", "arrived from"),
         (update(2, chosen), chosen, "rejected", "round 2 has not started"),
         (update(0, chosen), chosen, "late", "round 0 is closed"),
     ]

@@ -122,12 +122,18 @@ class RoundServer:
         current = self._open
         if current is None:
             return Verdict("late", who, 0, nbytes, "no round is open")
+        number = current.plan.round
+        # What the transport vouches for is checked before any decoding: bytes from a client
+        # that may not send now cost nothing to refuse, whatever they hold.
+        if sender is not None and sender not in current.plan.selected:
+            return self._reject(current, who, number, nbytes, f"{who!r} was not selected for round {number}")
+        if sender is not None and sender in current.samples:
+            return Verdict("duplicate", who, number, nbytes, "an update from this client was already accepted")
         try:
             message = decode_message(blob, self.limits)
         except MessageError as error:
             return self._reject(current, who, current.plan.round, nbytes, f"undecodable: {error}")
         who = message.sender if sender is None else sender
-        number = current.plan.round
         if message.round < number:
             return Verdict("late", who, message.round, nbytes, f"round {message.round} is closed; round {number} is open")
         if message.round > number:
