@@ -38,7 +38,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -57,6 +57,7 @@ __all__ = [
     "EncodeReport",
     "encode_message",
     "decode_message",
+    "layout_difference",
 ]
 
 MAGIC = b"FEDC"
@@ -335,12 +336,20 @@ def _canonical_json(obj: Any) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
-def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits()) -> Message:
-    """Decode and check a message; any problem raises MessageError naming it."""
+def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits(),
+                   layout: Optional[Mapping[str, Sequence[int]]] = None) -> Message:
+    """Decode and check a message; any problem raises MessageError naming it. With `layout`
+    ({name: shape} of the model the receiver holds), tensors named or shaped otherwise are
+    refused from the header, before any payload is decoded: a receiver's work is then
+    bounded by its own model, whatever a sender's header declares."""
     blob = _as_bytes(blob)
     header_raw, payload = _split_frame(blob, limits)
     header = _parse_header(header_raw, limits)  # types and ranges checked: safe to use
     plans = _plan_tensors(header["tensors"], limits)
+    if layout is not None:
+        problem = layout_difference(layout, {plan.name: plan.shape for plan in plans})
+        if problem:
+            raise MessageError(problem)
 
     declared = sum(plan.nbytes for plan in plans)
     if declared != len(payload):
@@ -354,6 +363,17 @@ def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits()) -> Messag
         tensors[plan.name] = plan.decode(payload[offset:offset + plan.nbytes], limits.allow_nonfinite)
         offset += plan.nbytes
     return Message(tensors=tensors, **header["meta"])
+
+
+def layout_difference(expected: Mapping[str, Sequence[int]], got: Mapping[str, Sequence[int]]) -> str:
+    """Why tensors `got` ({name: shape}) are not the model `expected`, or "" when they are."""
+    if set(expected) != set(got):
+        return ("tensor names differ from the model: missing %s, unexpected %s"
+                % (sorted(set(expected) - set(got)), sorted(set(got) - set(expected))))
+    for name, shape in expected.items():
+        if tuple(got[name]) != tuple(shape):
+            return "%s: shape %s, model has %s" % (name, list(got[name]), list(shape))
+    return ""
 
 
 def _as_bytes(blob: Any) -> bytes:

@@ -327,3 +327,38 @@ def test_read_toml_reports_the_file(tmp_path):
         load_run_config(str(bad))
     with pytest.raises(ConfigError, match="config file not found"):
         load_run_config(str(tmp_path / "missing.toml"))
+
+
+def _amplifier(sender, round=1):
+    """A small valid container whose header makes a decoder work hard: many zero-element
+    tensors of many channels, per-channel 8-bit with LZMA (the scales compress away)."""
+    from fedcore.container import TensorCodec
+
+    tensors = {f"t{i}": np.zeros((20000, 0), np.float32) for i in range(300)}
+    codec = TensorCodec(bits=8, per_channel=True, entropy="lzma")
+    return encode_message(Message(tensors, round, sender, 5, "delta", {}), codec)[0]
+
+
+def test_a_header_unlike_the_model_is_refused_before_its_payload_is_decoded():
+    # Prepare
+    import time
+
+    from fedcore.container import decode_message
+
+    server = RoundServer(INITIAL, config(min_clients=1))
+    plan = server.open_round(["a"])
+    blob = _amplifier("a")
+    began = time.perf_counter()
+    decode_message(blob)  # what it costs a receiver that decodes it whole
+    decode_s = time.perf_counter() - began
+    # Execute
+    began = time.perf_counter()
+    verdict = server.submit(blob, "a")
+    refuse_s = time.perf_counter() - began
+    client = RoundClient("a", adds(1.0))
+    client.follow(server.broadcast)
+    with pytest.raises(MessageError, match="tensor names differ from the model"):
+        client.follow(_amplifier("server", plan.round))
+    # Assert: refused from the header, in a fraction of what decoding it costs
+    assert verdict.status == "rejected" and "tensor names differ from the model" in verdict.reason
+    assert len(blob) < 100_000 and refuse_s < decode_s / 5, (len(blob), refuse_s, decode_s)

@@ -67,7 +67,9 @@ class RoundClient:
     def follow(self, model_blob: bytes) -> int:
         """Apply a broadcast (whole weights, or a delta on the model we hold);
         returns its round. Raises OutOfSync for a delta we cannot apply."""
-        message = decode_message(model_blob, self.limits)
+        # A model laid out otherwise than the one held is refused before its payload is decoded.
+        held = {n: v.shape for n, v in self.model.items()} if self.model is not None else None
+        message = decode_message(model_blob, self.limits, layout=held)
         if message.kind == "weights":
             self.model = {n: np.array(a, np.float32) for n, a in message.tensors.items()}
         elif message.kind == "delta":
@@ -77,10 +79,6 @@ class RoundClient:
                     f"{self.client_id}: broadcast of round {message.round} is a delta on round "
                     f"{base_round!r}, this client holds round {self.model_round}"
                 )
-            if set(message.tensors) != set(self.model) or any(
-                message.tensors[n].shape != self.model[n].shape for n in self.model
-            ):
-                raise MessageError(f"round {message.round}: delta broadcast does not match the model held")
             self.model = {n: self.model[n] + message.tensors[n] for n in self.model}
         else:
             raise MessageError(f"broadcast of kind {message.kind!r}; expected 'weights' or 'delta'")

@@ -32,6 +32,7 @@ class _OpenRound:
     base: Tensors
     followers: int
     gathered: Gatherer  # the strategy's: a running sum, or every update (on disk beyond a bound)
+    layout: Dict[str, Tuple[int, ...]] = field(default_factory=dict)  # {name: shape} every update must have
     samples: Dict[str, int] = field(default_factory=dict)  # of each accepted sender
     metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
     sizes: Dict[str, int] = field(default_factory=dict)
@@ -103,7 +104,8 @@ class RoundServer:
         self._client_view = view
         # Clients compute deltas against what they decode, not against our exact model.
         gathered = self.strategy.gather(plan, self.global_state, self.spill_dir)
-        self._open = _OpenRound(plan, blob, view, len(set(available)), gathered)
+        layout = {name: tuple(value.shape) for name, value in view.items()}
+        self._open = _OpenRound(plan, blob, view, len(set(available)), gathered, layout)
         return plan
 
     def full_model(self) -> bytes:
@@ -129,8 +131,8 @@ class RoundServer:
             return self._reject(current, who, number, nbytes, f"{who!r} was not selected for round {number}")
         if sender is not None and sender in current.samples:
             return Verdict("duplicate", who, number, nbytes, "an update from this client was already accepted")
-        try:
-            message = decode_message(blob, self.limits)
+        try:  # a header that does not describe our model is refused before its payload is decoded
+            message = decode_message(blob, self.limits, layout=current.layout)
         except MessageError as error:
             return self._reject(current, who, current.plan.round, nbytes, f"undecodable: {error}")
         who = message.sender if sender is None else sender
@@ -166,15 +168,9 @@ class RoundServer:
             return f"kind {message.kind!r}, expected {current.plan.update_kind!r}", 0.0
         if message.num_samples < 1:
             return f"num_samples must be >= 1, got {message.num_samples}", 0.0
-        expected, got = set(current.base), set(message.tensors)
-        if expected != got:
-            return (f"tensor names differ from the model: missing {sorted(expected - got)}, "
-                    f"unexpected {sorted(got - expected)}"), 0.0
-        squared = 0.0
+        squared = 0.0  # names and shapes: decode_message checked them against current.layout
         for name, base in current.base.items():
             value = message.tensors[name]
-            if value.shape != base.shape:
-                return f"{name}: shape {list(value.shape)}, model has {list(base.shape)}", 0.0
             change = value if message.kind == "delta" else value.astype(np.float64) - base
             # One pass for both checks: a NaN or inf makes the float64 sum of squares NaN or
             # inf, and finite float32 values cannot overflow it (at most 1.2e77 each).
