@@ -334,7 +334,7 @@ def _amplifier(sender, round=1):
     tensors of many channels, per-channel 8-bit with LZMA (the scales compress away)."""
     from fedcore.container import TensorCodec
 
-    tensors = {f"t{i}": np.zeros((20000, 0), np.float32) for i in range(300)}
+    tensors = {f"t{i}": np.zeros((50000, 0), np.float32) for i in range(300)}
     codec = TensorCodec(bits=8, per_channel=True, entropy="lzma")
     return encode_message(Message(tensors, round, sender, 5, "delta", {}), codec)[0]
 
