@@ -125,6 +125,15 @@ def build(run: RunConfig, sim: SimulationConfig, data: Data) -> Setup:
     return Setup(run, sim, data, worker, server, clients, validation, total, engine)
 
 
+def machine_name(device: torch.device) -> str:
+    """What a run ran on, for its tables: the GPU's name, or the CPU and its cores; torch's version."""
+    import platform
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
 def _float32_bytes(state: Mapping[str, np.ndarray]) -> int:
     """The length of one uncompressed float32 message of these tensors."""
     return len(encode_message(Message(dict(state), 1, "client-000", 1, "delta", {}))[0])
@@ -203,6 +212,7 @@ def run_rounds(setup: Setup, log: Optional[Callable[[Dict[str, Any]], None]] = N
     summary = {
         "name": setup.run.name, "method": sim.method, "model": setup.run.model.name,
         "engine": setup.engine, "device": str(setup.worker.device), "precision": sim.precision,
+        "machine": machine_name(setup.worker.device),
         "dataset": setup.run.data.dataset, "alpha": setup.run.data.alpha, "seed": fed.seed,
         "rounds": fed.rounds, "clients": len(setup.clients),
         "params_total": setup.params_total,

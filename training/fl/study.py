@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -172,8 +171,15 @@ def load_study(name: str) -> Study:
 _DATA_CACHE: Dict[str, Any] = {}
 
 
+# Settings that change what a run writes, not what it computes: left out of a run's key.
+_NOT_RESULTS = ("save_model",)
+
+
 def _settings_key(settings: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The hash a stored run is found by: every setting that shapes its numbers."""
+    simulation = {k: v for k, v in dict(settings.get("simulation", {})).items() if k not in _NOT_RESULTS}
+    keyed = dict(settings, simulation=simulation) if "simulation" in settings else settings
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_run(settings: Mapping[str, Any], folder: str, progress: bool = False,
@@ -397,14 +403,6 @@ def _mean_curve(runs: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
             for r, rows in sorted(rounds.items()) if len(rows) == len(runs)]
 
 
-def _machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
 def write_outputs(study: Study, results: Mapping[str, List[Dict[str, Any]]], out: str, command: str,
                   wall_s: float) -> str:
     """table.md, results.json, results.csv and curves.png under `out`; returns the Markdown."""
@@ -412,12 +410,15 @@ def write_outputs(study: Study, results: Mapping[str, List[Dict[str, Any]]], out
 
     os.makedirs(out, exist_ok=True)
     rows = summarize(study, results)
-    some = next(iter(r for runs in results.values() for r in runs))
-    machine = _machine()
+    every = [r for runs in results.values() for r in runs]
+    some = every[0]
+    machine = ", ".join(sorted({r.get("machine") or "unrecorded" for r in every}))
+    training_min = sum(r["wall_s"] for r in every) / 60
     lines = [f"# {study.title}", "", f"Source: {study.source}", "",
-             f"Measured: `{command}` on {machine}; engine {some.get('engine')}, precision {some.get('precision')}, "
-             f"{some['rounds']} rounds; accuracy after the last round on the whole test set; wall "
-             f"{wall_s / 60:.1f} min for what ran in this call (stored runs reused).", "",
+             f"Measured: {len(every)} runs on {machine}; engine {some.get('engine')}, precision "
+             f"{some.get('precision')}, {some['rounds']} rounds; {training_min:.0f} min of runs in all; accuracy "
+             f"after the last round on the whole test set. This table: `{command}` ({wall_s / 60:.1f} min; "
+             "stored runs reused).", "",
              markdown_table(study, rows), "",
              f"Δ: ours minus the paper's; ⚠ where it exceeds the paper's spread ({study.paper_spread:g} point(s) "
              "where it reports none). Bytes: both directions, counted from the encoded messages, mean over seeds; "
@@ -427,7 +428,7 @@ def write_outputs(study: Study, results: Mapping[str, List[Dict[str, Any]]], out
     text = "\n".join(lines)
     atomic_write(os.path.join(out, "table.md"), text)
     atomic_write(os.path.join(out, "results.json"), json.dumps({
-        "study": study.name, "title": study.title, "command": command, "machine": machine, "rows": rows,
+        "study": study.name, "title": study.title, "command": command, "machines": machine, "rows": rows,
         "runs": {label: [{k: v for k, v in run.items() if k not in ("rows", "folder")} for run in runs]
                  for label, runs in results.items()}}, indent=1, default=str))
     with open(os.path.join(out, "results.csv"), "w", newline="") as handle:
@@ -436,9 +437,9 @@ def write_outputs(study: Study, results: Mapping[str, List[Dict[str, Any]]], out
         writer.writeheader()
         writer.writerows(rows)
     seeds = sorted({s for r in rows for s in r["seeds"]})
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}"
     plot_rounds({label: _mean_curve(runs) for label, runs in results.items() if runs},
-                os.path.join(out, "curves.png"),
-                f"{study.title}: mean over seeds {', '.join(map(str, seeds))}")
+                os.path.join(out, "curves.png"), f"{study.title}: {which}")
     return text
 
 
