@@ -157,6 +157,24 @@ def fedavg(updates: Sequence[Update]) -> Dict[str, np.ndarray]:
     return to_float32(averaged, "fedavg")
 
 
+def _two_sum(high: np.ndarray, values: np.ndarray, weight: float,
+             scratch: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(total, error) with total + error == high + weight * values exactly (Knuth's two-sum on
+    float64; weight * a float32 value is exact in float64 for integer weights below 2**29),
+    written into the two `scratch` arrays shaped like `high`."""
+    product = np.array(values, dtype=np.float64)
+    if weight != 1.0:
+        product *= weight
+    total, part = scratch
+    np.add(high, product, out=total)
+    np.subtract(total, high, out=part)         # the part of product that reached total
+    np.subtract(product, part, out=product)
+    np.subtract(total, part, out=part)
+    np.subtract(high, part, out=part)
+    np.add(part, product, out=part)            # the error of the addition
+    return total, part
+
+
 class WeightedSum:
     """The sample-weighted sum of updates, one update at a time (FedAvg as they arrive).
 
@@ -185,19 +203,11 @@ class WeightedSum:
         self.weights.append(value)
         if value == 0:
             return  # contributes nothing; skipping also avoids 0 * huge arithmetic
-        for name, high in self._high.items():
-            low, (total, part) = self._low[name], self._scratch[name]
-            product = np.array(tensors[name], dtype=np.float64)
-            if value != 1.0:
-                product *= value                       # exact: see the class doc
-            np.add(high, product, out=total)           # two-sum: total + error == high + product exactly
-            np.subtract(total, high, out=part)         # the part of product that reached total
-            np.subtract(product, part, out=product)
-            np.subtract(total, part, out=part)
-            np.subtract(high, part, out=part)
-            np.add(part, product, out=part)            # the error of this addition
-            np.add(low, part, out=low)
-            self._high[name], self._scratch[name] = total, (high, self._scratch[name][1])
+        for name in self._shapes:
+            total, error = _two_sum(self._high[name], tensors[name], value, self._scratch[name])
+            self._low[name] += error
+            self._scratch[name] = (self._high[name], error)
+            self._high[name] = total
 
     def mean(self) -> Dict[str, np.ndarray]:
         """The weighted mean as float32 (AggregationError when the weights add up to zero)."""
