@@ -158,14 +158,12 @@ def fedavg(updates: Sequence[Update]) -> Dict[str, np.ndarray]:
 
 
 def _two_sum(high: np.ndarray, values: np.ndarray, weight: float,
-             scratch: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+             scratch: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """(total, error) with total + error == high + weight * values exactly (Knuth's two-sum on
     float64; weight * a float32 value is exact in float64 for integer weights below 2**29),
-    written into the two `scratch` arrays shaped like `high`."""
-    product = np.array(values, dtype=np.float64)
-    if weight != 1.0:
-        product *= weight
-    total, part = scratch
+    written into the `scratch` arrays shaped like `high` (total, error, and one for the product)."""
+    total, part, product = scratch
+    np.multiply(values, weight, out=product, dtype=np.float64)  # converts as it multiplies: one pass
     np.add(high, product, out=total)
     np.subtract(total, high, out=part)         # the part of product that reached total
     np.subtract(product, part, out=product)
@@ -182,7 +180,7 @@ class WeightedSum:
     value times an integer weight below 2**29 is exact in float64, and the running sum
     keeps about 100 bits, so the float32 mean comes out the same whatever the order the
     updates were added in (but with a probability of about 2**-47 a coordinate). Memory:
-    four float64 copies of the model, whatever the number of updates. The caller checks
+    five float64 copies of the model, whatever the number of updates. The caller checks
     each update's values (finite, within its bounds) before adding it.
     """
 
@@ -190,7 +188,7 @@ class WeightedSum:
         self._shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self._high = {n: np.zeros(s, np.float64) for n, s in self._shapes.items()}
         self._low = {n: np.zeros(s, np.float64) for n, s in self._shapes.items()}
-        self._scratch = {n: (np.empty(s, np.float64), np.empty(s, np.float64)) for n, s in self._shapes.items()}
+        self._scratch = {n: tuple(np.empty(s, np.float64) for _ in range(3)) for n, s in self._shapes.items()}
         self.weights: List[float] = []
 
     def add(self, tensors: Tensors, weight: float) -> None:
@@ -206,7 +204,7 @@ class WeightedSum:
         for name in self._shapes:
             total, error = _two_sum(self._high[name], tensors[name], value, self._scratch[name])
             self._low[name] += error
-            self._scratch[name] = (self._high[name], error)
+            self._scratch[name] = (self._high[name], error, self._scratch[name][2])
             self._high[name] = total
 
     def mean(self) -> Dict[str, np.ndarray]:
