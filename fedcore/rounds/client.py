@@ -112,6 +112,11 @@ class RoundClient:
         )
         return blob
 
+    def forget_model(self) -> None:
+        """Drop the model held since the last broadcast (whole-model broadcasts bring a new one
+        each round); the error-feedback residual stays."""
+        self.model, self.model_round = None, -1
+
     def carried(self) -> Tensors:
         """What this client carries from round to round beyond the broadcast: its
         error-feedback residual (empty without error feedback)."""

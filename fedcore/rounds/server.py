@@ -302,6 +302,10 @@ def simulate(server: RoundServer, clients: Mapping[str, RoundClient], rounds: in
                                     sender=client_id)
             if not verdict.accepted:
                 raise FedCoreError(f"simulated client {client_id}: update {verdict.status}: {verdict.reason}")
+            if server.config.broadcast == "weights":
+                # Its next round brings a whole model: a copy held till then would only add up
+                # (a thousand simulated clients, a thousand models).
+                clients[client_id].forget_model()
         result = server.close_round()
         if on_round is not None:
             on_round(result)

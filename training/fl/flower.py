@@ -119,6 +119,7 @@ def make_client_app(settings: Mapping[str, Any]) -> "ClientApp":
         carried = context.state[RECORD]["carried"] if RECORD in context.state else b""
         client.restore_carried(plan.uplink, decode_message(carried).tensors if carried else {})
         update = client.run_round(plan, bytes(record["model"]))
+        client.forget_model()  # the next round brings its own (this worker serves many clients)
         residual = client.carried()
         context.state[RECORD] = ConfigRecord({"carried": _pack(residual) if residual else b""})
         # Where it ran (the Ray node), beside the update: not part of the counted bytes.
