@@ -105,3 +105,17 @@ def test_a_simulation_spreads_over_a_two_node_ray_cluster(mnist_folder, tmp_path
     # Assert: the clients trained on both nodes, and the run is the same run as anywhere else
     assert summary["ray_nodes"] == 2
     assert summary["rounds"] == 2 and summary["final_accuracy"] > 0.2
+
+
+def test_without_flower_the_engine_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fl_testkit import ROOT, python_env
+
+    code = ("import sys; sys.modules['flwr'] = None\n"
+            "from fedcore.errors import ConfigError\n"
+            "try:\n    import training.fl.flower\nexcept ConfigError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert 'pip install -e ".[scale]"' in out.stdout, out.stderr

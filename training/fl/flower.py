@@ -52,7 +52,7 @@ except ImportError as error:  # pragma: no cover - the message is the point
 
 
 def backend_config(sim) -> Dict[str, Any]:
-    """Flower's Ray backend settings from [simulation.flower] and [simulation] threads."""
+    """Flower's Ray backend settings from [simulation.flower]."""
     flower = sim.flower
     init: Dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if flower.ray_address:
