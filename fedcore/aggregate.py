@@ -191,7 +191,10 @@ class WeightedSum:
         self._scratch = {n: tuple(np.empty(s, np.float64) for _ in range(3)) for n, s in self._shapes.items()}
         self.weights: List[float] = []
 
-    def add(self, tensors: Tensors, weight: float) -> None:
+    def add(self, tensors: Tensors, weight: float, support: Optional[Mapping[str, np.ndarray]] = None) -> None:
+        """Add `weight` times `tensors`. `support` (optional, as Message.support) names, per
+        tensor, the sorted flat positions outside which it is zero: the sum then works on
+        those positions only, with the same result (adding zero changes neither array)."""
         value = _check_weight(weight, len(self.weights))
         _check_names(list(self._shapes), list(tensors), f"update {len(self.weights)}", "the model")
         for name, shape in self._shapes.items():
@@ -202,10 +205,22 @@ class WeightedSum:
         if value == 0:
             return  # contributes nothing; skipping also avoids 0 * huge arithmetic
         for name in self._shapes:
+            positions = support.get(name) if support else None
+            if positions is not None and 4 * positions.size < self._high[name].size:
+                self._add_at(name, np.asarray(tensors[name]).ravel()[positions], value, positions)
+                continue
             total, error = _two_sum(self._high[name], tensors[name], value, self._scratch[name])
             self._low[name] += error
             self._scratch[name] = (self._high[name], error, self._scratch[name][2])
             self._high[name] = total
+
+    def _add_at(self, name: str, values: np.ndarray, weight: float, positions: np.ndarray) -> None:
+        """The two-sum of `add` at `positions` only (gathered, summed, scattered back)."""
+        high, low = self._high[name].reshape(-1), self._low[name].reshape(-1)  # views
+        scratch = tuple(np.empty(positions.size, np.float64) for _ in range(3))
+        total, error = _two_sum(high[positions], values, weight, scratch)
+        high[positions] = total
+        low[positions] += error  # the positions are distinct: no update is lost to buffering
 
     def mean(self) -> Dict[str, np.ndarray]:
         """The weighted mean as float32 (AggregationError when the weights add up to zero)."""

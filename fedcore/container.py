@@ -134,6 +134,10 @@ class Message:
     num_samples: int = 0
     kind: str = "weights"
     extra: Dict[str, Any] = field(default_factory=dict)
+    # Set by the decoder for tensors that travelled sparse: name -> the sorted flat positions
+    # of their stored values (zero everywhere else), so that a receiver's work on an update
+    # can follow its nonzeros. Never encoded; ignored when comparing messages.
+    support: Dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def meta(self) -> Dict[str, Any]:
         return {
@@ -203,14 +207,14 @@ def encode_message(
     meta = _outgoing_meta(message.meta(), DecodeLimits())
     entries, payloads, reports = [], [], []
     for name, value in message.tensors.items():
-        array = _check_tensor(name, value, allow_nonfinite)
+        array = _check_tensor(name, value)
         spec = _codec_for(codec, name, array)
         seed_parts = (spec.seed, message.round, zlib.crc32(name.encode("utf-8")))
-        entry, payload = _encode_tensor(name, array, spec, seed_parts)
+        entry, sections = _encode_tensor(name, array, spec, seed_parts, allow_nonfinite)
         entries.append(entry)
-        payloads.append(payload)
+        payloads += sections
         reports.append(
-            TensorReport(name, 4 * array.size, len(payload), tuple(s["op"] for s in entry["codec"]))
+            TensorReport(name, 4 * array.size, entry["nbytes"], tuple(s["op"] for s in entry["codec"]))
         )
     header = _canonical_json({"meta": meta, "tensors": entries})
     parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads
@@ -242,28 +246,26 @@ def _codec_for(codec: Optional[CodecChoice], name: str, array: np.ndarray) -> Te
     return spec
 
 
-def _check_tensor(name: Any, value: Any, allow_nonfinite: bool) -> np.ndarray:
+def _check_tensor(name: Any, value: Any) -> np.ndarray:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
         raise MessageError("tensor names must be strings of 1..%d characters, got %r" % (MAX_NAME_LENGTH, name))
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
         raise MessageError("tensor %r has dtype %s; only numbers travel" % (name, array.dtype))
-    array = np.asarray(array, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
-    if not allow_nonfinite and not np.all(np.isfinite(array)):
-        raise MessageError("tensor %r holds NaN or Inf" % name)
-    return array
+    return np.asarray(array, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
 
 
 def _encode_tensor(
-    name: str, array: np.ndarray, spec: TensorCodec, seed_parts: Tuple[int, int, int]
-) -> Tuple[Dict[str, Any], bytes]:
+    name: str, array: np.ndarray, spec: TensorCodec, seed_parts: Tuple[int, int, int], allow_nonfinite: bool
+) -> Tuple[Dict[str, Any], List[bytes]]:
     flat = array.ravel()
     size = flat.size
     bits = spec.bits
     value_bits = 32 if bits is None else bits
     quantized = bits is not None
-    if quantized and not np.all(np.isfinite(flat)):
-        raise MessageError("tensor %r: NaN or Inf cannot be quantized" % name)
+    # Quantization finds NaN and Inf from its channel ranges; float32 values are checked here.
+    if not quantized and not allow_nonfinite and not np.isfinite(flat).all():
+        raise MessageError("tensor %r holds NaN or Inf" % name)
     per_channel = quantized and spec.per_channel and array.ndim >= 2
     channels = array.shape[0] if per_channel else 1
     stages: List[Dict[str, Any]] = []
@@ -272,7 +274,7 @@ def _encode_tensor(
     layout = _choose_layout(spec.sparse, flat, value_bits)
     index = np.flatnonzero(flat) if layout != "dense" else None
     if layout == "dense":
-        values, channel_of = flat, None
+        values, counts = flat, None
     else:
         values = flat[index]
         positions = codecs.bitmap_encode(flat != 0) if layout == "bitmap" else codecs.delta_encode(index)
@@ -281,12 +283,15 @@ def _encode_tensor(
             stage["pos_bytes"] = len(positions)
         stages.append(stage)
         sections.append(positions)
-        # Row-major layout: the output channel of flat position i is i // (size / channels).
-        channel_of = index // max(size // max(channels, 1), 1) if per_channel else None
+        # Row-major layout: channel c holds flat positions c * size / channels onwards.
+        counts = codecs.channel_counts(index, size, channels) if per_channel else None
 
     if quantized:
         rng = np.random.default_rng(list(seed_parts)) if spec.stochastic else None
-        codes, params = codecs.affine_quantize(values, bits, channel_of, channels, rng)
+        try:
+            codes, params = codecs.affine_quantize(values, bits, counts, channels, rng)
+        except MessageError as exc:
+            raise MessageError("tensor %r: %s" % (name, exc)) from None
         stages.append(
             {
                 "op": "affine",
@@ -299,14 +304,16 @@ def _encode_tensor(
     else:
         sections.append(np.ascontiguousarray(values, dtype="<f4").tobytes())
 
-    payload = b"".join(sections)
     if spec.entropy is not None:
+        payload = b"".join(sections)
         compressed = codecs.entropy_compress(payload, spec.entropy, spec.level)
         if len(compressed) < len(payload):
             stages.append({"op": spec.entropy})
-            payload = compressed
-    entry = {"name": name, "shape": list(array.shape), "nbytes": len(payload), "codec": stages}
-    return entry, payload
+            sections = [compressed]
+    # The sections stay apart: the message is joined once, not once a tensor and again whole.
+    entry = {"name": name, "shape": list(array.shape), "nbytes": sum(len(part) for part in sections),
+             "codec": stages}
+    return entry, sections
 
 
 def _choose_layout(choice: str, flat: np.ndarray, value_bits: int) -> str:
@@ -358,11 +365,14 @@ def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits(),
         raise MessageError("%s: header declares %d payload bytes, %d present" % (kind, declared, present))
 
     tensors: Dict[str, np.ndarray] = {}
+    support: Dict[str, np.ndarray] = {}
     offset = 0
     for plan in plans:
-        tensors[plan.name] = plan.decode(payload[offset:offset + plan.nbytes], limits.allow_nonfinite)
+        tensors[plan.name], positions = plan.decode(payload[offset:offset + plan.nbytes], limits.allow_nonfinite)
+        if positions is not None:
+            support[plan.name] = positions
         offset += plan.nbytes
-    return Message(tensors=tensors, **header["meta"])
+    return Message(tensors=tensors, support=support, **header["meta"])
 
 
 def layout_difference(expected: Mapping[str, Sequence[int]], got: Mapping[str, Sequence[int]]) -> str:
@@ -472,7 +482,9 @@ def _outgoing_meta(meta: Any, limits: DecodeLimits) -> Dict[str, Any]:
         # numpy integers become plain ints, so that the header is plain JSON
         meta = {key: int(value) if is_int(value) else value for key, value in meta.items()}
     try:
-        _META_SCHEMA.validate(meta, "$.meta")  # names the field of a wrong type or range
+        checked = _META_SCHEMA.validate(meta, "$.meta")  # names the field of a wrong type or range
+        if not checked["extra"] and checked["sender"].isascii():
+            return checked  # nothing left that only a parse of the JSON would refuse
         plain = sj.loads(_canonical_json(meta), limits.json_limits())  # depth, digits, strings of extra
         return _META_SCHEMA.validate(plain, "$.meta")
     except JSONError as exc:
@@ -535,7 +547,8 @@ class _TensorPlan:
             self._fail("delta pos_bytes must be an integer in %d..%d, got %d" % (nnz, most, stage["pos_bytes"]))
         self.pos_bytes = stage["pos_bytes"]
 
-    def decode(self, payload: bytes, allow_nonfinite: bool) -> np.ndarray:
+    def decode(self, payload: bytes, allow_nonfinite: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(the tensor, the flat positions of its stored values when it travelled sparse)"""
         try:
             return self._decode(payload, allow_nonfinite)
         except MessageError as exc:
@@ -543,7 +556,7 @@ class _TensorPlan:
                 raise
             raise MessageError("tensor %r: %s" % (self.name, exc)) from None
 
-    def _decode(self, payload: bytes, allow_nonfinite: bool) -> np.ndarray:
+    def _decode(self, payload: bytes, allow_nonfinite: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         if self.entropy is not None:
             payload = codecs.entropy_decompress(payload, self.entropy, self.inner_bytes)
         positions, offset = payload[: self.pos_bytes], self.pos_bytes
@@ -560,15 +573,15 @@ class _TensorPlan:
             params_end = offset + codecs.QuantParams.nbytes(self.channels)
             params = codecs.QuantParams.from_bytes(payload[offset:params_end], self.channels, self.bits)
             codes = codecs.unpack_bits(payload[params_end:], self.nnz, self.bits)
-            channel_of = None
+            counts = None
             if index is not None and self.per_channel:
-                channel_of = index // max(self.size // max(self.channels, 1), 1)
-            values = codecs.affine_dequantize(codes, params, channel_of)
+                counts = codecs.channel_counts(index, self.size, self.channels)
+            values = codecs.affine_dequantize(codes, params, counts)
         if index is None:
-            return values.reshape(self.shape)
+            return values.reshape(self.shape), None
         out = np.zeros(self.size, dtype=np.float32)
         out[index] = values
-        return out.reshape(self.shape)
+        return out.reshape(self.shape), index
 
 
 def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits) -> List[_TensorPlan]:

@@ -93,6 +93,7 @@ _DEPTH_CEILING = 200  # far below Python's recursion limit, whatever the caller'
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 Raw = Union[bytes, bytearray, memoryview, str]
+Path = Union[str, tuple]  # "$", or (parent path, key or index): see _render
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class _Refused(Exception):
 def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
     """Parse one JSON document within `limits`; raises JSONError, nothing else."""
     data = _as_utf8(raw, limits)
-    inside = _scan(data, limits)
+    _scan(data, limits)
     text = data.decode("utf-8")
 
     def parse_int(token: str) -> int:
@@ -168,7 +169,7 @@ def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
         return json.loads(text, parse_int=parse_int, parse_float=parse_float,
                           parse_constant=parse_constant, object_pairs_hook=unique_keys)
     except _Refused as refused:
-        raise JSONError(refused.reason, offset=_locate(data, inside, refused.token)) from None
+        raise JSONError(refused.reason, offset=_locate(data, refused.token)) from None
     except json.JSONDecodeError as error:
         offset = len(text[: error.pos].encode("utf-8"))
         raise JSONError("not valid JSON: %s" % error.msg, offset=offset) from None
@@ -203,33 +204,53 @@ def _as_utf8(raw: Raw, limits: Limits) -> bytes:
     return data
 
 
-def _scan(data: bytes, limits: Limits) -> np.ndarray:
-    """One vectorised pass, no recursion: where the strings are, how deep the
-    brackets outside them nest, and no string escapes a lone surrogate.
-    Returns the mask of bytes inside string literals.
+_SMALL_DOCUMENT = 4096  # bytes: below this a plain loop over the brackets beats numpy's per-call cost
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _scan(data: bytes, limits: Limits) -> None:
+    """Refuse, without recursion, a document that nests deeper than the limit or
+    whose strings escape a lone surrogate.
 
     A quote opens or closes a string unless an odd run of backslashes precedes
     it; that is how json.loads reads every prefix it accepts (it stops at the
     first byte that is not JSON), so it can never nest deeper than found here.
     """
+    if len(data) <= _SMALL_DOCUMENT and b"\\" not in data:
+        # No backslash: every quote toggles a string, and no string escapes anything.
+        brackets = b"".join(data.split(b'"')[0::2]).translate(None, _NOT_BRACKETS)
+        depth = deepest = 0
+        for byte in brackets:
+            depth += 1 if byte in b"[{" else -1
+            if depth > deepest:
+                deepest = depth
+        if deepest <= limits.max_depth:
+            return
+    escaped, inside = _string_masks(data)  # one vectorised pass; also finds the offset of a refusal
+    codes = np.frombuffer(data, dtype=np.uint8)
+    step = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32) - ((codes == 0x5D) | (codes == 0x7D))
+    step[inside] = 0
+    depth = np.cumsum(step, dtype=np.int32)
+    if depth.size and int(depth.max()) > limits.max_depth:
+        offset = int(np.argmax(depth > limits.max_depth))
+        raise JSONError("nested deeper than %d levels" % limits.max_depth, offset=offset)
+    _check_surrogates(data, escaped, inside)
+
+
+def _string_masks(data: bytes) -> Tuple[np.ndarray, np.ndarray]:
+    """(escaped, inside): the bytes preceded by an odd run of backslashes, and
+    the bytes inside string literals."""
     codes = np.frombuffer(data, dtype=np.uint8)
     count = codes.size
     positions = np.arange(count, dtype=np.int32)
     backslash = codes == 0x5C
     last_plain = np.maximum.accumulate(np.where(backslash, np.int32(-1), positions))  # last non-backslash <= i
-    escaped = np.zeros(count, dtype=bool)  # preceded by an odd run of backslashes
+    escaped = np.zeros(count, dtype=bool)
     escaped[1:] = (positions[:-1] - last_plain[:-1]) % 2 == 1
     del positions, last_plain  # bound the scan's memory: a few bytes per byte of input
     quote = (codes == 0x22) & ~escaped
     inside = np.cumsum(quote, dtype=np.int32) % 2 == 1
-    step = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32) - ((codes == 0x5D) | (codes == 0x7D))
-    step[inside] = 0
-    depth = np.cumsum(step, dtype=np.int32)
-    if count and int(depth.max()) > limits.max_depth:
-        offset = int(np.argmax(depth > limits.max_depth))
-        raise JSONError("nested deeper than %d levels" % limits.max_depth, offset=offset)
-    _check_surrogates(data, escaped, inside)
-    return inside
+    return escaped, inside
 
 
 def _check_surrogates(data: bytes, escaped: np.ndarray, inside: np.ndarray) -> None:
@@ -245,10 +266,11 @@ def _check_surrogates(data: bytes, escaped: np.ndarray, inside: np.ndarray) -> N
             raise JSONError("a string escapes a lone UTF-16 surrogate", offset=start)
 
 
-def _locate(data: bytes, inside: np.ndarray, token: str) -> Optional[int]:
+def _locate(data: bytes, token: str) -> Optional[int]:
     """Byte offset of the first `token` outside strings, when a token is known."""
     if not token:
         return None
+    inside = _string_masks(data)[1]
     pattern = re.compile(rb"(?<![0-9.eE+\-A-Za-z])" + re.escape(token.encode("ascii")) + rb"(?![0-9.eE])")
     for match in pattern.finditer(data):
         if not inside[match.start()]:
@@ -287,6 +309,33 @@ def _key_path(path: str, key: str) -> str:
     return "%s[%s]" % (path, _clip(json.dumps(key), 40))
 
 
+class _KeyOf:
+    """A path step naming an object's key itself (not its value)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _render(path: "Path") -> str:
+    """A path as text: validation passes (parent, step) tuples down and renders
+    them only for an error, so a valid document costs no string formatting."""
+    steps = []
+    while isinstance(path, tuple):
+        path, step = path
+        steps.append(step)
+    text = path
+    for step in reversed(steps):
+        if isinstance(step, int):
+            text = "%s[%d]" % (text, step)
+        elif isinstance(step, _KeyOf):
+            text = "%s{key %s}" % (text, _brief(step.key))
+        else:
+            text = _key_path(text, step)
+    return text
+
+
 def _range_text(low: Optional[float], high: Optional[float]) -> str:
     if low is None and high is None:
         return ""
@@ -306,24 +355,24 @@ class Schema:
     def validate(self, value: AnyType, path: str = "$") -> AnyType:
         return self._check(value, path)
 
-    def _check(self, value: AnyType, path: str) -> AnyType:
+    def _check(self, value: AnyType, path: Path) -> AnyType:
         raise NotImplementedError
 
-    def _fail(self, path: str, value: AnyType, expected: Optional[str] = None) -> "JSONError":
-        return JSONError("expected %s, got %s" % (expected or self.expected, _brief(value)), path=path)
+    def _fail(self, path: Path, value: AnyType, expected: Optional[str] = None) -> "JSONError":
+        return JSONError("expected %s, got %s" % (expected or self.expected, _brief(value)), path=_render(path))
 
 
 class Any(Schema):
     """Any JSON value (its size and depth are bounded by the parse limits)."""
 
-    def _check(self, value: AnyType, path: str) -> AnyType:
+    def _check(self, value: AnyType, path: Path) -> AnyType:
         return value
 
 
 class Bool(Schema):
     expected = "true or false"
 
-    def _check(self, value: AnyType, path: str) -> bool:
+    def _check(self, value: AnyType, path: Path) -> bool:
         if type(value) is not bool:
             raise self._fail(path, value)
         return value
@@ -336,7 +385,7 @@ class Int(Schema):
         self.min, self.max = min, max
         self.expected = "an integer" + _range_text(min, max)
 
-    def _check(self, value: AnyType, path: str) -> int:
+    def _check(self, value: AnyType, path: Path) -> int:
         if type(value) is not int:
             raise self._fail(path, value)
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
@@ -351,7 +400,7 @@ class Float(Schema):
         self.min, self.max = min, max
         self.expected = "a finite number" + _range_text(min, max)
 
-    def _check(self, value: AnyType, path: str) -> float:
+    def _check(self, value: AnyType, path: Path) -> float:
         if type(value) not in (int, float):
             raise self._fail(path, value)
         try:
@@ -375,7 +424,7 @@ class Str(Schema):
         if pattern is not None:
             self.expected += " matching %s" % pattern
 
-    def _check(self, value: AnyType, path: str) -> str:
+    def _check(self, value: AnyType, path: Path) -> str:
         if type(value) is not str or not self.min_len <= len(value) <= self.max_len:
             raise self._fail(path, value)
         if self.pattern is not None and not self.pattern.fullmatch(value):
@@ -392,7 +441,7 @@ class Enum(Schema):
         self.choices = tuple((type(c), c) for c in choices)
         self.expected = "one of " + ", ".join(json.dumps(c) for c in choices)
 
-    def _check(self, value: AnyType, path: str) -> AnyType:
+    def _check(self, value: AnyType, path: Path) -> AnyType:
         if type(value) not in (str, int, bool, type(None)) or (type(value), value) not in self.choices:
             raise self._fail(path, value)
         return value
@@ -405,7 +454,7 @@ class Nullable(Schema):
         self.schema = schema
         self.expected = "null or " + schema.expected
 
-    def _check(self, value: AnyType, path: str) -> AnyType:
+    def _check(self, value: AnyType, path: Path) -> AnyType:
         return None if value is None else self.schema._check(value, path)
 
 
@@ -416,13 +465,13 @@ class List(Schema):
         self.item, self.min_len, self.max_len = item, min_len, max_len
         self.expected = "a list"
 
-    def _check(self, value: AnyType, path: str) -> ListType[AnyType]:
+    def _check(self, value: AnyType, path: Path) -> ListType[AnyType]:
         if type(value) is not list:
             raise self._fail(path, value)
         if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
             bound = "%d..%s" % (self.min_len, "" if self.max_len is None else self.max_len)
-            raise JSONError("expected a list of %s items, got %d" % (bound, len(value)), path=path)
-        return [self.item._check(item, "%s[%d]" % (path, index)) for index, item in enumerate(value)]
+            raise JSONError("expected a list of %s items, got %d" % (bound, len(value)), path=_render(path))
+        return [self.item._check(item, (path, index)) for index, item in enumerate(value)]
 
 
 _UNKNOWN_POLICIES = ("reject", "drop", "keep")
@@ -445,23 +494,23 @@ class Object(Schema):
             raise ValueError("keys both required and optional: %s" % sorted(overlap))
         self.unknown = unknown
 
-    def _check(self, value: AnyType, path: str) -> Dict[str, AnyType]:
+    def _check(self, value: AnyType, path: Path) -> Dict[str, AnyType]:
         if type(value) is not dict:
             raise self._fail(path, value)
         missing = [key for key in self.fields if key not in value]
         if missing:
-            raise JSONError("missing key(s) %s" % ", ".join(_brief(k) for k in missing), path=path)
+            raise JSONError("missing key(s) %s" % ", ".join(_brief(k) for k in missing), path=_render(path))
         result: Dict[str, AnyType] = {}
         for key, item in value.items():
             schema = self.fields.get(key, self.optional.get(key))
             if schema is not None:
-                result[key] = schema._check(item, _key_path(path, key))
+                result[key] = schema._check(item, (path, key))
             elif self.unknown == "keep":
                 result[key] = item
             elif self.unknown == "reject":
                 known = sorted(set(self.fields) | set(self.optional))
                 raise JSONError(
-                    "unknown key %s (known: %s)" % (_brief(key), ", ".join(known) or "none"), path=path
+                    "unknown key %s (known: %s)" % (_brief(key), ", ".join(known) or "none"), path=_render(path)
                 )
         return result
 
@@ -476,15 +525,15 @@ class Map(Schema):
         self.key_schema = keys if keys is not None else Str(0, 256)
         self.max_len = max_len
 
-    def _check(self, value: AnyType, path: str) -> Dict[str, AnyType]:
+    def _check(self, value: AnyType, path: Path) -> Dict[str, AnyType]:
         if type(value) is not dict:
             raise self._fail(path, value)
         if self.max_len is not None and len(value) > self.max_len:
-            raise JSONError("expected at most %d keys, got %d" % (self.max_len, len(value)), path=path)
+            raise JSONError("expected at most %d keys, got %d" % (self.max_len, len(value)), path=_render(path))
         result = {}
         for key, item in value.items():
-            self.key_schema._check(key, "%s{key %s}" % (path, _brief(key)))
-            result[key] = self.values._check(item, _key_path(path, key))
+            self.key_schema._check(key, (path, _KeyOf(key)))
+            result[key] = self.values._check(item, (path, key))
         return result
 
 
@@ -498,17 +547,17 @@ class Tagged(Schema):
         self.tag = tag
         self.variants = dict(variants)
 
-    def _check(self, value: AnyType, path: str) -> Dict[str, AnyType]:
+    def _check(self, value: AnyType, path: Path) -> Dict[str, AnyType]:
         if type(value) is not dict:
             raise self._fail(path, value)
         name = value.get(self.tag)
         if type(name) is not str or name not in self.variants:
             if self.tag not in value:
-                raise JSONError("missing key %s" % _brief(self.tag), path=path)
+                raise JSONError("missing key %s" % _brief(self.tag), path=_render(path))
             raise JSONError(
                 "unknown %s: expected one of %s, got %s"
                 % (self.tag, ", ".join(json.dumps(v) for v in sorted(self.variants)), _brief(name)),
-                path=_key_path(path, self.tag),
+                path=_render((path, self.tag)),
             )
         rest = {key: item for key, item in value.items() if key != self.tag}
         checked = self.variants[name]._check(rest, path)

@@ -105,6 +105,20 @@ def test_affine_per_channel_scales_each_row():
     np.testing.assert_allclose(codecs.affine_dequantize(codes, params).reshape(2, 4), x, atol=0.4)
 
 
+def test_affine_counts_split_sparse_values_into_their_channels_empty_ones_included():
+    # Prepare: the kept values of a 3 x 4 tensor whose middle row kept nothing
+    values = np.array([0.5, -1.0, 2.0, 8.0, 4.0], dtype=np.float32)
+    counts = np.array([3, 0, 2])
+    # Execute
+    codes, params = codecs.affine_quantize(values, 8, counts=counts, channels=3)
+    back = codecs.affine_dequantize(codes, params, counts)
+    # Assert: each channel's range is its own values' (and 0); the empty one has scale 1
+    np.testing.assert_allclose(params.scale, [3 / 255, 1.0, 8 / 255], rtol=1e-6)
+    np.testing.assert_array_equal(params.zero_point, [85, 0, 0])
+    np.testing.assert_allclose(back, values, atol=8 / 255 / 2 + 1e-6)
+    assert list(codecs.channel_counts(np.array([0, 1, 3, 9, 11]), 12, 3)) == [3, 0, 2]
+
+
 def test_affine_full_float32_range_stays_finite():
     x = np.array([-3.4e38, 3.4e38, 0.0, 1.0], dtype=np.float32)
 

@@ -41,6 +41,28 @@ def test_the_running_sum_is_fedavg_and_does_not_depend_on_the_arrival_order():
             np.testing.assert_array_equal(mean[name], expected[name])
 
 
+def test_a_sparse_update_is_summed_at_its_nonzeros_only_with_the_same_result():
+    # Prepare: top-15% deltas as they arrive, decoded with the positions they travelled with
+    from fedcore import Message, TensorCodec, decode_message, encode_message
+    updates = []
+    for tensors, weight in random_updates(30, seed=3):
+        kept = {n: np.where(np.abs(v) >= np.quantile(np.abs(v), 0.85), v, 0).astype(np.float32)
+                for n, v in tensors.items()}
+        blob, _ = encode_message(Message(kept, kind="delta"), TensorCodec(bits=8, sparse="bitmap"))
+        updates.append((decode_message(blob), weight))
+    assert all(set(m.support) == set(SHAPES) for m, _ in updates)
+    # Execute
+    dense, sparse = WeightedSum(SHAPES), WeightedSum(SHAPES)
+    for message, weight in updates:
+        dense.add(message.tensors, weight)
+        sparse.add(message.tensors, weight, message.support)
+    # Assert: bit for bit, the running sum's two parts included
+    for name in SHAPES:
+        np.testing.assert_array_equal(sparse.mean()[name], dense.mean()[name])
+        np.testing.assert_array_equal(sparse._high[name], dense._high[name])
+        np.testing.assert_array_equal(sparse._low[name], dense._low[name])
+
+
 def test_the_running_sum_refuses_what_fedavg_refuses():
     running = WeightedSum(SHAPES)
     with pytest.raises(AggregationError, match="zero"):

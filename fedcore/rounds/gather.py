@@ -43,7 +43,7 @@ class RunningMean(Gatherer):
         self.sum = WeightedSum({name: np.shape(value) for name, value in model.items()})
 
     def add(self, sender: str, message: Message) -> None:
-        self.sum.add(message.tensors, message.num_samples)
+        self.sum.add(message.tensors, message.num_samples, message.support)
 
     def mean(self) -> Dict[str, np.ndarray]:
         return self.sum.mean()
@@ -65,7 +65,9 @@ class KeepAll(Gatherer):
     def add(self, sender: str, message: Message) -> None:
         size = sum(int(np.asarray(v).nbytes) for v in message.tensors.values())
         if self.held + size <= self.memory_bytes:
-            self._kept[sender] = message
+            # Without its support: the robust statistics read whole tensors, and what is kept is what is counted.
+            self._kept[sender] = Message(message.tensors, message.round, message.sender, message.num_samples,
+                                         message.kind, message.extra)
             self.held += size
             return
         if self._folder is None:

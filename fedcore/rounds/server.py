@@ -3,6 +3,7 @@ the strategy's aggregation, and checkpoints a restarted server resumes from.
 `simulate` runs the whole round loop in process, as the simulation does."""
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -39,6 +40,12 @@ class _OpenRound:
     rejected: List[Verdict] = field(default_factory=list)
 
 
+def _sum_of_squares(values: np.ndarray) -> float:
+    """Of a flat array, in float64 (one BLAS dot product, no squared copy)."""
+    wide = np.asarray(values, dtype=np.float64)
+    return float(np.dot(wide, wide))
+
+
 class RoundServer:
     """The server side of the rounds: broadcast, validation of every update, the
     strategy's selection and aggregation (config.strategy, FedAvg by default), and
@@ -64,6 +71,8 @@ class RoundServer:
         self._open: Optional[_OpenRound] = None
         self._client_view: Optional[Tensors] = None
         self.update_norms: List[float] = []  # of the last accepted updates (the "auto" norm bound)
+        self._norm_of: Optional[Tensors] = None  # the model whose norm _norm is
+        self._norm = 0.0
         self.spill_dir = spill_dir  # where a strategy that keeps every update puts them beyond its bound
 
     @property
@@ -171,10 +180,14 @@ class RoundServer:
         squared = 0.0  # names and shapes: decode_message checked them against current.layout
         for name, base in current.base.items():
             value = message.tensors[name]
-            change = value if message.kind == "delta" else value.astype(np.float64) - base
+            if message.kind == "delta":  # a sparse delta is zero off its support: only its values count
+                positions = message.support.get(name)
+                change = value.astype(np.float64).ravel() if positions is None else value.ravel()[positions]
+            else:
+                change = value.astype(np.float64).ravel() - base.ravel()
             # One pass for both checks: a NaN or inf makes the float64 sum of squares NaN or
             # inf, and finite float32 values cannot overflow it (at most 1.2e77 each).
-            tensor_squared = float(np.sum(np.square(change, dtype=np.float64)))
+            tensor_squared = _sum_of_squares(change)
             if not math.isfinite(tensor_squared):
                 return f"{name}: non-finite values", 0.0
             squared += tensor_squared
@@ -195,13 +208,20 @@ class RoundServer:
             return float(setting), f"max_update_norm {float(setting):.4g}"
         factor = self.config.update_norm_factor
         if len(self.update_norms) >= 3:
-            bound = factor * float(np.median(self.update_norms))
+            bound = factor * statistics.median(self.update_norms)
             return bound, (f"the automatic bound {bound:.4g} ({factor:g} x the median norm of the last "
                            f"{len(self.update_norms)} accepted updates; set federation.max_update_norm)")
-        size = math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in self.global_state.values()))
+        size = self._model_norm()
         bound = factor * max(size, 1.0)
         return bound, (f"the automatic bound {bound:.4g} ({factor:g} x the model's norm, at least {factor:g}; "
                        "set federation.max_update_norm)")
+
+    def _model_norm(self) -> float:
+        """The L2 norm of the global model (kept until the model changes)."""
+        if self._norm_of is not self.global_state:
+            self._norm = math.sqrt(sum(_sum_of_squares(v.ravel()) for v in self.global_state.values()))
+            self._norm_of = self.global_state
+        return self._norm
 
     def close_round(self) -> RoundResult:
         current = self._require_open()
