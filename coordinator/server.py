@@ -166,6 +166,11 @@ class Coordinator:
         elements = sum(int(np.asarray(v).size) for v in initial.values())
         self.limits = DecodeLimits(max_message_bytes=self.max_update_bytes, max_elements=2 * elements + 1024)
         self.server, self.history = self._restore_or_start(initial)
+        # The last model whose held-out accuracy was not a collapse: a collapsed round's model is
+        # replaced by it, never checkpointed (see _keep_or_restore).
+        self._good_model = dict(self.server.global_state)
+        known = [r["accuracy"] for r in self.history if isinstance(r.get("accuracy"), float) and not r.get("restored")]
+        self._best_accuracy: Optional[float] = max(known) if known else None
         self.presence = _Presence()
         self._retained: Dict[str, bytes] = {}
         self._retained_lock = threading.Lock()
@@ -335,6 +340,9 @@ class Coordinator:
             self.presence.online[client] = time.monotonic()
             if "capabilities" in data:
                 self.presence.capabilities[client] = data["capabilities"]
+                samples = data["capabilities"].get("samples")
+                if type(samples) is int and 1 <= samples <= 1 << 31:  # bounds the num_samples it may claim
+                    self.server.announced_samples[client] = samples
             last = data.get("last_update")
             if last is not None and "train_s" in last:
                 self.presence.train_s[(client, last["plan_id"])] = last["train_s"]
@@ -381,7 +389,7 @@ class Coordinator:
         event = {"event": "update", "client": client, "plan_id": plan_id, "round": round_number,
                  "status": status, "reason": reason, "nbytes": nbytes}
         self._event(event)
-        if status != "accepted":
+        if status != "accepted" or reason:
             log.warning("update from %s (plan %s, %d bytes) %s: %s", client, plan_id, nbytes, status, reason)
         ack = {"v": PROTOCOL_VERSION, "plan_id": plan_id, "round": round_number, "status": status,
                "reason": reason, "update_id": blob_id(payload)}
@@ -396,6 +404,7 @@ class Coordinator:
     def _finish_round(self, result: RoundResult, began: float, closed: float, arrivals: Dict[str, float],
                       late: List[Dict[str, Any]]) -> Dict[str, Any]:
         metrics = self.evaluator(self.server.global_state) if self.evaluator is not None else {}
+        restored = self._keep_or_restore(metrics.get("accuracy"))
         train_s = {c: self.presence.train_s.get((c, self._plan_id)) for c in result.accepted}
         known = [t for t in train_s.values() if t is not None]
         round_time = closed - began
@@ -430,13 +439,35 @@ class Coordinator:
             "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
             "clients": clients, "time": time.time(),
         }
+        if restored:
+            record["restored"] = restored
         self.store.append_round(record)
         self.store.save_checkpoint(self.server.checkpoint())
         return record
 
+    def _keep_or_restore(self, accuracy: Any) -> str:
+        """Keep the round's model unless its held-out accuracy fell more than max_accuracy_drop
+        below the best so far: then the last good model comes back, so that neither the next
+        round nor the checkpoint starts from a collapse. Returns why it was restored, or ""."""
+        drop = self.settings.max_accuracy_drop
+        if not isinstance(accuracy, float) or drop <= 0:
+            self._good_model = dict(self.server.global_state)
+            return ""
+        if self._best_accuracy is not None and accuracy < self._best_accuracy - drop:
+            self.server.global_state = dict(self._good_model)
+            reason = (f"held-out accuracy {accuracy:.4f} is more than {drop:g} below the best "
+                      f"{self._best_accuracy:.4f}: the last good model was restored")
+            log.error("round %d: %s", self.server.completed_rounds, reason)
+            self._event({"event": "restored", "round": self.server.completed_rounds, "reason": reason})
+            return reason
+        self._best_accuracy = accuracy if self._best_accuracy is None else max(self._best_accuracy, accuracy)
+        self._good_model = dict(self.server.global_state)
+        return ""
+
     def _final_report(self, elapsed: float) -> Dict[str, Any]:
         history = self.history
-        last_accuracy = next((r["accuracy"] for r in reversed(history) if r.get("accuracy") is not None), None)
+        last_accuracy = next((r["accuracy"] for r in reversed(history)
+                              if r.get("accuracy") is not None and not r.get("restored")), None)
         report = {
             "run": self.settings.run_id, "rounds": len(history),
             "final_accuracy": last_accuracy,

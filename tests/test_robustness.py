@@ -120,6 +120,68 @@ def test_a_collapsed_accuracy_stops_the_run():
     assert RunHealth(0, 0.3).check({"accepted": [], "accuracy": 0.0}) == ""  # off
 
 
+# ---------------------------------------------------------------- sample-count poisoning
+
+
+def test_a_client_cannot_claim_more_samples_than_it_announced():
+    """Issue 23: a selected client claimed 2**53 - 1 samples and took all of FedAvg's weight."""
+    server = RoundServer(MODEL, FederationConfig(min_clients=2, min_updates=1))
+    server.announced_samples.update({"a": 100, "b": 120})
+    server.open_round(["a", "b"])
+    verdict = server.submit(delta(-0.01, "a", num_samples=2 ** 53 - 1), "a")
+    assert verdict.status == "rejected"
+    assert "num_samples 9007199254740991 exceeds the 100 samples 'a' announced" in verdict.reason
+    assert server.submit(delta(0.01, "b", num_samples=120), "b").accepted
+
+
+def test_no_client_weighs_more_than_ten_times_the_median_announced_size():
+    # Prepare: "c" announced (and claims) 2**31 samples, the others 100 each
+    server = RoundServer(MODEL, FederationConfig(min_clients=3, min_updates=1, max_update_norm=0))
+    server.announced_samples.update({"a": 100, "b": 100, "c": 2 ** 31})
+    server.open_round(["a", "b", "c"])
+    before = {n: v.copy() for n, v in server.global_state.items()}
+    # Execute
+    verdicts = [server.submit(delta(1.0, "a", num_samples=100), "a"),
+                server.submit(delta(1.0, "b", num_samples=100), "b"),
+                server.submit(delta(-1.0, "c", num_samples=2 ** 31), "c")]
+    result = server.close_round()
+    # Assert: accepted, weighed as 1,000 samples (10 x the median 100), and said so
+    assert all(v.accepted for v in verdicts)
+    assert "weight capped at 1000 samples (claimed 2147483648" in verdicts[2].reason
+    assert result.num_samples == 1200
+    for name, value in server.global_state.items():
+        np.testing.assert_allclose(value - before[name], (100 + 100 - 1000) / 1200, rtol=1e-5)
+
+
+def test_a_collapsed_round_gives_back_the_last_good_model_and_is_not_checkpointed(tmp_path):
+    from coordinator.config import initial_state
+    from coordinator.server import Coordinator, CoordinatorSettings
+    from coordinator.store import RunStore
+
+    run = load_run_config({"data": {"dataset": "other"}, "model": {"name": "mlp", "hidden": [3]},
+                           "federation": {"rounds": 3},
+                           "coordinator": {"in_features": 4, "num_classes": 2, "evaluate": False}})
+    settings = CoordinatorSettings.from_run(run)  # max_accuracy_drop 0.3
+    coordinator = Coordinator(run, settings, link=None, store=RunStore(str(tmp_path)),
+                              initial=initial_state(run, settings))
+    good = {n: np.full(v.shape, 0.5, np.float32) for n, v in coordinator.server.global_state.items()}
+    # A good round, then one whose model (zeroed by a poisoned update) evaluates far lower
+    coordinator.server.global_state = dict(good)
+    assert coordinator._keep_or_restore(0.8) == ""
+    coordinator.server.global_state = {n: np.zeros_like(v) for n, v in good.items()}
+    reason = coordinator._keep_or_restore(0.1)
+    assert "accuracy 0.1000 is more than 0.3 below the best 0.8000: the last good model was restored" in reason
+    for name, value in good.items():
+        np.testing.assert_array_equal(coordinator.server.global_state[name], value)
+    # A round within the drop is kept, and becomes the model a later collapse falls back to
+    kept = {n: v + 1 for n, v in good.items()}
+    coordinator.server.global_state = dict(kept)
+    assert coordinator._keep_or_restore(0.6) == ""
+    coordinator.server.global_state = {n: np.zeros_like(v) for n, v in good.items()}
+    coordinator._keep_or_restore(0.2)
+    np.testing.assert_array_equal(coordinator.server.global_state["fc1.weight"], kept["fc1.weight"])
+
+
 # ---------------------------------------------------------------- files the coordinator trusts
 
 

@@ -24,6 +24,9 @@ Tensors = Dict[str, np.ndarray]
 # Checkpoint tensors of the strategy's state carry this prefix (model names never start with '@').
 _STATE_PREFIX = "@strategy/"
 NORM_HISTORY = 20  # accepted updates whose norms set the "auto" bound
+# No client's FedAvg weight exceeds this many times the median data size the round's selected
+# clients announced (RoundServer.announced_samples): one lying client cannot take the average.
+WEIGHT_CAP_FACTOR = 10
 
 
 @dataclass
@@ -38,6 +41,7 @@ class _OpenRound:
     metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
     sizes: Dict[str, int] = field(default_factory=dict)
     rejected: List[Verdict] = field(default_factory=list)
+    weight_cap: Optional[int] = None  # the most samples one update may weigh, when clients announced sizes
 
 
 def _sum_of_squares(values: np.ndarray) -> float:
@@ -71,6 +75,9 @@ class RoundServer:
         self._open: Optional[_OpenRound] = None
         self._client_view: Optional[Tensors] = None
         self.update_norms: List[float] = []  # of the last accepted updates (the "auto" norm bound)
+        # Data sizes the clients announced (their presence): an update may claim no more samples than
+        # its sender announced, and weighs at most WEIGHT_CAP_FACTOR x the selected clients' median.
+        self.announced_samples: Dict[str, int] = {}
         self._norm_of: Optional[Tensors] = None  # the model whose norm _norm is
         self._norm = 0.0
         self.spill_dir = spill_dir  # where a strategy that keeps every update puts them beyond its bound
@@ -115,6 +122,9 @@ class RoundServer:
         gathered = self.strategy.gather(plan, self.global_state, self.spill_dir)
         layout = {name: tuple(value.shape) for name, value in view.items()}
         self._open = _OpenRound(plan, blob, view, len(set(available)), gathered, layout)
+        sizes = [self.announced_samples[c] for c in plan.selected if c in self.announced_samples]
+        if sizes:
+            self._open.weight_cap = int(WEIGHT_CAP_FACTOR * statistics.median(sizes))
         return plan
 
     def full_model(self) -> bytes:
@@ -160,11 +170,16 @@ class RoundServer:
         if problem:
             return self._reject(current, who, number, nbytes, problem)
         self.update_norms = (self.update_norms + [norm])[-NORM_HISTORY:]
+        note = ""
+        if current.weight_cap is not None and message.num_samples > current.weight_cap:
+            note = (f"weight capped at {current.weight_cap} samples (claimed {message.num_samples}; "
+                    f"{WEIGHT_CAP_FACTOR} x the median size the selected clients announced)")
+            message.num_samples = current.weight_cap
         current.gathered.add(who, message)  # a running sum drops it here: memory does not grow with clients
         current.samples[who] = message.num_samples
         current.metrics[who] = _metrics(message)
         current.sizes[who] = nbytes
-        return Verdict("accepted", who, number, nbytes)
+        return Verdict("accepted", who, number, nbytes, note)
 
     def _reject(self, current: _OpenRound, who: str, number: int, nbytes: int, reason: str) -> Verdict:
         verdict = Verdict("rejected", who, number, nbytes, reason)
@@ -177,6 +192,10 @@ class RoundServer:
             return f"kind {message.kind!r}, expected {current.plan.update_kind!r}", 0.0
         if message.num_samples < 1:
             return f"num_samples must be >= 1, got {message.num_samples}", 0.0
+        announced = self.announced_samples.get(message.sender)
+        if announced is not None and message.num_samples > announced:
+            return (f"num_samples {message.num_samples} exceeds the {announced} samples "
+                    f"{message.sender!r} announced"), 0.0
         squared = 0.0  # names and shapes: decode_message checked them against current.layout
         for name, base in current.base.items():
             value = message.tensors[name]
