@@ -1,6 +1,14 @@
 # Entry points of the project. Every target sets up what it needs first:
 # a virtualenv in .venv and, when run as root, the Debian packages.
 PYTHON ?= python3
+# A value as one shell word, whatever it holds: `arg` takes a variable's name, so the shell never
+# parses what a variable holds (make deploy "BOARD=x;touch y" passes one odd board name, which hwflow
+# refuses, and make fails). `opt` adds the flag only when the variable is set. Every variable a user
+# may set reaches a recipe through these.
+shellword = '$(subst ','\'',$(1))'
+arg = $(call shellword,$($(1)))
+opt = $(if $($(1)),$(2) $(call arg,$(1)))
+need = $(if $($(1)),,$(error make $@ needs $(1)=$(2)))
 VENV   := .venv
 BIN    := $(VENV)/bin
 # The board image and its rules (numpy only, Python 3.8, never torch, nothing outside
@@ -46,9 +54,9 @@ help:
 	@echo "make clean         remove .venv and caches"
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(call arg,PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(TEST_EXTRAS)]"
+	$(BIN)/python -m pip install -q -e $(call shellword,.[$(TEST_EXTRAS)])
 	touch $@
 
 setup: $(VENV)/.installed-$(TEST_EXTRAS)
@@ -63,7 +71,7 @@ test: lint
 
 FUZZ_SECONDS ?= 300
 fuzz: setup
-	FEDCORE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_container_fuzz.py -q -s -k structure_aware
+	FEDCORE_FUZZ_SECONDS=$(call arg,FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_container_fuzz.py -q -s -k structure_aware
 
 bench-codecs: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
@@ -72,7 +80,7 @@ bench-codecs: setup
 CONFIG ?= configs/fl/fmnist_headline.toml
 fl: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m training.fl --config $(CONFIG)
+	$(BIN)/python -m training.fl --config $(call arg,CONFIG)
 
 bench-fl: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
@@ -82,7 +90,7 @@ bench-fl: setup
 STUDIES ?= 1,2,3
 bench-fl-full: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m benchmarks.fl --full --only $(STUDIES)
+	$(BIN)/python -m benchmarks.fl --full --only $(call arg,STUDIES)
 
 bench-sim: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
@@ -96,8 +104,8 @@ bench-scale: setup
 STUDY ?= list
 study: setup
 	@scripts/system-deps.sh $(DATA_DEBS)
-	$(BIN)/python -m training.fl.study $(STUDY) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ROUNDS),--rounds $(ROUNDS)) \
-	    $(if $(JOBS),--jobs $(JOBS))
+	$(BIN)/python -m training.fl.study $(call arg,STUDY) $(call opt,SEEDS,--seeds) $(call opt,ROUNDS,--rounds) \
+	    $(call opt,JOBS,--jobs)
 
 # The command recorded in models/resnet9_f16_strided_32.json.
 backbone: setup
@@ -130,40 +138,40 @@ bench-coordinator: setup
 
 SWEEP ?= 100
 bench-tensil: setup
-	$(BIN)/python -m benchmarks.tensil --sweep $(SWEEP)
+	$(BIN)/python -m benchmarks.tensil --sweep $(call arg,SWEEP)
 
 # From a checkpoint to a board (python -m hwflow; README "From a checkpoint to a board").
 ARCH      ?= tensil_arch/pynqz1_perf.tarch
 CLOCK_MHZ ?= 125
 OUT       ?= board.img
 HWFLOW    := $(BIN)/python -m hwflow
-PAYLOAD   = $(if $(BOARD_ID),--board-id $(BOARD_ID)) $(if $(BOARD_CONFIG),--config $(BOARD_CONFIG)) \
-            $(if $(WHEELS),--wheels $(WHEELS)) $(if $(NO_WHEELS),--no-wheels) $(if $(FL),--fl)
+PAYLOAD   = $(call opt,BOARD_ID,--board-id) $(call opt,BOARD_CONFIG,--config) $(call opt,WHEELS,--wheels) \
+            $(if $(NO_WHEELS),--no-wheels) $(if $(FL),--fl)
 
 rtl: setup
-	$(HWFLOW) rtl --arch $(ARCH) $(if $(TENSIL_RTL),--rtl $(TENSIL_RTL))
+	$(HWFLOW) rtl --arch $(call arg,ARCH) $(call opt,TENSIL_RTL,--rtl)
 
 rtl-report: setup
 	@scripts/system-deps.sh yosys
-	$(HWFLOW) rtl-report $(if $(TENSIL_RTL),--rtl $(TENSIL_RTL)) --json build/rtl-report.json
+	$(HWFLOW) rtl-report $(call opt,TENSIL_RTL,--rtl) --json build/rtl-report.json
 
 bitstream: setup
-	$(HWFLOW) bitstream --arch $(ARCH) --clock-mhz $(CLOCK_MHZ) $(if $(PYNQ_DIR),--pynq-dir $(PYNQ_DIR)) \
-	    $(if $(TENSIL_RTL),--rtl $(TENSIL_RTL)) $(if $(ALLOW_NEGATIVE_SLACK),--allow-negative-slack)
+	$(HWFLOW) bitstream --arch $(call arg,ARCH) --clock-mhz $(call arg,CLOCK_MHZ) $(call opt,PYNQ_DIR,--pynq-dir) \
+	    $(call opt,TENSIL_RTL,--rtl) $(if $(ALLOW_NEGATIVE_SLACK),--allow-negative-slack)
 
 sdcard: setup
 	@scripts/system-deps.sh mtools e2fsprogs
-	@test -n "$(IMAGE)" || { echo "make sdcard needs IMAGE=<the official PYNQ-Z1 .img>"; exit 2; }
-	$(HWFLOW) sdcard --image $(IMAGE) --out $(OUT) $(PAYLOAD)
+	$(call need,IMAGE,<the official PYNQ-Z1 .img>)
+	$(HWFLOW) sdcard --image $(call arg,IMAGE) --out $(call arg,OUT) $(PAYLOAD)
 
 flash: setup
-	@test -n "$(DEVICE)" || { echo "make flash needs DEVICE=/dev/sdX (the SD card's whole disk)"; exit 2; }
-	$(HWFLOW) flash --image $(OUT) --device $(DEVICE) $(if $(YES),--yes)
+	$(call need,DEVICE,/dev/sdX (the SD card's whole disk))
+	$(HWFLOW) flash --image $(call arg,OUT) --device $(call arg,DEVICE) $(if $(YES),--yes)
 
 deploy: setup
 	@scripts/system-deps.sh openssh-client
-	@test -n "$(BOARD)" || { echo "make deploy needs BOARD=user@host, e.g. xilinx@pynq-01"; exit 2; }
-	$(HWFLOW) deploy --board $(BOARD) $(PAYLOAD)
+	$(call need,BOARD,user@host (e.g. xilinx@pynq-01))
+	$(HWFLOW) deploy --board $(call arg,BOARD) $(PAYLOAD)
 
 bench-hwflow: setup
 	$(BIN)/python -m benchmarks.hwflow
@@ -178,9 +186,11 @@ BACKBONE_ONNX := models/resnet9_f16_strided_32.onnx
 ARCHS := tensil_arch/pynqz1_perf.tarch tensil_arch/pynqz1.tarch
 compile: setup
 ifeq ($(TENSIL),docker)
-	@for arch in $(ARCHS); do scripts/tensil_docker_compile.sh $(BACKBONE_ONNX) $$arch runs/tensil-docker || exit $$?; done
+	@for arch in $(foreach a,$(ARCHS),$(call shellword,$(a))); do \
+	    scripts/tensil_docker_compile.sh $(call arg,BACKBONE_ONNX) "$$arch" runs/tensil-docker || exit $$?; done
 else
-	@for arch in $(ARCHS); do $(BIN)/python -m tensil compile $(BACKBONE_ONNX) --arch $$arch --out models --quiet || exit $$?; done
+	@for arch in $(foreach a,$(ARCHS),$(call shellword,$(a))); do \
+	    $(BIN)/python -m tensil compile $(call arg,BACKBONE_ONNX) --arch "$$arch" --out models --quiet || exit $$?; done
 endif
 
 clean:

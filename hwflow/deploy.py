@@ -10,6 +10,7 @@ deploy into a temporary folder of a real SSH server.
 import argparse
 import io
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -31,7 +32,20 @@ DEFAULT_RESTART = "sudo {app}/bin/apply.sh"
 _VENV_PROFILE = "/etc/profile.d/pynq_venv.sh"  # PYNQ's login-shell venv activation
 
 
+# user@host, host or [IPv6]: never an ssh option (a leading "-"), never shell syntax.
+_BOARD = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,31}@)?(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\])")
+
+
+def check_board(board: str) -> str:
+    """`board` as ssh will get it, or HwflowError saying what a board address may be."""
+    if not _BOARD.fullmatch(board):
+        raise HwflowError("--board %r is not user@host, host or user@[IPv6 address] (letters, digits, '.', '-', "
+                          "'_'; no leading '-')" % board)
+    return board
+
+
 def ssh_command(board: str, port, options: Sequence[str]) -> List[str]:
+    check_board(board)
     cmd = [require_tool("ssh", "to deploy to a board"), "-o", "BatchMode=yes"]
     for option in options:
         cmd += ["-o", option]
@@ -100,6 +114,7 @@ def _verify(ssh: List[str], payload: Payload, app: str) -> None:
 
 def deploy(args: argparse.Namespace) -> int:
     """The whole `deploy` command; its exit status is the doctor's (0 when all is well)."""
+    check_board(args.board)  # before anything is built
     config = load_board_config(args.config and pathlib.Path(args.config), board_id=args.board_id,
                                hostname=args.hostname, fl=args.fl)
     spec = load_board_image()

@@ -95,3 +95,31 @@ def test_an_unreachable_board_is_named(tmp_path):
            "--no-wheels", "--ssh-option", "ConnectTimeout=5"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 2 and "cannot reach the board over SSH (nobody@127.0.0.1)" in result.stderr
+
+
+# ---------------------------------------------------------------- make variables are data, never commands
+
+
+def _make(*arguments):
+    return subprocess.run(["make", "--no-print-directory", *arguments], cwd=str(REPO_ROOT),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("board", ["127.0.0.1;touch {marker};true", "pynq 01 && touch {marker}",
+                                   "`touch {marker}`", "-oProxyCommand=touch {marker}"])
+def test_a_make_variable_never_runs_a_command_and_a_refused_deploy_fails_make(tmp_path, board):
+    """Issue 23: make deploy "BOARD=127.0.0.1;touch X;true" ran touch, and make returned 0."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (apt-get install make)")
+    marker = tmp_path / "ran"
+    result = _make("deploy", "BOARD=" + board.format(marker=marker))
+    assert not marker.exists(), result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "is not user@host, host or user@[IPv6 address]" in result.stderr, result.stderr
+
+
+def test_make_names_a_missing_variable():
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (apt-get install make)")
+    result = _make("-n", "flash")
+    assert result.returncode == 2 and "make flash needs DEVICE=/dev/sdX" in result.stderr
