@@ -6,6 +6,7 @@ class (where the camera knows the ground truth, e.g. an image-folder replay), FP
 latency of each stage.
 """
 
+import os
 import pathlib
 import time
 import warnings
@@ -93,12 +94,28 @@ class DemoApp:
             try:
                 self._restore(memory_path)
             except MemoryFileError as exc:  # a damaged file must not keep the board down
-                self._notice = "starting with no classes: %s" % exc
+                self._notice = "starting with no classes: %s; %s" % (exc, self._set_aside(memory_path))
                 warnings.warn(self._notice, stacklevel=2)
 
     @property
     def state(self) -> str:
         return self.machine.state
+
+    def _set_aside(self, path: pathlib.Path) -> str:
+        """Move a refused memory file out of the way, so that the first enrollment cannot
+        overwrite the user's classes; says where it went (or that nothing will be saved)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = path.with_name("%s.refused-%s%s" % (path.stem, stamp, path.suffix))
+        number = 1
+        while aside.exists():
+            aside = path.with_name("%s.refused-%s-%d%s" % (path.stem, stamp, number, path.suffix))
+            number += 1
+        try:
+            os.replace(str(path), str(aside))
+        except OSError as exc:
+            self.memory_path = None  # never write over a file we could not keep
+            return "it could not be moved aside (%s), so this session saves nothing to %s" % (exc, path)
+        return "the refused file was kept as %s" % aside
 
     def _restore(self, path: pathlib.Path) -> None:
         loaded = FewShotMemory.load(path, feature_dim=self.backbone.feature_dim,

@@ -186,15 +186,33 @@ def test_memory_survives_a_restart(tiny_card, tmp_path):
     assert FewShotMemory.load(path).shot_counts() == [0, 0, 0]  # reset forgets on disk too
 
 
-def test_a_damaged_memory_file_is_reported_and_the_demo_starts_empty(tiny_card, tmp_path):
+def test_a_damaged_memory_file_is_reported_kept_aside_and_the_demo_starts_empty(tiny_card, tmp_path):
+    """Issue 23: the first enrollment after a refusal overwrote the user's file, exit 0."""
     path = tmp_path / "memory.npz"
-    path.write_bytes(b"PK\x03\x04 truncated")
-    with pytest.warns(UserWarning, match="starting with no classes: .*memory.npz: not a valid"):
+    damaged = b"PK\x03\x04 truncated"
+    path.write_bytes(damaged)
+    with pytest.warns(UserWarning, match="starting with no classes: .*memory.npz: not a valid.*kept as"):
         app, _ = _app(tiny_card, SyntheticCamera((64, 48)), "wait,shot,quit", memory_path=path)
     app.step()
     assert app.state == "idle" and "not a valid few-shot memory file" in app.machine.message
+    aside = list(tmp_path.glob("memory.refused-*.npz"))
+    assert len(aside) == 1 and str(aside[0]) in app.machine.message  # the screen says where it went
     app.run()
-    assert FewShotMemory.load(path).shot_counts()[0] == 1  # overwritten by the new shot
+    assert FewShotMemory.load(path).shot_counts()[0] == 1  # the new session's shot
+    assert aside[0].read_bytes() == damaged  # the refused file, untouched
+
+
+def test_a_memory_of_another_model_is_kept_aside_too(tiny_card, tmp_path):
+    path = tmp_path / "memory.npz"
+    first, _ = _app(tiny_card, SyntheticCamera((64, 48)), "wait,shot,quit", memory_path=path)
+    first.run()
+    other = FewShotMemory.load(path)
+    other.save(path, model="another-backbone")
+    saved = path.read_bytes()
+    with pytest.warns(UserWarning, match="another-backbone.*kept as"):
+        second, _ = _app(tiny_card, SyntheticCamera((64, 48)), "wait,shot,quit", memory_path=path)
+    second.run()
+    assert [p.read_bytes() for p in tmp_path.glob("memory.refused-*.npz")] == [saved]
 
 
 def test_cli_headless_replay_writes_frames_and_summary(tiny_card, tmp_path, capsys):
