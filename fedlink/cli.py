@@ -3,19 +3,20 @@ file, TLS, the password, logging), and the link built from it."""
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional, Tuple
 
 from .link import MqttLink
-from .settings import PASSWORD_ENV, parse_broker, with_password
+from .settings import BROKER_ENV, PASSWORD_ENV, parse_broker, with_password
 
 __all__ = ["add_link_arguments", "setup_logging", "link_from_args"]
 
 
 def add_link_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, help="mqtt://[user@]host[:port] or mqtts://... "
-                        "(a password in the URL shows in `ps`: prefer --password-file or "
-                        f"${PASSWORD_ENV})")
+    parser.add_argument("--broker", default=os.environ.get(BROKER_ENV), required=not os.environ.get(BROKER_ENV),
+                        help=f"mqtt://[user@]host[:port] or mqtts://... (default: ${BROKER_ENV}; a password in "
+                        f"the URL shows in `ps`: prefer --password-file or ${PASSWORD_ENV})")
     parser.add_argument("--config", required=True, help="the run's TOML file (or JSON with the same tables)")
     parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
     parser.add_argument("--password-file", default="", metavar="FILE",

@@ -4,17 +4,19 @@ link settings of a run file that both ends must agree on (run id, keepalive)."""
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 from fedcore.checks import number
 from fedcore.errors import ConfigError
 
 from .protocol import check_name
 
-__all__ = ["BrokerAddress", "LinkSettings", "PASSWORD_ENV", "parse_broker", "with_password"]
+__all__ = ["BROKER_ENV", "BrokerAddress", "LinkSettings", "PASSWORD_ENV", "parse_broker", "split_password",
+           "with_password"]
 
 # Where a password comes from when it should not sit on a command line (`ps` shows those).
 PASSWORD_ENV = "FL_MQTT_PASSWORD"
+BROKER_ENV = "FL_BROKER"  # the broker URL when --broker is not given (a service's environment file)
 _MAX_PASSWORD_BYTES = 4096
 
 
@@ -31,9 +33,12 @@ class BrokerAddress:
         return f"BrokerAddress({self.host}:{self.port}, tls={self.tls}, username={self.username!r}{secret})"
 
 
+_URL = re.compile(r"^(mqtts?)://(?:([^:@/]+)(?::([^@/]*))?@)?([^:/@]+)(?::(\d+))?/?$")
+
+
 def parse_broker(url: str) -> BrokerAddress:
     """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS, port 8883 by default)."""
-    match = re.match(r"^(mqtts?)://(?:([^:@/]+)(?::([^@/]*))?@)?([^:/@]+)(?::(\d+))?/?$", url or "")
+    match = _URL.match(url or "")
     if not match:
         raise ConfigError(f"--broker must look like mqtt://host:port or mqtts://host:port, got {url!r}")
     scheme, user, password, host, port = match.groups()
@@ -45,6 +50,15 @@ def parse_broker(url: str) -> BrokerAddress:
     if not 1 <= port_number <= 65535:
         raise ConfigError(f"--broker: port must lie in [1, 65535], got {port}")
     return BrokerAddress(host, port_number, tls, user, password)
+
+
+def split_password(url: str) -> Tuple[str, str]:
+    """(the broker URL without its password, the password or ""), for a URL parse_broker accepts."""
+    scheme, user, password, host, port = _URL.match(url).groups() if _URL.match(url or "") else (None,) * 5
+    if scheme is None:
+        raise ConfigError(f"--broker must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+    bare = "%s://%s%s%s" % (scheme, user + "@" if user else "", host, ":" + port if port else "")
+    return bare, password or ""
 
 
 def with_password(address: BrokerAddress, password_file: str = "",

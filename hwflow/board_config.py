@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
+from fedcore.errors import ConfigError
+from fedlink.settings import parse_broker
+
 from .errors import HwflowError
 from .project import REPO_ROOT, tomllib
 
@@ -112,4 +115,8 @@ def load_board_config(path: Optional[pathlib.Path] = None, *, board_id: Optional
             raise HwflowError("%s: the federated client needs broker and run_config" % f)
         if '"' in config.fl_broker or "\\" in config.fl_broker:
             raise HwflowError("%s: the broker URL may not contain a quote or a backslash" % f)
+        try:
+            parse_broker(config.fl_broker)
+        except ConfigError as exc:
+            raise HwflowError("%s: %s" % (f, exc)) from None
     return config

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from fedlink.settings import BROKER_ENV, PASSWORD_ENV, split_password
+
 from .board_config import BoardConfig
 from .errors import HwflowError
 from .project import REPO_ROOT, BoardImageSpec, load_board_image
@@ -158,8 +160,11 @@ def _fl_files(payload: Payload) -> None:
     if not run_config.is_file():
         raise HwflowError("the federated run config %s does not exist" % run_config)
     payload.add_file("config/fl.toml", source=run_config)
-    payload.add_file("config/fl.env", data=('FEWSHOT_BROKER="%s"\n' % config.fl_broker).encode(),
-                     mode=0o600, owner="root")
+    # The broker and its password reach the client through its environment only: a command line
+    # is readable by every user (/proc/PID/cmdline), this file by root alone.
+    url, password = split_password(config.fl_broker)
+    lines = ['%s="%s"' % (BROKER_ENV, url)] + (['%s="%s"' % (PASSWORD_ENV, password)] if password else [])
+    payload.add_file("config/fl.env", data=("\n".join(lines) + "\n").encode(), mode=0o600, owner="root")
 
 
 def build_payload(config: BoardConfig, *, wheels: Sequence[pathlib.Path] = (),

@@ -3,8 +3,8 @@
 - fewshot-setup.service: oneshot, runs bin/install-wheels.sh (offline pip install of the
   shipped wheels, once per wheel set) before the others;
 - fewshot-demo.service: the demonstrator as root (pynq needs it), restarted on failure;
-- fewshot-fl.service (when enabled): the federated client, its broker URL read by systemd from
-  config/fl.env (root-only) so no password sits in a world-readable unit.
+- fewshot-fl.service (when enabled): the federated client; its broker URL and password come
+  from config/fl.env (root-only) into its environment, never onto a command line or into a unit.
 """
 
 import re
@@ -66,9 +66,9 @@ def board_units(config: BoardConfig, bitstream: Optional[str]) -> Dict[str, str]
         units[FL_UNIT] = _service(
             "pynq-fewshot-fl federated client (%s)" % config.board_id,
             [SETUP_UNIT, "network-online.target"],
-            ["Type=simple", "User=root", *env, "EnvironmentFile=%s/config/fl.env" % app,
-             # systemd expands ${FEWSHOT_BROKER} from the environment file, as one word
-             _exec(words) + " --broker ${FEWSHOT_BROKER}",
+            ["Type=simple", "User=root", *env,
+             # FL_BROKER and FL_MQTT_PASSWORD: read from the environment, never on the command line
+             "EnvironmentFile=%s/config/fl.env" % app, _exec(words),
              "Restart=on-failure", "RestartSec=10"])
     return units
 

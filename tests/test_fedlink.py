@@ -53,3 +53,28 @@ def test_link_settings_come_from_the_coordinator_table():
         LinkSettings.from_run(run)
     with pytest.raises(ConfigError, match="coordinator.keepalive must be an integer"):
         LinkSettings.from_run(load_run_config({"coordinator": {"keepalive": 10**400}}))
+
+
+def test_the_broker_can_come_from_the_environment_and_a_password_never_needs_the_command_line(monkeypatch):
+    """Issue 23: the board's unit put user:password on the command line (/proc/PID/cmdline)."""
+    import argparse
+
+    from fedlink.cli import add_link_arguments
+    from fedlink.settings import BROKER_ENV, split_password
+
+    assert split_password("mqtts://pynq-07:s3cret@broker.lab:8883") == ("mqtts://pynq-07@broker.lab:8883", "s3cret")
+    assert split_password("mqtt://broker") == ("mqtt://broker", "")
+    with pytest.raises(ConfigError, match="--broker must look like"):
+        split_password("http://x")
+    monkeypatch.setenv(BROKER_ENV, "mqtt://pynq-07@broker:1883")
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    parser = argparse.ArgumentParser()
+    add_link_arguments(parser)
+    args = parser.parse_args(["--config", "run.toml"])
+    address = with_password(parse_broker(args.broker), args.password_file)
+    assert (address.host, address.port, address.username, address.password) == ("broker", 1883, "pynq-07", "s3cret")
+    monkeypatch.delenv(BROKER_ENV)
+    parser = argparse.ArgumentParser()
+    add_link_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--config", "run.toml"])  # neither --broker nor FL_BROKER

@@ -146,10 +146,12 @@ def test_federated_client_unit_keeps_the_broker_secret(tmp_path):
     payload = build_payload(config, wheels=[], requirements=[])
     files = {e.path[len(APP) + 1:]: e for e in payload.files()}
     unit = files["systemd/fewshot-fl.service"].content().decode()
-    assert "s3cret" not in unit and "--broker ${FEWSHOT_BROKER}" in unit
+    # Issue 23: ${FEWSHOT_BROKER} on ExecStart put user:password into /proc/PID/cmdline.
+    assert "s3cret" not in unit and "--broker" not in unit and "broker:1883" not in unit
     assert "EnvironmentFile=%s/config/fl.env" % APP in unit and "--client-id pynq-01" in unit
     env = files["config/fl.env"]
-    assert (env.mode, env.owner) == (0o600, "root") and b"s3cret" in env.content()
+    assert (env.mode, env.owner) == (0o600, "root")
+    assert env.content() == b'FL_BROKER="mqtt://pynq-07@broker:1883"\nFL_MQTT_PASSWORD="s3cret"\n'
     assert files["config/fl.toml"].content() == (REPO_ROOT / "configs/fl/fmnist_headline.toml").read_bytes()
 
 
