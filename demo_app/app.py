@@ -90,6 +90,7 @@ class DemoApp:
         self._frame_times: List[float] = []
         self._inference_times: List[float] = []
         self._notice = ""
+        self.interrupted = False
         if memory_path is not None and memory_path.is_file():
             try:
                 self._restore(memory_path)
@@ -139,6 +140,8 @@ class DemoApp:
                 if self.state == "error" and self.unattended:
                     # Nobody can press reset: give up with the reason instead of showing it forever.
                     raise CameraError(self.machine.message)
+        except KeyboardInterrupt:
+            self.interrupted = True  # Ctrl-C: a clean end, with its summary
         finally:
             failures = self._release()
         if failures:
@@ -344,6 +347,7 @@ class DemoApp:
             "states": self.machine.history,
             "final_state": self.state,
             "message": self.machine.message,
+            "interrupted": self.interrupted,
             "backend": self.backbone.name,
             "model": str(self.backbone.card.model_path),
             "base_mean": self.memory.base_source,

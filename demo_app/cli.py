@@ -209,7 +209,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     _print_summary(summary, out)
-    return 0
+    return 130 if summary["interrupted"] else 0  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _print_summary(summary: dict, path: pathlib.Path) -> None:

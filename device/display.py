@@ -134,10 +134,15 @@ class MjpegServer:
     """
 
     boundary = "frame"
+    max_connections = 8  # beyond this a connection gets 503 at once: no thread, no waiting socket
+    idle_timeout_s = 10.0  # a connection that sends no request, or cannot take a frame, for this long is closed
 
-    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 80, max_fps: float = 15.0):
+    def __init__(self, port: int, host: str = "127.0.0.1", quality: int = 80, max_fps: float = 15.0,
+                 max_connections: Optional[int] = None, idle_timeout_s: Optional[float] = None):
         if not max_fps > 0:
             raise ValueError("max_fps must be > 0, got %r" % (max_fps,))
+        self.max_connections = max_connections or self.max_connections
+        self.idle_timeout_s = idle_timeout_s or self.idle_timeout_s
         self.quality = quality
         self.min_interval = 1.0 / max_fps
         self._jpeg: Optional[bytes] = None
@@ -148,6 +153,8 @@ class MjpegServer:
         server_self = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = server_self.idle_timeout_s  # on every read and write of the socket
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 if self.path == "/":
                     body = b"<html><body><img src='/stream'></body></html>"
@@ -164,9 +171,28 @@ class MjpegServer:
             def log_message(self, *args: Any) -> None:
                 pass  # quiet: a stream request would log forever
 
+        slots = threading.BoundedSemaphore(self.max_connections)
+
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not slots.acquire(blocking=False):
+                    try:  # refused in this (the accepting) thread: a flood holds no thread or socket
+                        request.settimeout(1.0)
+                        request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                    except OSError:
+                        pass
+                    self.shutdown_request(request)
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
 
         self._server = Server((host, port), Handler)
         self.port = self._server.server_address[1]
@@ -228,8 +254,8 @@ class MjpegServer:
                 pause = self.min_interval - (time.monotonic() - started)
                 if pause > 0:
                     time.sleep(pause)
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the browser went away
+        except OSError:
+            return  # the browser went away, or took no frame for idle_timeout_s (socket.timeout)
         finally:
             with self._cond:
                 self._clients -= 1

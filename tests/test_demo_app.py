@@ -361,3 +361,21 @@ def test_headless_without_a_camera_gives_up_with_the_device_named(tiny_card, tmp
     assert code == 2
     err = capsys.readouterr().err
     assert "camera /dev/video99: cannot open the camera" in err
+
+
+class InterruptedCamera(SyntheticCamera):
+    """Ctrl-C arrives while the loop reads a frame (SIGINT raises KeyboardInterrupt there)."""
+
+    def _read(self):
+        if self.count >= 3:
+            raise KeyboardInterrupt
+        return super()._read()
+
+
+def test_ctrl_c_ends_the_demo_cleanly_with_its_summary(tiny_card):
+    """Issue 23: Ctrl-C ended the demo with a traceback and no summary.json."""
+    camera = InterruptedCamera((64, 48))
+    app, display = _app(tiny_card, camera, "wait*50")
+    summary = app.run()
+    assert summary["interrupted"] is True and summary["frames"] == 3
+    assert not camera.is_open  # every part released

@@ -379,3 +379,30 @@ def test_mjpeg_listens_on_loopback_paces_each_viewer_and_waits_for_one():
         response.close()
     finally:
         server.close()
+
+
+def test_mjpeg_caps_its_connections_and_closes_idle_ones():
+    """Issue 23: one thread and one descriptor per idle connection, no timeout, no cap: 1,023 idle
+    connections made the stream unreachable."""
+    import socket
+
+    server = MjpegServer(0, max_connections=3, idle_timeout_s=0.5)
+    idle = []
+    try:
+        # Three idle connections take every slot; a fourth is answered 503 at once
+        for _ in range(3):
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(0.1)
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        assert extra.recv(64).startswith(b"HTTP/1.0 503")
+        extra.close()
+        # The idle ones are closed after idle_timeout_s, and a viewer gets the stream again
+        for sock in idle:
+            assert sock.recv(64) == b""  # closed by the server: end of file
+        response = urllib.request.urlopen(server.url + "stream", timeout=5)
+        assert server.wait_for_viewer(5)
+        response.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        server.close()
