@@ -162,11 +162,11 @@ bitstream: setup
 sdcard: setup
 	@scripts/system-deps.sh mtools e2fsprogs
 	$(call need,IMAGE,<the official PYNQ-Z1 .img>)
-	$(HWFLOW) sdcard --image $(call arg,IMAGE) --out $(call arg,OUT) $(PAYLOAD)
+	$(HWFLOW) sdcard --image $(call arg,IMAGE) --out $(call arg,OUT) $(if $(FORCE),--force) $(PAYLOAD)
 
 flash: setup
 	$(call need,DEVICE,/dev/sdX (the SD card's whole disk))
-	$(HWFLOW) flash --image $(call arg,OUT) --device $(call arg,DEVICE) $(if $(YES),--yes)
+	$(HWFLOW) flash --image $(call arg,OUT) --device $(call arg,DEVICE) $(if $(YES),--yes) $(if $(FORCE),--force)
 
 deploy: setup
 	@scripts/system-deps.sh openssh-client

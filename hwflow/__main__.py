@@ -109,7 +109,7 @@ def _cmd_sdcard(args: argparse.Namespace) -> int:
 def _cmd_flash(args: argparse.Namespace) -> int:
     from .flash import flash
 
-    flash(args.image, args.device, assume_yes=args.yes)
+    flash(args.image, args.device, assume_yes=args.yes, force=args.force)
     return 0
 
 
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sdcard", help="our stack written into a copy of a PYNQ-Z1 image (rootless)")
     p.add_argument("--image", required=True, help="official PYNQ-Z1 image (never modified)")
     p.add_argument("--out", required=True, help="the board's image to write")
+    p.add_argument("--force", action="store_true",
+                   help="write over an existing file that is not a board image this tool wrote (FORCE=1)")
     _payload_options(p)
     p.set_defaults(run=_cmd_sdcard)
 
@@ -189,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True)
     p.add_argument("--device", required=True, help="the SD card's whole-disk device, e.g. /dev/sdb")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (YES=1)")
+    p.add_argument("--force", action="store_true",
+                   help="a regular-file target that is not a board image this tool wrote may be overwritten (FORCE=1)")
     p.set_defaults(run=_cmd_flash)
 
     p = sub.add_parser("deploy", help="the payload over SSH to a running board, then its doctor")

@@ -10,6 +10,7 @@ root: Ubuntu with the xilinx user and the venv /usr/local/share/pynq-venv).
 import os
 import pathlib
 import re
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .errors import HwflowError, ImageError
 from .tools import require_tool, run_tool
 
-__all__ = ["SECTOR", "Partition", "read_mbr", "pynq_partitions", "FatPartition", "Ext4Partition",
+__all__ = ["SECTOR", "Partition", "read_mbr", "pynq_partitions", "check_overwrite", "FatPartition", "Ext4Partition",
            "InodeInfo"]
 
 SECTOR = 512
@@ -258,3 +259,26 @@ class Ext4Partition:
             if len(fields) >= 7 and fields[5] not in (".", ".."):
                 names.append(fields[5])
         return names
+
+
+def check_overwrite(path: pathlib.Path, force: bool, label: str) -> None:
+    """HwflowError unless an image file may be written at `path`: nothing there, an empty file, a
+    board image this tool wrote (its boot partition holds `label`), or anything regular with `force`.
+    A device node, folder or link is never replaced by a file, even with `force`."""
+    if not os.path.lexists(str(path)):
+        return
+    if not stat.S_ISREG(os.lstat(str(path)).st_mode):
+        raise HwflowError("%s exists and is not a regular file (a device node, a folder or a link): an image "
+                          "file is never written over it (to write an SD card: make flash DEVICE=...)" % path)
+    if force or path.stat().st_size == 0 or _holds_boot_file(path, label):
+        return
+    raise HwflowError("%s exists and is not a board image this tool wrote: pass --force (make ... FORCE=1) "
+                      "to overwrite it" % path)
+
+
+def _holds_boot_file(image: pathlib.Path, name: str) -> bool:
+    try:
+        boot, _ = pynq_partitions(image)
+        return name.upper() in FatPartition(image, boot.offset).names()
+    except ImageError:
+        return False

@@ -4,8 +4,9 @@ then read it back and compare sha256.
 Refused: a partition instead of a whole disk, the disk the system runs from (/, /boot, /usr,
 /var, /home or swap on it), a mounted disk, a disk that is not removable (except mmcblk*: SD
 slots of laptops report removable=0), one larger than MAX_CARD_BYTES or smaller than the image.
-A regular file is accepted as a target (to test, or to copy an image). The sysfs and procfs
-roots are parameters so that tests build their own.
+A regular file is accepted as a target (to test, or to copy an image) when it is new, empty or
+a board image this tool wrote (else --force). The image itself must have a PYNQ partition table.
+The sysfs and procfs roots are parameters so that tests build their own.
 """
 
 import hashlib
@@ -16,7 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Set
 
-from .errors import FlashRefused, HwflowError
+from .disk import check_overwrite, pynq_partitions
+from .errors import FlashRefused, HwflowError, ImageError
+from .sdcard import LABEL_FILE
 
 __all__ = ["MAX_CARD_BYTES", "Target", "describe_target", "system_disks", "check_target", "flash"]
 
@@ -113,12 +116,16 @@ def describe_target(device: str, sys_root: pathlib.Path = pathlib.Path("/sys"),
     return target
 
 
-def check_target(target: Target, image: pathlib.Path, system: Set[str]) -> None:
+def check_target(target: Target, image: pathlib.Path, system: Set[str], force: bool = False) -> None:
     """FlashRefused with the reason when `target` must not be written."""
     size = image.stat().st_size
     if target.kind == "file":
         if target.path.exists() and os.path.samefile(target.path, image):
             raise FlashRefused("the target %s is the image itself" % target.path)
+        try:
+            check_overwrite(target.path, force, LABEL_FILE)
+        except HwflowError as exc:
+            raise FlashRefused(str(exc)) from None
         return
     if target.partition_of:
         raise FlashRefused("%s is a partition of %s: flash the whole disk (/dev/%s)"
@@ -205,13 +212,18 @@ def _read_back(target: Target, size: int, progress: bool) -> str:
 def flash(image: "os.PathLike[str]", device: str, *, assume_yes: bool = False,
           sys_root: pathlib.Path = pathlib.Path("/sys"), proc_root: pathlib.Path = pathlib.Path("/proc"),
           is_block: Optional[Callable[[pathlib.Path], bool]] = None,
-          ask: Callable[[str], str] = input, progress: bool = True) -> str:
-    """Check, confirm, write, read back; returns the verified sha256."""
+          ask: Callable[[str], str] = input, progress: bool = True, force: bool = False) -> str:
+    """Check, confirm, write, read back; returns the verified sha256. `force`: write over a
+    regular file that is not a board image this tool wrote."""
     image = pathlib.Path(image)
     if not image.is_file():
         raise HwflowError("no image at %s (make sdcard OUT=%s first)" % (image, image))
+    try:
+        pynq_partitions(image)  # its partition table, before anything is written anywhere
+    except ImageError as exc:
+        raise ImageError("the image to flash: %s" % exc) from None
     target = describe_target(device, sys_root, proc_root, is_block)
-    check_target(target, image, system_disks(sys_root, proc_root))
+    check_target(target, image, system_disks(sys_root, proc_root), force)
     _confirm(_summary(target, image), assume_yes, ask)
     written = _write(image, target, progress)
     read = _read_back(target, image.stat().st_size, progress)

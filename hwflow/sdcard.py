@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .board_config import load_board_config
-from .disk import Ext4Partition, FatPartition, InodeInfo, pynq_partitions
+from .disk import Ext4Partition, FatPartition, InodeInfo, check_overwrite, pynq_partitions
 from .errors import HwflowError, ImageError
 from .payload import Entry, Payload, build_payload
 from .project import git_commit, load_board_image
@@ -234,6 +234,7 @@ def build_sdcard(args: argparse.Namespace, progress: bool = True) -> Dict[str, o
         raise HwflowError("no image at %s (download the PYNQ-Z1 image from pynq.io and unzip it)" % image)
     if out.exists() and os.path.samefile(image, out):
         raise HwflowError("OUT must differ from IMAGE: the original image is never modified")
+    check_overwrite(out, getattr(args, "force", False), LABEL_FILE)
     config = load_board_config(args.config and pathlib.Path(args.config), board_id=args.board_id,
                                hostname=args.hostname, fl=args.fl)
     spec = load_board_image()

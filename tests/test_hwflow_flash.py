@@ -9,11 +9,17 @@ import pytest
 
 from hwflow.errors import FlashRefused, HwflowError
 from hwflow.flash import MAX_CARD_BYTES, flash, system_disks
+from tests.disk_images import mbr_entry, write_mbr
 
 
 def _image(tmp_path: pathlib.Path, size: int = 3 * 1024 * 1024 + 17) -> pathlib.Path:
+    """Random bytes behind a PYNQ partition table: FAT boot partition 1, ext4 root partition 2."""
     image = tmp_path / "board.img"
     image.write_bytes(os.urandom(size))
+    write_mbr(image, [mbr_entry(True, 0x0C, 1, 2048), mbr_entry(False, 0x83, 2049, 2048)])
+    with open(image, "r+b") as handle:
+        handle.seek(2049 * 512 + 1080)  # the ext superblock's magic
+        handle.write(b"\x53\xef")
     return image
 
 
@@ -141,3 +147,34 @@ def test_no_terminal_needs_yes(tmp_path, monkeypatch):
     with pytest.raises(FlashRefused, match="run with YES=1"):
         flash(_image(tmp_path), str(tmp_path / "card.img"), progress=False)
     assert not (tmp_path / "card.img").exists()
+
+
+def test_a_file_that_is_not_a_disk_image_is_never_flashed(tmp_path):
+    """Issue 23: flash accepted a text file as an image."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image\n" * 100)
+    with pytest.raises(HwflowError, match="the image to flash: .*no MBR boot signature"):
+        flash(text, str(tmp_path / "out.img"), assume_yes=True, progress=False)
+    assert not (tmp_path / "out.img").exists()
+
+
+def test_a_regular_file_that_is_not_a_board_image_is_overwritten_only_with_force(tmp_path):
+    """Issue 23: flash and sdcard overwrote any regular file."""
+    image = _image(tmp_path)
+    thesis = tmp_path / "thesis.pdf"
+    thesis.write_bytes(b"%PDF-1.7 a year of work")
+    with pytest.raises(FlashRefused, match="is not a board image this tool wrote: pass --force"):
+        flash(image, str(thesis), assume_yes=True, progress=False)
+    assert thesis.read_bytes() == b"%PDF-1.7 a year of work"
+    flash(image, str(thesis), assume_yes=True, progress=False, force=True)
+    assert thesis.read_bytes() == image.read_bytes()
+
+
+def test_a_device_node_is_never_replaced_by_a_file(tmp_path):
+    image = _image(tmp_path)
+    node = tmp_path / "fifo"
+    os.mkfifo(str(node))  # stands for a device node: not a regular file
+    from hwflow.disk import check_overwrite
+    with pytest.raises(HwflowError, match="is not a regular file .*never written over it"):
+        check_overwrite(node, True, "x")
+    assert not node.is_file() and image.exists()

@@ -269,3 +269,23 @@ def test_an_image_without_a_wants_folder_gets_one(tmp_path, wheels):
     build_sdcard(_args(image, out, wheels), progress=False)
     listing = _debugfs(out, "ls -l /etc/systemd/system/multi-user.target.wants")
     assert b"fewshot-demo.service" in listing and b"fewshot-setup.service" in listing
+
+
+def test_sdcard_never_replaces_a_device_node_or_a_foreign_file_and_rebuilds_its_own(image, tmp_path):
+    """Issue 23: sdcard --out on a block-device node replaced it with a regular file, and any
+    regular file was overwritten."""
+    node = tmp_path / "sdb"
+    os.mkfifo(str(node))  # stands for /dev/sdb: not a regular file
+    with pytest.raises(HwflowError, match="is not a regular file"):
+        build_sdcard(_args(image, node, None, force=True), progress=False)
+    assert not node.is_file()
+    foreign = tmp_path / "notes.img"
+    foreign.write_text("my notes\n")
+    with pytest.raises(HwflowError, match="not a board image this tool wrote: pass --force"):
+        build_sdcard(_args(image, foreign, None), progress=False)
+    assert foreign.read_text() == "my notes\n"
+    out = tmp_path / "board.img"
+    build_sdcard(_args(image, out, None), progress=False)
+    build_sdcard(_args(image, out, None), progress=False)  # its own image: rebuilt without --force
+    build_sdcard(_args(image, foreign, None, force=True), progress=False)
+    assert foreign.read_bytes()[510:512] == b"\x55\xaa"
