@@ -17,6 +17,9 @@ import json
 import pathlib
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
+from fedcore import safejson as sj
+from fedcore.errors import JSONError
+
 from .errors import ArchError
 
 __all__ = ["ARCH_FIELDS", "DATA_TYPES", "Architecture", "InstructionLayout", "format_table",
@@ -32,7 +35,7 @@ _INT_MAX = (1 << 31) - 1   # Scala Int fields
 _LONG_MAX = (1 << 63) - 1  # Scala Long fields (the depths)
 # field -> (largest value, what the value means)
 _LIMITS = {
-    "array_size": (_INT_MAX, "the systolic array is array_size x array_size"),
+    "array_size": (256, "the systolic array is array_size x array_size"),
     "dram0_depth": (_LONG_MAX, "vectors"),
     "dram1_depth": (_LONG_MAX, "vectors"),
     "local_depth": (_LONG_MAX, "vectors"),
@@ -77,6 +80,7 @@ class Architecture:
         if missing:
             raise ArchError("%s: missing field(s) %s" % (where, ", ".join(repr(k) for k in missing)))
         _check_fields(raw, where)
+        _check_capacity(raw, where)
         return cls(**{k: raw[k] for k in ARCH_FIELDS})
 
     def to_dict(self) -> Dict[str, Any]:
@@ -104,6 +108,12 @@ class Architecture:
         return self.local_depth // self.number_of_threads
 
 
+# What any FPGA this toolchain targets can hold: an architecture read from a file (.tarch,
+# .tmodel, a build's JSON) beyond these is refused before anything sizes a buffer from it.
+MAX_ON_CHIP_BYTES = 64 << 20  # local or accumulator memory (the largest parts have tens of MiB)
+MAX_DRAM_BYTES = 4 << 30      # each DRAM window: a Zynq-7000 AXI port addresses 32 bits
+
+
 def _check_fields(raw: Dict[str, Any], where: str) -> None:
     if raw["data_type"] not in DATA_TYPES:
         raise ArchError("%s: field 'data_type' is %r; must be one of %s" % (
@@ -119,10 +129,22 @@ def _check_fields(raw: Dict[str, Any], where: str) -> None:
                 where, key, value, top, meaning))
 
 
+def _check_capacity(raw: Dict[str, Any], where: str) -> None:
+    """Memories a real part can hold (Tensil's ISA allows more; a file may not ask for it)."""
+    vector_bytes = raw["array_size"] * _SIZE_BYTES[raw["data_type"]]
+    for key, most, what in (("local_depth", MAX_ON_CHIP_BYTES, "on-chip memory"),
+                            ("accumulator_depth", MAX_ON_CHIP_BYTES, "on-chip memory"),
+                            ("dram0_depth", MAX_DRAM_BYTES, "a 32-bit DRAM window"),
+                            ("dram1_depth", MAX_DRAM_BYTES, "a 32-bit DRAM window")):
+        if raw[key] * vector_bytes > most:
+            raise ArchError("%s: field %r is %d vectors of %d bytes, %d MiB: more than %s holds (%d MiB)" % (
+                where, key, raw[key], vector_bytes, raw[key] * vector_bytes >> 20, what, most >> 20))
+
+
 def parse_tarch(text: Union[str, bytes], where: str = "<tarch>") -> Architecture:
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
+    try:  # bounded: a deep or huge document is refused by a scan, never by a RecursionError
+        raw = sj.loads(text, sj.Limits(max_bytes=1 << 16, max_depth=4))
+    except JSONError as exc:
         raise ArchError("%s: not JSON (%s)" % (where, exc)) from None
     return Architecture.from_dict(raw, where)
 

@@ -33,11 +33,13 @@ against the `.tmodel`'s (Tensil names models `<model>_<arch stem>`), reported, n
 
 import dataclasses
 import hashlib
-import json
 import pathlib
 import re
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+from fedcore import safejson as sj
+from fedcore.errors import JSONError
 
 from .arch import ARCH_FIELDS, Architecture
 from .errors import ArchError, ArchMismatch, HwhError
@@ -46,7 +48,9 @@ from .tmodel import TensilModel
 __all__ = ["BITSTREAM_SCHEMA", "MAX_HWH_BYTES", "HwhModule", "HwhPort", "MemRange",
            "TensilDesign", "parse_hwh", "read_design"]
 
-MAX_HWH_BYTES = 64 << 20         # a full PYNQ-Z1 base overlay's .hwh is a few MiB
+MAX_HWH_BYTES = 32 << 20         # a full PYNQ-Z1 base overlay's .hwh is a few MiB
+MAX_HWH_DEPTH = 32
+MAX_HWH_ELEMENTS = 500_000
 MAX_JSON_BYTES = 1 << 20
 BITSTREAM_SCHEMA = "pynq-fewshot-fl/bitstream/1"
 PathLike = Union[str, pathlib.Path]
@@ -111,12 +115,15 @@ def parse_hwh(data: bytes, where: str = "<hwh>") -> Dict[str, HwhModule]:
     if len(data) > MAX_HWH_BYTES:
         raise HwhError("%s: %d bytes is larger than any .hwh (at most %d)"
                        % (where, len(data), MAX_HWH_BYTES))
+    # Vivado writes UTF-8. Any other encoding is refused before the DTD check below, which reads
+    # bytes: a UTF-16 file would carry "<!DOCTYPE" past it (and expat expand its entities).
+    declared = re.match(rb"\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']", data)
+    if b"\x00" in data[:4096] or data[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+            declared and declared.group(1).lower() not in (b"utf-8", b"utf8", b"us-ascii", b"ascii")):
+        raise HwhError("%s: not UTF-8 XML (a Vivado .hwh is UTF-8)" % where)
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise HwhError("%s: declares a DTD or entities, which no Vivado .hwh has" % where)
-    try:
-        root = ElementTree.fromstring(data)
-    except ElementTree.ParseError as exc:
-        raise HwhError("%s: not well-formed XML (%s)" % (where, exc)) from None
+    root = _parse_bounded(data, where)
     modules: Dict[str, HwhModule] = {}
     for element in root.iter("MODULE"):
         instance = element.get("INSTANCE")
@@ -138,6 +145,31 @@ def parse_hwh(data: bytes, where: str = "<hwh>") -> Dict[str, HwhModule]:
     if not modules:
         raise HwhError("%s: no MODULE elements: not a Vivado hardware handoff file" % where)
     return modules
+
+
+def _parse_bounded(data: bytes, where: str) -> Any:
+    """The XML tree, parsed as it is read so that nesting and element count are refused early
+    (a Vivado .hwh nests about 8 deep and holds tens of thousands of elements)."""
+    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    root, depth, count = None, 0, 0
+    try:
+        for offset in range(0, len(data), 1 << 16):
+            parser.feed(data[offset:offset + (1 << 16)])
+            for event, element in parser.read_events():
+                if event == "end":
+                    depth -= 1
+                    continue
+                root = element if root is None else root
+                depth, count = depth + 1, count + 1
+                if depth > MAX_HWH_DEPTH or count > MAX_HWH_ELEMENTS:
+                    raise HwhError("%s: XML nested deeper than %d or with more than %d elements: not a Vivado "
+                                   ".hwh" % (where, MAX_HWH_DEPTH, MAX_HWH_ELEMENTS))
+        parser.close()
+    except ElementTree.ParseError as exc:
+        raise HwhError("%s: not well-formed XML (%s)" % (where, exc)) from None
+    if root is None:
+        raise HwhError("%s: no XML element" % where)
+    return root
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,9 +338,9 @@ def _read_json(path: pathlib.Path, hwh: pathlib.Path) -> Dict[str, Any]:
     where = str(path)
     if path.stat().st_size > MAX_JSON_BYTES:
         raise HwhError("%s: too large for a bitstream description" % where)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    try:  # bounded: a deep document is refused by a scan, never by a RecursionError
+        raw = sj.loads(path.read_bytes(), sj.Limits(max_bytes=MAX_JSON_BYTES, max_depth=8))
+    except (OSError, JSONError) as exc:
         raise HwhError("%s: not a readable JSON file (%s)" % (where, exc)) from None
     if not isinstance(raw, dict) or raw.get("schema") != BITSTREAM_SCHEMA:
         raise HwhError("%s: field 'schema' is %r; expected %r" % (
@@ -324,8 +356,12 @@ def _read_json(path: pathlib.Path, hwh: pathlib.Path) -> Dict[str, Any]:
                 raise HwhError("%s: field '%s.sha256' is %s but %s hashes to %s: the JSON "
                                "describes another build" % (where, key, entry["sha256"][:12],
                                                             target.name, _sha256(target)[:12]))
+    rtl = raw.get("rtl") or {}
+    listed = rtl.get("memories") or [] if isinstance(rtl, dict) else None
+    if not isinstance(listed, list):
+        raise HwhError("%s: field 'rtl' must be an object whose 'memories' is a list" % where)
     memories = []
-    for text in (raw.get("rtl") or {}).get("memories") or []:
+    for text in listed:
         match = re.match(r"^(\d+)x(\d+)$", str(text))
         if not match:
             raise HwhError("%s: field 'rtl.memories' has %r; expected '<bits>x<depth>'"

@@ -22,6 +22,9 @@ import pathlib
 import re
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from fedcore import safejson as sj
+from fedcore.errors import JSONError
+
 from .arch import ARCH_FIELDS, Architecture
 from .errors import ArchError, TmodelError
 
@@ -38,6 +41,9 @@ def model_name(model_path: Union[str, pathlib.Path], arch_path: Union[str, pathl
 
 TMODEL_KEYS = ("name", "prog", "consts", "inputs", "outputs", "arch", "load_consts_to_local")
 _MAX_MANIFEST_BYTES = 1 << 20
+# A program the driver reads whole into memory (the ResNet-9's is about 200 KiB): a manifest may
+# not declare more, so a huge or sparse .tprog is refused before anything reads it.
+MAX_PROGRAM_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +171,8 @@ def parse_tmodel(raw: Any, where: str = "<tmodel>",
     step = arch.layout.instruction_bytes
     check.need(prog.size % step == 0, "prog.size", "is %d bytes, not a whole number of %d-byte "
                "instructions" % (prog.size, step))
+    check.need(prog.size <= MAX_PROGRAM_BYTES, "prog.size", "is %d bytes; a program may have at most %d"
+               % (prog.size, MAX_PROGRAM_BYTES))
     check.need(isinstance(raw["consts"], list), "consts", "must be a list")
     consts = tuple(ConstsFile(*check.region(c, "consts[%d]" % i, ("file_name", "base", "size"),
                                             arch.dram1_depth, "DRAM1"))
@@ -190,9 +198,9 @@ def load_tmodel(path: Union[str, pathlib.Path], check_files: bool = True) -> Ten
     size = path.stat().st_size
     if size > _MAX_MANIFEST_BYTES:
         raise TmodelError("%s: %d bytes is too large for a .tmodel manifest" % (path, size))
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    try:  # bounded: a deep or huge document is refused by a scan, never by a RecursionError
+        raw = sj.loads(path.read_bytes(), sj.Limits(max_bytes=_MAX_MANIFEST_BYTES, max_depth=6))
+    except (OSError, JSONError) as exc:
         raise TmodelError("%s: not a readable .tmodel JSON file (%s)" % (path, exc)) from None
     model = parse_tmodel(raw, str(path), path)
     if check_files:

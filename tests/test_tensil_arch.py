@@ -133,3 +133,19 @@ def test_summary_lists_sizes_and_widths():
     assert "Operand #1 size (address/stride/padding bits): 24 20 3 1" in lines
     assert "Instruction size (bytes): 8" in lines
     assert lines[0] == "-" * len(lines[0]) and lines[1] == "ARCHITECTURE SUMMARY"
+
+
+def test_a_deep_or_oversized_tarch_is_refused_with_a_message(tmp_path):
+    """Issue 23: deep JSON in a 64 KiB .tarch raised RecursionError; a 250-byte one declared
+    memories that numpy then tried to allocate."""
+    path = tmp_path / "deep.tarch"
+    path.write_text("[" * 30000 + "]" * 30000)
+    with pytest.raises(ArchError, match="not JSON .*nested deeper than 4"):
+        load_tarch(path)
+    raw = load_tarch(SHIPPED / "pynqz1.tarch").to_dict()
+    for key, value, message in (("array_size", 4096, r"'array_size' is 4096; must be in 1..256"),
+                                ("accumulator_depth", 1 << 40, "more than on-chip memory holds"),
+                                ("dram1_depth", 1 << 40, "more than a 32-bit DRAM window holds")):
+        path.write_text(json.dumps(dict(raw, **{key: value})))
+        with pytest.raises(ArchError, match=message):
+            load_tarch(path)

@@ -344,6 +344,26 @@ def _simple(**kwargs):
     return b, b.conv(b.input, 3, 4, 3, pads=1, **kwargs)
 
 
+@pytest.mark.parametrize("shape, message", [
+    ((1, 3, 2147483647, 1), r"dimension 2 of 2147483647; the compiler takes at most 16384"),
+    ((1, 64, 16384, 16384), r"holds 17179869184 values; the compiler takes at most 67108864"),
+])
+def test_an_input_no_board_could_hold_is_refused_before_lowering(shape, message):
+    """Issue 23: a 604-byte model with a 1x3x2147483647x1 input compiled for over 300 s, 4 GB."""
+    import time
+
+    b = ModelBuilder((1, 3, 4, 4))
+    model = b.model(b.op("Relu", [b.input]))
+    import onnx
+    proto = onnx.load_from_string(model)
+    for dim, value in zip(proto.graph.input[0].type.tensor_type.shape.dim, shape):
+        dim.dim_value = value
+    began = time.monotonic()
+    with pytest.raises(ModelError, match=message):
+        load_onnx(proto.SerializeToString())
+    assert time.monotonic() - began < 5
+
+
 def test_malformed_and_unsupported_models_are_clear_errors(tmp_path):
     good = _model("conv3x3")
     with pytest.raises(ModelError, match="truncated"):

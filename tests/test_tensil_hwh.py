@@ -122,6 +122,44 @@ def test_malformed_hwh_files_are_refused_with_the_reason(text, message):
         parse_hwh(text, "x.hwh")
 
 
+BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+                  "<EDKSYSTEM><MODULES>&b;</MODULES></EDKSYSTEM>")
+
+
+@pytest.mark.parametrize("data, message", [
+    # Issue 23: the byte check for <!DOCTYPE missed a UTF-16 file, whose entities expat expanded
+    (BILLION_LAUGHS.encode("utf-16"), "not UTF-8 XML"),
+    (BILLION_LAUGHS.encode("utf-16-le"), "not UTF-8 XML"),
+    (BILLION_LAUGHS.replace('version="1.0"', 'version="1.0" encoding="UTF-16"').encode(), "not UTF-8 XML"),
+    (BILLION_LAUGHS.encode(), "declares a DTD or entities"),
+    # 64 MiB nested deep reached 2.76 GB: refused as soon as the nesting passes the bound
+    (b"<EDKSYSTEM>" + b"<a>" * 100000 + b"</a>" * 100000 + b"</EDKSYSTEM>", "nested deeper than 32"),
+    (b"<EDKSYSTEM>" + b"<a/>" * 600000 + b"</EDKSYSTEM>", "more than 500000 elements"),
+])
+def test_hostile_hwh_files_are_refused_before_they_cost_memory(data, message):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(HwhError, match=message):
+            parse_hwh(data, "x.hwh")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 400 * len(data) + (64 << 20)
+
+
+def test_a_malformed_build_json_is_refused_with_a_message(hwflow):
+    path = hwflow.with_suffix(".json")
+    path.write_text('{"schema":' * 5000 + "1" + "}" * 5000)  # RecursionError before
+    with pytest.raises(HwhError, match="not a readable JSON file .*nested deeper"):
+        read_design(hwflow)
+    for rtl in ([1], {"memories": {"a": 1}}, "x"):  # AttributeError / TypeError before
+        path.write_text(json.dumps({"schema": "pynq-fewshot-fl/bitstream/1", "tarch": PERF.to_dict(), "rtl": rtl}))
+        with pytest.raises(HwhError, match="field 'rtl' must be an object whose 'memories' is a list"):
+            read_design(hwflow)
+
+
 def test_a_design_without_or_with_two_tcus_is_refused(tmp_path):
     text = (FIXTURES / "tensil_pynqz1.hwh").read_text()
     (tmp_path / "base.hwh").write_text(text.replace("instruction_tdata", "other_tdata"))

@@ -93,3 +93,22 @@ def test_files_are_not_needed_without_check_files(tmp_path):
     assert load_tmodel(path, check_files=False).prog.size == 64
     raw = json.loads(path.read_text())
     assert parse_tmodel(raw).path is None
+
+
+@pytest.mark.parametrize("write, message", [
+    # Issue 23: deep JSON in a 1 MiB .tmodel raised RecursionError
+    (lambda path: path.write_text('{"name":' * 20000 + '"x"' + "}" * 20000), "nested deeper than 6"),
+    # ...and a 700-byte one declared memories numpy then allocated (6.3 GiB to 96 TiB)
+    (lambda path: _rewrite(path, lambda t: t["arch"].update(dram0_depth=1 << 40)),
+     r"field 'arch': field 'dram0_depth' is 1099511627776 vectors .* more than a 32-bit DRAM window holds"),
+    (lambda path: _rewrite(path, lambda t: t["arch"].update(local_depth=1 << 30)),
+     r"field 'local_depth' is 1073741824 vectors .* more than on-chip memory holds"),
+    # a 3 GiB sparse .tprog took the doctor to 3.8 GB: its declared size is bounded
+    (lambda path: _rewrite(path, lambda t: t["prog"].update(size=3 << 30)),
+     r"field 'prog.size' is 3221225472 bytes; a program may have at most 67108864"),
+])
+def test_hostile_manifests_are_refused_before_anything_is_allocated(tmp_path, write, message):
+    path = make_tmodel(tmp_path)
+    write(path)
+    with pytest.raises(TmodelError, match=message):
+        load_tmodel(path)

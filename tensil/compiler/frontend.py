@@ -42,6 +42,10 @@ __all__ = ["MAX_MODEL_BYTES", "OPSETS", "SUPPORTED_OPS", "fuse", "load_onnx", "r
 
 OPSETS = (9, 10)
 MAX_MODEL_BYTES = 1 << 30
+# An input the compiler lowers: a side no image has, or more values than a board's DRAM0 window,
+# would make lowering loop for hours (1x3x2147483647x1 did) before anything refused it.
+MAX_INPUT_SIDE = 16384
+MAX_INPUT_VALUES = 1 << 26
 _FLOAT = onnx.TensorProto.FLOAT
 _MAX_POOL_AREA = 256   # 2^-e must be a FP16BP8 weight: e <= 8
 
@@ -129,7 +133,13 @@ def _static_shape(info: onnx.ValueInfoProto, where: str) -> List[int]:
             label = dim.dim_param if dim.WhichOneof("value") == "dim_param" else "unknown"
             raise ModelError("%s: %r has a dynamic dimension %d (%s); static shapes with batch 1 "
                              "are required" % (where, info.name, axis, label))
+        if dim.dim_value > MAX_INPUT_SIDE:
+            raise ModelError("%s: %r has dimension %d of %d; the compiler takes at most %d" % (
+                where, info.name, axis, dim.dim_value, MAX_INPUT_SIDE))
         dims.append(dim.dim_value)
+    if int(np.prod(dims, dtype=np.int64)) > MAX_INPUT_VALUES:
+        raise ModelError("%s: %r holds %d values; the compiler takes at most %d" % (
+            where, info.name, int(np.prod(dims, dtype=np.int64)), MAX_INPUT_VALUES))
     return dims
 
 
