@@ -55,7 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         topics = Topics(settings.run_id)
         link = link_from_args(args, f"coordinator-{settings.run_id}",
                               [(topics.all_presence, 1), (topics.all_updates, 1)], settings.keepalive,
-                              will=(topics.base + "/coordinator", to_json({"status": "offline"})))
+                              will=(topics.base + "/coordinator", to_json({"status": "offline"})),
+                              share_of=lambda topic: topics.parse(topic)[1] or topic)  # a client's share
         # Restores the checkpoint of --run-dir, if any (refused if written for another config).
         coordinator = Coordinator(run, settings, link, store, initial, evaluator, quiet=args.quiet)
     except (FedCoreError, OSError, RuntimeError) as error:

@@ -134,6 +134,39 @@ class RunHealth:
         return ""
 
 
+MAX_CLIENTS = 10_000  # client ids a coordinator keeps presence for: a flood of new ids is refused beyond
+
+
+class Complaints:
+    """The messages refused between two round openings, in memory and files that stay bounded
+    whatever their number: counts by sender and status, the first few of each sender in full
+    (event, log line, ack) and a sample for the round's record. A flood is counted, not written."""
+
+    per_sender = 20    # refusals a sender gets logged in full per round
+    max_senders = 200  # senders counted by name; the rest together as "(others)"
+    sample_size = 50   # refusals of the round's record
+
+    def __init__(self):
+        self.counts: Dict[str, Dict[str, int]] = {}
+        self.sample: List[Dict[str, Any]] = []
+        self.suppressed = 0
+
+    def note(self, sender: str, status: str, record: Dict[str, Any]) -> bool:
+        """Count one refusal; True when it should be written out in full."""
+        key = sender if sender in self.counts or len(self.counts) < self.max_senders else "(others)"
+        per = self.counts.setdefault(key, {})
+        per[status] = per.get(status, 0) + 1
+        if sum(per.values()) > self.per_sender:
+            self.suppressed += 1
+            return False
+        if len(self.sample) < self.sample_size:
+            self.sample.append(record)
+        return True
+
+    def summary(self) -> Dict[str, Any]:
+        return {"counts": self.counts, "suppressed": self.suppressed}
+
+
 class _Presence:
     def __init__(self):
         self.online: Dict[str, float] = {}  # client -> last heard (monotonic)
@@ -176,7 +209,7 @@ class Coordinator:
         self._retained_lock = threading.Lock()
         self._plan_id = ""
         self._plans = store.issued_plans()  # plan id -> round, earlier sessions' included
-        self._transport_rejects: List[Dict[str, Any]] = []
+        self._complaints = Complaints()
         self._sizes: Dict[str, int] = {}
         self._broadcast_bytes = 0
 
@@ -272,6 +305,7 @@ class Coordinator:
         server = self.server
         began = time.monotonic()
         plan = server.open_round(available)
+        self.link.priority = set(plan.selected)  # their updates get in whatever anyone else sends
         self._plan_id = uuid.uuid4().hex[:12]
         self._plans[self._plan_id] = plan.round
         broadcast = server.broadcast
@@ -289,7 +323,7 @@ class Coordinator:
                      "selected": list(plan.selected), "available": available})
         deadline = began + plan.deadline_s
         late: List[Dict[str, Any]] = []
-        self._transport_rejects = []
+        self._flush_complaints()  # those since the last round closed
         self._sizes = {}
         self._broadcast_bytes = len(broadcast)
         arrivals: Dict[str, float] = {}
@@ -322,8 +356,10 @@ class Coordinator:
             elif kind == "update":
                 self._on_update(client, plan_id, incoming, arrivals, late, began)
         except ConfigError as error:
-            self._event({"event": "bad_message", "topic": incoming.topic, "reason": str(error)})
-            log.warning("%s: %s", incoming.topic, error)
+            record = {"event": "bad_message", "topic": incoming.topic[:200], "reason": str(error)[:1000]}
+            if self._complaints.note(client or "?", "bad_message", record):
+                self._event(record)
+                log.warning("%s: %s", record["topic"], record["reason"])
 
     def _on_presence(self, client: str, payload: bytes) -> None:
         check_name(client, "presence topic client id")
@@ -335,6 +371,9 @@ class Coordinator:
             # With the ACL broker the topic is the authenticated user's; the payload must agree.
             raise ConfigError(f"presence of {client}: the payload says client {data['client']!r}")
         if data["status"] == "online":
+            known = client in self.presence.online or client in self.presence.capabilities
+            if not known and len(self.presence.online) + len(self.presence.capabilities) >= 2 * MAX_CLIENTS:
+                raise ConfigError(f"presence of {client}: {MAX_CLIENTS} clients are known already")
             if client not in self.presence.online:
                 self._event({"event": "join", "client": client, "capabilities": data.get("capabilities")})
             self.presence.online[client] = time.monotonic()
@@ -344,7 +383,7 @@ class Coordinator:
                 if type(samples) is int and 1 <= samples <= 1 << 31:  # bounds the num_samples it may claim
                     self.server.announced_samples[client] = samples
             last = data.get("last_update")
-            if last is not None and "train_s" in last:
+            if last is not None and "train_s" in last and last["plan_id"] in self._plans:
                 self.presence.train_s[(client, last["plan_id"])] = last["train_s"]
                 self.presence.full_model_bytes[(client, last["plan_id"])] = last.get("full_model_bytes", 0)
         elif self.presence.online.pop(client, None) is not None:
@@ -359,7 +398,6 @@ class Coordinator:
         round_number = self.server.plan.round if self.server.round_open else self.server.completed_rounds
         if plan_id not in self._plans:
             reason = f"plan {plan_id!r} was never announced in this run"
-            self._transport_rejects.append({"sender": client, "reason": reason, "nbytes": nbytes})
             self._verdict(client, plan_id, 0, "rejected", reason, nbytes, payload)
             return
         if not open_now or plan_id != self._plan_id:
@@ -367,33 +405,48 @@ class Coordinator:
             number = self._plans[plan_id]
             record = {"client": client, "plan_id": plan_id, "nbytes": nbytes,
                       "reason": f"round {number} (plan {plan_id!r}) is closed"}
-            if late is not None:
+            if self._verdict(client, plan_id, number, "late", record["reason"], nbytes, payload) and late is not None:
                 late.append(record)
-            self._verdict(client, plan_id, number, "late", record["reason"], nbytes, payload)
             return
         if nbytes > self.max_update_bytes:
             reason = f"payload of {nbytes} bytes exceeds max_update_bytes {self.max_update_bytes}"
-            self._transport_rejects.append({"sender": client, "reason": reason, "nbytes": nbytes})
             self._verdict(client, plan_id, round_number, "rejected", reason, nbytes, payload)
             return
         verdict = self.server.submit(payload, sender=client)
         if verdict.accepted:
             arrivals[client] = incoming.received - began
             self._sizes[client] = nbytes
-        elif verdict.status == "late" and late is not None:
+        written = self._verdict(client, plan_id, verdict.round or round_number, verdict.status, verdict.reason,
+                                nbytes, payload)
+        if verdict.status == "late" and late is not None and written:
             late.append({"client": client, "plan_id": plan_id, "nbytes": nbytes, "reason": verdict.reason})
-        self._verdict(client, plan_id, verdict.round or round_number, verdict.status, verdict.reason, nbytes, payload)
 
     def _verdict(self, client: str, plan_id: str, round_number: int, status: str, reason: str,
-                 nbytes: int, payload: bytes) -> None:
+                 nbytes: int, payload: bytes) -> bool:
+        """Event, log line and ack of one update's verdict; a refusal beyond its sender's share
+        of this round is only counted (Complaints). True when it was written out."""
         event = {"event": "update", "client": client, "plan_id": plan_id, "round": round_number,
                  "status": status, "reason": reason, "nbytes": nbytes}
+        if status != "accepted" and not self._complaints.note(client, status, {
+                "sender": client, "status": status, "reason": reason[:1000], "nbytes": nbytes}):
+            return False
         self._event(event)
         if status != "accepted" or reason:
             log.warning("update from %s (plan %s, %d bytes) %s: %s", client, plan_id, nbytes, status, reason)
         ack = {"v": PROTOCOL_VERSION, "plan_id": plan_id, "round": round_number, "status": status,
                "reason": reason, "update_id": blob_id(payload)}
         self.link.publish(self.topics.ack(client), to_json(ack), qos=1)
+        return True
+
+    def _flush_complaints(self) -> Dict[str, Any]:
+        """What the ledger counted since the last flush (one event when something was held back)."""
+        complaints, self._complaints = self._complaints, Complaints()
+        if complaints.suppressed:
+            self._event({"event": "suppressed", **complaints.summary()})
+            log.warning("%d refused message(s) counted but not logged (more than %d from one sender): %s",
+                        complaints.suppressed, Complaints.per_sender,
+                        ", ".join(sorted(complaints.counts)[:10]))
+        return complaints
 
     def _event(self, record: Dict[str, Any]) -> None:
         record = dict(record, time=time.time())
@@ -409,7 +462,10 @@ class Coordinator:
         known = [t for t in train_s.values() if t is not None]
         round_time = closed - began
         rejected = [{"sender": v.sender, "reason": v.reason, "nbytes": v.nbytes} for v in result.rejected]
-        rejected += self._transport_rejects
+        complaints = self._flush_complaints()
+        rejected += [{k: r[k] for k in ("sender", "reason", "nbytes")} for r in complaints.sample
+                     if r.get("status") == "rejected"
+                     and not any(v.sender == r["sender"] and v.reason == r["reason"] for v in result.rejected)]
         clients = {}
         for client in result.selected:
             status = "accepted" if client in result.accepted else "missing"
@@ -429,7 +485,8 @@ class Coordinator:
         record = {
             "round": result.round, "plan_id": self._plan_id, "selected": result.selected,
             "accepted": result.accepted, "missing": result.missing,
-            "rejected": rejected, "late": late,
+            "rejected": rejected, "late": late, "refused": complaints.summary(),
+            "rejected_total": sum(per.get("rejected", 0) for per in complaints.counts.values()),
             "aggregated": result.aggregated, "bytes_up": result.bytes_up, "bytes_down": result.bytes_down,
             "bytes_full_model": sum(c["bytes_full_model"] for c in clients.values()),
             "num_samples": result.num_samples, "round_time_s": round(round_time, 4),
@@ -474,7 +531,7 @@ class Coordinator:
             "bytes_up": sum(r["bytes_up"] for r in history),
             "bytes_down": sum(r["bytes_down"] for r in history),
             "bytes_full_model": sum(r.get("bytes_full_model", 0) for r in history),
-            "rejected": sum(len(r["rejected"]) for r in history),
+            "rejected": sum(r.get("rejected_total", len(r["rejected"])) for r in history),
             "late": sum(len(r["late"]) for r in history),
             "session_time_s": round(elapsed, 3),
             "fingerprint": self.run_config.federation.fingerprint(),

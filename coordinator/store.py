@@ -56,30 +56,36 @@ class RunStore:
         return self._read_lines(self.rounds_path)
 
     def issued_plans(self) -> Dict[str, int]:
-        """plan id -> round of every round this run directory's coordinators opened."""
+        """plan id -> round of every round this run directory's coordinators opened. Read a line
+        at a time, and only the "open" lines are parsed: a restart's memory and work do not grow
+        with what a flood once left in events.jsonl."""
         plans = {}
-        for event in self._read_lines(self.events_path, strict=False):
+        for event in self._read_lines(self.events_path, strict=False, containing='"event": "open"'):
             plan_id, number = event.get("plan_id"), event.get("round")
             if event.get("event") == "open" and isinstance(plan_id, str) and isinstance(number, int):
                 plans[plan_id] = number
         return plans
 
-    def _read_lines(self, path: str, strict: bool = True) -> List[Dict[str, Any]]:
-        """The JSON objects of a JSONL log; `strict`: a bad line other than a torn last one is an error."""
+    def _read_lines(self, path: str, strict: bool = True, containing: str = "") -> List[Dict[str, Any]]:
+        """The JSON objects of a JSONL log, a line at a time; `strict`: a bad line other than a torn
+        last one is an error. `containing`: only lines with this text are parsed."""
         if not os.path.exists(path):
             return []
+        records: List[Dict[str, Any]] = []
+        torn = 0  # the number of a bad line, an error only if a good one follows
         with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = [line for line in handle if line.strip()]
-        records = []
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                if number == len(lines) or not strict:
-                    continue  # a crash while appending tears the last line only: that round reruns
-                raise RuntimeError(f"{path}:{number}: not a JSON line") from None
-            if isinstance(record, dict):
-                records.append(record)
+            for number, line in enumerate(handle, 1):
+                if not line.strip() or containing not in line:
+                    continue
+                if torn and strict:
+                    raise RuntimeError(f"{path}:{torn}: not a JSON line")
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    torn = number  # a crash while appending tears the last line only: that round reruns
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
         return records
 
     def trim_rounds(self, completed: int) -> List[Dict[str, Any]]:

@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .link import MqttLink
 from .settings import BROKER_ENV, PASSWORD_ENV, parse_broker, with_password
@@ -30,7 +30,10 @@ def setup_logging(level: str) -> None:
 
 
 def link_from_args(args: argparse.Namespace, client_id: str, subscriptions: List[Tuple[str, int]],
-                   keepalive: int, will: Optional[Tuple[str, bytes]] = None) -> MqttLink:
-    """The MqttLink of add_link_arguments' options (ConfigError for a bad URL or password)."""
+                   keepalive: int, will: Optional[Tuple[str, bytes]] = None,
+                   share_of: Optional[Callable[[str], str]] = None) -> MqttLink:
+    """The MqttLink of add_link_arguments' options (ConfigError for a bad URL or password).
+    `share_of(topic)`: the sender whose share of the inbox a message counts against."""
     address = with_password(parse_broker(args.broker), args.password_file)
-    return MqttLink(address, client_id, subscriptions, keepalive=keepalive, ca_file=args.ca_file, will=will)
+    return MqttLink(address, client_id, subscriptions, keepalive=keepalive, ca_file=args.ca_file, will=will,
+                    share_of=share_of or (lambda topic: topic))

@@ -13,7 +13,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import paho.mqtt.client as mqtt
 
@@ -22,6 +22,13 @@ from .settings import BrokerAddress
 __all__ = ["Incoming", "MqttLink"]
 
 log = logging.getLogger(__name__)
+
+INBOX_BYTES = 32 << 20  # what received messages may hold while they wait for the caller
+
+
+def _cost(topic: str, payload: bytes) -> int:
+    """What a waiting message holds in memory, roughly: its payload, its topic and the record."""
+    return len(payload) + len(topic) + 200
 
 
 class Incoming(NamedTuple):
@@ -38,11 +45,26 @@ class MqttLink:
     def __init__(self, address: BrokerAddress, client_id: str, subscriptions: List[Tuple[str, int]],
                  keepalive: int = 10, will: Optional[Tuple[str, bytes]] = None,
                  reconnect: Tuple[float, float] = (0.2, 5.0), ca_file: Optional[str] = None,
-                 on_connect: Optional[Callable[[], None]] = None):
+                 on_connect: Optional[Callable[[], None]] = None, inbox_bytes: int = INBOX_BYTES,
+                 share_of: Callable[[str], str] = lambda topic: topic):
         self.address = address
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
-        self.inbox = queue.Queue()  # of Incoming
+        # Received messages wait here for the caller, in bounded memory: at most `inbox_bytes` in all,
+        # and at most half of it from one sender (`share_of(topic)`), so that a flood costs a fixed
+        # amount of memory and cannot crowd the others out. A message beyond is dropped and counted
+        # (a device re-sends an update until it is acknowledged); one alone always gets in.
+        # Senders in `priority` (a coordinator's selected clients) have an inbox of their own of the
+        # same size: a flood from anyone else cannot crowd them out.
+        self.inbox = queue.Queue()  # of (Incoming, its sender, its cost, whether it came in with priority)
+        self.inbox_bytes = inbox_bytes
+        self.priority: Set[str] = set()
+        self.dropped = 0
+        self._share_of = share_of
+        self._held: Dict[str, int] = {}  # sender -> bytes waiting
+        self._held_total = {False: 0, True: 0}  # bytes waiting, without and with priority
+        self._held_lock = threading.Lock()
+        self._dropped_noted = 0.0
         self.connected = threading.Event()
         self.connects = 0
         self.on_connect = on_connect  # settable after construction
@@ -111,9 +133,17 @@ class MqttLink:
 
     def get(self, timeout: float) -> Optional[Incoming]:
         try:
-            return self.inbox.get(timeout=max(0.0, timeout))
+            incoming, key, size, prior = self.inbox.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
+        with self._held_lock:
+            self._held_total[prior] -= size
+            left = self._held[key] - size
+            if left:
+                self._held[key] = left
+            else:
+                del self._held[key]
+        return incoming
 
     # ------------------------------------------------------------ paho callbacks
 
@@ -151,4 +181,21 @@ class MqttLink:
                      self.address.host, self.address.port, error or "no answer")
 
     def _handle_message(self, client, userdata, message) -> None:
-        self.inbox.put(Incoming(message.topic, bytes(message.payload), time.monotonic()))
+        topic, payload = message.topic, bytes(message.payload)
+        key, size = self._share_of(topic), _cost(topic, payload)
+        prior = key in self.priority
+        with self._held_lock:
+            mine, held = self._held.get(key, 0), self._held_total[prior]
+            admitted = held == 0 or (held + size <= self.inbox_bytes and (mine == 0 or mine + size <= self.inbox_bytes // 2))
+            if admitted:
+                self._held[key] = mine + size
+                self._held_total[prior] += size
+            else:
+                self.dropped += 1
+        if admitted:
+            self.inbox.put((Incoming(topic, payload, time.monotonic()), key, size, prior))
+        elif time.monotonic() - self._dropped_noted >= 5.0:  # a flood logs a line every 5 s, not a line a message
+            self._dropped_noted = time.monotonic()
+            log.warning("%s: inbox full (%d MiB; one sender may hold half): %d message(s) dropped so far, "
+                        "the last from %s", self.client_id, self.inbox_bytes >> 20, self.dropped, key)
+

@@ -176,7 +176,9 @@ def test_every_bad_update_is_a_verdict_and_never_counts():
     assert server.submit(good, chosen).status == "duplicate"
     result = server.close_round()
     assert result.accepted == [chosen]
-    assert len(result.rejected) == len(cases) - 1  # the late one is not this round's
+    assert result.rejected_total == len(cases) - 1  # the late one is not this round's
+    # Kept in the result: the chosen client's first 5 and the outsider's two (a flood is counted, not kept)
+    assert [v.sender for v in result.rejected] == [chosen] * 5 + [outsider] * 2
     np.testing.assert_array_equal(server.global_state["fc1.bias"], np.ones(2, np.float32))
     assert server.submit(good, chosen).status == "late"
 

@@ -99,6 +99,7 @@ class RoundResult:
     bytes_down: int
     num_samples: int
     client_metrics: Dict[str, Dict[str, float]]
+    rejected_total: int = 0  # every rejection; `rejected` keeps a bounded sample of them
 
     def to_dict(self) -> Dict[str, Any]:
         out = asdict(self)

@@ -27,6 +27,10 @@ NORM_HISTORY = 20  # accepted updates whose norms set the "auto" bound
 # No client's FedAvg weight exceeds this many times the median data size the round's selected
 # clients announced (RoundServer.announced_samples): one lying client cannot take the average.
 WEIGHT_CAP_FACTOR = 10
+# Rejections a round's result keeps (the rest are counted in rejected_total): of each selected
+# client, and of all the others together.
+KEPT_REJECTIONS_PER_CLIENT = 5
+KEPT_REJECTIONS = 20
 
 
 @dataclass
@@ -40,7 +44,8 @@ class _OpenRound:
     samples: Dict[str, int] = field(default_factory=dict)  # of each accepted sender
     metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
     sizes: Dict[str, int] = field(default_factory=dict)
-    rejected: List[Verdict] = field(default_factory=list)
+    rejected: List[Verdict] = field(default_factory=list)  # a bounded sample: see _reject
+    rejected_total: int = 0
     weight_cap: Optional[int] = None  # the most samples one update may weigh, when clients announced sizes
 
 
@@ -183,7 +188,15 @@ class RoundServer:
 
     def _reject(self, current: _OpenRound, who: str, number: int, nbytes: int, reason: str) -> Verdict:
         verdict = Verdict("rejected", who, number, nbytes, reason)
-        current.rejected.append(verdict)
+        current.rejected_total += 1
+        # Kept: a selected client's first few (the round's record says why it failed), and the first
+        # few of everyone else together; a flood of them is counted, not kept.
+        if who in current.plan.selected:
+            kept = sum(v.sender == who for v in current.rejected) < KEPT_REJECTIONS_PER_CLIENT
+        else:
+            kept = sum(v.sender not in current.plan.selected for v in current.rejected) < KEPT_REJECTIONS
+        if kept:
+            current.rejected.append(verdict)
         return verdict
 
     def _problem(self, message: Message, current: _OpenRound) -> Tuple[str, float]:
@@ -267,6 +280,7 @@ class RoundServer:
             bytes_down=len(current.blob) * (current.followers if self.config.broadcast == "delta" else len(plan.selected)),
             num_samples=sum(current.samples[s] for s in senders),
             client_metrics={s: current.metrics[s] for s in senders},
+            rejected_total=current.rejected_total,
         )
         self.completed_rounds = plan.round
         self._open = None
