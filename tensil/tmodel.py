@@ -129,9 +129,9 @@ class _Checker:
         self.need(not missing, field, "misses key(s) %s" % ", ".join(map(repr, missing)))
 
     def file_name(self, value: Any, field: str) -> str:
-        self.need(isinstance(value, str) and value not in ("", ".", "..")
+        self.need(isinstance(value, str) and value not in ("", ".", "..") and len(value.encode("utf-8", "replace")) <= 255
                   and "/" not in value and "\\" not in value and "\0" not in value, field,
-                  "must be a file name beside the .tmodel")
+                  "must be a file name (at most 255 bytes) beside the .tmodel")
         return value
 
     def natural(self, value: Any, field: str) -> int:
@@ -214,8 +214,12 @@ def _check_files(model: TensilModel) -> None:
     expected += [("consts[%d].file_name" % i, p, c.size * model.arch.vector_bytes)
                  for i, (p, c) in enumerate(zip(model.const_paths, model.consts))]
     for field, target, size in expected:
-        check.need(target.is_file(), field, "names a missing file: %s" % target)
-        actual = target.stat().st_size
+        try:
+            actual = target.stat().st_size if target.is_file() else None
+        except OSError as exc:  # a name the file system refuses, a folder we may not read
+            actual = None
+            check.need(False, field, "names a file that cannot be read: %s (%s)" % (target, exc.strerror))
+        check.need(actual is not None, field, "names a missing file: %s" % target)
         check.need(actual == size, field, "names %s of %d bytes; the manifest says %d" % (
             target.name, actual, size))
 
