@@ -68,7 +68,6 @@ class Testbed:
         self.nice = nice
         self.env = dict(os.environ if env is None else env)
         self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.env.setdefault("OMP_NUM_THREADS", "1")
         self.processes: List[subprocess.Popen] = []
         self.group = 0  # the children's process group (the first child's pid)
         self.url = broker

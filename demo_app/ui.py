@@ -4,15 +4,16 @@ latency of each stage and the current message."""
 
 from typing import Dict, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
+
+from device.opencv import cv2
 
 __all__ = ["STATE_COLOURS", "draw_ui"]
 
 STATE_COLOURS = {"reset": (128, 128, 128), "init": (0, 200, 255), "idle": (200, 200, 200),
                  "registration": (255, 160, 0), "inference": (0, 200, 0),
                  "pause": (0, 255, 255), "error": (0, 0, 255), "quit": (128, 128, 128)}
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX, written out: reading it would import OpenCV for --help
 _BACKGROUND = 32  # grey level of the background
 
 

@@ -10,10 +10,10 @@ import pathlib
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
 from .errors import CameraError
+from .opencv import cv2
 
 __all__ = ["Camera", "Frame", "ImageFolderCamera", "OpenCVCamera", "SyntheticCamera",
            "VideoFileCamera", "list_images", "open_camera", "parse_resolution"]

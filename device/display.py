@@ -14,11 +14,11 @@ import time
 import warnings
 from typing import Any, List, Optional, Tuple, Union
 
-import cv2
 import numpy as np
 
 from .board import require_pynq
 from .errors import HardwareError
+from .opencv import cv2
 
 __all__ = ["HDMI_RESOLUTIONS", "Display", "HdmiDisplay", "HeadlessDisplay", "MjpegServer", "TeeDisplay",
            "WindowDisplay", "opencv_has_gui"]

@@ -84,6 +84,18 @@ def _check_python(ctx: _Context) -> Check:
                  "" if ok else "use the PYNQ image's Python 3.8 (/usr/local/share/pynq-venv)", True)
 
 
+def _check_opencv(ctx: _Context) -> Check:
+    from .errors import DeviceError
+    from .opencv import INSTALL, load
+
+    try:
+        module = load()
+    except DeviceError as exc:
+        return Check("opencv", "fail", str(exc).split(":")[0], INSTALL, True)
+    return Check("opencv", "ok", "OpenCV %s (frames, resizing, the MJPEG view)" % module.__version__,
+                 required=True)
+
+
 def _check_pynq(ctx: _Context) -> Check:
     args = ctx.args
     # a laptop can check a bitstream against a model (files only); the FPGA needs pynq
@@ -384,7 +396,7 @@ def _check_broker(ctx: _Context) -> Check:
 
 
 CHECKS: List[Callable[[_Context], Check]] = [
-    _check_python, _check_pynq, _check_bitstream, _check_tmodel, _check_cma, _check_backbone,
+    _check_python, _check_opencv, _check_pynq, _check_bitstream, _check_tmodel, _check_cma, _check_backbone,
     _check_camera, _check_hdmi, _check_buttons, _check_broker]
 
 

@@ -9,10 +9,10 @@ Frames from OpenCV are BGR: pass bgr=True (the default of `Preprocessor.from_bgr
 
 from typing import Tuple
 
-import cv2
 import numpy as np
 
 from .model_card import InputSpec
+from .opencv import cv2
 
 __all__ = ["Preprocessor", "center_square", "preprocess_rgb"]
 

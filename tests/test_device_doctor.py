@@ -159,3 +159,23 @@ def test_an_unreachable_broker_is_named(capsys):
     assert code == 1 and "not reachable yet" in checks["broker"]["detail"]
     code, _, checks = _run(["--backend", "onnxruntime", "--broker", "http://x"], capsys)
     assert "--broker must look like mqtt://host:port" in checks["broker"]["detail"]
+
+
+def test_without_opencv_the_doctor_reports_it_and_help_still_works():
+    """Issue 25: without cv2, the doctor and `demo_app --help` died with a ModuleNotFoundError."""
+    import subprocess
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    def run(module, *argv):
+        code = ("import sys, runpy; sys.modules['cv2'] = None; sys.argv = %r; "
+                "runpy.run_module(%r, run_name='__main__')" % ([module] + list(argv), module))
+        return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+
+    doctor = run("device", "doctor", "--backend", "onnxruntime")
+    assert "Traceback" not in doctor.stderr, doctor.stderr
+    assert doctor.returncode == 1 and "FAIL  opencv     OpenCV (cv2) is not installed" in doctor.stdout
+    assert "pip install opencv-python-headless" in doctor.stdout
+    for module in ("demo_app", "device"):
+        helped = run(module, "--help")
+        assert helped.returncode == 0 and "usage:" in helped.stdout, helped.stderr

@@ -83,3 +83,22 @@ def test_make_trainer_for_other_models_needs_a_factory():
     with pytest.raises(ConfigError, match="package.module:function"):
         make_trainer(load_run_config({}), x, y, "justaname")
     assert isinstance(make_trainer(load_run_config({"model": {"name": "softmax"}}), x, y), NumpyTrainer)
+
+
+def test_a_client_started_by_hand_limits_blas_threads_before_numpy_loads():
+    """Issue 25: device/fl/cli.py set OMP_NUM_THREADS in main(), after numpy was imported, so ten
+    clients started by hand oversubscribed two cores (14-70 s a round instead of 0.75 s)."""
+    import subprocess
+    import sys
+
+    from tests.fl_testkit import ROOT
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = ROOT
+    probe = ("import os, sys; sys.argv = ['device', 'fl']; import device.__main__; "
+             "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["1", "1", "False"], out.stdout + out.stderr
+    env["OMP_NUM_THREADS"] = "4"  # a user's own setting wins
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split()[0] == "4"

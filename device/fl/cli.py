@@ -1,7 +1,6 @@
 """`python -m device fl` (or `python -m device.fl`): a device's federated client."""
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
@@ -44,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    # Ten clients on one laptop, or two cores on a board: one BLAS thread each.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    setup_logging(args.log_level)  # (BLAS threads: limited in device/__main__.py, before numpy loads)
     try:
         client_id = check_name(args.client_id, "--client-id")
         run = load_run_config(args.config)
