@@ -1,7 +1,10 @@
 """pyproject.toml builds without our own warnings, with a setuptools that still runs on Python 3.8."""
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.fl_testkit import ROOT
 
@@ -30,3 +33,20 @@ def test_the_build_backend_still_installs_on_python_3_8():
 
     setuptools = next(Requirement(r) for r in requires if Requirement(r).name == "setuptools")
     assert setuptools.specifier.contains("75.3.0")
+
+
+def test_system_deps_waits_for_the_dpkg_lock_and_says_when_apt_fails(tmp_path):
+    """Issue 25: parallel make runs collided on dpkg's lock and showed apt's raw error."""
+    if os.geteuid() != 0:
+        pytest.skip("system-deps.sh calls apt-get only as root")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "apt.log"
+    (fake / "apt-get").write_text('#!/bin/sh\necho "$@" >> %s\ncase "$*" in *install*) exit 100;; esac\n' % log)
+    (fake / "apt-get").chmod(0o755)
+    script = os.path.join(ROOT, "scripts", "system-deps.sh")
+    result = subprocess.run(["bash", script, "no-such-package-fedcore"], capture_output=True, text=True,
+                            env=dict(os.environ, PATH="%s:%s" % (fake, os.environ["PATH"])), timeout=60)
+    calls = log.read_text().splitlines()
+    assert all("DPkg::Lock::Timeout=600" in call for call in calls) and len(calls) == 2, calls
+    assert result.returncode == 1 and "apt-get could not install no-such-package-fedcore" in result.stderr
