@@ -117,8 +117,20 @@ def _mean_std(values: List[float]) -> Tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+# Quick mode's figures come from a few rounds on subsets: they show that every method runs and what
+# it sends, not the studies' accuracies or their order. Said wherever they are shown or written.
+SMOKE_RUN = ("QUICK MODE: a smoke run (a few rounds on subsets). Its accuracies do not reproduce the "
+             "studies' figures nor their order (study 3 stays near chance after 2 rounds; study 2's "
+             "structured and unstructured pruning can swap). For the conclusions: make bench-fl-full, or "
+             "make study STUDY=<name>.")
+_quick = False
+
+
 def _write_study(name: str, text: str, report: Dict[str, Any]) -> None:
     """The study's table as text and its figures as JSON, under OUT."""
+    if _quick:
+        text = SMOKE_RUN + "\n\n" + text
+        report = dict(report, mode="quick", note=SMOKE_RUN)
     with open(os.path.join(OUT, name + ".txt"), "w") as handle:
         handle.write(text + "\n")
     with open(os.path.join(OUT, name + ".json"), "w") as handle:
@@ -349,7 +361,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    quick = not args.full
+    global _quick
+    quick = _quick = not args.full
+    if quick:
+        print(SMOKE_RUN + "\n", flush=True)
     given = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     seeds = given or ([0] if quick else [0, 1, 2])
     only = {int(k) for k in args.only.split(",")}
@@ -376,6 +391,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("study 3: CIFAR-10 ResNet-8, FedAvg vs FLoCoRA", flush=True)
         study3(quick, given or [0], args.rounds3, args.progress, args.train_limit3, args.test_limit3, args.cifar)
     print(f"done in {time.perf_counter() - began:.0f} s; tables and plots in {OUT}/")
+    if quick:
+        print("(a smoke run: see the note at the top; make bench-fl-full for the studies' figures)")
     return verdict.finish()
 
 

@@ -105,6 +105,11 @@ def test_fl_headline_exit_status_matches_what_it_prints(tmp_path, capsys, monkey
     # quick mode runs one seed: the title must not say "mean over seeds"
     assert titles == [("Fashion-MNIST MLP-128, alpha 0.5, 5 rounds, seed 0" if mode == "--quick" else
                        "Fashion-MNIST MLP-128, alpha 0.5, 50 rounds, mean over seeds 0, 1, 2")]
+    # Issue 25: quick mode's figures misled (study 3 at chance, study 2 reversed) with no warning
+    smoke = "QUICK MODE: a smoke run"
+    assert (smoke in out) == (mode == "--quick")
+    assert (smoke in (tmp_path / "study1.txt").read_text()) == (mode == "--quick")
+    assert (json.loads((tmp_path / "study1.json").read_text()).get("mode") == "quick") == (mode == "--quick")
 
 
 def test_codecs_plot_names_points_in_a_legend_not_in_overlapping_labels(tmp_path):
