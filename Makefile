@@ -19,7 +19,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train,scale
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
 DATA_DEBS   := dataset-fashion-mnist
 
-.PHONY: help setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim bench-scale study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
+.PHONY: help setup setup-demo bench-setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim bench-scale study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
@@ -35,7 +35,8 @@ help:
 	@echo "make backbone      train + export the bundled few-shot backbone (CIFAR-10 base classes)"
 	@echo "make bench-fewshot few-shot accuracy of the backbones (Omniglot, CIFAR-10 novel)"
 	@echo "make dse           design-space table of the backbone family (quick mode)"
-	@echo "make demo          the camera demonstrator (a headless replay run when no camera/display)"
+	@echo "make demo          the camera demonstrator (a headless replay run when no camera/display); installs the demo extra only"
+	@echo "make bench-setup   make demo's install on a fresh virtualenv in a temporary folder: seconds and MB against its targets"
 	@echo "make bench-demo    demonstrator FPS, per-stage latency and accuracy, headless"
 	@echo "make testbed       broker + coordinator + 10 devices over MQTT on Fashion-MNIST; live table, JSON report + PNG"
 	@echo "make broker        Mosquitto with passwords + per-device ACL, loopback only (BROKER_HOST=0.0.0.0, BROKER_TLS=1; brokers/)"
@@ -61,6 +62,15 @@ $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 
 setup: $(VENV)/.installed-$(TEST_EXTRAS)
 	@scripts/system-deps.sh $(TEST_DEBS)
+
+# `make demo` installs the demonstrator's extra only (no torch, no Debian packages), with pip's progress.
+$(VENV)/.installed-demo: pyproject.toml
+	$(call arg,PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[demo]'
+	touch $@
+
+setup-demo: $(VENV)/.installed-demo
 
 lint: setup
 	$(BIN)/ruff check .
@@ -119,11 +129,14 @@ bench-fewshot: setup
 dse: setup
 	$(BIN)/python -m benchmarks.dse --quick
 
-demo: setup
+demo: setup-demo
 	$(BIN)/python -m demo_app --demo --out-dir runs/demo --video runs/demo/demo.mp4
 
 bench-demo: setup
 	$(BIN)/python -m benchmarks.demo
+
+bench-setup:
+	$(call arg,PYTHON) -m benchmarks.setup_demo
 
 testbed: setup
 	@scripts/system-deps.sh $(DATA_DEBS)

@@ -48,9 +48,9 @@ DEFAULT_REPLAY = ROOT / "tests" / "fixtures" / "demo"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="onnxruntime",
-                   help="backbone backend: %s (default onnxruntime; auto: tensil with a loaded "
-                        "Tensil overlay, else onnxruntime, else opencv)" % ", ".join(list_backends()))
+    p.add_argument("--backend", default=None,
+                   help="backbone backend: %s (default onnxruntime, with --demo auto: tensil with a "
+                        "loaded Tensil overlay, else onnxruntime, else opencv)" % ", ".join(list_backends()))
     p.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="ONNX model or its card (.json); default %(default)s")
     p.add_argument("--tmodel", help="Tensil .tmodel (tensil, tensil-emu; default beside the "
@@ -152,6 +152,8 @@ def _backend_options(args: argparse.Namespace, overlay: Any) -> dict:
 
 def build_app(args: argparse.Namespace) -> DemoApp:
     """The parts, in order; when one cannot be made, those already made are closed."""
+    if args.backend is None:  # `make demo` installs no onnxruntime: OpenCV's DNN runs the backbone then
+        args.backend = "auto" if args.demo else "onnxruntime"
     overlay = _overlay(args)
     made: List[Any] = []
     try:
