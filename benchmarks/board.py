@@ -269,14 +269,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections: %s (the "
                         "projection needs all three)" % ", ".join(SECTIONS))
     parser.add_argument("--queries", type=int, default=4, help="held-out frames a class")
-    parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--init-frames", type=int, default=10)
+    parser.add_argument("--shots", type=int, default=5, help="shots a class of the replay (default %(default)s)")
+    parser.add_argument("--init-frames", type=int, default=10, help="frames of the base mean before the shots (default %(default)s)")
     parser.add_argument("--feature-frames", type=int, default=20,
                         help="frames on which the backends' features are compared")
-    parser.add_argument("--driver-frames", type=int, default=200)
+    parser.add_argument("--driver-frames", type=int, default=200, help="frames through the driver's host path (default %(default)s)")
     parser.add_argument("--a9-factor", type=float, default=10.0,
                         help="how much slower the board's Cortex-A9 runs the host code")
-    parser.add_argument("--out", default=str(OUT / "board.json"))
+    parser.add_argument("--out", default=str(OUT / "board.json"), help="the JSON report (default %(default)s)")
     args = parser.parse_args(argv)
     chosen = selected_sections(parser, args.only, SECTIONS)
     OUT.mkdir(parents=True, exist_ok=True)

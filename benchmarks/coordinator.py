@@ -144,7 +144,7 @@ def round_overhead(rounds: int, broker: str, train_limit: int) -> Dict[str, Any]
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 500, 1000])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 500, 1000], help="numbers of clients a round to measure (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=4, help="end-to-end rounds")
     parser.add_argument("--train-limit", type=int, default=20000, help="training images shared by the 10 devices")
     parser.add_argument("--broker", default="mosquitto" if shutil.which("mosquitto") or os.path.exists(

@@ -121,12 +121,12 @@ def run_demo(folder: pathlib.Path, model: pathlib.Path, shots: int, queries: int
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(MODEL))
+    parser.add_argument("--model", default=str(MODEL), help="ONNX backbone or its card (default: the bundled one)")
     parser.add_argument("--queries", type=int, default=100, help="held-out frames a class")
-    parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--init-frames", type=int, default=10)
+    parser.add_argument("--shots", type=int, default=5, help="shots a class of the replay (default %(default)s)")
+    parser.add_argument("--init-frames", type=int, default=10, help="frames of the base mean before the shots (default %(default)s)")
     parser.add_argument("--save-every", type=int, default=0, help="annotated PNG every N frames")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "demo.json"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "demo.json"), help="the JSON report (default %(default)s)")
     args = parser.parse_args(argv)
     verdict = Verdict("bench-demo")
     if not ARCHIVE.is_file():

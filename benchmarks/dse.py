@@ -26,7 +26,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data", default="omniglot", help="dataset (see training.fewshot)")
     parser.add_argument("--quick", action="store_true", help="3 epochs, 32x32 only")
     parser.add_argument("--epochs", type=int, default=0, help="override the epoch count")
-    parser.add_argument("--out", default=os.path.join("runs", "bench"))
+    parser.add_argument("--out", default=os.path.join("runs", "bench"), help="folder for the table and plot (default %(default)s)")
     args = parser.parse_args(argv)
     from training.fewshot.data import load_fewshot_data
     from training.fewshot.dse import run_dse

@@ -167,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--omniglot", default="runs/fewshot/omni", help="training folder")
     parser.add_argument("--cifar10", default="runs/fewshot/cifar", help="training folder")
-    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes a configuration (default %(default)s)")
     parser.add_argument("--train", action="store_true", help="run the two trainings first")
     args = parser.parse_args(argv)
     folders = {"omniglot": args.omniglot, "cifar10": args.cifar10}

@@ -57,8 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=1000, help="simulated clients (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds (default %(default)s)")
     args = parser.parse_args(argv)
     verdict = Verdict("bench-scale")
     missing = fashion_mnist_missing()

@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coordinator.broker",
                                      description="Embedded MQTT broker (amqtt) for local testbeds.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--port", type=int, default=1883, help="TCP port on loopback (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

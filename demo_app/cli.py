@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the backbone")
     p.add_argument("--camera", default="0",
                    help="camera number, /dev/videoN, 'synthetic', an image folder or a video")
-    p.add_argument("--camera-resolution", default="160x120", type=parse_resolution)
-    p.add_argument("--output-resolution", default="800x600", type=parse_resolution)
+    p.add_argument("--camera-resolution", default="160x120", type=parse_resolution, help="WxH the camera is asked for (default %(default)s)")
+    p.add_argument("--output-resolution", default="800x600", type=parse_resolution, help="WxH of the output frame (default %(default)s)")
     p.add_argument("--replay", metavar="FOLDER",
                    help="replay FOLDER/<class>/*.png with a generated button script")
     p.add_argument("--demo", action="store_true",
@@ -88,13 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-frames", type=int, default=10,
                    help="background frames for the base mean (0: the card's feature_mean)")
     p.add_argument("--queries", type=int, help="replay: held-out frames a class")
-    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--temperature", type=float, default=0.1, help="softmax temperature of the class scores (default %(default)s)")
     p.add_argument("--smoothing", type=float, default=0.0,
                    help="moving average of probabilities over frames, in [0, 1)")
-    p.add_argument("--classifier", choices=("ncm", "knn"), default="ncm")
+    p.add_argument("--classifier", choices=("ncm", "knn"), default="ncm", help="nearest class mean or k nearest shots (default %(default)s)")
     p.add_argument("--k", type=int, default=3, help="neighbours of the knn classifier")
     p.add_argument("--memory", help="few-shot memory file (.npz): loaded at start, saved on change")
-    p.add_argument("--max-frames", type=int)
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (default: the end of the camera or q)")
     p.add_argument("--summary", help="summary JSON (default OUT_DIR/summary.json)")
     return p
 

@@ -424,9 +424,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "bitstream's architecture)")
     p.add_argument("--bitstream", help="the Tensil overlay's .bit (default: what the FPGA holds)")
     p.add_argument("--camera", help="camera to check: a number, /dev/videoN, 'synthetic'")
-    p.add_argument("--camera-resolution", default="160x120", type=parse_resolution)
+    p.add_argument("--camera-resolution", default="160x120", type=parse_resolution, help="WxH the camera is asked for (default %(default)s)")
     p.add_argument("--hdmi", action="store_true", help="check HDMI out")
-    p.add_argument("--output-resolution", default="800x600", type=parse_resolution)
+    p.add_argument("--output-resolution", default="800x600", type=parse_resolution, help="WxH of the HDMI check's frame (default %(default)s)")
     p.add_argument("--buttons", action="store_true", help="check the buttons")
     p.add_argument("--broker", help="MQTT broker: mqtt://user@host:port (mqtts:// for TLS)")
     p.add_argument("--password-file", default="", help="the MQTT password on its first line "

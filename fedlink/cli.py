@@ -21,7 +21,7 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
     parser.add_argument("--password-file", default="", metavar="FILE",
                         help=f"the MQTT password on this file's first line (else ${PASSWORD_ENV})")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default %(default)s)")
 
 
 def setup_logging(level: str) -> None:

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_sdcard)
 
     p = sub.add_parser("flash", help="write an image to an SD card, then read it back")
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", required=True, help="the board image to write (make sdcard's OUT)")
     p.add_argument("--device", required=True, help="the SD card's whole-disk device, e.g. /dev/sdb")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation (YES=1)")
     p.add_argument("--force", action="store_true",

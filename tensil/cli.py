@@ -170,18 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("arch", help="validate a .tarch and print its summary")
-    p.add_argument("tarch")
+    p.add_argument("tarch", help="the .tarch file")
     p.add_argument("--json", action="store_true", help="print the normalised .tarch instead")
     p.set_defaults(run=_cmd_arch)
 
     p = sub.add_parser("asm", help="assemble .tasm text into a .tprog")
-    p.add_argument("tasm")
+    p.add_argument("tasm", help="the .tasm assembly text")
     p.add_argument("-a", "--arch", required=True, help=".tarch file")
     p.add_argument("-o", "--output", help="output .tprog (default: beside the input)")
     p.set_defaults(run=_cmd_asm)
 
     p = sub.add_parser("disasm", help="disassemble a .tprog into .tasm text")
-    p.add_argument("tprog")
+    p.add_argument("tprog", help="the .tprog program")
     p.add_argument("-a", "--arch", required=True, help=".tarch file")
     p.add_argument("-o", "--output", help="output .tasm (default: stdout)")
     p.add_argument("--offsets", action="store_true", help="comment each line with its offset")
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_disasm)
 
     p = sub.add_parser("estimate", help="cycle estimate of a .tprog per instruction kind")
-    p.add_argument("tprog")
+    p.add_argument("tprog", help="the .tprog program")
     p.add_argument("-a", "--arch", required=True, help=".tarch file")
     p.add_argument("--memory", action="store_true",
                    help="the model calibrated on the RTL: DRAM traffic in AXI requests and beats, "

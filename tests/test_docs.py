@@ -30,3 +30,21 @@ def test_every_file_a_document_names_exists(doc):
     missing = [target for target in _targets(text)
                if not any(os.path.exists(os.path.join(base, target)) for base in (os.path.dirname(doc), ROOT))]
     assert missing == [], f"{os.path.relpath(doc, ROOT)} names files that do not exist: {missing}"
+
+
+def test_every_command_line_option_has_a_help_text():
+    """Issue 25: `training.fl --rounds`, `--eval-every`, fewshot `eval --ways/--shots` and 46 more
+    options showed no help."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    missing = []
+    for package in ("training", "coordinator", "device", "hwflow", "tensil", "benchmarks", "demo_app", "fedcore",
+                    "fedlink", "scripts", "examples"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "add_argument" and not any(k.arg == "help" for k in node.keywords)):
+                    missing.append("%s:%d" % (path.relative_to(root), node.lineno))
+    assert missing == []

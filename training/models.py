@@ -269,7 +269,7 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--describe", nargs="*", metavar="NAME", default=None,
                         help="print the parameters of these models (all when none is named)")
     parser.add_argument("--input", default="3,32,32", help="input shape C,H,W (default 3,32,32)")
-    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--classes", type=int, default=10, help="number of classes of the model's classifier")
     parser.add_argument("--norm", default=None, help="bn, gn or none (convolutional models)")
     args = parser.parse_args(argv)
     shape = [int(v) for v in args.input.split(",")]

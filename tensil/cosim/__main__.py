@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--rtl", type=Path, help="RTL directory (default: $TENSIL_RTL or ../shared/rtl/tensil_custom_perf)")
     make.add_argument("--cache", type=Path, help="cache directory (default: build/cosim in the repository)")
     go = commands.add_parser("run", help="run a .tprog on the RTL")
-    go.add_argument("--tprog", type=Path, required=True)
+    go.add_argument("--tprog", type=Path, required=True, help="the program to run")
     go.add_argument("--arch", type=Path, help="the .tarch the program and RTL are for "
                     "(default: the RTL's own)")
     go.add_argument("--out", type=Path, required=True, help="folder for the memories and result.json")
@@ -56,14 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument("--dram1", type=Path, help="initial DRAM1, e.g. the model's .tdata")
     go.add_argument("--local", type=Path, help="initial local memory (local_depth vectors)")
     go.add_argument("--accumulators", type=Path, help="initial accumulators")
-    go.add_argument("--rtl", type=Path)
-    go.add_argument("--completion", choices=("probe", "drain"), default="probe")
+    go.add_argument("--rtl", type=Path, help="RTL directory (default: $TENSIL_RTL or ../shared/rtl/tensil_custom_perf)")
+    go.add_argument("--completion", choices=("probe", "drain"), default="probe", help="how the end of the program is found: a probe instruction, or the queues draining (default %(default)s)")
     defaults = DramModel()
     for field in dataclasses.fields(DramModel):
         go.add_argument("--" + field.name.replace("_", "-"), type=int,
                         default=getattr(defaults, field.name), help="DRAM model (default %(default)s)")
-    go.add_argument("--timeout-cycles", type=int, default=50_000_000)
-    go.add_argument("--hang-cycles", type=int, default=100_000)
+    go.add_argument("--timeout-cycles", type=int, default=50_000_000, help="give up after this many cycles (default %(default)s)")
+    go.add_argument("--hang-cycles", type=int, default=100_000, help="call the RTL hung after this many cycles without progress (default %(default)s)")
     return parser
 
 

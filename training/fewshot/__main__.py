@@ -36,14 +36,14 @@ def _add_arch(p: argparse.ArgumentParser) -> None:
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--queries", type=int, default=15)
+    p.add_argument("--ways", type=int, default=5, help="classes an episode (default %(default)s)")
+    p.add_argument("--shots", type=int, default=1, help="labelled examples a class (default %(default)s)")
+    p.add_argument("--queries", type=int, default=15, help="query examples a class (default %(default)s)")
     p.add_argument("--episodes", type=int, default=1000, help="at least 1000 for a reported figure")
     p.add_argument("--seed", type=int, default=0, help="episode sampling seed")
     p.add_argument("--within-alphabet", action="store_true",
                    help="every episode's classes from one group (Omniglot alphabet)")  # fmt: skip
-    p.add_argument("--classifier", choices=["ncm", "knn"], default="ncm")
+    p.add_argument("--classifier", choices=["ncm", "knn"], default="ncm", help="nearest class mean or k nearest neighbours (default %(default)s)")
     p.add_argument("--k", type=int, default=1, help="neighbours for --classifier knn")
     p.add_argument("--views", type=int, default=1,
                    help="EASY augmented samples: average the features of this many views")  # fmt: skip
@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="EASY training of one backbone per seed")
     _add_arch(t)
     t.add_argument("--data", required=True, help=data_help)
-    t.add_argument("--epochs", type=int, default=15)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--epochs", type=int, default=15, help="training epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=128, help="training batch size (default %(default)s)")
     t.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the first cycle")
     t.add_argument("--cycle-epochs", type=float, default=5.0, help="cosine cycle length")
     t.add_argument("--peak-decay", type=float, default=0.7, help="peak LR factor per restart")
@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--affine", action="store_true",
                    help="random rotations (+-15 deg), scalings (0.85-1.15) and shears (+-0.15) of each "
                         "training image: the variations of handwriting (Omniglot)")  # fmt: skip
-    t.add_argument("--out", default="runs/fewshot")
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--out", default="runs/fewshot", help="folder for the checkpoint and its log (default %(default)s)")
+    t.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
 
     e = sub.add_parser("eval", help="few-shot accuracy ± 95%% CI on novel classes")
     e.add_argument("--backbone", nargs="+", required=True, help="checkpoint(s); several = ensemble")
@@ -89,20 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--backbone", help="checkpoint; omit with --placeholder")
     x.add_argument("--placeholder", action="store_true", help="export a random-init network")
     x.add_argument("--data", default="cifar10", help=data_help)
-    x.add_argument("--out", default="models")
-    x.add_argument("--episodes", type=int, default=1000)
+    x.add_argument("--out", default="models", help="folder for the ONNX model and its card (default %(default)s)")
+    x.add_argument("--episodes", type=int, default=1000, help="episodes of the card's few-shot accuracy (default %(default)s)")
     x.add_argument("--command", default="", help="the training command to record in the card")
 
     d = sub.add_parser("describe", help="parameters and MACs per configuration")
-    d.add_argument("--backbone", nargs="+", default=["resnet9", "resnet12"])
-    d.add_argument("--feature-maps", type=int, nargs="+", default=[16, 32])
-    d.add_argument("--input-size", type=int, nargs="+", default=[32, 84])
+    d.add_argument("--backbone", nargs="+", default=["resnet9", "resnet12"], help="backbones to compare (default %(default)s)")
+    d.add_argument("--feature-maps", type=int, nargs="+", default=[16, 32], help="feature maps of the first block, each compared (default %(default)s)")
+    d.add_argument("--input-size", type=int, nargs="+", default=[32, 84], help="input sides in pixels, each compared (default %(default)s)")
 
     s = sub.add_parser("dse", help="design-space table: accuracy, parameters, MACs")
     s.add_argument("--quick", action="store_true", help="few epochs, 32x32 only")
     s.add_argument("--data", default="omniglot", help=data_help)
     s.add_argument("--epochs", type=int, default=0, help="override the epoch count")
-    s.add_argument("--out", default="runs/bench")
+    s.add_argument("--out", default="runs/bench", help="folder for the results (default %(default)s)")
     return parser
 
 

@@ -53,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.fl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the run's TOML file")
-    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--rounds", type=int, help="rounds to run (default: the config's federation.rounds)")
     parser.add_argument("--seed", type=int, help="the run's seed (model init, partition, data order)")
     parser.add_argument("--out", help="output folder (default runs/fl/<name>)")
     parser.add_argument("--alpha", type=float, help="Dirichlet concentration of the partition")
@@ -63,7 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--engine", help="sequential, batched, vmap or auto (vmap on CUDA, else batched)")
     parser.add_argument("--precision", help="fp32 or bf16 (autocast of the forward passes)")
     parser.add_argument("--threads", type=int, help="torch threads")
-    parser.add_argument("--eval-every", dest="eval_every", type=int)
+    parser.add_argument("--eval-every", dest="eval_every", type=int, help="evaluate the model every N rounds (default: the config's simulation.eval_every)")
     parser.add_argument("--data-path", dest="data_path", help="dataset folder or image archive")
     parser.add_argument("--download", action="store_true", help="fetch a missing dataset (MD5 checked)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
