@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="runs/demo", help="annotated frames + summary.json")
     p.add_argument("--save-every", type=int, default=0,
                    help="headless: save every Nth annotated frame as PNG (0: never)")
-    p.add_argument("--video", help="headless: also write all annotated frames to this MP4")
+    p.add_argument("--video", help="headless: also write all annotated frames to this video (H.264 MP4 when "
+                                   "OpenCV can, else VP8 WebM beside it, else MPEG-4 MP4)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frames a second of the video and, while a browser watches, of the MJPEG stream "
+                        "(default 15; a camera sets its own rate unless this is given)")
     p.add_argument("--mjpeg-port", type=int, help="also stream MJPEG over HTTP on this port")
     p.add_argument("--mjpeg-host", default="127.0.0.1",
                    help="address the MJPEG server listens on (default loopback; 0.0.0.0 lets every "
@@ -117,7 +121,11 @@ def _overlay(args: argparse.Namespace) -> Any:
 def _display(args: argparse.Namespace, overlay: Any) -> Display:
     out = pathlib.Path(args.out_dir)
     wait = args.mjpeg_wait if args.mjpeg_wait is not None else (30.0 if args.replay else 0.0)
-    stream = {"mjpeg_port": args.mjpeg_port, "mjpeg_host": args.mjpeg_host, "mjpeg_wait": wait}
+    # A replay runs as fast as it can: paced to --fps (default 15) while a browser watches; a camera
+    # sets its own rate unless --fps is given.
+    pace = args.fps or (15.0 if args.replay else None)
+    stream = {"mjpeg_port": args.mjpeg_port, "mjpeg_host": args.mjpeg_host, "mjpeg_wait": wait,
+              "fps": args.fps or 15.0, "pace": pace}
     if args.headless:
         return HeadlessDisplay(out / "frames" if args.save_every else None, args.save_every,
                                args.video, **stream)

@@ -146,6 +146,7 @@ class MjpegServer:
         self.quality = quality
         self.min_interval = 1.0 / max_fps
         self._jpeg: Optional[bytes] = None
+        self._last: Optional[np.ndarray] = None  # the last frame, for /snapshot.jpg
         self._seq = 0
         self._clients = 0
         self._closed = False
@@ -165,8 +166,18 @@ class MjpegServer:
                     self.wfile.write(body)
                 elif self.path == "/stream":
                     server_self._stream(self)
+                elif self.path == "/snapshot.jpg":
+                    jpeg = server_self.snapshot()
+                    if jpeg is None:
+                        self.send_error(404, "no frame yet")
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(jpeg)))
+                    self.end_headers()
+                    self.wfile.write(jpeg)
                 else:
-                    self.send_error(404, "only / and /stream exist")
+                    self.send_error(404, "only /, /stream and /snapshot.jpg exist")
 
             def log_message(self, *args: Any) -> None:
                 pass  # quiet: a stream request would log forever
@@ -215,7 +226,18 @@ class MjpegServer:
             return self._cond.wait_for(lambda: self._clients > 0 or self._closed, timeout=timeout) \
                 and not self._closed
 
+    def snapshot(self) -> Optional[bytes]:
+        """The last published frame as a JPEG (None before the first): it stays after a replay ends."""
+        with self._cond:
+            frame = self._last
+        if frame is None:
+            return None
+        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return data.tobytes() if ok else None
+
     def publish(self, frame: np.ndarray) -> None:
+        with self._cond:
+            self._last = frame.copy()
         if not self._clients:
             return
         ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
@@ -269,14 +291,21 @@ class MjpegServer:
         self._thread.join(timeout=2.0)
 
 
+# Video codecs in order of preference, each with its container: H.264 in an MP4 plays in every browser
+# but OpenCV's wheels usually lack its encoder; VP8 in a WebM plays in every browser too; MPEG-4
+# part 2 in an MP4 plays in desktop players only.
+VIDEO_CODECS = (("avc1", ".mp4"), ("VP80", ".webm"), ("mp4v", ".mp4"))
+
+
 class HeadlessDisplay(Display):
-    """No screen: every `save_every`-th frame to PNG, optionally all frames to an MP4, and
-    optionally an MJPEG stream for a browser."""
+    """No screen: every `save_every`-th frame to PNG, optionally all frames to a video, and
+    optionally an MJPEG stream for a browser. `pace`: while someone watches the stream, show at
+    most this many frames a second (a replay would otherwise be over in a blink)."""
 
     def __init__(self, out_dir: Optional[PathLike] = None, save_every: int = 0,
                  video: Optional[PathLike] = None, fps: float = 15.0,
                  mjpeg_port: Optional[int] = None, mjpeg_host: str = "127.0.0.1",
-                 mjpeg_wait: float = 0.0):
+                 mjpeg_wait: float = 0.0, pace: Optional[float] = None):
         self.out_dir = pathlib.Path(out_dir) if out_dir else None
         if save_every and self.out_dir is None:
             raise ValueError("save_every needs an out_dir")
@@ -284,7 +313,10 @@ class HeadlessDisplay(Display):
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.save_every = save_every
         self.video_path = pathlib.Path(video) if video else None
+        self.video_codec = ""
         self.fps = fps
+        self.pace = pace
+        self._shown_at = 0.0
         self._writer: Any = None
         self.count = 0
         self.saved: List[pathlib.Path] = []
@@ -304,13 +336,30 @@ class HeadlessDisplay(Display):
             self.saved.append(path)
         if self.video_path is not None:
             if self._writer is None:
-                self._writer = cv2.VideoWriter(str(self.video_path),
-                                               cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                               (frame.shape[1], frame.shape[0]))
+                self._writer = self._open_video((frame.shape[1], frame.shape[0]))
             self._writer.write(frame)
         if self.mjpeg is not None:
+            if self.pace and self.mjpeg.watching:
+                time.sleep(max(0.0, self._shown_at + 1.0 / self.pace - time.monotonic()))
+                self._shown_at = time.monotonic()
             self.mjpeg.publish(frame)
         self.count += 1
+
+    def _open_video(self, size: Tuple[int, int]) -> Any:
+        """The first of VIDEO_CODECS this OpenCV can write; video_path takes its container's suffix."""
+        assert self.video_path is not None
+        tried = []
+        for fourcc, suffix in VIDEO_CODECS:
+            path = self.video_path.with_suffix(suffix)
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            if writer.isOpened():
+                if path != self.video_path:
+                    print("video: %s (%s; this OpenCV writes no %s)" % (path, fourcc, ", ".join(tried)))
+                self.video_path, self.video_codec = path, fourcc
+                return writer
+            writer.release()
+            tried.append(fourcc)
+        raise HardwareError("OpenCV can write none of the video codecs %s here" % ", ".join(tried))
 
     def close(self) -> None:
         if self._writer is not None:

@@ -3,6 +3,7 @@
 import pathlib
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import cv2
@@ -296,9 +297,42 @@ def test_headless_display_writes_pngs_and_video(tmp_path):
     assert [p.name for p in display.saved] == ["frame_000000.png", "frame_000002.png",
                                               "frame_000004.png"]
     assert int(cv2.imread(str(display.saved[1]))[0, 0, 0]) == 80
-    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    # Issue 25: the MP4 was MPEG-4 part 2, which browsers do not play: H.264, else VP8 WebM
+    assert (display.video_codec, display.video_path.suffix) in (("avc1", ".mp4"), ("VP80", ".webm"))
+    capture = cv2.VideoCapture(str(display.video_path))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(int(image[30, 40].mean()))
     capture.release()
+    assert len(frames) == 5 and abs(frames[4] - 160) < 12
+
+
+def test_the_stream_keeps_a_snapshot_and_paces_a_replay_while_someone_watches():
+    """Issue 25: once a viewer connected the replay ran at full speed, six frames arrived and the
+    stream closed."""
+    display = HeadlessDisplay(mjpeg_port=0, pace=20.0)
+    try:
+        base = display.mjpeg.url
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(base + "snapshot.jpg", timeout=5)
+        began = time.monotonic()
+        for i in range(10):  # nobody watches: no pacing
+            display.show(np.full((24, 32, 3), 20 * i, np.uint8))
+        assert time.monotonic() - began < 0.4
+        snapshot = urllib.request.urlopen(base + "snapshot.jpg", timeout=5).read()
+        assert abs(int(cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_COLOR).mean()) - 180) < 6
+        viewer = urllib.request.urlopen(base + "stream", timeout=5)
+        assert display.mjpeg.wait_for_viewer(5)
+        began = time.monotonic()
+        for i in range(10):  # watched: 20 frames a second
+            display.show(np.full((24, 32, 3), 20 * i, np.uint8))
+        assert time.monotonic() - began >= 0.4
+        viewer.close()
+    finally:
+        display.close()
 
 
 def test_mjpeg_stream_serves_multipart_jpeg_frames():
