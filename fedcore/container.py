@@ -266,7 +266,7 @@ def _encode_tensor(
     # Quantization finds NaN and Inf from its channel ranges; float32 values are checked here.
     if not quantized and not allow_nonfinite and not np.isfinite(flat).all():
         raise MessageError("tensor %r holds NaN or Inf" % name)
-    per_channel = quantized and spec.per_channel and array.ndim >= 2
+    per_channel = quantized and spec.per_channel and array.ndim >= 2 and size > 0  # no scales of no value
     channels = array.shape[0] if per_channel else 1
     stages: List[Dict[str, Any]] = []
     sections: List[bytes] = []
@@ -352,7 +352,7 @@ def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits(),
     blob = _as_bytes(blob)
     header_raw, payload = _split_frame(blob, limits)
     header = _parse_header(header_raw, limits)  # types and ranges checked: safe to use
-    plans = _plan_tensors(header["tensors"], limits)
+    plans = _plan_tensors(header["tensors"], limits, len(blob))
     if layout is not None:
         problem = layout_difference(layout, {plan.name: plan.shape for plan in plans})
         if problem:
@@ -524,6 +524,8 @@ class _TensorPlan:
             elif op == "affine":
                 if stage["per_channel"] and len(self.shape) < 2:
                     self._fail("affine per_channel must be false below 2 dimensions")
+                if stage["per_channel"] and self.size == 0:  # scales of no value: work for nothing
+                    self._fail("affine per_channel on a tensor with no values")
                 self.bits, self.per_channel = stage["bits"], stage["per_channel"]
             else:
                 self.entropy = op
@@ -584,8 +586,13 @@ class _TensorPlan:
         return out.reshape(self.shape), index
 
 
-def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits) -> List[_TensorPlan]:
-    plans, names, total = [], set(), 0
+# What decoding may cost a byte of message: the bytes its entropy stages may inflate to (before any
+# value is decoded). Real updates inflate a few times; a bomb of repeated bytes, thousands.
+MAX_INFLATION = 256
+
+
+def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits, message_bytes: int) -> List[_TensorPlan]:
+    plans, names, total, inflated = [], set(), 0, 0
     for number, entry in enumerate(entries):
         plan = _TensorPlan(entry, "$.tensors[%d]" % number, limits)
         if plan.name in names:
@@ -594,5 +601,9 @@ def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits) -> List[_
         total += plan.size
         if total > limits.max_elements:
             raise MessageError("tensors hold more than the limit of %d elements" % limits.max_elements)
+        inflated += plan.inner_bytes if plan.entropy else 0
+        if inflated > MAX_INFLATION * message_bytes + (1 << 20):
+            raise MessageError("entropy stages inflate to more than %d bytes for a %d-byte message (at most %dx "
+                               "and 1 MiB)" % (inflated, message_bytes, MAX_INFLATION))
         plans.append(plan)
     return plans
