@@ -50,3 +50,19 @@ def test_system_deps_waits_for_the_dpkg_lock_and_says_when_apt_fails(tmp_path):
     calls = log.read_text().splitlines()
     assert all("DPkg::Lock::Timeout=600" in call for call in calls) and len(calls) == 2, calls
     assert result.returncode == 1 and "apt-get could not install no-such-package-fedcore" in result.stderr
+
+
+def test_every_console_script_is_the_python_m_program():
+    """Issue 25: the workstation tools had no entry points; each one's --help works."""
+    import importlib
+
+    from fedcore.experiment import read_toml
+
+    scripts = read_toml(os.path.join(ROOT, "pyproject.toml"))["project"]["scripts"]
+    assert set(scripts) == {"fl-sim", "fl-study", "fl-coordinator", "fl-testbed", "fewshot", "tensil", "hwflow"}
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        main = getattr(importlib.import_module(module), function)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--help"])
+        assert exit_info.value.code == 0, name
