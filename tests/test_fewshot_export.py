@@ -167,3 +167,22 @@ def test_bundled_backbone_card_validates():
     assert card["input"]["shape"] == [1, 3, 32, 32] and card["output"]["shape"] == [1, 80]
     assert card["training"]["base_classes"] == ["airplane", "automobile", "bird", "cat", "deer"]
     assert {(r["ways"], r["shots"]) for r in card["fewshot"]} == {(5, 1), (5, 5)}
+
+
+def test_a_shipped_backbone_is_evaluated_from_its_onnx_with_its_cards_figures():
+    """Issue 25: bench-fewshot needed 30 minutes of training on a fresh clone; `eval` did not
+    take the bundled ONNX. From the ONNX and its card, the card's own figure comes back."""
+    from training.fewshot.data import load_fewshot_data
+    from training.fewshot.easy import evaluate_backbones, load_backbone
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "models", "resnet9_f16_strided_32.onnx")
+    model, meta = load_backbone(path)
+    card = meta["card"]
+    try:
+        data = load_fewshot_data(card["training"]["dataset"], model.config.input_size)
+    except FileNotFoundError as error:
+        pytest.skip(f"the CIFAR-10 data is missing: {error}")
+    figure = next(f for f in card["fewshot"] if (f["ways"], f["shots"]) == (5, 1))
+    result = evaluate_backbones([path], data, 5, 1, 15, figure["episodes"], 0)
+    assert result["accuracy"] == pytest.approx(figure["accuracy"], abs=1e-6)

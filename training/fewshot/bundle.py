@@ -22,12 +22,27 @@ _BASE_MEAN_IMAGES = 10000
 
 def onnx_features(path: str, images: np.ndarray, spec: Dict[str, object]) -> np.ndarray:
     """Features of uint8 images through the ONNX file, one image at a time (batch 1)."""
-    import onnxruntime as ort
+    import torch
 
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    x = preprocess_images(images, spec)
-    return np.concatenate([session.run(["Output"], {"Input": x[i : i + 1]})[0] for i in
-                           range(len(x))]).astype(np.float32)  # fmt: skip
+    from training.fewshot.easy import OnnxBackbone
+
+    x = torch.from_numpy(preprocess_images(images, spec))
+    return OnnxBackbone(path, {"input": spec}).features(x).numpy().astype(np.float32)
+
+
+def training_seconds(log: str) -> Optional[float]:
+    """Wall time of the last finished training in a train_log.jsonl (older logs: the sum of
+    its epochs' seconds), or None."""
+    if not os.path.isfile(log):
+        return None
+    with open(log, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    ends = [r["wall_seconds"] for r in rows if r.get("event") == "end"]
+    if ends:
+        return float(ends[-1])
+    starts = [i for i, r in enumerate(rows) if r.get("event") == "start"]
+    epochs = [r["seconds"] for r in rows[starts[-1] if starts else 0:] if "epoch" in r]
+    return float(sum(epochs)) if epochs else None
 
 
 def _epochs_done(checkpoint: str, meta: Dict[str, object]) -> int:
@@ -75,6 +90,10 @@ def export_bundle(
                     "command": command or f"{train_cmd} && {export_cmd}"}  # fmt: skip
     training.update({"base_classes": list(data.base.class_names),
                      "novel_classes": list(data.novel.class_names)})  # fmt: skip
+    if checkpoint:
+        wall = training_seconds(os.path.join(os.path.dirname(checkpoint), "train_log.jsonl"))
+        if wall is not None:
+            training["wall_seconds"] = wall  # the benchmark's training-time figure, kept with the model
     path = export_onnx(model, os.path.join(out, model.config.stem + ".onnx"))
     parity = onnx_parity(model, path)
     print(f"onnxruntime parity: max abs diff {parity:.3g}")

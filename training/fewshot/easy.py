@@ -19,6 +19,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -225,8 +226,40 @@ def train_easy(cfg: TrainConfig, data: FewShotData) -> List[str]:
     return paths
 
 
+class OnnxBackbone:
+    """A shipped backbone (an ONNX file and its model card) used as a checkpoint is: the features
+    of preprocessed images, run by onnxruntime an image at a time (the export's batch is 1)."""
+
+    def __init__(self, path: str, card: Dict[str, object]):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.config = SimpleNamespace(input_size=int(card["input"]["shape"][-1]))  # type: ignore[index]
+
+    def eval(self) -> "OnnxBackbone":
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.detach().cpu().numpy().astype(np.float32)
+        rows = [self.session.run(None, {self.input_name: images[i:i + 1]})[0] for i in range(len(images))]
+        return torch.from_numpy(np.concatenate(rows).reshape(len(images), -1))
+
+
 def load_backbone(path: str) -> Tuple[FewShotResNet, Dict[str, object]]:
-    """A checkpoint written by ``train_easy`` (state_dict + JSON metadata)."""
+    """A checkpoint written by ``train_easy`` (state_dict + JSON metadata), or a shipped ONNX
+    backbone with its model card beside it (`models/`: evaluation needs no training then)."""
+    if path.endswith(".onnx"):
+        card_path = os.path.splitext(path)[0] + ".json"
+        if not os.path.isfile(path) or not os.path.isfile(card_path):
+            raise FileNotFoundError(f"ONNX backbone {path} or its model card {card_path} not found")
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+        if card.get("format") != "pynq-fewshot-model-card":
+            raise ValueError(f"{card_path} is not a model card (format {card.get('format')!r})")
+        return OnnxBackbone(path, card), {"input": card["input"], "card": card}  # type: ignore[return-value]
     meta_path = os.path.splitext(path)[0] + ".json"
     if not os.path.isfile(path) or not os.path.isfile(meta_path):
         raise FileNotFoundError(f"checkpoint {path} or its metadata {meta_path} not found")
