@@ -75,7 +75,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG")
     args = parser.parse_args(argv)
-    from .simulation import describe_run, run  # torch is imported here, after the arguments
+    from .simulation import (  # torch is imported here, after the arguments
+        describe_run,
+        output_dir,
+        run,
+    )
 
     try:
         overrides = _overrides(args)
@@ -93,8 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, FedCoreError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    output = output_dir(*load_config(args.config, overrides))
     rows = [[key, f"{value:.4f}" if isinstance(value, float) else value] for key, value in summary.items()]
     print(format_table(["summary", "value"], rows))
+    print(f"outputs: {output}/ (rounds.jsonl, summary.json, config.json, final.fedc, accuracy.png)")
     return 0
 
 
