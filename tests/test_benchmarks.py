@@ -45,6 +45,9 @@ def test_fewshot_without_backbones_says_not_run_and_exits_2(tmp_path, capsys, mo
     from benchmarks import fewshot
 
     monkeypatch.setattr(fewshot, "OUT", str(tmp_path / "bench"))
+    # neither checkpoints nor shipped backbones (the shipped ones are measured in test_fewshot_export)
+    monkeypatch.setattr(fewshot, "SHIPPED", {"omniglot": str(tmp_path / "none.onnx"),
+                                             "cifar10": str(tmp_path / "none.onnx")})
     status = fewshot.main(["--omniglot", str(tmp_path / "omni"), "--cifar10", str(tmp_path / "cifar")])
 
     out = capsys.readouterr().out
