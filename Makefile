@@ -154,7 +154,7 @@ SWEEP ?= 100
 bench-tensil: setup
 	$(BIN)/python -m benchmarks.tensil --sweep $(call arg,SWEEP)
 
-# From a checkpoint to a board (python -m hwflow; README "From a checkpoint to a board").
+# From a checkpoint to a board (python -m hwflow; docs/hardware.md).
 ARCH      ?= tensil_arch/pynqz1_perf.tarch
 CLOCK_MHZ ?= 125
 OUT       ?= board.img

@@ -1,4 +1,4 @@
-"""python -m hwflow <command>: from a checkpoint to a flashed board (see README "From a checkpoint
+"""python -m hwflow <command>: from a checkpoint to a flashed board (see docs/hardware.md, "From a checkpoint
 to a board"). Each command is also a make target: rtl, rtl-report, bitstream, sdcard, flash,
 deploy. Errors print one line naming what is missing or wrong and exit with status 2."""
 
