@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional
 
+log = logging.getLogger(__name__)
+
 __all__ = ["broker_config", "main"]
 
 
@@ -27,7 +29,7 @@ async def _serve(host: str, port: int) -> None:
 
     broker = Broker(broker_config(host, port))
     await broker.start()
-    print(f"embedded MQTT broker (amqtt) listening on mqtt://{host}:{port}", flush=True)
+    log.info("embedded MQTT broker (amqtt) listening on mqtt://%s:%d", host, port)
     try:
         while True:
             await asyncio.sleep(3600)
@@ -42,6 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--port", type=int, default=1883, help="TCP port on loopback (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # our one line (where it listens), not amqtt's chatter
     try:
         import amqtt  # noqa: F401
     except ImportError:

@@ -15,6 +15,7 @@ takes anyone (no passwords), so nothing outside this machine may reach it.
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -24,10 +25,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from fedcore.console import add_verbosity, show_logs
 from fedcore.errors import FedCoreError
 from fedcore.experiment import client_ids, load_run_config
 
 from .server import CoordinatorSettings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Testbed", "main"]
 
@@ -110,8 +114,8 @@ class Testbed:
         previous = {number: signal.signal(number, _stop_signal) for number in (signal.SIGTERM, signal.SIGHUP)}
         try:
             self.url = self.start_broker()
-            print(f"testbed: broker {self.url}, {self.clients} devices, run folder {self.run_dir}, "
-                  f"process group {self.group}", flush=True)
+            log.info("testbed: broker %s, %d devices, run folder %s, process group %d", self.url, self.clients,
+                     self.run_dir, self.group)
             devices = [self._spawn([sys.executable, "-m", "device", "fl", "--broker", self.url, "--config",
                                     self.config, "--client-id", cid], f"{cid}.log")
                        for cid in client_ids(self.clients)]
@@ -203,7 +207,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--run-dir", help="default: runs/testbed/<run id>")
     parser.add_argument("--resume", action="store_true", help="keep the run folder's checkpoint and continue")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the child processes")
+    add_verbosity(parser)
     args = parser.parse_args(argv)
+    show_logs(args)
     try:
         run = load_run_config(args.config)
         settings = CoordinatorSettings.from_run(run)

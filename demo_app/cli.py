@@ -34,6 +34,7 @@ from device.errors import DeviceError
 from device.inputs import ButtonInput, InputSource, KeyboardInput, ScriptInput
 from device.memory import FewShotMemory
 from fedcore.atomic import atomic_write
+from fedcore.console import add_verbosity, show_logs
 
 from .app import DemoApp
 from .replay import build_replay_plan
@@ -48,6 +49,7 @@ DEFAULT_REPLAY = ROOT / "tests" / "fixtures" / "demo"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo_app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbosity(p)
     p.add_argument("--backend", default=None,
                    help="backbone backend: %s (default onnxruntime, with --demo auto: tensil with a "
                         "loaded Tensil overlay, else onnxruntime, else opencv)" % ", ".join(list_backends()))
@@ -200,6 +202,7 @@ def build_app(args: argparse.Namespace) -> DemoApp:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    show_logs(args)
     if args.demo:
         if _live_possible(args):
             print("demo: camera and display found: live demonstrator (keys 1-4, i, r, p, q)")

@@ -7,6 +7,7 @@ tests/fake_pynq and assert the register traffic the board would see.
 """
 
 import http.server
+import logging
 import pathlib
 import socketserver
 import threading
@@ -19,6 +20,8 @@ import numpy as np
 from .board import require_pynq
 from .errors import HardwareError
 from .opencv import cv2
+
+log = logging.getLogger(__name__)
 
 __all__ = ["HDMI_RESOLUTIONS", "Display", "HdmiDisplay", "HeadlessDisplay", "MjpegServer", "TeeDisplay",
            "WindowDisplay", "opencv_has_gui"]
@@ -325,10 +328,9 @@ class HeadlessDisplay(Display):
 
     def show(self, frame: np.ndarray) -> None:
         if self.mjpeg is not None and self._wait > 0:
-            print("MJPEG stream on %s: waiting up to %.0f s for a viewer" % (self.mjpeg.url, self._wait),
-                  flush=True)
+            log.info("MJPEG stream on %s: waiting up to %.0f s for a viewer", self.mjpeg.url, self._wait)
             if not self.mjpeg.wait_for_viewer(self._wait):
-                print("MJPEG: nobody is watching; going on", flush=True)
+                log.info("MJPEG: nobody is watching; going on")
             self._wait = 0.0
         if self.save_every and self.count % self.save_every == 0:
             path = self.out_dir / ("frame_%06d.png" % self.count)  # type: ignore[operator]
@@ -354,7 +356,7 @@ class HeadlessDisplay(Display):
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
             if writer.isOpened():
                 if path != self.video_path:
-                    print("video: %s (%s; this OpenCV writes no %s)" % (path, fourcc, ", ".join(tried)))
+                    log.info("video: %s (%s; this OpenCV writes no %s)", path, fourcc, ", ".join(tried))
                 self.video_path, self.video_codec = path, fourcc
                 return writer
             writer.release()

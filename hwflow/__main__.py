@@ -9,6 +9,8 @@ import pathlib
 import sys
 from typing import List, Optional
 
+from fedcore.console import add_verbosity, show_logs
+
 from .errors import HwflowError, TimingFailed
 
 __all__ = ["main", "build_parser"]
@@ -140,6 +142,7 @@ def _payload_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hwflow", description=__doc__,
                                      epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     env_rtl = os.environ.get("TENSIL_RTL") or None
 
@@ -215,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    show_logs(args)
     try:
         return int(args.run(args))
     except HwflowError as exc:

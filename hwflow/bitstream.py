@@ -9,6 +9,7 @@ settings, read from the user's PYNQ checkout) and `build.tcl` (sources both, the
 
 import datetime
 import json
+import logging
 import os
 import pathlib
 import re
@@ -22,6 +23,8 @@ from .project import REPO_ROOT, git_commit, load_tarch
 from .pynq_checkout import PynqCheckout
 from .rtl import RtlSources, check_rtl_matches, check_tcu_ports, find_rtl
 from .tools import HOW_TO_GET, have_tool, require_tool
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PART", "RECIPE", "CONSTRAINTS", "JSON_SCHEMA", "BitstreamPlan", "default_name",
            "plan_bitstream", "prepare", "vivado_version", "build", "fclk_options"]
@@ -228,7 +231,7 @@ def _build_hls_ip(plan: BitstreamPlan, vivado: str, missing: List[str]) -> None:
         raise ToolMissing("PYNQ's HLS IP %s are not built and neither vitis_hls nor vitis-run is on "
                           "PATH: install Vitis HLS %s or run `make -C %s hls_ip` where it is"
                           % (", ".join(missing), plan.pynq.vivado_version(), plan.pynq.base_dir))
-    print("hwflow: building PYNQ's HLS IP %s (make hls_ip)" % ", ".join(missing), flush=True)
+    log.info("hwflow: building PYNQ's HLS IP %s (make hls_ip)", ", ".join(missing))
     result = subprocess.run([vivado, "-mode", "batch", "-source", "build_ip.tcl", "-notrace"],
                             cwd=str(plan.pynq.base_dir))
     if result.returncode != 0:
@@ -249,7 +252,7 @@ def build(plan: BitstreamPlan) -> Dict[str, Any]:
             (plan.out_dir / stale).unlink(missing_ok=True)
     result_path = plan.build_dir / "result.json"
     result_path.unlink(missing_ok=True)
-    print("hwflow: vivado -mode batch -source %s (log in %s)" % (build_tcl, plan.build_dir), flush=True)
+    log.info("hwflow: vivado -mode batch -source %s (log in %s)", build_tcl, plan.build_dir)
     proc = subprocess.run([vivado, "-mode", "batch", "-notrace", "-source", str(build_tcl),
                            "-log", str(plan.build_dir / "vivado.log"),
                            "-journal", str(plan.build_dir / "vivado.jou")], cwd=str(plan.build_dir))

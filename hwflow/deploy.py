@@ -9,6 +9,7 @@ deploy into a temporary folder of a real SSH server.
 
 import argparse
 import io
+import logging
 import pathlib
 import re
 import shlex
@@ -25,6 +26,8 @@ from .payload import Payload, build_payload
 from .project import load_board_image
 from .tools import have_tool, require_tool
 from .wheels import collect_wheels
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_RESTART", "ssh_command", "stage_payload", "deploy"]
 
@@ -123,7 +126,7 @@ def deploy(args: argparse.Namespace) -> int:
     payload = build_payload(config, wheels=wheels, requirements=requirements, spec=spec,
                             strict=args.strict)
     for message in payload.warnings:
-        print("warning: %s" % message)
+        log.warning("warning: %s", message)
     ssh = ssh_command(args.board, args.port, args.ssh_option)
     app = args.remote_root.rstrip("/") + config.app_dir
     transport = args.transport
@@ -139,8 +142,8 @@ def deploy(args: argparse.Namespace) -> int:
         (_copy_rsync if transport == "rsync" else _copy_tar)(ssh, pathlib.Path(tmp), app)
     _verify(ssh, payload, app)
     copied = time.monotonic() - start
-    print("deployed %d files (%.1f MiB) to %s:%s by %s in %.2f s, sha256 checked on the board"
-          % (count, payload.total_bytes() / 2**20, args.board, app, transport, copied))
+    log.info("deployed %d files (%.1f MiB) to %s:%s by %s in %.2f s, sha256 checked on the board",
+             count, payload.total_bytes() / 2**20, args.board, app, transport, copied)
     restart = (args.restart_command or DEFAULT_RESTART).replace("{app}", shlex.quote(app))
     # a terminal lets sudo ask for the password (PYNQ's xilinx user needs one for sudo)
     interactive = ssh[:-1] + (["-t"] if sys.stdin.isatty() else []) + ssh[-1:]
@@ -155,8 +158,10 @@ def deploy(args: argparse.Namespace) -> int:
     doctor = "cd %s && { [ ! -f %s ] || . %s; } && PYTHONPATH=%s %s" % (
         shlex.quote(app), _VENV_PROFILE, _VENV_PROFILE, shlex.quote(app),
         args.doctor_command.replace("{app}", shlex.quote(app)))
-    print("--- %s on %s" % (args.doctor_command, args.board), flush=True)
+    log.info("--- %s on %s", args.doctor_command, args.board)
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # before the board's doctor writes to the same terminal
     status = subprocess.run(ssh + [doctor]).returncode
-    print("--- deploy %.2f s in all (copy + check %.2f s); doctor exit %d"
-          % (time.monotonic() - start, copied, status))
+    log.info("--- deploy %.2f s in all (copy + check %.2f s); doctor exit %d",
+             time.monotonic() - start, copied, status)
     return 0 if status == 0 else 1

@@ -10,6 +10,7 @@ The sysfs and procfs roots are parameters so that tests build their own.
 """
 
 import hashlib
+import logging
 import os
 import pathlib
 import stat
@@ -20,6 +21,8 @@ from typing import Callable, List, Optional, Set
 from .disk import check_overwrite, pynq_partitions
 from .errors import FlashRefused, HwflowError, ImageError
 from .sdcard import LABEL_FILE
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MAX_CARD_BYTES", "Target", "describe_target", "system_disks", "check_target", "flash"]
 
@@ -157,7 +160,7 @@ def _summary(target: Target, image: pathlib.Path) -> str:
 
 
 def _confirm(summary: str, assume_yes: bool, ask: Callable[[str], str]) -> None:
-    print(summary)
+    print(summary)  # the question's context: shown whatever logging says, as input() shows its prompt
     if assume_yes:
         return
     if ask is input and not sys.stdin.isatty():
@@ -230,5 +233,5 @@ def flash(image: "os.PathLike[str]", device: str, *, assume_yes: bool = False,
     if read != written:
         raise HwflowError("verification failed: %s reads back sha256 %s, the image is %s"
                           % (target.path, read, written))
-    print("flashed and verified %s: sha256 %s" % (target.path, read))
+    log.info("flashed and verified %s: sha256 %s", target.path, read)
     return read

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import logging
 import math
 import os
 import pathlib
@@ -27,6 +28,8 @@ from .errors import HwflowError, ImageError
 from .payload import Entry, Payload, build_payload
 from .project import git_commit, load_board_image
 from .wheels import collect_wheels
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LABEL_FILE", "ImagePlan", "inspect_image", "system_entries", "copy_image",
            "write_image", "verify_image", "build_sdcard"]
@@ -273,9 +276,9 @@ def build_sdcard(args: argparse.Namespace, progress: bool = True) -> Dict[str, o
         "seconds": round(time.monotonic() - start, 2),
     }
     out.with_name(out.name + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    print("wrote %s for %s: %d entries (%.1f MiB) verified, image %.1f MiB (%.1f MiB allocated), "
-          "%.1f s" % (out, config.board_id, verified, payload.total_bytes() / 2**20,
-                      stat.st_size / 2**20, stat.st_blocks * 512 / 2**20, report["seconds"]))
+    log.info("wrote %s for %s: %d entries (%.1f MiB) verified, image %.1f MiB (%.1f MiB allocated), %.1f s",
+             out, config.board_id, verified, payload.total_bytes() / 2**20, stat.st_size / 2**20,
+             stat.st_blocks * 512 / 2**20, report["seconds"])
     for message in payload.warnings:
-        print("warning: %s" % message)
+        log.warning("warning: %s", message)
     return report

@@ -48,3 +48,28 @@ def test_every_command_line_option_has_a_help_text():
                         and node.func.attr == "add_argument" and not any(k.arg == "help" for k in node.keywords)):
                     missing.append("%s:%d" % (path.relative_to(root), node.lineno))
     assert missing == []
+
+
+def test_library_code_logs_and_leaves_printing_to_the_programs():
+    """Issue 25: twenty library functions printed. Library modules report through their module's
+    logger; `print` stays in a program's main and its _cmd_/_print helpers (and an interactive
+    question's context: hwflow.flash's confirmation)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    libraries = ["hwflow/bitstream.py", "hwflow/deploy.py", "hwflow/sdcard.py", "training/datasets.py",
+                 "training/fewshot/bundle.py", "training/fewshot/dse.py", "device/display.py", "coordinator/broker.py",
+                 "coordinator/testbed.py", "hwflow/flash.py"]
+    allowed = {("hwflow/flash.py", "_confirm")}
+    found = []
+    for name in libraries:
+        tree = ast.parse((root / name).read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef) or function.name == "main" or function.name.startswith(
+                    ("_cmd", "_print")) or (name, function.name) in allowed:
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                    found.append("%s:%d (%s)" % (name, node.lineno, function.name))
+    assert found == []

@@ -14,6 +14,7 @@ training.images. CIFAR comes from the binary archives (never the pickled
 """
 
 import hashlib
+import logging
 import os
 import tarfile
 import urllib.request
@@ -24,6 +25,8 @@ import numpy as np
 from fedcore.atomic import atomic_open
 from fedcore.datasets import FASHION_MNIST_DIR, load_mnist_like
 from fedcore.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
@@ -99,7 +102,7 @@ def _download(spec: Dataset, cache: str) -> str:
         target = os.path.join(folder, filename)
         if os.path.isfile(target) and _md5(target) == md5:
             continue
-        print(f"downloading {url} -> {target}")
+        log.info("downloading %s -> %s", url, target)
         digest = hashlib.md5()
         # a failed or corrupt download leaves no file behind (atomic_open discards it)
         with urllib.request.urlopen(url) as response, atomic_open(target) as out:  # noqa: S310

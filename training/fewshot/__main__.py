@@ -24,6 +24,8 @@ import sys
 import time
 from typing import List, Optional
 
+from fedcore.console import add_verbosity, show_logs
+
 __all__ = ["main", "build_parser"]
 
 
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.fewshot", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="cmd", required=True)
     data_help = "cifar10[:PATH], omniglot[:PATH], miniimagenet:PATH, cifar-fs:PATH or a tree PATH"
 
@@ -176,6 +179,7 @@ def _cmd_dse(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    show_logs(args)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export,
                 "describe": _cmd_describe, "dse": _cmd_dse}  # fmt: skip

@@ -2,6 +2,7 @@
 shipped ONNX file itself (onnxruntime, the card's preprocessing)."""
 
 import json
+import logging
 import os
 import re
 from typing import Dict, List, Optional
@@ -13,6 +14,8 @@ from training.fewshot.backbones import create_model
 from training.fewshot.data import card_input, channel_stats, load_fewshot_data, preprocess_images
 from training.fewshot.episodes import evaluate_episodes, make_episodes
 from training.fewshot.export import build_card, check_export, export_onnx, onnx_parity
+
+log = logging.getLogger(__name__)
 
 __all__ = ["onnx_features", "export_bundle"]
 
@@ -96,7 +99,7 @@ def export_bundle(
             training["wall_seconds"] = wall  # the benchmark's training-time figure, kept with the model
     path = export_onnx(model, os.path.join(out, model.config.stem + ".onnx"))
     parity = onnx_parity(model, path)
-    print(f"onnxruntime parity: max abs diff {parity:.3g}")
+    log.info("onnxruntime parity: max abs diff %.3g", parity)
     pick = np.linspace(0, len(data.base) - 1, min(_BASE_MEAN_IMAGES, len(data.base))).astype(int)
     base_mean = onnx_features(path, data.base.images[pick], spec).mean(0)
     novel = onnx_features(path, data.novel.images, spec)

@@ -16,6 +16,7 @@ accuracy against the 12×12 latency.
 import csv
 import itertools
 import json
+import logging
 import os
 import time
 from typing import Dict, List
@@ -24,6 +25,8 @@ from fedcore.atomic import atomic_open, atomic_write
 from training.fewshot.backbones import FewShotResNet, create_model, describe
 from training.fewshot.data import load_fewshot_data
 from training.fewshot.easy import TrainConfig, evaluate_backbones, load_backbone, train_easy
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ARCHS", "GRID", "run_dse", "plot_dse", "tensil_columns"]
 
@@ -111,9 +114,8 @@ def run_dse(data_name: str, out: str, quick: bool = False, epochs: int = 0) -> L
         acc = "   n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:6.2f}"
         lat = "  ".join(f"{k} " + ("overflow" if row[f"tensil_ms_125mhz_{k}"] is None
                                    else f"{row[f'tensil_ms_125mhz_{k}']:7.2f} ms") for k in ARCHS)
-        print(f"{name:8} f={f:<2} {'strided' if strided else 'pool':7} {size:3}px  "
-              f"params {row['parameters']:>9,}  MACs {row['macs']:>12,}  acc {acc}  {lat}",
-              flush=True)  # fmt: skip
+        log.info(f"{name:8} f={f:<2} {'strided' if strided else 'pool':7} {size:3}px  "
+                 f"params {row['parameters']:>9,}  MACs {row['macs']:>12,}  acc {acc}  {lat}")  # fmt: skip
     _write(rows, out, setting)
     return rows
 
