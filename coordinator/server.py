@@ -17,7 +17,7 @@ import numpy as np
 
 from fedcore.atomic import atomic_write
 from fedcore.checks import boolean, check_table, number
-from fedcore.container import DecodeLimits
+from fedcore.container import DecodeLimits, layout_difference
 from fedcore.errors import ConfigError
 from fedcore.experiment import RunConfig
 from fedcore.rounds import RoundResult, RoundServer
@@ -93,15 +93,9 @@ class CoordinatorSettings:
         )
 
 
-def same_layout(state: Mapping[str, np.ndarray], model: Mapping[str, np.ndarray]) -> str:
-    """"" when `state` has exactly the tensor names and shapes of `model`, else what differs."""
-    missing, extra = sorted(set(model) - set(state)), sorted(set(state) - set(model))
-    if missing or extra:
-        return f"missing tensors {missing[:5]}, unexpected {extra[:5]}"
-    for name, value in model.items():
-        if np.shape(state[name]) != np.shape(value):
-            return f"{name} has shape {list(np.shape(state[name]))}, the model's is {list(np.shape(value))}"
-    return ""
+def same_layout(state: Mapping[str, np.ndarray], model: Mapping[str, np.ndarray]) -> Optional[str]:
+    """None when `state` has exactly the tensor names and shapes of `model`, else what differs."""
+    return layout_difference({n: np.shape(v) for n, v in model.items()}, {n: np.shape(v) for n, v in state.items()})
 
 
 class RunHealth:
@@ -116,8 +110,8 @@ class RunHealth:
         self.idle = 0       # rounds in a row without an accepted update
         self.collapsed = 0  # rounds in a row far below the best accuracy
 
-    def check(self, record: Mapping[str, Any]) -> str:
-        """Take one round's record; the reason to stop, or ""."""
+    def check(self, record: Mapping[str, Any]) -> Optional[str]:
+        """Take one round's record; the reason to stop, or None."""
         self.idle = 0 if record.get("accepted") else self.idle + 1
         accuracy = record.get("accuracy")
         if isinstance(accuracy, float):
@@ -125,13 +119,13 @@ class RunHealth:
             low = self.max_drop > 0 and accuracy < self.best - self.max_drop
             self.collapsed = self.collapsed + 1 if low else 0
         if not self.stall_rounds:
-            return ""
+            return None
         if self.idle >= self.stall_rounds:
             return f"no update was accepted in the last {self.idle} rounds (coordinator.stall_rounds)"
         if self.collapsed >= self.stall_rounds:
             return (f"the held-out accuracy stayed more than {self.max_drop:g} below its best {self.best:.4f} for "
                     f"{self.collapsed} rounds (now {accuracy:.4f}; coordinator.max_accuracy_drop)")
-        return ""
+        return None
 
 
 MAX_CLIENTS = 10_000  # client ids a coordinator keeps presence for: a flood of new ids is refused beyond
@@ -263,7 +257,7 @@ class Coordinator:
         health = RunHealth(self.settings.stall_rounds, self.settings.max_accuracy_drop)
         for record in self.history:
             health.check(record)
-        stopped = ""
+        stopped: Optional[str] = None
         while self.server.completed_rounds < federation.rounds and not stopped:
             available = self._wait_for_clients(first)
             first = False
@@ -502,14 +496,14 @@ class Coordinator:
         self.store.save_checkpoint(self.server.checkpoint())
         return record
 
-    def _keep_or_restore(self, accuracy: Any) -> str:
+    def _keep_or_restore(self, accuracy: Any) -> Optional[str]:
         """Keep the round's model unless its held-out accuracy fell more than max_accuracy_drop
         below the best so far: then the last good model comes back, so that neither the next
-        round nor the checkpoint starts from a collapse. Returns why it was restored, or ""."""
+        round nor the checkpoint starts from a collapse. Returns why it was restored, or None."""
         drop = self.settings.max_accuracy_drop
         if not isinstance(accuracy, float) or drop <= 0:
             self._good_model = dict(self.server.global_state)
-            return ""
+            return None
         if self._best_accuracy is not None and accuracy < self._best_accuracy - drop:
             self.server.global_state = dict(self._good_model)
             reason = (f"held-out accuracy {accuracy:.4f} is more than {drop:g} below the best "
@@ -519,7 +513,7 @@ class Coordinator:
             return reason
         self._best_accuracy = accuracy if self._best_accuracy is None else max(self._best_accuracy, accuracy)
         self._good_model = dict(self.server.global_state)
-        return ""
+        return None
 
     def _final_report(self, elapsed: float) -> Dict[str, Any]:
         history = self.history

@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 import warnings
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Literal, Optional, Tuple
 
 import numpy as np
 
@@ -47,10 +47,13 @@ MEMINFO = "/proc/meminfo"
 _MARK = {"ok": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 
 
+CheckStatus = Literal["ok", "fail", "warn", "skip"]
+
+
 @dataclasses.dataclass
 class Check:
     name: str
-    status: str            # ok | fail | warn | skip
+    status: CheckStatus
     detail: str
     fix: str = ""
     required: bool = False

@@ -375,15 +375,15 @@ def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits(),
     return Message(tensors=tensors, support=support, **header["meta"])
 
 
-def layout_difference(expected: Mapping[str, Sequence[int]], got: Mapping[str, Sequence[int]]) -> str:
-    """Why tensors `got` ({name: shape}) are not the model `expected`, or "" when they are."""
+def layout_difference(expected: Mapping[str, Sequence[int]], got: Mapping[str, Sequence[int]]) -> Optional[str]:
+    """Why tensors `got` ({name: shape}) are not the model `expected`, or None when they are."""
     if set(expected) != set(got):
         return ("tensor names differ from the model: missing %s, unexpected %s"
                 % (sorted(set(expected) - set(got)), sorted(set(got) - set(expected))))
     for name, shape in expected.items():
         if tuple(got[name]) != tuple(shape):
             return "%s: shape %s, model has %s" % (name, list(got[name]), list(shape))
-    return ""
+    return None
 
 
 def _as_bytes(blob: Any) -> bytes:

@@ -2,7 +2,7 @@
 announces, its verdict on each update, and the record of a closed round."""
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Literal, Mapping, Tuple
 
 from ..checks import check_table, number
 from ..compression import CompressionConfig
@@ -64,6 +64,10 @@ class RoundPlan:
         )
 
 
+# What the server made of an update: the ack's "status" on the wire too (fedlink.protocol.ACK).
+VerdictStatus = Literal["accepted", "duplicate", "late", "rejected"]
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What the server made of one received update.
@@ -73,7 +77,7 @@ class Verdict:
     is already closed); "rejected" (reason says why).
     """
 
-    status: str
+    status: VerdictStatus
     sender: str
     round: int
     nbytes: int

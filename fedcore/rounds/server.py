@@ -199,8 +199,8 @@ class RoundServer:
             current.rejected.append(verdict)
         return verdict
 
-    def _problem(self, message: Message, current: _OpenRound) -> Tuple[str, float]:
-        """(why this decoded update cannot count, or ""; the L2 norm of its change)."""
+    def _problem(self, message: Message, current: _OpenRound) -> Tuple[Optional[str], float]:
+        """(why this decoded update cannot count, or None; the L2 norm of its change)."""
         if message.kind != current.plan.update_kind:
             return f"kind {message.kind!r}, expected {current.plan.update_kind!r}", 0.0
         if message.num_samples < 1:
@@ -227,7 +227,7 @@ class RoundServer:
         bound, why = self.norm_bound()
         if bound and not norm <= bound:  # `not <=`: an infinite norm (3e38 values) is refused too
             return f"update norm {norm:.4g} exceeds {why}", norm
-        return "", norm
+        return None, norm
 
     def norm_bound(self) -> Tuple[float, str]:
         """(the largest L2 norm an update may have now, or 0 for none; where it comes from).
