@@ -1,6 +1,7 @@
 """`python -m coordinator`: run a federated run over MQTT."""
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -58,7 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                               will=(topics.base + "/coordinator", to_json({"status": "offline"})),
                               share_of=lambda topic: topics.parse(topic)[1] or topic)  # a client's share
         # Restores the checkpoint of --run-dir, if any (refused if written for another config).
-        coordinator = Coordinator(run, settings, link, store, initial, evaluator, quiet=args.quiet)
+        coordinator = Coordinator(run, settings, link, store, initial, evaluator,
+                                  show=None if args.quiet else functools.partial(print, flush=True))
     except (FedCoreError, OSError, RuntimeError) as error:
         print(f"coordinator: {error}", file=sys.stderr)
         return 2

@@ -180,14 +180,14 @@ class Coordinator:
 
     def __init__(self, run: RunConfig, settings: CoordinatorSettings, link: MqttLink, store: RunStore,
                  initial: Mapping[str, np.ndarray], evaluator: Optional[Evaluator] = None,
-                 quiet: bool = False):
+                 show: Optional[Callable[[str], None]] = None):
         self.run_config = run
         self.settings = settings
         self.topics = Topics(settings.run_id)
         self.link = link
         self.store = store
         self.evaluator = evaluator
-        self.quiet = quiet
+        self.show = show  # where the live table's lines go (the program's choice: print, or nowhere)
         raw = sum(int(np.asarray(v).size) for v in initial.values()) * 4
         self.max_update_bytes = settings.max_update_bytes or 2 * raw + 65536
         elements = sum(int(np.asarray(v).size) for v in initial.values())
@@ -249,10 +249,10 @@ class Coordinator:
         # A new coordinator session: whatever an earlier one left retained is void.
         for topic in (self.topics.round, self.topics.model, self.topics.full_model):
             self._retain(topic, b"")
-        if not self.quiet:
-            print(TABLE_HEADER, flush=True)
+        if self.show is not None:
+            self.show(TABLE_HEADER)
             for record in self.history:
-                print(table_row(record), flush=True)
+                self.show(table_row(record))
         first = True
         health = RunHealth(self.settings.stall_rounds, self.settings.max_accuracy_drop)
         for record in self.history:
@@ -263,8 +263,8 @@ class Coordinator:
             first = False
             record = self._run_round(available)
             self.history.append(record)
-            if not self.quiet:
-                print(table_row(record), flush=True)
+            if self.show is not None:
+                self.show(table_row(record))
             stopped = health.check(record)
         done = {"v": PROTOCOL_VERSION, "run": self.settings.run_id, "done": True,
                 "completed_rounds": self.server.completed_rounds}

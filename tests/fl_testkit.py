@@ -166,7 +166,7 @@ class ThreadedRun:
                         keepalive=2, reconnect=(0.1, 0.5))
         coordinator = Coordinator(self.run, self.coord_settings, link, RunStore(self.run_dir),
                                   initial_state(self.run, self.coord_settings, self.initial_model),
-                                  make_evaluator(self.run, self.coord_settings, self.evaluator), quiet=True)
+                                  make_evaluator(self.run, self.coord_settings, self.evaluator))
         link.on_connect = coordinator.republish_retained
         link.start()
         self.coordinator_link = link
