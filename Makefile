@@ -58,6 +58,7 @@ $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 	$(call arg,PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e $(call shellword,.[$(TEST_EXTRAS)])
+	@$(BIN)/python -c "import torch; print('installed torch', torch.__version__, '(CUDA %s build)' % torch.version.cuda if torch.version.cuda else '(CPU build)')" 2>/dev/null || true
 	touch $@
 
 setup: $(VENV)/.installed-$(TEST_EXTRAS)
