@@ -354,10 +354,13 @@ def test_what_a_message_may_cost_its_decoder_is_bounded_by_its_size():
     affine = {"op": "affine", "bits": 8, "per_channel": True, "rounding": "nearest"}
     tensors = [entry(f"t{i}", (51924, 0), 100, [affine, {"op": "lzma"}]) for i in range(1047)]
     blob = frame_json(header(tensors, kind="delta", round=1, sender="a", num_samples=5), b"\0" * 104700)
-    began = time.perf_counter()
-    with pytest.raises(MessageError, match="affine per_channel on a tensor with no values"):
-        decode_message(blob)
-    assert time.perf_counter() - began < 0.2
+    times = []
+    for _ in range(3):  # the least of three: a busy machine's noise only ever adds
+        began = time.perf_counter()
+        with pytest.raises(MessageError, match="affine per_channel on a tensor with no values"):
+            decode_message(blob)
+        times.append(time.perf_counter() - began)
+    assert min(times) < 0.2, times  # about 0.01 s here: its header's JSON, parsed within limits
     bomb = encode(Message({"w": np.zeros((4096, 4096), np.float32)}, 1, "a", 5, "delta", {}),
                   TensorCodec(sparse="dense", entropy="lzma"))[0]  # 64 MiB of zeros in a few kB
     with pytest.raises(MessageError, match="entropy stages inflate to more than"):
