@@ -74,9 +74,10 @@ def _train_command(name: str, folder: str) -> str:
 
 
 def run(folders: Dict[str, str], episodes: int, verdict: Verdict) -> List[Dict[str, object]]:
+    from device.model_card import load_card
     from training.fewshot.bundle import training_seconds
     from training.fewshot.data import load_fewshot_data
-    from training.fewshot.easy import evaluate_backbones, load_backbone
+    from training.fewshot.easy import evaluate_backbones
 
     rows: List[Dict[str, object]] = []
     for name, folder in folders.items():
@@ -110,7 +111,7 @@ def run(folders: Dict[str, str], episodes: int, verdict: Verdict) -> List[Dict[s
                 print(f"{'':8}   {group:28} {100 * part['accuracy']:6.2f} ± {100 * part['ci95']:.2f} % "
                       f"({part['episodes']} episodes)")  # fmt: skip
         wall = training_seconds(os.path.join(folder, "train_log.jsonl")) if ckpt.endswith(".pt") else \
-            load_backbone(ckpt)[1]["card"]["training"].get("wall_seconds")  # type: ignore[index]
+            load_card(ckpt).raw["training"].get("wall_seconds")
         if wall is None:
             verdict.not_run(f"{name} training wall time", f"the training log {folder}/train_log.jsonl",
                             _train_command(name, folder))

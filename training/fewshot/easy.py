@@ -252,13 +252,11 @@ def load_backbone(path: str) -> Tuple[FewShotResNet, Dict[str, object]]:
     """A checkpoint written by ``train_easy`` (state_dict + JSON metadata), or a shipped ONNX
     backbone with its model card beside it (`models/`: evaluation needs no training then)."""
     if path.endswith(".onnx"):
-        card_path = os.path.splitext(path)[0] + ".json"
-        if not os.path.isfile(path) or not os.path.isfile(card_path):
-            raise FileNotFoundError(f"ONNX backbone {path} or its model card {card_path} not found")
-        with open(card_path, encoding="utf-8") as f:
-            card = json.load(f)
-        if card.get("format") != "pynq-fewshot-model-card":
-            raise ValueError(f"{card_path} is not a model card (format {card.get('format')!r})")
+        from device.model_card import (
+            load_card,  # the card's reader: every field and the model's sha256
+        )
+
+        card = load_card(path).raw
         return OnnxBackbone(path, card), {"input": card["input"], "card": card}  # type: ignore[return-value]
     meta_path = os.path.splitext(path)[0] + ".json"
     if not os.path.isfile(path) or not os.path.isfile(meta_path):
