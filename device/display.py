@@ -233,22 +233,23 @@ class MjpegServer:
         """The last published frame as a JPEG (None before the first): it stays after a replay ends."""
         with self._cond:
             frame = self._last
-        if frame is None:
-            return None
-        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        return data.tobytes() if ok else None
+        return None if frame is None else self._encode(frame)
 
     def publish(self, frame: np.ndarray) -> None:
         with self._cond:
             self._last = frame.copy()
         if not self._clients:
             return
-        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if ok:
+        jpeg = self._encode(frame)
+        if jpeg is not None:
             with self._cond:
-                self._jpeg = data.tobytes()
+                self._jpeg = jpeg
                 self._seq += 1
                 self._cond.notify_all()
+
+    def _encode(self, frame: np.ndarray) -> Optional[bytes]:
+        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return data.tobytes() if ok else None
 
     def _stream(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
