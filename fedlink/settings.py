@@ -36,12 +36,17 @@ class BrokerAddress:
 _URL = re.compile(r"^(mqtts?)://(?:([^:@/]+)(?::([^@/]*))?@)?([^:/@]+)(?::(\d+))?/?$")
 
 
-def parse_broker(url: str) -> BrokerAddress:
-    """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS, port 8883 by default)."""
+def _url_parts(url: str) -> Tuple[str, Optional[str], Optional[str], str, Optional[str]]:
+    """(scheme, user, password, host, port) of a broker URL, or ConfigError."""
     match = _URL.match(url or "")
     if not match:
         raise ConfigError(f"--broker must look like mqtt://host:port or mqtts://host:port, got {url!r}")
-    scheme, user, password, host, port = match.groups()
+    return match.groups()  # type: ignore[return-value]
+
+
+def parse_broker(url: str) -> BrokerAddress:
+    """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS, port 8883 by default)."""
+    scheme, user, password, host, port = _url_parts(url)
     tls = scheme == "mqtts"
     if port is None:
         port_number = 8883 if tls else 1883
@@ -54,9 +59,7 @@ def parse_broker(url: str) -> BrokerAddress:
 
 def split_password(url: str) -> Tuple[str, str]:
     """(the broker URL without its password, the password or ""), for a URL parse_broker accepts."""
-    scheme, user, password, host, port = _URL.match(url).groups() if _URL.match(url or "") else (None,) * 5
-    if scheme is None:
-        raise ConfigError(f"--broker must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+    scheme, user, password, host, port = _url_parts(url)
     bare = "%s://%s%s%s" % (scheme, user + "@" if user else "", host, ":" + port if port else "")
     return bare, password or ""
 
