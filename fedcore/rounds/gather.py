@@ -11,6 +11,7 @@ A strategy picks its gatherer when a round opens (`Strategy.gather`):
   memory-mapped); `updates()` gives them sorted by sender, `close()` deletes the files.
 """
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -66,8 +67,7 @@ class KeepAll(Gatherer):
         size = sum(int(np.asarray(v).nbytes) for v in message.tensors.values())
         if self.held + size <= self.memory_bytes:
             # Without its support: the robust statistics read whole tensors, and what is kept is what is counted.
-            self._kept[sender] = Message(message.tensors, message.round, message.sender, message.num_samples,
-                                         message.kind, message.extra)
+            self._kept[sender] = dataclasses.replace(message, support={})
             self.held += size
             return
         if self._folder is None:
