@@ -13,7 +13,7 @@ from fedlink.cli import add_link_arguments, link_from_args, setup_logging
 from fedlink.protocol import Topics, to_json
 
 from .config import initial_state, make_evaluator
-from .server import Coordinator, CoordinatorSettings
+from .server import Coordinator, CoordinatorSettings, LinkError
 from .store import RunStore
 
 __all__ = ["build_parser", "main"]
@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         link = link_from_args(args, f"coordinator-{settings.run_id}",
                               [(topics.all_presence, 1), (topics.all_updates, 1)], settings.keepalive,
                               will=(topics.base + "/coordinator", to_json({"status": "offline"})),
-                              share_of=lambda topic: topics.parse(topic)[1] or topic)  # a client's share
+                              share_of=topics.sender, max_payload=settings.max_payload)
         # Restores the checkpoint of --run-dir, if any (refused if written for another config).
         coordinator = Coordinator(run, settings, link, store, initial, evaluator,
                                   show=None if args.quiet else functools.partial(print, flush=True))
@@ -68,6 +68,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     link.start()
     try:
         report = coordinator.run()
+    except LinkError as error:
+        print(f"coordinator: {error}", file=sys.stderr)
+        link.stop()
+        return 1
     except KeyboardInterrupt:
         print("coordinator: interrupted; restart with the same --run-dir to resume", file=sys.stderr)
         link.stop()

@@ -18,11 +18,13 @@ import numpy as np
 from fedcore.atomic import atomic_write
 from fedcore.checks import boolean, check_table, number
 from fedcore.container import DecodeLimits, layout_difference
-from fedcore.errors import ConfigError
+from fedcore.errors import ConfigError, FedCoreError
 from fedcore.experiment import RunConfig
 from fedcore.rounds import RoundResult, RoundServer
 from fedlink.link import Incoming, MqttLink
+from fedlink.chunks import HEADER_BYTES
 from fedlink.protocol import (
+    ACK,
     PRESENCE,
     PROTOCOL_VERSION,
     Topics,
@@ -36,9 +38,13 @@ from fedlink.settings import LinkSettings
 from .report import TABLE_HEADER, plot_rounds, table_row
 from .store import RunStore
 
-__all__ = ["CoordinatorSettings", "Coordinator", "Evaluator", "RunHealth", "same_layout"]
+__all__ = ["CoordinatorSettings", "Coordinator", "Evaluator", "LinkError", "RunHealth", "same_layout"]
 
 log = logging.getLogger(__name__)
+
+class LinkError(FedCoreError):
+    """The broker cannot carry the run as configured (the text says which setting to change)."""
+
 
 # state -> {"accuracy": ..., "loss": ...}
 Evaluator = Callable[[Dict[str, np.ndarray]], Dict[str, float]]
@@ -67,6 +73,7 @@ class CoordinatorSettings:
     presence_timeout_s: float = 30.0
     max_update_bytes: int = 0
     keepalive: int = 10
+    max_payload: int = 128 << 10
     evaluate: bool = True
     in_features: int = 784
     num_classes: int = 10
@@ -85,6 +92,7 @@ class CoordinatorSettings:
             presence_timeout_s=number(table, "presence_timeout_s", cls.presence_timeout_s, 0.0, 1e7, where=where),
             max_update_bytes=number(table, "max_update_bytes", 0, 0, 1 << 40, True, where),
             keepalive=link.keepalive,
+            max_payload=link.max_payload,
             evaluate=boolean(table, "evaluate", True, where),
             in_features=number(table, "in_features", cls.in_features, 1, 1 << 24, True, where),
             num_classes=number(table, "num_classes", cls.num_classes, 2, 1 << 20, True, where),
@@ -169,6 +177,7 @@ class _Presence:
         # (client, plan_id) -> bytes of retained full models the client read to catch up before it
         # trained: downloads beyond the round's broadcast, which the round engine does not count.
         self.full_model_bytes: Dict[Tuple[str, str], int] = {}
+        self.wire_down: Dict[Tuple[str, str], int] = {}  # (client, plan_id) -> model chunk bytes it read
 
     def available(self, timeout: float) -> List[str]:
         now = time.monotonic()
@@ -193,18 +202,28 @@ class Coordinator:
         elements = sum(int(np.asarray(v).size) for v in initial.values())
         self.limits = DecodeLimits(max_message_bytes=self.max_update_bytes, max_elements=2 * elements + 1024)
         self.server, self.history = self._restore_or_start(initial)
+        # Updates arrive as chunks: one client's update at a time may be under way, at most every
+        # client of a round at once; the link tells the senders which chunks it lacks (_on_transfer).
+        federation = run.federation
+        per_round = max(federation.min_clients, int(np.ceil(federation.fraction * run.data.num_clients)))
+        link.set_blob_limits(self.max_update_bytes, (per_round + 2) * self.max_update_bytes)
+        link.on_status = self._on_transfer
+        self._acks: Dict[str, bytes] = {}  # client -> the last verdict sent to it (repeated on request)
+        self._echo_checked = False
+        self._wire_mark = 0
         # The last model whose held-out accuracy was not a collapse: a collapsed round's model is
         # replaced by it, never checkpointed (see _keep_or_restore).
         self._good_model = dict(self.server.global_state)
         known = [r["accuracy"] for r in self.history if isinstance(r.get("accuracy"), float) and not r.get("restored")]
         self._best_accuracy: Optional[float] = max(known) if known else None
         self.presence = _Presence()
-        self._retained: Dict[str, bytes] = {}
+        self._retained: Dict[str, Tuple[bytes, bool]] = {}  # topic -> (payload, whether it is a blob)
         self._retained_lock = threading.Lock()
         self._plan_id = ""
         self._plans = store.issued_plans()  # plan id -> round, earlier sessions' included
         self._complaints = Complaints()
         self._sizes: Dict[str, int] = {}
+        self._wire: Dict[str, int] = {}  # client -> chunk bytes that carried its accepted update
         self._broadcast_bytes = 0
 
     # ------------------------------------------------------------ set-up
@@ -233,22 +252,29 @@ class Coordinator:
         """After a (re)connect: a restarted broker without persistence lost our retained messages."""
         with self._retained_lock:
             items = list(self._retained.items())
-        for topic, payload in items:
-            self.link.publish(topic, payload, qos=1, retain=True)
+        for topic, (payload, blob) in items:
+            self._publish_retained(topic, payload, blob)
 
-    def _retain(self, topic: str, payload: bytes) -> None:
+    def _retain(self, topic: str, payload: bytes, blob: bool = False) -> None:
+        """Publish retained (a model as chunks), and again after every reconnect."""
         with self._retained_lock:
-            self._retained[topic] = payload
-        self.link.publish(topic, payload, qos=1, retain=True)
+            self._retained[topic] = (payload, blob)
+        self._publish_retained(topic, payload, blob)
+
+    def _publish_retained(self, topic: str, payload: bytes, blob: bool) -> None:
+        if blob:
+            self.link.send_blob(topic, payload, retain=True)
+        else:
+            self.link.publish(topic, payload, qos=1, retain=True)
 
     # ------------------------------------------------------------ the run
 
     def run(self) -> Dict[str, Any]:
         federation = self.run_config.federation
         started = time.monotonic()
-        # A new coordinator session: whatever an earlier one left retained is void.
-        for topic in (self.topics.round, self.topics.model, self.topics.full_model):
-            self._retain(topic, b"")
+        # A new coordinator session: an earlier one's announcement is void (devices fetch a model only
+        # by the id an announcement names, so models it left retained are never taken).
+        self._retain(self.topics.round, b"")
         if self.show is not None:
             self.show(TABLE_HEADER)
             for record in self.history:
@@ -310,8 +336,10 @@ class Coordinator:
             "issued_at": time.time(),
         }
         if full is not broadcast:
-            self._retain(self.topics.full_model, full)
-        self._retain(self.topics.model, broadcast)
+            self._retain(self.topics.full_model, full, blob=True)
+        self._retain(self.topics.model, broadcast, blob=True)
+        if not self._echo_checked:
+            self._check_delivery(broadcast)
         self._retain(self.topics.round, to_json(announcement))
         self._event({"event": "open", "round": plan.round, "plan_id": self._plan_id,
                      "selected": list(plan.selected), "available": available})
@@ -319,6 +347,8 @@ class Coordinator:
         late: List[Dict[str, Any]] = []
         self._flush_complaints()  # those since the last round closed
         self._sizes = {}
+        self._wire = {}
+        self._wire_mark = self.link.wire_received
         self._broadcast_bytes = len(broadcast)
         arrivals: Dict[str, float] = {}
         selected: Set[str] = set(plan.selected)
@@ -345,6 +375,14 @@ class Coordinator:
             return
         kind, client, plan_id = self.topics.parse(incoming.topic)
         try:
+            if incoming.error and kind == "update" and check_name(client, "update topic client id"):
+                # The sender hears why (it would otherwise ask again and again).
+                reason = f"chunk refused: {incoming.error} (max_update_bytes {self.max_update_bytes})"
+                self._verdict(client, plan_id, self._plans.get(plan_id, 0), "rejected", reason, 0, b"",
+                              incoming.blob_id[:16] or "0")
+                return
+            if incoming.error:
+                raise ConfigError(f"chunk refused: {incoming.error}")
             if kind == "presence":
                 self._on_presence(client, incoming.payload)
             elif kind == "update":
@@ -380,6 +418,8 @@ class Coordinator:
             if last is not None and "train_s" in last and last["plan_id"] in self._plans:
                 self.presence.train_s[(client, last["plan_id"])] = last["train_s"]
                 self.presence.full_model_bytes[(client, last["plan_id"])] = last.get("full_model_bytes", 0)
+                if "wire_down" in last:
+                    self.presence.wire_down[(client, last["plan_id"])] = last["wire_down"]
         elif self.presence.online.pop(client, None) is not None:
             self._event({"event": "leave", "client": client})
 
@@ -410,13 +450,14 @@ class Coordinator:
         if verdict.accepted:
             arrivals[client] = incoming.received - began
             self._sizes[client] = nbytes
+            self._wire[client] = incoming.wire_bytes
         written = self._verdict(client, plan_id, verdict.round or round_number, verdict.status, verdict.reason,
                                 nbytes, payload)
         if verdict.status == "late" and late is not None and written:
             late.append({"client": client, "plan_id": plan_id, "nbytes": nbytes, "reason": verdict.reason})
 
     def _verdict(self, client: str, plan_id: str, round_number: int, status: str, reason: str,
-                 nbytes: int, payload: bytes) -> bool:
+                 nbytes: int, payload: bytes, update_id: str = "") -> bool:
         """Event, log line and ack of one update's verdict; a refusal beyond its sender's share
         of this round is only counted (Complaints). True when it was written out."""
         event = {"event": "update", "client": client, "plan_id": plan_id, "round": round_number,
@@ -427,10 +468,55 @@ class Coordinator:
         self._event(event)
         if status != "accepted" or reason:
             log.warning("update from %s (plan %s, %d bytes) %s: %s", client, plan_id, nbytes, status, reason)
-        ack = {"v": PROTOCOL_VERSION, "plan_id": plan_id, "round": round_number, "status": status,
-               "reason": reason, "update_id": blob_id(payload)}
-        self.link.publish(self.topics.ack(client), to_json(ack), qos=1)
+        ack = to_json({"v": PROTOCOL_VERSION, "plan_id": plan_id, "round": round_number, "status": status,
+                       "reason": reason, "update_id": update_id or blob_id(payload)})
+        self._acks.pop(client, None)
+        self._acks[client] = ack
+        while len(self._acks) > MAX_CLIENTS:
+            del self._acks[next(iter(self._acks))]
+        self.link.publish(self.topics.ack(client), ack, qos=1)
         return True
+
+    def _on_transfer(self, topic: str, blob: str, missing: List[List[int]]) -> None:
+        """The link's word on an update under way (link thread-free: called from link.get): name
+        the chunks it lacks to its sender, or repeat the verdict on one complete here (the sender
+        asks because the answer was lost)."""
+        kind, client, plan_id = self.topics.parse(topic)
+        if kind != "update":
+            return
+        if missing:
+            status = {"v": PROTOCOL_VERSION, "plan_id": plan_id, "status": "partial", "update_id": blob,
+                      "missing": missing, "round": self._plans.get(plan_id, 0)}
+            log.info("update from %s (plan %s) is missing chunks %s: asked again", client, plan_id, missing[:4])
+            self.link.publish(self.topics.ack(client), to_json(status), qos=1)
+            return
+        ack = self._acks.get(client)
+        if ack is not None and blob.startswith(from_json(ack, "ack", ACK).get("update_id") or "-"):
+            self.link.publish(self.topics.ack(client), ack, qos=1)
+
+    def _check_delivery(self, broadcast: bytes) -> None:
+        """Read this session's first broadcast back through the broker: a broker drops a message
+        larger than its cap without a word to the sender (Mosquitto's message_size_limit, AWS IoT
+        Core's 128 KiB), so a model that does not come back is one no device will ever get."""
+        want = blob_id(broadcast)
+        self.link.fetch(self.topics.model, want)
+        wait_s = 10.0 + len(broadcast) / 1e6
+        ends = time.monotonic() + wait_s
+        while time.monotonic() < ends:
+            incoming = self.link.get(min(0.2, ends - time.monotonic()))
+            if incoming is not None and incoming.topic == self.topics.model and blob_id(incoming.payload) == want:
+                self._echo_checked = True
+                return
+            self._handle(incoming)
+            if not self.link.connected.is_set():
+                ends = max(ends, time.monotonic() + wait_s)  # an outage is not the broker refusing the size
+        self.link.end_fetch(self.topics.model)
+        size = self.settings.max_payload or len(broadcast) + HEADER_BYTES
+        raise LinkError(
+            f"the broker did not deliver the round's model ({len(broadcast)} bytes, sent in messages of up to "
+            f"{size} bytes) back within {wait_s:.0f} s: brokers drop messages larger than their cap without telling "
+            f"the sender (Mosquitto: message_size_limit / max_packet_size; AWS IoT Core: 128 KiB). Set [coordinator] "
+            f"max_payload (or --max-payload) to a size the broker accepts, e.g. 131072, or raise the broker's limit")
 
     def _flush_complaints(self) -> Dict[str, Any]:
         """What the ledger counted since the last flush (one event when something was held back)."""
@@ -469,6 +555,8 @@ class Coordinator:
                 status = "late"
             clients[client] = {
                 "status": status,
+                "wire_up": self._wire.get(client, 0),
+                "wire_down": self.presence.wire_down.get((client, self._plan_id)),
                 "arrival_s": arrivals.get(client),
                 "train_s": train_s.get(client),
                 "bytes_up": self._sizes.get(client, 0),
@@ -483,6 +571,10 @@ class Coordinator:
             "rejected_total": sum(per.get("rejected", 0) for per in complaints.counts.values()),
             "aggregated": result.aggregated, "bytes_up": result.bytes_up, "bytes_down": result.bytes_down,
             "bytes_full_model": sum(c["bytes_full_model"] for c in clients.values()),
+            # What crossed the wire as chunks (headers, repeats and refused ones included): all update
+            # chunks received this round, and the model chunks the answering clients said they read.
+            "wire_up": self.link.wire_received - self._wire_mark,
+            "wire_down": sum(c["wire_down"] or 0 for c in clients.values()),
             "num_samples": result.num_samples, "round_time_s": round(round_time, 4),
             # Round time minus the slowest client's training: what the protocol and the server cost.
             "overhead_s": (round(round_time - max(known), 4)

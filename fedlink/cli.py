@@ -7,7 +7,10 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
-from .link import MqttLink
+from fedcore.errors import ConfigError
+
+from .chunks import MIN_PAYLOAD
+from .link import DEFAULT_MAX_PAYLOAD, MqttLink
 from .settings import BROKER_ENV, PASSWORD_ENV, parse_broker, with_password
 
 __all__ = ["add_link_arguments", "setup_logging", "link_from_args"]
@@ -21,6 +24,9 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="CA certificate for mqtts:// (default: the system's)")
     parser.add_argument("--password-file", default="", metavar="FILE",
                         help=f"the MQTT password on this file's first line (else ${PASSWORD_ENV})")
+    parser.add_argument("--max-payload", type=int, default=None, metavar="BYTES",
+                        help="largest MQTT message a model or update is sent in; larger ones travel as chunks "
+                        "(default: the run's [coordinator] max_payload, 131072; 0: one message each)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default %(default)s)")
 
 
@@ -31,9 +37,15 @@ def setup_logging(level: str) -> None:
 
 def link_from_args(args: argparse.Namespace, client_id: str, subscriptions: List[Tuple[str, int]],
                    keepalive: int, will: Optional[Tuple[str, bytes]] = None,
-                   share_of: Optional[Callable[[str], str]] = None) -> MqttLink:
+                   share_of: Optional[Callable[[str], str]] = None, max_payload: int = DEFAULT_MAX_PAYLOAD
+                   ) -> MqttLink:
     """The MqttLink of add_link_arguments' options (ConfigError for a bad URL or password).
-    `share_of(topic)`: the sender whose share of the inbox a message counts against."""
+    `share_of(topic)`: the sender whose share of the inbox a message counts against;
+    `max_payload`: the run's (LinkSettings), unless --max-payload says otherwise."""
     address = with_password(parse_broker(args.broker), args.password_file)
+    if args.max_payload is not None:
+        max_payload = args.max_payload
+        if 0 < max_payload < MIN_PAYLOAD or max_payload < 0:
+            raise ConfigError(f"--max-payload must be 0 (no chunks) or at least {MIN_PAYLOAD} bytes, got {max_payload}")
     return MqttLink(address, client_id, subscriptions, keepalive=keepalive, ca_file=args.ca_file, will=will,
-                    share_of=share_of or (lambda topic: topic))
+                    share_of=share_of or (lambda topic: topic), max_payload=max_payload)

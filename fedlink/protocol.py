@@ -12,6 +12,8 @@ from typing import Any, Dict, Mapping, Tuple
 from fedcore import safejson as sj
 from fedcore.errors import ConfigError
 
+from .chunks import MAX_CHUNKS, split_topic
+
 __all__ = [
     "PROTOCOL_VERSION",
     "MAX_JSON_BYTES",
@@ -51,7 +53,7 @@ class Topics:
         self.model = f"{self.base}/model"            # retained broadcast (container)
         self.full_model = f"{self.base}/model/full"  # retained whole model (container)
         self.all_presence = f"{self.base}/presence/+"
-        self.all_updates = f"{self.base}/update/+/+"
+        self.all_updates = f"{self.base}/update/+/+/chunk/+"  # updates travel as chunks (fedlink.chunks)
 
     def presence(self, client_id: str) -> str:
         return f"{self.base}/presence/{client_id}"
@@ -61,6 +63,11 @@ class Topics:
 
     def ack(self, client_id: str) -> str:
         return f"{self.base}/ack/{client_id}"
+
+    def sender(self, topic: str) -> str:
+        """The client a message on `topic` (or on one of its chunk topics) comes from, else the
+        topic itself: whose share of a receiver's memory it counts against."""
+        return self.parse(split_topic(topic)[0] or topic)[1] or topic
 
     def parse(self, topic: str) -> Tuple[str, str, str]:
         """(kind, client_id, plan_id) of a topic under this run; kind "" if unknown."""
@@ -96,7 +103,7 @@ PRESENCE = sj.Object(
         "capabilities": sj.Map(sj.Any(), keys=sj.Str(1, 64), max_len=32),
         "last_update": sj.Object({"plan_id": sj.Str(1, 64, pattern=_HEX_ID)}, optional={
             "round": sj.Int(0, 1 << 31), "train_s": sj.Float(0, 1e7), "bytes": _BYTES,
-            "full_model_bytes": _BYTES}, unknown="drop"),
+            "full_model_bytes": _BYTES, "wire_down": _BYTES}, unknown="drop"),
     }, unknown="drop")
 ANNOUNCEMENT = sj.Object({}, optional={
     "v": sj.Int(0, 1 << 16),  # another version is refused by name, not as a schema error
@@ -110,12 +117,15 @@ ANNOUNCEMENT = sj.Object({}, optional={
     "completed_rounds": sj.Int(0, 1 << 31),
     "stopped": sj.Str(0, 1024),
 }, unknown="drop")
-ACK = sj.Object({"status": sj.Enum("accepted", "duplicate", "late", "rejected")}, optional={
+# "partial": the coordinator holds some chunks of the update `update_id` (its whole SHA-256) and
+# names the ones it lacks, as at most 64 [first, last] ranges; the device re-sends only those.
+ACK = sj.Object({"status": sj.Enum("accepted", "duplicate", "late", "rejected", "partial")}, optional={
     "v": sj.Int(PROTOCOL_VERSION, PROTOCOL_VERSION),
     "plan_id": sj.Str(0, 64),
     "round": sj.Int(0, 1 << 31),
     "reason": sj.Str(0, 4096),
     "update_id": sj.Str(0, 64, pattern=r"[0-9a-f]{0,64}"),
+    "missing": sj.List(sj.List(sj.Int(0, MAX_CHUNKS - 1), 2, 2), 0, 64),
 }, unknown="drop")
 
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional, Tuple
 from fedcore.checks import number
 from fedcore.errors import ConfigError
 
+from .chunks import MIN_PAYLOAD
 from .protocol import check_name
 
 __all__ = ["BROKER_ENV", "BrokerAddress", "LinkSettings", "PASSWORD_ENV", "parse_broker", "split_password",
@@ -100,17 +101,25 @@ def _with(address: BrokerAddress, password: str, source: str) -> BrokerAddress:
 @dataclass(frozen=True)
 class LinkSettings:
     """What both ends of a run's link read from the run file's [coordinator] table:
-    run_id, the topic namespace (default: the run's name), and the MQTT keepalive (s)."""
+    run_id, the topic namespace (default: the run's name); the MQTT keepalive (s);
+    max_payload, the largest message a blob is sent in (bytes; larger blobs travel as
+    chunks, fedlink.chunks; 0: one message each, for brokers without a cap)."""
 
     run_id: str
     keepalive: int = 10
+    max_payload: int = 128 << 10
 
-    KEYS = ("run_id", "keepalive")
+    KEYS = ("run_id", "keepalive", "max_payload")
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], run_name: str) -> "LinkSettings":
+        max_payload = number(table, "max_payload", cls.max_payload, 0, 1 << 28, True, "coordinator")
+        if 0 < max_payload < MIN_PAYLOAD:
+            raise ConfigError(f"coordinator.max_payload must be 0 (no chunks) or at least {MIN_PAYLOAD} bytes, "
+                              f"got {max_payload}")
         return cls(run_id=check_name(table.get("run_id", run_name), "coordinator.run_id"),
-                   keepalive=number(table, "keepalive", cls.keepalive, 1, 65535, True, "coordinator"))
+                   keepalive=number(table, "keepalive", cls.keepalive, 1, 65535, True, "coordinator"),
+                   max_payload=max_payload)
 
     @classmethod
     def from_run(cls, run: Any) -> "LinkSettings":

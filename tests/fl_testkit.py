@@ -2,6 +2,7 @@
 dataset, run configs, the in-process reference (fedcore.rounds.simulate) and
 helpers that run the coordinator and the clients (threads or processes)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from device.fl.trainers import make_trainer
 from fedcore.container import decode_message
 from fedcore.experiment import MLPTrainer, build_numpy_model, client_ids, load_run_config
 from fedcore.rounds import RoundClient, RoundServer, simulate
+from fedlink.chunks import Reassembler, chunk_count, chunk_message, chunk_topic, split_topic
 from fedlink.link import MqttLink
 from fedlink.protocol import Topics, to_json
 from fedlink.settings import parse_broker
@@ -150,7 +152,7 @@ class ThreadedRun:
         for cid in ids or self.ids:
             x, y = load_local_data(self.run, cid)
             link = MqttLink(self.address, cid, FLClient.subscriptions(self.topics, cid), keepalive=2,
-                            reconnect=(0.1, 0.5),
+                            reconnect=(0.1, 0.5), max_payload=self.coord_settings.max_payload,
                             will=(self.topics.presence(cid), to_json({"status": "offline"})))
             trainer = make_trainer(self.run, x, y, self.trainer)
             client = FLClient(cid, self.coord_settings.run_id, trainer, link, heartbeat_s=1.0)
@@ -163,7 +165,8 @@ class ThreadedRun:
 
     def start_coordinator(self) -> None:
         link = MqttLink(self.address, "coordinator", [(self.topics.all_presence, 1), (self.topics.all_updates, 1)],
-                        keepalive=2, reconnect=(0.1, 0.5))
+                        keepalive=2, reconnect=(0.1, 0.5), share_of=self.topics.sender,
+                        max_payload=self.coord_settings.max_payload)
         coordinator = Coordinator(self.run, self.coord_settings, link, RunStore(self.run_dir),
                                   initial_state(self.run, self.coord_settings, self.initial_model),
                                   make_evaluator(self.run, self.coord_settings, self.evaluator))
@@ -272,6 +275,25 @@ class Watcher:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def blobs(self, topic: str) -> List[bytes]:
+        """The whole blobs seen on `topic`, put together from their chunks (fedlink.chunks), in order."""
+        parts = Reassembler(1 << 30, 1 << 31, 1 << 31, per_sender=1 << 10)
+        found = []
+        for seen, payload in list(self.messages):
+            base, index = split_topic(seen)
+            if base == topic and payload:
+                blob = parts.add(base, payload, "watcher", index).blob
+                if blob is not None:
+                    found.append(blob)
+        return found
+
+    def publish_blob(self, topic: str, blob: bytes, retain: bool = False, max_payload: int = 128 << 10) -> None:
+        """`blob` as a device or the coordinator sends it: chunks on topic/chunk/<i>."""
+        digest = hashlib.sha256(blob).digest()
+        size, count = chunk_count(len(blob), max_payload)
+        for index in range(count):
+            self.publish(chunk_topic(topic, index), chunk_message(blob, digest, size, index), retain)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -44,12 +44,12 @@ def test_late_joiner_reads_the_full_model_and_trains(tmp_path, caplog):
             # The retained broadcast must be round 2's delta, or the late client would
             # simply follow round 1's weights and never be out of sync.
             round2_delta = lambda: any(decode_message(p).kind == "delta"  # noqa: E731
-                                       for p in watcher.payloads(topics.model) if p)
+                                       for p in watcher.blobs(topics.model) if p)
             wait_for(round2_delta, 20, "the round-2 delta broadcast")
             # Execute
             run.start_clients(["client-002"])
             run.join(timeout=30)
-            full_sizes = {len(p) for p in watcher.payloads(topics.full_model) if p}
+            full_sizes = {len(p) for p in watcher.blobs(topics.full_model) if p}
         finally:
             watcher.close()
     # Assert

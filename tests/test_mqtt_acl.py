@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from fedlink.chunks import chunk_topic
 from fedlink.link import MqttLink
 from fedlink.protocol import Topics
 from fedlink.settings import parse_broker
@@ -52,29 +53,33 @@ def test_a_device_cannot_publish_on_another_devices_topics(tmp_path):
         device = Watcher(broker.url, topics.base + "/#", "client-001", passwords["client-001"])
         try:
             # Execute: forbidden publications first, then allowed ones (in order from one publisher).
-            device.publish(topics.update("client-002", "p1"), b"spoofed update")
+            device.publish(chunk_topic(topics.update("client-002", "p1"), 0), b"spoofed update")
             device.publish(topics.presence("client-002"), b"spoofed presence")
             device.publish(topics.round, b"spoofed announcement")
             device.publish(topics.ack("client-002"), b"spoofed ack")
             device.publish(topics.presence("client-001"), b"own presence")
-            device.publish(topics.update("client-001", "p1"), b"own update")
+            device.publish(chunk_topic(topics.update("client-001", "p1"), 0), b"own update")
             # What a device may read: the run's public topics and its own acks, not others' traffic.
-            coordinator.publish(topics.update("client-002", "p1"), b"someone else's update")
+            coordinator.publish(chunk_topic(topics.update("client-002", "p1"), 0), b"someone else's update")
             coordinator.publish(topics.ack("client-002"), b"someone else's ack")
             coordinator.publish(topics.ack("client-001"), b"own ack")
             coordinator.publish(topics.round, b"announcement")
+            coordinator.publish(chunk_topic(topics.model, 3), b"model chunk")
             deadline = time.monotonic() + 5
-            while (len(coordinator.messages) < 6 or len(device.messages) < 2) and time.monotonic() < deadline:
+            while (len(coordinator.messages) < 7 or len(device.messages) < 3) and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.2)
         finally:
             coordinator.close()
             device.close()
     # Assert
-    received = [(t, p) for t, p in coordinator.messages if not p.startswith((b"someone", b"own ack", b"announ"))]
+    received = [(t, p) for t, p in coordinator.messages
+                if not p.startswith((b"someone", b"own ack", b"announ", b"model"))]
     assert received == [(topics.presence("client-001"), b"own presence"),
-                        (topics.update("client-001", "p1"), b"own update")]
-    assert sorted(device.messages) == [(topics.ack("client-001"), b"own ack"), (topics.round, b"announcement")]
+                        (chunk_topic(topics.update("client-001", "p1"), 0), b"own update")]
+    assert sorted(device.messages) == [(topics.ack("client-001"), b"own ack"),
+                                       (chunk_topic(topics.model, 3), b"model chunk"),
+                                       (topics.round, b"announcement")]
 
 
 def test_anonymous_clients_are_refused_by_the_shipped_config(tmp_path):

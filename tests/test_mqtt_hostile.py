@@ -73,7 +73,7 @@ def test_hostile_json_and_containers_change_nothing(tmp_path, caplog):
             watcher.publish(topics.round, DEEP)
             watcher.publish(topics.round, b'{"v":1,"plan_id":"x","issued_at":' + HUGE.encode() + b"}")
             watcher.publish(topics.ack("client-000"), DEEP_OBJECT)
-            watcher.publish(topics.model, _overlong_varint_model(shapes))
+            watcher.publish_blob(topics.model, _overlong_varint_model(shapes))
             poisoned = frame_json(
                 {"meta": {"extra": {"metrics": {"loss": int(HUGE)}}, "kind": "delta", "num_samples": 10,
                           "round": 1, "sender": "client-003"},
@@ -81,8 +81,8 @@ def test_hostile_json_and_containers_change_nothing(tmp_path, caplog):
                              for n, shape in shapes.items()]},
                 b"".join(np.zeros(shape, np.float32).tobytes() for shape in shapes.values()))
             plan = json.loads([p for p in watcher.payloads(topics.round) if b'"round":1' in p][-1])["plan_id"]
-            watcher.publish(topics.update("client-003", plan),  # on the open plan, as the ghost would
-                            poisoned)
+            watcher.publish_blob(topics.update("client-003", plan),  # on the open plan, as the ghost would
+                                 poisoned)
             report = run.join(timeout=60)
         finally:
             watcher.close()

@@ -59,7 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     offline = to_json({"v": 1, "status": "offline", "client": client_id})
     try:
         link = link_from_args(args, client_id, FLClient.subscriptions(topics, client_id),
-                              args.keepalive or settings.keepalive, will=(topics.presence(client_id), offline))
+                              args.keepalive or settings.keepalive, will=(topics.presence(client_id), offline),
+                              max_payload=settings.max_payload)
     except FedCoreError as error:
         print(f"device fl: {error}", file=sys.stderr)
         return 2

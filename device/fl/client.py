@@ -46,6 +46,7 @@ class Announcement:
         self.plan_id = ""
         self.plan: Optional[RoundPlan] = None
         self.model_ids: Set[str] = set()
+        self.model_id = self.full_id = ""
         if self.done:
             return
         plan_id = data.get("plan_id")
@@ -57,6 +58,7 @@ class Announcement:
         self.plan_id = plan_id
         self.plan = RoundPlan.from_dict(data.get("plan", {}))
         self.model_ids = set(ids)
+        self.model_id, self.full_id = ids
 
 
 class FLClient:
@@ -78,7 +80,7 @@ class FLClient:
         self.held_ids: Set[str] = set()       # ids of the blobs equivalent to the model held
         self.trained: Set[str] = set()        # plan ids this client already answered
         self.rounds_trained = 0
-        self._pending: Optional[Tuple[str, str, bytes, str]] = None  # plan id, topic, blob, update id
+        self._pending: Optional[Tuple[str, str, str]] = None  # plan id, topic, update id (sent by the link)
         self._sent_at = 0.0
         self.resend_s = max(2.0, 2 * heartbeat_s)
         self._last_update: Optional[Dict[str, Any]] = None
@@ -86,12 +88,14 @@ class FLClient:
         self._stop = threading.Event()
         self._want_full = False
         self._full_model_bytes = 0  # full models read to catch up since the last update (reported)
+        self._wire_mark = 0  # link.wire_received when the last update went out
         # A retained "done" left by an earlier run must not end a client that waits for the next one.
         self._seen_plan = False
 
     @staticmethod
     def subscriptions(topics: Topics, client_id: str):
-        return [(topics.round, 1), (topics.model, 1), (topics.ack(client_id), 1)]
+        # Models are fetched (fedlink.link.MqttLink.fetch) when an announcement names one this client lacks.
+        return [(topics.round, 1), (topics.ack(client_id), 1)]
 
     # ------------------------------------------------------------ presence
 
@@ -109,13 +113,16 @@ class FLClient:
         self._resend("after reconnecting")
 
     def _resend(self, why: str) -> None:
-        """Publish the unacknowledged update again: the coordinator may have been
-        away when it went out (a duplicate is harmless: it counts once)."""
+        """Ask where the unacknowledged update stands: its last chunk goes out again, and the
+        coordinator answers with its verdict, or names the chunks it lacks (the link re-sends
+        those only). Nothing is sent while the broker is away, nor while chunks are going out."""
         pending = self._pending
-        if pending is not None:
-            log.info("%s: re-sending the update for plan %s %s", self.client_id, pending[0], why)
+        if pending is None or not self.link.connected.is_set():
+            return
+        out = self.link.outgoing(pending[1])
+        if out is not None and not out.queue and self.link.probe(pending[1]):
+            log.info("%s: asking after the update for plan %s %s", self.client_id, pending[0], why)
             self._sent_at = time.monotonic()
-            self.link.publish(pending[1], pending[2], qos=1)
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -149,6 +156,9 @@ class FLClient:
         return self.rounds_trained
 
     def _handle(self, incoming: Optional[Incoming]) -> None:
+        if incoming is not None and incoming.error:
+            log.warning("%s: refused a chunk on %s: %s", self.client_id, incoming.topic, incoming.error)
+            return
         if incoming is None or not incoming.payload:  # an empty retained message clears a topic
             return
         try:
@@ -168,12 +178,21 @@ class FLClient:
         pending = self._pending
         if pending is not None and pending[0] != announcement.plan_id:
             self._pending = None  # that round is over: nobody wants the update any more
+            self.link.finish(pending[1])
         elif pending is not None:
             # The same announcement again: the coordinator reconnected and may have missed our update.
             self._resend("(round announced again)")
         if announcement.plan is not None:
             if self.held_ids & announcement.model_ids:
                 self.held_ids |= announcement.model_ids
+            elif not self._want_full:
+                # A client holding no model yet reads the whole one; else the broadcast (a delta
+                # it cannot apply sends it to the whole one, see _on_model).
+                whole = not self.held_ids and announcement.full_id != announcement.model_id
+                if whole:
+                    log.info("%s: holds no model yet: reading the retained full model", self.client_id)
+                self._fetch(self.topics.full_model if whole else self.topics.model,
+                            announcement.full_id if whole else announcement.model_id)
             log.info("%s: round %d announced (plan %s, %d selected%s)", self.client_id, announcement.plan.round,
                      announcement.plan_id, len(announcement.plan.selected),
                      ", including this client" if self.client_id in announcement.plan.selected else "")
@@ -188,8 +207,9 @@ class FLClient:
             number = self.engine.follow(blob)
         except OutOfSync as error:
             log.info("%s: %s; reading the retained full model", self.client_id, error)
-            self._want_full = True
-            self.link.subscribe(self.topics.full_model)
+            current = self.announcement
+            if current is not None and current.full_id:
+                self._fetch(self.topics.full_model, current.full_id)
             return
         self.held_ids = {identity}
         current = self.announcement
@@ -201,16 +221,29 @@ class FLClient:
             self._full_model_bytes += len(blob)
             self._stop_full()
 
+    def _fetch(self, topic: str, want: str) -> None:
+        """Read the retained blob `want` on `topic` (the link subscribes to its chunks)."""
+        if topic == self.topics.full_model:
+            self._want_full = True
+        self.link.fetch(topic, want)
+
     def _stop_full(self) -> None:
         if self._want_full:
             self._want_full = False
-            self.link.unsubscribe(self.topics.full_model)
+            self.link.end_fetch(self.topics.full_model)
 
     def _on_ack(self, data: Dict[str, Any]) -> None:
         status, reason = data.get("status"), data.get("reason", "")
         pending = self._pending
-        if pending is not None and data.get("update_id") == pending[3]:
+        if status == "partial":
+            if pending is not None and data.get("update_id", "").startswith(pending[2]):
+                count = self.link.resend(pending[1], data["update_id"], data.get("missing", []))
+                log.info("%s: the coordinator lacks %d chunk(s) of the update for plan %s: re-sending them",
+                         self.client_id, count, pending[0])
+            return
+        if pending is not None and data.get("update_id") == pending[2]:
             self._pending = None
+            self.link.finish(pending[1])
             if status not in ("accepted", "duplicate"):
                 log.warning("%s: update for plan %s %s: %s", self.client_id, pending[0], status, reason)
             return
@@ -255,15 +288,18 @@ class FLClient:
             return
         topic = self.topics.update(self.client_id, current.plan_id)
         with self._lock:
+            wire = self.link.wire_received
             self._last_update = {"plan_id": current.plan_id, "round": plan.round, "train_s": round(train_s, 4),
-                                 "bytes": len(blob), "full_model_bytes": self._full_model_bytes}
+                                 "bytes": len(blob), "full_model_bytes": self._full_model_bytes,
+                                 "wire_down": wire - self._wire_mark}
             self._full_model_bytes = 0
+            self._wire_mark = wire
         # Presence first: the coordinator knows the training time when the update arrives (same
         # connection, QoS 1: the broker keeps the order).
         self.link.publish(self.topics.presence(self.client_id), self.presence(), qos=1, retain=True)
-        self._pending = (current.plan_id, topic, blob, blob_id(blob))
+        self._pending = (current.plan_id, topic, blob_id(blob))
         self._sent_at = time.monotonic()
-        self.link.publish(topic, blob, qos=1)
+        self.link.send_blob(topic, blob)
         self.rounds_trained += 1
         log.info("%s: round %d trained in %.2f s, update of %d bytes sent", self.client_id, plan.round,
                  train_s, len(blob))
