@@ -43,7 +43,7 @@ def link_from_args(args: argparse.Namespace, client_id: str, subscriptions: List
     `share_of(topic)`: the sender whose share of the inbox a message counts against;
     `max_payload`: the run's (LinkSettings), unless --max-payload says otherwise."""
     address = with_password(parse_broker(args.broker), args.password_file)
-    if args.max_payload is not None:
+    if getattr(args, "max_payload", None) is not None:  # (the doctor's options have none)
         max_payload = args.max_payload
         if 0 < max_payload < MIN_PAYLOAD or max_payload < 0:
             raise ConfigError(f"--max-payload must be 0 (no chunks) or at least {MIN_PAYLOAD} bytes, got {max_payload}")

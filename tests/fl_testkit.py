@@ -148,10 +148,11 @@ class ThreadedRun:
                 self.errors.append(error)
         return body
 
-    def start_clients(self, ids: Optional[List[str]] = None) -> None:
+    def start_clients(self, ids: Optional[List[str]] = None, broker_url: str = "") -> None:
+        """broker_url: where the clients connect (default: the run's broker), e.g. a proxy to it."""
         for cid in ids or self.ids:
             x, y = load_local_data(self.run, cid)
-            link = MqttLink(self.address, cid, FLClient.subscriptions(self.topics, cid), keepalive=2,
+            link = MqttLink(parse_broker(broker_url) if broker_url else self.address, cid, FLClient.subscriptions(self.topics, cid), keepalive=2,
                             reconnect=(0.1, 0.5), max_payload=self.coord_settings.max_payload,
                             will=(self.topics.presence(cid), to_json({"status": "offline"})))
             trainer = make_trainer(self.run, x, y, self.trainer)

@@ -85,3 +85,64 @@ class Mosquitto:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ThrottledProxy:
+    """A TCP relay on a free loopback port to `port`, at most `rate` bytes a second each way:
+    a slow uplink, so that a broker can go away in the middle of a transfer. When the broker
+    side closes, the client side is closed too (as a real network path would break)."""
+
+    def __init__(self, port: int, rate: float):
+        import threading
+        self.target, self.rate = port, rate
+        self.port = free_port()
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", self.port))
+        self._server.listen(16)
+        self._stop = threading.Event()
+        self._threading = threading
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=1.0)
+            except OSError:
+                client.close()  # no broker: the device sees a refused connection and retries
+                continue
+            for source, sink in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        source.settimeout(None)
+        try:
+            while not self._stop.is_set():
+                data = source.recv(4096)
+                if not data:
+                    break
+                sink.sendall(data)
+                time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                end.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
