@@ -13,6 +13,10 @@
    10 device processes on Fashion-MNIST (coordinator.testbed); overhead =
    round time minus the slowest client's training time, as the coordinator
    logs it.
+3. What chunks cost (fedlink.chunks): a 5 MB model from one link to another
+   through the same broker, retained as the coordinator sends it, in 128 KiB
+   chunks (the default, what a capped broker needs) and as one message (the
+   baseline), interleaved, 5 times each: median time and the bytes on the wire.
 
 Figures are printed next to their targets; JSON goes to runs/bench/coordinator.json.
 
@@ -46,6 +50,9 @@ from fedcore.experiment import client_ids, read_toml  # noqa: E402
 from fedcore.models import MLP  # noqa: E402
 from fedcore.rounds import FederationConfig, RoundServer, Strategy  # noqa: E402
 from fedcore.rounds.gather import KeepAll  # noqa: E402
+from fedlink.link import DEFAULT_MAX_PAYLOAD, MqttLink  # noqa: E402
+from fedlink.protocol import blob_id  # noqa: E402
+from fedlink.settings import parse_broker  # noqa: E402
 
 OUT = os.path.join("runs", "bench")
 CONFIG = os.path.join("configs", "testbed", "fmnist_mlp128.toml")
@@ -55,6 +62,8 @@ SERVER_TARGET_S = 2.0      # decode + validate + aggregate + encode of 100 updat
 THOUSAND_TARGET_S = 1.0    # the same for 1,000 updates
 THOUSAND_TARGET_MB = 150   # peak RSS of the process during that round
 OVERHEAD_TARGET_S = 1.0    # round time minus the slowest client's training, 10 clients
+CHUNK_BYTES_TARGET = 0.001  # chunk headers and re-sends: at most 0.1 % more bytes than the model
+CHUNK_TIME_TARGET = 1.5     # 5 MB in chunks: at most 1.5x the time of one message
 
 
 def make_updates(model: Dict[str, np.ndarray], count: int, seed: int = 0) -> List[bytes]:
@@ -142,6 +151,48 @@ def round_overhead(rounds: int, broker: str, train_limit: int) -> Dict[str, Any]
             "final_accuracy": records[-1].get("accuracy") if records else None}
 
 
+def chunk_cost(broker: str, size: int = 5_000_000, repeats: int = 5) -> Dict[str, Any]:
+    """A `size`-byte model between two links through the broker, as chunks and as one message."""
+    run_dir = os.path.join(OUT, "coordinator-chunks")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(os.path.join(run_dir, "logs"))
+    bed = Testbed(os.devnull, run_dir, 0, broker)
+    address = parse_broker(bed.start_broker())
+    blob = np.random.default_rng(0).standard_normal(size // 4).astype(np.float32).tobytes()
+    modes = {"128 KiB chunks": DEFAULT_MAX_PAYLOAD, "one message": 0}
+    times: Dict[str, List[float]] = {name: [] for name in modes}
+    wire: Dict[str, int] = {}
+    try:
+        for repeat in range(repeats):
+            for name, cap in modes.items():
+                sender = MqttLink(address, f"bench-sender-{repeat}-{cap}", [], max_payload=cap).start()
+                receiver = MqttLink(address, f"bench-receiver-{repeat}-{cap}", [], max_blob_bytes=2 * size).start()
+                try:
+                    if not (sender.wait_connected(10) and receiver.wait_connected(10)):
+                        raise RuntimeError(f"no connection to the {broker} broker")
+                    topic = f"bench/chunks/{repeat}/{cap}"
+                    receiver.fetch(topic, blob_id(blob))
+                    time.sleep(0.3)  # the subscription is in place
+                    began = time.perf_counter()
+                    sender.send_blob(topic, blob, retain=True)
+                    incoming = receiver.get(60)
+                    if incoming is None or incoming.payload != blob:
+                        raise RuntimeError(f"{name}: the model did not come through whole within 60 s")
+                    times[name].append(time.perf_counter() - began)
+                    wire[name] = incoming.wire_bytes
+                finally:
+                    sender.stop()
+                    receiver.stop()
+    finally:
+        bed.stop()
+    rows = {name: {"median_s": statistics.median(times[name]), "times_s": times[name], "wire_bytes": wire[name],
+                   "extra_bytes": wire[name] - size} for name in modes}
+    chunked, whole = rows["128 KiB chunks"], rows["one message"]
+    return {"broker": broker, "model_bytes": size, "modes": rows,
+            "time_ratio": chunked["median_s"] / whole["median_s"],
+            "byte_overhead": chunked["extra_bytes"] / size}
+
+
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 500, 1000], help="numbers of clients a round to measure (default %(default)s)")
@@ -149,7 +200,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--train-limit", type=int, default=20000, help="training images shared by the 10 devices")
     parser.add_argument("--broker", default="mosquitto" if shutil.which("mosquitto") or os.path.exists(
         "/usr/sbin/mosquitto") else "embedded", help="mosquitto, embedded, or an mqtt:// URL")
-    parser.add_argument("--skip-e2e", action="store_true", help="server cost only")
+    parser.add_argument("--skip-e2e", action="store_true", help="server cost only (no broker)")
     args = parser.parse_args(argv)
     os.makedirs(OUT, exist_ok=True)
     rows = server_cost(sorted(set(args.clients)))
@@ -187,6 +238,19 @@ def main(argv: List[str] = None) -> int:
                   f"max {e2e['overhead_max_s']:.3f} s over {len(e2e['overhead_s'])} rounds")
             checks.append(("end-to-end round overhead, 10 clients, loopback (max)", e2e["overhead_max_s"],
                            OVERHEAD_TARGET_S))
+    chunks = None
+    if not args.skip_e2e and not args.broker.startswith(("mqtt://", "mqtts://")):
+        print(f"\nchunks: a 5 MB model between two links through {args.broker}, 5 times each way of sending ...",
+              flush=True)
+        try:
+            chunks = chunk_cost(args.broker)
+        except RuntimeError as error:
+            print(f"chunks: {error}")
+            verdict.target(f"chunk transfer ({error})", False)
+        else:
+            for name, row in chunks["modes"].items():
+                print(f"  {name:<15} median {row['median_s']:.3f} s ({chunks['model_bytes'] / row['median_s'] / 1e6:.0f}"
+                      f" MB/s), {row['wire_bytes']} bytes on the wire ({row['extra_bytes']} beyond the model)")
     print("\ntarget                                                             measured   target")
     for what, value, target in checks:
         ok = verdict.target(f"{what}: {value:.3f} s < {target:.1f} s", value is not None and value < target)
@@ -194,7 +258,17 @@ def main(argv: List[str] = None) -> int:
     for what, value, target in memory_checks:
         ok = verdict.target(f"{what}: {value:.0f} <= {target}", value <= target)
         print(f"{what:<64} {value:>8.0f}   <= {target}  {'ok' if ok else 'MISSED'}")
-    result = {"server_cost": rows, "end_to_end": e2e, "targets": [
+    if chunks is not None:
+        ratio, extra = chunks["time_ratio"], chunks["byte_overhead"]
+        ok = verdict.target(f"5 MB in chunks / one message, time: {ratio:.2f}x <= {CHUNK_TIME_TARGET}x",
+                            ratio <= CHUNK_TIME_TARGET)
+        print(f"{'5 MB in 128 KiB chunks / one message: time (medians)':<64} {ratio:>8.2f} x <= "
+              f"{CHUNK_TIME_TARGET}x  {'ok' if ok else 'MISSED'}")
+        ok = verdict.target(f"chunk bytes beyond the model: {100 * extra:.3f} % <= {100 * CHUNK_BYTES_TARGET:.1f} %",
+                            extra <= CHUNK_BYTES_TARGET)
+        print(f"{'5 MB in 128 KiB chunks: bytes beyond the model (%)':<64} {100 * extra:>8.3f}   <= "
+              f"{100 * CHUNK_BYTES_TARGET:.1f}  {'ok' if ok else 'MISSED'}")
+    result = {"server_cost": rows, "end_to_end": e2e, "chunks": chunks, "targets": [
         {"what": w, "measured_s": v, "target_s": t} for w, v, t in checks]}
     with open(os.path.join(OUT, "coordinator.json"), "w") as handle:
         json.dump(result, handle, indent=2)

@@ -21,8 +21,8 @@ from fedcore.container import DecodeLimits, layout_difference
 from fedcore.errors import ConfigError, FedCoreError
 from fedcore.experiment import RunConfig
 from fedcore.rounds import RoundResult, RoundServer
-from fedlink.link import Incoming, MqttLink
 from fedlink.chunks import HEADER_BYTES
+from fedlink.link import Incoming, MqttLink
 from fedlink.protocol import (
     ACK,
     PRESENCE,

@@ -19,7 +19,15 @@ from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import paho.mqtt.client as mqtt
 
-from .chunks import MAGIC, ChunkError, Reassembler, chunk_count, chunk_message, chunk_topic, split_topic
+from .chunks import (
+    MAGIC,
+    ChunkError,
+    Reassembler,
+    chunk_count,
+    chunk_message,
+    chunk_topic,
+    split_topic,
+)
 from .settings import BrokerAddress
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "Incoming", "MqttLink", "Outgoing"]
@@ -114,7 +122,7 @@ class MqttLink:
         self._retained_counts: Dict[str, int] = {}  # blob topic -> chunks retained there
         self._inflight: Dict[int, int] = {}  # paho message id -> bytes, for chunks not yet acknowledged
         self._reserved = 0  # chunks being handed to paho right now
-        self._early: "collections.OrderedDict[int, None]" = collections.OrderedDict()  # acks before their mid was known
+        self._early: Dict[int, None] = {}  # acks that came before _pump recorded their message id
         self._out_lock = threading.Lock()
         self._stall_checked = 0.0
         self.wire_sent = 0  # chunk bytes handed to the broker, headers and re-sends included
@@ -417,7 +425,7 @@ class MqttLink:
             if self._inflight.pop(mid, None) is None:
                 self._early[mid] = None  # one of ours whose id _pump has not recorded yet, or a plain publish
                 while len(self._early) > 256:
-                    self._early.popitem(last=False)
+                    del self._early[next(iter(self._early))]
         self._pump()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -20,7 +20,6 @@ from fedlink.chunks import (
     chunk_count,
     chunk_message,
     chunk_topic,
-    parse_chunk,
     ranges,
     split_topic,
 )
