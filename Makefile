@@ -24,7 +24,7 @@ DATA_DEBS   := dataset-fashion-mnist
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
 	@echo "make lint          ruff; the board image: Python 3.8 (grammar + vermin), no torch, nothing outside the image"
-	@echo "make fuzz          the structure-aware fuzzers (messages; .tarch/.tmodel/.hwh) for FUZZ_SECONDS each (default 300; make test runs 3 s)"
+	@echo "make fuzz          the structure-aware fuzzers (messages; .tarch/.tmodel/.hwh; chunk headers) for FUZZ_SECONDS each (default 300; make test runs 3 s)"
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
 	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"
 	@echo "make bench-fl      the federated compression reproductions, quick mode (minutes)"
@@ -84,6 +84,7 @@ FUZZ_SECONDS ?= 300
 fuzz: setup
 	FEDCORE_FUZZ_SECONDS=$(call arg,FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_container_fuzz.py -q -s -k structure_aware
 	FEDCORE_FUZZ_SECONDS=$(call arg,FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_tensil_fuzz.py -q -s
+	FEDCORE_FUZZ_SECONDS=$(call arg,FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_chunks.py -q -s -k structure_aware
 
 bench-codecs: setup
 	@scripts/system-deps.sh $(DATA_DEBS)

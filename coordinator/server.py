@@ -207,7 +207,10 @@ class Coordinator:
         federation = run.federation
         per_round = max(federation.min_clients, int(np.ceil(federation.fraction * run.data.num_clients)))
         if link is not None:  # (None: the round logic alone, in tests)
-            link.set_blob_limits(self.max_update_bytes, (per_round + 2) * self.max_update_bytes)
+            # A blob may be an update or this coordinator's own model read back (_check_delivery);
+            # an update over max_update_bytes is refused by name once whole (_on_update).
+            largest = max(self.max_update_bytes, raw + 65536)
+            link.set_blob_limits(largest, (per_round + 2) * largest)
             link.on_status = self._on_transfer
         self._acks: Dict[str, bytes] = {}  # client -> the last verdict sent to it (repeated on request)
         self._echo_checked = False
@@ -505,9 +508,12 @@ class Coordinator:
         ends = time.monotonic() + wait_s
         while time.monotonic() < ends:
             incoming = self.link.get(min(0.2, ends - time.monotonic()))
-            if incoming is not None and incoming.topic == self.topics.model and blob_id(incoming.payload) == want:
-                self._echo_checked = True
-                return
+            if incoming is not None and incoming.topic == self.topics.model:
+                if incoming.error:
+                    raise LinkError(f"the round's model came back from the broker damaged: {incoming.error}")
+                if blob_id(incoming.payload) == want:
+                    self._echo_checked = True
+                    return
             self._handle(incoming)
             if not self.link.connected.is_set():
                 ends = max(ends, time.monotonic() + wait_s)  # an outage is not the broker refusing the size

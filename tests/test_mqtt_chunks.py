@@ -10,17 +10,23 @@
 - a link sending to a closed port holds nothing in paho's queue however often it is asked.
 """
 
+import hashlib
 import json
 import time
 
 import numpy as np
 import pytest
 
+from fedcore.container import Message, decode_message, encode_message
+from fedlink.chunks import chunk_count, chunk_message, chunk_topic
 from fedlink.link import QUEUE_MESSAGES, WINDOW, MqttLink
+from fedlink.protocol import Topics
 from fedlink.settings import parse_broker
 from tests.fl_testkit import (
     ThreadedRun,
+    Watcher,
     checkpoint_state,
+    ghost,
     read_jsonl,
     reference,
     settings,
@@ -182,3 +188,60 @@ def test_a_link_to_a_closed_port_queues_nothing_however_often_asked(tmp_path):
         assert not link.publish("fl/x/presence/lonely", b"{}")
     finally:
         link.stop()
+
+
+def test_the_coordinator_names_the_chunks_it_lacks_and_repeats_its_verdict(tmp_path):
+    """The resume messages on a real broker, spoken by hand: an update whose chunks 1 and 3 were
+    lost (as a broker that restarted would lose them); its sender asks where it stands (its last
+    chunk again) and gets a `partial` ack naming exactly those; once they come, the update is
+    accepted; asking again gets the verdict again."""
+    # Prepare: the run's one client is this test.
+    data = write_dataset(str(tmp_path / "data"))
+    table = settings(data, run_id="resume", clients=1, broadcast="weights", rounds=2, deadline_s=5.0,
+                     min_updates=1, coordinator={"max_payload": 4096, "stall_rounds": 0})
+    table["compression"] = {"uplink": {}, "downlink": {}}
+    config = write_config(str(tmp_path), table)
+    topics = Topics("resume")
+    with Mosquitto(str(tmp_path), extra=CAPPED) as broker:
+        watcher = Watcher(broker.url, topics.base + "/#")
+        try:
+            ghost(watcher, topics, "client-000")
+            run = ThreadedRun(broker.url, config, str(tmp_path / "run"))
+            run.start_coordinator()
+            wait_for(lambda: any(b'"round":1' in p for p in watcher.payloads(topics.round)), 20, "round 1")
+            plan = json.loads([p for p in watcher.payloads(topics.round) if b'"round":1' in p][-1])["plan_id"]
+            model = decode_message(watcher.blobs(topics.model)[-1]).tensors
+            update = encode_message(Message({n: np.zeros_like(v) for n, v in model.items()}, 1, "client-000",
+                                            10, "delta"))[0]
+            digest = hashlib.sha256(update).digest()
+            size, count = chunk_count(len(update), 4096)
+            topic = topics.update("client-000", plan)
+
+            def send(index):
+                watcher.publish(chunk_topic(topic, index), chunk_message(update, digest, size, index))
+
+            def acks(status):
+                return [a for a in map(json.loads, watcher.payloads(topics.ack("client-000"))) if a["status"] == status]
+            # Execute
+            for index in range(count):
+                if index not in (1, 3):
+                    send(index)
+            send(count - 1)  # where does my update stand?
+            wait_for(lambda: acks("partial"), 5, "a partial ack")
+            send(1)
+            send(3)
+            wait_for(lambda: acks("accepted"), 5, "the verdict")
+            time.sleep(1.1)  # (the coordinator answers a topic at most once a second)
+            send(count - 1)
+            wait_for(lambda: len(acks("accepted")) == 2, 5, "the verdict again")
+            report = run.join(timeout=30)
+        finally:
+            watcher.close()
+    # Assert
+    (partial,) = acks("partial")
+    assert count > 8 and partial["missing"] == [[1, 1], [3, 3]] and partial["update_id"] == digest.hex()
+    assert report["rounds"] == 2
+    first = read_jsonl(str(tmp_path / "run" / "rounds.jsonl"))[0]
+    assert first["accepted"] == ["client-000"]
+    repeat = len(chunk_message(update, digest, size, count - 1))
+    assert first["clients"]["client-000"]["wire_up"] == len(update) + 64 * count + repeat

@@ -90,14 +90,14 @@ def test_injected_updates_are_rejected_and_change_nothing(tmp_path):
     assert has(GHOST, "rejected", "undecodable"), reasons                       # garbage, truncated
     assert sum(1 for c, s, r in reasons if c == GHOST and "undecodable" in r) >= 3  # + NaN
     assert has(GHOST, "rejected", "shape [3, 3]"), reasons
-    assert has(GHOST, "rejected", "this receiver takes 1 to"), reasons
+    assert has(GHOST, "rejected", "max_update_bytes"), reasons
     assert has(GHOST, "rejected", "message says sender 'client-000'"), reasons
     assert has("client-099", "rejected", "was not selected"), reasons
     assert has(GHOST, "late", "round 1 is closed"), reasons
     assert has(GHOST, "late", f"round 1 (plan '{plan}') is closed"), reasons
     assert has(GHOST, "rejected", "plan 'feedc0ffee00' was never announced in this run"), reasons
     rounds = read_jsonl(os.path.join(run_dir, "rounds.jsonl"))
-    assert [len(r["rejected"]) for r in rounds] == [7, 1], [x["reason"][:60] for x in rounds[0]["rejected"]]
+    assert [len(r["rejected"]) for r in rounds] == [7, 1]
     assert all(r["accepted"] == ["client-000", "client-001", "client-002"] for r in rounds)
     final = checkpoint_state(run_dir)
     for name, value in expected["state"].items():
