@@ -129,10 +129,18 @@ def wrap(raw: np.ndarray, fmt: FixedFormat) -> np.ndarray:
     return np.where(raw > fmt.max_raw, raw - (1 << fmt.width), raw)
 
 
+_SLICE = 1 << 20  # values converted at a time (a few 8 MB temporaries, whatever the model)
+
+
 def from_float_const(values: ArrayLike, fmt: FixedFormat,
                      stats: Optional[SaturationStats] = None) -> np.ndarray:
     """Constants as Tensil's compiler converts them: float32, round half up, saturate."""
     x = _float_array(values, np.float32)
+    if x.size > _SLICE:  # every step is elementwise: a slice at a time bounds the temporaries
+        flat, out = x.reshape(-1), np.empty(x.size, np.int64)
+        for start in range(0, x.size, _SLICE):
+            out[start:start + _SLICE] = from_float_const(flat[start:start + _SLICE], fmt, stats)
+        return out.reshape(x.shape)
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = (x * np.float32(fmt.one)).astype(np.float64)   # a float32 product, like Java
     rounded = np.floor(scaled + 0.5)        # exact: a float32 value plus 0.5 fits a float64

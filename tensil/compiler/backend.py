@@ -36,7 +36,7 @@ from ..isa import SIMD, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .errors import CompileError, MemoryOverflow
 from .graph import AddTerm, LinearTerm, MaxTerm, Value
 from .program import Allocator, Program
-from .quantize import CopyOp, MatOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of
+from .quantize import CopyOp, MatOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of, content_key
 
 __all__ = ["STRATEGIES", "CompiledProgram", "LayerReport", "Region", "schedule"]
 
@@ -202,7 +202,7 @@ class _Scheduler:
         self.local.release(scratch, len(values))
 
     def _dram1(self, image: np.ndarray) -> int:
-        key = image.tobytes()
+        key = content_key(image)
         if key in self.dram1_cache:
             return self.dram1_cache[key]
         base = self.dram1_size

@@ -17,6 +17,7 @@ the same order in plain numpy, so the two agree bit for bit.
 """
 
 import dataclasses
+import hashlib
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -105,6 +106,16 @@ class QGraph:
         return self.arch.array_size
 
 
+def content_key(array: np.ndarray) -> bytes:
+    """A short key naming an array's dtype, shape and values, for de-duplication: a dict keyed
+    by the bytes themselves would hold a second copy of every weight."""
+    data = np.ascontiguousarray(array)
+    head = ("%s%r" % (data.dtype.str, data.shape)).encode("ascii")
+    digest = hashlib.sha256(head + b"|")
+    digest.update(memoryview(data).cast("B"))
+    return digest.digest()
+
+
 def blocks_of(channels: int, n: int) -> int:
     return -(-channels // n)
 
@@ -155,7 +166,7 @@ def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationSta
             full[0] = bias_row
         if weights is not None:
             full[1:] = weights
-        key = full.tobytes()
+        key = content_key(full)
         if key not in index:
             index[key] = len(blocks)
             blocks.append(full)
