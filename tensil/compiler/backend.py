@@ -36,7 +36,18 @@ from ..isa import SIMD, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .errors import CompileError, MemoryOverflow
 from .graph import AddTerm, LinearTerm, MaxTerm, Value
 from .program import Allocator, Program
-from .quantize import CopyOp, MatOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of, content_key
+from .quantize import (
+    CopyOp,
+    MatOp,
+    QClip,
+    QGraph,
+    QLayer,
+    QLeakyRelu,
+    QRelu,
+    QScale,
+    blocks_of,
+    content_key,
+)
 
 __all__ = ["STRATEGIES", "CompiledProgram", "LayerReport", "Region", "schedule"]
 
