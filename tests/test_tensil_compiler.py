@@ -284,6 +284,19 @@ def test_a_layer_that_cannot_fit_says_which_memory_and_by_how_much():
         compile_graph(fuse(load_onnx(data)), small(ARCH8, array_size=4, local_depth=40), "t")
 
 
+def test_weights_that_cannot_fit_dram1_are_refused_before_the_layer_is_converted():
+    """Issue 23: a model too large for DRAM1 was converted whole (a 64 MB Gemm: 606 MB, 4.4 s)
+    before the scheduler refused it. A layer's distinct weight blocks all go to DRAM1, so the
+    count of those already made is a lower bound: past DRAM1, the rest is not converted."""
+    data = _wide_model((1, 6, 12, 12), 6, 20)
+    arch = small(ARCH8, array_size=4, dram1_depth=60)
+    with pytest.raises(MemoryOverflow, match=r"\(weights\) does not fit: it needs \d+ vectors of DRAM1, the "
+                       r"architecture has 60 .*counted on 1 of its 5 output blocks; refused before the rest"):
+        compile_graph(fuse(load_onnx(data)), arch, "t")
+    # With room for it, the same model compiles and runs as the reference says.
+    check(data, small(ARCH8, array_size=4), (1, 6, 12, 12))
+
+
 # --------------------------------------------------------------------------- files and driver
 
 # Tensil's PYNQ driver (drivers/tcu_pynq/model.py) unpacks the manifest into namedtuples.

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..arch import Architecture
 from ..fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
-from .errors import UnsupportedError
+from .errors import MemoryOverflow, UnsupportedError
 from .graph import AddTerm, Clip, Graph, Layer, LeakyRelu, LinearTerm, MaxTerm, Relu, Scale
 
 __all__ = ["CopyOp", "MatOp", "QClip", "QGraph", "QLayer", "QLeakyRelu", "QRelu", "QScale",
@@ -120,16 +120,17 @@ def blocks_of(channels: int, n: int) -> int:
     return -(-channels // n)
 
 
-def _quantize_linear(term: LinearTerm, n: int, fmt: FixedFormat, stats: SaturationStats
+def _quantize_linear(term: LinearTerm, c: int, n: int, fmt: FixedFormat, stats: SaturationStats
                      ) -> np.ndarray:
-    """Raw weights [Cob, kh, kw, Cib, N(in), N(out)], zero padded."""
-    co, ci, kh, kw = term.weight.shape
-    cob, cib = blocks_of(co, n), blocks_of(ci, n)
-    raw = from_float_const(term.weight, fmt, stats)
-    padded = np.zeros((cob * n, cib * n, kh, kw), dtype=np.int64)
-    padded[:co, :ci] = raw
-    # [cob, k_out, cib, j_in, kh, kw] -> [cob, kh, kw, cib, j_in, k_out]
-    return padded.reshape(cob, n, cib, n, kh, kw).transpose(0, 4, 5, 2, 3, 1)
+    """Raw weights of output block `c`: [kh, kw, Cib, N(in), N(out)], zero padded. One block
+    of output channels at a time: the layer's raw weights are never all in memory at once."""
+    _, ci, kh, kw = term.weight.shape
+    cib = blocks_of(ci, n)
+    raw = from_float_const(term.weight[c * n:(c + 1) * n], fmt, stats)
+    padded = np.zeros((n, cib * n, kh, kw), dtype=np.int64)
+    padded[:raw.shape[0], :ci] = raw
+    # [k_out, cib, j_in, kh, kw] -> [kh, kw, cib, j_in, k_out]
+    return padded.reshape(n, cib, n, kh, kw).transpose(3, 4, 1, 2, 0)
 
 
 def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]:
@@ -151,7 +152,8 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
     return out
 
 
-def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats) -> QLayer:
+def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats, dram1_depth: int
+                    ) -> QLayer:
     cob = blocks_of(layer.output.channels, n)
     bias = np.zeros(cob * n, dtype=np.int64)
     if layer.bias is not None:
@@ -172,10 +174,15 @@ def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationSta
             blocks.append(full)
         return index[key]
 
-    raw_terms = [_quantize_linear(t, n, fmt, stats) if isinstance(t, LinearTerm) else None
-                 for t in layer.terms]
     ops: List[List[Op]] = []
     for c in range(cob):
+        # The layer's weights go to DRAM1 whole, each distinct block once: a layer that cannot fit
+        # is refused as soon as that is certain, before the rest of it is converted.
+        if len(blocks) * (n + 1) > dram1_depth:
+            raise MemoryOverflow(layer.name + " (weights)", "DRAM1", len(blocks) * (n + 1), dram1_depth,
+                                 "counted on %d of its %d output blocks; refused before the rest" % (c, cob))
+        raw_terms = [_quantize_linear(t, c, n, fmt, stats) if isinstance(t, LinearTerm) else None
+                     for t in layer.terms]
         sequence: List[Op] = []
         carried = False
         first_linear = None
@@ -185,7 +192,7 @@ def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationSta
             elif isinstance(term, LinearTerm):
                 if first_linear is None:
                     first_linear = len(sequence)
-                raw = raw_terms[t][c]
+                raw = raw_terms[t]
                 kh, kw, cib = raw.shape[:3]
                 for k in range(kh):
                     for m in range(kw):
@@ -210,5 +217,5 @@ def quantize(graph: Graph, arch: Architecture) -> QGraph:
     """Quantize every layer's constants (Tensil's rule: half up, saturated, counted)."""
     fmt = fixed_format(arch.data_type)
     stats = SaturationStats()
-    layers = [_quantize_layer(layer, arch.array_size, fmt, stats) for layer in graph.layers]
+    layers = [_quantize_layer(layer, arch.array_size, fmt, stats, arch.dram1_depth) for layer in graph.layers]
     return QGraph(graph, arch, layers, stats)
