@@ -5,10 +5,14 @@ Sections:
 - compile: CPU time (one core, median of --repeats) to compile the bundled backbone
   (models/resnet9_f16_strided_32.onnx) for each .tarch; target <= 10 s.
 - latency: the bundled ResNet-9 f16 strided 32x32 on the 12x12 architecture, cycles counted
-  in the RTL co-simulation (tensil.cosim, default DramModel): target <= 3.75 M (PEFSL's 30 ms
-  at 125 MHz with Tensil's compiler), goal <= 2.0 M (16 ms, a FINN dataflow design); ms at
-  50 and 125 MHz, MAC efficiency, the RTL-calibrated and Tensil's estimates beside the RTL
-  count, and the same compiler with Tensil's strategy (every activation back to DRAM0).
+  in the RTL co-simulation (tensil.cosim, default DramModel), against anchors measured the
+  same way: the compute floor (MACs / 144 a cycle), the same network scheduled with Tensil's
+  strategy (every activation back to DRAM0) by our compiler, and Tensil's own compiler's
+  program when `make compile TENSIL=docker` made one. Targets: fewer cycles than Tensil's
+  strategy, and MAC efficiency >= 45 % (<= 250,000 cycles; moonshot 60 %). ms at 50 and 125
+  MHz, the RTL-calibrated and Tensil's estimates beside the RTL count. PEFSL's 30 ms and its
+  FINN follow-up's 16.3 ms are whole demonstrator frames (camera, host and accelerator), not
+  accelerator cycles: `make bench-board` compares frames with them.
 - resnet20: a CIFAR ResNet-20 (training/models.py, BatchNorm, random weights: latency does
   not depend on their values) compiled for pynqz1.tarch (8x8): cycles (RTL-calibrated model;
   the RTL at hand is the 12x12 one, where the same network is co-simulated to check the
@@ -49,8 +53,8 @@ CARD = ROOT / "models" / "resnet9_f16_strided_32.json"
 ARCHS = {"12x12": ROOT / "tensil_arch" / "pynqz1_perf.tarch",
          "8x8": ROOT / "tensil_arch" / "pynqz1.tarch"}
 COMPILE_TARGET_S = 10.0
-PEFSL_CYCLES = 3_750_000          # 30 ms at 125 MHz (PEFSL, Tensil's compiler)
-GOAL_CYCLES = 2_000_000           # 16 ms at 125 MHz (the FINN design)
+MAC_EFFICIENCY_TARGET = 0.45      # issue 24: <= 250,000 cycles for the ResNet-9 on 12x12
+MAC_EFFICIENCY_MOONSHOT = 0.60
 TENSIL_RESNET20_MS = 165.0        # Tensil's ResNet-20 notebook on a PYNQ-Z1, 50 MHz, end to end
 ACCURACY_GAP = 0.005
 
@@ -172,7 +176,7 @@ def latency_section(args: argparse.Namespace) -> Dict[str, Any]:
             format(figures["rtl_cycles"], ",")))
     elif "rtl_cycles" in figures:
         print("Tensil's own compiler's program: not at %s (make compile TENSIL=docker needs "
-              "docker and the tensilai/tensil image); PEFSL's reported figure stands in" % theirs)
+              "docker and the tensilai/tensil image); our compiler's Tensil strategy stands in" % theirs)
         shipped = tmodel_on_rtl(ROOT / "models" / (ours.name + ".tmodel"), ours.input_vectors(x))
         out["shipped_tmodel_rtl_cycles"] = shipped["rtl_cycles"]
         print("the shipped %s.tmodel run like the driver runs it, on the RTL: %s cycles" % (
@@ -182,13 +186,28 @@ def latency_section(args: argparse.Namespace) -> Dict[str, Any]:
                                         % cosim.unavailable()))
         return out
     cycles = figures["rtl_cycles"]
-    out["verdicts"].append(_verdict("RTL cycles vs PEFSL", cycles <= PEFSL_CYCLES,
-                                    "%s cycles (PEFSL with Tensil's compiler: %s)" % (
-                                        format(cycles, ","), format(PEFSL_CYCLES, ","))))
-    out["verdicts"].append(_verdict("RTL cycles vs the goal", cycles <= GOAL_CYCLES,
-                                    "%s cycles (goal <= %s, %.1f ms at 125 MHz)" % (
-                                        format(cycles, ","), format(GOAL_CYCLES, ","),
-                                        _ms(cycles, 125))))
+    n = ours.arch.array_size
+    floor = -(-figures["macs"] // (n * n))
+    out["compute_floor_cycles"] = floor
+    print("compute floor: %s MACs / %d a cycle = %s cycles; ours %.2fx it" % (
+        format(figures["macs"], ","), n * n, format(floor, ","), cycles / floor))
+    strategy = out["dram0"].get("rtl_cycles")
+    if strategy is not None:
+        out["verdicts"].append(_verdict("RTL cycles vs Tensil's strategy", cycles < strategy,
+                                        "%s cycles, %s with every activation back to DRAM0 (%.2fx)" % (
+                                            format(cycles, ","), format(strategy, ","), strategy / cycles)))
+    if "tensil_compiler" in out:
+        theirs_cycles = out["tensil_compiler"]["rtl_cycles"]
+        out["verdicts"].append(_verdict("RTL cycles vs Tensil's own compiler", cycles < theirs_cycles,
+                                        "%s cycles, Tensil's compiler %s" % (
+                                            format(cycles, ","), format(theirs_cycles, ","))))
+    efficiency = figures["mac_efficiency"]
+    out["verdicts"].append(_verdict("MAC efficiency on the RTL", efficiency >= MAC_EFFICIENCY_TARGET,
+                                    "%.1f %% (target >= %.0f %%: <= %s cycles; moonshot %.0f %%: <= %s)" % (
+                                        100 * efficiency, 100 * MAC_EFFICIENCY_TARGET,
+                                        format(int(floor / MAC_EFFICIENCY_TARGET), ","),
+                                        100 * MAC_EFFICIENCY_MOONSHOT,
+                                        format(int(floor / MAC_EFFICIENCY_MOONSHOT), ","))))
     out["verdicts"].append(_verdict("RTL output equals the emulator's",
                                     figures["rtl_equals_emulator"], "bit for bit"))
     return out
