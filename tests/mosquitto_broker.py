@@ -101,6 +101,7 @@ class ThrottledProxy:
         self._server.bind(("127.0.0.1", self.port))
         self._server.listen(16)
         self._stop = threading.Event()
+        self._open: List[socket.socket] = []
         self._threading = threading
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -108,6 +109,14 @@ class ThrottledProxy:
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        """Break every connection going through now (a cable pulled); new ones are accepted."""
+        for end in list(self._open):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _accept(self) -> None:
         self._server.settimeout(0.2)
@@ -121,6 +130,7 @@ class ThrottledProxy:
             except OSError:
                 client.close()  # no broker: the device sees a refused connection and retries
                 continue
+            self._open = [e for e in self._open if e.fileno() != -1] + [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
                 self._threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
