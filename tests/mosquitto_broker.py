@@ -39,6 +39,7 @@ class Mosquitto:
         self.cwd = cwd
         if lines is None:
             lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
+                     "set_tcp_nodelay true",
                      "log_dest stderr", "log_type error", "log_type warning", "log_type notice"]
         lines = list(lines) + list(extra or [])
         with open(self.config, "w") as handle:
