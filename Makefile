@@ -16,7 +16,7 @@ BIN    := $(VENV)/bin
 TEST_EXTRAS ?= dev,device,coordinator,train,scale
 # mosquitto: MQTT tests; verilator, g++, make: the RTL co-simulation; the rest: hwflow's tests (Yosys, a fake Vivado in tclsh, rootless
 # disk images, a loopback sshd, rsync deploys).
-TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync
+TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync chromium
 DATA_DEBS   := dataset-fashion-mnist
 
 .PHONY: help setup setup-demo bench-setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim bench-scale study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean

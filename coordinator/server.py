@@ -35,6 +35,7 @@ from fedlink.protocol import (
 )
 from fedlink.settings import LinkSettings
 
+from .dashboard import RunView
 from .report import TABLE_HEADER, plot_rounds, table_row
 from .store import RunStore
 
@@ -189,7 +190,7 @@ class Coordinator:
 
     def __init__(self, run: RunConfig, settings: CoordinatorSettings, link: MqttLink, store: RunStore,
                  initial: Mapping[str, np.ndarray], evaluator: Optional[Evaluator] = None,
-                 show: Optional[Callable[[str], None]] = None):
+                 show: Optional[Callable[[str], None]] = None, view: Optional[RunView] = None):
         self.run_config = run
         self.settings = settings
         self.topics = Topics(settings.run_id)
@@ -198,6 +199,7 @@ class Coordinator:
         self.evaluator = evaluator
         self.show = show  # where the live table's lines go (the program's choice: print, or nowhere)
         raw = sum(int(np.asarray(v).size) for v in initial.values()) * 4
+        self.raw_model_bytes = raw  # the model as float32: what compression is measured against
         self.max_update_bytes = settings.max_update_bytes or 2 * raw + 65536
         elements = sum(int(np.asarray(v).size) for v in initial.values())
         self.limits = DecodeLimits(max_message_bytes=self.max_update_bytes, max_elements=2 * elements + 1024)
@@ -215,6 +217,14 @@ class Coordinator:
         self._acks: Dict[str, bytes] = {}  # client -> the last verdict sent to it (repeated on request)
         self._echo_checked = False
         self._wire_mark = 0
+        self._closing = 0.0
+        # What the dashboard shows (coordinator.dashboard): fed the records the run writes.
+        self.view = view
+        if view is not None:
+            view.header.update(run=settings.run_id, fingerprint=run.federation.fingerprint(),
+                               config=run.federation.to_dict(), raw_model_bytes=raw)
+            for record in self.history:
+                view.apply_round(record)
         # The last model whose held-out accuracy was not a collapse: a collapsed round's model is
         # replaced by it, never checkpointed (see _keep_or_restore).
         self._good_model = dict(self.server.global_state)
@@ -305,6 +315,8 @@ class Coordinator:
         self._retain(self.topics.round, to_json(done))
         report = self._final_report(time.monotonic() - started)
         report["stopped"] = stopped
+        if self.view is not None and not stopped:
+            self.view.set_state("finished")
         return report
 
     def _wait_for_clients(self, first: bool) -> List[str]:
@@ -358,6 +370,9 @@ class Coordinator:
         selected: Set[str] = set(plan.selected)
         while time.monotonic() < deadline and not selected <= set(arrivals):
             self._handle(self.link.get(deadline - time.monotonic()), arrivals, late, began)
+        if self.view is not None:
+            self.view.set_state("aggregating")
+        self._closing = time.monotonic()
         result = server.close_round()
         closed = time.monotonic()
         # Updates already queued when the round closed are late: log them now.
@@ -413,6 +428,8 @@ class Coordinator:
             if client not in self.presence.online:
                 self._event({"event": "join", "client": client, "capabilities": data.get("capabilities")})
             self.presence.online[client] = time.monotonic()
+            if self.view is not None:
+                self.view.seen(client, time.time(), data.get("capabilities"))
             if "capabilities" in data:
                 self.presence.capabilities[client] = data["capabilities"]
                 samples = data["capabilities"].get("samples")
@@ -538,12 +555,15 @@ class Coordinator:
     def _event(self, record: Dict[str, Any]) -> None:
         record = dict(record, time=time.time())
         self.store.append_event(record)
+        if self.view is not None:
+            self.view.apply_event(record)
 
     # ------------------------------------------------------------ after a round
 
     def _finish_round(self, result: RoundResult, began: float, closed: float, arrivals: Dict[str, float],
                       late: List[Dict[str, Any]]) -> Dict[str, Any]:
         metrics = self.evaluator(self.server.global_state) if self.evaluator is not None else {}
+        aggregate_s = time.monotonic() - self._closing  # the strategy's close and the held-out evaluation
         restored = self._keep_or_restore(metrics.get("accuracy"))
         train_s = {c: self.presence.train_s.get((c, self._plan_id)) for c in result.accepted}
         known = [t for t in train_s.values() if t is not None]
@@ -587,12 +607,19 @@ class Coordinator:
             "overhead_s": (round(round_time - max(known), 4)
                            if known and len(known) == len(result.accepted) and not result.missing else None),
             "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
+            # The same traffic as float32 (the compression ratio), and the server's own time.
+            "raw_up": self.raw_model_bytes * len(result.accepted),
+            "raw_down": self.raw_model_bytes * (result.bytes_down // self._broadcast_bytes
+                                                if self._broadcast_bytes else 0),
+            "aggregate_s": round(aggregate_s, 4),
             "clients": clients, "time": time.time(),
         }
         if restored:
             record["restored"] = restored
         self.store.append_round(record)
         self.store.save_checkpoint(self.server.checkpoint())
+        if self.view is not None:
+            self.view.apply_round(record)
         return record
 
     def _keep_or_restore(self, accuracy: Any) -> Optional[str]:
@@ -628,6 +655,7 @@ class Coordinator:
             "late": sum(len(r["late"]) for r in history),
             "session_time_s": round(elapsed, 3),
             "fingerprint": self.run_config.federation.fingerprint(),
+            "raw_model_bytes": self.raw_model_bytes,
             "config": self.run_config.federation.to_dict(),
             "per_round": [{k: r[k] for k in ("round", "accuracy", "bytes_up", "bytes_down", "round_time_s",
                                              "overhead_s", "accepted", "missing")} for r in history],

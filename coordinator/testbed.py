@@ -64,7 +64,7 @@ class Testbed:
     __test__ = False  # not a pytest test class, whatever its name
 
     def __init__(self, config: str, run_dir: str, clients: int, broker: str = "embedded",
-                 nice: int = 0, env: Optional[Dict[str, str]] = None):
+                 nice: int = 0, env: Optional[Dict[str, str]] = None, dashboard: str = ""):
         self.config = os.path.abspath(config)
         self.run_dir = os.path.abspath(run_dir)
         self.clients = clients
@@ -75,6 +75,7 @@ class Testbed:
         self.processes: List[subprocess.Popen] = []
         self.group = 0  # the children's process group (the first child's pid)
         self.url = broker
+        self.dashboard = dashboard  # the coordinator's --dashboard HOST:PORT ("" none)
 
     def _spawn(self, argv: List[str], log_name: str, stdout_to_console: bool = False) -> subprocess.Popen:
         log = open(os.path.join(self.run_dir, "logs", log_name), "ab")
@@ -123,8 +124,9 @@ class Testbed:
                                     self.config, "--client-id", cid], f"{cid}.log")
                        for cid in client_ids(self.clients)]
             coordinator = self._spawn([sys.executable, "-m", "coordinator", "--broker", self.url, "--config",
-                                       self.config, "--run-dir", self.run_dir], "coordinator.log",
-                                      stdout_to_console=True)
+                                       self.config, "--run-dir", self.run_dir]
+                                      + (["--dashboard", self.dashboard] if self.dashboard else []),
+                                      "coordinator.log", stdout_to_console=True)  # (it prints the dashboard's URL)
             status = coordinator.wait()
             # After a clean end the devices have read "done" and exit by themselves; after a
             # failure nobody will tell them, so they are stopped now.
@@ -210,6 +212,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--run-dir", help="default: runs/testbed/<run id>")
     parser.add_argument("--resume", action="store_true", help="keep the run folder's checkpoint and continue")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the child processes")
+    parser.add_argument("--dashboard", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="the coordinator's live dashboard (default %(default)s; another free port if that one "
+                        "is taken; \"\" for none)")
     add_verbosity(parser)
     args = parser.parse_args(argv)
     show_logs(args)
@@ -226,7 +231,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = args.run_dir or os.path.join("runs", "testbed", settings.run_id)
     if not args.resume:
         _clear(run_dir)  # a testbed run starts from round 1 unless asked to resume
-    testbed = Testbed(args.config, run_dir, clients, args.broker, args.nice)
+    testbed = Testbed(args.config, run_dir, clients, args.broker, args.nice, dashboard=args.dashboard)
     try:
         summary = testbed.run()
     except (RuntimeError, ValueError) as error:

@@ -59,6 +59,12 @@ def test_three_rounds_learn_above_chance_and_write_logs(tmp_path):
     assert all(r["accepted"] == 4 and r["rejected"] == 0 for r in rows)
     assert (out / "accuracy.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())["final_accuracy"] == summary["final_accuracy"]
+    # The testbed's page of the same run (coordinator.dashboard): its rounds, bytes and accuracy.
+    page = (out / "report.html").read_text()
+    view = json.loads(page.split('<script id="data" type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert [r["round"] for r in view["rounds"]] == [1, 2, 3] and view["header"]["state"] == "finished"
+    assert view["rounds"][-1]["accuracy"] == summary["final_accuracy"]
+    assert sum(r["bytes_up"] for r in view["rounds"]) == summary["bytes_up"]
 
 
 def test_bytes_logged_are_the_encoded_message_lengths(tmp_path):

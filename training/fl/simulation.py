@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from coordinator.dashboard import render_report, view_from_run_dir
 from fedcore.atomic import atomic_write
 from fedcore.compression import CompressionConfig, Compressor
 from fedcore.container import Message, decode_message, encode_message
@@ -271,7 +272,8 @@ def output_dir(run: RunConfig, sim: SimulationConfig) -> str:
 
 def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bool = True,
         plots: bool = True, data: Optional[Data] = None) -> Dict[str, Any]:
-    """Load the config, run it, write rounds.jsonl, summary.json and the plots; return the summary."""
+    """Load the config, run it, write rounds.jsonl, summary.json, report.html and the plots; return
+    the summary."""
     run_config, sim = load_config(source, overrides)
     torch.set_num_threads(sim.threads)
     data = data if data is not None else load_data(run_config, sim)
@@ -289,6 +291,8 @@ def run(source: Any, overrides: Optional[Mapping[str, Any]] = None, progress: bo
         message = Message(setup.server.global_state, summary["rounds"], "server", 0, "weights",
                           {"run": run_config.name, "model": run_config.model.name})
         atomic_write(os.path.join(out, "final.fedc"), encode_message(message)[0])
+    # The page a testbed run gets (coordinator.dashboard), so a simulated and a physical run look alike.
+    atomic_write(os.path.join(out, "report.html"), render_report(view_from_run_dir(out)))
     if plots:
         from .report import plot_rounds
         plot_rounds({run_config.name: rows}, os.path.join(out, "accuracy.png"),
