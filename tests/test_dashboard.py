@@ -100,6 +100,14 @@ def test_the_live_dashboard_and_the_report_of_a_real_run(tmp_path):
                 {"status": "online", "client": "intruder-2", "capabilities": {"trainer": HOSTILE}}), retain=False)
             page.wait_for_function("document.querySelector('#rejections').textContent.includes('intruder')",
                                    timeout=5000)
+            # intruder-2 said it is online, so the open broker's run selects it: its garbage update on the
+            # open plan is judged, and refused with the decoder's reason.
+            wait_for(lambda: any(b'"intruder-2"' in p for p in watcher.payloads(topics.round)), 10,
+                     "a round that selects intruder-2")
+            plan = json.loads([p for p in watcher.payloads(topics.round) if b'"intruder-2"' in p][-1])["plan_id"]
+            watcher.publish_blob(topics.update("intruder-2", plan), b"garbage " * 40)
+            page.wait_for_function("document.querySelector('#rejections').textContent.includes('wrong magic')",
+                                   timeout=5000)
             # A device dies: its last will turns it offline.
             clients[2].send_signal(signal.SIGKILL)
             page.wait_for_function(

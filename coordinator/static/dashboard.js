@@ -173,7 +173,7 @@
     var pick = function (key, scale) {
       return rounds.map(function (r) { return typeof r[key] === "number" ? r[key] * (scale || 1) : null; });
     };
-    var width = Math.max(320, Math.min(560, (document.body.clientWidth - 80) / 3));
+    var width = Math.max(320, Math.min(680, (document.body.clientWidth - 140) / 2));  // two charts a row
     chart("chart-accuracy", [
       { label: "accuracy %", stroke: "#1f77b4", width: 2 },
       { label: "loss", stroke: "#d62728", scale: "loss" },
@@ -183,6 +183,17 @@
       { label: "up, float32", stroke: "#2ca02c", dash: [4, 4] },
       { label: "down, float32", stroke: "#9467bd", dash: [4, 4] },
     ], [x, pick("bytes_up"), pick("bytes_down"), pick("raw_up"), pick("raw_down")], width, bytes);
+    var sums = {};
+    var cumulative = function (key) {
+      sums[key] = 0;
+      return rounds.map(function (r) { sums[key] += r[key] || 0; return sums[key]; });
+    };
+    chart("chart-total", [
+      { label: "up", stroke: "#2ca02c", width: 2 }, { label: "down", stroke: "#9467bd", width: 2 },
+      { label: "up, float32", stroke: "#2ca02c", dash: [4, 4] },
+      { label: "down, float32", stroke: "#9467bd", dash: [4, 4] },
+    ], [x, cumulative("bytes_up"), cumulative("bytes_down"), cumulative("raw_up"), cumulative("raw_down")], width,
+      bytes);
     chart("chart-time", [
       { label: "waiting s", stroke: "#8c564b" }, { label: "training s", stroke: "#ff7f0e", width: 2 },
       { label: "aggregation s", stroke: "#17becf" },
