@@ -198,6 +198,8 @@ class Coordinator:
         self.store = store
         self.evaluator = evaluator
         self.show = show  # where the live table's lines go (the program's choice: print, or nowhere)
+        # What the dashboard shows (coordinator.dashboard): fed the records the run writes.
+        self.view = view
         raw = sum(int(np.asarray(v).size) for v in initial.values()) * 4
         self.raw_model_bytes = raw  # the model as float32: what compression is measured against
         self.max_update_bytes = settings.max_update_bytes or 2 * raw + 65536
@@ -218,8 +220,6 @@ class Coordinator:
         self._echo_checked = False
         self._wire_mark = 0
         self._closing = 0.0
-        # What the dashboard shows (coordinator.dashboard): fed the records the run writes.
-        self.view = view
         if view is not None:
             view.header.update(run=settings.run_id, fingerprint=run.federation.fingerprint(),
                                config=run.federation.to_dict(), raw_model_bytes=raw)

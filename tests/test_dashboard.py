@@ -91,6 +91,7 @@ def test_the_live_dashboard_and_the_report_of_a_real_run(tmp_path):
             shown = time.time()
             assert page.get_attribute("#devices tr[data-client=\"client-003\"]", "class") == "missed"
             assert shown - closed <= 2.0, f"round 1's accuracy showed {shown - closed:.2f} s after the round closed"
+            print(f"dashboard: round 1's accuracy on the page {shown - closed:.2f} s after the round closed")
             accuracy = page.text_content("#rounds tr[data-round=\"1\"] td.accuracy")
             assert accuracy == "%.2f %%" % (100 * read_jsonl(os.path.join(run_dir, "rounds.jsonl"))[0]["accuracy"])
             # Hostile text: a presence that names another client, and an intruder's capabilities.
