@@ -37,7 +37,7 @@ Fractions of a cycle are carried, not rounded away per instruction.
 """
 
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .arch import Architecture
 from .isa import (
@@ -53,11 +53,12 @@ from .isa import (
 )
 from .isa import mnemonic as kind_name
 
-__all__ = ["Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel",
-           "estimate", "estimate_memory_aware"]
+__all__ = ["Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel", "axi_requests",
+           "boundary_violations", "estimate", "estimate_memory_aware"]
 
 _DRAM_READS = (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.DRAM1_TO_LOCAL)
 _DRAM_WRITES = (DataMoveKind.LOCAL_TO_DRAM0, DataMoveKind.LOCAL_TO_DRAM1)
+_DRAM_KINDS = _DRAM_READS + _DRAM_WRITES
 
 
 @dataclasses.dataclass
@@ -154,6 +155,41 @@ class MemoryModel:
             raise ValueError("MemoryModel.bus_bits must be a whole number of bytes")
 
 
+def axi_requests(arch: Architecture, address: int, vectors: int, stride: int,
+                 memory: Optional["MemoryModel"] = None) -> Iterator[Tuple[int, int, bool]]:
+    """The AXI requests the RTL makes for a DRAM move of `vectors` vectors from DRAM vector
+    `address`: (first byte, end byte, whether it crosses a boundary with its last beat alone).
+
+    A contiguous move is cut into requests of whole vectors of at most max_burst_beats beats,
+    each split again where it crosses a boundary, except that a request whose only beat past
+    the boundary is its last goes out whole, as one burst across it (an AXI violation the RTL
+    makes: tests/test_tensil_cosim.py shows it); a strided move is one request per vector."""
+    memory = memory or MemoryModel()
+    size = arch.vector_bytes
+    beat = memory.bus_bits // 8
+    per_request = 1 if stride else max(1, memory.max_burst_beats // -(-size // beat))
+    step = 1 << stride
+    boundary = memory.boundary_bytes
+    for first in range(0, vectors, per_request):
+        lo = (address + first * step) * size
+        hi = lo + min(per_request, vectors - first) * size
+        alone = (hi - 1) // boundary - lo // boundary == 1 and hi - (hi - 1) // boundary * boundary <= beat
+        yield lo, hi, alone
+
+
+def boundary_violations(instructions: Sequence[Instruction], arch: Architecture,
+                        memory: Optional["MemoryModel"] = None) -> List[Tuple[int, DataMove]]:
+    """(index, instruction) of every DRAM move whose requests include one the RTL would send
+    across a 4 KiB boundary (axi_requests): what a program must not contain."""
+    found = []
+    for index, instruction in enumerate(instructions):
+        if isinstance(instruction, DataMove) and instruction.kind in _DRAM_KINDS and any(
+                alone for _, _, alone in axi_requests(arch, instruction.address, instruction.size + 1,
+                                                      instruction.stride, memory)):
+            found.append((index, instruction))
+    return found
+
+
 _SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}
 
 
@@ -171,26 +207,11 @@ class MemoryAwareModel(TensilLatencyModel):
         self._write_tail = 0.0      # cycles of the last DRAM write the next instruction hides
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
-        """AXI bursts of a move of `vectors` vectors from DRAM vector `address`.
-
-        A contiguous move is cut into requests of whole vectors of at most max_burst_beats
-        beats, each split again where it crosses a boundary, unless only its last beat lies
-        past it (the RTL sends that one whole); a strided move is one request per vector.
-        """
-        size = self.arch.vector_bytes
-        beat = self.memory.bus_bits // 8
-        per_request = 1 if stride else max(1, self.memory.max_burst_beats
-                                           // self.beats_per_vector)
-        step = 1 << stride
+        """AXI bursts of a move of `vectors` vectors from DRAM vector `address` (axi_requests)."""
         boundary = self.memory.boundary_bytes
         count = 0
-        for first in range(0, vectors, per_request):
-            lo = (address + first * step) * size
-            hi = lo + min(per_request, vectors - first) * size
-            crossings = (hi - 1) // boundary - lo // boundary
-            if crossings == 1 and hi - (hi - 1) // boundary * boundary <= beat:
-                crossings = 0
-            count += 1 + crossings
+        for lo, hi, alone in axi_requests(self.arch, address, vectors, stride, self.memory):
+            count += 1 + (0 if alone else (hi - 1) // boundary - lo // boundary)
         return count
 
     def _cost(self, instruction: Instruction) -> float:

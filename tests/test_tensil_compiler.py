@@ -28,6 +28,7 @@ from tensil.compiler import (
 )
 from tensil.compiler.frontend import fuse, load_onnx
 from tensil.compiler.reference import error_bound, error_tolerance, reference, to_vectors
+from tensil.estimate import boundary_violations
 from tensil.tmodel import TMODEL_KEYS, load_tmodel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,8 @@ def check(data: bytes, arch, shape, rtl: bool = False, seed: int = 0):
     Returns (result, float error, tolerance)."""
     graph = fuse(load_onnx(data))
     result = compile_graph(graph, arch, "test")
+    # No move may make the RTL send a burst across a 4 KiB boundary (the RTL runs also check it).
+    assert not boundary_violations(result.instructions, arch)
     x = np.random.default_rng(seed).standard_normal(shape[1:])
     got, _ = result.run_emulator(x)
     expected = to_vectors(reference(result.qgraph, x))[0]

@@ -25,14 +25,17 @@ addition, activation and average scaling of a layer thus happen in the accumulat
 without a round trip through memory.
 """
 
+import bisect
 import dataclasses
+import itertools
 from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from ..arch import Architecture
+from ..estimate import axi_requests
 from ..fixed import fixed_format
-from ..isa import SIMD, DataMoveKind, LoadWeights, MatMul, SimdOp
+from ..isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .errors import CompileError, MemoryOverflow
 from .graph import AddTerm, LinearTerm, MaxTerm, Value
 from .program import Allocator, Program
@@ -319,7 +322,8 @@ class _Scheduler:
                     if region is not None and region.space == "local":
                         self.local.release(region.base, region.size)
                         self.resident = [v for v in self.resident if v is not value]
-        dram1 = np.concatenate(self.dram1) if self.dram1 else np.zeros((0, self.n), np.int64)
+        dram1 = self._place_dram1()
+        self._place_dram0()
         spilled = [v.name for v in graph.values()[1:-1] if self.homes.get(id(v)) == "dram0"]
         if self.homes.get(id(graph.input)) != "local":
             spilled.insert(0, graph.input.name + " (read from DRAM0)")
@@ -327,6 +331,76 @@ class _Scheduler:
         return CompiledProgram(self.program.instructions, dram1, self.input_dram,
                                self.output_dram, self.dram0_top, self.local.peak,
                                self.acc_peak, spilled, self.reports, regions)
+
+    # ------------------------------------------------------------------ placement
+    # The RTL sends a DRAM request whose last beat alone lies past a 4 KiB boundary as one burst
+    # across it, which AXI forbids (estimate.axi_requests). Once the program is made, DRAM1's
+    # images and DRAM0's regions are each moved up by the few vectors that keep every move that
+    # touches them clear of that, and those moves follow.
+
+    def _clear_shift(self, movers: List[int], delta: int, what: str) -> int:
+        """The least pad >= 0 such that the moves at `movers`, their addresses moved by
+        delta + pad, make no burst across a 4 KiB boundary."""
+        instructions = self.program.instructions
+        for pad in range(4096):  # the boundaries repeat every 4096 bytes: within 4096 vectors
+            if not any(alone for i in movers for _, _, alone in axi_requests(
+                    self.arch, instructions[i].address + delta + pad, instructions[i].size + 1,
+                    instructions[i].stride)):
+                return pad
+        raise CompileError("%s: no placement keeps its moves' bursts inside 4 KiB boundaries" % what)
+
+    def _movers(self, kinds: Tuple[DataMoveKind, ...], bases: List[int]) -> Dict[int, List[int]]:
+        """Indices of the moves of `kinds`, by the base (of the sorted `bases`) they fall in."""
+        found: Dict[int, List[int]] = {base: [] for base in bases}
+        for index, instruction in enumerate(self.program.instructions):
+            if isinstance(instruction, DataMove) and instruction.kind in kinds:
+                found[bases[bisect.bisect_right(bases, instruction.address) - 1]].append(index)
+        return found
+
+    def _follow(self, movers: List[int], delta: int) -> None:
+        instructions = self.program.instructions
+        for i in movers:
+            instructions[i] = dataclasses.replace(instructions[i], address=instructions[i].address + delta)
+
+    def _place_dram1(self) -> np.ndarray:
+        if not self.dram1:
+            return np.zeros((0, self.n), np.int64)
+        bases = list(itertools.accumulate([0] + [image.shape[0] for image in self.dram1[:-1]]))
+        movers = self._movers((K.DRAM1_TO_LOCAL, K.LOCAL_TO_DRAM1), bases)
+        parts: List[np.ndarray] = []
+        cursor = 0
+        for base, image in zip(bases, self.dram1):
+            pad = self._clear_shift(movers[base], cursor - base, "DRAM1 image at %d" % base)
+            self._follow(movers[base], cursor + pad - base)
+            if pad:
+                parts.append(np.zeros((pad, self.n), np.int64))
+            parts.append(image)
+            cursor += pad + image.shape[0]
+        if cursor > self.arch.dram1_depth:
+            raise MemoryOverflow("(constants)", "DRAM1", cursor, self.arch.dram1_depth)
+        return np.concatenate(parts)
+
+    def _place_dram0(self) -> None:
+        """The input, the output and the spilled activations (disjoint: DRAM0 is bump-allocated)."""
+        regions: Dict[int, Region] = {self.input_dram.base: self.input_dram,
+                                      self.output_dram.base: self.output_dram}
+        for region in self.regions.values():
+            if region.space == "dram0":
+                regions.setdefault(region.base, region)
+        bases = sorted(regions)
+        movers = self._movers((K.DRAM0_TO_LOCAL, K.LOCAL_TO_DRAM0), bases)
+        moved: Dict[int, Region] = {}
+        cursor = 0
+        for base in bases:
+            pad = self._clear_shift(movers[base], cursor - base, "DRAM0 region at %d" % base)
+            self._follow(movers[base], cursor + pad - base)
+            moved[base] = dataclasses.replace(regions[base], base=cursor + pad)
+            cursor += pad + regions[base].size
+        self.input_dram, self.output_dram = moved[self.input_dram.base], moved[self.output_dram.base]
+        self.regions = {key: moved[r.base] if r.space == "dram0" else r for key, r in self.regions.items()}
+        self.dram0_top = cursor
+        if self.dram0_top > self.arch.dram0_depth - 2:   # the driver's probe vectors
+            raise MemoryOverflow("(activations)", "DRAM0", self.dram0_top, self.arch.dram0_depth - 2)
 
     def _import_input(self) -> None:
         x = self.q.graph.input

@@ -12,12 +12,20 @@ from typing import Optional
 
 from .build import Build, build, cache_root, missing_tools
 from .compare import Comparison, compare
-from .errors import CosimBuildError, CosimError, CosimHang, CosimUnavailable, RtlMismatch
+from .errors import (
+    AxiViolation,
+    CosimBuildError,
+    CosimError,
+    CosimHang,
+    CosimUnavailable,
+    RtlMismatch,
+)
 from .rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl, rtl_architecture
 from .runner import CosimResult, DramModel, final_dram_offsets, run
 
 __all__ = [
     "run",
+    "AxiViolation",
     "compare",
     "Comparison",
     "DramModel",

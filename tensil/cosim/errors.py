@@ -1,6 +1,6 @@
 """The co-simulation's errors."""
 
-__all__ = ["CosimError", "CosimUnavailable", "RtlMismatch", "CosimBuildError", "CosimHang"]
+__all__ = ["AxiViolation", "CosimError", "CosimUnavailable", "RtlMismatch", "CosimBuildError", "CosimHang"]
 
 
 class CosimError(RuntimeError):
@@ -21,3 +21,8 @@ class CosimBuildError(CosimError):
 
 class CosimHang(CosimError):
     """The simulated RTL hung or ran past its cycle budget; the message names what was pending."""
+
+
+class AxiViolation(CosimError):
+    """The program made the RTL send a burst across a 4 KiB boundary, which AXI forbids (what a
+    Zynq HP port does with one is undefined): the compiler must place data so that none does."""

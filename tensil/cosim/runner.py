@@ -20,7 +20,7 @@ import numpy as np
 from ..arch import Architecture, instruction_layout
 from ..isa import ConfigRegister, Configure, DataMove, DataMoveKind, decode_program, encode_program
 from .build import Build, build
-from .errors import CosimError, CosimHang
+from .errors import AxiViolation, CosimError, CosimHang
 from .rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architecture
 
 __all__ = ["DramModel", "CosimResult", "run", "final_dram_offsets", "ADDRESS_SPACE"]
@@ -163,6 +163,7 @@ def run(
     local: Optional[np.ndarray] = None,
     accumulators: Optional[np.ndarray] = None,
     simulator: Optional[Build] = None,
+    allow_boundary_crossings: bool = False,
 ) -> CosimResult:
     """Run `program` (the bytes of a .tprog) on the RTL and return the memories and cycles.
 
@@ -177,6 +178,8 @@ def run(
     making progress for `hang_cycles`, or runs past `timeout_cycles`, raises CosimHang naming
     what was pending. `simulator` is a `build()` result to use instead of the default build.
     `arch` defaults to the architecture the RTL was generated for (`rtl.rtl_architecture`).
+    A burst across a 4 KiB boundary raises AxiViolation (the memories are served all the same,
+    so `allow_boundary_crossings=True` lets a test look at one).
     """
     if completion not in ("probe", "drain"):
         raise ValueError("completion must be 'probe' or 'drain', got %r" % (completion,))
@@ -248,6 +251,14 @@ def run(
             name: np.fromfile(folder / (name + ".bin"), dtype="<i2").reshape(-1, n)
             for name in ("dram0", "dram1", "local_out", "accumulators_out")
         }
+    crossings = {name: report[name]["boundary_crossings"] for name in ("dram0", "dram1")
+                 if isinstance(report.get(name), dict) and report[name].get("boundary_crossings")}
+    if crossings and not allow_boundary_crossings:
+        raise AxiViolation("the program made the RTL send %s across a 4 KiB boundary (first: %s), which AXI "
+                           "forbids; recompile it with this compiler, which places data so that none does" % (
+                               ", ".join("%d %s burst(s)" % (count, name) for name, count in crossings.items()),
+                               "; ".join("%s %s" % (name, report[name].get("first_crossing", "?"))
+                                         for name in crossings)))
     return CosimResult(
         dram0=outputs["dram0"],
         dram1=outputs["dram1"],
