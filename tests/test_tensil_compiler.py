@@ -445,7 +445,7 @@ def test_bundled_backbone_equals_the_reference_and_fits_on_chip(arch):
         on_rtl, cosim_result = result.run_rtl(x)
         assert np.array_equal(on_rtl, got)
         assert cosim_result.cycles < 2_000_000
-        # the RTL-calibrated cycle model (tensil/compiler/cycles.py) stays within 3 %
+        # the RTL-calibrated cycle model (tensil.estimate.MemoryAwareModel) stays within 3 %
         assert abs(result.rtl_estimate.cycles / cosim_result.cycles - 1) < 0.03
 
 

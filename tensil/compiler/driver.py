@@ -23,12 +23,11 @@ import numpy as np
 from .. import emulator
 from ..arch import Architecture, format_table, load_tarch
 from ..emulator import EmulatorReport
-from ..estimate import Estimate, estimate
+from ..estimate import Estimate, estimate, estimate_memory_aware
 from ..fixed import from_float_saturating, to_bytes, to_float
 from ..isa import encode_program, format_program
 from ..tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
 from .backend import CompiledProgram, schedule
-from .cycles import rtl_cycles
 from .frontend import fuse, load_onnx
 from .graph import Graph, LinearTerm, MaxTerm
 from .quantize import QGraph, quantize
@@ -47,7 +46,7 @@ class CompileResult:
     program: CompiledProgram
     tmodel: TensilModel
     estimate: Estimate
-    rtl_estimate: Estimate        # the RTL-calibrated cycle model (cycles.py)
+    rtl_estimate: Estimate        # the RTL-calibrated cycle model (tensil.estimate.MemoryAwareModel)
     seconds: float
     files: Dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
 
@@ -129,7 +128,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
         (Vars(graph.output_name, program.output_region.base, program.output_region.size),),
         arch, False)
     tensil = estimate(program.instructions, arch)
-    calibrated = rtl_cycles(program.instructions, arch)
+    calibrated = estimate_memory_aware(program.instructions, arch)
     return CompileResult(name, arch, graph, qgraph, program, tmodel, tensil, calibrated,
                          time.process_time() - started)
 
@@ -219,6 +218,9 @@ def summary(result: CompileResult) -> str:
         ("Local memory peak (vectors, of %d)" % arch.local_depth, program.local_peak),
         ("Accumulator peak (vectors, of %d)" % arch.accumulator_depth, program.accumulator_peak),
         ("Activations in DRAM0", ", ".join(program.spilled) or "none (all on chip)"),
+        ("DRAM moves across a 4 KiB boundary (AXI forbids)", "%d%s" % (
+            program.axi_violations, ": the RTL co-simulation refuses this program" if program.axi_violations
+            else "")),
         ("True MACs", result.macs),
         ("Execution latency, RTL-calibrated model (cycles)", rtl),
         ("Execution latency, Tensil's model (cycles)", cycles),
@@ -236,7 +238,7 @@ def summary(result: CompileResult) -> str:
     text = format_table("COMPILER SUMMARY", rows)
     layer_rows = []
     for r in program.layers:
-        part = rtl_cycles(program.instructions[r.start:r.start + r.instructions], arch)
+        part = estimate_memory_aware(program.instructions[r.start:r.start + r.instructions], arch)
         layer_rows.append((r.name, r.ops, r.output, "strips %d" % r.strips,
                            "weights %d" % r.weight_vectors, "instr %d" % r.instructions,
                            "cycles %d" % part.cycles, "MACs %d" % r.macs, r.home))

@@ -7,7 +7,7 @@ at 32×32 only; 84×84 rows then list parameters and MACs with no accuracy.
 
 Every configuration is also exported to ONNX and compiled with ``tensil.compiler`` for
 both architectures (12×12 ``pynqz1_perf`` and 8×8 ``pynqz1``): the table gains the
-compiled program's cycle count (the RTL-calibrated model of ``tensil.compiler.cycles``,
+compiled program's cycle count (the RTL-calibrated model, ``tensil.estimate.MemoryAwareModel``,
 within 0.1 % of the co-simulated RTL on the bundled backbone) and its latency at 125 MHz,
 which activations had to go to DRAM0, or the memory a layer overflows. The plot shows
 accuracy against the 12×12 latency.
