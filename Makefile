@@ -47,7 +47,7 @@ help:
 	@echo "make rtl           Tensil RTL for ARCH= via docker tensilai/tensil (or check TENSIL_RTL=dir)"
 	@echo "make rtl-report    Yosys resource estimate of the RTL vs the XC7Z020 (TENSIL_RTL=, default ../shared)"
 	@echo "make bitstream     PYNQ-Z1 overlay: Vivado batch (ARCH= CLOCK_MHZ=125 PYNQ_DIR= [ALLOW_NEGATIVE_SLACK=1])"
-	@echo "make sdcard        our stack into a copy of a PYNQ-Z1 image, rootless (IMAGE= OUT=board.img BOARD_ID= WHEELS=)"
+	@echo "make sdcard        our stack into a copy of a PYNQ-Z1 image, rootless (IMAGE= OUT=board.img BOARD_ID= WHEELS= IMAGE_SHA256=)"
 	@echo "make flash         write OUT= to an SD card (DEVICE=/dev/sdX [YES=1]), read back and compared"
 	@echo "make deploy        the same payload over SSH to a running board, then its doctor (BOARD=xilinx@pynq-01)"
 	@echo "make bench-hwflow  SD image build time/size on a synthetic PYNQ image; deploy time over loopback SSH"
@@ -178,7 +178,8 @@ bitstream: setup
 sdcard: setup
 	@scripts/system-deps.sh mtools e2fsprogs
 	$(call need,IMAGE,<the official PYNQ-Z1 .img>)
-	$(HWFLOW) sdcard --image $(call arg,IMAGE) --out $(call arg,OUT) $(if $(FORCE),--force) $(PAYLOAD)
+	$(HWFLOW) sdcard --image $(call arg,IMAGE) --out $(call arg,OUT) $(if $(FORCE),--force) \
+	    $(if $(IMAGE_SHA256),--image-sha256 $(call arg,IMAGE_SHA256)) $(PAYLOAD)
 
 flash: setup
 	$(call need,DEVICE,/dev/sdX (the SD card's whole disk))

@@ -183,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_bitstream)
 
     p = sub.add_parser("sdcard", help="our stack written into a copy of a PYNQ-Z1 image (rootless)")
-    p.add_argument("--image", required=True, help="official PYNQ-Z1 image (never modified)")
+    p.add_argument("--image", required=True, help="official PYNQ-Z1 image (never modified): v2.7, v3.0.1 or "
+                   "v3.1.1 from https://www.pynq.io/boards.html, unzipped")
+    p.add_argument("--image-sha256", default="", metavar="HEX",
+                   help="refuse the image unless its SHA-256 is this (IMAGE_SHA256=; AMD publishes none: pin "
+                   "the one your lab downloaded)")
     p.add_argument("--out", required=True, help="the board's image to write")
     p.add_argument("--force", action="store_true",
                    help="write over an existing file that is not a board image this tool wrote (FORCE=1)")

@@ -62,6 +62,28 @@ def _passwd_ids(passwd: bytes, user: str) -> Tuple[int, int]:
     raise ImageError("not a PYNQ image: /etc/passwd has no user %r" % user)
 
 
+# AMD publishes no checksums beside these images (none were found on pynq.io, AMD's download
+# pages, the PYNQ repository or its issues): IMAGE_SHA256 pins the one a lab downloaded.
+SUPPORTED_IMAGES = ("the official PYNQ-Z1 images v2.7, v3.0.1 and v3.1.1 are supported (pynq_z1_v3.1.1.zip "
+                    "and the others at https://www.pynq.io/boards.html, the Z1's, not the Z2's); unzip it, "
+                    "and give IMAGE_SHA256= (--image-sha256) to check it is the file you meant")
+
+
+def check_image_sha256(image: pathlib.Path, expected: str) -> str:
+    """Refuse an image whose SHA-256 is not `expected` (64 hex digits); returns it."""
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise HwflowError("--image-sha256 must be 64 hexadecimal digits, got %r" % expected)
+    digest = hashlib.sha256()
+    with open(image, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    got = digest.hexdigest()
+    if got != expected:
+        raise HwflowError("%s has SHA-256 %s, not the %s given: a damaged download or another image"
+                          % (image, got, expected))
+    return got
+
+
 def inspect_image(image: pathlib.Path, payload_config) -> ImagePlan:
     """Check that `image` is a sound PYNQ-Z1 image that can take our payload (read only)."""
     boot_part, root_part = pynq_partitions(image)
@@ -234,7 +256,10 @@ def build_sdcard(args: argparse.Namespace, progress: bool = True) -> Dict[str, o
     start = time.monotonic()
     image, out = pathlib.Path(args.image), pathlib.Path(args.out)
     if not image.is_file():
-        raise HwflowError("no image at %s (download the PYNQ-Z1 image from pynq.io and unzip it)" % image)
+        raise HwflowError("no image at %s: %s" % (image, SUPPORTED_IMAGES))
+    expected = (getattr(args, "image_sha256", None) or "").strip().lower()
+    if expected:
+        check_image_sha256(image, expected)
     if out.exists() and os.path.samefile(image, out):
         raise HwflowError("OUT must differ from IMAGE: the original image is never modified")
     check_overwrite(out, getattr(args, "force", False), LABEL_FILE)
@@ -268,7 +293,7 @@ def build_sdcard(args: argparse.Namespace, progress: bool = True) -> Dict[str, o
         raise
     stat = out.stat()
     report = {
-        "image": str(out), "from": str(image), "board_id": config.board_id,
+        "image": str(out), "from": str(image), "from_sha256": expected or None, "board_id": config.board_id,
         "hostname": config.hostname, "entries_verified": verified,
         "payload_bytes": payload.total_bytes(), "bitstream": payload.bitstream,
         "units": payload.units, "wheels": [w.name for w in wheels], "warnings": payload.warnings,

@@ -74,7 +74,9 @@ def _fat(image: pathlib.Path, name: str) -> bytes:
 def test_sdcard_writes_and_verifies_the_payload(image, tmp_path, wheels):
     before = sha256(image)
     out = tmp_path / "board.img"
-    report = build_sdcard(_args(image, out, wheels), progress=False)
+    pinned = hashlib.sha256(image.read_bytes()).hexdigest()
+    report = build_sdcard(_args(image, out, wheels, image_sha256=pinned.upper()), progress=False)
+    assert report["from_sha256"] == pinned
     assert sha256(image) == before  # the original is only read
     assert out.is_file() and not (tmp_path / "board.img.partial").exists()
     assert report["entries_verified"] > 40 and report["board_id"] == "pynq-07"
@@ -239,8 +241,13 @@ def test_foreign_and_full_images_are_refused_untouched(tmp_path, kwargs, message
 def test_argument_errors(image, tmp_path, wheels):
     with pytest.raises(HwflowError, match="OUT must differ from IMAGE"):
         build_sdcard(_args(image, image, None), progress=False)
-    with pytest.raises(HwflowError, match="no image at"):
+    with pytest.raises(HwflowError, match=r"no image at .*v2\.7, v3\.0\.1 and v3\.1\.1 .*pynq\.io/boards"):
         build_sdcard(_args(tmp_path / "missing.img", tmp_path / "o.img", None), progress=False)
+    # The image's SHA-256, when given, is checked before anything else is read.
+    with pytest.raises(HwflowError, match="has SHA-256 [0-9a-f]{64}, not the 0{64} given"):
+        build_sdcard(_args(image, tmp_path / "o.img", None, image_sha256="0" * 64), progress=False)
+    with pytest.raises(HwflowError, match="must be 64 hexadecimal digits"):
+        build_sdcard(_args(image, tmp_path / "o.img", None, image_sha256="xyz"), progress=False)
     with pytest.raises(HwflowError, match="no wheel in .* for paho-mqtt"):
         build_sdcard(_args(image, tmp_path / "o.img", wheels, require=["paho-mqtt>=2.0"]), progress=False)
     x86 = tmp_path / "x86"
