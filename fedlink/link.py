@@ -381,7 +381,15 @@ class MqttLink:
                 index = out.queue.popleft()
                 self._reserved += 1
             message = chunk_message(out.blob, out.digest, out.chunk_size, index)
-            info = self._client.publish(chunk_topic(out.topic, index), message, qos=1, retain=out.retain)
+            try:
+                info = self._client.publish(chunk_topic(out.topic, index), message, qos=1, retain=out.retain)
+            except (ValueError, TypeError) as error:  # e.g. one chunk over MQTT's 256 MiB: never sendable
+                with self._out_lock:
+                    self._reserved -= 1
+                    if self._outbox.get(out.topic) is out:
+                        del self._outbox[out.topic]
+                log.error("%s: the blob on %s cannot be sent and is dropped: %s", self.client_id, out.topic, error)
+                return
             with self._out_lock:
                 self._reserved -= 1
                 if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho sends it on reconnect
