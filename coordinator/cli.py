@@ -14,7 +14,14 @@ from fedlink.cli import add_link_arguments, link_from_args, setup_logging
 from fedlink.protocol import Topics, to_json
 
 from .config import initial_state, make_evaluator
-from .dashboard import DashboardServer, RunView, new_token, render_report, view_from_run_dir
+from .dashboard import (
+    DashboardServer,
+    RunView,
+    is_loopback,
+    new_token,
+    render_report,
+    view_from_run_dir,
+)
 from .server import Coordinator, CoordinatorSettings, LinkError
 from .store import RunStore
 
@@ -86,7 +93,7 @@ def start_dashboard(args: argparse.Namespace, view: RunView) -> Optional[Dashboa
         return None
     host, port = parse_address(args.dashboard)
     token = args.dashboard_token
-    if not token and host not in ("localhost",) and not host.startswith("127.") and host != "::1":
+    if not token and not is_loopback(host):
         token = new_token()
     try:
         server = DashboardServer(view, host, port, token).start()

@@ -23,7 +23,7 @@ import time
 from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["DashboardServer", "RunView", "render_report", "view_from_run_dir"]
+__all__ = ["DashboardServer", "RunView", "is_loopback", "new_token", "render_report", "view_from_run_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +308,7 @@ class DashboardServer:
     header); then the token is the only way in."""
 
     def __init__(self, view: RunView, host: str = "127.0.0.1", port: int = 8080, token: str = ""):
-        loopback = host in ("localhost",) or _is_loopback(host)
-        if not loopback and not token:
+        if not is_loopback(host) and not token:
             raise ValueError(f"--dashboard {host}:{port} listens beyond this machine: give a token "
                              "(--dashboard-token or FL_DASHBOARD_TOKEN)")
         self.view, self.token = view, token
@@ -347,7 +346,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a bind address serves this machine only."""
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -21,10 +21,9 @@ from fedcore.container import DecodeLimits, layout_difference
 from fedcore.errors import ConfigError, FedCoreError
 from fedcore.experiment import RunConfig
 from fedcore.rounds import RoundResult, RoundServer
-from fedlink.chunks import HEADER_BYTES
+from fedlink.chunks import HEADER_BYTES, remember
 from fedlink.link import Incoming, MqttLink
 from fedlink.protocol import (
-    ACK,
     PRESENCE,
     PROTOCOL_VERSION,
     Topics,
@@ -216,7 +215,8 @@ class Coordinator:
             largest = max(self.max_update_bytes, raw + 65536)
             link.set_blob_limits(largest, (per_round + 2) * largest)
             link.on_status = self._on_transfer
-        self._acks: Dict[str, bytes] = {}  # client -> the last verdict sent to it (repeated on request)
+        # client -> (update id, the last verdict sent to it): repeated when the client asks again
+        self._acks: Dict[str, Tuple[str, bytes]] = {}
         self._echo_checked = False
         self._wire_mark = 0
         self._closing = 0.0
@@ -489,12 +489,10 @@ class Coordinator:
         self._event(event)
         if status != "accepted" or reason:
             log.warning("update from %s (plan %s, %d bytes) %s: %s", client, plan_id, nbytes, status, reason)
+        update_id = update_id or blob_id(payload)
         ack = to_json({"v": PROTOCOL_VERSION, "plan_id": plan_id, "round": round_number, "status": status,
-                       "reason": reason, "update_id": update_id or blob_id(payload)})
-        self._acks.pop(client, None)
-        self._acks[client] = ack
-        while len(self._acks) > MAX_CLIENTS:
-            del self._acks[next(iter(self._acks))]
+                       "reason": reason, "update_id": update_id})
+        remember(self._acks, client, (update_id, ack), MAX_CLIENTS)
         self.link.publish(self.topics.ack(client), ack, qos=1)
         return True
 
@@ -511,9 +509,9 @@ class Coordinator:
             log.info("update from %s (plan %s) is missing chunks %s: asked again", client, plan_id, missing[:4])
             self.link.publish(self.topics.ack(client), to_json(status), qos=1)
             return
-        ack = self._acks.get(client)
-        if ack is not None and blob.startswith(from_json(ack, "ack", ACK).get("update_id") or "-"):
-            self.link.publish(self.topics.ack(client), ack, qos=1)
+        last = self._acks.get(client)
+        if last is not None and blob.startswith(last[0]):
+            self.link.publish(self.topics.ack(client), last[1], qos=1)
 
     def _check_delivery(self, broadcast: bytes) -> None:
         """Read this session's first broadcast back through the broker: a broker drops a message

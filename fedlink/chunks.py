@@ -22,11 +22,12 @@ import hashlib
 import struct
 import time
 import zlib
-from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple, TypeVar, Union
 
-from fedcore.errors import MessageError
+from fedcore.errors import ConfigError, MessageError
 
-__all__ = ["HEADER_BYTES", "MAGIC", "MAX_CHUNKS", "MIN_PAYLOAD", "Added", "Chunk", "ChunkError", "Reassembler", "chunk_count",
+__all__ = ["HEADER_BYTES", "MAGIC", "MAX_CHUNKS", "MIN_PAYLOAD", "Added", "Chunk", "ChunkError", "Reassembler",
+           "check_max_payload", "remember", "chunk_count",
            "chunk_message", "chunk_topic", "parse_chunk", "ranges", "split_topic"]
 
 MAGIC = b"FLCK"
@@ -37,6 +38,8 @@ HEADER_BYTES = _FIELDS.size + _CRC.size  # 64
 MIN_PAYLOAD = 1024  # a smaller cap would spend most of each message on its header
 MAX_CHUNKS = 1 << 20  # a 128 GiB blob at 128 KiB chunks: far beyond any receiver's limit
 CHUNK_LEVEL = "chunk"
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class ChunkError(MessageError):
@@ -83,10 +86,25 @@ def split_topic(topic: str) -> Tuple[str, int]:
     return base, int(index)
 
 
+def check_max_payload(value: int, what: str = "max_payload") -> int:
+    """A payload cap: 0 (one chunk a blob) or at least MIN_PAYLOAD bytes; ConfigError otherwise."""
+    if value < 0 or 0 < value < MIN_PAYLOAD:
+        raise ConfigError("%s must be 0 (no chunks) or at least %d bytes, got %d" % (what, MIN_PAYLOAD, value))
+    return value
+
+
+def remember(memo: Dict[K, V], key: K, value: V, limit: int) -> None:
+    """memo[key] = value, kept to the `limit` keys set last (the oldest go): what a receiver
+    remembers of its peers costs bounded memory whatever they send."""
+    memo.pop(key, None)
+    memo[key] = value
+    while len(memo) > limit:
+        del memo[next(iter(memo))]
+
+
 def chunk_count(total: int, max_payload: int) -> Tuple[int, int]:
     """(chunk_size, count) of a blob of `total` bytes under a payload cap (0: one chunk)."""
-    if max_payload and max_payload < MIN_PAYLOAD:
-        raise ValueError("max_payload must be 0 (one chunk) or at least %d bytes, got %d" % (MIN_PAYLOAD, max_payload))
+    check_max_payload(max_payload)
     size = max(1, total) if not max_payload else max_payload - HEADER_BYTES
     count = max(1, -(-total // size))
     if count > MAX_CHUNKS:
@@ -211,9 +229,7 @@ class Reassembler:
             if digest:  # the whole blob is refused: its other chunks are dropped unread
                 if (topic, digest) in self._refused:
                     return Added(None, digest.hex(), other=True)
-                self._refused[(topic, digest)] = None
-                while len(self._refused) > self._recent:
-                    del self._refused[next(iter(self._refused))]
+                remember(self._refused, (topic, digest), None, self._recent)
             raise
 
     def _keep(self, topic: str, chunk: Chunk, wire: int, sender: str, index: int, now: float,
@@ -257,10 +273,7 @@ class Reassembler:
         if hashlib.sha256(blob).digest() != partial.blob:
             raise ChunkError("blob %s: its %d chunks do not hash to its SHA-256 (a chunk was forged or mixed up)"
                              % (partial.blob.hex()[:16], partial.count))
-        self.done.pop(topic, None)
-        self.done[topic] = partial.blob
-        while len(self.done) > self._recent:
-            del self.done[next(iter(self.done))]
+        remember(self.done, topic, partial.blob, self._recent)
         return Added(blob, name, wire_bytes=partial.wire_bytes)
 
     def _start(self, topic: str, chunk: Chunk, sender: str, now: float) -> _Partial:
@@ -287,11 +300,6 @@ class Reassembler:
         for topic in stale:
             self._drop(topic)
         return stale
-
-    def missing(self, topic: str) -> List[List[int]]:
-        """The chunks the blob under way on `topic` lacks ([] when none is under way)."""
-        partial = self.partials.get(topic)
-        return partial.missing() if partial is not None else []
 
     def stalled(self, after_s: float, now: Optional[float] = None) -> List[Tuple[str, str, List[List[int]]]]:
         """(topic, blob id, missing ranges) of each blob without progress for `after_s` whose sender

@@ -7,9 +7,7 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
-from fedcore.errors import ConfigError
-
-from .chunks import MIN_PAYLOAD
+from .chunks import check_max_payload
 from .link import DEFAULT_MAX_PAYLOAD, MqttLink
 from .settings import BROKER_ENV, PASSWORD_ENV, parse_broker, with_password
 
@@ -44,8 +42,6 @@ def link_from_args(args: argparse.Namespace, client_id: str, subscriptions: List
     `max_payload`: the run's (LinkSettings), unless --max-payload says otherwise."""
     address = with_password(parse_broker(args.broker), args.password_file)
     if getattr(args, "max_payload", None) is not None:  # (the doctor's options have none)
-        max_payload = args.max_payload
-        if 0 < max_payload < MIN_PAYLOAD or max_payload < 0:
-            raise ConfigError(f"--max-payload must be 0 (no chunks) or at least {MIN_PAYLOAD} bytes, got {max_payload}")
+        max_payload = check_max_payload(args.max_payload, "--max-payload")
     return MqttLink(address, client_id, subscriptions, keepalive=keepalive, ca_file=args.ca_file, will=will,
                     share_of=share_of or (lambda topic: topic), max_payload=max_payload)

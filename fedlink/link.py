@@ -24,9 +24,11 @@ from .chunks import (
     MAGIC,
     ChunkError,
     Reassembler,
+    check_max_payload,
     chunk_count,
     chunk_message,
     chunk_topic,
+    remember,
     split_topic,
 )
 from .settings import BrokerAddress
@@ -111,8 +113,7 @@ class MqttLink:
         self.connects = 0
         self.on_connect = on_connect  # settable after construction
         # Blobs travel as chunks of at most `max_payload` bytes (fedlink.chunks; 0: one message each).
-        chunk_count(0, max_payload)  # a cap too small for a chunk's header is refused here
-        self.max_payload = max_payload
+        self.max_payload = check_max_payload(max_payload)
         self.on_status = on_status
         self._chunks = Reassembler(max_blob_bytes, sender_bytes=max(inbox_bytes // 2, max_blob_bytes),
                                    total_bytes=2 * max(inbox_bytes, max_blob_bytes))
@@ -346,9 +347,7 @@ class MqttLink:
         if added.repeat and self.on_status is not None:
             # The sender re-sent a chunk we hold: it asks where the transfer stands (once a second).
             if time.monotonic() - self._told.get(base, 0.0) >= 1.0:
-                self._told[base] = time.monotonic()
-                while len(self._told) > 1024:
-                    del self._told[next(iter(self._told))]
+                remember(self._told, base, time.monotonic(), 1024)
                 self.on_status(base, added.blob_id, added.missing or [])
         if added.blob is None:
             return None
@@ -440,9 +439,8 @@ class MqttLink:
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._out_lock:
             if self._inflight.pop(mid, None) is None:
-                self._early[mid] = None  # one of ours whose id _pump has not recorded yet, or a plain publish
-                while len(self._early) > 256:
-                    del self._early[next(iter(self._early))]
+                # one of ours whose id _pump has not recorded yet, or a plain publish
+                remember(self._early, mid, None, 256)
         self._pump()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional, Tuple
 from fedcore.checks import number
 from fedcore.errors import ConfigError
 
-from .chunks import MIN_PAYLOAD
+from .chunks import check_max_payload
 from .protocol import check_name
 
 __all__ = ["BROKER_ENV", "BrokerAddress", "LinkSettings", "PASSWORD_ENV", "parse_broker", "split_password",
@@ -113,10 +113,8 @@ class LinkSettings:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], run_name: str) -> "LinkSettings":
-        max_payload = number(table, "max_payload", cls.max_payload, 0, 1 << 28, True, "coordinator")
-        if 0 < max_payload < MIN_PAYLOAD:
-            raise ConfigError(f"coordinator.max_payload must be 0 (no chunks) or at least {MIN_PAYLOAD} bytes, "
-                              f"got {max_payload}")
+        max_payload = check_max_payload(number(table, "max_payload", cls.max_payload, 0, 1 << 28, True, "coordinator"),
+                                        "coordinator.max_payload")
         return cls(run_id=check_name(table.get("run_id", run_name), "coordinator.run_id"),
                    keepalive=number(table, "keepalive", cls.keepalive, 1, 65535, True, "coordinator"),
                    max_payload=max_payload)
