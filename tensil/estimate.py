@@ -54,7 +54,7 @@ from .isa import (
 from .isa import mnemonic as kind_name
 
 __all__ = ["Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel", "axi_requests",
-           "boundary_violations", "estimate", "estimate_memory_aware"]
+           "boundary_violations", "crosses_boundary", "estimate", "estimate_memory_aware"]
 
 _DRAM_READS = (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.DRAM1_TO_LOCAL)
 _DRAM_WRITES = (DataMoveKind.LOCAL_TO_DRAM0, DataMoveKind.LOCAL_TO_DRAM1)
@@ -177,17 +177,20 @@ def axi_requests(arch: Architecture, address: int, vectors: int, stride: int,
         yield lo, hi, alone
 
 
+def crosses_boundary(move: DataMove, arch: Architecture, shift: int = 0,
+                     memory: Optional["MemoryModel"] = None) -> bool:
+    """Whether a DRAM move, its address moved by `shift` vectors, makes the RTL send a burst
+    across a 4 KiB boundary (axi_requests)."""
+    return any(alone for _, _, alone in axi_requests(arch, move.address + shift, move.size + 1, move.stride,
+                                                      memory))
+
+
 def boundary_violations(instructions: Sequence[Instruction], arch: Architecture,
                         memory: Optional["MemoryModel"] = None) -> List[Tuple[int, DataMove]]:
-    """(index, instruction) of every DRAM move whose requests include one the RTL would send
-    across a 4 KiB boundary (axi_requests): what a program must not contain."""
-    found = []
-    for index, instruction in enumerate(instructions):
-        if isinstance(instruction, DataMove) and instruction.kind in _DRAM_KINDS and any(
-                alone for _, _, alone in axi_requests(arch, instruction.address, instruction.size + 1,
-                                                      instruction.stride, memory)):
-            found.append((index, instruction))
-    return found
+    """(index, instruction) of every DRAM move that crosses_boundary: what a program must not contain."""
+    return [(index, instruction) for index, instruction in enumerate(instructions)
+            if isinstance(instruction, DataMove) and instruction.kind in _DRAM_KINDS
+            and crosses_boundary(instruction, arch, 0, memory)]
 
 
 _SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 
 from ..arch import Architecture
-from ..estimate import axi_requests
+from ..estimate import crosses_boundary
 from ..fixed import fixed_format
 from ..isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .errors import CompileError, MemoryOverflow
@@ -352,9 +352,7 @@ class _Scheduler:
         instructions = self.program.instructions
 
         def crosses(i: int, shift: int) -> bool:
-            move = instructions[i]
-            return any(alone for _, _, alone in axi_requests(self.arch, move.address + shift, move.size + 1,
-                                                               move.stride))
+            return crosses_boundary(instructions[i], self.arch, shift)
 
         period = 4096 // math.gcd(self.arch.vector_bytes, 4096)  # vectors after which it all repeats
         for pad in range(period):
