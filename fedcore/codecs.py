@@ -7,6 +7,7 @@ before allocating and raise MessageError with the reason.
 """
 
 import lzma
+import math
 import zlib
 from typing import Optional, Tuple
 
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_CHECK_BEFORE_CLIP = 8192  # values: below this, clipping them all costs less than checking the channels
 
 
 # ---------------------------------------------------------------- quantization
@@ -43,11 +46,18 @@ class QuantParams:
     """Per-channel (or per-tensor, one channel) affine parameters:
     value = (code - zero_point) * scale."""
 
-    __slots__ = ("scale", "zero_point")
+    __slots__ = ("scale", "zero_point", "_largest")
 
-    def __init__(self, scale: np.ndarray, zero_point: np.ndarray):
+    def __init__(self, scale: np.ndarray, zero_point: np.ndarray, largest: Optional[float] = None):
         self.scale = scale  # float32, (channels,)
         self.zero_point = zero_point  # uint8, (channels,)
+        self._largest = largest
+
+    def largest(self) -> float:
+        """The largest scale (0 without channels)."""
+        if self._largest is None:
+            self._largest = float(self.scale.max()) if self.scale.size else 0.0
+        return self._largest
 
     def to_bytes(self) -> bytes:
         return self.scale.astype("<f4").tobytes() + self.zero_point.astype(np.uint8).tobytes()
@@ -62,13 +72,16 @@ class QuantParams:
             raise MessageError(
                 "quantization parameters: expected %d bytes, got %d" % (5 * channels, len(raw))
             )
-        scale = np.frombuffer(raw, dtype="<f4", count=channels).astype(np.float32)
+        if not channels:
+            return cls(np.zeros(0, np.float32), np.zeros(0, np.uint8), 0.0)
+        scale = np.frombuffer(raw, dtype="<f4", count=channels).astype(np.float32)  # a copy: aligned
         zero_point = np.frombuffer(raw, dtype=np.uint8, offset=4 * channels)
-        if channels and not 0 < scale.min() <= scale.max() < np.inf:  # NaN fails every comparison
+        largest = float(scale.max())
+        if not 0 < scale.min() <= largest < np.inf:  # NaN fails every comparison
             raise MessageError("quantization parameters: scales must be finite and positive")
-        if channels and zero_point.max() > (1 << bits) - 1:
+        if bits < 8 and zero_point.max() > (1 << bits) - 1:
             raise MessageError("quantization parameters: zero point above %d-bit range" % bits)
-        return cls(scale, zero_point)
+        return cls(scale, zero_point, largest)
 
 
 def _channel_view(x: np.ndarray, channels: int) -> np.ndarray:
@@ -96,49 +109,67 @@ def affine_quantize(
     with `counts`, into rows of counts[c] values each (the kept values of a sparse
     tensor, in order). `rng` switches on stochastic rounding (unbiased, error below
     one step). Values that are not finite raise MessageError (found from the channel
-    ranges, so that finite values cost no extra pass).
+    ranges, so that finite values cost no extra pass). A range wider than float32's
+    largest value times the levels clips at its ends (its scale stays finite).
     """
     if not 1 <= bits <= 8:
         raise ConfigError("quantization bits must be in 1..8, got %r" % (bits,))
     levels = (1 << bits) - 1
     x = np.asarray(values, dtype=np.float32).ravel()
     lo, hi = _channel_range(x, counts, channels)
-    if not np.isfinite(lo.sum() + hi.sum()):  # a NaN or an infinity propagates through min, max and sum
+    if not math.isfinite(lo.sum() + hi.sum()):  # a NaN or an infinity propagates through min, max and sum
         raise MessageError("NaN or Inf cannot be quantized")
     span = hi - lo  # float64: a full-range float32 tensor does not overflow here
-    scale = (span / levels).astype(np.float32)
+    # float32 scales, finite and at least float32's smallest normal (so that inverses stay finite);
+    # 1 for a channel of zeros. Rounding to float32 is monotonic: clipping before it is clipping after.
+    scale = np.minimum(np.maximum(span / levels, _F32_TINY), F32_MAX).astype(np.float32)
     scale[span == 0] = 1.0
-    tiny = np.finfo(np.float32).tiny
-    scale[scale < tiny] = tiny  # a span too small for float32's normal range: its inverse stays finite
-    zero_point = np.minimum(np.maximum(np.rint(-lo / scale), 0), levels).astype(np.uint8)
+    zero = np.minimum(np.rint(-lo / scale), levels)  # -lo >= 0: never below 0
     # code = round(x / scale) + zero point = floor(x * (1 / scale) + zero point + offset), with offset
     # 1/2 (nearest, ties up) or uniform in [0, 1) (stochastic); values are clipped to [0, levels] before
     # the conversion truncates them, which is the floor of a value >= 0.
-    inverse = (1.0 / scale.astype(np.float64)).astype(np.float32)
-    shift = zero_point.astype(np.float32) + np.float32(0.5 if rng is None else 0.0)
+    inverse = np.divide(1.0, scale, dtype=np.float64).astype(np.float32)
+    shift = zero.astype(np.float32)
+    if rng is None:
+        shift += np.float32(0.5)
     if counts is None:
         scaled = _channel_view(x, channels) * inverse[:, None]  # the one temporary: the rest is in place
         scaled += shift[:, None]
     else:
         scaled = x * np.repeat(inverse, counts)
         scaled += np.repeat(shift, counts)
+    top = np.float32(levels + 0.5)
     if rng is not None:
         scaled += rng.random(scaled.shape, dtype=np.float32)
-    np.clip(scaled, 0, np.float32(levels + 0.5), out=scaled)
-    return scaled.astype(np.uint8).ravel(), QuantParams(scale, zero_point)
+        np.clip(scaled, 0, top, out=scaled)
+    elif x.size < _CHECK_BEFORE_CLIP or _beyond_codes(lo, hi, inverse, shift, levels):
+        np.clip(scaled, 0, top, out=scaled)
+    return scaled.astype(np.uint8).ravel(), QuantParams(scale, zero.astype(np.uint8))
+
+
+def _beyond_codes(lo: np.ndarray, hi: np.ndarray, inverse: np.ndarray, shift: np.ndarray, levels: int) -> bool:
+    """Whether any value of x * inverse + shift (float32, per channel) truncates outside 0..levels.
+    Float32 rounding is monotonic and inverse > 0, so a channel's extremes are those of its lo
+    and hi computed the same way: a check of two values a channel instead of a clip of every value
+    (the clip changes nothing unless a zero point rounded up by a whole half step)."""
+    top = hi.astype(np.float32) * inverse + shift
+    bottom = lo.astype(np.float32) * inverse + shift
+    return bool(top.size) and bool(top.max() >= levels + 1 or bottom.min() < 0)
 
 
 def _channel_range(x: np.ndarray, counts: Optional[np.ndarray], channels: int) -> Tuple[np.ndarray, np.ndarray]:
     """Per-channel [min(min, 0), max(max, 0)] in float64."""
-    lo, hi = np.zeros(channels), np.zeros(channels)
     if x.size == 0:
-        return lo, hi
+        return np.zeros(channels), np.zeros(channels)
     if counts is None:
-        starts, filled = np.arange(0, x.size, x.size // channels), slice(None)
-    else:
-        filled = counts > 0  # reduceat would give an empty channel its neighbour's value
-        starts = (np.cumsum(counts) - counts)[filled]
-    # reduceat: twice as fast as min(axis=1) over equal rows, and no ufunc.at over sparse values
+        # reduceat: twice as fast as min(axis=1) over equal rows
+        starts = np.arange(0, x.size, x.size // channels)
+        lo, hi = np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
+        return np.minimum(lo, 0.0, dtype=np.float64), np.maximum(hi, 0.0, dtype=np.float64)
+    lo, hi = np.zeros(channels), np.zeros(channels)
+    filled = counts > 0  # reduceat would give an empty channel its neighbour's value
+    starts = (np.cumsum(counts) - counts)[filled]
+    # reduceat over the kept values: no ufunc.at
     lo[filled] = np.minimum.reduceat(x, starts)
     hi[filled] = np.maximum.reduceat(x, starts)
     return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
@@ -158,7 +189,7 @@ def affine_dequantize(codes: np.ndarray, params: QuantParams, counts: Optional[n
         out = codes.astype(np.float32)
         s, zp = np.repeat(scale, counts), np.repeat(zp, counts)
     out -= zp
-    if channels and float(scale.max()) * 255.0 > F32_MAX / 2:
+    if channels and params.largest() * 255.0 > F32_MAX / 2:
         # A range close to float32's own limits: compute wide, clip to float32.
         out = np.clip(out * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32)
     else:

@@ -192,12 +192,22 @@ class CodecPolicy:
         self.kinds = dict(kinds or {})
         _check_kinds(list(self.kinds))
         self.overrides = list(overrides)
+        self._chosen: Dict[Tuple[str, Tuple[int, ...]], TensorCodec] = {}  # a model's few (name, shape)
 
     def __call__(self, name: str, array: np.ndarray) -> TensorCodec:
+        key = (name, array.shape)
+        codec = self._chosen.get(key)
+        if codec is None:
+            if len(self._chosen) >= 4096:
+                self._chosen.clear()
+            codec = self._chosen[key] = self._choose(name, array.shape)
+        return codec
+
+    def _choose(self, name: str, shape: Tuple[int, ...]) -> TensorCodec:
         for pattern, codec in self.overrides:
             if fnmatch.fnmatchcase(name, pattern):
                 return codec
-        return self.kinds.get(tensor_kind(name, array.shape), self.default)
+        return self.kinds.get(tensor_kind(name, shape), self.default)
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> "CodecPolicy":

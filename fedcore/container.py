@@ -162,7 +162,12 @@ class DecodeLimits:
     allow_nonfinite: bool = False
 
     def json_limits(self) -> sj.Limits:
-        return sj.Limits(max_bytes=self.max_header_bytes, max_depth=self.max_header_depth)
+        return _json_limits(self.max_header_bytes, self.max_header_depth)
+
+
+@lru_cache(maxsize=16)
+def _json_limits(max_bytes: int, max_depth: int) -> sj.Limits:
+    return sj.Limits(max_bytes=max_bytes, max_depth=max_depth)
 
 
 @dataclass(frozen=True)
@@ -332,9 +337,12 @@ def _choose_layout(choice: str, flat: np.ndarray, value_bits: int) -> str:
     return min(sizes, key=lambda item: item[1])[0]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def _canonical_json(obj: Any) -> bytes:
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        text = _CANONICAL.encode(obj)
     except (TypeError, ValueError) as exc:
         raise MessageError("header is not plain JSON: %s" % exc) from None
     return text.encode("ascii")

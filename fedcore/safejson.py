@@ -60,6 +60,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any as AnyType
 from typing import Dict, Mapping, Optional, Tuple, Union
 from typing import List as ListType
@@ -137,37 +138,11 @@ def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
     data = _as_utf8(raw, limits)
     _scan(data, limits)
     text = data.decode("utf-8")
-
-    def parse_int(token: str) -> int:
-        digits = len(token) - token.startswith("-")
-        if digits > limits.max_int_digits:
-            raise _Refused(
-                "an integer of %d digits exceeds the limit of %d digits" % (digits, limits.max_int_digits), token
-            )
-        return int(token)
-
-    def parse_float(token: str) -> float:
-        value = float(token)
-        if not math.isfinite(value):
-            raise _Refused("the number %s is beyond the float64 range" % _clip(token), token)
-        return value
-
-    def parse_constant(token: str):
-        raise _Refused("%s is not JSON (no NaN or Infinity)" % token, token)
-
-    def unique_keys(pairs: ListType[Tuple[str, AnyType]]) -> Dict[str, AnyType]:
-        result = dict(pairs)
-        if len(result) != len(pairs):
-            seen = set()
-            for key, _ in pairs:
-                if key in seen:
-                    raise _Refused("an object repeats the key %s" % _brief(key))
-                seen.add(key)
-        return result
-
+    # Integers are checked one by one only when a run of digits that long exists at all (in a
+    # string or not): most documents have none, and the check costs a Python call an integer.
+    long_digits = _digit_run(limits.max_int_digits + 1).search(text) is not None
     try:
-        return json.loads(text, parse_int=parse_int, parse_float=parse_float,
-                          parse_constant=parse_constant, object_pairs_hook=unique_keys)
+        return _decoder(limits.max_int_digits if long_digits else None).decode(text)
     except _Refused as refused:
         raise JSONError(refused.reason, offset=_locate(data, refused.token)) from None
     except json.JSONDecodeError as error:
@@ -175,6 +150,48 @@ def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
         raise JSONError("not valid JSON: %s" % error.msg, offset=offset) from None
     except RecursionError:  # only if the caller's own stack is already near Python's limit
         raise JSONError("nested too deeply for this caller's stack") from None
+
+
+@lru_cache(maxsize=8)
+def _digit_run(length: int) -> "re.Pattern[str]":
+    return re.compile("[0-9]{%d}" % length)
+
+
+@lru_cache(maxsize=8)
+def _decoder(max_int_digits: Optional[int]) -> json.JSONDecoder:
+    """A decoder with the refusing hooks (built once: json.loads builds one a call), checking
+    integers' lengths when `max_int_digits` is given."""
+
+    def parse_int(token: str) -> int:
+        digits = len(token) - token.startswith("-")
+        if digits > max_int_digits:
+            raise _Refused("an integer of %d digits exceeds the limit of %d digits" % (digits, max_int_digits), token)
+        return int(token)
+
+    return json.JSONDecoder(parse_int=None if max_int_digits is None else parse_int, parse_float=_finite_float,
+                            parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise _Refused("the number %s is beyond the float64 range" % _clip(token), token)
+    return value
+
+
+def _no_constant(token: str):
+    raise _Refused("%s is not JSON (no NaN or Infinity)" % token, token)
+
+
+def _unique_keys(pairs: ListType[Tuple[str, AnyType]]) -> Dict[str, AnyType]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused("an object repeats the key %s" % _brief(key))
+            seen.add(key)
+    return result
 
 
 def parse(raw: Raw, schema: "Schema", limits: Limits = DEFAULT_LIMITS) -> AnyType:
@@ -383,12 +400,12 @@ class Int(Schema):
 
     def __init__(self, min: Optional[int] = None, max: Optional[int] = None):
         self.min, self.max = min, max
+        self._low = -math.inf if min is None else min  # one chained comparison a value
+        self._high = math.inf if max is None else max
         self.expected = "an integer" + _range_text(min, max)
 
     def _check(self, value: AnyType, path: Path) -> int:
-        if type(value) is not int:
-            raise self._fail(path, value)
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+        if type(value) is not int or not self._low <= value <= self._high:
             raise self._fail(path, value)
         return value
 
@@ -493,18 +510,24 @@ class Object(Schema):
         if overlap:
             raise ValueError("keys both required and optional: %s" % sorted(overlap))
         self.unknown = unknown
+        self._schemas = {**self.optional, **self.fields}
+        self._required = frozenset(self.fields)
 
-    def _check(self, value: AnyType, path: Path) -> Dict[str, AnyType]:
+    def _check(self, value: AnyType, path: Path, skip: Optional[str] = None) -> Dict[str, AnyType]:
+        """The checked object; `skip` names a key left out of the check and the result (a tag)."""
         if type(value) is not dict:
             raise self._fail(path, value)
-        missing = [key for key in self.fields if key not in value]
-        if missing:
+        if not self._required <= value.keys():
+            missing = [key for key in self.fields if key not in value]
             raise JSONError("missing key(s) %s" % ", ".join(_brief(k) for k in missing), path=_render(path))
         result: Dict[str, AnyType] = {}
+        schemas = self._schemas
         for key, item in value.items():
-            schema = self.fields.get(key, self.optional.get(key))
+            schema = schemas.get(key)
             if schema is not None:
                 result[key] = schema._check(item, (path, key))
+            elif key == skip:
+                continue
             elif self.unknown == "keep":
                 result[key] = item
             elif self.unknown == "reject":
@@ -559,8 +582,11 @@ class Tagged(Schema):
                 % (self.tag, ", ".join(json.dumps(v) for v in sorted(self.variants)), _brief(name)),
                 path=_render((path, self.tag)),
             )
-        rest = {key: item for key, item in value.items() if key != self.tag}
-        checked = self.variants[name]._check(rest, path)
+        variant = self.variants[name]
+        if isinstance(variant, Object) and self.tag not in variant._schemas:
+            checked = variant._check(value, path, skip=self.tag)  # no copy of the object without its tag
+        else:
+            checked = variant._check({key: item for key, item in value.items() if key != self.tag}, path)
         result = {self.tag: name}
         result.update(checked)
         return result

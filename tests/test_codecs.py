@@ -1,8 +1,10 @@
 """The array codecs alone: bit packing, positions, quantization, entropy."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fedcore import ConfigError, MessageError, codecs
@@ -94,6 +96,50 @@ def test_affine_error_within_bound(bits, stochastic, values):
     assert codes.max() <= (1 << bits) - 1
     assert np.all(np.abs(back.astype(np.float64) - x) <= _bound(x, bits, stochastic))
     assert np.all(back[x == 0] == 0)
+
+
+@given(
+    bits=st.integers(1, 8),
+    rows=st.integers(1, 4),
+    values=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False) | st.floats(-300, 300, width=32)
+                    | st.sampled_from([-1.5, 253.5, -0.5, 0.0]), min_size=4, max_size=64),
+)
+# lo -1.5, hi levels - 1.5: scale 1, zero point rint(1.5) = 2, hi lands on levels + 1 before the clip
+@example(bits=8, rows=1, values=[-1.5, 253.5, 0.0, 7.0])
+@example(bits=4, rows=2, values=[3.0, 1.0, 0.0, 2.0, -1.5, 13.5, 0.0, 7.0])
+@example(bits=2, rows=1, values=[-1.5, 1.5, 0.5, -1.0])
+def test_affine_skips_the_clip_only_when_it_changes_nothing(bits, rows, values):
+    # The quantizer clips codes only when a channel's extremes would truncate outside the code
+    # range; clipping every value must give the same codes and parameters.
+    x = np.array(values[: len(values) // rows * rows], dtype=np.float32)
+    with mock.patch.object(codecs, "_CHECK_BEFORE_CLIP", 0):  # check the channels whatever the size
+        fast, fast_params = codecs.affine_quantize(x, bits, channels=rows)
+    with mock.patch.object(codecs, "_beyond_codes", lambda *args: True):  # clip every value
+        slow, slow_params = codecs.affine_quantize(x, bits, channels=rows)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(fast_params.scale, slow_params.scale)
+    np.testing.assert_array_equal(fast_params.zero_point, slow_params.zero_point)
+
+
+def test_affine_clips_when_the_zero_point_rounds_up_by_half():
+    # lo -1.5, hi 253.5: scale 1, zero point rint(1.5) = 2, so hi lands on 256 before the clip
+    x = np.array([-1.5, 253.5, 0.0, 7.0], dtype=np.float32)
+    assert codecs._beyond_codes(np.array([-1.5]), np.array([253.5]), np.float32([1.0]), np.float32([2.5]), 255)
+
+    codes, params = codecs.affine_quantize(x, 8)
+
+    assert list(codes) == [1, 255, 2, 9]  # 253.5 + 2.5 = 256 without the clip
+    assert np.all(np.abs(codecs.affine_dequantize(codes, params) - x) <= 1.0)
+
+
+def test_affine_range_beyond_float32_times_levels_keeps_a_finite_scale():
+    # 1 bit over [-3e38, 3e38]: span / levels overflows float32; the scale stops at its largest value
+    x = np.array([-3e38, 3e38, 0.0], dtype=np.float32)
+
+    codes, params = codecs.affine_quantize(x, 1)
+    back = codecs.affine_dequantize(codes, codecs.QuantParams.from_bytes(params.to_bytes(), 1, 1))
+
+    assert np.isfinite(params.scale).all() and np.isfinite(back).all()
 
 
 def test_affine_per_channel_scales_each_row():
