@@ -14,6 +14,9 @@ BIN    := $(VENV)/bin
 # The board image and its rules (numpy only, Python 3.8, never torch, nothing outside
 # the image): pyproject.toml [tool.board-image], checked by scripts/check_board_side.py.
 TEST_EXTRAS ?= dev,device,coordinator,train,scale
+# torch's CPU build on purpose (PyPI's is the CUDA build): PyTorch's CPU wheel index, used when it
+# answers (scripts/torch-index.sh); the install says which build it got.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # mosquitto: MQTT tests; verilator, g++, make: the RTL co-simulation; the rest: hwflow's tests (Yosys, a fake Vivado in tclsh, rootless
 # disk images, a loopback sshd, rsync deploys).
 TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync chromium
@@ -57,7 +60,8 @@ help:
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 	$(call arg,PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e $(call shellword,.[$(TEST_EXTRAS)])
+	$(BIN)/python -m pip install -q -e $(call shellword,.[$(TEST_EXTRAS)]) \
+		$$(scripts/torch-index.sh $(call arg,TORCH_INDEX) $(BIN)/python)
 	@$(BIN)/python -c "import torch; print('installed torch', torch.__version__, '(CUDA %s build)' % torch.version.cuda if torch.version.cuda else '(CPU build)')" 2>/dev/null || true
 	touch $@
 

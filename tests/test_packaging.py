@@ -66,3 +66,28 @@ def test_every_console_script_is_the_python_m_program():
         with pytest.raises(SystemExit) as exit_info:
             main(["--help"])
         assert exit_info.value.code == 0, name
+
+
+def test_torch_index_adds_the_cpu_wheels_only_when_they_answer(tmp_path):
+    """Issue 25: the install took whatever torch build the index served (PyPI's is CUDA's)."""
+    import http.server
+    import threading
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "index.html").write_text("<a href='torch-2.13.0+cpu.whl'>torch</a>")
+    handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(tmp_path))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script = os.path.join(ROOT, "scripts", "torch-index.sh")
+    env = dict(os.environ, PIP_EXTRA_INDEX_URL="file:///mirror/simple")
+    try:
+        url = "http://127.0.0.1:%d/" % server.server_address[1]
+        up = subprocess.run(["sh", script, url, sys.executable], capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        server.shutdown()
+    down = subprocess.run(["sh", script, url, sys.executable], capture_output=True, text=True, env=env, timeout=60)
+
+    options = up.stdout.split()
+    assert up.returncode == 0 and options[-2:] == ["--extra-index-url", url], up.stdout + up.stderr
+    assert "file:///mirror/simple" in options  # a command-line option replaces the configured extra indexes
+    assert down.returncode == 0 and down.stdout == "" and "does not answer" in down.stderr
