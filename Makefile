@@ -211,7 +211,7 @@ ifeq ($(TENSIL),docker)
 	    scripts/tensil_docker_compile.sh $(call arg,BACKBONE_ONNX) "$$arch" runs/tensil-docker || exit $$?; done
 else
 	@for arch in $(foreach a,$(ARCHS),$(call shellword,$(a))); do \
-	    $(BIN)/python -m tensil compile $(call arg,BACKBONE_ONNX) --arch "$$arch" --out models --quiet || exit $$?; done
+	    $(BIN)/python -m tensil_tools compile $(call arg,BACKBONE_ONNX) --arch "$$arch" --out models --quiet || exit $$?; done
 endif
 
 clean:

@@ -57,12 +57,12 @@ from benchmarks.tensil import RESNET9_LAYERS, _machine, _macs, matmul_program  #
 from device.backends import create_backbone, tmodel_path  # noqa: E402
 from device.model_card import load_card  # noqa: E402
 from device.preprocess import Preprocessor  # noqa: E402
-from tensil import cosim  # noqa: E402
 from tensil.arch import load_tarch  # noqa: E402
 from tensil.driver import TensilDriver  # noqa: E402
 from tensil.estimate import estimate, estimate_memory_aware  # noqa: E402
 from tensil.isa import Configure, DataMove, decode_program, encode_program  # noqa: E402
 from tensil.tmodel import load_tmodel  # noqa: E402
+from tensil_tools import cosim  # noqa: E402
 from tests.fake_pynq import TENSIL_BITFILE, FakeBoard, FakeDDR, FakeOverlay, FakeTcu  # noqa: E402
 from tests.tensil_models import build_conv_model  # noqa: E402
 

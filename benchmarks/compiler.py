@@ -5,7 +5,7 @@ Sections:
 - compile: CPU time (one core, median of --repeats) to compile the bundled backbone
   (models/resnet9_f16_strided_32.onnx) for each .tarch; target <= 10 s.
 - latency: the bundled ResNet-9 f16 strided 32x32 on the 12x12 architecture, cycles counted
-  in the RTL co-simulation (tensil.cosim, default DramModel), against anchors measured the
+  in the RTL co-simulation (tensil_tools.cosim, default DramModel), against anchors measured the
   same way: the compute floor (MACs / 144 a cycle), the same network scheduled with Tensil's
   strategy (every activation back to DRAM0) by our compiler, and Tensil's own compiler's
   program when `make compile TENSIL=docker` made one. Targets: fewer cycles than Tensil's
@@ -22,7 +22,7 @@ Sections:
   program's arithmetic) against onnxruntime's float features, same episodes (1000 seeded,
   15 queries), same procedure (NCM on features centred on the mean of --base-images base
   images, L2-normalised): CIFAR-10 novel 5-way 1-shot and 5-shot; target |gap| <= 0.5
-  point. The FP16BP8 features come from `tensil.compiler.reference`, checked bit for bit
+  point. The FP16BP8 features come from `tensil_tools.compiler.reference`, checked bit for bit
   against the emulator (and the RTL when present) on --check-images images first: the
   emulator runs a frame in about 1.5 s, the batched reference in 0.1 s. With --omniglot-onnx
   (an exported Omniglot backbone and its card), Omniglot 20-way 1-shot within-alphabet too.
@@ -74,7 +74,7 @@ def _ms(cycles: float, mhz: float) -> float:
 # --------------------------------------------------------------------------- compile time
 
 def compile_section(args: argparse.Namespace) -> Dict[str, Any]:
-    from tensil.compiler import compile_model
+    from tensil_tools.compiler import compile_model
 
     out: Dict[str, Any] = {"verdicts": []}
     for label, arch in ARCHS.items():
@@ -96,7 +96,7 @@ def compile_section(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _rtl_for(arch: Any) -> bool:
     """Whether the RTL at hand runs this architecture."""
-    from tensil import cosim
+    from tensil_tools import cosim
 
     if cosim.unavailable() is not None:
         return False
@@ -138,9 +138,9 @@ def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray, dram: Any = None) -
     """Any .tmodel (ours, or Tensil's from `make compile TENSIL=docker`) on the RTL, its input
     given as float vectors written at the input's DRAM0 base the way the driver does;
     `dram`: the co-simulation's memory model (default: its default)."""
-    from tensil import cosim
     from tensil.fixed import fixed_format, from_bytes, from_float_saturating
     from tensil.tmodel import load_tmodel
+    from tensil_tools import cosim
 
     model = load_tmodel(path)
     arch, fmt = model.arch, fixed_format(model.arch.data_type)
@@ -166,8 +166,8 @@ def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray, dram: Any = None) -
 
 
 def latency_section(args: argparse.Namespace) -> Dict[str, Any]:
-    from tensil import cosim
-    from tensil.compiler import compile_model
+    from tensil_tools import cosim
+    from tensil_tools.compiler import compile_model
 
     x = np.random.default_rng(0).standard_normal((3, 32, 32))
     out: Dict[str, Any] = {"verdicts": []}
@@ -246,7 +246,7 @@ def _resnet20_onnx(path: pathlib.Path) -> pathlib.Path:
 
 
 def resnet20_section(args: argparse.Namespace) -> Dict[str, Any]:
-    from tensil.compiler import compile_model
+    from tensil_tools.compiler import compile_model
 
     OUT.mkdir(parents=True, exist_ok=True)
     onnx_path = _resnet20_onnx(OUT / "resnet20_cifar.onnx")
@@ -279,7 +279,7 @@ def _float_features(onnx_path: pathlib.Path, x: np.ndarray) -> np.ndarray:
 def _fixed_features(result: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
     from tqdm import tqdm
 
-    from tensil.compiler.reference import reference_features
+    from tensil_tools.compiler.reference import reference_features
 
     parts = [reference_features(result.qgraph, x[i:i + batch])
              for i in tqdm(range(0, len(x), batch), desc="FP16BP8 features", leave=False)]
@@ -287,7 +287,7 @@ def _fixed_features(result: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 def _check_bit_exact(result: Any, x: np.ndarray, count: int) -> Dict[str, Any]:
-    from tensil.compiler.reference import reference, to_vectors
+    from tensil_tools.compiler.reference import reference, to_vectors
 
     same, rtl_same = 0, 0
     for i in range(count):
@@ -300,7 +300,7 @@ def _check_bit_exact(result: Any, x: np.ndarray, count: int) -> Dict[str, Any]:
 
 def _episode_accuracy(name: str, onnx_path: pathlib.Path, card_path: pathlib.Path, data: Any,
                       settings: List[tuple], args: argparse.Namespace) -> Dict[str, Any]:
-    from tensil.compiler import compile_model
+    from tensil_tools.compiler import compile_model
     from training.fewshot.data import preprocess_images
     from training.fewshot.episodes import evaluate_episodes, make_episodes
 

@@ -2,7 +2,7 @@
 
 Sections (run all, or some with --only):
 - emulator: MAC/s of `tensil.emulator` on one core on MatMul-heavy programs, next to the
-  plain numpy reference interpreter (`tensil.reference`) on the same arithmetic, medians of
+  plain numpy reference interpreter (`tensil_tools.reference`) on the same arithmetic, medians of
   --repeats runs of CPU time of this process (one core; the wall time, which on a shared
   machine also counts the neighbours, is printed beside it). The programs: the MatMul/LoadWeights work of a ResNet-9 (f=16, 32x32,
   strided) frame on the 12x12 PEFSL architecture (every conv layer as LoadWeights + MatMul
@@ -12,7 +12,7 @@ Sections (run all, or some with --only):
   MAC/s on the ResNet-9 program, i.e. its 16 M true MACs (26 M on the padded array) in
   well under a second; the reference runs a prefix of each program and must agree with the
   emulator on it.
-- cosim: the Verilated RTL (`tensil.cosim`): build time from a clean cache (a fresh
+- cosim: the Verilated RTL (`tensil_tools.cosim`): build time from a clean cache (a fresh
   temporary cache, as a clean clone has), next to the issue's "about 25 s on 2 cores" and its
   one-minute bound; simulated cycles per second on busy programs (MatMul-heavy: 8 weight
   sets x 8 MatMuls of 2,048 vectors; DataMove-heavy: the whole local memory from DRAM0 and
@@ -66,9 +66,9 @@ from tensil.isa import (  # noqa: E402
     parse_program,
 )
 from tensil.layout import to_vectors  # noqa: E402
-from tensil.progen import random_data, random_program  # noqa: E402
-from tensil.reference import reference_run  # noqa: E402
 from tensil.tmodel import load_tmodel, model_name  # noqa: E402
+from tensil_tools.progen import random_data, random_program  # noqa: E402
+from tensil_tools.reference import reference_run  # noqa: E402
 
 OUT = pathlib.Path("runs") / "bench"
 ARCH = pathlib.Path("tensil_arch") / "pynqz1_perf.tarch"
@@ -250,7 +250,7 @@ def _verdict(what: str, value: float, op: str, target: float, unit: str) -> str:
 # --------------------------------------------------------------------------- co-simulation
 
 def _cosim():
-    from tensil import cosim  # workstation only
+    from tensil_tools import cosim  # workstation only
     return cosim
 
 

@@ -95,44 +95,60 @@ def python38_problems(files: List[pathlib.Path]) -> List[str]:
     return problems
 
 
-def imported_names(tree: ast.AST):
-    """(line, top-level module) of every absolute import anywhere in the tree."""
+def imported_names(tree: ast.AST, package: str = ""):
+    """(line, module) of every import anywhere in the tree; a relative one resolved against
+    `package` (the importing module's package, dotted), or named "<beyond the top package>"
+    when it climbs above it. `from P import name` also yields P.name (a submodule, perhaps)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.lineno, node.module
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 >= len(parts):
+                    yield node.lineno, "<beyond the top package>"
+                    continue
+                base = ".".join(parts[:len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            if base:
+                yield node.lineno, base
+                for alias in node.names:
+                    yield node.lineno, "%s.%s" % (base, alias.name)
 
 
-def static_problems(files: List[pathlib.Path], allowed: Sequence[str]) -> List[str]:
-    """Torch imports, and (when `allowed` is not empty) imports outside it."""
+def static_problems(files: List[pathlib.Path], allowed: Sequence[str], root: pathlib.Path = ROOT,
+                    exclude: Sequence[str] = ()) -> List[str]:
+    """Torch imports, and (when `allowed` is not empty) imports outside it or into an
+    `exclude`d folder, relative imports included."""
     known = set(allowed) | set(sys.stdlib_module_names)
+    left_out = [e.strip("/").replace("/", ".") for e in exclude]
     problems = []
     for path in files:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except SyntaxError:
             continue  # reported by python38_problems
-        for line, name in imported_names(tree):
+        module = module_name(root, path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for line, name in imported_names(tree, package):
             top = name.split(".")[0]
             if top == "torch":
                 problems.append("%s:%d: imports torch" % (path, line))
-            elif allowed and top not in known:
+            elif allowed and (top not in known or any(name == e or name.startswith(e + ".") for e in left_out)):
                 problems.append("%s:%d: imports %s, which is outside the board image" % (path, line, name))
-    return problems
+    return sorted(set(problems))
+
+
+def module_name(root: pathlib.Path, path: pathlib.Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
 def module_names(root: pathlib.Path, files: List[pathlib.Path]) -> List[str]:
-    names = []
-    for path in files:
-        parts = list(path.relative_to(root).with_suffix("").parts)
-        if parts[-1] == "__main__":
-            continue
-        if parts[-1] == "__init__":
-            parts.pop()
-        names.append(".".join(parts))
-    return names
+    return [module_name(root, path) for path in files if path.name != "__main__.py"]
 
 
 def check(root: pathlib.Path, packages: Sequence[str], exclude: Sequence[str] = (),
@@ -144,7 +160,8 @@ def check(root: pathlib.Path, packages: Sequence[str], exclude: Sequence[str] = 
     board = package_files(root, packages, exclude)
     others = package_files(root, python38)
     allowed = list(packages) + list(third_party)
-    problems = python38_problems(board + others) + static_problems(board, allowed) + static_problems(others, ())
+    problems = (python38_problems(board + others) + static_problems(board, allowed, root, exclude)
+                + static_problems(others, (), root))
     for files, image in ((board, allowed), (others, [])):
         if not files:
             continue

@@ -6,14 +6,16 @@
     python -m tensil estimate prog.tprog -a tensil_arch/pynqz1_perf.tarch --memory
     python -m tensil emulate model.tmodel --input x=image.npy --out-dir out/
     python -m tensil emulate prog.tprog -a ARCH --dram0 d0.npy --dram1 d1.npy --out-dir out/
-    python -m tensil compile model.onnx --arch tensil_arch/pynqz1_perf.tarch --out models/
+
+The board's command line. The workstation's (`python -m tensil_tools`, the `tensil` script) is
+the same plus `compile` (ONNX -> .tmodel); the RTL co-simulation is `python -m tensil_tools.cosim`.
 """
 
 import argparse
 import json
 import pathlib
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -149,23 +151,10 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compile(args: argparse.Namespace) -> int:
-    try:
-        from .compiler import compile_model  # a workstation part: needs onnx
-    except ImportError as exc:
-        raise TensilError("the compiler needs the onnx package (pip install -e '.[train]'), "
-                          "which this installation lacks (%s)" % exc) from None
-    result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
-                           args.strategy)
-    if not args.quiet:
-        print(result.summary, end="")
-    for kind, path in sorted(result.files.items()):
-        print("%s: %s" % (kind, path))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tensil", description=__doc__,
+def build_parser(prog: str = "python -m tensil", description: Optional[str] = __doc__,
+                 extend: Optional[Callable[[Any], None]] = None) -> argparse.ArgumentParser:
+    """The command line; `extend(subparsers)` adds commands (the workstation's)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -220,24 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "meaning on the RTL differs from their face value)")
     p.set_defaults(run=_cmd_emulate)
 
-    p = sub.add_parser("compile", help="compile an ONNX model (opset 9-10) into "
-                       ".tmodel/.tprog/.tdata (workstation: needs onnx)")
-    p.add_argument("model", help="the .onnx file")
-    p.add_argument("-a", "--arch", required=True, help=".tarch file")
-    p.add_argument("-o", "--out", default=".", help="output folder (default: .)")
-    p.add_argument("--name", help="output name (default: Tensil's <model>_onnx_<arch>)")
-    p.add_argument("--tasm", action="store_true", help="also write the .tasm listing")
-    p.add_argument("--graph", action="store_true", help="also write the layer graph (.dot)")
-    p.add_argument("--strategy", choices=("on-chip", "dram0"), default="on-chip",
-                   help="on-chip: activations stay in local memory when they fit (default); "
-                        "dram0: every activation back to DRAM0, as Tensil's compiler does")
-    p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
-    p.set_defaults(run=_cmd_compile)
+    if extend is not None:
+        extend(sub)
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, parser: Optional[argparse.ArgumentParser] = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     try:
         return args.run(args)
     except (TensilError, ValueError, OSError) as exc:

@@ -39,7 +39,7 @@ Semantics, with the 12x12 RTL as the judge (tests/test_tensil_rtl.py compares ev
   MatMul, DataMove or SIMD without Read accumulating into an address close behind another
   accumulating write to it (the RTL's accumulate reads the old value without a lock).
 
-`run(program, dram0, dram1, arch)` mirrors `tensil.cosim.run`: `.tprog` bytes are decoded as
+`run(program, dram0, dram1, arch)` mirrors `tensil_tools.cosim.run`: `.tprog` bytes are decoded as
 the RTL reads them (`strict=False`), and it returns the DRAMs and a report with the final
 local memory and accumulators, instruction counts per kind, MACs, hazards and Tensil's cycle
 estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ driver does.

@@ -11,7 +11,7 @@
     Configure         0
 
 `MemoryAwareModel` is calibrated against the RTL (co-simulation of the 12x12 RTL with the
-default memory model, `tensil.cosim.DramModel()`, whose latencies `MemoryModel`'s defaults
+default memory model, `tensil_tools.cosim.DramModel()`, whose latencies `MemoryModel`'s defaults
 equal; `make bench-tensil` prints estimate vs RTL per program). It keeps the instruction
 stream serial, as the RTL's decoder, local-memory ports and routers make it in practice, and
 prices each instruction as the RTL was measured to run it:
@@ -127,7 +127,7 @@ class TensilLatencyModel:
 @dataclasses.dataclass(frozen=True)
 class MemoryModel:
     """AXI timing of the DRAM ports (cycles of the accelerator clock): the latencies of
-    `tensil.cosim.DramModel` plus the RTL's own costs, measured in co-simulation."""
+    `tensil_tools.cosim.DramModel` plus the RTL's own costs, measured in co-simulation."""
 
     bus_bits: int = 64
     read_latency: int = 10          # AR handshake to the first R beat (DramModel's default)

@@ -69,6 +69,25 @@ def test_excluded_folders_are_left_out(tmp_path):
     assert check_board_side.check(tmp_path, ["tool"]) != []
 
 
+def test_relative_imports_count_too(tmp_path):
+    """Issue 24: the check read absolute imports only, so a board module's lazy `from .compiler import`
+    of an excluded folder (tensil's compile command) passed."""
+    make_package(tmp_path, "tool", "")
+    (tmp_path / "tool" / "compiler").mkdir()
+    (tmp_path / "tool" / "compiler" / "__init__.py").write_text("X = 1\n")
+    (tmp_path / "tool" / "cli.py").write_text("def run():\n    from .compiler import X\n    return X\n")
+    (tmp_path / "tool" / "deep.py").write_text("from ... import anything\n")
+
+    problems = check_board_side.check(tmp_path, ["tool"], exclude=["tool/compiler"])
+
+    assert any("cli.py:2: imports tool.compiler, which is outside the board image" in p for p in problems), problems
+    assert any("deep.py:1: imports <beyond the top package>" in p for p in problems), problems
+    (tmp_path / "tool" / "deep.py").unlink()
+    (tmp_path / "tool" / "cli.py").write_text("from . import compiler\n")
+    assert check_board_side.check(tmp_path, ["tool"], exclude=["tool/compiler"]) != []
+    assert check_board_side.check(tmp_path, ["tool"]) == []
+
+
 def test_command_line_exit_status():
     result = subprocess.run([sys.executable, "scripts/check_board_side.py"], cwd=str(ROOT),
                             capture_output=True, text=True)

@@ -17,19 +17,19 @@ import numpy as np
 import pytest
 from onnx_kit import ModelBuilder, run_onnxruntime
 
-from tensil import cosim
 from tensil.arch import load_tarch
-from tensil.compiler import (
+from tensil.estimate import boundary_violations
+from tensil.tmodel import TMODEL_KEYS, load_tmodel
+from tensil_tools import cosim
+from tensil_tools.compiler import (
     MemoryOverflow,
     ModelError,
     UnsupportedError,
     compile_graph,
     compile_model,
 )
-from tensil.compiler.frontend import fuse, load_onnx
-from tensil.compiler.reference import error_bound, error_tolerance, reference, to_vectors
-from tensil.estimate import boundary_violations
-from tensil.tmodel import TMODEL_KEYS, load_tmodel
+from tensil_tools.compiler.frontend import fuse, load_onnx
+from tensil_tools.compiler.reference import error_bound, error_tolerance, reference, to_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH12 = load_tarch(ROOT / "tensil_arch" / "pynqz1_perf.tarch")
@@ -340,17 +340,20 @@ def test_tmodel_parses_the_way_tensils_driver_parses_it(tmp_path):
 def test_cli_compile_writes_the_files_and_prints_the_summary(tmp_path):
     source = tmp_path / "net.onnx"
     source.write_bytes(_model("residual"))
-    done = subprocess.run([sys.executable, "-m", "tensil", "compile", str(source), "--arch",
+    done = subprocess.run([sys.executable, "-m", "tensil_tools", "compile", str(source), "--arch",
                            str(ROOT / "tensil_arch" / "pynqz1.tarch"), "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "COMPILER SUMMARY" in done.stdout and "MAC efficiency" in done.stdout
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["net_onnx_pynqz1.tdata", "net_onnx_pynqz1.tmodel", "net_onnx_pynqz1.tprog"]
-    bad = subprocess.run([sys.executable, "-m", "tensil", "compile", str(tmp_path / "none.onnx"),
+    bad = subprocess.run([sys.executable, "-m", "tensil_tools", "compile", str(tmp_path / "none.onnx"),
                           "--arch", str(ROOT / "tensil_arch" / "pynqz1.tarch")],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and "cannot read the model" in bad.stderr
+    board = subprocess.run([sys.executable, "-m", "tensil", "compile", str(source)], capture_output=True, text=True,
+                           cwd=ROOT)
+    assert board.returncode == 2 and "invalid choice: 'compile'" in board.stderr  # not a board command
 
 
 # --------------------------------------------------------------------------- malformed models

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensil import cosim
 from tensil.arch import load_tarch
-from tensil.cosim import AxiViolation, CosimHang, CosimUnavailable, DramModel, RtlMismatch
+from tensil_tools import cosim
+from tensil_tools.cosim import AxiViolation, CosimHang, CosimUnavailable, DramModel, RtlMismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = load_tarch(ROOT / "tensil_arch" / "pynqz1_perf.tarch")
@@ -718,12 +718,12 @@ def test_cli_build_and_run(tmp_path):
     np.save(tmp_path / "d1.npy", np.zeros((4, N), np.int16))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     built = subprocess.run(
-        [sys.executable, "-m", "tensil.cosim", "build"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "tensil_tools.cosim", "build"], capture_output=True, text=True, env=env
     )
     assert built.returncode == 0, built.stderr
     assert "cosim" in built.stdout
     done = subprocess.run(
-        [sys.executable, "-m", "tensil.cosim", "run", "--tprog", str(tmp_path / "p.tprog"),
+        [sys.executable, "-m", "tensil_tools.cosim", "run", "--tprog", str(tmp_path / "p.tprog"),
          "--dram0", str(tmp_path / "d0.bin"), "--dram1", str(tmp_path / "d1.npy"),
          "--arch", str(ROOT / "tensil_arch" / "pynqz1_perf.tarch"), "--out", str(tmp_path / "out"),
          "--read-latency", "20"],

@@ -9,7 +9,6 @@ import pathlib
 import numpy as np
 import pytest
 
-from tensil import cosim
 from tensil.arch import load_tarch
 from tensil.driver import DRAM_ALIGN, TensilDriver, cma_free_bytes, plan_memory
 from tensil.emulator import run_model
@@ -25,6 +24,7 @@ from tensil.isa import (
 )
 from tensil.layout import from_vectors, to_vectors, vector_count
 from tensil.tmodel import load_tmodel
+from tensil_tools import cosim
 from tests.fake_pynq import (
     TENSIL_BITFILE,
     CosimTcu,

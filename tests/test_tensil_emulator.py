@@ -21,8 +21,8 @@ from tensil.isa import (
     format_instruction,
     parse_program,
 )
-from tensil.progen import random_program
-from tensil.reference import reference_machine
+from tensil_tools.progen import random_program
+from tensil_tools.reference import reference_machine
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYNQZ1 = load_tarch(ROOT / "tensil_arch" / "pynqz1.tarch")

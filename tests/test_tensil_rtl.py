@@ -1,5 +1,5 @@
 """Emulator = RTL, bit for bit: the same programs on `tensil.emulator` and on Tensil's real
-RTL (`tensil.cosim`, Verilator), every memory compared at the end (DRAM0, DRAM1, local
+RTL (`tensil_tools.cosim`, Verilator), every memory compared at the end (DRAM0, DRAM1, local
 memory and accumulators, the last two read from the RTL's block RAMs).
 
 Programs: hand-assembled ones for every opcode and flag combination, strides on both
@@ -7,7 +7,7 @@ operands, the accumulate paths, saturation at both ends, the bias row, LoadWeigh
 DataMove across the four memories, every SIMD op with every source, destination and flag
 combination (with and without a vector waiting at the ALU's input), Configure of the DRAM
 offsets, words the RTL skips or reads differently from the facts, address runs that wrap, a
-program long enough to fill the instruction queues; and `tensil.progen` random programs.
+program long enough to fill the instruction queues; and `tensil_tools.progen` random programs.
 Local memory and the accumulators start with random data, so a write that should not happen
 shows. Every case the emulator refuses is checked to jam the RTL (a canary write after it
 never lands).
@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensil import cosim
 from tensil.arch import load_tarch
-from tensil.cosim import CosimHang
 from tensil.emulator import run as emulate
 from tensil.emulator import simd_flow, simd_problem
 from tensil.errors import EmulatorError
 from tensil.estimate import estimate_memory_aware
 from tensil.isa import SIMD, SimdOp, decode_program, encode_program, parse_program
-from tensil.progen import random_data, random_program
+from tensil_tools import cosim
+from tensil_tools.cosim import CosimHang
+from tensil_tools.progen import random_data, random_program
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = load_tarch(ROOT / "tensil_arch" / "pynqz1_perf.tarch")

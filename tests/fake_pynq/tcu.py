@@ -12,7 +12,7 @@ bytes a driver streams, against the fake DDR by physical address.
   driver must then really wait); `hang_after=k` executes k instructions and then swallows the
   rest (a hung TCU). `received` is every byte of the stream, `bus` every DRAM access
   (kind, physical address, bytes).
-- `CosimTcu(arch, ddr)`: each MM2S transfer is one run of the real RTL (tensil.cosim, where
+- `CosimTcu(arch, ddr)`: each MM2S transfer is one run of the real RTL (tensil_tools.cosim, where
   Verilator and the RTL are present), on images of the whole fake DDR (which must start at
   physical address 0, where the co-simulation maps memory) for both masters; the vectors the
   RTL changed are written back to the DDR. Between transfers it carries local memory, the
@@ -124,7 +124,7 @@ class CosimTcu:
     """Each MM2S transfer a run of the real RTL (see the module docstring)."""
 
     def __init__(self, arch: Architecture, ddr: Any):
-        from tensil import cosim
+        from tensil_tools import cosim
 
         if ddr.base != 0:
             raise ValueError("the co-simulated TCU needs a FakeDDR at physical address 0")

@@ -5,7 +5,7 @@ evaluated with NCM on 1000 episodes of the novel classes (Omniglot: 20-way
 1-shot within-alphabet; otherwise 5-way 1-shot). ``quick`` trains a few epochs
 at 32×32 only; 84×84 rows then list parameters and MACs with no accuracy.
 
-Every configuration is also exported to ONNX and compiled with ``tensil.compiler`` for
+Every configuration is also exported to ONNX and compiled with ``tensil_tools.compiler`` for
 both architectures (12×12 ``pynqz1_perf`` and 8×8 ``pynqz1``): the table gains the
 compiled program's cycle count (the RTL-calibrated model, ``tensil.estimate.MemoryAwareModel``,
 within 0.1 % of the co-simulated RTL on the bundled backbone) and its latency at 125 MHz,
@@ -55,7 +55,7 @@ def _eval_setting(data_name: str):
 def tensil_columns(model: FewShotResNet, folder: str) -> Dict:
     """Export ``model`` and compile it for every architecture: cycles, ms at 125 MHz, the
     activations that left the chip, or why it does not fit."""
-    from tensil.compiler import CompileError, compile_model
+    from tensil_tools.compiler import CompileError, compile_model
     from training.fewshot.export import export_onnx
 
     os.makedirs(folder, exist_ok=True)

@@ -12,11 +12,11 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .arch import Architecture, instruction_layout
-from .emulator import AccumulatorPort, simd_flow, simd_takes_input
-from .errors import EmulatorError
-from .fixed import add, alu, fixed_format, mac
-from .isa import (
+from tensil.arch import Architecture, instruction_layout
+from tensil.emulator import AccumulatorPort, simd_flow, simd_takes_input
+from tensil.errors import EmulatorError
+from tensil.fixed import add, alu, fixed_format, mac
+from tensil.isa import (
     SIMD,
     ConfigRegister,
     Configure,

@@ -1,6 +1,6 @@
 """ONNX -> Tensil compiler (workstation only: imports onnx; not part of the board image).
 
-    from tensil.compiler import compile_model
+    from tensil_tools.compiler import compile_model
     result = compile_model("model.onnx", "tensil_arch/pynqz1_perf.tarch", out_dir="out")
     print(result.summary)
 

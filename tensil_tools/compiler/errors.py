@@ -1,6 +1,6 @@
 """The compiler's errors: each names the model, node, op or memory at fault."""
 
-from ..errors import TensilError
+from tensil.errors import TensilError
 
 __all__ = ["CompileError", "MemoryOverflow", "ModelError", "UnsupportedError"]
 

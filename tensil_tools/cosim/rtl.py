@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..arch import ARCH_FIELDS, Architecture, instruction_layout, load_tarch
-from ..errors import ArchError
+from tensil.arch import ARCH_FIELDS, Architecture, instruction_layout, load_tarch
+from tensil.errors import ArchError
+
 from .errors import CosimUnavailable, RtlMismatch
 
 __all__ = ["RtlInfo", "Bram", "REPO_ROOT", "DEFAULT_RTL", "DEFAULT_TARCH", "find_rtl",

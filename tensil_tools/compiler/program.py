@@ -19,8 +19,9 @@ of another vector does: `emit` puts a MatMul with Zeroes into a scratch accumula
 import dataclasses
 from typing import List, Optional, Tuple
 
-from ..arch import Architecture
-from ..isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul
+from tensil.arch import Architecture
+from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul
+
 from .errors import CompileError
 
 __all__ = ["Allocator", "Program", "split_at"]

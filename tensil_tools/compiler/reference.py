@@ -13,7 +13,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..fixed import FixedFormat, add, from_float_saturating, mac, saturate, to_float
+from tensil.fixed import FixedFormat, add, from_float_saturating, mac, saturate, to_float
+
 from .graph import AddTerm, Clip, LeakyRelu, LinearTerm, MaxTerm, Scale, Value, evaluate_layer
 from .quantize import CopyOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of
 

@@ -20,13 +20,14 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import emulator
-from ..arch import Architecture, format_table, load_tarch
-from ..emulator import EmulatorReport
-from ..estimate import Estimate, estimate, estimate_memory_aware
-from ..fixed import from_float_saturating, to_bytes, to_float
-from ..isa import encode_program, format_program
-from ..tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
+from tensil import emulator
+from tensil.arch import Architecture, format_table, load_tarch
+from tensil.emulator import EmulatorReport
+from tensil.estimate import Estimate, estimate, estimate_memory_aware
+from tensil.fixed import from_float_saturating, to_bytes, to_float
+from tensil.isa import encode_program, format_program
+from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
+
 from .backend import CompiledProgram, schedule
 from .frontend import fuse, load_onnx
 from .graph import Graph, LinearTerm, MaxTerm
@@ -104,8 +105,8 @@ class CompileResult:
         return self.output_vectors(dram0), report
 
     def run_rtl(self, x: np.ndarray, **options: object) -> Tuple[np.ndarray, object]:
-        """(raw output vectors, CosimResult) of the program on the RTL (tensil.cosim)."""
-        from .. import cosim
+        """(raw output vectors, CosimResult) of the program on the RTL (tensil_tools.cosim)."""
+        from tensil_tools import cosim
 
         result = cosim.run(self.program_bytes, self.dram0_image(x).astype(np.int16),
                            self.program.dram1.astype(np.int16), self.arch, **options)

@@ -22,8 +22,9 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from ..arch import Architecture
-from ..fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
+from tensil.arch import Architecture
+from tensil.fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
+
 from .errors import MemoryOverflow, UnsupportedError
 from .graph import AddTerm, Clip, Graph, Layer, LeakyRelu, LinearTerm, MaxTerm, Relu, Scale
 

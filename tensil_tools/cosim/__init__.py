@@ -2,7 +2,7 @@
 
 Workstation only (Verilator, g++, make); not part of the board image.
 
-    from tensil.cosim import run, DramModel
+    from tensil_tools.cosim import run, DramModel
     result = run(program_bytes, dram0, dram1, arch)   # arch: a tensil.arch.Architecture,
     result.dram0, result.local, result.accumulators, result.cycles   # default the RTL's own
 """

@@ -17,8 +17,16 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..arch import Architecture, instruction_layout
-from ..isa import ConfigRegister, Configure, DataMove, DataMoveKind, decode_program, encode_program
+from tensil.arch import Architecture, instruction_layout
+from tensil.isa import (
+    ConfigRegister,
+    Configure,
+    DataMove,
+    DataMoveKind,
+    decode_program,
+    encode_program,
+)
+
 from .build import Build, build
 from .errors import AxiViolation, CosimError, CosimHang
 from .rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architecture

@@ -29,10 +29,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .arch import Architecture
-from .emulator import AccumulatorPort
-from .fixed import fixed_format
-from .isa import (
+from tensil.arch import Architecture
+from tensil.emulator import AccumulatorPort
+from tensil.fixed import fixed_format
+from tensil.isa import (
     SIMD,
     ConfigRegister,
     Configure,

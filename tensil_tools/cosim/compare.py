@@ -6,9 +6,10 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from ..arch import Architecture
-from ..emulator import EmulatorReport
-from ..emulator import run as emulate
+from tensil.arch import Architecture
+from tensil.emulator import EmulatorReport
+from tensil.emulator import run as emulate
+
 from .rtl import as_architecture, find_rtl, rtl_architecture
 from .runner import CosimResult, run
 

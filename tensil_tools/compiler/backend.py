@@ -34,10 +34,11 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from ..arch import Architecture
-from ..estimate import crosses_boundary
-from ..fixed import fixed_format
-from ..isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
+from tensil.arch import Architecture
+from tensil.estimate import crosses_boundary
+from tensil.fixed import fixed_format
+from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
+
 from .errors import CompileError, MemoryOverflow
 from .graph import AddTerm, LinearTerm, MaxTerm, Value
 from .program import Allocator, Program

@@ -1,7 +1,7 @@
 """Command line: build the co-simulation, or run a .tprog on the RTL from files.
 
-    python -m tensil.cosim build [--rtl DIR]
-    python -m tensil.cosim run --tprog X.tprog --out DIR [--arch A.tarch] \
+    python -m tensil_tools.cosim build [--rtl DIR]
+    python -m tensil_tools.cosim run --tprog X.tprog --out DIR [--arch A.tarch] \
         [--dram0 FILE] [--dram1 FILE] [--local FILE] [--accumulators FILE]
 
 Without --arch the run uses the architecture the RTL was generated for (the one .tarch in
@@ -21,8 +21,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..arch import load_tarch
-from ..errors import TensilError
+from tensil.arch import load_tarch
+from tensil.errors import TensilError
+
 from .build import build
 from .errors import CosimError
 from .rtl import find_rtl, rtl_architecture
@@ -42,7 +43,7 @@ def read_memory(path: Path, array_size: int, what: str) -> np.ndarray:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tensil.cosim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tensil_tools.cosim", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("build", help="build (or find in the cache) the Verilated simulator")
     make.add_argument("--rtl", type=Path, help="RTL directory (default: $TENSIL_RTL or ../shared/rtl/tensil_custom_perf)")

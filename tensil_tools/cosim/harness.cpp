@@ -7,7 +7,7 @@
 // the final local memory and accumulators, read straight from the BRAM arrays that the
 // Verilator configuration file makes public (the RTL itself is never edited).
 //
-// Invocation: cosim key=value ... (see Options below; tensil/cosim/runner.py writes them).
+// Invocation: cosim key=value ... (see Options below; tensil_tools/cosim/runner.py writes them).
 // Output: one JSON object on stdout; exit status 0 on success, 3 on a simulation error
 // (hang, timeout, AXI protocol violation), 2 on a setup error.
 

@@ -1,0 +1,48 @@
+"""`python -m tensil_tools` (the `tensil` script): the board's `python -m tensil` commands, plus
+
+    python -m tensil_tools compile model.onnx --arch tensil_arch/pynqz1_perf.tarch --out models/
+
+The RTL co-simulation has its own command line: `python -m tensil_tools.cosim --help`.
+"""
+
+import argparse
+from typing import Any, List, Optional
+
+from tensil import cli as board_cli
+
+__all__ = ["main"]
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from .compiler import compile_model
+
+    result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
+                           args.strategy)
+    if not args.quiet:
+        print(result.summary, end="")
+    for kind, path in sorted(result.files.items()):
+        print("%s: %s" % (kind, path))
+    return 0
+
+
+def _add_compile(sub: Any) -> None:
+    p = sub.add_parser("compile", help="compile an ONNX model (opset 9-10) into .tmodel/.tprog/.tdata")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-a", "--arch", required=True, help=".tarch file")
+    p.add_argument("-o", "--out", default=".", help="output folder (default: .)")
+    p.add_argument("--name", help="output name (default: Tensil's <model>_onnx_<arch>)")
+    p.add_argument("--tasm", action="store_true", help="also write the .tasm listing")
+    p.add_argument("--graph", action="store_true", help="also write the layer graph (.dot)")
+    p.add_argument("--strategy", choices=("on-chip", "dram0"), default="on-chip",
+                   help="on-chip: activations stay in local memory when they fit (default); "
+                        "dram0: every activation back to DRAM0, as Tensil's compiler does")
+    p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
+    p.set_defaults(run=_cmd_compile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return board_cli.build_parser("python -m tensil_tools", board_cli.__doc__ + "\n" + __doc__, _add_compile)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return board_cli.main(argv, build_parser())
