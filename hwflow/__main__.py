@@ -42,7 +42,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
     rtl = find_rtl(rtl_dir)
     check_rtl_matches(rtl, arch, str(tarch))
     print("RTL for %s: %s (top %s, memories %s, sha256 %s)" % (
-        tarch, rtl.directory, rtl.top, ", ".join("%dx%d" % m for m in rtl.memories), rtl.sha256))
+        tarch, rtl.directory, rtl.top_module, ", ".join("%dx%d" % m for m in rtl.memories), rtl.sha256))
     return 0
 
 
@@ -54,11 +54,11 @@ def _cmd_rtl_report(args: argparse.Namespace) -> int:
     rtl = find_rtl(args.rtl)
     if args.arch:
         check_rtl_matches(rtl, load_tarch(args.arch), args.arch)
-    work = pathlib.Path(args.work_dir) if args.work_dir else REPO_ROOT / "build" / "rtl-report" / rtl.top
+    work = pathlib.Path(args.work_dir) if args.work_dir else REPO_ROOT / "build" / "rtl-report" / rtl.top_module
     print("hwflow: yosys synth_xilinx -family xc7 on %s (%s; minutes for a 12x12 TCU)"
-          % (rtl.top, rtl.directory), flush=True)
+          % (rtl.top_module, rtl.directory), flush=True)
     util = synthesize(rtl, work, flatten=args.flatten)
-    print(format_table(util, "%s (%s), Yosys estimate in %.0f s" % (rtl.top, rtl.directory, util.seconds)))
+    print(format_table(util, "%s (%s), Yosys estimate in %.0f s" % (rtl.top_module, rtl.directory, util.seconds)))
     report = util.to_json()
     report.update({"rtl": rtl.describe(), "flatten": args.flatten})
     if args.json:

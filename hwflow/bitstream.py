@@ -17,11 +17,13 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from tensil.arch import Architecture
+
 from . import __version__
 from .errors import HwflowError, TimingFailed, ToolMissing
 from .project import REPO_ROOT, git_commit, load_tarch
 from .pynq_checkout import PynqCheckout
-from .rtl import RtlSources, check_rtl_matches, check_tcu_ports, find_rtl
+from .rtl import RtlInfo, check_rtl_matches, check_tcu_ports, find_rtl
 from .tools import HOW_TO_GET, have_tool, require_tool
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,8 @@ class BitstreamPlan:
 
     name: str
     tarch_path: pathlib.Path
-    arch: Dict[str, Any]
-    rtl: RtlSources
+    arch: Architecture
+    rtl: RtlInfo
     clock_mhz: float
     pynq: PynqCheckout
     build_dir: pathlib.Path
@@ -66,7 +68,7 @@ class BitstreamPlan:
 
     @property
     def tcu_instance(self) -> str:
-        return self.rtl.top + "_0"
+        return self.rtl.top_module + "_0"
 
 
 def _mhz_text(mhz: float) -> str:
@@ -167,7 +169,7 @@ def prepare(plan: BitstreamPlan) -> pathlib.Path:
         "set hwflow_name %s" % plan.name,
         "set hwflow_part %s" % PART,
         "set hwflow_clock_mhz %g" % plan.clock_mhz,
-        "set hwflow_top %s" % plan.rtl.top,
+        "set hwflow_top %s" % plan.rtl.top_module,
         "set hwflow_rtl_files [list %s]" % " ".join(
             _tcl_word(str(p.resolve()), "RTL path") for p in plan.rtl.files),
         "set hwflow_build_dir %s" % _tcl_word(str(plan.build_dir.resolve()), "build path"),
@@ -282,12 +284,12 @@ def write_metadata(plan: BitstreamPlan, vivado: str, result: Dict[str, Any]) -> 
         "name": plan.name,
         "bitstream": {"file": bit.name, "sha256": sha256_file(bit)},
         "hwh": {"file": hwh.name, "sha256": sha256_file(hwh)},
-        "tarch": plan.arch,
+        "tarch": plan.arch.to_dict(),
         "tarch_file": plan.tarch_path.name,
         "clock_mhz": {"requested": plan.clock_mhz, "actual": float(result["actual_clock_mhz"])},
         "timing": {"wns_ns": result["wns_ns"], "whs_ns": result["whs_ns"],
                    "met": bool(result["timing_met"])},
-        "tcu": {"instance": plan.tcu_instance, "module": plan.rtl.top, "clock": "ps7_0/FCLK_CLK3",
+        "tcu": {"instance": plan.tcu_instance, "module": plan.rtl.top_module, "clock": "ps7_0/FCLK_CLK3",
                 "instruction_dma": "axi_dma_0", "dma_data_width": 64,
                 "dram0_port": "S_AXI_HP1", "dram1_port": "S_AXI_HP3", "dma_port": "S_AXI_HP2"},
         "rtl": plan.rtl.describe(),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import HwflowError
-from .rtl import RtlSources
+from .rtl import RtlInfo
 from .tools import require_tool, run_tool
 
 __all__ = ["XC7Z020", "Utilisation", "bram36_for_memory", "count_cells", "parse_stat",
@@ -117,7 +117,7 @@ def count_cells(cells: Mapping[str, int]) -> Utilisation:
         memories=memories, cells=dict(sorted(clean.items())))
 
 
-def _yosys_script(rtl: RtlSources, stat_path: pathlib.Path, flatten: bool) -> str:
+def _yosys_script(rtl: RtlInfo, stat_path: pathlib.Path, flatten: bool) -> str:
     paths = [str(p) for p in rtl.files] + [str(stat_path)]
     if any(re.search(r"[\s\"']", p) for p in paths):
         raise HwflowError("Yosys scripts cannot take paths with spaces or quotes: %s" % ", ".join(paths))
@@ -125,14 +125,14 @@ def _yosys_script(rtl: RtlSources, stat_path: pathlib.Path, flatten: bool) -> st
         "read_verilog -lib %s" % " ".join(str(p) for p in rtl.memory_files),  # black boxes:
         "read_verilog %s" % rtl.top_file,          # Yosys cannot map their two write ports
         # -noiopad: the TCU is a module inside the block design, not the chip's top level.
-        "synth_xilinx -family xc7 -top %s -noiopad%s" % (rtl.top, " -flatten" if flatten else ""),
+        "synth_xilinx -family xc7 -top %s -noiopad%s" % (rtl.top_module, " -flatten" if flatten else ""),
         # Text, not `stat -json`: Yosys 0.23 writes invalid JSON for a hierarchical design.
         "tee -q -o %s stat" % stat_path,
         "",
     ])
 
 
-def synthesize(rtl: RtlSources, work_dir: pathlib.Path, flatten: bool = False,
+def synthesize(rtl: RtlInfo, work_dir: pathlib.Path, flatten: bool = False,
                timeout: float = 3600) -> Utilisation:
     """Run Yosys on `rtl` (script, log and stat in work_dir) and count its resources."""
     yosys = require_tool("yosys", "to estimate the FPGA resources of the RTL")
@@ -143,10 +143,10 @@ def synthesize(rtl: RtlSources, work_dir: pathlib.Path, flatten: bool = False,
     script.write_text(_yosys_script(rtl, stat_path, flatten), encoding="utf-8")
     start = time.monotonic()
     run_tool([yosys, "-q", "-l", str(work_dir / "yosys.log"), "-s", str(script)],
-             what="synthesise %s with Yosys (log: %s)" % (rtl.top, work_dir / "yosys.log"),
+             what="synthesise %s with Yosys (log: %s)" % (rtl.top_module, work_dir / "yosys.log"),
              timeout=timeout)
     seconds = time.monotonic() - start
-    utilisation = count_cells(parse_stat(stat_path.read_text(encoding="utf-8"), rtl.top))
+    utilisation = count_cells(parse_stat(stat_path.read_text(encoding="utf-8"), rtl.top_module))
     utilisation.seconds = seconds
     return utilisation
 

@@ -1,137 +1,57 @@
-"""Tensil RTL: generate it through Tensil's docker image, find it in a folder, check it fits a .tarch.
-
-A Tensil RTL folder (`tensil rtl -a ARCH -d 64 -s true -t DIR`) holds `top_<arch>.v` (the TCU
-and its AXI wrapper) and one `bram_dp_<width>x<depth>.v` per on-chip memory (local memory and
-accumulators), plus `architecture_params.h` (TENSIL.md §7.1).
+"""Tensil RTL for the hardware flow: generate it through Tensil's docker image, read it (with
+`tensil_tools.rtl`, the one reader the co-simulation uses too), check it fits a .tarch and the overlay.
 """
 
-import hashlib
 import os
 import pathlib
-import re
-from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Tuple
+
+from tensil.arch import Architecture
+from tensil_tools.errors import RtlMismatch, RtlNotFound
+from tensil_tools.rtl import TCU_PORTS, RtlInfo
+from tensil_tools.rtl import find_rtl as read_rtl
 
 from .errors import HwflowError, ToolMissing
-from .project import scalar_bits
 from .tools import require_tool, run_tool
 
-__all__ = ["TENSIL_IMAGE", "TCU_PORTS", "RtlSources", "find_rtl", "top_ports", "check_rtl_matches",
-           "check_tcu_ports", "docker_engine_ready", "generate_rtl"]
+__all__ = ["TENSIL_IMAGE", "TCU_PORTS", "RtlInfo", "find_rtl", "check_rtl_matches", "check_tcu_ports",
+           "docker_engine_ready", "generate_rtl"]
 
 TENSIL_IMAGE = "tensilai/tensil:latest"
-_BRAM = re.compile(r"^bram_dp_(\d+)x(\d+)\.v$")
-_TOP = re.compile(r"^top_(\w+)\.v$")
-_PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s*)?(\w+)\s*[,)]?")
-# The TCU ports the overlay connects and their widths (TENSIL.md §7.2; `tensil rtl -d 64`).
-TCU_PORTS = {"clock": 1, "reset": 1, "instruction_tdata": 64, "instruction_tvalid": 1,
-             "instruction_tready": 1, "m_axi_dram0_awaddr": 32, "m_axi_dram0_wdata": 64,
-             "m_axi_dram0_rdata": 64, "m_axi_dram1_awaddr": 32, "m_axi_dram1_wdata": 64,
-             "m_axi_dram1_rdata": 64}
 
 
-@dataclass(frozen=True)
-class RtlSources:
-    """One generated Tensil RTL: its top module, its files and their hashes."""
-
-    directory: pathlib.Path
-    top: str                              # module name, e.g. top_custom_perf
-    top_file: pathlib.Path
-    memories: Tuple[Tuple[int, int], ...]  # (width bits, depth words) of each bram_dp file
-    memory_files: Tuple[pathlib.Path, ...]
-    file_sha256: Tuple[Tuple[str, str], ...]  # (file name, sha256), sorted by name
-
-    @property
-    def files(self) -> List[pathlib.Path]:
-        return [self.top_file, *self.memory_files]
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of the `sha256sum`-style listing "<hash>  <name>\\n" of the .v files, by name."""
-        listing = "".join("%s  %s\n" % (digest, name) for name, digest in self.file_sha256)
-        return hashlib.sha256(listing.encode("ascii")).hexdigest()
-
-    def describe(self) -> Dict[str, Any]:
-        return {"dir": str(self.directory), "top": self.top, "sha256": self.sha256,
-                "files": dict(self.file_sha256),
-                "memories": ["%dx%d" % m for m in self.memories]}
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def find_rtl(directory: "os.PathLike[str]") -> RtlSources:
+def find_rtl(directory: "os.PathLike[str]") -> RtlInfo:
     """The Tensil RTL in `directory`: exactly one top_*.v and its bram_dp_*.v memories."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise HwflowError("no RTL folder at %s: generate one with `make rtl ARCH=...` (needs a Docker "
-                          "engine) or name an existing one with TENSIL_RTL=dir" % directory)
-    names = sorted(p.name for p in directory.iterdir() if p.is_file())
-    tops = [n for n in names if _TOP.match(n)]
-    brams = [n for n in names if _BRAM.match(n)]
-    if len(tops) != 1:
-        raise HwflowError("%s: expected exactly one top_<arch>.v (Tensil's TCU), found %s"
-                          % (directory, tops or "none"))
-    if not brams:
-        raise HwflowError("%s: no bram_dp_<width>x<depth>.v memories beside %s (an incomplete "
-                          "`tensil rtl` output)" % (directory, tops[0]))
-    top = tops[0][:-2]
-    top_file = directory / tops[0]
-    with open(top_file, encoding="utf-8", errors="replace") as handle:
-        if not any(re.match(r"\s*module\s+%s\b" % re.escape(top), line) for line in handle):
-            raise HwflowError("%s does not define module %s" % (top_file, top))
-    memories = tuple(tuple(int(g) for g in _BRAM.match(n).groups()) for n in brams)
-    files = [top_file] + [directory / n for n in brams]
-    hashes = tuple(sorted((p.name, _sha256(p)) for p in files))
-    return RtlSources(directory, top, top_file, memories, tuple(directory / n for n in brams), hashes)
+    try:
+        return read_rtl(directory)
+    except (RtlNotFound, RtlMismatch) as exc:
+        raise HwflowError(str(exc)) from None
 
 
-def top_ports(rtl: RtlSources) -> Dict[str, int]:
-    """name -> width of the top module's ports (its ANSI-style header, as Chisel writes it)."""
-    ports: Dict[str, int] = {}
-    inside = False
-    with open(rtl.top_file, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not inside:
-                inside = re.match(r"\s*module\s+%s\s*\(" % re.escape(rtl.top), line) is not None
-                continue
-            match = _PORT.match(line)
-            if match:
-                ports[match.group(3)] = int(match.group(2)) + 1 if match.group(2) else 1
-            if ");" in line:
-                break
-    return ports
-
-
-def check_tcu_ports(rtl: RtlSources) -> None:
+def check_tcu_ports(rtl: RtlInfo) -> None:
     """Refuse an RTL whose top lacks a port the overlay connects, or has another width
     (an RTL generated with -d other than 64)."""
-    ports = top_ports(rtl)
+    ports = dict(rtl.ports)
     wrong = ["%s (%s)" % (name, "missing" if name not in ports else "%d bits, not %d" % (ports[name], width))
              for name, width in TCU_PORTS.items() if ports.get(name) != width]
     if wrong:
         raise HwflowError("%s: %s does not have the ports the overlay connects: %s (generate it "
-                          "with `tensil rtl -d 64`)" % (rtl.top_file, rtl.top, ", ".join(wrong)))
+                          "with `tensil rtl -d 64`)" % (rtl.top_file, rtl.top_module, ", ".join(wrong)))
 
 
-def check_rtl_matches(rtl: RtlSources, arch: Dict[str, Any], arch_name: str) -> None:
+def check_rtl_matches(rtl: RtlInfo, arch: Architecture, arch_name: str) -> None:
     """Refuse an RTL generated for another architecture: memory width = array_size x scalar bits,
     depths = local_depth and accumulator_depth."""
-    width = arch["array_size"] * scalar_bits(arch)
-    expected = sorted({(width, arch["local_depth"]), (width, arch["accumulator_depth"])})
+    width = arch.array_size * arch.scalar_bits
+    expected = sorted({(width, arch.local_depth), (width, arch.accumulator_depth)})
     found = sorted(set(rtl.memories))
     if found != expected:
         raise HwflowError(
             "the RTL in %s does not match %s: its memories are %s (width x depth), the .tarch "
             "needs %s (array_size %d x %d bits; local_depth %d, accumulator_depth %d)" % (
                 rtl.directory, arch_name, ", ".join("%dx%d" % m for m in found),
-                ", ".join("%dx%d" % m for m in expected), arch["array_size"], scalar_bits(arch),
-                arch["local_depth"], arch["accumulator_depth"]))
+                ", ".join("%dx%d" % m for m in expected), arch.array_size, arch.scalar_bits,
+                arch.local_depth, arch.accumulator_depth))
 
 
 def docker_engine_ready() -> Tuple[bool, str]:

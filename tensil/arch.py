@@ -31,6 +31,7 @@ ARCH_FIELDS = ("data_type", "array_size", "dram0_depth", "dram1_depth", "local_d
 # Tensil's ArchitectureDataType names; FLOAT32 compiles but has no RTL.
 DATA_TYPES = ("FP8BP4", "FP16BP8", "FP18BP10", "FP32BP16", "FLOAT32")
 _SIZE_BYTES = {"FP8BP4": 1, "FP16BP8": 2, "FP18BP10": 4, "FP32BP16": 4, "FLOAT32": 4}
+_SCALAR_BITS = {"FP8BP4": 8, "FP16BP8": 16, "FP18BP10": 18, "FP32BP16": 32, "FLOAT32": 32}  # in the RTL's memories
 _INT_MAX = (1 << 31) - 1   # Scala Int fields
 _LONG_MAX = (1 << 63) - 1  # Scala Long fields (the depths)
 # field -> (largest value, what the value means)
@@ -93,6 +94,11 @@ class Architecture:
     @property
     def layout(self) -> "InstructionLayout":
         return instruction_layout(self)
+
+    @property
+    def scalar_bits(self) -> int:
+        """Bits per scalar in the RTL's memories (a vector is array_size of them)."""
+        return _SCALAR_BITS[self.data_type]
 
     @property
     def scalar_bytes(self) -> int:

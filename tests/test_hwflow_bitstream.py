@@ -188,7 +188,7 @@ def test_plan_error_paths(tmp_path):
         plan_bitstream(tarch, rtl8, 300, pynq)
     with pytest.raises(HwflowError, match="bitstream name"):
         plan_bitstream(tarch, rtl8, 125, pynq, name="bad name")
-    with pytest.raises(HwflowError, match="no RTL folder"):
+    with pytest.raises(HwflowError, match="no Tensil RTL folder"):
         plan_bitstream(tarch, tmp_path / "nothing", 125, pynq)
     wide = write_tcu_rtl(tmp_path / "rtl128", "pynqz1", 128, 8192, 2048, data_bits=128)
     with pytest.raises(HwflowError, match=r"instruction_tdata \(128 bits, not 64\)"):
@@ -208,12 +208,12 @@ def test_hls_ip_not_built_and_no_vitis(tmp_path):
 
 
 def test_real_rtl_has_the_ports_the_recipe_connects():
-    from hwflow.rtl import TCU_PORTS, find_rtl, top_ports
+    from hwflow.rtl import TCU_PORTS, find_rtl
 
     shared = REPO_ROOT.parent / "shared" / "rtl" / "tensil_custom_perf"
     if not shared.is_dir():
         pytest.skip("the shared Tensil RTL (../shared/rtl/tensil_custom_perf) is not here")
-    ports = top_ports(find_rtl(shared))
+    ports = dict(find_rtl(shared).ports)
     assert {k: ports[k] for k in TCU_PORTS} == TCU_PORTS
 
 

@@ -62,14 +62,14 @@ def test_rtl_accepts_a_given_rtl_and_checks_it(tmp_path):
 
 
 def test_find_rtl_errors(tmp_path):
-    with pytest.raises(HwflowError, match="no RTL folder"):
+    with pytest.raises(HwflowError, match="no Tensil RTL folder"):
         find_rtl(tmp_path / "missing")
     (tmp_path / "top_a.v").write_text("module top_a();\nendmodule\n")
     (tmp_path / "top_b.v").write_text("module top_b();\nendmodule\n")
     with pytest.raises(HwflowError, match="exactly one top_<arch>.v"):
         find_rtl(tmp_path)
     (tmp_path / "top_b.v").unlink()
-    with pytest.raises(HwflowError, match="no bram_dp_"):
+    with pytest.raises(HwflowError, match="expected one or two bram_dp_"):
         find_rtl(tmp_path)
     (tmp_path / "bram_dp_128x8192.v").write_text("module bram_dp_128x8192();\nendmodule\n")
     (tmp_path / "top_a.v").write_text("module other();\nendmodule\n")
@@ -97,5 +97,5 @@ def test_board_image_definition_and_tarch_errors(tmp_path):
         load_board_image(bad)
     tarch = tmp_path / "x.tarch"
     tarch.write_text('{"data_type": "FP16BP8"}')
-    with pytest.raises(HwflowError, match="missing fields"):
+    with pytest.raises(HwflowError, match="x.tarch: missing field"):
         load_tarch(tarch)

@@ -10,6 +10,7 @@ Workstation only (Verilator, g++, make); not part of the board image.
 import os
 from typing import Optional
 
+from ..rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl, rtl_architecture
 from .build import Build, build, cache_root, missing_tools
 from .compare import Comparison, compare
 from .errors import (
@@ -20,7 +21,6 @@ from .errors import (
     CosimUnavailable,
     RtlMismatch,
 )
-from .rtl import DEFAULT_RTL, RtlInfo, check_arch, find_rtl, rtl_architecture
 from .runner import CosimResult, DramModel, final_dram_offsets, run
 
 __all__ = [

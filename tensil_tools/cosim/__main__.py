@@ -24,9 +24,9 @@ import numpy as np
 from tensil.arch import load_tarch
 from tensil.errors import TensilError
 
+from ..rtl import find_rtl, rtl_architecture
 from .build import build
 from .errors import CosimError
-from .rtl import find_rtl, rtl_architecture
 from .runner import ADDRESS_SPACE, DramModel, run
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..rtl import REPO_ROOT, RtlInfo, check_simulatable, find_rtl
 from .errors import CosimBuildError, CosimUnavailable
-from .rtl import REPO_ROOT, RtlInfo, find_rtl
 
 __all__ = ["Build", "build", "cache_root", "missing_tools", "CXX_OPT", "VERILATOR_FLAGS"]
 
@@ -142,6 +142,7 @@ def build(
     if cxx_opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise ValueError("cxx_opt must be one of -O0 -O1 -O2 -O3 -Os, got %r" % (cxx_opt,))
     rtl = find_rtl(rtl_dir)
+    check_simulatable(rtl)
     missing = missing_tools()
     if missing:
         raise CosimUnavailable("; ".join(missing))

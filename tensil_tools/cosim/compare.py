@@ -10,7 +10,7 @@ from tensil.arch import Architecture
 from tensil.emulator import EmulatorReport
 from tensil.emulator import run as emulate
 
-from .rtl import as_architecture, find_rtl, rtl_architecture
+from ..rtl import as_architecture, find_rtl, rtl_architecture
 from .runner import CosimResult, run
 
 __all__ = ["Comparison", "compare"]

@@ -1,18 +1,9 @@
 """The co-simulation's errors."""
 
-__all__ = ["AxiViolation", "CosimError", "CosimUnavailable", "RtlMismatch", "CosimBuildError", "CosimHang"]
+from ..errors import CosimError, CosimUnavailable, RtlMismatch, RtlNotFound
 
-
-class CosimError(RuntimeError):
-    """Something went wrong running the RTL co-simulation."""
-
-
-class CosimUnavailable(CosimError):
-    """A prerequisite (the RTL, Verilator, g++, make) is missing; the message says how to get it."""
-
-
-class RtlMismatch(CosimError, ValueError):
-    """The RTL was generated for another architecture than the one asked for."""
+__all__ = ["AxiViolation", "CosimError", "CosimUnavailable", "RtlMismatch", "RtlNotFound", "CosimBuildError",
+           "CosimHang"]
 
 
 class CosimBuildError(CosimError):

@@ -27,9 +27,9 @@ from tensil.isa import (
     encode_program,
 )
 
+from ..rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architecture
 from .build import Build, build
 from .errors import AxiViolation, CosimError, CosimHang
-from .rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architecture
 
 __all__ = ["DramModel", "CosimResult", "run", "final_dram_offsets", "ADDRESS_SPACE"]
 
