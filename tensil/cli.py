@@ -22,7 +22,7 @@ import numpy as np
 from .arch import format_table, load_tarch, summary
 from .errors import TensilError
 from .estimate import MemoryModel, estimate, estimate_memory_aware
-from .isa import decode_program, encode_program, format_instruction, parse_program
+from .isa import decode_program, encode_program, extent, format_instruction, parse_program
 
 __all__ = ["main"]
 
@@ -131,9 +131,9 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         program = decode_program(_read_bytes(args.program), arch, strict=not args.as_rtl)
         n = arch.array_size
         dram0 = _load_npy(args.dram0) if args.dram0 else np.zeros(
-            (emulator.dram_extent(program, 0), n), np.int16)
+            (extent(program, "dram0"), n), np.int16)
         dram1 = _load_npy(args.dram1) if args.dram1 else np.zeros(
-            (emulator.dram_extent(program, 1), n), np.int16)
+            (extent(program, "dram1"), n), np.int16)
         out0, out1, report = emulator.run(program, dram0, dram1, arch)
         if out_dir:
             np.save(out_dir / "dram0.npy", out0)

@@ -49,6 +49,7 @@ from .isa import (
     Instruction,
     decode_program,
     encode_program,
+    extent,
 )
 from .layout import from_vectors, to_vectors, vector_count
 from .tmodel import TensilModel
@@ -95,14 +96,6 @@ class MemoryPlan:
         return windows + _round_up(self.stream_bytes, PAGE)
 
 
-def _dram_extent(program: Sequence[Instruction], kinds: Tuple[DataMoveKind, ...]) -> int:
-    extent = 0
-    for i in program:
-        if isinstance(i, DataMove) and i.kind in kinds:
-            extent = max(extent, i.address + i.size * (1 << i.stride) + 1)
-    return extent
-
-
 def _check_program(model: TensilModel, program: Sequence[Instruction]) -> None:
     owned = (ConfigRegister.DRAM0_OFFSET, ConfigRegister.DRAM1_OFFSET,
              ConfigRegister.DRAM0_CACHE, ConfigRegister.DRAM1_CACHE)
@@ -120,11 +113,9 @@ def plan_memory(model: TensilModel, program: Sequence[Instruction], word_bytes: 
     vb = arch.vector_bytes
     _check_program(model, program)
     selftest = -(-4 * SELFTEST_MAX_LANES * arch.scalar_bytes // vb)
-    reach0 = max([_dram_extent(program, (DataMoveKind.DRAM0_TO_LOCAL,
-                                         DataMoveKind.LOCAL_TO_DRAM0)), selftest]
+    reach0 = max([extent(program, "dram0"), selftest]
                  + [v.base + v.size for v in model.inputs + model.outputs])
-    reach1 = max([_dram_extent(program, (DataMoveKind.DRAM1_TO_LOCAL,
-                                         DataMoveKind.LOCAL_TO_DRAM1)), 1]
+    reach1 = max([extent(program, "dram1"), 1]
                  + [c.base + c.size for c in model.consts])
     dram0 = reach0 + _PROBE_VECTORS
     if dram0 > arch.dram0_depth:

@@ -48,7 +48,7 @@ estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ d
 import dataclasses
 import functools
 import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -78,11 +78,13 @@ from .isa import (
     SimdOp,
     Skipped,
     decode_program,
+    extent,
+    footprint,
     format_instruction,
 )
 from .tmodel import TensilModel
 
-__all__ = ["AccumulatorPort", "Emulator", "EmulatorReport", "dram_extent", "mac_chain", "run",
+__all__ = ["AccumulatorPort", "Emulator", "EmulatorReport", "mac_chain", "run",
            "run_model", "simd_flow", "simd_problem", "simd_takes_input"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
@@ -300,6 +302,7 @@ class AccumulatorPort:
         # or a DataMove, 2 and more never, also in the emulator = RTL sweep; the compiler
         # spaces such accumulates by one Zeroes MatMul)
         self.matmul_window = 2
+        self._last_writes: Tuple[Any, Tuple[Optional[np.ndarray], bool]] = (None, (None, False))
 
     def problem(self, instruction: Instruction) -> Optional[str]:
         """Why the RTL would jam or be timing-dependent on `instruction` now, or None."""
@@ -316,20 +319,18 @@ class AccumulatorPort:
         return None
 
     def _writes(self, instruction: Instruction) -> Tuple[Optional[np.ndarray], bool]:
-        """(accumulator addresses the instruction writes, whether it accumulates)."""
-        if isinstance(instruction, MatMul):
-            return self._run(instruction.acc_address, instruction.size,
-                             instruction.acc_stride), instruction.accumulate
-        if isinstance(instruction, DataMove) and instruction.kind in (
-                DataMoveKind.LOCAL_TO_ACC, DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
-            return (self._run(instruction.address, instruction.size, instruction.stride),
-                    instruction.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
-        if isinstance(instruction, SIMD) and instruction.write:
-            return self._run(instruction.write_address, 0, 0), instruction.accumulate
-        return None, False
-
-    def _run(self, address: int, size: int, stride: int) -> np.ndarray:
-        return run_addresses(address, size, stride, self.bits)
+        """(accumulator addresses the instruction writes, whether it accumulates: reads them
+        as it writes). Asked twice a step (stale_accumulate, then advance): the last is kept."""
+        if self._last_writes[0] is instruction:
+            return self._last_writes[1]
+        writes: Tuple[Optional[np.ndarray], bool] = (None, False)
+        for touch in footprint(instruction):
+            if touch.memory == "acc" and "w" in touch.access:
+                writes = (run_addresses(touch.address, touch.count - 1, touch.stride, self.bits),
+                          touch.access == "rw")
+                break
+        self._last_writes = (instruction, writes)
+        return writes
 
     def stale_accumulate(self, instruction: Instruction) -> Optional[int]:
         """The first address a MatMul, a DataMove or a SIMD without Read accumulates into
@@ -670,17 +671,6 @@ def run(program: Program, dram0: np.ndarray, dram1: np.ndarray, arch: Architectu
     return machine.dram(0), machine.dram(1), machine.finish()
 
 
-def dram_extent(program: Sequence[Instruction], which: int) -> int:
-    """Vectors of DRAM0 (which=0) or DRAM1 (1) that a decoded program's DataMoves reach."""
-    kinds = ((DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0) if which == 0
-             else (DataMoveKind.DRAM1_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM1))
-    extent = 0
-    for i in program:
-        if isinstance(i, DataMove) and i.kind in kinds:
-            extent = max(extent, i.address + i.size * (1 << i.stride) + 1)
-    return extent
-
-
 def run_model(model: TensilModel, inputs: Dict[str, np.ndarray], saturate: bool = True,
               program: Optional[Sequence[Instruction]] = None
               ) -> Tuple[Dict[str, np.ndarray], EmulatorReport]:
@@ -701,9 +691,9 @@ def run_model(model: TensilModel, inputs: Dict[str, np.ndarray], saturate: bool 
     unknown = sorted(set(inputs) - {v.name for v in model.inputs})
     if unknown:
         raise ValueError("unknown model input(s): %s" % ", ".join(unknown))
-    dram0_vectors = max([dram_extent(program, 0)] + [v.base + v.size
+    dram0_vectors = max([extent(program, "dram0")] + [v.base + v.size
                                                       for v in model.inputs + model.outputs])
-    dram1_vectors = max([dram_extent(program, 1)] + [c.base + c.size for c in model.consts])
+    dram1_vectors = max([extent(program, "dram1")] + [c.base + c.size for c in model.consts])
     dram0 = np.zeros((dram0_vectors, n), dtype=np.int64)
     dram1 = np.zeros((dram1_vectors, n), dtype=np.int64)
     for consts, path in zip(model.consts, model.const_paths):

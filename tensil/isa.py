@@ -25,6 +25,12 @@ never emits it). Sizes are "vectors - 1"; strides are exponents: step 2^stride v
 `format_instruction` writes the canonical line and `parse_instruction` reads it back to the
 same instruction; both check it against the architecture like the encoder does.
 
+`KIND_FIELDS` is the one description of each kind's fields: which operand holds which address
+(and stride, and what memory it indexes), where the size sits, the flag bits, and when the
+instruction reads or writes what a field addresses. Checking, encoding, both decoders, the text
+form and `footprint` (what an instruction touches: the emulator's accumulator port, the
+compiler's local-memory rule, the driver's DRAM reach via `extent`) all read it.
+
 Decoding has two policies. `strict=True` (the default, for untrusted `.tprog` files) refuses
 every word whose meaning on the RTL differs from its face value: reserved opcodes and DataMove
 kinds, flag bits the RTL ignores, non-zero padding, addresses past a memory. `strict=False`
@@ -39,17 +45,32 @@ the RTL consumes without effect.
 
 import dataclasses
 import enum
+import functools
 import re
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+import types
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .arch import Architecture, InstructionLayout, instruction_layout
 from .errors import ProgramError
 
 __all__ = ["CONFIG_VALUE_BITS", "SIMD_OPS_USING_RIGHT", "ConfigRegister", "Configure",
            "DataMove", "DataMoveKind", "Instruction", "LoadWeights", "MatMul", "NoOp", "Opcode",
-           "SIMD", "SimdOp", "Skipped", "check_instruction", "decode_instruction", "decode_program",
-           "encode_instruction", "encode_program", "format_instruction", "format_program",
-           "iter_program", "mnemonic", "parse_instruction", "parse_program", "skipped_reason"]
+           "SIMD", "SimdOp", "Skipped", "KIND_FIELDS", "AddressField", "KindFields", "Touch", "extent", "footprint",
+           "check_instruction", "decode_instruction", "decode_program", "encode_instruction",
+           "encode_program", "format_instruction", "format_program", "iter_program", "mnemonic",
+           "parse_instruction", "parse_program", "skipped_reason"]
 
 
 class Opcode(enum.IntEnum):
@@ -194,9 +215,6 @@ class Skipped:
 
 
 Instruction = Union[NoOp, MatMul, DataMove, LoadWeights, SIMD, Configure, Skipped]
-_OPCODES = {NoOp: Opcode.NOOP, MatMul: Opcode.MATMUL, DataMove: Opcode.DATAMOVE,
-            LoadWeights: Opcode.LOAD_WEIGHTS, SIMD: Opcode.SIMD, Configure: Opcode.CONFIGURE}
-_OPCODE_NAMES = {opcode: cls.__name__ for cls, opcode in _OPCODES.items()}
 _DIRECTIONS = {
     DataMoveKind.DRAM0_TO_LOCAL: ("dram0->local", "dram0"),
     DataMoveKind.LOCAL_TO_DRAM0: ("local->dram0", "dram0"),
@@ -218,12 +236,150 @@ def mnemonic(instruction: Instruction) -> str:
     return type(instruction).__name__
 
 
+# --------------------------------------------------------------------------- the field table
+#
+# Where each field of each kind sits in the word, what it addresses, and when the instruction
+# reads or writes it: the one description that checking, encoding, both decoders, the `.tasm`
+# text and `footprint` read. Configure and Skipped are one argument field (below), and SIMD's
+# operand2 is its sub-instruction (`_simd_sub`).
+
+Access = str  # "", "r", "w" or "rw": what an instruction does to the vectors a field addresses
+
+
+@dataclasses.dataclass(frozen=True)
+class AddressField:
+    """An address in the low bits of operand0 or operand1; above it a stride field
+    (`stride`), or nothing (its bits must be zero; `what` names the address in messages)."""
+
+    address: str
+    stride: Optional[str]
+    memories: Tuple[str, ...]        # what it may address: "local", "acc", "dram0", "dram1"
+    memory: Callable[[Any], str]     # which of them, given the instruction
+    access: Callable[[Any], Access]  # what the instruction does there ("" when it touches nothing)
+    what: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KindFields:
+    """The fields of one instruction kind: its address operands (operand0, operand1), where its
+    size sits (operand 1 or 2, None without one) and its flag bits (bit 0 first); DataMove's flag
+    nibble is its kind instead."""
+
+    cls: type
+    opcode: Opcode
+    operands: Tuple[Optional[AddressField], Optional[AddressField]]
+    size_operand: Optional[int]
+    flags: Tuple[str, ...]
+
+
+def _local(access: Callable[[Any], Access]) -> AddressField:
+    return AddressField("local_address", "local_stride", ("local",), lambda i: "local", access, "local address")
+
+
+def _datamove_memory(i: "DataMove") -> str:
+    return _DIRECTIONS[i.kind][1]
+
+
+def _datamove_local(i: "DataMove") -> Access:
+    return "r" if i.kind in (DataMoveKind.LOCAL_TO_DRAM0, DataMoveKind.LOCAL_TO_DRAM1,
+                             DataMoveKind.LOCAL_TO_ACC, DataMoveKind.LOCAL_TO_ACC_ACCUMULATE) else "w"
+
+
+def _datamove_other(i: "DataMove") -> Access:
+    if i.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE:
+        return "rw"
+    return "w" if _datamove_local(i) == "r" else "r"
+
+
+KIND_FIELDS: Dict[type, KindFields] = {k.cls: k for k in (
+    KindFields(NoOp, Opcode.NOOP, (None, None), None, ()),
+    KindFields(MatMul, Opcode.MATMUL, (
+        _local(lambda i: "" if i.zeroes else "r"),
+        AddressField("acc_address", "acc_stride", ("acc",), lambda i: "acc",
+                     lambda i: "rw" if i.accumulate else "w", "acc address")),
+        2, ("accumulate", "zeroes")),
+    KindFields(DataMove, Opcode.DATAMOVE, (
+        _local(_datamove_local),
+        AddressField("address", "stride", ("dram0", "dram1", "acc"), _datamove_memory, _datamove_other,
+                     "address")), 2, ()),
+    KindFields(LoadWeights, Opcode.LOAD_WEIGHTS, (_local(lambda i: "" if i.zeroes else "r"), None), 1,
+               ("zeroes",)),
+    KindFields(SIMD, Opcode.SIMD, (
+        AddressField("write_address", None, ("acc",), lambda i: "acc",
+                     lambda i: ("rw" if i.accumulate else "w") if i.write else "", "write address"),
+        AddressField("read_address", None, ("acc",), lambda i: "acc", lambda i: "r" if i.read else "",
+                     "read address")), None, ("read", "write", "accumulate")),
+)}
+_BY_OPCODE = {k.opcode: k for k in KIND_FIELDS.values()}
+
+
+class Touch(NamedTuple):
+    """Vectors an instruction reads or writes: `count` of them in `memory` from `address`, a
+    step of 2^stride apart."""
+
+    memory: str
+    address: int
+    count: int
+    stride: int
+    access: Access
+
+    @property
+    def last(self) -> int:
+        """The furthest vector touched."""
+        return self.address + (self.count - 1) * (1 << self.stride)
+
+
+def footprint(instruction: Instruction) -> Tuple[Touch, ...]:
+    """What `instruction` reads and writes, from the field table (Configure, NoOp and Skipped
+    words touch no memory)."""
+    kind = KIND_FIELDS.get(type(instruction))
+    if kind is None:
+        return ()
+    count = instruction.size + 1 if kind.size_operand is not None else 1  # type: ignore[union-attr]
+    touches = []
+    for field in kind.operands:
+        if field is None:
+            continue
+        access = field.access(instruction)
+        if access:
+            memory = field.memories[0] if len(field.memories) == 1 else field.memory(instruction)
+            stride = getattr(instruction, field.stride) if field.stride else 0
+            touches.append(Touch(memory, getattr(instruction, field.address), count, stride, access))
+    return tuple(touches)
+
+
+def extent(program: Iterable[Instruction], memory: str) -> int:
+    """How many vectors of `memory`, from vector 0, a program reaches (its furthest + 1)."""
+    kinds = tuple(cls for cls, kind in KIND_FIELDS.items()
+                  if any(field is not None and memory in field.memories for field in kind.operands))
+    far = 0
+    for instruction in program:
+        if isinstance(instruction, kinds):
+            for touch in footprint(instruction):
+                if touch.memory == memory and touch.last >= far:
+                    far = touch.last + 1
+    return far
+
+
+def _simd_sub(instruction: "SIMD", lay: InstructionLayout) -> int:
+    """SIMD's operand2: op, left, right, dest from the most significant end."""
+    b = lay.simd_operand_bits
+    return (instruction.dest | instruction.right << b | instruction.left << 2 * b
+            | int(instruction.op) << 3 * b)
+
+
+def _simd_from_sub(sub: int, lay: InstructionLayout, **fields: Any) -> "SIMD":
+    b = lay.simd_operand_bits
+    mask = (1 << b) - 1
+    return SIMD(SimdOp(sub >> 3 * b & 0xF), left=sub >> 2 * b & mask, right=sub >> b & mask,
+                dest=sub & mask, **fields)
+
+
+def _flag_text(kind: KindFields) -> str:
+    return ", ".join("bit %d %s" % (bit, name) for bit, name in enumerate(kind.flags))
+
+
 # --------------------------------------------------------------------------- checking
-
-def _depths(arch: Architecture) -> Dict[str, int]:
-    return {"local": arch.local_depth, "acc": arch.accumulator_depth,
-            "dram0": arch.dram0_depth, "dram1": arch.dram1_depth}
-
 
 def _fits(name: str, value: int, bits: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
@@ -236,41 +392,24 @@ def _flag(name: str, value: object) -> None:
         raise ProgramError("%s is %r; must be True or False" % (name, value))
 
 
-def _stride(name: str, value: int, depth: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < depth:
-        raise ProgramError("%s is %r; must be in 0..%d (the architecture has %d strides)" % (
-            name, value, depth - 1, depth))
+class _Widths:
+    """The widths of one architecture's fields: of the word (`operand_address`, `stride`) and
+    of what the RTL keeps (`memory`: an address's bits in the memory it indexes); the depths."""
 
-
-def _base(what: str, memory: str, address: int, depth: int) -> None:
-    if address >= depth:
-        raise ProgramError("%s: %s address %d exceeds %s depth %d" % (
-            what, memory, address, memory, depth))
-
-
-class _Rules:
-    """The field checks of one policy: `strict` (face value = RTL meaning) or the RTL's
-    widths (`strict=False`: what the RTL's decoder keeps of each field)."""
-
-    def __init__(self, arch: Architecture, strict: bool):
-        self.arch, self.strict = arch, strict
+    def __init__(self, arch: Architecture):
+        self.arch = arch
+        self.depths = {"local": arch.local_depth, "acc": arch.accumulator_depth,
+                       "dram0": arch.dram0_depth, "dram1": arch.dram1_depth}
         self.lay = lay = instruction_layout(arch)
-        self.bits = {"local": lay.local_bits, "acc": lay.accumulator_bits,
-                     "dram0": lay.dram0_bits, "dram1": lay.dram1_bits}
+        self.memory = {"local": lay.local_bits, "acc": lay.accumulator_bits,
+                       "dram0": lay.dram0_bits, "dram1": lay.dram1_bits}
+        self.operand_address = (lay.operand0_address_bits, lay.operand1_address_bits)
+        self.stride = (lay.stride0_bits, lay.stride1_bits)
+        self.stride_depth = (arch.stride0_depth, arch.stride1_depth)
+        self.size = {1: lay.local_bits, 2: lay.operand2_address_bits}  # LoadWeights' size: local_bits
 
-    def address(self, name: str, value: int, memory: str, operand: int) -> None:
-        """`operand`: the field's address width in the strict encoding."""
-        _fits(name, value, operand if self.strict else self.bits[memory])
 
-    def stride(self, name: str, value: int, which: int) -> None:
-        if self.strict:
-            _stride(name, value, (self.arch.stride0_depth, self.arch.stride1_depth)[which])
-        else:
-            _fits(name, value, (self.lay.stride0_bits, self.lay.stride1_bits)[which])
-
-    def base(self, what: str, memory: str, address: int) -> None:
-        if self.strict:
-            _base(what, memory, address, _depths(self.arch)[memory])
+_widths = functools.lru_cache(maxsize=16)(_Widths)  # one per architecture: checks run per instruction
 
 
 def check_instruction(instruction: Instruction, arch: Architecture, strict: bool = True) -> None:
@@ -280,45 +419,65 @@ def check_instruction(instruction: Instruction, arch: Architecture, strict: bool
     RTL keeps of it (addresses may lie past a memory whose depth is not a power of two;
     strides up to the stride field's width) and `Skipped` words.
     """
-    rules = _Rules(arch, strict)
-    lay = rules.lay
+    _check(instruction, _widths(arch), strict)
+
+
+def _check(instruction: Instruction, widths: "_Widths", strict: bool) -> None:
+    arch = widths.arch
     name = type(instruction).__name__
     if arch.number_of_threads != 1:
         raise ProgramError("%s: only 1-thread architectures have an instruction encoding the "
                            "RTL decodes (number_of_threads is %d)" % (name, arch.number_of_threads))
-    if isinstance(instruction, NoOp):
+    kind = KIND_FIELDS.get(type(instruction))
+    if kind is None:
+        _check_arguments(instruction, arch, strict)
         return
-    if isinstance(instruction, MatMul):
-        _check_local_operand(name, instruction.local_address, instruction.local_stride, rules)
-        rules.address(name + ".acc_address", instruction.acc_address, "acc",
-                      lay.operand1_address_bits)
-        rules.stride(name + ".acc_stride", instruction.acc_stride, 1)
-        _fits(name + ".size", instruction.size, lay.operand2_address_bits)
-        _flag(name + ".accumulate", instruction.accumulate)
-        _flag(name + ".zeroes", instruction.zeroes)
-        if not instruction.zeroes:
-            rules.base(name, "local", instruction.local_address)
-        rules.base(name, "acc", instruction.acc_address)
-    elif isinstance(instruction, DataMove):
-        if not isinstance(instruction.kind, DataMoveKind):
-            raise ProgramError("DataMove.kind is %r; must be a DataMoveKind" % (instruction.kind,))
-        memory = _DIRECTIONS[instruction.kind][1]
-        _check_local_operand(name, instruction.local_address, instruction.local_stride, rules)
-        rules.address(name + ".address", instruction.address, memory, lay.operand1_address_bits)
-        rules.stride(name + ".stride", instruction.stride, 1)
-        _fits(name + ".size", instruction.size, lay.operand2_address_bits)
-        rules.base(name, "local", instruction.local_address)
-        rules.base(name, memory, instruction.address)
-    elif isinstance(instruction, LoadWeights):
-        _check_local_operand(name, instruction.local_address, instruction.local_stride, rules)
-        # The RTL's size handlers are log2(local_depth) bits wide: it pushes size mod 2^bits + 1.
-        _fits(name + ".size", instruction.size, lay.local_bits)
-        _flag(name + ".zeroes", instruction.zeroes)
-        if not instruction.zeroes:
-            rules.base(name, "local", instruction.local_address)
-    elif isinstance(instruction, SIMD):
-        _check_simd(instruction, rules)
-    elif isinstance(instruction, Configure):
+    if isinstance(instruction, DataMove) and not isinstance(instruction.kind, DataMoveKind):
+        raise ProgramError("DataMove.kind is %r; must be a DataMoveKind" % (instruction.kind,))
+    if isinstance(instruction, SIMD):
+        _check_simd_sub(instruction, arch)
+    for number, field in enumerate(kind.operands):
+        if field is None:
+            continue
+        memory = field.memory(instruction)
+        _fits("%s.%s" % (name, field.address), getattr(instruction, field.address),
+              widths.operand_address[number] if strict else widths.memory[memory])
+        if field.stride is not None:
+            label, value = "%s.%s" % (name, field.stride), getattr(instruction, field.stride)
+            if not strict:
+                _fits(label, value, widths.stride[number])
+            elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < widths.stride_depth[number]:
+                raise ProgramError("%s is %r; must be in 0..%d (the architecture has %d strides)" % (
+                    label, value, widths.stride_depth[number] - 1, widths.stride_depth[number]))
+    if kind.size_operand is not None:
+        _fits(name + ".size", instruction.size, widths.size[kind.size_operand])  # type: ignore[union-attr]
+    for flag in kind.flags:
+        _flag("%s.%s" % (name, flag), getattr(instruction, flag))
+    if strict:
+        depths = widths.depths
+        for field in kind.operands:
+            if field is not None and field.access(instruction):
+                memory, address = field.memory(instruction), getattr(instruction, field.address)
+                if address >= depths[memory]:
+                    raise ProgramError("%s: %s address %d exceeds %s depth %d" % (
+                        name, memory, address, memory, depths[memory]))
+
+
+def _check_simd_sub(instruction: "SIMD", arch: Architecture) -> None:
+    if not isinstance(instruction.op, SimdOp):
+        raise ProgramError("SIMD.op is %r; must be a SimdOp" % (instruction.op,))
+    for field in ("left", "right", "dest"):
+        value = getattr(instruction, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                0 <= value <= arch.simd_registers_depth):
+            raise ProgramError("SIMD.%s is %r; must be 0 (accumulator %s) or a register 1..%d" % (
+                field, value, "output" if field == "dest" else "input",
+                arch.simd_registers_depth))
+
+
+def _check_arguments(instruction: Instruction, arch: Architecture, strict: bool) -> None:
+    """Configure and Skipped: one argument field."""
+    if isinstance(instruction, Configure):
         if not isinstance(instruction.register, ConfigRegister):
             raise ProgramError("Configure.register is %r; must be a ConfigRegister"
                                % (instruction.register,))
@@ -328,7 +487,7 @@ def check_instruction(instruction: Instruction, arch: Architecture, strict: bool
         if strict:
             raise ProgramError("Skipped (a word the RTL ignores) is refused by the strict "
                                "policy: %s" % skipped_reason(instruction))
-        _fits("Skipped.arguments", instruction.arguments, lay.operands_bits)
+        _fits("Skipped.arguments", instruction.arguments, instruction_layout(arch).operands_bits)
         _fits("Skipped.flags", instruction.flags, 4)
         if skipped_reason(instruction) is None:
             raise ProgramError("Skipped: opcode 0x%X flags 0x%X is an instruction the RTL "
@@ -351,78 +510,48 @@ def skipped_reason(word: Skipped) -> Optional[str]:
     return None
 
 
-def _check_local_operand(name: str, address: int, stride: int, rules: _Rules) -> None:
-    rules.address(name + ".local_address", address, "local", rules.lay.operand0_address_bits)
-    rules.stride(name + ".local_stride", stride, 0)
-
-
-def _check_simd(instruction: SIMD, rules: _Rules) -> None:
-    arch, lay = rules.arch, rules.lay
-    if not isinstance(instruction.op, SimdOp):
-        raise ProgramError("SIMD.op is %r; must be a SimdOp" % (instruction.op,))
-    for field in ("left", "right", "dest"):
-        value = getattr(instruction, field)
-        if isinstance(value, bool) or not isinstance(value, int) or not (
-                0 <= value <= arch.simd_registers_depth):
-            raise ProgramError("SIMD.%s is %r; must be 0 (accumulator %s) or a register 1..%d" % (
-                field, value, "output" if field == "dest" else "input",
-                arch.simd_registers_depth))
-    for field in ("read", "write", "accumulate"):
-        _flag("SIMD." + field, getattr(instruction, field))
-    rules.address("SIMD.write_address", instruction.write_address, "acc",
-                  lay.operand0_address_bits)
-    rules.address("SIMD.read_address", instruction.read_address, "acc",
-                  lay.operand1_address_bits)
-    if instruction.write:
-        rules.base("SIMD", "acc", instruction.write_address)
-    if instruction.read:
-        rules.base("SIMD", "acc", instruction.read_address)
-
-
 # --------------------------------------------------------------------------- encoding
 
-def _fields(instruction: Instruction, lay: InstructionLayout) -> Tuple[int, int, int, int]:
-    """(operand0, operand1, operand2, flags) of a checked instruction."""
-    a0, a1 = lay.operand0_address_bits, lay.operand1_address_bits
-    if isinstance(instruction, MatMul):
-        return (instruction.local_address | instruction.local_stride << a0,
-                instruction.acc_address | instruction.acc_stride << a1, instruction.size,
-                int(instruction.accumulate) | int(instruction.zeroes) << 1)
-    if isinstance(instruction, DataMove):
-        return (instruction.local_address | instruction.local_stride << a0,
-                instruction.address | instruction.stride << a1, instruction.size,
-                int(instruction.kind))
-    if isinstance(instruction, LoadWeights):
-        return (instruction.local_address | instruction.local_stride << a0, instruction.size, 0,
-                int(instruction.zeroes))
+def _operands(instruction: Instruction, lay: InstructionLayout) -> Tuple[List[int], int]:
+    """([operand0, operand1, operand2], flags) of a checked instruction."""
+    kind = KIND_FIELDS.get(type(instruction))
+    if kind is None:  # Configure, Skipped: one argument field
+        if isinstance(instruction, Configure):
+            arguments, flags = int(instruction.register) | instruction.value << 4, 0
+        else:
+            arguments, flags = instruction.arguments, instruction.flags  # type: ignore[union-attr]
+        o0, o1 = lay.operand0_bits, lay.operand1_bits
+        return [arguments & ((1 << o0) - 1), arguments >> o0 & ((1 << o1) - 1), arguments >> (o0 + o1)], flags
+    fields = [0, 0, 0]
+    for number, field in enumerate(kind.operands):
+        if field is not None:
+            stride = getattr(instruction, field.stride) if field.stride else 0
+            fields[number] = getattr(instruction, field.address) | stride << (
+                lay.operand0_address_bits, lay.operand1_address_bits)[number]
+    if kind.size_operand is not None:
+        fields[kind.size_operand] = instruction.size  # type: ignore[union-attr]
     if isinstance(instruction, SIMD):
-        b = lay.simd_operand_bits
-        sub = (instruction.dest | instruction.right << b | instruction.left << 2 * b
-               | int(instruction.op) << 3 * b)
-        return (instruction.write_address, instruction.read_address, sub,
-                int(instruction.read) | int(instruction.write) << 1
-                | int(instruction.accumulate) << 2)
-    if isinstance(instruction, Configure):
-        args = int(instruction.register) | instruction.value << 4
-        mask0 = (1 << lay.operand0_bits) - 1
-        mask1 = (1 << lay.operand1_bits) - 1
-        return (args & mask0, args >> lay.operand0_bits & mask1,
-                args >> (lay.operand0_bits + lay.operand1_bits), 0)
-    if isinstance(instruction, Skipped):
-        args = instruction.arguments
-        return (args & ((1 << lay.operand0_bits) - 1),
-                args >> lay.operand0_bits & ((1 << lay.operand1_bits) - 1),
-                args >> (lay.operand0_bits + lay.operand1_bits), instruction.flags)
-    return (0, 0, 0, 0)
+        fields[2] = _simd_sub(instruction, lay)
+    if isinstance(instruction, DataMove):
+        return fields, int(instruction.kind)
+    return fields, sum(int(getattr(instruction, flag)) << bit for bit, flag in enumerate(kind.flags))
 
 
 def encode_instruction(instruction: Instruction, arch: Architecture, strict: bool = True) -> bytes:
     """The instruction's bytes (little-endian), after `check_instruction(.., strict)`."""
-    check_instruction(instruction, arch, strict)
-    lay = instruction_layout(arch)
-    op0, op1, op2, flags = _fields(instruction, lay)
-    opcode = instruction.opcode if isinstance(instruction, Skipped) \
-        else int(_OPCODES[type(instruction)])
+    return _encode(instruction, _widths(arch), strict)
+
+
+def _encode(instruction: Instruction, widths: "_Widths", strict: bool) -> bytes:
+    _check(instruction, widths, strict)
+    lay = widths.lay
+    (op0, op1, op2), flags = _operands(instruction, lay)
+    if isinstance(instruction, Skipped):
+        opcode = instruction.opcode
+    elif isinstance(instruction, Configure):
+        opcode = Opcode.CONFIGURE
+    else:
+        opcode = KIND_FIELDS[type(instruction)].opcode
     header = opcode << 4 | flags
     word = (op0 | op1 << lay.operand0_bits | op2 << (lay.operand0_bits + lay.operand1_bits)
             | header << lay.operands_bits)
@@ -432,9 +561,10 @@ def encode_instruction(instruction: Instruction, arch: Architecture, strict: boo
 def encode_program(instructions: Sequence[Instruction], arch: Architecture,
                    strict: bool = True) -> bytes:
     out = bytearray()
+    widths = _widths(arch)
     for i, instruction in enumerate(instructions):
         try:
-            out += encode_instruction(instruction, arch, strict)
+            out += _encode(instruction, widths, strict)
         except ProgramError as exc:
             raise ProgramError("instruction %d: %s" % (i, exc)) from None
     return bytes(out)
@@ -442,151 +572,137 @@ def encode_program(instructions: Sequence[Instruction], arch: Architecture,
 
 # --------------------------------------------------------------------------- decoding
 
-def _split(value: int, address_bits: int, stride_bits: int) -> Tuple[int, int, int]:
-    """(address, stride, padding) of one operand field."""
-    return (value & ((1 << address_bits) - 1), value >> address_bits & ((1 << stride_bits) - 1),
-            value >> (address_bits + stride_bits))
-
-
 def decode_instruction(data: bytes, arch: Architecture, strict: bool = True) -> Instruction:
     """Decode one instruction word; ProgramError says which bits are wrong.
 
     `strict=False` decodes the word as the RTL's decoder does and never fails on a whole word
     (see the module docstring).
     """
-    lay = instruction_layout(arch)
+    return _decode(data, _widths(arch), strict)
+
+
+def _decode(data: bytes, widths: "_Widths", strict: bool) -> Instruction:
+    lay = widths.lay
     if len(data) != lay.instruction_bytes:
         raise ProgramError("truncated instruction: %d of %d bytes" % (
             len(data), lay.instruction_bytes))
     word = int.from_bytes(data, "little")
     o0, o1, o2 = lay.operand0_bits, lay.operand1_bits, lay.operand2_bits
-    op0 = word & ((1 << o0) - 1)
-    op1 = word >> o0 & ((1 << o1) - 1)
-    op2 = word >> (o0 + o1) & ((1 << o2) - 1)
+    operands = [word & ((1 << o0) - 1), word >> o0 & ((1 << o1) - 1), word >> (o0 + o1) & ((1 << o2) - 1)]
     header = word >> (o0 + o1 + o2)
     opcode, flags = header >> 4, header & 0xF
-    if not strict:
-        instruction = _decode_as_rtl(opcode, flags, op0, op1, op2, lay)
-        check_instruction(instruction, arch, strict=False)
-        return instruction
-    try:
-        opcode = Opcode(opcode)
-    except ValueError:
-        raise ProgramError("reserved opcode 0x%X" % opcode) from None
-    name = _OPCODE_NAMES[opcode]
-    addr0, stride0, pad0 = _split(op0, lay.operand0_address_bits, lay.stride0_bits)
-    addr1, stride1, pad1 = _split(op1, lay.operand1_address_bits, lay.stride1_bits)
-    size, pad2 = op2 & ((1 << lay.operand2_address_bits) - 1), op2 >> lay.operand2_address_bits
+    instruction = (_decode_strict if strict else _decode_as_rtl)(opcode, flags, operands, lay)
+    _check(instruction, widths, strict)
+    return instruction
 
-    def reserved(condition: bool, what: str) -> None:
-        if condition:
-            raise ProgramError("%s: non-zero %s" % (name, what))
 
-    def padding() -> None:
-        reserved(pad0 != 0, "operand0 padding bits")
-        reserved(pad1 != 0, "operand1 padding bits")
-        reserved(pad2 != 0, "operand2 padding bits")
+def _arguments(operands: List[int], lay: InstructionLayout) -> int:
+    return operands[0] | operands[1] << lay.operand0_bits | operands[2] << (lay.operand0_bits + lay.operand1_bits)
 
-    if opcode == Opcode.NOOP:
-        reserved(flags != 0, "flags 0x%X" % flags)
-        reserved(op0 | op1 | op2 != 0, "operand bits")
-        instruction: Instruction = NoOp()
-    elif opcode == Opcode.MATMUL:
-        if flags >= 4:
-            raise ProgramError("MatMul flags 0x%X out of range (bit 0 accumulate, bit 1 zeroes)"
-                               % flags)
-        padding()
-        instruction = MatMul(addr0, addr1, size, stride0, stride1, bool(flags & 1),
-                             bool(flags & 2))
-    elif opcode == Opcode.DATAMOVE:
-        try:
-            kind = DataMoveKind(flags)
-        except ValueError:
-            raise ProgramError("reserved DataMove kind 0x%X" % flags) from None
-        padding()
-        instruction = DataMove(kind, addr0, addr1, size, stride0, stride1)
-    elif opcode == Opcode.LOAD_WEIGHTS:
-        if flags >= 2:
-            raise ProgramError("LoadWeights flags 0x%X out of range (bit 0 zeroes)" % flags)
-        reserved(pad0 != 0, "operand0 padding bits")
-        reserved(op1 >> lay.local_bits != 0, "bits above the size in operand1 (the RTL "
-                 "keeps %d bits)" % lay.local_bits)
-        reserved(op2 != 0, "operand2 (unused by LoadWeights)")
-        instruction = LoadWeights(addr0, op1, stride0, bool(flags & 1))
-    elif opcode == Opcode.SIMD:
-        instruction = _decode_simd(op0, op1, op2, flags, lay)
-    else:
-        reserved(flags != 0, "flags 0x%X" % flags)
-        args = op0 | op1 << o0 | op2 << (o0 + o1)
-        reserved(args >> _CONFIG_ARGUMENT_BITS != 0, "bits above argument bit 31")
+
+def _decode_strict(opcode: int, flags: int, operands: List[int], lay: InstructionLayout) -> Instruction:
+    """The word at face value: every bit that the RTL would read otherwise is refused."""
+    if opcode == Opcode.CONFIGURE:
+        if flags:
+            raise ProgramError("Configure: non-zero flags 0x%X" % flags)
+        args = _arguments(operands, lay)
+        if args >> _CONFIG_ARGUMENT_BITS:
+            raise ProgramError("Configure: non-zero bits above argument bit 31")
         try:
             register = ConfigRegister(args & 0xF)
         except ValueError:
             raise ProgramError("Configure: reserved register 0x%X" % (args & 0xF)) from None
-        instruction = Configure(register, args >> 4 & ((1 << 28) - 1))
-    check_instruction(instruction, arch)
-    return instruction
+        return Configure(register, args >> 4 & ((1 << 28) - 1))
+    kind = _BY_OPCODE.get(opcode)
+    if kind is None:
+        raise ProgramError("reserved opcode 0x%X" % opcode)
+    name = kind.cls.__name__
+    values: Dict[str, Any] = {}
+    if kind.cls is DataMove:
+        try:
+            values["kind"] = DataMoveKind(flags)
+        except ValueError:
+            raise ProgramError("reserved DataMove kind 0x%X" % flags) from None
+    elif flags >> len(kind.flags):
+        if not kind.flags:
+            raise ProgramError("%s: non-zero flags 0x%X" % (name, flags))
+        raise ProgramError("%s flags 0x%X out of range (%s)" % (name, flags, _flag_text(kind)))
+    else:
+        values.update((flag, bool(flags >> bit & 1)) for bit, flag in enumerate(kind.flags))
+    if kind.cls is NoOp and any(operands):
+        raise ProgramError("NoOp: non-zero operand bits")
+    address_bits = (lay.operand0_address_bits, lay.operand1_address_bits)
+    stride_bits = (lay.stride0_bits, lay.stride1_bits)
+    for number, field in enumerate(kind.operands):
+        raw = operands[number]
+        if field is None:
+            continue
+        values[field.address] = raw & ((1 << address_bits[number]) - 1)
+        above = raw >> address_bits[number]
+        if field.stride is None:
+            if above:
+                raise ProgramError("%s: non-zero bits above the %s in operand%d" % (name, field.what, number))
+            continue
+        values[field.stride] = above & ((1 << stride_bits[number]) - 1)
+        if above >> stride_bits[number]:
+            raise ProgramError("%s: non-zero operand%d padding bits" % (name, number))
+    if kind.size_operand is not None:
+        bits = lay.local_bits if kind.size_operand == 1 else lay.operand2_address_bits
+        raw = operands[kind.size_operand]
+        values["size"] = raw & ((1 << bits) - 1)
+        if raw >> bits:
+            raise ProgramError("%s: non-zero %s" % (name, "operand2 padding bits" if kind.size_operand == 2 else
+                                                    "bits above the size in operand1 (the RTL keeps %d bits)" % bits))
+    if kind.cls is SIMD:
+        if operands[2] >> lay.simd_instruction_bits:
+            raise ProgramError("SIMD: non-zero bits above the sub-instruction in operand2")
+        return _simd_from_sub(operands[2], lay, **values)
+    for number in range(3):
+        used = (number < 2 and kind.operands[number] is not None) or kind.size_operand == number
+        if kind.cls is not NoOp and not used and operands[number]:
+            raise ProgramError("%s: non-zero operand%d (unused by %s)" % (name, number, name))
+    return kind.cls(**values)
 
 
-def _decode_simd(op0: int, op1: int, op2: int, flags: int, lay: InstructionLayout) -> SIMD:
-    if flags >= 8:
-        raise ProgramError("SIMD flags 0x%X out of range (bit 0 read, bit 1 write, "
-                           "bit 2 accumulate)" % flags)
-    if op0 >> lay.operand0_address_bits:
-        raise ProgramError("SIMD: non-zero bits above the write address in operand0")
-    if op1 >> lay.operand1_address_bits:
-        raise ProgramError("SIMD: non-zero bits above the read address in operand1")
-    if op2 >> lay.simd_instruction_bits:
-        raise ProgramError("SIMD: non-zero bits above the sub-instruction in operand2")
-    b = lay.simd_operand_bits
-    mask = (1 << b) - 1
-    return SIMD(SimdOp(op2 >> 3 * b & 0xF), left=op2 >> 2 * b & mask, right=op2 >> b & mask,
-                dest=op2 & mask, write_address=op0, read_address=op1, read=bool(flags & 1),
-                write=bool(flags & 2), accumulate=bool(flags & 4))
-
-
-def _decode_as_rtl(opcode: int, flags: int, op0: int, op1: int, op2: int,
-                   lay: InstructionLayout) -> Instruction:
-    """What the RTL's decoder makes of a word (Decoder.scala; checked in co-simulation)."""
+def _decode_as_rtl(opcode: int, flags: int, operands: List[int], lay: InstructionLayout) -> Instruction:
+    """What the RTL's decoder makes of a word (Decoder.scala; checked in co-simulation): each
+    field cut to the bits the RTL keeps, undefined flag bits ignored, words it does not execute
+    `Skipped`."""
     def low(value: int, bits: int) -> int:
         return value & ((1 << bits) - 1)
 
-    arguments = op0 | op1 << lay.operand0_bits | op2 << (lay.operand0_bits + lay.operand1_bits)
+    arguments = _arguments(operands, lay)
     skipped = Skipped(opcode, flags, arguments)
-    a0, a1 = lay.operand0_address_bits, lay.operand1_address_bits
-    local, stride0 = low(op0, lay.local_bits), low(op0 >> a0, lay.stride0_bits)
-    addr1, stride1 = low(op1, a1), low(op1 >> a1, lay.stride1_bits)
-    size = low(op2, lay.operand2_address_bits)
-    if opcode == Opcode.NOOP:
-        return NoOp()
-    if opcode == Opcode.MATMUL:
-        return MatMul(local, low(addr1, lay.accumulator_bits), size, stride0, stride1,
-                      bool(flags & 1), bool(flags & 2))
-    if opcode == Opcode.DATAMOVE:
-        if flags not in set(DataMoveKind):
-            return skipped
-        kind = DataMoveKind(flags)
-        memory = _DIRECTIONS[kind][1]
-        bits = {"acc": lay.accumulator_bits, "dram0": lay.dram0_bits,
-                "dram1": lay.dram1_bits}[memory]
-        return DataMove(kind, local, low(addr1, bits), size, stride0, stride1)
-    if opcode == Opcode.LOAD_WEIGHTS:
-        return LoadWeights(local, low(op1, lay.local_bits), stride0, bool(flags & 1))
-    if opcode == Opcode.SIMD:
-        b = lay.simd_operand_bits
-        mask = (1 << b) - 1
-        return SIMD(SimdOp(op2 >> 3 * b & 0xF), left=op2 >> 2 * b & mask,
-                    right=op2 >> b & mask, dest=op2 & mask,
-                    write_address=low(op0, lay.accumulator_bits),
-                    read_address=low(op1, lay.accumulator_bits), read=bool(flags & 1),
-                    write=bool(flags & 2), accumulate=bool(flags & 4))
     if opcode == Opcode.CONFIGURE:
         args = low(arguments, _CONFIG_ARGUMENT_BITS)
         if args & 0xF not in set(ConfigRegister):
             return skipped
         register = ConfigRegister(args & 0xF)
         return Configure(register, low(args >> 4, CONFIG_VALUE_BITS[register]))
-    return skipped
+    kind = _BY_OPCODE.get(opcode)
+    if kind is None:
+        return skipped
+    values: Dict[str, Any] = {flag: bool(flags >> bit & 1) for bit, flag in enumerate(kind.flags)}
+    if kind.cls is DataMove:
+        if flags not in set(DataMoveKind):
+            return skipped
+        values["kind"] = DataMoveKind(flags)
+    widths = {"local": lay.local_bits, "acc": lay.accumulator_bits, "dram0": lay.dram0_bits,
+              "dram1": lay.dram1_bits}
+    address_bits = (lay.operand0_address_bits, lay.operand1_address_bits)
+    stride_bits = (lay.stride0_bits, lay.stride1_bits)
+    known = types.SimpleNamespace(**values)  # DataMove's memory follows its kind
+    for number, field in enumerate(kind.operands):
+        if field is not None:
+            values[field.address] = low(operands[number], widths[field.memory(known)])
+            if field.stride is not None:
+                values[field.stride] = low(operands[number] >> address_bits[number], stride_bits[number])
+    if kind.size_operand is not None:
+        values["size"] = low(operands[kind.size_operand],
+                             lay.local_bits if kind.size_operand == 1 else lay.operand2_address_bits)
+    if kind.cls is SIMD:
+        return _simd_from_sub(operands[2], lay, **values)
+    return kind.cls(**values)
 
 
 def iter_program(data: bytes, arch: Architecture, strict: bool = True) -> Iterator[Instruction]:
@@ -594,11 +710,12 @@ def iter_program(data: bytes, arch: Architecture, strict: bool = True) -> Iterat
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProgramError("a program is bytes, got %s" % type(data).__name__)
     data = bytes(data)
-    step = instruction_layout(arch).instruction_bytes
+    widths = _widths(arch)
+    step = widths.lay.instruction_bytes
     for offset in range(0, len(data), step):
         chunk = data[offset:offset + step]
         try:
-            yield decode_instruction(chunk, arch, strict)
+            yield _decode(chunk, widths, strict)
         except ProgramError as exc:
             raise ProgramError("offset %d (0x%X, instruction %d): %s" % (
                 offset, offset, offset // step, exc)) from None
@@ -624,26 +741,8 @@ def format_instruction(instruction: Instruction, arch: Optional[Architecture] = 
     """The canonical `.tasm` line of an instruction (checked against `arch` when given)."""
     if arch is not None:
         check_instruction(instruction, arch, strict)
-    if isinstance(instruction, NoOp):
-        return "NoOp"
-    if isinstance(instruction, MatMul):
-        words = ["MatMul", "local=" + _operand(instruction.local_address, instruction.local_stride),
-                 "acc=" + _operand(instruction.acc_address, instruction.acc_stride),
-                 "size=%d" % instruction.size]
-        words += ["accumulate"] * instruction.accumulate + ["zeroes"] * instruction.zeroes
-    elif isinstance(instruction, DataMove):
-        direction, memory = _DIRECTIONS[instruction.kind]
-        words = ["DataMove", direction,
-                 "local=" + _operand(instruction.local_address, instruction.local_stride),
-                 memory + "=" + _operand(instruction.address, instruction.stride),
-                 "size=%d" % instruction.size]
-        if instruction.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE:
-            words.append("accumulate")
-    elif isinstance(instruction, LoadWeights):
-        words = ["LoadWeights",
-                 "local=" + _operand(instruction.local_address, instruction.local_stride),
-                 "size=%d" % instruction.size] + ["zeroes"] * instruction.zeroes
-    elif isinstance(instruction, SIMD):
+    kind = KIND_FIELDS.get(type(instruction))
+    if isinstance(instruction, SIMD):
         dest = "out" if instruction.dest == 0 else "r%d" % instruction.dest
         words = ["SIMD", "%s=%s(%s,%s)" % (dest, _SIMD_NAMES[instruction.op],
                                            _source(instruction.left), _source(instruction.right))]
@@ -651,12 +750,26 @@ def format_instruction(instruction: Instruction, arch: Optional[Architecture] = 
             words.append("wacc=0x%x" % instruction.write_address)
         if instruction.read_address:
             words.append("racc=0x%x" % instruction.read_address)
-        words += [f for f in ("read", "write", "accumulate") if getattr(instruction, f)]
+        words += [f for f in kind.flags if getattr(instruction, f)]  # type: ignore[union-attr]
     elif isinstance(instruction, Configure):
         words = ["Configure", "%s=0x%x" % (instruction.register.name.lower(), instruction.value)]
     elif isinstance(instruction, Skipped):
         words = ["Skipped", "opcode=0x%x" % instruction.opcode, "flags=0x%x" % instruction.flags,
                  "arguments=0x%x" % instruction.arguments]
+    elif kind is not None:
+        words = [kind.cls.__name__]
+        if isinstance(instruction, DataMove):
+            words.append(_DIRECTIONS[instruction.kind][0])
+        for field in kind.operands:
+            if field is not None:
+                stride = getattr(instruction, field.stride) if field.stride else 0
+                words.append("%s=%s" % (field.memory(instruction),
+                                        _operand(getattr(instruction, field.address), stride)))
+        if kind.size_operand is not None:
+            words.append("size=%d" % instruction.size)  # type: ignore[union-attr]
+        words += [flag for flag in kind.flags if getattr(instruction, flag)]
+        if isinstance(instruction, DataMove) and instruction.kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE:
+            words.append("accumulate")
     else:
         raise ProgramError("not a Tensil instruction: %r" % (instruction,))
     return " ".join(words)
@@ -688,6 +801,10 @@ def _parse_operand(text: str, what: str) -> Tuple[int, int]:
 
 def _register(text: str) -> int:
     return 0 if text in ("in", "out") else int(text[1:])
+
+
+_Take = Callable[..., str]
+_Flags = Callable[[Sequence[str]], Dict[str, bool]]
 
 
 def parse_instruction(line: str, arch: Optional[Architecture] = None,
@@ -723,24 +840,14 @@ def parse_instruction(line: str, arch: Optional[Architecture] = None,
                 head, " ".join(unknown or bare), ", ".join(allowed) or "none"))
         return {f: f in bare for f in allowed}
 
+    by_name = {kind.cls.__name__: kind for kind in KIND_FIELDS.values()}
     instruction: Instruction
-    if head == "NoOp":
-        flags(())
-        instruction = NoOp()
-    elif head == "MatMul":
-        local, local_stride = _parse_operand(take("local"), "local")
-        acc, acc_stride = _parse_operand(take("acc"), "acc")
-        f = flags(("accumulate", "zeroes"))
-        instruction = MatMul(local, acc, _int(take("size"), "size"), local_stride, acc_stride,
-                             f["accumulate"], f["zeroes"])
-    elif head == "DataMove":
+    if head == "DataMove":
         instruction = _parse_datamove(rest, take, flags)
-    elif head == "LoadWeights":
-        local, local_stride = _parse_operand(take("local"), "local")
-        f = flags(("zeroes",))
-        instruction = LoadWeights(local, _int(take("size"), "size"), local_stride, f["zeroes"])
     elif head == "SIMD":
         instruction = _parse_simd(rest, take, flags)
+    elif head in by_name:
+        instruction = _parse_fields(by_name[head], {}, take, flags(by_name[head].flags))
     elif head == "Configure":
         if len(keys) != 1 or bare:
             raise ProgramError("Configure takes one REGISTER=VALUE, e.g. dram0_offset=0x1234")
@@ -766,20 +873,29 @@ def parse_instruction(line: str, arch: Optional[Architecture] = None,
     return instruction
 
 
-_Take = Callable[..., str]
-_Flags = Callable[[Sequence[str]], Dict[str, bool]]
+def _parse_fields(kind: KindFields, values: Dict[str, Any], take: _Take, flags: Dict[str, bool]) -> Instruction:
+    """An instruction of `kind` from its `.tasm` keys (memory=ADDRESS[:STEP], size=N) and flags."""
+    values = dict(values, **flags)
+    known = types.SimpleNamespace(**values)  # DataMove's memory follows its kind
+    for field in kind.operands:
+        if field is not None:
+            memory = field.memory(known)
+            values[field.address], stride = _parse_operand(take(memory), memory)
+            if field.stride is not None:
+                values[field.stride] = stride
+    if kind.size_operand is not None:
+        values["size"] = _int(take("size"), "size")
+    return kind.cls(**values)
 
 
-def _parse_datamove(rest: List[str], take: _Take, flags: _Flags) -> DataMove:
+def _parse_datamove(rest: List[str], take: _Take, flags: _Flags) -> Instruction:
     if not rest:
         raise ProgramError("DataMove needs a direction, e.g. dram0->local")
     direction = rest[0]
     accumulate = flags(("accumulate",))["accumulate"]
-    for kind, (name, memory) in _DIRECTIONS.items():
+    for kind, (name, _) in _DIRECTIONS.items():
         if name == direction and accumulate == (kind == DataMoveKind.LOCAL_TO_ACC_ACCUMULATE):
-            local, local_stride = _parse_operand(take("local"), "local")
-            address, stride = _parse_operand(take(memory), memory)
-            return DataMove(kind, local, address, _int(take("size"), "size"), local_stride, stride)
+            return _parse_fields(KIND_FIELDS[DataMove], {"kind": kind}, take, {})
     known = sorted({name for name, _ in _DIRECTIONS.values()})
     if direction in known:
         raise ProgramError("DataMove %s takes no accumulate flag (only local->acc does)"
@@ -795,11 +911,10 @@ def _parse_simd(rest: List[str], take: _Take, flags: _Flags) -> SIMD:
     if op_name not in _SIMD_BY_NAME:
         raise ProgramError("SIMD: unknown op %r (known: %s)" % (
             op_name, ", ".join(_SIMD_NAMES.values())))
-    f = flags(("read", "write", "accumulate"))
     return SIMD(_SIMD_BY_NAME[op_name], _register(left), _register(right), _register(dest),
                 write_address=_int(take("wacc", "0"), "wacc"),
                 read_address=_int(take("racc", "0"), "racc"),
-                read=f["read"], write=f["write"], accumulate=f["accumulate"])
+                **flags(KIND_FIELDS[SIMD].flags))
 
 
 def parse_program(text: str, arch: Optional[Architecture] = None,

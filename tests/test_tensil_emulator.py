@@ -12,10 +12,13 @@ from tensil.errors import EmulatorError, FixedPointError
 from tensil.fixed import FORMATS, alu, mac
 from tensil.isa import (
     SIMD,
+    ConfigRegister,
+    Configure,
     DataMove,
     DataMoveKind,
     LoadWeights,
     MatMul,
+    NoOp,
     SimdOp,
     encode_program,
     format_instruction,
@@ -447,3 +450,53 @@ def test_close_accumulates_to_one_address_are_reported_as_hazards():
     _, _, report = run(program, *_machine(TINY, []), TINY)
     assert len(report.hazards) == 1 and report.hazards[0].startswith(
         "instruction 2: accumulates into acc[3] close behind")
+
+
+# ---------------------------------------------------------------- the field table's footprint
+
+def test_footprint_names_what_each_kind_touches():
+    from tensil.isa import Touch, footprint
+
+    assert footprint(MatMul(8, 4, 2, local_stride=1, accumulate=True)) == (
+        Touch("local", 8, 3, 1, "r"), Touch("acc", 4, 3, 0, "rw"))
+    assert footprint(MatMul(8, 4, 2, zeroes=True)) == (Touch("acc", 4, 3, 0, "w"),)
+    assert footprint(DataMove(DataMoveKind.LOCAL_TO_DRAM1, 1, 100, 9, stride=2)) == (
+        Touch("local", 1, 10, 0, "r"), Touch("dram1", 100, 10, 2, "w"))
+    assert footprint(DataMove(DataMoveKind.ACC_TO_LOCAL, 1, 5, 0))[1] == Touch("acc", 5, 1, 0, "r")
+    assert footprint(SIMD(SimdOp.MAX, write_address=3, read_address=7, read=True, write=True,
+                          accumulate=True)) == (Touch("acc", 3, 1, 0, "rw"), Touch("acc", 7, 1, 0, "r"))
+    assert footprint(SIMD(SimdOp.ZERO, dest=1)) == () and footprint(NoOp()) == ()
+    assert footprint(Configure(ConfigRegister.DRAM0_OFFSET, 1)) == ()
+
+
+@pytest.mark.parametrize("arch", [PERF, TINY], ids=["perf", "tiny"])
+def test_the_emulator_writes_only_what_footprint_says(arch):
+    """Each step of random programs (every kind, flag and stride) changes no on-chip or DRAM
+    vector outside the writes `footprint` names, on random memory contents."""
+    from tensil.emulator import run_addresses
+    from tensil.isa import extent, footprint
+    from tensil_tools.progen import random_data
+
+    rng = np.random.default_rng(5)
+    lay = arch.layout
+    bits = {"local": lay.local_bits, "acc": lay.accumulator_bits}
+    for seed in range(4):
+        generated = random_program(arch, seed, length=150, window=10, dram_vectors=16)
+        machine = Emulator(arch, generated.dram0.copy(), generated.dram1.copy(),
+                           random_data(rng, arch.local_depth, arch), random_data(rng, arch.accumulator_depth, arch))
+        assert extent(generated.instructions, "dram0") <= len(generated.dram0)
+        for instruction in generated.instructions:
+            before = {"local": machine.local.copy(), "acc": machine.accumulators.copy(),
+                      "dram0": machine.dram0.copy(), "dram1": machine.dram1.copy()}
+            machine.step(instruction)
+            after = {"local": machine.local, "acc": machine.accumulators, "dram0": machine.dram0,
+                     "dram1": machine.dram1}
+            allowed = {memory: np.zeros(len(before[memory]), dtype=bool) for memory in before}
+            for touch in footprint(instruction):
+                if "w" in touch.access:
+                    where = run_addresses(touch.address, touch.count - 1, touch.stride,
+                                          bits.get(touch.memory, 62))
+                    allowed[touch.memory][where[where < len(allowed[touch.memory])]] = True
+            for memory in before:
+                changed = np.any(before[memory] != after[memory], axis=1)
+                assert not np.any(changed & ~allowed[memory]), (seed, instruction, memory)

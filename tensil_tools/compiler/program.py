@@ -20,7 +20,7 @@ import dataclasses
 from typing import List, Optional, Tuple
 
 from tensil.arch import Architecture
-from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul
+from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, footprint
 
 from .errors import CompileError
 
@@ -29,12 +29,9 @@ __all__ = ["Allocator", "Program", "split_at"]
 
 def _local_extent(instruction: Instruction) -> Optional[Tuple[int, int, int]]:
     """(first local vector, count, step) an instruction reads or writes, or None."""
-    if isinstance(instruction, DataMove):
-        return instruction.local_address, instruction.size + 1, 1 << instruction.local_stride
-    if isinstance(instruction, MatMul) and not instruction.zeroes:
-        return instruction.local_address, instruction.size + 1, 1 << instruction.local_stride
-    if isinstance(instruction, LoadWeights) and not instruction.zeroes:
-        return instruction.local_address, instruction.size + 1, 1 << instruction.local_stride
+    for touch in footprint(instruction):
+        if touch.memory == "local":
+            return touch.address, touch.count, 1 << touch.stride
     return None
 
 
@@ -49,12 +46,9 @@ def _in_acc_stream(instruction: Instruction) -> bool:
 
 def _acc_writes(instruction: Instruction) -> Optional[int]:
     """The last accumulator vector an instruction writes, or None."""
-    if isinstance(instruction, MatMul):
-        return instruction.acc_address + instruction.size * (1 << instruction.acc_stride)
-    if isinstance(instruction, DataMove) and instruction.kind in _TO_ACC:
-        return instruction.address + instruction.size * (1 << instruction.stride)
-    if isinstance(instruction, SIMD) and instruction.write:
-        return instruction.write_address
+    for touch in footprint(instruction):
+        if touch.memory == "acc" and "w" in touch.access:
+            return touch.last
     return None
 
 
