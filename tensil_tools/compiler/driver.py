@@ -26,6 +26,7 @@ from tensil.emulator import EmulatorReport
 from tensil.estimate import Estimate, estimate, estimate_memory_aware
 from tensil.fixed import from_float_saturating, to_bytes, to_float
 from tensil.isa import encode_program, format_program
+from tensil.layout import from_vectors, to_vectors
 from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
 
 from .backend import CompiledProgram, schedule
@@ -72,13 +73,9 @@ class CompileResult:
 
     # running the program ------------------------------------------------------------
     def input_vectors(self, x: np.ndarray) -> np.ndarray:
-        """A float input (C, H, W) as the driver is given it: NHWC vectors, padding lanes 0."""
-        value, n = self.graph.input, self.arch.array_size
-        x = np.asarray(x, np.float64).reshape(value.shape)
-        cb = -(-value.channels // n)
-        padded = np.zeros((cb * n, value.height, value.width))
-        padded[:value.channels] = x
-        return padded.transpose(1, 2, 0).reshape(-1, n)
+        """A float input (C, H, W) as the driver is given it: Tensil's vector layout (tensil.layout)."""
+        value = self.graph.input
+        return to_vectors(np.asarray(x, np.float64).reshape((1,) + tuple(value.shape)), self.arch.array_size)
 
     def dram0_image(self, x: np.ndarray) -> np.ndarray:
         """Raw DRAM0 with the input converted like our driver does (half even, saturated)."""
@@ -92,11 +89,9 @@ class CompileResult:
         return np.asarray(dram0)[region.base:region.base + region.size].astype(np.int64)
 
     def output_floats(self, vectors: np.ndarray) -> np.ndarray:
-        """Raw output vectors -> float (C, H, W) without the padding lanes."""
-        value, n = self.graph.output, self.arch.array_size
-        cb = -(-value.channels // n)
-        dense = to_float(vectors, self.qgraph.fmt).reshape(value.height, value.width, cb * n)
-        return dense[:, :, :value.channels].transpose(2, 0, 1)
+        """Raw output vectors -> float (C, H, W) without the padding lanes (tensil.layout)."""
+        value = self.graph.output
+        return from_vectors(to_float(vectors, self.qgraph.fmt), (1,) + tuple(value.shape), self.arch.array_size)[0]
 
     def run_emulator(self, x: np.ndarray) -> Tuple[np.ndarray, EmulatorReport]:
         """(raw output vectors, report) of the program on the emulator."""
