@@ -48,10 +48,11 @@ estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ d
 import dataclasses
 import functools
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import machine
 from .arch import Architecture, instruction_layout
 from .errors import EmulatorError, TensilError
 from .estimate import Estimate, TensilLatencyModel
@@ -60,10 +61,6 @@ from .fixed import (
     add,
     alu,
     fixed_format,
-    from_bytes,
-    from_float_driver,
-    from_float_saturating,
-    to_float,
 )
 from .isa import (
     SIMD,
@@ -78,16 +75,15 @@ from .isa import (
     SimdOp,
     Skipped,
     decode_program,
-    extent,
     footprint,
     format_instruction,
 )
+from .machine import MachineRun, Program
 from .tmodel import TensilModel
 
 __all__ = ["AccumulatorPort", "Emulator", "EmulatorReport", "mac_chain", "run",
            "run_model", "simd_flow", "simd_problem", "simd_takes_input"]
 
-Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 _MAX_ONCHIP_SCALARS = 1 << 25   # local + accumulators: 256 MiB of int64 at most
 _CHUNK_ELEMENTS = 1 << 16       # products held at once by the MatMul kernel
 _ADDRESS_SPACE = 1 << 32         # bytes each DRAM master addresses
@@ -671,58 +667,23 @@ def run(program: Program, dram0: np.ndarray, dram1: np.ndarray, arch: Architectu
     return machine.dram(0), machine.dram(1), machine.finish()
 
 
+class EmulatorMachine:
+    """The emulator as a `tensil.machine.Machine`: runs on copies of the images; no cycle count
+    (the report's estimate is a model, not a measurement)."""
+
+    def __init__(self, arch: Architecture, strict: bool = False):
+        self.arch, self.strict = arch, strict
+
+    def run(self, program: Program, dram0: np.ndarray, dram1: np.ndarray) -> MachineRun:
+        final0, final1, report = run(program, dram0, dram1, self.arch, strict=self.strict)
+        return MachineRun(final0, final1, None, report)
+
+
 def run_model(model: TensilModel, inputs: Dict[str, np.ndarray], saturate: bool = True,
               program: Optional[Sequence[Instruction]] = None
               ) -> Tuple[Dict[str, np.ndarray], EmulatorReport]:
-    """Run a `.tmodel` as Tensil's PYNQ driver would, on the emulator.
-
-    Each input is flattened and converted to fixed point (saturating and counted in
-    `report.saturated_inputs`, or wrapping like Tensil's driver with `saturate=False`),
-    written at its DRAM0 base; the consts go to DRAM1 (and to local memory first when the
-    model says so); the outputs come back as float64, entries of the same name concatenated.
-    """
-    arch, fmt = model.arch, fixed_format(model.arch.data_type)
-    n = arch.array_size
-    if program is None:
-        program = decode_program(model.prog_path.read_bytes(), arch)
-    missing = sorted({v.name for v in model.inputs} - set(inputs))
-    if missing:
-        raise ValueError("missing model input(s): %s" % ", ".join(missing))
-    unknown = sorted(set(inputs) - {v.name for v in model.inputs})
-    if unknown:
-        raise ValueError("unknown model input(s): %s" % ", ".join(unknown))
-    dram0_vectors = max([extent(program, "dram0")] + [v.base + v.size
-                                                      for v in model.inputs + model.outputs])
-    dram1_vectors = max([extent(program, "dram1")] + [c.base + c.size for c in model.consts])
-    dram0 = np.zeros((dram0_vectors, n), dtype=np.int64)
-    dram1 = np.zeros((dram1_vectors, n), dtype=np.int64)
-    for consts, path in zip(model.consts, model.const_paths):
-        raw = from_bytes(path.read_bytes(), fmt, str(path))
-        dram1[consts.base:consts.base + consts.size] = raw.reshape(consts.size, n)
-    saturated = 0
-    for var in model.inputs:
-        values = np.asarray(inputs[var.name]).reshape(-1)
-        if values.size > var.size * n:
-            raise ValueError("input %r has %d values; its region holds %d vectors of %d" % (
-                var.name, values.size, var.size, n))
-        if saturate:
-            raw, count = from_float_saturating(values, fmt)
-            saturated += count
-        else:
-            raw = from_float_driver(values, fmt)
-        dram0.reshape(-1)[var.base * n:var.base * n + values.size] = raw
-    machine = Emulator(arch, dram0, dram1)
-    if model.load_consts_to_local:
-        for consts in model.consts:
-            if consts.size:
-                machine.step(DataMove(DataMoveKind.DRAM1_TO_LOCAL, consts.base, consts.base,
-                                      consts.size - 1))
-    machine.run(program)
-    report = machine.finish()
-    report.saturated_inputs = saturated
-    outputs: Dict[str, np.ndarray] = {}
-    for var in model.outputs:
-        values = to_float(machine.dram0[var.base:var.base + var.size].reshape(-1), fmt)
-        outputs[var.name] = (np.concatenate([outputs[var.name], values])
-                             if var.name in outputs else values)
-    return outputs, report
+    """Run a `.tmodel` as Tensil's PYNQ driver would, on the emulator (`tensil.machine.run_model`
+    with an EmulatorMachine): (outputs as float64, the report, with `saturated_inputs`)."""
+    outputs, result = machine.run_model(EmulatorMachine(model.arch), model, inputs, saturate, program)
+    result.detail.saturated_inputs = result.saturated_inputs
+    return outputs, result.detail

@@ -21,7 +21,7 @@ from .errors import (
     CosimUnavailable,
     RtlMismatch,
 )
-from .runner import CosimResult, DramModel, final_dram_offsets, run
+from .runner import CosimMachine, CosimResult, DramModel, final_dram_offsets, run
 
 __all__ = [
     "run",
@@ -29,6 +29,7 @@ __all__ = [
     "compare",
     "Comparison",
     "DramModel",
+    "CosimMachine",
     "CosimResult",
     "build",
     "Build",

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from tensil.arch import Architecture, instruction_layout
+from tensil.machine import MachineRun
 from tensil.isa import (
     ConfigRegister,
     Configure,
@@ -31,7 +32,7 @@ from ..rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architectu
 from .build import Build, build
 from .errors import AxiViolation, CosimError, CosimHang
 
-__all__ = ["DramModel", "CosimResult", "run", "final_dram_offsets", "ADDRESS_SPACE"]
+__all__ = ["DramModel", "CosimMachine", "CosimResult", "run", "final_dram_offsets", "ADDRESS_SPACE"]
 
 ADDRESS_SPACE = 1 << 32  # each AXI master addresses 32 bits
 _MAX_MODEL = 1 << 20  # bound on every DramModel number (cycles or bursts)
@@ -295,3 +296,20 @@ def _report(done: "subprocess.CompletedProcess[str]") -> Dict[str, Any]:
             raise CosimHang(message)
         raise CosimError("co-simulation %s error: %s" % (kind, message))
     return report
+
+
+class CosimMachine:
+    """The RTL as a `tensil.machine.Machine`: `run` is `cosim.run` with the options given here
+    (`rtl_dir`, `dram`, `completion`, ...); decoded programs are encoded as the RTL reads them;
+    the images go in as the RTL's int16 words; `cycles` are the RTL's, counted to completion."""
+
+    def __init__(self, arch: Optional[Architecture] = None, **options: Any):
+        self.arch = arch if arch is not None else rtl_architecture(find_rtl(options.get("rtl_dir")))
+        self.options = options
+
+    def run(self, program: Any, dram0: np.ndarray, dram1: np.ndarray) -> MachineRun:
+        code = bytes(program) if isinstance(program, (bytes, bytearray, memoryview)) else encode_program(
+            list(program), self.arch, strict=False)
+        result = run(code, np.asarray(dram0).astype(np.int16), np.asarray(dram1).astype(np.int16), self.arch,
+                     **self.options)
+        return MachineRun(result.dram0, result.dram1, result.cycles, result)
