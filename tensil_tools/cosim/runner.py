@@ -18,7 +18,6 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from tensil.arch import Architecture, instruction_layout
-from tensil.machine import MachineRun
 from tensil.isa import (
     ConfigRegister,
     Configure,
@@ -27,6 +26,7 @@ from tensil.isa import (
     decode_program,
     encode_program,
 )
+from tensil.machine import MachineRun
 
 from ..rtl import RtlInfo, as_architecture, check_arch, find_rtl, rtl_architecture
 from .build import Build, build
