@@ -13,18 +13,13 @@ same outputs on each (the emulator = RTL tests hold the machines to that).
 """
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
 from .arch import Architecture
 from .fixed import fixed_format, from_bytes, from_float_driver, from_float_saturating, to_float
 from .isa import DataMove, DataMoveKind, Instruction, decode_program, extent
-
-try:  # typing.Protocol: Python 3.8+
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    Protocol = object  # type: ignore[assignment,misc]
 
 __all__ = ["Machine", "MachineRun", "Program", "model_images", "model_outputs", "run_model"]
 
