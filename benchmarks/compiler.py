@@ -13,6 +13,9 @@ Sections:
   MHz, the RTL-calibrated and Tensil's estimates beside the RTL count. PEFSL's 30 ms and its
   FINN follow-up's 16.3 ms are whole demonstrator frames (camera, host and accelerator), not
   accelerator cycles: `make bench-board` compares frames with them.
+- layers: where the ResNet-9's cycles go, per layer: RTL cycles (the program cut after each
+  layer, run to the flush probe, differenced), the calibrated model's cycles by instruction
+  class, MAC efficiency, the MatMul lanes spent on channel padding, the bounding class.
 - resnet20: a CIFAR ResNet-20 (training/models.py, BatchNorm, random weights: latency does
   not depend on their values) compiled for pynqz1.tarch (8x8): cycles (RTL-calibrated model;
   the RTL at hand is the 12x12 one, where the same network is co-simulated to check the
@@ -221,6 +224,90 @@ def latency_section(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- where the cycles go
+
+def _cycle_class(instruction: Any) -> str:
+    from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul
+
+    if isinstance(instruction, MatMul):
+        return "matmul"
+    if isinstance(instruction, LoadWeights):
+        return "weights"
+    if isinstance(instruction, SIMD):
+        return "simd"
+    if isinstance(instruction, DataMove):
+        on_chip = (DataMoveKind.ACC_TO_LOCAL, DataMoveKind.LOCAL_TO_ACC, DataMoveKind.LOCAL_TO_ACC_ACCUMULATE)
+        return "acc<->local" if instruction.kind in on_chip else "dram"
+    return "other"
+
+
+CYCLE_CLASSES = ("matmul", "weights", "simd", "acc<->local", "dram", "other")
+
+
+def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
+    """Per layer of the bundled ResNet-9 on 12x12: cycles on the RTL (the program cut after each
+    layer and run to the driver's flush probe; consecutive counts differenced, so that they add
+    up to the whole program's), the calibrated model's cycles by instruction class (MatMul,
+    weight loads with the array's drain, SIMD, accumulator<->local moves, DRAM moves), the lanes
+    MatMul spends on channel padding, and the class that bounds the layer."""
+    from tensil.estimate import MemoryAwareModel
+    from tensil.isa import MatMul, encode_program
+    from tensil_tools import cosim
+    from tensil_tools.compiler import compile_model
+
+    result = compile_model(BACKBONE, ARCHS["12x12"])
+    arch, program = result.arch, result.program.instructions
+    n = arch.array_size
+    shipped = (ROOT / "models" / (result.name + ".tprog")).read_bytes()
+    out: Dict[str, Any] = {"verdicts": [], "program_is_the_shipped_one": shipped == result.program_bytes}
+    if not _rtl_for(arch):
+        out["verdicts"].append(_verdict("per-layer RTL cycles", False, "no co-simulation here (%s)"
+                                        % cosim.unavailable()))
+        return out
+    model = MemoryAwareModel(arch)
+    estimated = [model.step(instruction)[0] for instruction in program]
+    x = np.random.default_rng(0).standard_normal((3, 32, 32))
+    dram0, dram1 = result.dram0_image(x).astype(np.int16), result.program.dram1.astype(np.int16)
+    ends = [layer.start + layer.instructions for layer in result.program.layers]
+    ends[-1] = len(program)   # whatever follows the last layer belongs to it
+    rows, previous, start = [], 0, 0
+    for layer, end in zip(result.program.layers, ends):
+        cumulative = cosim.run(encode_program(program[:end], arch), dram0, dram1, arch).cycles
+        by_class = dict.fromkeys(CYCLE_CLASSES, 0)
+        for instruction, cycles in zip(program[start:end], estimated[start:end]):
+            by_class[_cycle_class(instruction)] += cycles
+        vectors = sum(i.size + 1 for i in program[start:end] if isinstance(i, MatMul))
+        padding = 1 - layer.macs / (vectors * n * n) if vectors else 0.0
+        rows.append({"layer": layer.name, "ops": layer.ops, "rtl_cycles": cumulative - previous,
+                     "model_cycles": sum(estimated[start:end]), "macs": layer.macs, "matmul_vectors": vectors,
+                     "padding_lanes": padding, "by_class": by_class,
+                     "bound": max(by_class, key=lambda k: by_class[k])})
+        previous, start = cumulative, end
+    out["layers"] = rows
+    print("where the cycles go, ResNet-9 on 12x12 (RTL per layer: the program cut after each layer, run to "
+          "the flush probe, differenced; classes: the calibrated model's cycles; padding: MatMul lanes "
+          "spent on channels padded to %d)" % n)
+    print("%-22s %9s %9s %6s %8s  %s" % ("layer", "RTL", "model", "MAC%", "padding",
+                                        "  ".join("%11s" % c for c in CYCLE_CLASSES) + "  bound"))
+    for row in rows:
+        share = {c: row["by_class"][c] / max(row["model_cycles"], 1) for c in CYCLE_CLASSES}
+        print("%-22s %9s %9s %5.1f%% %7.1f%%  %s  %s" % (
+            row["layer"][-22:], format(row["rtl_cycles"], ","), format(row["model_cycles"], ","),
+            100 * row["macs"] / (n * n * max(row["rtl_cycles"], 1)), 100 * row["padding_lanes"],
+            "  ".join("%10.1f%%" % (100 * share[c]) for c in CYCLE_CLASSES), row["bound"]))
+    total = sum(r["rtl_cycles"] for r in rows)
+    whole = cosim.run(result.program_bytes, dram0, dram1, arch).cycles
+    out.update(total_rtl_cycles=total, whole_program_rtl_cycles=whole)
+    totals = {c: sum(r["by_class"][c] for r in rows) for c in CYCLE_CLASSES}
+    model_total = sum(totals.values())
+    print("%-22s %9s %9s %5.1f%%           %s" % (
+        "all", format(total, ","), format(model_total, ","), 100 * result.macs / (n * n * total),
+        "  ".join("%10.1f%%" % (100 * totals[c] / model_total) for c in CYCLE_CLASSES)))
+    out["verdicts"].append(_verdict("per-layer RTL cycles add up to the whole program's", total == whole,
+                                    "%s = %s" % (format(total, ","), format(whole, ","))))
+    return out
+
+
 # --------------------------------------------------------------------------- ResNet-20
 
 def _resnet20_onnx(path: pathlib.Path) -> pathlib.Path:
@@ -367,7 +454,8 @@ def accuracy_section(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 SECTIONS: Dict[str, Section] = {"compile": compile_section, "latency": latency_section,
-                                "resnet20": resnet20_section, "accuracy": accuracy_section}
+                                "layers": layers_section, "resnet20": resnet20_section,
+                                "accuracy": accuracy_section}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
