@@ -18,14 +18,17 @@ prices each instruction as the RTL was measured to run it:
 
     NoOp, Skipped, Configure   1 (the decoder takes one word a cycle)
     LoadWeights                size+1, plus 2N-1 right after a MatMul (the array drains)
-    MatMul                     size+1
+    MatMul                     size+1, plus 1 when it accumulates and the instruction before
+                               is not an accumulating MatMul (the array switches mode)
     DataMove local<->acc       size+1 (acc->local +2), plus 2N-1 right after a MatMul
     SIMD                       1.25 (no flags), 1.5 (Write), 2 (Read), 4 (Read and Write)
-    DataMove DRAM -> local     max(beats, (requests - 1) * 4.34 + N/4) + read_latency + 5
-    DataMove local -> DRAM     max(beats, requests * 14/3) + 1, plus write_latency + 3
-                               when a DRAM read follows (the host router waits for the
-                               answer); an on-chip instruction right after it hides up to
-                               13 cycles of it (the write's last beats stream meanwhile)
+    DataMove DRAM -> local     max(beats, (requests - 1) * 4.34 + N/4) + read_latency + 5,
+                               after the last DRAM write's answer: write_latency + 3 after
+                               that write ends (the host router waits for it), less what
+                               ran in between
+    DataMove local -> DRAM     max(beats, requests * 14/3) + 1; an on-chip instruction right
+                               after it hides up to 13 cycles of it (the write's last beats
+                               stream meanwhile)
 
 and the last instruction's drain (2N+1 after a MatMul, write_latency + 4 after a DRAM
 write). A vector of N scalars is ceil(N * bytes * 8 / bus_bits) beats (N/4 for FP16 on the
@@ -205,7 +208,7 @@ class MemoryAwareModel(TensilLatencyModel):
         self.memory = memory = memory or MemoryModel()
         self.beats_per_vector = -(-arch.vector_bytes * 8 // memory.bus_bits)
         self._exact = 0.0           # cycles so far, fractions kept
-        self._wrote_dram = False    # the last DRAM move was a write
+        self._write_answered = 0.0  # when the last DRAM write's response is back (cycles)
         self._last: Optional[Instruction] = None
         self._write_tail = 0.0      # cycles of the last DRAM write the next instruction hides
 
@@ -224,8 +227,9 @@ class MemoryAwareModel(TensilLatencyModel):
             return 1.0
         if isinstance(instruction, LoadWeights):    # the array drains the MatMul first
             return instruction.size + 1.0 + (2 * n - 1 if previous is MatMul else 0)
-        if isinstance(instruction, MatMul):
-            return instruction.size + 1.0
+        if isinstance(instruction, MatMul):   # the array switches into accumulating: a cycle
+            switch = instruction.accumulate and not (previous is MatMul and self._last.accumulate)  # type: ignore
+            return instruction.size + 1.0 + switch
         if isinstance(instruction, SIMD):
             return _SIMD_CYCLES[(instruction.read, instruction.write)]
         assert isinstance(instruction, DataMove)
@@ -236,12 +240,10 @@ class MemoryAwareModel(TensilLatencyModel):
         beats = vectors * self.beats_per_vector * m.beat_cycles
         requests = self.bursts(instruction.address, vectors, instruction.stride)
         if instruction.kind in _DRAM_READS:
-            wait = m.write_latency + m.turnaround if self._wrote_dram else 0.0
-            self._wrote_dram = False
+            wait = max(0.0, self._write_answered - self._exact)   # the host router waits for it
             first = self.beats_per_vector * m.beat_cycles   # the first request's beats
             return (wait + max(beats, (requests - 1) * m.read_request_cycles + first)
                     + m.read_latency + m.read_setup)
-        self._wrote_dram = True
         return max(beats, requests * m.write_request_cycles) + m.write_setup
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
@@ -256,6 +258,8 @@ class MemoryAwareModel(TensilLatencyModel):
         self._last = instruction
         before = round(self._exact)
         self._exact += cost
+        if dram and instruction.kind in _DRAM_WRITES:
+            self._write_answered = self._exact + self.memory.write_latency + self.memory.turnaround
         return round(self._exact) - before, energy
 
     def drain(self) -> int:
