@@ -151,6 +151,12 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile_elsewhere(args: argparse.Namespace) -> int:
+    raise TensilError("the compiler is a workstation tool, not on the board image: on a workstation with the "
+                      "project installed, `python -m tensil_tools compile MODEL.onnx --arch ARCH.tarch` "
+                      "(or the `tensil` script), then deploy the .tmodel/.tprog/.tdata")
+
+
 def build_parser(prog: str = "python -m tensil", description: Optional[str] = __doc__,
                  extend: Optional[Callable[[Any], None]] = None) -> argparse.ArgumentParser:
     """The command line; `extend(subparsers)` adds commands (the workstation's)."""
@@ -211,6 +217,11 @@ def build_parser(prog: str = "python -m tensil", description: Optional[str] = __
 
     if extend is not None:
         extend(sub)
+    else:  # the board's command line: say where the compiler is
+        p = sub.add_parser("compile", help="not here: a workstation command (python -m tensil_tools compile)",
+                           add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(run=_cmd_compile_elsewhere)
     return parser
 
 

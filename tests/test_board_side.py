@@ -128,8 +128,16 @@ def test_the_image_holds_no_server_or_training_code(image):
     names = {p.name for p in image.iterdir()}
     assert names == set(IMAGE["packages"]) | {"models", "replay"}
     probe = run_alone(image, "-c", "import importlib.util as u; print([u.find_spec(m) is None for m in "
-                      "('coordinator', 'training')])")
-    assert probe.stdout.strip() == "[True, True]", probe.stderr
+                      "('coordinator', 'training', 'tensil_tools')])")
+    assert probe.stdout.strip() == "[True, True, True]", probe.stderr
+
+
+def test_the_board_tensil_command_line_runs_alone_and_sends_compiling_to_a_workstation(image):
+    """Issue 24: `python -m tensil compile` on a board said the onnx package was missing."""
+    usage = run_alone(image, "-m", "tensil", "--help")
+    assert usage.returncode == 0 and "emulate" in usage.stdout, usage.stderr
+    compile_ = run_alone(image, "-m", "tensil", "compile", "models/resnet9_f16_strided_32.onnx")
+    assert compile_.returncode == 1 and "the compiler is a workstation tool" in compile_.stderr, compile_.stderr
 
 
 def test_the_federated_client_starts_from_the_image_alone(image):
