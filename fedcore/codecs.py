@@ -9,7 +9,7 @@ before allocating and raise MessageError with the reason.
 import lzma
 import math
 import zlib
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -34,6 +34,7 @@ __all__ = [
     "entropy_decompress",
 ]
 
+Buffer = Union[bytes, bytearray, memoryview]  # what the decoders read (a message's slices are memoryviews)
 F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = float(np.finfo(np.float32).tiny)
 _CHECK_BEFORE_CLIP = 8192  # values: below this, clipping them all costs less than checking the channels
@@ -67,7 +68,7 @@ class QuantParams:
         return 5 * channels
 
     @classmethod
-    def from_bytes(cls, raw: bytes, channels: int, bits: int) -> "QuantParams":
+    def from_bytes(cls, raw: Buffer, channels: int, bits: int) -> "QuantParams":
         if len(raw) != 5 * channels:
             raise MessageError(
                 "quantization parameters: expected %d bytes, got %d" % (5 * channels, len(raw))
@@ -216,7 +217,7 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
     return np.packbits(planes.ravel(), bitorder="little").tobytes()
 
 
-def unpack_bits(raw: bytes, count: int, bits: int) -> np.ndarray:
+def unpack_bits(raw: Buffer, count: int, bits: int) -> np.ndarray:
     """Inverse of pack_bits; `raw` must be exactly packed_size(count, bits) long.
     8-bit codes come back as a read-only view of `raw`."""
     expected = packed_size(count, bits)
@@ -246,7 +247,7 @@ def bitmap_encode(mask: np.ndarray) -> bytes:
     return np.packbits(np.asarray(mask, dtype=bool).ravel(), bitorder="little").tobytes()
 
 
-def bitmap_decode(raw: bytes, size: int, nnz: int) -> np.ndarray:
+def bitmap_decode(raw: Buffer, size: int, nnz: int) -> np.ndarray:
     """Flat indices of the set bits; checks the length, padding and count."""
     if len(raw) != (size + 7) // 8:
         raise MessageError(
@@ -308,7 +309,7 @@ def varint_max_length(size: int) -> int:
     return max(1, (max(size - 1, 0).bit_length() + 6) // 7)
 
 
-def delta_decode(raw: bytes, size: int, nnz: int) -> np.ndarray:
+def delta_decode(raw: Buffer, size: int, nnz: int) -> np.ndarray:
     """Inverse of delta_encode; checks count, framing, canonical varints and bounds.
 
     A varint may be no longer than the largest gap of `size` elements needs and
@@ -381,13 +382,15 @@ def entropy_compress(raw: bytes, coder: str, level: int = 9) -> bytes:
     return ENTROPY_CODERS[coder](raw, level)
 
 
-def entropy_decompress(data: bytes, coder: str, expected_size: int) -> bytes:
+def entropy_decompress(data: Buffer, coder: str, expected_size: int) -> bytes:
     """Decompress exactly `expected_size` bytes; never produces more than one
     byte past that, whatever the stream claims.
 
     Raises MessageError for a corrupt stream, a stream that ends early, one
     that would produce more than declared, or bytes after its end.
     """
+    engine: Any
+    failure: Any
     if coder == "deflate":
         engine, failure = zlib.decompressobj(), zlib.error
     elif coder == "lzma":

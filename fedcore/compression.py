@@ -269,7 +269,7 @@ class SparsifyConfig:
         _check_kinds(self.kinds)
 
 
-def _table(settings: Mapping[str, Any], key: str, cls: type):
+def _table(settings: Mapping[str, Any], key: str, cls: Any):
     table = settings.get(key)
     if table is None:
         return None

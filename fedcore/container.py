@@ -277,10 +277,11 @@ def _encode_tensor(
     sections: List[bytes] = []
 
     layout = _choose_layout(spec.sparse, flat, value_bits)
-    index = np.flatnonzero(flat) if layout != "dense" else None
+    counts: Optional[np.ndarray] = None
     if layout == "dense":
-        values, counts = flat, None
+        values = flat
     else:
+        index = np.flatnonzero(flat)
         values = flat[index]
         positions = codecs.bitmap_encode(flat != 0) if layout == "bitmap" else codecs.delta_encode(index)
         stage = {"op": "sparse", "format": layout, "nnz": int(index.size)}
@@ -291,7 +292,7 @@ def _encode_tensor(
         # Row-major layout: channel c holds flat positions c * size / channels onwards.
         counts = codecs.channel_counts(index, size, channels) if per_channel else None
 
-    if quantized:
+    if bits is not None:
         rng = np.random.default_rng(list(seed_parts)) if spec.stochastic else None
         try:
             codes, params = codecs.affine_quantize(values, bits, counts, channels, rng)
@@ -557,7 +558,7 @@ class _TensorPlan:
             self._fail("delta pos_bytes must be an integer in %d..%d, got %d" % (nnz, most, stage["pos_bytes"]))
         self.pos_bytes = stage["pos_bytes"]
 
-    def decode(self, payload: bytes, allow_nonfinite: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def decode(self, payload: Union[bytes, memoryview], allow_nonfinite: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """(the tensor, the flat positions of its stored values when it travelled sparse)"""
         try:
             return self._decode(payload, allow_nonfinite)
@@ -566,7 +567,7 @@ class _TensorPlan:
                 raise
             raise MessageError("tensor %r: %s" % (self.name, exc)) from None
 
-    def _decode(self, payload: bytes, allow_nonfinite: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def _decode(self, payload: Union[bytes, memoryview], allow_nonfinite: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         if self.entropy is not None:
             payload = codecs.entropy_decompress(payload, self.entropy, self.inner_bytes)
         positions, offset = payload[: self.pos_bytes], self.pos_bytes

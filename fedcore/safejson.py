@@ -62,7 +62,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any as AnyType
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Set, Tuple, Union
 from typing import List as ListType
 
 import numpy as np
@@ -164,7 +164,7 @@ def _decoder(max_int_digits: Optional[int]) -> json.JSONDecoder:
 
     def parse_int(token: str) -> int:
         digits = len(token) - token.startswith("-")
-        if digits > max_int_digits:
+        if max_int_digits is not None and digits > max_int_digits:
             raise _Refused("an integer of %d digits exceeds the limit of %d digits" % (digits, max_int_digits), token)
         return int(token)
 
@@ -247,9 +247,9 @@ def _scan(data: bytes, limits: Limits) -> None:
     codes = np.frombuffer(data, dtype=np.uint8)
     step = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32) - ((codes == 0x5D) | (codes == 0x7D))
     step[inside] = 0
-    depth = np.cumsum(step, dtype=np.int32)
-    if depth.size and int(depth.max()) > limits.max_depth:
-        offset = int(np.argmax(depth > limits.max_depth))
+    depths = np.cumsum(step, dtype=np.int32)
+    if depths.size and int(depths.max()) > limits.max_depth:
+        offset = int(np.argmax(depths > limits.max_depth))
         raise JSONError("nested deeper than %d levels" % limits.max_depth, offset=offset)
     _check_surrogates(data, escaped, inside)
 
@@ -272,7 +272,8 @@ def _string_masks(data: bytes) -> Tuple[np.ndarray, np.ndarray]:
 
 def _check_surrogates(data: bytes, escaped: np.ndarray, inside: np.ndarray) -> None:
     """Every \\uD800-\\uDFFF escape in a string must be half of a high-low pair."""
-    high, low = set(), set()
+    high: Set[int] = set()
+    low: Set[int] = set()
     for match in _SURROGATE_ESCAPE.finditer(data):
         start = match.start()
         if inside[start] and not escaped[start]:

@@ -123,7 +123,7 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
             if out_dir:
                 safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
                 np.save(out_dir / (safe + ".npy"), values)
-        result = {"outputs": {name: values[:16].tolist() for name, values in outputs.items()}}
+        result: Dict[str, Any] = {"outputs": {name: values[:16].tolist() for name, values in outputs.items()}}
     else:
         if not args.arch:
             raise TensilError("emulating a .tprog needs -a/--arch")
@@ -138,8 +138,9 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         if out_dir:
             np.save(out_dir / "dram0.npy", out0)
             np.save(out_dir / "dram1.npy", out1)
-            np.save(out_dir / "local.npy", report.local)
-            np.save(out_dir / "accumulators.npy", report.accumulators)
+            for name, memory in (("local", report.local), ("accumulators", report.accumulators)):
+                if memory is not None:   # set by every run
+                    np.save(out_dir / (name + ".npy"), memory)
         result = {}
     result.update(instructions=report.instructions, macs=report.macs, cycles=report.cycles,
                   seconds=round(report.seconds, 6), counts=report.counts,
@@ -220,7 +221,7 @@ def build_parser(prog: str = "python -m tensil", description: Optional[str] = __
     else:  # the board's command line: say where the compiler is
         p = sub.add_parser("compile", help="not here: a workstation command (python -m tensil_tools compile)",
                            add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="the arguments compile takes on a workstation")
         p.set_defaults(run=_cmd_compile_elsewhere)
     return parser
 

@@ -322,11 +322,11 @@ class TensilDriver:
     def _write_streams(self) -> Dict[str, Tuple[int, int, int]]:
         """The three streams in the stream buffer: name -> (offset, bytes, instructions)."""
         local = self.plan.probe_local
-        start = [Configure(ConfigRegister.DRAM0_OFFSET, self._dram0.phys // DRAM_ALIGN),
+        start: List[Instruction] = [Configure(ConfigRegister.DRAM0_OFFSET, self._dram0.phys // DRAM_ALIGN),
                  Configure(ConfigRegister.DRAM1_OFFSET, self._dram1.phys // DRAM_ALIGN),
                  DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, 1, 0),
                  DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, 3, 0)]
-        consts = [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1)
+        consts: List[Instruction] = [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1)
                   for c in self.model.consts if self.model.load_consts_to_local and c.size]
         instruction = self.arch.layout.instruction_bytes
         block = instruction * self._word_bytes // math.gcd(instruction, self._word_bytes)

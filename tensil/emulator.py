@@ -48,7 +48,7 @@ estimate; `run_model` runs a `.tmodel` with float inputs the way Tensil's PYNQ d
 import dataclasses
 import functools
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -322,7 +322,7 @@ class AccumulatorPort:
         writes: Tuple[Optional[np.ndarray], bool] = (None, False)
         for touch in footprint(instruction):
             if touch.memory == "acc" and "w" in touch.access:
-                writes = (run_addresses(touch.address, touch.count - 1, touch.stride, self.bits),
+                writes = (run_addresses(touch.address, touch.vectors - 1, touch.stride, self.bits),
                           touch.access == "rw")
                 break
         self._last_writes = (instruction, writes)
@@ -403,7 +403,7 @@ class Emulator:
         self._dram_moved = [-1, -1]             # index of the last DataMove on each DRAM
         self._index = 0
         self._chains: Dict[int, np.ndarray] = {}  # MatMul results computed ahead by run()
-        self._execute = {MatMul: self._matmul, DataMove: self._datamove,
+        self._execute: Dict[type, Callable[[Any], None]] = {MatMul: self._matmul, DataMove: self._datamove,
                          LoadWeights: self._load_weights, SIMD: self._simd,
                          Configure: self._configure}
 
@@ -503,7 +503,7 @@ class Emulator:
         vectors = address + steps if not stride else (address + steps) & ((1 << bits) - 1)
         return vectors, (self.dram_offsets[which] + vectors * self.arch.vector_bytes) % _ADDRESS_SPACE
 
-    def _dram(self, which: int, address: int, size: int, stride: int) -> Tuple[np.ndarray, object]:
+    def _dram(self, which: int, address: int, size: int, stride: int) -> Tuple[np.ndarray, Any]:
         """(DRAM array, index) of a DRAM run: rows when the run is vector-aligned, else the
         scalar positions of every lane in the flat array."""
         name, dram = ("dram0", self.dram0) if which == 0 else ("dram1", self.dram1)
@@ -531,7 +531,8 @@ class Emulator:
         end = first
         while end < len(program) and isinstance(program[end], MatMul):
             end += 1
-        runs = [(k, program[k]) for k in range(first, end) if not program[k].zeroes]
+        runs = [(k, cast(MatMul, program[k])) for k in range(first, end)]   # all MatMuls (the loop above)
+        runs = [(k, i) for k, i in runs if not i.zeroes]
         if len(runs) < 2:
             return end
         try:
@@ -550,8 +551,10 @@ class Emulator:
         if i.zeroes:
             result = np.repeat(self.weights[:1], acc.size, axis=0)   # mac(0, w, p) = p
         else:
-            result = self._chains.pop(self._index, None)
-            if result is None:
+            chained = self._chains.pop(self._index, None)
+            if chained is not None:
+                result = chained
+            else:
                 x = self.local[self._local(i.local_address, i.size, i.local_stride)]
                 result = mac_chain(x, self.weights, self.fmt)
             self.report.macs += acc.size * self.arch.array_size ** 2
@@ -602,6 +605,7 @@ class Emulator:
         else:
             inp = np.zeros(self.arch.array_size, dtype=np.int64)
         self.simd_input = (read if read is not None else self.simd_input) if leaves else None
+        assert inp is not None   # simd_flow: a waiting vector exists when it is taken
         left = inp if i.left == 0 else self.registers[i.left - 1]
         right = inp if i.right == 0 else self.registers[i.right - 1]
         result = alu(int(i.op), left, right, inp, self.fmt)

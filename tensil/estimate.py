@@ -248,17 +248,18 @@ class MemoryAwareModel(TensilLatencyModel):
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
         cost = self._cost(instruction)           # reads the previous instruction's kind
-        dram = isinstance(instruction, DataMove) and instruction.kind in _DRAM_READS + _DRAM_WRITES
+        kind = instruction.kind if isinstance(instruction, DataMove) else None
+        dram = kind in _DRAM_READS + _DRAM_WRITES
+        writes = kind in _DRAM_WRITES
         if self._write_tail and not dram:        # runs while the write's last beats stream
             hidden = min(self._write_tail, cost)
             cost -= hidden
-        self._write_tail = (min(self.memory.write_overlap, cost) if dram
-                            and instruction.kind in _DRAM_WRITES else 0.0)
+        self._write_tail = min(self.memory.write_overlap, cost) if writes else 0.0
         _, energy = super().step(instruction)    # Tensil's energy; records this kind
         self._last = instruction
         before = round(self._exact)
         self._exact += cost
-        if dram and instruction.kind in _DRAM_WRITES:
+        if writes:
             self._write_answered = self._exact + self.memory.write_latency + self.memory.turnaround
         return round(self._exact) - before, energy
 

@@ -150,7 +150,7 @@ def parse_hwh(data: bytes, where: str = "<hwh>") -> Dict[str, HwhModule]:
 def _parse_bounded(data: bytes, where: str) -> Any:
     """The XML tree, parsed as it is read so that nesting and element count are refused early
     (a Vivado .hwh nests about 8 deep and holds tens of thousands of elements)."""
-    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    parser: Any = ElementTree.XMLPullParser(events=("start", "end"))
     root, depth, count = None, 0, 0
     try:
         for offset in range(0, len(data), 1 << 16):

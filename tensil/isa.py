@@ -310,23 +310,23 @@ KIND_FIELDS: Dict[type, KindFields] = {k.cls: k for k in (
         AddressField("read_address", None, ("acc",), lambda i: "acc", lambda i: "r" if i.read else "",
                      "read address")), None, ("read", "write", "accumulate")),
 )}
-_BY_OPCODE = {k.opcode: k for k in KIND_FIELDS.values()}
+_BY_OPCODE: Dict[int, KindFields] = {int(k.opcode): k for k in KIND_FIELDS.values()}
 
 
 class Touch(NamedTuple):
-    """Vectors an instruction reads or writes: `count` of them in `memory` from `address`, a
+    """Vectors an instruction reads or writes: `vectors` of them in `memory` from `address`, a
     step of 2^stride apart."""
 
     memory: str
     address: int
-    count: int
+    vectors: int
     stride: int
     access: Access
 
     @property
     def last(self) -> int:
         """The furthest vector touched."""
-        return self.address + (self.count - 1) * (1 << self.stride)
+        return self.address + (self.vectors - 1) * (1 << self.stride)
 
 
 def footprint(instruction: Instruction) -> Tuple[Touch, ...]:

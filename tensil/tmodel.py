@@ -220,7 +220,7 @@ def _check_files(model: TensilModel) -> None:
             actual = None
             check.need(False, field, "names a file that cannot be read: %s (%s)" % (target, exc.strerror))
         check.need(actual is not None, field, "names a missing file: %s" % target)
-        check.need(actual == size, field, "names %s of %d bytes; the manifest says %d" % (
+        check.need(actual == size, field, "names %s of %s bytes; the manifest says %d" % (
             target.name, actual, size))
 
 

@@ -99,7 +99,7 @@ class _Builder:
         if self.port.stale_accumulate(instruction) is not None:   # a timing-dependent sum
             if isinstance(instruction, DataMove):
                 instruction = dataclasses.replace(instruction, kind=K.LOCAL_TO_ACC)
-            else:
+            elif isinstance(instruction, (MatMul, SIMD)):
                 instruction = dataclasses.replace(instruction, accumulate=False)
         self.port.advance(instruction)
         self.out.append(instruction)

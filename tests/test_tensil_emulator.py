@@ -494,7 +494,7 @@ def test_the_emulator_writes_only_what_footprint_says(arch):
             allowed = {memory: np.zeros(len(before[memory]), dtype=bool) for memory in before}
             for touch in footprint(instruction):
                 if "w" in touch.access:
-                    where = run_addresses(touch.address, touch.count - 1, touch.stride,
+                    where = run_addresses(touch.address, touch.vectors - 1, touch.stride,
                                           bits.get(touch.memory, 62))
                     allowed[touch.memory][where[where < len(allowed[touch.memory])]] = True
             for memory in before:

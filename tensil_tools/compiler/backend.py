@@ -30,7 +30,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple, cast
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
 from .errors import CompileError, MemoryOverflow
-from .graph import AddTerm, LinearTerm, MaxTerm, Value
+from .graph import AddTerm, LinearTerm, Value
 from .program import Allocator, Program
 from .quantize import (
     CopyOp,
@@ -148,7 +148,8 @@ def _storage_pads(qgraph: QGraph) -> Dict[int, Tuple[int, int, int, int]]:
         for term in q.layer.terms:
             if isinstance(term, LinearTerm):
                 old = pads.get(id(term.input), (0, 0, 0, 0))
-                pads[id(term.input)] = tuple(max(a, b) for a, b in zip(old, term.pads))
+                top, left, bottom, right = (max(a, b) for a, b in zip(old, term.pads))
+                pads[id(term.input)] = (top, left, bottom, right)
     return pads
 
 
@@ -213,10 +214,12 @@ class _Scheduler:
     def _load_constants(self) -> None:
         if not self.consts:
             return
-        values = sorted(self.consts, key=self.consts.get)
+        values = sorted(self.consts, key=lambda value: self.consts[value])
         image = np.repeat(np.array(values, dtype=np.int64)[:, None], self.n, axis=1)
         dram = self._dram1(image)
         scratch = self.local.alloc(len(values))
+        if scratch is None:
+            raise MemoryOverflow("(constants)", "local memory", len(values), self.local.largest())
         self.program.datamove(K.DRAM1_TO_LOCAL, scratch, dram, len(values))
         self.program.datamove(K.LOCAL_TO_ACC, scratch, self.consts[values[0]], len(values))
         self.local.release(scratch, len(values))
@@ -353,7 +356,7 @@ class _Scheduler:
         instructions = self.program.instructions
 
         def crosses(i: int, shift: int) -> bool:
-            return crosses_boundary(instructions[i], self.arch, shift)
+            return crosses_boundary(cast(DataMove, instructions[i]), self.arch, shift)   # movers are DataMoves
 
         period = 4096 // math.gcd(self.arch.vector_bytes, 4096)  # vectors after which it all repeats
         for pad in range(period):
@@ -376,7 +379,8 @@ class _Scheduler:
     def _follow(self, movers: List[int], delta: int) -> None:
         instructions = self.program.instructions
         for i in movers:
-            instructions[i] = dataclasses.replace(instructions[i], address=instructions[i].address + delta)
+            move = cast(DataMove, instructions[i])   # movers are DataMoves
+            instructions[i] = dataclasses.replace(move, address=move.address + delta)
 
     def _place_dram1(self) -> np.ndarray:
         if not self.dram1:
@@ -775,7 +779,8 @@ class _Scheduler:
 
     # max pools ---------------------------------------------------------------------------
     def _max_layer(self, q: QLayer, region: Region) -> None:
-        term: MaxTerm = q.max_term
+        term = q.max_term
+        assert term is not None   # called for max layers only
         out, x = q.layer.output, term.input
         ho, wo = out.height, out.width
 

@@ -16,7 +16,7 @@ the `.tdata` is the DRAM1 image from vector 0.
 import dataclasses
 import pathlib
 import time
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class CompileResult:
                                         self.program.dram1, self.arch)
         return self.output_vectors(dram0), report
 
-    def run_rtl(self, x: np.ndarray, **options: object) -> Tuple[np.ndarray, object]:
+    def run_rtl(self, x: np.ndarray, **options: Any) -> Tuple[np.ndarray, object]:
         """(raw output vectors, CosimResult) of the program on the RTL (tensil_tools.cosim)."""
         from tensil_tools import cosim
 

@@ -16,7 +16,7 @@ the table raises `UnsupportedError` naming the node and the op; a malformed file
 import dataclasses
 import math
 import pathlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import onnx
@@ -258,7 +258,7 @@ class _Node:
 
 # --------------------------------------------------------------------------- shared geometry
 
-def _pads(node: _Node, x: Value, kernel: Tuple[int, int], stride: Tuple[int, int]
+def _pads(node: _Node, x: Value, kernel: Tuple[int, ...], stride: Tuple[int, ...]
           ) -> Tuple[int, int, int, int]:
     """ONNX pads [t, l, b, r] from `pads` or `auto_pad`."""
     auto = node.attrs.get("auto_pad", "NOTSET")
@@ -297,7 +297,7 @@ def _window(node: _Node, x: Value) -> Tuple[Tuple[int, int], Tuple[int, int],
     if min(kernel) < 1 or min(stride) < 1:
         raise node.refuse("kernel %s and strides %s must be positive" % (kernel, stride))
     pads = _pads(node, x, kernel, stride)
-    return kernel, stride, pads
+    return (kernel[0], kernel[1]), (stride[0], stride[1]), pads
 
 
 def _check_output(node: _Node, height: int, width: int) -> None:
@@ -779,7 +779,7 @@ def _fold_affine(graph: Graph) -> bool:
         if before is None or before.post or before.kind == "max" or not _single_use(
                 graph, source, consumers):
             continue
-        scale = np.diag(layer.terms[0].weight[:, :, 0, 0])
+        scale = np.diag(cast(LinearTerm, layer.terms[0]).weight[:, :, 0, 0])
         if before.kind != "linear" or any(isinstance(t, AddTerm) for t in before.terms):
             if not np.all(scale == 1.0):
                 continue
@@ -848,14 +848,15 @@ def _fold_pads(graph: Graph) -> bool:
         if len(layer.terms) != 1 or layer.post or layer.bias is not None or not _is_pad(layer):
             continue
         users = consumers.get(id(layer.output), [])
-        reads = [t for u in users for t in u.terms if t.input is layer.output]
-        if layer.output is graph.output or not reads or not all(
-                isinstance(t, LinearTerm) for t in reads):
+        terms = [t for u in users for t in u.terms if t.input is layer.output]
+        reads = [t for t in terms if isinstance(t, LinearTerm)]
+        if layer.output is graph.output or not reads or len(reads) != len(terms):
             continue
-        pad = layer.terms[0]
+        pad = cast(LinearTerm, layer.terms[0])
         for term in reads:
             term.input = pad.input
-            term.pads = tuple(a + b for a, b in zip(term.pads, pad.pads))
+            top, left, bottom, right = (a + b for a, b in zip(term.pads, pad.pads))
+            term.pads = (top, left, bottom, right)
         for user in users:
             user.nodes = layer.nodes + user.nodes
             user.ops = layer.ops + user.ops

@@ -17,7 +17,7 @@ of another vector does: `emit` puts a MatMul with Zeroes into a scratch accumula
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union, cast
 
 from tensil.arch import Architecture
 from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, footprint
@@ -31,7 +31,7 @@ def _local_extent(instruction: Instruction) -> Optional[Tuple[int, int, int]]:
     """(first local vector, count, step) an instruction reads or writes, or None."""
     for touch in footprint(instruction):
         if touch.memory == "local":
-            return touch.address, touch.count, 1 << touch.stride
+            return touch.address, touch.vectors, 1 << touch.stride
     return None
 
 
@@ -62,39 +62,37 @@ def _accumulating_write(instruction: Instruction) -> Optional[int]:
     return None
 
 
-def _other_step(instruction: Instruction) -> int:
-    if isinstance(instruction, DataMove):
-        return 1 << instruction.stride
-    return 1 << instruction.acc_stride
+Run = Union[DataMove, MatMul]   # the kinds `emit` cuts at the middle and merges
 
 
-def split_at(instruction: Instruction, count: int) -> Tuple[Instruction, Instruction]:
+def split_at(instruction: Run, count: int) -> Tuple[Run, Run]:
     """The first `count` vectors of a DataMove or MatMul and the rest."""
-    step_local, step_other = 1 << instruction.local_stride, _other_step(instruction)
+    step_local = 1 << instruction.local_stride
+    head = dataclasses.replace(instruction, size=count - 1)
+    tail: Run
     if isinstance(instruction, DataMove):
-        head = dataclasses.replace(instruction, size=count - 1)
         tail = dataclasses.replace(instruction, local_address=instruction.local_address
                                    + count * step_local,
-                                   address=instruction.address + count * step_other,
+                                   address=instruction.address + count * (1 << instruction.stride),
                                    size=instruction.size - count)
     else:
-        head = dataclasses.replace(instruction, size=count - 1)
         tail = dataclasses.replace(instruction, local_address=instruction.local_address
                                    + (0 if instruction.zeroes else count * step_local),
-                                   acc_address=instruction.acc_address + count * step_other,
+                                   acc_address=instruction.acc_address + count * (1 << instruction.acc_stride),
                                    size=instruction.size - count)
     return head, tail
 
 
 def _continues(prev: Instruction, new: Instruction) -> bool:
-    if type(prev) is not type(new) or not isinstance(new, (DataMove, MatMul)):
-        return False
-    count = prev.size + 1
-    if isinstance(new, DataMove):
+    if isinstance(prev, DataMove) and isinstance(new, DataMove):
+        count = prev.size + 1
         return (prev.kind == new.kind and prev.local_stride == new.local_stride
                 and prev.stride == new.stride
                 and new.local_address == prev.local_address + count * (1 << prev.local_stride)
                 and new.address == prev.address + count * (1 << prev.stride))
+    if not (isinstance(prev, MatMul) and isinstance(new, MatMul)):
+        return False
+    count = prev.size + 1
     return (prev.accumulate == new.accumulate and prev.zeroes == new.zeroes
             and prev.local_stride == new.local_stride and prev.acc_stride == new.acc_stride
             and (new.zeroes or new.local_address == prev.local_address
@@ -127,12 +125,12 @@ class Program:
             first, count, step = extent
             last = first + (count - 1) * step
             if first < self.half <= last:
-                head, tail = split_at(instruction, -(-(self.half - first) // step))
+                head, tail = split_at(cast(Run, instruction), -(-(self.half - first) // step))
                 self.emit(head)
                 self.emit(tail)
                 return
             if count > self.max_vectors:
-                head, tail = split_at(instruction, self.max_vectors)
+                head, tail = split_at(cast(Run, instruction), self.max_vectors)
                 self.emit(head)
                 self.emit(tail)
                 return
@@ -143,8 +141,8 @@ class Program:
                                    "local memory" % first)
         if len(self.instructions) > self.merge_barrier and _continues(self.instructions[-1],
                                                                       instruction):
-            prev = self.instructions[-1]
-            merged = dataclasses.replace(prev, size=prev.size + instruction.size + 1)
+            prev = cast(Run, self.instructions[-1])   # _continues: both DataMoves or both MatMuls
+            merged = dataclasses.replace(prev, size=prev.size + cast(Run, instruction).size + 1)
             extent = _local_extent(merged)
             fits = merged.size < self.max_vectors
             if extent is not None:

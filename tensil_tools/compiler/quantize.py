@@ -113,7 +113,7 @@ def content_key(array: np.ndarray) -> bytes:
     data = np.ascontiguousarray(array)
     head = ("%s%r" % (data.dtype.str, data.shape)).encode("ascii")
     digest = hashlib.sha256(head + b"|")
-    digest.update(memoryview(data).cast("B"))
+    digest.update(data.data.cast("B"))
     return digest.digest()
 
 
@@ -156,7 +156,7 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
 def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats, dram1_depth: int
                     ) -> QLayer:
     cob = blocks_of(layer.output.channels, n)
-    bias = np.zeros(cob * n, dtype=np.int64)
+    bias: np.ndarray = np.zeros(cob * n, dtype=np.int64)
     if layer.bias is not None:
         bias[:layer.output.channels] = from_float_const(layer.bias, fmt, stats)
     bias = bias.reshape(cob, n)
@@ -194,6 +194,7 @@ def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationSta
                 if first_linear is None:
                     first_linear = len(sequence)
                 raw = raw_terms[t]
+                assert raw is not None   # a linear term's weights
                 kh, kw, cib = raw.shape[:3]
                 for k in range(kh):
                     for m in range(kw):

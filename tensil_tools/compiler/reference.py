@@ -9,7 +9,7 @@ window, post-ops with the ALU's arithmetic. The compiled program on the emulator
 RTL) must give exactly these numbers; onnxruntime gives the float numbers they approximate.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, cast
 
 import numpy as np
 
@@ -93,8 +93,9 @@ def _linear_block(q: QLayer, cob: int, env: Dict[int, np.ndarray], fmt: FixedFor
             if op.zeroes:
                 part = np.broadcast_to(block[0], (batch,) + out_hw + (n,)).astype(np.int64)
             else:
-                plane = _padded(source, term, op.cib, planes)
-                part = mac_chain(_window(plane, term, op.tap, out_hw), block, fmt)
+                linear = cast(LinearTerm, term)   # MatOps are a linear term's
+                plane = _padded(source, linear, op.cib, planes)
+                part = mac_chain(_window(plane, linear, op.tap, out_hw), block, fmt)
         acc = part.copy() if acc is None else add(acc, part, fmt)
     assert acc is not None, "layer %s block %d has no operation" % (q.name, cob)
     return acc
@@ -102,6 +103,7 @@ def _linear_block(q: QLayer, cob: int, env: Dict[int, np.ndarray], fmt: FixedFor
 
 def _max_layer(q: QLayer, env: Dict[int, np.ndarray]) -> np.ndarray:
     term = q.max_term
+    assert term is not None   # called for max layers only
     source = env[id(term.input)]
     ho, wo = term.output_size()
     out = np.empty(source.shape[:2] + (ho, wo, source.shape[-1]), dtype=np.int64)

@@ -29,7 +29,9 @@ class Comparison:
         return not self.mismatches
 
 
-def _difference(name: str, mine: np.ndarray, theirs: np.ndarray) -> Optional[str]:
+def _difference(name: str, mine: Optional[np.ndarray], theirs: np.ndarray) -> Optional[str]:
+    if mine is None:
+        return "%s: the emulator reported none" % name
     if mine.shape != theirs.shape:
         return "%s: emulator shape %s, RTL shape %s" % (name, mine.shape, theirs.shape)
     rows = np.flatnonzero((mine != theirs).any(axis=1))
