@@ -26,7 +26,7 @@ DATA_DEBS   := dataset-fashion-mnist
 
 help:
 	@echo "make test          set up .venv and run lint + the test suite (< 10 min on 2 cores)"
-	@echo "make lint          ruff; the board image: Python 3.8 (grammar + vermin), no torch, nothing outside the image; mypy on tensil and tensil_tools"
+	@echo "make lint          ruff; the board image: Python 3.8 (grammar + vermin), no torch, nothing outside the image; mypy on the board packages and tensil_tools"
 	@echo "make fuzz          the structure-aware fuzzers (messages; .tarch/.tmodel/.hwh; chunk headers) for FUZZ_SECONDS each (default 300; make test runs 3 s)"
 	@echo "make bench-codecs  compression codecs on a real trained Fashion-MNIST MLP"
 	@echo "make fl            one federated simulation (CONFIG=configs/fl/fmnist_headline.toml)"

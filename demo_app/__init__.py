@@ -5,4 +5,4 @@ The pieces: `state.DemoStateMachine` (transitions), `ui.draw_ui` (the screen),
 `replay.build_replay_plan` (unattended runs on labelled images), `cli.main`.
 """
 
-__all__ = []  # type: ignore[var-annotated]
+__all__: list = []

@@ -160,7 +160,8 @@ class DemoApp:
             return []
         self._closed = True
         failures: List[Exception] = []
-        for part in [self.camera, self.display] + self.inputs + [self.backbone]:
+        parts: List[Any] = [self.camera, self.display, *self.inputs, self.backbone]
+        for part in parts:
             try:
                 part.close()
             except Exception as exc:  # noqa: BLE001 (the other parts must still be released)
@@ -191,10 +192,10 @@ class DemoApp:
         t_capture = time.perf_counter()
         self.timer.add("capture", t_capture - t_start)
         for action in self.machine.handle(self._poll(), self.memory.ready):
-            if action.kind == "shot" and action.slot not in self._pending:
+            if action.kind == "shot" and action.slot is not None and action.slot not in self._pending:
                 # A press registers shots_per_press frames; pressing again during that burst
                 # (a held button, "shot*5" in a script) adds nothing, another class queues.
-                self._pending = [action.slot] * self.shots_per_press + self._pending  # type: ignore[list-item]
+                self._pending = [action.slot] * self.shots_per_press + self._pending
             elif action.kind == "quit":
                 return
         if self.state == "reset":
@@ -292,7 +293,7 @@ class DemoApp:
 
     def _draw_and_show(self) -> None:
         t0 = time.perf_counter()
-        fps = 1.0 / np.mean(self._frame_times[-30:]) if self._frame_times else 0.0
+        fps = 1.0 / float(np.mean(self._frame_times[-30:])) if self._frame_times else 0.0
         latency = {s: self.timer.last[s] * 1e3 for s in STAGES}
         message = self.machine.message
         if self.state == "registration" and not message:

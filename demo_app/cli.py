@@ -21,7 +21,7 @@ import sys
 from typing import Any, List, Optional
 
 from device.backends import create_backbone, list_backends
-from device.camera import ImageFolderCamera, open_camera, parse_resolution
+from device.camera import Camera, ImageFolderCamera, open_camera, parse_resolution
 from device.display import (
     Display,
     HdmiDisplay,
@@ -176,7 +176,7 @@ def build_app(args: argparse.Namespace) -> DemoApp:
         init_frames = args.init_frames
         if args.replay:
             plan = build_replay_plan(args.replay, args.shots, init_frames, args.queries)
-            camera = ImageFolderCamera(plan.items, name="replay %s" % args.replay)
+            camera: Camera = ImageFolderCamera(plan.items, name="replay %s" % args.replay)
             script = script or plan.script
         else:
             camera = open_camera(args.camera, tuple(args.camera_resolution))

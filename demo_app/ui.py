@@ -90,8 +90,9 @@ def _draw_classes(canvas: np.ndarray, left: int, top: int, width: int, height: i
         if selected:
             cv2.rectangle(canvas, (left - 4, y - 2), (left + width, y + row_h - 4),
                           (0, 200, 0) if state == "inference" else (255, 160, 0), 2)
-        if thumbnails[i] is not None and thumb > 4:
-            canvas[y:y + thumb, left:left + thumb] = _resized(thumbnails[i], thumb)
+        picture = thumbnails[i]
+        if picture is not None and thumb > 4:
+            canvas[y:y + thumb, left:left + thumb] = _resized(picture, thumb)
         else:
             cv2.rectangle(canvas, (left, y), (left + thumb, y + thumb), (90, 90, 90), 1)
         x = left + thumb + 8

@@ -12,4 +12,4 @@ Modules, imported on demand so a board loads only what it uses:
 - `fl`: the federated-learning client (`python -m device fl`).
 """
 
-__all__ = []  # type: ignore[var-annotated]
+__all__: list = []

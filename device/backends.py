@@ -37,7 +37,7 @@ __all__ = ["BACKENDS", "DEFAULT_TENSIL_ARCH", "Backbone", "OnnxRuntimeBackend", 
            "register_backend", "tmodel_path"]
 
 PathLike = Union[str, pathlib.Path]
-BACKENDS = Registry("backend", error=BackendError)
+BACKENDS: "Registry[Callable[..., Backbone]]" = Registry("backend", error=BackendError)
 
 
 class Backbone:
@@ -366,7 +366,7 @@ def _loaded_tensil_overlay(overlay: Any) -> Tuple[Any, str]:
             pynq = importlib.import_module("pynq")
         except ImportError:
             return None, "pynq is not installed (not a PYNQ board)"
-        bitfile = getattr(getattr(pynq, "PL", None), "bitfile_name", None)
+        bitfile: Optional[str] = getattr(getattr(pynq, "PL", None), "bitfile_name", None)
         if not bitfile:
             return None, "no bitstream is loaded in the FPGA"
         try:

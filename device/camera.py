@@ -8,7 +8,7 @@ state. `open()` may be called again after a failure (reset).
 
 import pathlib
 import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -94,7 +94,7 @@ class OpenCVCamera(Camera):
         self.requested = resolution
         self.resolution: Optional[Resolution] = None
         self.name = "camera %s" % device
-        self._capture = None
+        self._capture: Any = None
 
     def _open(self) -> None:
         api = cv2.CAP_V4L2 if hasattr(cv2, "CAP_V4L2") else cv2.CAP_ANY
@@ -109,7 +109,8 @@ class OpenCVCamera(Camera):
                            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         if self.requested and self.resolution != tuple(self.requested):
             warnings.warn("%s: asked for %dx%d, the driver gives %dx%d; using that"
-                          % ((self.name,) + tuple(self.requested) + self.resolution), stacklevel=3)
+                          % (self.name, self.requested[0], self.requested[1], self.resolution[0],
+                             self.resolution[1]), stacklevel=3)
         self._capture = capture
 
     def _read(self) -> Optional[Frame]:
@@ -131,7 +132,7 @@ class VideoFileCamera(Camera):
         self.path = pathlib.Path(path)
         self.loop = loop
         self.name = "video %s" % self.path
-        self._capture = None
+        self._capture: Any = None
 
     def _open(self) -> None:
         if not self.path.is_file():

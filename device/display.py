@@ -6,6 +6,7 @@ the overlay's `video.hdmi_out` and the `pynq.lib.video` module, so tests pass th
 tests/fake_pynq and assert the register traffic the board would see.
 """
 
+import functools
 import http.server
 import logging
 import pathlib
@@ -221,7 +222,10 @@ class MjpegServer:
     @property
     def url(self) -> str:
         host = self._server.server_address[0]
-        return "http://%s:%d/" % (host, self.port)
+        return "http://%s:%d/" % (host.decode() if isinstance(host, bytes) else host, self.port)
+
+    def _changed_since(self, seen: int) -> bool:
+        return self._closed or self._seq != seen
 
     def wait_for_viewer(self, timeout: float) -> bool:
         """Block until a browser watches the stream (True) or `timeout` s pass (False)."""
@@ -264,8 +268,7 @@ class MjpegServer:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda last=seen: self._closed or self._seq != last,
-                                        timeout=1.0)
+                    self._cond.wait_for(functools.partial(self._changed_since, seen), timeout=1.0)
                     if self._closed:
                         return
                     if self._seq == seen or self._jpeg is None:
@@ -351,7 +354,7 @@ class HeadlessDisplay(Display):
     def _open_video(self, size: Tuple[int, int]) -> Any:
         """The first of VIDEO_CODECS this OpenCV can write; video_path takes its container's suffix."""
         assert self.video_path is not None
-        tried = []
+        tried: List[str] = []
         for fourcc, suffix in VIDEO_CODECS:
             path = self.video_path.with_suffix(suffix)
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)

@@ -85,11 +85,11 @@ class FewShotMemory:
 
     # --- base mean ---------------------------------------------------------------------
 
-    def set_base_mean(self, mean: Sequence[float], source: str = "given") -> None:
-        mean = np.asarray(mean, dtype=np.float32).reshape(-1)
-        if mean.shape != (self.feature_dim,) or not np.all(np.isfinite(mean)):
+    def set_base_mean(self, mean: Union[Sequence[float], np.ndarray], source: str = "given") -> None:
+        values = np.asarray(mean, dtype=np.float32).reshape(-1)
+        if values.shape != (self.feature_dim,) or not np.all(np.isfinite(values)):
             raise ValueError("base mean must be %d finite floats" % self.feature_dim)
-        self.base_mean = mean
+        self.base_mean = values
         self.base_source = source
         self._refresh()
 

@@ -188,7 +188,8 @@ class WeightedSum:
         self._shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self._high = {n: np.zeros(s, np.float64) for n, s in self._shapes.items()}
         self._low = {n: np.zeros(s, np.float64) for n, s in self._shapes.items()}
-        self._scratch = {n: tuple(np.empty(s, np.float64) for _ in range(3)) for n, s in self._shapes.items()}
+        self._scratch: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {
+            n: (np.empty(s, np.float64), np.empty(s, np.float64), np.empty(s, np.float64)) for n, s in self._shapes.items()}
         self.weights: List[float] = []
 
     def add(self, tensors: Tensors, weight: float, support: Optional[Mapping[str, np.ndarray]] = None) -> None:
@@ -217,7 +218,8 @@ class WeightedSum:
     def _add_at(self, name: str, values: np.ndarray, weight: float, positions: np.ndarray) -> None:
         """The two-sum of `add` at `positions` only (gathered, summed, scattered back)."""
         high, low = self._high[name].reshape(-1), self._low[name].reshape(-1)  # views
-        scratch = tuple(np.empty(positions.size, np.float64) for _ in range(3))
+        scratch = (np.empty(positions.size, np.float64), np.empty(positions.size, np.float64),
+                   np.empty(positions.size, np.float64))
         total, error = _two_sum(high[positions], values, weight, scratch)
         high[positions] = total
         low[positions] += error  # the positions are distinct: no update is lost to buffering

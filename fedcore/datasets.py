@@ -10,7 +10,7 @@ import gzip
 import os
 import struct
 import zlib
-from typing import BinaryIO, Dict, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -118,7 +118,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     the file for any malformed content.
     """
     name = os.fspath(path)
-    opener = gzip.open if _is_gzip(name) else open
+    opener: Any = gzip.open if _is_gzip(name) else open
     try:
         with opener(name, "rb") as stream:
             dtype, shape = _parse_header(stream, name)

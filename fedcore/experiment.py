@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 NUMPY_DATASETS = ("fashion-mnist", "mnist")
-NUMPY_MODELS = Registry("numpy model", error=ConfigError,
+NUMPY_MODELS: "Registry[Callable[..., MLP]]" = Registry("numpy model", error=ConfigError,
                         hint="it has no numpy implementation: use the torch trainer from training/")
 
 
@@ -133,8 +133,8 @@ class DataConfig:
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> "DataConfig":
         settings = check_table(settings, list(cls.__dataclass_fields__), "data")
-        dataset = text(settings, "dataset", cls.dataset, "data", empty=False)
-        path = text(settings, "path", "", "data")
+        dataset = text(settings, "dataset", cls.dataset, "data", empty=False) or cls.dataset  # a non-None default
+        path = text(settings, "path", "", "data") or ""
         alpha = settings.get("alpha", "iid")
         if alpha == "iid":
             alpha = math.inf

@@ -14,7 +14,7 @@ Two latent Dirichlet allocations over labels, both with a concentration alpha
 """
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def _finish(parts: List[np.ndarray]) -> List[np.ndarray]:
 
 
 def dirichlet_partition(
-    labels: Sequence[int],
+    labels: Union[Sequence[int], np.ndarray],
     num_clients: int,
     alpha: float,
     min_samples: int = 1,
@@ -147,7 +147,7 @@ def dirichlet_partition(
 
 
 def client_dirichlet_partition(
-    labels: Sequence[int],
+    labels: Union[Sequence[int], np.ndarray],
     num_clients: int,
     alpha: float,
     seed: Optional[int] = 0,

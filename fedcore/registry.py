@@ -17,15 +17,16 @@ fedlink/, the coordinator, training/), and needs nothing but the standard librar
 """
 
 import fnmatch
-from typing import Callable, Dict, Iterator, List, Type, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, List, Type, TypeVar
 
 __all__ = ["Registry"]
 
-Factory = TypeVar("Factory", bound=Callable[..., object])
+Factory = TypeVar("Factory", bound=Callable[..., Any])
 
 
-class Registry:
-    """Factories by name; `kind` names them in messages ("backend", "model")."""
+class Registry(Generic[Factory]):
+    """Factories by name; `kind` names them in messages ("backend", "model"). `Registry[F]`
+    holds factories of type F (say `Callable[..., Backbone]`, or a class)."""
 
     def __init__(self, kind: str, error: Type[Exception] = LookupError, hint: str = "",
                  plural: str = ""):
@@ -33,7 +34,7 @@ class Registry:
         self.plural = plural or kind + "s"
         self.error = error  # raised for an unknown name: the caller's own error class
         self.hint = hint  # appended to the unknown-name message, e.g. where else to look
-        self._factories: Dict[str, Callable[..., object]] = {}
+        self._factories: Dict[str, Factory] = {}
 
     def register(self, name: str) -> Callable[[Factory], Factory]:
         """Decorator: make a class or function creatable by `name`."""
@@ -48,10 +49,10 @@ class Registry:
             return factory
         return add
 
-    def get(self, name: str) -> Callable[..., object]:
-        """The factory registered as `name`; an unknown name raises `error`, listing the known."""
+    def get(self, name: object) -> Factory:
+        """The factory registered as `name`; an unknown name (or not a string) raises `error`, listing the known."""
         try:
-            return self._factories[name]
+            return self._factories[name]  # type: ignore[index]  # a non-string: KeyError or TypeError
         except (KeyError, TypeError):
             message = "unknown %s %r; known %s: %s" % (self.kind, name, self.plural,
                                                       ", ".join(self.names()) or "none")

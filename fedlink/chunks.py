@@ -67,8 +67,8 @@ class Chunk(NamedTuple):
     blob: bytes  # SHA-256 of the whole blob
     total: int
     chunk_size: int
-    count: int
-    index: int
+    count: int  # type: ignore[assignment]  # the header's names; tuple's count() and index() go unused
+    index: int  # type: ignore[assignment]
     data: bytes
 
 

@@ -16,7 +16,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import paho.mqtt.client as mqtt
 
@@ -100,7 +100,7 @@ class MqttLink:
         # (a device re-sends an update until it is acknowledged); one alone always gets in.
         # Senders in `priority` (a coordinator's selected clients) have an inbox of their own of the
         # same size: a flood from anyone else cannot crowd them out.
-        self.inbox = queue.Queue()  # of (Incoming, its sender, its cost, whether it came in with priority)
+        self.inbox: Any = queue.Queue()  # a queue.Queue (subscripted only from 3.9) of (Incoming, its sender, its cost, whether it came in with priority)
         self.inbox_bytes = inbox_bytes
         self.priority: Set[str] = set()
         self.dropped = 0

@@ -52,13 +52,13 @@ class Announcement:
         plan_id = data.get("plan_id")
         if not isinstance(plan_id, str) or not plan_id.isalnum() or len(plan_id) > 64:
             raise ConfigError(f"announcement: plan_id must be a short alphanumeric id, got {plan_id!r}")
-        ids = [data.get("model_id"), data.get("full_id")]
-        if not all(isinstance(i, str) and i.isalnum() for i in ids):
-            raise ConfigError(f"announcement: model_id and full_id must be ids, got {ids!r}")
+        model_id, full_id = data.get("model_id"), data.get("full_id")
+        if not (isinstance(model_id, str) and model_id.isalnum() and isinstance(full_id, str) and full_id.isalnum()):
+            raise ConfigError(f"announcement: model_id and full_id must be ids, got {[model_id, full_id]!r}")
         self.plan_id = plan_id
         self.plan = RoundPlan.from_dict(data.get("plan", {}))
-        self.model_ids = set(ids)
-        self.model_id, self.full_id = ids
+        self.model_ids = {model_id, full_id}
+        self.model_id, self.full_id = model_id, full_id
 
 
 class FLClient:
@@ -268,6 +268,8 @@ class FLClient:
         if current is None:
             return
         plan = current.plan
+        if plan is None:   # only the end of the run has none, and it is never current
+            return
         self.trained.add(current.plan_id)
         began = time.monotonic()
         try:

@@ -3,7 +3,7 @@
 imported factory (e.g. a torch model from training/ on a workstation)."""
 
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class NumpyTrainer:
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x, self.y = x, y
-        self._inner = None
+        self._inner: Optional[MLPTrainer] = None
 
     def __call__(self, state: Dict[str, np.ndarray], train: TrainConfig, seed: int
                  ) -> Tuple[Dict[str, np.ndarray], int, Dict[str, float]]:

@@ -99,7 +99,8 @@ class Strategy:
             raise ConfigError(f"strategy {self.name!r} keeps no state, the checkpoint has {sorted(tensors)}")
 
 
-STRATEGIES = Registry("strategy", error=ConfigError, hint="federation.strategy", plural="strategies")
+STRATEGIES: "Registry[Type[Strategy]]" = Registry("strategy", error=ConfigError, hint="federation.strategy",
+                                                 plural="strategies")
 
 
 def register_strategy(cls: Type[Strategy]) -> Type[Strategy]:
