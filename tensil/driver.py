@@ -363,6 +363,7 @@ class TensilDriver:
                     lanes * self.arch.scalar_bytes, lanes, self.arch.data_type,
                     self.model.path or self.model.name, n, self.arch.vector_bytes))
         scalars[:count] = 0
+        self._vectors(0, -(-count // n)).flush()
         for consts, path in zip(self.model.consts, self.model.const_paths):
             raw = from_bytes(path.read_bytes(), self.fmt, str(path))
             self.dram1[consts.base:consts.base + consts.size] = raw.reshape(consts.size, n)
@@ -394,7 +395,9 @@ class TensilDriver:
         p = self.plan
         self.dram0[p.probe_source] = token
         self.dram0[p.probe_target] = 0
-        self._dram0.bytes.flush()
+        for var in self.model.inputs:   # only what the CPU wrote: a big DRAM0 costs no more a frame
+            self._vectors(var.base, var.size).flush()
+        self._vectors(p.probe_target, 2).flush()   # the probe's target and source, side by side
         streamed = self._clock()
         report.convert_s = streamed - started
         self._stream("program", report)
@@ -432,12 +435,21 @@ class TensilDriver:
 
     def _probe_landed(self, token: int, report: RunReport) -> bool:
         report.polls += 1
-        self._dram0.bytes.invalidate()
+        self._vectors(self.plan.probe_target, 1).invalidate()
         return bool(np.all(self.dram0[self.plan.probe_target] == token))
+
+    def _vectors(self, first: int, count: int) -> Any:
+        """DRAM0 vectors first..first+count-1 as a view of the buffer: flushing or invalidating it
+        touches those bytes' cache lines only (pynq's buffer views keep their offset). The CPU
+        writes DRAM0 only where it flushes (inputs, probe, self-test), so no line it invalidates
+        holds a write of its own."""
+        size = self.plan.vector_bytes
+        return self._dram0.bytes[first * size:(first + count) * size]
 
     def _read_outputs(self, shapes: Mapping[str, Sequence[int]]) -> Dict[str, np.ndarray]:
         values: Dict[str, List[np.ndarray]] = {}
         for var in self.model.outputs:
+            self._vectors(var.base, var.size).invalidate()
             raw = self.dram0[var.base:var.base + var.size].reshape(-1)
             values.setdefault(var.name, []).append(to_float(raw, self.fmt).astype(np.float32))
         out = {name: np.concatenate(parts) for name, parts in values.items()}
@@ -455,7 +467,7 @@ class TensilDriver:
         token = self._runs % 0x7FFF + 1
         self.dram0[self.plan.probe_source] = token
         self.dram0[self.plan.probe_target] = 0
-        self._dram0.bytes.flush()
+        self._vectors(self.plan.probe_target, 2).flush()
         self._stream(segment)
         self._await(lambda: self._probe_landed(token, RunReport()), segment,
                     "the flush probe had not landed")

@@ -145,10 +145,14 @@ def test_windows_are_aligned_to_64k_whatever_the_allocator_gives(models, monkeyp
 
 
 @pytest.mark.parametrize("arch", ["pynqz1_perf", "pynqz1"])
-@pytest.mark.parametrize("cacheable", [False, True])
-def test_features_equal_the_emulators_and_the_traffic_is_a_boards(models, arch, cacheable):
+@pytest.mark.parametrize("cacheable, ranged", [(False, False), (True, False), (True, True)],
+                         ids=["coherent", "cacheable-pynq3", "cacheable-pynq2-ranged-sync"])
+def test_features_equal_the_emulators_and_the_traffic_is_a_boards(models, arch, cacheable, ranged):
+    """pynq 3 syncs whole buffers; pynq 2.x syncs the view the driver names (its inputs, the
+    probe, its outputs: not all of DRAM0 a frame), so a range it forgets shows there."""
     model = models[arch]
-    board, overlay, tcu = _board(PERF if arch == "pynqz1_perf" else SMALL)
+    board, overlay, tcu = _board(PERF if arch == "pynqz1_perf" else SMALL,
+                                 ddr=FakeDDR(size=8 << 20, ranged_sync=ranged))
     driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate,
                                        cacheable=cacheable)
     start = len(tcu.received)
@@ -344,3 +348,29 @@ def test_the_rtl_behind_the_fake_dma_computes_the_emulators_features(models):
     out = driver.run({"Input": x}, {"Output": (1, FEATURES)})["Output"]
     np.testing.assert_array_equal(out, _emulated(model, x))
     assert len(tcu.cycles) == 3 and tcu.cycles[-1] > model.prog.size // 8
+
+
+def test_a_frame_syncs_its_inputs_outputs_and_probe_only(models):
+    """A frame flushes what the CPU wrote (the inputs, the probe's two vectors) and invalidates what
+    it reads (the probe's target, the outputs): with pynq 2.x's ranged syncs a large DRAM0 (spilled
+    activations) costs no cache work a frame. Before: all of DRAM0, twice a frame."""
+    model = models["pynqz1_perf"]
+    board, overlay, _ = _board(PERF, ddr=FakeDDR(size=8 << 20, ranged_sync=True))
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate, cacheable=True)
+    driver.run({"Input": _frame(0)}, {"Output": (1, FEATURES)})
+    before = len(board.ddr.memops)
+    np.testing.assert_array_equal(driver.run({"Input": _frame(1)}, {"Output": (1, FEATURES)})["Output"],
+                                  _emulated(model, _frame(1)))
+    p, base = driver.plan, driver._dram0.phys
+
+    def lines(first, count):   # the 32-byte cache lines around vectors first..first+count-1
+        lo, hi = base + first * p.vector_bytes, base + (first + count) * p.vector_bytes
+        return lo // 32 * 32, -(-hi // 32) * 32
+
+    synced = [(op, phys, phys + nbytes) for op, phys, nbytes in board.ddr.memops[before:]
+              if op in ("flush", "invalidate") and base <= phys < base + p.dram0_bytes]
+    expected = [("flush", *lines(v.base, v.size)) for v in model.inputs]
+    expected += [("flush", *lines(p.probe_target, 2)), ("invalidate", *lines(p.probe_target, 1))]
+    expected += [("invalidate", *lines(v.base, v.size)) for v in model.outputs]
+    assert synced == expected   # nothing else of DRAM0: what lies between them is the TCU's alone
+    board.ddr.check_no_hazards()

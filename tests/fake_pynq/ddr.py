@@ -158,12 +158,17 @@ def cma_alignment(size: int) -> int:
 class FakeDDR:
     """`size` bytes of contiguous memory at physical `base`, with pynq's allocate on top."""
 
-    def __init__(self, base: int = 0x1000_0000, size: int = 128 << 20, strict: bool = False):
+    def __init__(self, base: int = 0x1000_0000, size: int = 128 << 20, strict: bool = False,
+                 ranged_sync: bool = False):
         if base % PAGE or size <= 0 or size % PAGE:
             raise ValueError("base and size must be positive multiples of %d" % PAGE)
         self.base = base
         self.size = size
         self.strict = strict
+        # pynq 3 (pyxrt) syncs a whole buffer object whatever view is flushed; pynq 2.x's
+        # xclSyncBO takes the view's offset and size: only those bytes (and a driver that flushes
+        # too little shows it)
+        self.ranged_sync = ranged_sync
         self._mem = np.zeros(size, np.uint8)
         self._free: List[Tuple[int, int]] = [(base, size)]  # (phys, length), sorted
         self.buffers: Dict[int, BufferObject] = {}
@@ -249,30 +254,40 @@ class FakeDDR:
         buf.memory = self
         return buf
 
+    def _synced_range(self, bo: BufferObject, offset: int, length: int) -> Tuple[int, int]:
+        """The BO bytes a sync of the view (offset, length) covers: all of them (pynq 3) or the
+        view's, widened to whole 32-byte cache lines (pynq 2.x)."""
+        if not self.ranged_sync:
+            return 0, bo.size
+        return offset // 32 * 32, min(bo.size, -(-(offset + length) // 32) * 32)
+
     def flush(self, bo: BufferObject, offset: int, vaddr: int, length: int) -> None:
-        """XRT syncs the whole BO to the device, whatever part of it the buffer was."""
+        """XRT syncs the whole BO to the device, whatever part of it the buffer was (pynq 3;
+        with `ranged_sync`, the view's bytes: pynq 2.x)."""
         self._live(bo, "flush()")
-        self.memops.append(("flush", bo.physical_address, bo.size))
+        lo, hi = self._synced_range(bo, offset, length)
+        self.memops.append(("flush", bo.physical_address + lo, hi - lo))
         if not bo.cacheable:
             return
-        dirty = bo.dirty(0, bo.size)
-        lost = dirty & bo._device_wrote  # type: ignore[operator]
+        dirty = bo.dirty(lo, hi)
+        lost = dirty & bo._device_wrote[lo:hi]  # type: ignore[index]
         if lost.any():
             self.hazard("flush() of %r wrote %d CPU bytes over data the device had written "
                          "there (invalidate() first)" % (bo, int(lost.sum())))
-        start = bo.physical_address - self.base
-        self._mem[start:start + bo.size][dirty] = bo.cpu[dirty]  # type: ignore[index]
-        bo._synced[:] = bo.cpu  # type: ignore[index]
+        start = bo.physical_address - self.base + lo
+        self._mem[start:start + hi - lo][dirty] = bo.cpu[lo:hi][dirty]  # type: ignore[index]
+        bo._synced[lo:hi] = bo.cpu[lo:hi]  # type: ignore[index]
 
     def invalidate(self, bo: BufferObject, offset: int, vaddr: int, length: int) -> None:
         self._live(bo, "invalidate()")
-        self.memops.append(("invalidate", bo.physical_address, bo.size))
+        lo, hi = self._synced_range(bo, offset, length)
+        self.memops.append(("invalidate", bo.physical_address + lo, hi - lo))
         if not bo.cacheable:
             return
-        start = bo.physical_address - self.base
-        bo.cpu[:] = self._mem[start:start + bo.size]  # type: ignore[index]
-        bo._synced[:] = bo.cpu  # type: ignore[index]
-        bo._device_wrote[:] = False  # type: ignore[index]
+        start = bo.physical_address - self.base + lo
+        bo.cpu[lo:hi] = self._mem[start:start + hi - lo]  # type: ignore[index]
+        bo._synced[lo:hi] = bo.cpu[lo:hi]  # type: ignore[index]
+        bo._device_wrote[lo:hi] = False  # type: ignore[index]
 
     def free(self, bo: BufferObject) -> None:
         self._live(bo, "freebuffer()")
