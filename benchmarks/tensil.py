@@ -416,7 +416,8 @@ def compiled_programs(arch: Architecture) -> List[Tuple[str, List[Instruction], 
     from test_tensil_compiler import CASES, _model, _wide_model
 
     from tensil_tools.compiler import compile_graph, compile_model
-    from tensil_tools.compiler.frontend import fuse, load_onnx
+    from tensil_tools.compiler.fusion import fuse
+    from tensil_tools.compiler.lowering import load_onnx
 
     models = [(case, _model(case), "on-chip") for case in sorted(CASES)]
     models += [("residual 16x16, Tensil's strategy", _model("residual", shape=(1, 5, 16, 16)), "dram0"),

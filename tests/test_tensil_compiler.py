@@ -28,7 +28,8 @@ from tensil_tools.compiler import (
     compile_graph,
     compile_model,
 )
-from tensil_tools.compiler.frontend import fuse, load_onnx
+from tensil_tools.compiler.fusion import fuse
+from tensil_tools.compiler.lowering import load_onnx
 from tensil_tools.compiler.reference import error_bound, error_tolerance, reference, to_vectors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,8 @@
     result = compile_model("model.onnx", "tensil_arch/pynqz1_perf.tarch", out_dir="out")
     print(result.summary)
 
-Stages, each a module: `frontend` (strict ONNX reading, one lowering per op, fusions) ->
+Stages, each a module: `onnx_model` (strict ONNX reading) -> `lowering` (one lowering per op) ->
+`fusion` (BatchNorm, affine, residual, activation and pad folding) ->
 `graph` (layers of terms, float semantics) -> `quantize` (FP16BP8 weight blocks and the
 ordered accumulator operations) -> `backend` (memory homes, tiling, instructions, via
 `program`) -> `driver` (files and the summary). `reference` computes the quantized graph

@@ -30,8 +30,9 @@ from tensil.layout import from_vectors, to_vectors
 from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
 
 from .backend import CompiledProgram, schedule
-from .frontend import fuse, load_onnx
+from .fusion import fuse
 from .graph import Graph, LinearTerm, MaxTerm
+from .lowering import load_onnx
 from .quantize import QGraph, quantize
 
 __all__ = ["CompileResult", "compile_graph", "compile_model", "model_name"]

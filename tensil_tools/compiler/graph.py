@@ -12,7 +12,7 @@ where a term is
 - `AddTerm`: the input itself (residual additions, copies);
 - `MaxTerm`: the maximum over a window of valid (non-pad) input pixels (MaxPool), alone.
 
-`evaluate` runs the graph in float64 numpy: the frontend's lowering and fusions are checked
+`evaluate` runs the graph in float64 numpy: the lowering and the fusions are checked
 against onnxruntime with it, before any fixed point is involved.
 """
 

@@ -1,27 +1,19 @@
-"""Strict ONNX reading and one small lowering per op, in the style of ONNX's reference evaluator.
+"""One small lowering per ONNX op, in the style of ONNX's reference evaluator.
 
-`load_onnx(path)` reads an opset 9-10 model with one input (batch 1, static shape, float),
-one output and constant weights, and returns a `graph.Graph` of unfused layers; `fuse`
-folds BatchNormalization and per-channel affine ops into the layer before them, inlines
-single-use linear layers into the Add that consumes them (a residual block becomes one
-layer: both convolutions accumulate into the same accumulators), appends activations to the
-layer they follow and folds zero Pads into the convolutions that read them.
-
-Every lowering checks its attributes first: one it cannot honour exactly (dilations,
-ceil_mode, a non-constant weight, Pad modes other than constant zeros, ...) or an op outside
-the table raises `UnsupportedError` naming the node and the op; a malformed file raises
-`ModelError`.
+`load_onnx(path)` reads a model (`onnx_model.read_model`) and returns a `graph.Graph` of
+unfused layers (`fusion.fuse` merges them). Every lowering checks its attributes first: one it
+cannot honour exactly (dilations, ceil_mode, a non-constant weight, Pad modes other than
+constant zeros, ...) or an op outside the table raises `UnsupportedError` naming the node and
+the op; a malformed file raises `ModelError`.
 """
 
 import dataclasses
 import math
 import pathlib
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import numpy_helper
 
 from .errors import ModelError, UnsupportedError
 from .graph import (
@@ -37,110 +29,11 @@ from .graph import (
     Value,
     term_output_size,
 )
+from .onnx_model import read_model, static_shape, tensor
 
-__all__ = ["MAX_MODEL_BYTES", "OPSETS", "SUPPORTED_OPS", "fuse", "load_onnx", "read_model"]
+__all__ = ["SUPPORTED_OPS", "load_onnx"]
 
-OPSETS = (9, 10)
-MAX_MODEL_BYTES = 1 << 30
-# An input the compiler lowers: a side no image has, or more values than a board's DRAM0 window,
-# would make lowering loop for hours (1x3x2147483647x1 did) before anything refused it.
-MAX_INPUT_SIDE = 16384
-MAX_INPUT_VALUES = 1 << 26
-_FLOAT = onnx.TensorProto.FLOAT
 _MAX_POOL_AREA = 256   # 2^-e must be a FP16BP8 weight: e <= 8
-
-
-# --------------------------------------------------------------------------- reading
-
-def read_model(source: Union[str, pathlib.Path, bytes]) -> onnx.ModelProto:
-    """Parse and check an ONNX file (or its bytes); ModelError says what is wrong."""
-    where = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
-    if isinstance(source, (bytes, bytearray)):
-        data = bytes(source)
-    else:
-        path = pathlib.Path(source)
-        try:
-            size = path.stat().st_size
-            if size > MAX_MODEL_BYTES:
-                raise ModelError("%s: %d bytes is larger than the %d MiB the compiler reads" % (
-                    where, size, MAX_MODEL_BYTES >> 20))
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ModelError("%s: cannot read the model (%s)" % (where, exc.strerror)) from None
-    if not data:
-        raise ModelError("%s: empty file, not an ONNX model" % where)
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ModelError("%s: not an ONNX model or a truncated one (protobuf: %s)" % (
-            where, exc)) from None
-    if not model.HasField("graph") or not model.graph.node:
-        raise ModelError("%s: no graph with nodes (a truncated or non-ONNX file)" % where)
-    opset = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
-    if not opset:
-        raise ModelError("%s: no opset for the default ONNX domain" % where)
-    if opset[0] not in OPSETS:
-        raise UnsupportedError("%s: ONNX opset %d is not supported; the supported range is "
-                               "[%d, %d] (Tensil's)" % (where, opset[0], OPSETS[0], OPSETS[-1]))
-    _check_references(model.graph, where)
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
-        raise ModelError("%s: the ONNX checker refuses the model: %s" % (where, first)) from None
-    return model
-
-
-def _check_references(graph: onnx.GraphProto, where: str) -> None:
-    """Every node input is the graph input, an initializer or an earlier node's output."""
-    known = {i.name for i in graph.input} | {i.name for i in graph.initializer}
-    for index, node in enumerate(graph.node):
-        for position, name in enumerate(node.input):
-            if name and name not in known:
-                raise ModelError("%s: node %r (%s): input %d %r is missing: neither the graph "
-                                 "input, an initializer nor an earlier node's output" % (
-                                     where, node.name or "%s_%d" % (node.op_type, index),
-                                     node.op_type, position, name))
-        known.update(node.output)
-
-
-def _tensor(proto: onnx.TensorProto, where: str) -> np.ndarray:
-    if proto.data_location == onnx.TensorProto.EXTERNAL:
-        raise UnsupportedError("%s: tensor %r keeps its data in an external file" % (
-            where, proto.name))
-    try:
-        return numpy_helper.to_array(proto).astype(np.float64, copy=False) \
-            if proto.data_type in (_FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16) \
-            else numpy_helper.to_array(proto)
-    except (ValueError, TypeError) as exc:
-        raise ModelError("%s: tensor %r is malformed (%s)" % (where, proto.name, exc)) from None
-
-
-def _static_shape(info: onnx.ValueInfoProto, where: str) -> List[int]:
-    kind = info.type.WhichOneof("value")
-    if kind != "tensor_type":
-        raise UnsupportedError("%s: %r is not a tensor" % (where, info.name))
-    tensor = info.type.tensor_type
-    if tensor.elem_type != _FLOAT:
-        raise UnsupportedError("%s: %r has element type %s; the compiler takes float32" % (
-            where, info.name, onnx.TensorProto.DataType.Name(tensor.elem_type)))
-    if not tensor.HasField("shape"):
-        raise ModelError("%s: %r has no shape; static shapes are required" % (where, info.name))
-    dims = []
-    for axis, dim in enumerate(tensor.shape.dim):
-        if dim.WhichOneof("value") != "dim_value" or dim.dim_value <= 0:
-            label = dim.dim_param if dim.WhichOneof("value") == "dim_param" else "unknown"
-            raise ModelError("%s: %r has a dynamic dimension %d (%s); static shapes with batch 1 "
-                             "are required" % (where, info.name, axis, label))
-        if dim.dim_value > MAX_INPUT_SIDE:
-            raise ModelError("%s: %r has dimension %d of %d; the compiler takes at most %d" % (
-                where, info.name, axis, dim.dim_value, MAX_INPUT_SIDE))
-        dims.append(dim.dim_value)
-    if int(np.prod(dims, dtype=np.int64)) > MAX_INPUT_VALUES:
-        raise ModelError("%s: %r holds %d values; the compiler takes at most %d" % (
-            where, info.name, int(np.prod(dims, dtype=np.int64)), MAX_INPUT_VALUES))
-    return dims
 
 
 # --------------------------------------------------------------------------- lowering context
@@ -652,7 +545,7 @@ def _constant(ctx: _Context, node: _Node) -> None:
     value = node.attrs.get("value")
     if not isinstance(value, onnx.TensorProto):
         raise node.refuse("only the 'value' tensor attribute is supported")
-    ctx.constants[node.output()] = _tensor(value, node.label)
+    ctx.constants[node.output()] = tensor(value, node.label)
 
 
 _Lowering = Callable[[_Context, _Node], None]
@@ -689,12 +582,12 @@ def load_onnx(source: Union[str, pathlib.Path, bytes], name: Optional[str] = Non
     graph = model.graph
     ctx = _Context(model, where)
     for init in graph.initializer:
-        ctx.constants[init.name] = _tensor(init, where)
+        ctx.constants[init.name] = tensor(init, where)
     inputs = [i for i in graph.input if i.name not in ctx.constants]
     if len(inputs) != 1:
         raise UnsupportedError("%s: the model has %d inputs (%s); the compiler takes exactly one"
                                % (where, len(inputs), ", ".join(i.name for i in inputs)))
-    dims = _static_shape(inputs[0], where)
+    dims = static_shape(inputs[0], where)
     if dims[0] != 1 or len(dims) not in (2, 4):
         raise UnsupportedError("%s: input %r has shape %s; batch 1 and N x C x H x W or N x F "
                                "are supported" % (where, inputs[0].name, dims))
@@ -740,156 +633,3 @@ def load_onnx(source: Union[str, pathlib.Path, bytes], name: Optional[str] = Non
     return Graph(stem, x, output, ctx.layers, x.name, out_name, order)
 
 
-# --------------------------------------------------------------------------- fusion
-
-def _is_diagonal_1x1(term: Any) -> bool:
-    if not isinstance(term, LinearTerm) or term.kernel != (1, 1) or term.stride != (1, 1) \
-            or any(term.pads) or term.weight.shape[0] != term.weight.shape[1]:
-        return False
-    square = term.weight[:, :, 0, 0]
-    return bool(np.all(square == np.diag(np.diag(square))))
-
-
-def _is_identity(term: Any) -> bool:
-    return _is_diagonal_1x1(term) and bool(np.all(np.diag(term.weight[:, :, 0, 0]) == 1.0))
-
-
-def _single_use(graph: Graph, value: Value, consumers: Dict[int, List[Layer]]) -> bool:
-    users = consumers.get(id(value), [])
-    uses = sum(1 for layer in users for t in layer.terms if t.input is value)
-    return uses == 1 and value is not graph.output
-
-
-def _rename(graph: Graph, old: Value, new: Value) -> None:
-    for layer in graph.layers:
-        for term in layer.terms:
-            if term.input is old:
-                term.input = new
-
-
-def _fold_affine(graph: Graph) -> bool:
-    """A per-channel affine 1x1 layer (BatchNormalization, Mul/Add by a constant) after a
-    linear layer without post-ops becomes part of it."""
-    producer, consumers = graph.producer(), graph.consumers()
-    for layer in graph.layers:
-        if len(layer.terms) != 1 or layer.post or not _is_diagonal_1x1(layer.terms[0]):
-            continue
-        source = layer.terms[0].input
-        before = producer.get(id(source))
-        if before is None or before.post or before.kind == "max" or not _single_use(
-                graph, source, consumers):
-            continue
-        scale = np.diag(cast(LinearTerm, layer.terms[0]).weight[:, :, 0, 0])
-        if before.kind != "linear" or any(isinstance(t, AddTerm) for t in before.terms):
-            if not np.all(scale == 1.0):
-                continue
-        for term in before.terms:
-            if isinstance(term, LinearTerm):
-                term.weight = term.weight * scale[:, None, None, None]
-        bias = before.bias * scale if before.bias is not None else None
-        if layer.bias is not None:
-            bias = layer.bias if bias is None else bias + layer.bias
-        before.bias = bias
-        _merge(graph, before, layer, into=before)
-        return True
-    return False
-
-
-def _merge(graph: Graph, first: Layer, second: Layer, into: Layer) -> None:
-    """`first` and `second` (which reads it) are now one layer, `into` (one of them, whose
-    terms and post-ops the caller has set): it computes `second`'s output and records both
-    layers' ONNX nodes and ops in order; the other leaves the graph."""
-    into.output = second.output
-    into.nodes = first.nodes + second.nodes
-    into.ops = first.ops + second.ops
-    graph.layers.remove(second if into is first else first)
-
-
-def _inline_adds(graph: Graph) -> bool:
-    """An AddTerm whose value a linear/add layer without post-ops computes for it alone takes
-    that layer's terms (residual blocks, activations after a convolution)."""
-    producer, consumers = graph.producer(), graph.consumers()
-    for layer in graph.layers:
-        for index, term in enumerate(layer.terms):
-            if not isinstance(term, AddTerm):
-                continue
-            before = producer.get(id(term.input))
-            if before is None or before.post or before.kind == "max" or not _single_use(
-                    graph, term.input, consumers):
-                continue
-            layer.terms[index:index + 1] = before.terms
-            if before.bias is not None:
-                layer.bias = before.bias if layer.bias is None else layer.bias + before.bias
-            _merge(graph, before, layer, into=layer)
-            return True
-    return False
-
-
-def _append_activations(graph: Graph) -> bool:
-    """An activation of a value computed for it alone joins the layer computing it."""
-    producer, consumers = graph.producer(), graph.consumers()
-    for layer in graph.layers:
-        if len(layer.terms) != 1 or not isinstance(layer.terms[0], AddTerm) or \
-                layer.bias is not None or not layer.post:
-            continue
-        before = producer.get(id(layer.terms[0].input))
-        if before is None or not _single_use(graph, layer.terms[0].input, consumers):
-            continue
-        before.post += layer.post
-        _merge(graph, before, layer, into=before)
-        return True
-    return False
-
-
-def _fold_pads(graph: Graph) -> bool:
-    """A zero Pad read only by convolutions becomes their padding."""
-    consumers = graph.consumers()
-    for layer in graph.layers:
-        if len(layer.terms) != 1 or layer.post or layer.bias is not None or not _is_pad(layer):
-            continue
-        users = consumers.get(id(layer.output), [])
-        terms = [t for u in users for t in u.terms if t.input is layer.output]
-        reads = [t for t in terms if isinstance(t, LinearTerm)]
-        if layer.output is graph.output or not reads or len(reads) != len(terms):
-            continue
-        pad = cast(LinearTerm, layer.terms[0])
-        for term in reads:
-            term.input = pad.input
-            top, left, bottom, right = (a + b for a, b in zip(term.pads, pad.pads))
-            term.pads = (top, left, bottom, right)
-        for user in users:
-            user.nodes = layer.nodes + user.nodes
-            user.ops = layer.ops + user.ops
-        graph.layers.remove(layer)
-        return True
-    return False
-
-
-def _is_pad(layer: Layer) -> bool:
-    term = layer.terms[0]
-    if not isinstance(term, LinearTerm) or term.kernel != (1, 1) or term.stride != (1, 1) \
-            or term.weight.shape[0] != term.weight.shape[1]:
-        return False
-    return bool(np.all(term.weight[:, :, 0, 0] == np.eye(term.weight.shape[0])))
-
-
-def _drop_dead(graph: Graph) -> bool:
-    consumers = graph.consumers()
-    for layer in graph.layers:
-        if layer.output is not graph.output and not consumers.get(id(layer.output)):
-            graph.layers.remove(layer)
-            return True
-    return False
-
-
-def fuse(graph: Graph) -> Graph:
-    """Apply the fusions until none applies (in place; returns the graph)."""
-    rules: Sequence[Callable[[Graph], bool]] = (_drop_dead, _fold_affine, _fold_pads,
-                                                _inline_adds, _append_activations)
-    while any(rule(graph) for rule in rules):
-        pass
-    for layer in graph.layers:
-        pairs = sorted(zip(layer.nodes, layer.ops), key=lambda p: graph.node_order.get(p[0], 0))
-        layer.nodes, layer.ops = [p[0] for p in pairs], [p[1] for p in pairs]
-        layer.name = layer.nodes[0]
-    return graph
