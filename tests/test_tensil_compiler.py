@@ -511,3 +511,17 @@ def test_random_models_on_random_small_architectures(seed):
         check(data, arch, (1, channels, size, size), seed=seed)
     except MemoryOverflow as exc:   # a legitimate answer for the smallest memories
         assert exc.needed > exc.available
+
+
+def test_attributes_and_their_defaults_come_from_onnx_schemas():
+    """Issue 24: attribute defaults were written twice (the op table and the lowering)."""
+    from tensil_tools.compiler.lowering import attributes
+
+    assert attributes("LeakyRelu", 10) == {"alpha": pytest.approx(0.01)}
+    assert attributes("Conv", 10)["group"] == 1 and attributes("Conv", 10)["auto_pad"] == "NOTSET"
+    assert "ceil_mode" in attributes("MaxPool", 10) and "ceil_mode" not in attributes("MaxPool", 9)
+    assert "spatial" not in attributes("BatchNormalization", 9)   # removed in opset 9 (the checker refuses it)
+    with pytest.raises(ModelError, match=r"Unrecognized attribute: spatial"):
+        b = ModelBuilder((1, 5, 8, 8))
+        out = b.op("BatchNormalization", [b.input] + [b.const(np.ones(5, np.float32)) for _ in range(4)], spatial=1)
+        load_onnx(b.model(out))

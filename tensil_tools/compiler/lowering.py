@@ -8,6 +8,7 @@ the op; a malformed file raises `ModelError`.
 """
 
 import dataclasses
+import functools
 import math
 import pathlib
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -31,7 +32,7 @@ from .graph import (
 )
 from .onnx_model import read_model, static_shape, tensor
 
-__all__ = ["SUPPORTED_OPS", "load_onnx"]
+__all__ = ["SUPPORTED_OPS", "attributes", "load_onnx"]
 
 _MAX_POOL_AREA = 256   # 2^-e must be a FP16BP8 weight: e <= 8
 
@@ -154,7 +155,7 @@ class _Node:
 def _pads(node: _Node, x: Value, kernel: Tuple[int, ...], stride: Tuple[int, ...]
           ) -> Tuple[int, int, int, int]:
     """ONNX pads [t, l, b, r] from `pads` or `auto_pad`."""
-    auto = node.attrs.get("auto_pad", "NOTSET")
+    auto = node.attrs["auto_pad"]
     if auto == "NOTSET":
         begin_h, begin_w, end_h, end_w = node.ints("pads", 4, 0)
         pads = (begin_h, begin_w, end_h, end_w)
@@ -185,7 +186,7 @@ def _window(node: _Node, x: Value) -> Tuple[Tuple[int, int], Tuple[int, int],
     if node.attrs.get("dilations") is not None and any(d != 1 for d in node.ints(
             "dilations", 2, 1)):
         raise node.refuse("dilations %s are not supported" % (node.attrs["dilations"],))
-    if node.attrs.get("ceil_mode", 0):
+    if node.attrs.get("ceil_mode"):
         raise node.refuse("ceil_mode=1 is not supported (floor only)")
     if min(kernel) < 1 or min(stride) < 1:
         raise node.refuse("kernel %s and strides %s must be positive" % (kernel, stride))
@@ -234,7 +235,7 @@ def _conv(ctx: _Context, node: _Node) -> None:
     if tuple(kernel) != tuple(weight.shape[2:]):
         raise ModelError("%s: kernel_shape %s does not match the weight's %s" % (
             node.label, kernel, weight.shape[2:]))
-    group = int(node.attrs.get("group", 1))
+    group = int(node.attrs["group"])
     co = weight.shape[0]
     if group < 1 or x.channels % group or co % group or weight.shape[1] * group != x.channels:
         raise ModelError("%s: group %d does not split %d input channels (weights %s)" % (
@@ -258,8 +259,6 @@ def _conv(ctx: _Context, node: _Node) -> None:
 
 
 def _batchnorm(ctx: _Context, node: _Node) -> None:
-    if node.attrs.get("spatial", 1) != 1:
-        raise node.refuse("spatial=0 (per-activation statistics) is not supported")
     if any(name for name in node.proto.output[1:]):
         raise node.refuse("training-mode outputs (running mean/var) are not supported")
     x = ctx.tensor(node, 0)
@@ -269,7 +268,7 @@ def _batchnorm(ctx: _Context, node: _Node) -> None:
         if array.size != x.channels:
             raise ModelError("%s: %s has %d values for %d channels" % (
                 node.label, what, array.size, x.channels))
-    factor = scale / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+    factor = scale / np.sqrt(var + float(node.attrs["epsilon"]))
     weight = _diagonal(x.channels, 0.0)
     weight[np.arange(x.channels), np.arange(x.channels), 0, 0] = factor
     ctx.add(node, ctx.new_value(node, *x.shape, rank=x.rank), [LinearTerm(x, weight)],
@@ -281,14 +280,13 @@ def _activation(ctx: _Context, node: _Node) -> None:
     if node.op == "Relu":
         op: Any = Relu()
     elif node.op == "LeakyRelu":
-        alpha = float(node.attrs.get("alpha", 0.01))
+        alpha = float(node.attrs["alpha"])
         if alpha < 0:
             raise node.refuse("alpha %g < 0: the ALU's max/min give LeakyRelu only for alpha "
                               ">= 0" % alpha)
         op = LeakyRelu(alpha)
     else:
-        low, high = float(node.attrs.get("min", -3.4028234663852886e38)), float(
-            node.attrs.get("max", 3.4028234663852886e38))
+        low, high = float(node.attrs["min"]), float(node.attrs["max"])
         if low > high:
             raise node.refuse("min %g > max %g" % (low, high))
         op = Clip(low, high)
@@ -325,7 +323,7 @@ def _binary(ctx: _Context, node: _Node) -> None:
 
 
 def _maxpool(ctx: _Context, node: _Node) -> None:
-    if node.attrs.get("storage_order", 0):
+    if node.attrs["storage_order"]:
         raise node.refuse("storage_order=1 is not supported")
     if len(node.proto.output) > 1 and node.proto.output[1]:
         raise node.refuse("the Indices output is not supported")
@@ -372,7 +370,7 @@ def _avgpool(ctx: _Context, node: _Node) -> None:
     kernel, stride, pads = _window(node, x)
     height, width = term_output_size(x.height, x.width, kernel, stride, pads)
     _check_output(node, height, width)
-    term, post = _average(x, kernel, stride, pads, bool(node.attrs.get("count_include_pad", 0)),
+    term, post = _average(x, kernel, stride, pads, bool(node.attrs["count_include_pad"]),
                           node)
     ctx.add(node, ctx.new_value(node, x.channels, height, width), [term], post=post)
 
@@ -402,7 +400,7 @@ def _global_average(ctx: _Context, node: _Node) -> None:
 
 def _flatten(ctx: _Context, node: _Node) -> None:
     value = ctx.value(node, 0)
-    axis = int(node.attrs.get("axis", 1))
+    axis = int(node.attrs["axis"])
     source = value.source if isinstance(value, _FlatView) else value
     rank = 2 if isinstance(value, _FlatView) else source.rank
     if axis < 0:
@@ -459,11 +457,11 @@ def _gemm(ctx: _Context, node: _Node) -> None:
     if matrix.ndim != 2:
         raise node.refuse("B must be a 2-D constant matrix, got shape %s" % (matrix.shape,))
     if node.op == "Gemm":
-        if node.attrs.get("transA", 0):
+        if node.attrs["transA"]:
             raise node.refuse("transA=1 is not supported (the input is one row)")
-        if node.attrs.get("transB", 0):
+        if node.attrs["transB"]:
             matrix = matrix.T
-        matrix = matrix * float(node.attrs.get("alpha", 1.0))
+        matrix = matrix * float(node.attrs["alpha"])
     k, m = matrix.shape
     if isinstance(value, _FlatView):
         x = value.source
@@ -481,8 +479,7 @@ def _gemm(ctx: _Context, node: _Node) -> None:
         weight = matrix.T.reshape(m, k, 1, 1)
     bias = None
     if node.op == "Gemm" and node.has_input(2):
-        c = np.asarray(ctx.constant(node, 2, "C (bias)"), np.float64) * float(
-            node.attrs.get("beta", 1.0))
+        c = np.asarray(ctx.constant(node, 2, "C (bias)"), np.float64) * float(node.attrs["beta"])
         if c.size == 1:
             bias = np.full(m, float(c.reshape(-1)[0]))
         elif c.shape in ((m,), (1, m)):
@@ -516,9 +513,9 @@ def _concat(ctx: _Context, node: _Node) -> None:
 
 
 def _pad(ctx: _Context, node: _Node) -> None:
-    if node.attrs.get("mode", "constant") != "constant":
+    if node.attrs["mode"] != "constant":
         raise node.refuse("mode %r is not supported (constant zeros only)" % node.attrs["mode"])
-    if float(node.attrs.get("value", 0.0)) != 0.0:
+    if float(node.attrs["value"]) != 0.0:
         raise node.refuse("value %g is not supported (zeros only)" % node.attrs["value"])
     x = ctx.tensor(node, 0)
     pads = node.attrs.get("pads")
@@ -549,30 +546,25 @@ def _constant(ctx: _Context, node: _Node) -> None:
 
 
 _Lowering = Callable[[_Context, _Node], None]
-_AXIS = {"axis": None}
-_WINDOW = {"auto_pad": "NOTSET", "kernel_shape": None, "pads": None, "strides": None}
-SUPPORTED_OPS: Dict[str, Tuple[_Lowering, Dict[str, Any]]] = {
-    "Conv": (_conv, dict(_WINDOW, dilations=None, group=1)),
-    "BatchNormalization": (_batchnorm, {"epsilon": 1e-5, "momentum": 0.9, "spatial": 1}),
-    "Relu": (_activation, {}),
-    "LeakyRelu": (_activation, {"alpha": 0.01}),
-    "Clip": (_activation, {"min": -3.4028234663852886e38, "max": 3.4028234663852886e38}),
-    "Add": (_binary, {}),
-    "Sub": (_binary, {}),
-    "Mul": (_binary, {}),
-    "MaxPool": (_maxpool, dict(_WINDOW, ceil_mode=0, dilations=None, storage_order=0)),
-    "AveragePool": (_avgpool, dict(_WINDOW, ceil_mode=0, count_include_pad=0)),
-    "GlobalAveragePool": (_global_average, {}),
-    "Gemm": (_gemm, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}),
-    "MatMul": (_gemm, {}),
-    "Flatten": (_flatten, {"axis": 1}),
-    "Reshape": (_reshape, {}),
-    "Concat": (_concat, _AXIS),
-    "Pad": (_pad, {"mode": "constant", "pads": None, "value": 0.0}),
-    "Identity": (_identity, {}),
-    "Dropout": (_identity, {"ratio": 0.5}),
-    "Constant": (_constant, {"value": None}),
+SUPPORTED_OPS: Dict[str, _Lowering] = {
+    "Conv": _conv, "BatchNormalization": _batchnorm, "Relu": _activation, "LeakyRelu": _activation,
+    "Clip": _activation, "Add": _binary, "Sub": _binary, "Mul": _binary, "MaxPool": _maxpool,
+    "AveragePool": _avgpool, "GlobalAveragePool": _global_average, "Gemm": _gemm, "MatMul": _gemm,
+    "Flatten": _flatten, "Reshape": _reshape, "Concat": _concat, "Pad": _pad, "Identity": _identity,
+    "Dropout": _identity, "Constant": _constant,
 }
+
+
+@functools.lru_cache(maxsize=None)
+def attributes(op: str, opset: int) -> Dict[str, Any]:
+    """An op's attributes at an opset and their defaults (None: no default), from ONNX's own
+    schema: the names a node may carry and what it means when it leaves one out."""
+    schema = onnx.defs.get_schema(op, max_inclusive_version=opset, domain="")
+    out: Dict[str, Any] = {}
+    for name, attribute in schema.attributes.items():
+        value = onnx.helper.get_attribute_value(attribute.default_value) if attribute.default_value.name else None
+        out[name] = value.decode() if isinstance(value, bytes) else value
+    return out
 
 
 def load_onnx(source: Union[str, pathlib.Path, bytes], name: Optional[str] = None) -> Graph:
@@ -605,8 +597,8 @@ def load_onnx(source: Union[str, pathlib.Path, bytes], name: Optional[str] = Non
         if proto.op_type not in SUPPORTED_OPS:
             raise UnsupportedError("%s: node %r (%s): op %s is not supported (supported: %s)" % (
                 where, label, proto.op_type, proto.op_type, ", ".join(sorted(SUPPORTED_OPS))))
-        lowering, allowed = SUPPORTED_OPS[proto.op_type]
-        node = _Node(proto, label, allowed)
+        lowering = SUPPORTED_OPS[proto.op_type]
+        node = _Node(proto, label, attributes(proto.op_type, ctx.opset))
         for position, input_name in enumerate(proto.input):
             if input_name and input_name not in ctx.values and input_name not in ctx.constants:
                 raise ModelError("%s: %s: input %d %r is neither the graph input, an initializer"
