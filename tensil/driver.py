@@ -52,9 +52,10 @@ from .isa import (
     extent,
 )
 from .layout import from_vectors, to_vectors, vector_count
+from .machine import MachineRun, Program
 from .tmodel import TensilModel
 
-__all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "MemoryPlan", "RunReport", "TensilDriver", "cma_free_bytes",
+__all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "MemoryPlan", "RunReport", "TcuMachine", "TensilDriver", "cma_free_bytes",
            "plan_memory"]
 
 DRAM_ALIGN = 0x10000       # Configure's DRAM offsets count 64 KiB units
@@ -189,7 +190,77 @@ class _Window:
             self.buffer = None
 
 
-class TensilDriver:
+class _TcuLink:
+    """The instruction stream to a TCU behind an AXI DMA: transfers in whole stream words, each
+    awaited within `timeout_s`, and the poll loop the probes use."""
+
+    def __init__(self, dma: Any, arch: Architecture, timeout_s: float, poll_s: float,
+                 sleep: Callable[[float], None], clock: Callable[[], float],
+                 max_transfer_bytes: Optional[int]):
+        if timeout_s <= 0 or poll_s < 0:
+            raise ValueError("timeout_s must be > 0 and poll_s >= 0")
+        self.dma, self.arch = dma, arch
+        self.timeout_s, self.poll_s, self._sleep, self._clock = timeout_s, poll_s, sleep, clock
+        self._word_bytes, self._chunk = self._dma_limits(dma, max_transfer_bytes)
+
+    def _dma_limits(self, dma: Any, cap: Optional[int]) -> Tuple[int, int]:
+        try:
+            width = int(dma.description["parameters"]["C_M_AXI_MM2S_DATA_WIDTH"])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise DriverError("the DMA's description has no C_M_AXI_MM2S_DATA_WIDTH parameter "
+                              "(pynq reads it from the .hwh beside the .bit)") from None
+        if dma.sendchannel is None:
+            raise DriverError("the AXI DMA has no MM2S channel; the TCU's instructions need it")
+        word = width // 8
+        instruction = self.arch.layout.instruction_bytes
+        block = instruction * word // math.gcd(instruction, word)
+        limit = int(dma.buffer_max_size) if cap is None else min(int(dma.buffer_max_size), cap)
+        chunk = limit // block * block
+        if chunk < block:
+            raise DriverError("a DMA transfer of at most %d bytes cannot carry one %d-byte block "
+                              "of whole instructions and stream words" % (limit, block))
+        return word, chunk
+
+    def _transfer(self, buffer: Any, offset: int, nbytes: int, count: int, segment: str,
+                  report: Optional[RunReport] = None) -> None:
+        """Stream bytes offset..offset+nbytes of `buffer` (`count` instructions) to the TCU."""
+        channel = self.dma.sendchannel
+        for start in range(offset, offset + nbytes, self._chunk):
+            size = min(self._chunk, offset + nbytes - start)
+            channel.transfer(buffer[start:start + size])
+            self._await(lambda: self._dma_idle(channel), segment,
+                        "the AXI DMA's MM2S transfer of stream bytes %d..%d (of %d, %d "
+                        "instructions) was still running: the TCU stopped taking instructions"
+                        % (start - offset, start - offset + size, nbytes, count))
+            channel.wait()
+            if report is not None:
+                report.transfers += 1
+                report.stream_bytes += size
+
+    @staticmethod
+    def _dma_idle(channel: Any) -> bool:
+        if channel.error:
+            raise DriverError("the AXI DMA's MM2S channel reports an error (internal, slave "
+                              "or decode error in DMASR): it could not read the stream buffer")
+        return bool(channel.idle)
+
+    def _await(self, done: Callable[[], Any], segment: str, pending: str) -> Any:
+        deadline = self._clock() + self.timeout_s
+        while True:
+            result = done()
+            if result:
+                return result
+            if self._clock() > deadline:
+                raise TcuTimeout(
+                    "the TCU did not finish the %s stream: %s %.3g s later. The TCU hangs (the "
+                    "program asks what the RTL cannot do), the loaded bitstream has no Tensil "
+                    "TCU on %s's stream, or the model's architecture is not the bitstream's; "
+                    "reload the bitstream to reset the TCU" % (
+                        segment, pending, self.timeout_s, "axi_dma_0"))
+            self._sleep(self.poll_s)
+
+
+class TensilDriver(_TcuLink):
     """Runs one compiled model on the TCU behind an AXI DMA (see the module docstring).
 
     `dma` is the overlay's `axi_dma_0` (pynq.lib.dma.DMA); `allocate` is `pynq.allocate` by
@@ -205,17 +276,12 @@ class TensilDriver:
                  clock: Callable[[], float] = time.monotonic,
                  max_transfer_bytes: Optional[int] = None,
                  dram_windows: Optional[Mapping[str, Tuple[int, int]]] = None):
-        if timeout_s <= 0 or poll_s < 0:
-            raise ValueError("timeout_s must be > 0 and poll_s >= 0")
+        super().__init__(dma, model.arch, timeout_s, poll_s, sleep, clock, max_transfer_bytes)
         self.model = model
-        self.arch: Architecture = model.arch
         self.fmt: FixedFormat = fixed_format(model.arch.data_type)
-        self.dma = dma
-        self.timeout_s, self.poll_s, self._sleep, self._clock = timeout_s, poll_s, sleep, clock
         self._windows: List[_Window] = []
         self._runs = 0
         self.last_run = RunReport()
-        self._word_bytes, self._chunk = self._dma_limits(dma, max_transfer_bytes)
         if model.prog.size > MAX_PROGRAM_BYTES:
             raise DriverError("%s: %d bytes of program is more than the driver takes (%d)"
                               % (model.prog_path, model.prog.size, MAX_PROGRAM_BYTES))
@@ -253,24 +319,6 @@ class TensilDriver:
         return cls(model, dma, **options)
 
     # --- setting up -------------------------------------------------------------------------
-
-    def _dma_limits(self, dma: Any, cap: Optional[int]) -> Tuple[int, int]:
-        try:
-            width = int(dma.description["parameters"]["C_M_AXI_MM2S_DATA_WIDTH"])
-        except (AttributeError, KeyError, TypeError, ValueError):
-            raise DriverError("the DMA's description has no C_M_AXI_MM2S_DATA_WIDTH parameter "
-                              "(pynq reads it from the .hwh beside the .bit)") from None
-        if dma.sendchannel is None:
-            raise DriverError("the AXI DMA has no MM2S channel; the TCU's instructions need it")
-        word = width // 8
-        instruction = self.arch.layout.instruction_bytes
-        block = instruction * word // math.gcd(instruction, word)
-        limit = int(dma.buffer_max_size) if cap is None else min(int(dma.buffer_max_size), cap)
-        chunk = limit // block * block
-        if chunk < block:
-            raise DriverError("a DMA transfer of at most %d bytes cannot carry one %d-byte block "
-                              "of whole instructions and stream words" % (limit, block))
-        return word, chunk
 
     def _allocate(self, allocate: Callable[..., Any], cacheable: bool) -> None:
         plan = self.plan
@@ -474,41 +522,7 @@ class TensilDriver:
 
     def _stream(self, segment: str, report: Optional[RunReport] = None) -> None:
         offset, nbytes, count = self._segments[segment]
-        channel = self.dma.sendchannel
-        buffer = self._streams.bytes
-        for start in range(offset, offset + nbytes, self._chunk):
-            size = min(self._chunk, offset + nbytes - start)
-            channel.transfer(buffer[start:start + size])
-            self._await(lambda: self._dma_idle(channel), segment,
-                        "the AXI DMA's MM2S transfer of stream bytes %d..%d (of %d, %d "
-                        "instructions) was still running: the TCU stopped taking instructions"
-                        % (start - offset, start - offset + size, nbytes, count))
-            channel.wait()
-            if report is not None:
-                report.transfers += 1
-                report.stream_bytes += size
-
-    @staticmethod
-    def _dma_idle(channel: Any) -> bool:
-        if channel.error:
-            raise DriverError("the AXI DMA's MM2S channel reports an error (internal, slave "
-                              "or decode error in DMASR): it could not read the stream buffer")
-        return bool(channel.idle)
-
-    def _await(self, done: Callable[[], Any], segment: str, pending: str) -> Any:
-        deadline = self._clock() + self.timeout_s
-        while True:
-            result = done()
-            if result:
-                return result
-            if self._clock() > deadline:
-                raise TcuTimeout(
-                    "the TCU did not finish the %s stream: %s %.3g s later. The TCU hangs (the "
-                    "program asks what the RTL cannot do), the loaded bitstream has no Tensil "
-                    "TCU on %s's stream, or the model's architecture is not the bitstream's; "
-                    "reload the bitstream to reset the TCU" % (
-                        segment, pending, self.timeout_s, "axi_dma_0"))
-            self._sleep(self.poll_s)
+        self._transfer(self._streams.bytes, offset, nbytes, count, segment, report)
 
     # --- the end ----------------------------------------------------------------------------
 
@@ -524,3 +538,77 @@ class TensilDriver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TcuMachine(_TcuLink):
+    """The TCU behind an AXI DMA as a `tensil.machine.Machine`: each `run` puts the images in fresh
+    DRAM buffers, streams the DRAM windows (Configure), the program and the flush probe, waits for
+    the probe and reads both images back. The probe goes through the last local vector and the two
+    DRAM0 vectors after the image. For self-tests and for any raw program; a model runs faster
+    through TensilDriver (its buffers and streams are made once)."""
+
+    def __init__(self, dma: Any, arch: Architecture, allocate: Optional[Callable[..., Any]] = None, *,
+                 cacheable: bool = False, timeout_s: float = 2.0, poll_s: float = 0.0002,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 max_transfer_bytes: Optional[int] = None):
+        super().__init__(dma, arch, timeout_s, poll_s, sleep, clock, max_transfer_bytes)
+        self.fmt = fixed_format(arch.data_type)
+        self.cacheable = cacheable
+        self._allocate = allocate if allocate is not None else importlib.import_module("pynq").allocate
+        self._runs = 0
+
+    def run(self, program: Program, dram0: np.ndarray, dram1: np.ndarray) -> MachineRun:
+        n, size = self.arch.array_size, self.arch.vector_bytes
+        code = bytes(program) if isinstance(program, (bytes, bytearray, memoryview)) else encode_program(
+            list(program), self.arch, strict=False)
+        images = [np.asarray(image) for image in (dram0, dram1)]
+        for name, image in zip(("dram0", "dram1"), images):
+            if image.ndim != 2 or image.shape[1] != n or image.dtype.kind not in "iu":
+                raise ValueError("%s must be integers of shape (vectors, %d), got %s %s"
+                                 % (name, n, image.dtype, image.shape))
+        source, target = len(images[0]), len(images[0]) + 1          # the probe, after the image
+        local = self.arch.local_depth - 1
+        report = RunReport()
+        windows: List[_Window] = []
+        try:
+            dram = []
+            for image, extra, what in ((images[0], _PROBE_VECTORS, "DRAM0"), (images[1], 0, "DRAM1")):
+                window = _Window(self._allocate, (len(image) + extra or 1) * size, DRAM_ALIGN, self.cacheable, what)
+                windows.append(window)
+                view = window.bytes.view(self.fmt.dtype.newbyteorder("<")).reshape(-1, n)
+                view[:len(image)] = image
+                dram.append(view)
+            self._runs += 1
+            token = self._runs % 0x7FFF + 1
+            dram[0][source], dram[0][target] = token, 0
+            for window in windows:
+                window.bytes.flush()
+            stream = encode_program([Configure(ConfigRegister.DRAM0_OFFSET, windows[0].phys // DRAM_ALIGN),
+                                     Configure(ConfigRegister.DRAM1_OFFSET, windows[1].phys // DRAM_ALIGN)],
+                                    self.arch) + code + encode_program([
+                DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, source, 0),
+                DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, target, 0)], self.arch)
+            block = self._word_bytes * self.arch.layout.instruction_bytes // math.gcd(
+                self._word_bytes, self.arch.layout.instruction_bytes)
+            stream += bytes(-len(stream) % block)                    # zero bytes are NoOps
+            streams = _Window(self._allocate, len(stream), PAGE, self.cacheable, "the instruction stream")
+            windows.append(streams)
+            streams.bytes[:len(stream)] = np.frombuffer(stream, np.uint8)
+            streams.bytes.flush()
+            count = len(stream) // self.arch.layout.instruction_bytes
+            self._transfer(streams.bytes, 0, len(stream), count, "program", report)
+
+            def landed() -> bool:
+                report.polls += 1
+                windows[0].bytes.invalidate()
+                return bool(np.all(dram[0][target] == token))
+
+            self._await(landed, "program", "the flush probe (DRAM0 vector %d -> local %d -> DRAM0 "
+                        "vector %d) had not landed" % (source, local, target))
+            windows[1].bytes.invalidate()
+            out0 = dram[0][:len(images[0])].astype(images[0].dtype)
+            out1 = dram[1][:len(images[1])].astype(images[1].dtype)
+        finally:
+            for window in windows:
+                window.free()
+        return MachineRun(out0, out1, None, report)

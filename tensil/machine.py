@@ -4,8 +4,9 @@
 
 `program` is `.tprog` bytes or decoded instructions; `dram0`/`dram1` are raw (vectors,
 array_size) integer images from byte 0 of their windows. Machines: `tensil.emulator.EmulatorMachine`
-(numpy, here and on a board; no cycle count) and `tensil_tools.cosim.CosimMachine` (the RTL in
-Verilator; cycles measured). `run_model(machine, model, inputs)` builds the DRAM images a
+(numpy, here and on a board; no cycle count), `tensil.driver.TcuMachine` (the TCU of a loaded
+bitstream, through its AXI DMA) and `tensil_tools.cosim.CosimMachine` (the RTL in Verilator; cycles
+measured). `run_model(machine, model, inputs)` builds the DRAM images a
 `.tmodel` needs (its consts in DRAM1, its inputs converted to fixed point at their DRAM0 bases,
 the consts preloaded to local memory when the model asks), runs the program and reads the
 outputs back as floats: the same steps whatever the machine, so that a compiled model gives the

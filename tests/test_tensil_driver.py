@@ -374,3 +374,29 @@ def test_a_frame_syncs_its_inputs_outputs_and_probe_only(models):
     expected += [("invalidate", *lines(v.base, v.size)) for v in model.outputs]
     assert synced == expected   # nothing else of DRAM0: what lies between them is the TCU's alone
     board.ddr.check_no_hazards()
+
+
+@pytest.mark.parametrize("cacheable", [False, True])
+def test_the_tcu_is_a_machine_like_the_emulator(models, cacheable):
+    """Issue 24: emulator, RTL co-simulation and the board's TCU behind one Machine interface: the
+    same run_model gives the same outputs and DRAM images on the (fake) board as on the emulator."""
+    from tensil.driver import TcuMachine
+    from tensil.emulator import EmulatorMachine
+    from tensil.machine import run_model as run_on
+
+    model = models["pynqz1_perf"]
+    board, overlay, tcu = _board(PERF, ddr=FakeDDR(size=8 << 20, ranged_sync=True))
+    machine = TcuMachine(overlay.axi_dma_0, model.arch, allocate=board.allocate, cacheable=cacheable)
+    inputs = {"Input": to_vectors(_frame(2), model.arch.array_size)}
+
+    on_tcu, run = run_on(machine, model, inputs)
+    emulated, reference = run_on(EmulatorMachine(model.arch), model, inputs)
+
+    np.testing.assert_array_equal(on_tcu["Output"], emulated["Output"])
+    np.testing.assert_array_equal(run.dram0, reference.dram0)
+    np.testing.assert_array_equal(run.dram1, reference.dram1)
+    assert run.cycles is None and run.detail.transfers >= 1 and run.detail.polls >= 1
+    assert board.ddr.used == 0            # every buffer of the run given back
+    board.ddr.check_no_hazards()
+    with pytest.raises(ValueError, match=r"shape \(vectors, 12\)"):
+        machine.run(b"", np.zeros((4, 8), np.int16), np.zeros((1, 12), np.int16))
