@@ -512,8 +512,9 @@ def skipped_reason(word: Skipped) -> Optional[str]:
 
 # --------------------------------------------------------------------------- encoding
 
-def _operands(instruction: Instruction, lay: InstructionLayout) -> Tuple[List[int], int]:
+def _operands(instruction: Instruction, widths: _Widths) -> Tuple[List[int], int]:
     """([operand0, operand1, operand2], flags) of a checked instruction."""
+    lay = widths.lay
     kind = KIND_FIELDS.get(type(instruction))
     if kind is None:  # Configure, Skipped: one argument field
         if isinstance(instruction, Configure):
@@ -526,8 +527,7 @@ def _operands(instruction: Instruction, lay: InstructionLayout) -> Tuple[List[in
     for number, field in enumerate(kind.operands):
         if field is not None:
             stride = getattr(instruction, field.stride) if field.stride else 0
-            fields[number] = getattr(instruction, field.address) | stride << (
-                lay.operand0_address_bits, lay.operand1_address_bits)[number]
+            fields[number] = getattr(instruction, field.address) | stride << widths.operand_address[number]
     if kind.size_operand is not None:
         fields[kind.size_operand] = instruction.size  # type: ignore[union-attr]
     if isinstance(instruction, SIMD):
@@ -545,7 +545,7 @@ def encode_instruction(instruction: Instruction, arch: Architecture, strict: boo
 def _encode(instruction: Instruction, widths: "_Widths", strict: bool) -> bytes:
     _check(instruction, widths, strict)
     lay = widths.lay
-    (op0, op1, op2), flags = _operands(instruction, lay)
+    (op0, op1, op2), flags = _operands(instruction, widths)
     if isinstance(instruction, Skipped):
         opcode = instruction.opcode
     elif isinstance(instruction, Configure):
@@ -591,7 +591,7 @@ def _decode(data: bytes, widths: "_Widths", strict: bool) -> Instruction:
     operands = [word & ((1 << o0) - 1), word >> o0 & ((1 << o1) - 1), word >> (o0 + o1) & ((1 << o2) - 1)]
     header = word >> (o0 + o1 + o2)
     opcode, flags = header >> 4, header & 0xF
-    instruction = (_decode_strict if strict else _decode_as_rtl)(opcode, flags, operands, lay)
+    instruction = (_decode_strict if strict else _decode_as_rtl)(opcode, flags, operands, widths)
     _check(instruction, widths, strict)
     return instruction
 
@@ -600,8 +600,9 @@ def _arguments(operands: List[int], lay: InstructionLayout) -> int:
     return operands[0] | operands[1] << lay.operand0_bits | operands[2] << (lay.operand0_bits + lay.operand1_bits)
 
 
-def _decode_strict(opcode: int, flags: int, operands: List[int], lay: InstructionLayout) -> Instruction:
+def _decode_strict(opcode: int, flags: int, operands: List[int], widths: _Widths) -> Instruction:
     """The word at face value: every bit that the RTL would read otherwise is refused."""
+    lay = widths.lay
     if opcode == Opcode.CONFIGURE:
         if flags:
             raise ProgramError("Configure: non-zero flags 0x%X" % flags)
@@ -631,8 +632,7 @@ def _decode_strict(opcode: int, flags: int, operands: List[int], lay: Instructio
         values.update((flag, bool(flags >> bit & 1)) for bit, flag in enumerate(kind.flags))
     if kind.cls is NoOp and any(operands):
         raise ProgramError("NoOp: non-zero operand bits")
-    address_bits = (lay.operand0_address_bits, lay.operand1_address_bits)
-    stride_bits = (lay.stride0_bits, lay.stride1_bits)
+    address_bits, stride_bits = widths.operand_address, widths.stride
     for number, field in enumerate(kind.operands):
         raw = operands[number]
         if field is None:
@@ -647,7 +647,7 @@ def _decode_strict(opcode: int, flags: int, operands: List[int], lay: Instructio
         if above >> stride_bits[number]:
             raise ProgramError("%s: non-zero operand%d padding bits" % (name, number))
     if kind.size_operand is not None:
-        bits = lay.local_bits if kind.size_operand == 1 else lay.operand2_address_bits
+        bits = widths.size[kind.size_operand]
         raw = operands[kind.size_operand]
         values["size"] = raw & ((1 << bits) - 1)
         if raw >> bits:
@@ -664,13 +664,14 @@ def _decode_strict(opcode: int, flags: int, operands: List[int], lay: Instructio
     return kind.cls(**values)
 
 
-def _decode_as_rtl(opcode: int, flags: int, operands: List[int], lay: InstructionLayout) -> Instruction:
+def _decode_as_rtl(opcode: int, flags: int, operands: List[int], widths: _Widths) -> Instruction:
     """What the RTL's decoder makes of a word (Decoder.scala; checked in co-simulation): each
     field cut to the bits the RTL keeps, undefined flag bits ignored, words it does not execute
     `Skipped`."""
     def low(value: int, bits: int) -> int:
         return value & ((1 << bits) - 1)
 
+    lay = widths.lay
     arguments = _arguments(operands, lay)
     skipped = Skipped(opcode, flags, arguments)
     if opcode == Opcode.CONFIGURE:
@@ -687,19 +688,14 @@ def _decode_as_rtl(opcode: int, flags: int, operands: List[int], lay: Instructio
         if flags not in set(DataMoveKind):
             return skipped
         values["kind"] = DataMoveKind(flags)
-    widths = {"local": lay.local_bits, "acc": lay.accumulator_bits, "dram0": lay.dram0_bits,
-              "dram1": lay.dram1_bits}
-    address_bits = (lay.operand0_address_bits, lay.operand1_address_bits)
-    stride_bits = (lay.stride0_bits, lay.stride1_bits)
     known = types.SimpleNamespace(**values)  # DataMove's memory follows its kind
     for number, field in enumerate(kind.operands):
         if field is not None:
-            values[field.address] = low(operands[number], widths[field.memory(known)])
+            values[field.address] = low(operands[number], widths.memory[field.memory(known)])
             if field.stride is not None:
-                values[field.stride] = low(operands[number] >> address_bits[number], stride_bits[number])
+                values[field.stride] = low(operands[number] >> widths.operand_address[number], widths.stride[number])
     if kind.size_operand is not None:
-        values["size"] = low(operands[kind.size_operand],
-                             lay.local_bits if kind.size_operand == 1 else lay.operand2_address_bits)
+        values["size"] = low(operands[kind.size_operand], widths.size[kind.size_operand])
     if kind.cls is SIMD:
         return _simd_from_sub(operands[2], lay, **values)
     return kind.cls(**values)
