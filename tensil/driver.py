@@ -52,10 +52,11 @@ from .isa import (
     extent,
 )
 from .layout import from_vectors, to_vectors, vector_count
-from .machine import MachineRun, Program
+from .machine import MachineRun, Program, consts_to_local
 from .tmodel import TensilModel
 
 __all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "MemoryPlan", "RunReport", "TcuMachine", "TensilDriver", "cma_free_bytes",
+           "flush_probe", "stream_block",
            "plan_memory"]
 
 DRAM_ALIGN = 0x10000       # Configure's DRAM offsets count 64 KiB units
@@ -130,7 +131,7 @@ def plan_memory(model: TensilModel, program: Sequence[Instruction], word_bytes: 
             raise DriverError("%s: the consts fill local memory up to vector %d; the flush probe "
                               "needs local vector %d free" % (model.path, top - 1, probe_local))
     instruction = arch.layout.instruction_bytes
-    block = instruction * word_bytes // math.gcd(instruction, word_bytes)
+    block = stream_block(arch, word_bytes)
     streams = [(2 + 2) * instruction,                      # Configure x2, self-test
                (len(model.consts) + 2) * instruction,      # consts to local, probe
                (len(program) + 2) * instruction]           # the program, probe
@@ -183,11 +184,28 @@ class _Window:
         self.bytes = self.buffer[offset:offset + nbytes]
         self.phys = int(self.buffer.physical_address) + offset
 
+    def vectors(self, fmt: FixedFormat, n: int) -> np.ndarray:
+        """The usable bytes as (vectors, n) scalars of `fmt` (little-endian, as the TCU reads them)."""
+        return self.bytes.view(fmt.dtype.newbyteorder("<")).reshape(-1, n)
+
     def free(self) -> None:
         if self.buffer is not None:
             self.bytes = None
             self.buffer.freebuffer()
             self.buffer = None
+
+
+def stream_block(arch: Architecture, word_bytes: int) -> int:
+    """The smallest stream of whole instructions that is also whole DMA words."""
+    instruction = arch.layout.instruction_bytes
+    return instruction * word_bytes // math.gcd(instruction, word_bytes)
+
+
+def flush_probe(local: int, source: int, target: int) -> List[Instruction]:
+    """The flush probe: DRAM0[source] -> local[local] -> DRAM0[target]. Streamed after a program,
+    its value lands in `target` only once every write before it has (the TCU runs in order)."""
+    return [DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, source, 0),
+            DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, target, 0)]
 
 
 class _TcuLink:
@@ -201,9 +219,12 @@ class _TcuLink:
             raise ValueError("timeout_s must be > 0 and poll_s >= 0")
         self.dma, self.arch = dma, arch
         self.timeout_s, self.poll_s, self._sleep, self._clock = timeout_s, poll_s, sleep, clock
-        self._word_bytes, self._chunk = self._dma_limits(dma, max_transfer_bytes)
+        self._word_bytes, self._block, self._chunk = self._dma_limits(dma, max_transfer_bytes)
+        self._runs = 0   # probe tokens handed out
 
-    def _dma_limits(self, dma: Any, cap: Optional[int]) -> Tuple[int, int]:
+    def _dma_limits(self, dma: Any, cap: Optional[int]) -> Tuple[int, int, int]:
+        """(stream word bytes, the smallest block of whole words and whole instructions, the
+        largest transfer of whole blocks)."""
         try:
             width = int(dma.description["parameters"]["C_M_AXI_MM2S_DATA_WIDTH"])
         except (AttributeError, KeyError, TypeError, ValueError):
@@ -212,14 +233,22 @@ class _TcuLink:
         if dma.sendchannel is None:
             raise DriverError("the AXI DMA has no MM2S channel; the TCU's instructions need it")
         word = width // 8
-        instruction = self.arch.layout.instruction_bytes
-        block = instruction * word // math.gcd(instruction, word)
+        block = stream_block(self.arch, word)
         limit = int(dma.buffer_max_size) if cap is None else min(int(dma.buffer_max_size), cap)
         chunk = limit // block * block
         if chunk < block:
             raise DriverError("a DMA transfer of at most %d bytes cannot carry one %d-byte block "
                               "of whole instructions and stream words" % (limit, block))
-        return word, chunk
+        return word, block, chunk
+
+    def _whole_words(self, data: bytes) -> bytes:
+        """Instruction bytes padded to whole stream words (zero bytes are NoOps)."""
+        return data + bytes(-len(data) % self._block)
+
+    def _token(self) -> int:
+        """A fresh value for the flush probe to carry (never 0, which clears its target)."""
+        self._runs += 1
+        return self._runs % 0x7FFF + 1
 
     def _transfer(self, buffer: Any, offset: int, nbytes: int, count: int, segment: str,
                   report: Optional[RunReport] = None) -> None:
@@ -280,7 +309,6 @@ class TensilDriver(_TcuLink):
         self.model = model
         self.fmt: FixedFormat = fixed_format(model.arch.data_type)
         self._windows: List[_Window] = []
-        self._runs = 0
         self.last_run = RunReport()
         if model.prog.size > MAX_PROGRAM_BYTES:
             raise DriverError("%s: %d bytes of program is more than the driver takes (%d)"
@@ -340,8 +368,7 @@ class TensilDriver(_TcuLink):
                         else "this kernel reports no CmaFree")) from None
         self._dram0, self._dram1, self._streams = self._windows
         n = self.arch.array_size
-        self.dram0 = self._dram0.bytes.view(self.fmt.dtype.newbyteorder("<")).reshape(-1, n)
-        self.dram1 = self._dram1.bytes.view(self.fmt.dtype.newbyteorder("<")).reshape(-1, n)
+        self.dram0, self.dram1 = self._dram0.vectors(self.fmt, n), self._dram1.vectors(self.fmt, n)
         for window in (self._dram0, self._dram1):
             if window.phys + window.bytes.nbytes > 1 << 32:
                 raise DriverError("%s at 0x%x is beyond the TCU's 32-bit address space"
@@ -359,13 +386,9 @@ class TensilDriver(_TcuLink):
                                                       + window.bytes.nbytes - 1, master, low,
                                                       high))
 
-    def _instructions(self, instructions: Sequence[Instruction]) -> bytes:
-        return encode_program(list(instructions), self.arch)
-
     def _probe(self) -> List[Instruction]:
         p = self.plan
-        return [DataMove(DataMoveKind.DRAM0_TO_LOCAL, p.probe_local, p.probe_source, 0),
-                DataMove(DataMoveKind.LOCAL_TO_DRAM0, p.probe_local, p.probe_target, 0)]
+        return flush_probe(p.probe_local, p.probe_source, p.probe_target)
 
     def _write_streams(self) -> Dict[str, Tuple[int, int, int]]:
         """The three streams in the stream buffer: name -> (offset, bytes, instructions)."""
@@ -374,15 +397,10 @@ class TensilDriver(_TcuLink):
                  Configure(ConfigRegister.DRAM1_OFFSET, self._dram1.phys // DRAM_ALIGN),
                  DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, 1, 0),
                  DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, 3, 0)]
-        consts: List[Instruction] = [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1)
-                  for c in self.model.consts if self.model.load_consts_to_local and c.size]
-        instruction = self.arch.layout.instruction_bytes
-        block = instruction * self._word_bytes // math.gcd(instruction, self._word_bytes)
         segments, offset, image = {}, 0, bytearray()
-        for name, code in (("start", start), ("consts", consts + self._probe()),
+        for name, code in (("start", start), ("consts", consts_to_local(self.model) + self._probe()),
                            ("program", list(self.program) + self._probe())):
-            data = self._instructions(code)
-            data += bytes(-len(data) % block)     # whole stream words: zero bytes are NoOps
+            data = self._whole_words(encode_program(code, self.arch))
             segments[name] = (offset, len(data), len(code))
             image += data
             offset += len(data)
@@ -438,8 +456,7 @@ class TensilDriver(_TcuLink):
         report = self.last_run = RunReport()
         started = self._clock()
         self._write_inputs(inputs, report)
-        self._runs += 1
-        token = self._runs % 0x7FFF + 1
+        token = self._token()
         p = self.plan
         self.dram0[p.probe_source] = token
         self.dram0[p.probe_target] = 0
@@ -511,8 +528,7 @@ class TensilDriver(_TcuLink):
 
     def _execute(self, segment: str) -> None:
         """Stream a segment that ends with the probe and wait for it."""
-        self._runs += 1
-        token = self._runs % 0x7FFF + 1
+        token = self._token()
         self.dram0[self.plan.probe_source] = token
         self.dram0[self.plan.probe_target] = 0
         self._vectors(self.plan.probe_target, 2).flush()
@@ -555,7 +571,6 @@ class TcuMachine(_TcuLink):
         self.fmt = fixed_format(arch.data_type)
         self.cacheable = cacheable
         self._allocate = allocate if allocate is not None else importlib.import_module("pynq").allocate
-        self._runs = 0
 
     def run(self, program: Program, dram0: np.ndarray, dram1: np.ndarray) -> MachineRun:
         n, size = self.arch.array_size, self.arch.vector_bytes
@@ -575,27 +590,22 @@ class TcuMachine(_TcuLink):
             for image, extra, what in ((images[0], _PROBE_VECTORS, "DRAM0"), (images[1], 0, "DRAM1")):
                 window = _Window(self._allocate, (len(image) + extra or 1) * size, DRAM_ALIGN, self.cacheable, what)
                 windows.append(window)
-                view = window.bytes.view(self.fmt.dtype.newbyteorder("<")).reshape(-1, n)
+                view = window.vectors(self.fmt, n)
                 view[:len(image)] = image
                 dram.append(view)
-            self._runs += 1
-            token = self._runs % 0x7FFF + 1
+            token = self._token()
             dram[0][source], dram[0][target] = token, 0
             for window in windows:
                 window.bytes.flush()
-            stream = encode_program([Configure(ConfigRegister.DRAM0_OFFSET, windows[0].phys // DRAM_ALIGN),
-                                     Configure(ConfigRegister.DRAM1_OFFSET, windows[1].phys // DRAM_ALIGN)],
-                                    self.arch) + code + encode_program([
-                DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, source, 0),
-                DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, target, 0)], self.arch)
-            block = self._word_bytes * self.arch.layout.instruction_bytes // math.gcd(
-                self._word_bytes, self.arch.layout.instruction_bytes)
-            stream += bytes(-len(stream) % block)                    # zero bytes are NoOps
+            code = encode_program([Configure(ConfigRegister.DRAM0_OFFSET, windows[0].phys // DRAM_ALIGN),
+                                   Configure(ConfigRegister.DRAM1_OFFSET, windows[1].phys // DRAM_ALIGN)],
+                                  self.arch) + code + encode_program(flush_probe(local, source, target), self.arch)
+            count = len(code) // self.arch.layout.instruction_bytes
+            stream = self._whole_words(code)
             streams = _Window(self._allocate, len(stream), PAGE, self.cacheable, "the instruction stream")
             windows.append(streams)
             streams.bytes[:len(stream)] = np.frombuffer(stream, np.uint8)
             streams.bytes.flush()
-            count = len(stream) // self.arch.layout.instruction_bytes
             self._transfer(streams.bytes, 0, len(stream), count, "program", report)
 
             def landed() -> bool:

@@ -22,7 +22,7 @@ from .arch import Architecture
 from .fixed import fixed_format, from_bytes, from_float_driver, from_float_saturating, to_float
 from .isa import DataMove, DataMoveKind, Instruction, decode_program, extent
 
-__all__ = ["Machine", "MachineRun", "Program", "model_images", "model_outputs", "run_model"]
+__all__ = ["Machine", "MachineRun", "Program", "consts_to_local", "model_images", "model_outputs", "run_model"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 
@@ -92,6 +92,14 @@ def model_outputs(model: Any, dram0: np.ndarray) -> Dict[str, np.ndarray]:
     return outputs
 
 
+def consts_to_local(model: Any) -> List[Instruction]:
+    """The moves of a model's consts from DRAM1 to local memory when it was compiled to find them
+    there (`load_consts_to_local`; Tensil's driver streams them before the program), else none."""
+    if not model.load_consts_to_local:
+        return []
+    return [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1) for c in model.consts if c.size]
+
+
 def run_model(machine: Machine, model: Any, inputs: Mapping[str, np.ndarray], saturate: bool = True,
               program: Optional[Sequence[Instruction]] = None) -> Tuple[Dict[str, np.ndarray], MachineRun]:
     """Run a `.tmodel` on `machine` as Tensil's PYNQ driver would: (outputs, the machine's run).
@@ -99,9 +107,6 @@ def run_model(machine: Machine, model: Any, inputs: Mapping[str, np.ndarray], sa
     if program is None:
         program = decode_program(model.prog_path.read_bytes(), model.arch)
     dram0, dram1, saturated = model_images(model, inputs, program, saturate)
-    preload: List[Instruction] = []
-    if model.load_consts_to_local:  # the driver streams these first
-        preload = [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1) for c in model.consts if c.size]
-    run = machine.run(preload + list(program), dram0, dram1)
+    run = machine.run(consts_to_local(model) + list(program), dram0, dram1)
     run.saturated_inputs = saturated
     return model_outputs(model, run.dram0), run

@@ -18,11 +18,10 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from tensil.arch import Architecture, instruction_layout
+from tensil.driver import flush_probe
 from tensil.isa import (
     ConfigRegister,
     Configure,
-    DataMove,
-    DataMoveKind,
     decode_program,
     encode_program,
 )
@@ -149,9 +148,7 @@ def _probe(arch: Architecture, program: bytes) -> Tuple[bytes, int, int]:
     """
     offset0, _ = final_dram_offsets(program, arch)
     last_local = arch.local_depth - 1
-    code = encode_program([
-        DataMove(DataMoveKind.DRAM0_TO_LOCAL, last_local, arch.dram0_depth - 1, 0),
-        DataMove(DataMoveKind.LOCAL_TO_DRAM0, last_local, arch.dram0_depth - 2, 0)], arch)
+    code = encode_program(flush_probe(last_local, arch.dram0_depth - 1, arch.dram0_depth - 2), arch)
     source = (offset0 + (arch.dram0_depth - 1) * arch.vector_bytes) % ADDRESS_SPACE
     target = (offset0 + (arch.dram0_depth - 2) * arch.vector_bytes) % ADDRESS_SPACE
     return code, source, target
