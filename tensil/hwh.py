@@ -46,7 +46,7 @@ from .errors import ArchError, ArchMismatch, HwhError
 from .tmodel import TensilModel
 
 __all__ = ["BITSTREAM_SCHEMA", "MAX_HWH_BYTES", "HwhModule", "HwhPort", "MemRange",
-           "TensilDesign", "parse_hwh", "read_design"]
+           "TensilDesign", "file_sha256", "parse_hwh", "read_design"]
 
 MAX_HWH_BYTES = 32 << 20         # a full PYNQ-Z1 base overlay's .hwh is a few MiB
 MAX_HWH_DEPTH = 32
@@ -325,9 +325,10 @@ def _windows(tcu: HwhModule) -> Dict[str, Tuple[int, int]]:
     return windows
 
 
-def _sha256(path: pathlib.Path) -> str:
+def file_sha256(path: Union[str, pathlib.Path]) -> str:
+    """A file's SHA-256, read a MiB at a time."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -352,10 +353,11 @@ def _read_json(path: pathlib.Path, hwh: pathlib.Path) -> Dict[str, Any]:
     for key, target in (("hwh", hwh), ("bitstream", hwh.with_suffix(".bit"))):
         entry = raw.get(key)
         if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and target.is_file():
-            if entry["sha256"] != _sha256(target):
+            found = file_sha256(target)
+            if entry["sha256"] != found:
                 raise HwhError("%s: field '%s.sha256' is %s but %s hashes to %s: the JSON "
                                "describes another build" % (where, key, entry["sha256"][:12],
-                                                            target.name, _sha256(target)[:12]))
+                                                            target.name, found[:12]))
     rtl = raw.get("rtl") or {}
     listed = rtl.get("memories") or [] if isinstance(rtl, dict) else None
     if not isinstance(listed, list):

@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from tensil.arch import ARCH_FIELDS, Architecture, instruction_layout, load_tarch
 from tensil.errors import ArchError
+from tensil.hwh import file_sha256
 
 from .errors import RtlMismatch, RtlNotFound
 
@@ -117,14 +118,6 @@ def _module_port_bits(text: str, module: str, port: str, where: Path) -> int:
     return int(match.group(1)) + 1
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _READ: Dict[Tuple[Any, ...], RtlInfo] = {}
 
 
@@ -164,7 +157,7 @@ def _read_rtl(directory: Path, fingerprint: Tuple[Any, ...]) -> RtlInfo:
     top_module = top_file.stem
     ports = _top_ports(top_file, top_module)
     files = [top_file] + sorted({b.path for b in brams})
-    hashes = tuple(sorted((p.name, _sha256(p)) for p in files))
+    hashes = tuple(sorted((p.name, file_sha256(p)) for p in files))
     return RtlInfo(directory, top_file, top_module, (brams[0], brams[1]), ports, hashes, fingerprint)
 
 
