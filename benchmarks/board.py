@@ -25,7 +25,7 @@ Sections:
    FINN-based follow-up, 16.3 ms (arXiv 2602.16024).
 
 JSON: runs/bench/board.json. Exit status 1 when the projected frame at 50 MHz is longer than
-PEFSL's 30 ms.
+PEFSL's 30 ms or the driver's host side of a frame here takes more than 0.2 ms.
 
     python -m benchmarks.board                    # all sections, 4 queries a class
     python -m benchmarks.board --only driver,tcu
@@ -72,6 +72,8 @@ BUNDLED = ROOT / "models" / "resnet9_f16_strided_32.onnx"
 PEFSL_FRAME_MS = 30.0  # PEFSL's demonstrator, whole frame (ISCAS 2024, arXiv 2404.19354)
 FINN_FRAME_MS = 16.3   # its FINN-based follow-up (arXiv 2602.16024)
 BACKENDS = ("onnxruntime", "opencv", "tensil-emu")
+HOST_TARGET_MS = 0.2    # issue 24: the driver's host side of a frame, on this machine
+HOST_BEFORE_MS = 0.53   # what this section printed (2026-12-05) with the fake TCU decoding every instruction
 HOST_STAGES = ("capture", "preprocess", "ncm", "ui", "display")
 Section = Callable[[argparse.Namespace, Dict[str, Any]], Dict[str, Any]]
 
@@ -141,7 +143,18 @@ def demo_section(args: argparse.Namespace, model: Dict[str, Any]) -> Dict[str, A
 
 class _ProbeOnlyTcu(FakeTcu):
     """Executes only what goes through the driver's probe vector (Configure, the self-test,
-    the probe); the program's work is the hardware's, in parallel."""
+    the probe); the program's work is the hardware's, in parallel. It decodes no more than
+    that either: a short transfer whole (the start segment: Configure and the self-test) and
+    a long one's last two instructions, where the driver puts the flush probe. Decoding a
+    40,000-instruction program in the fake took ten times the driver's own time and its
+    cache misses were counted as the driver's."""
+
+    def feed(self, data: bytes) -> None:
+        size = self.arch.layout.instruction_bytes
+        whole = len(data) // size * size
+        tail = data[:whole] if whole <= 64 * size else data[whole - 2 * size:whole]
+        self._queue.extend(decode_program(tail, self.arch, strict=False))
+        self.advance()
 
     def advance(self, *_: Any) -> None:
         queue, self._queue = self._queue, []
@@ -194,8 +207,12 @@ def driver_section(args: argparse.Namespace, model: Dict[str, Any]) -> Dict[str,
                       ("host", "total")):
         print("  %-8s %8.3f ms  x%g on the A9: %7.2f ms   %s" % (
             key, ms[key], args.a9_factor, ms[key] * args.a9_factor, what))
+    verdict = "%s host side of a frame here: %.3f ms (target <= %.1f ms; %.2f ms before the fake TCU " \
+        "stopped decoding the whole program in the driver's time)" % (
+            "PASS" if ms["host"] <= HOST_TARGET_MS else "FAIL", ms["host"], HOST_TARGET_MS, HOST_BEFORE_MS)
+    print(verdict)
     return {"ms": ms, "cma_bytes": driver.plan.cma_bytes, "transfers": r.transfers,
-            "stream_bytes": r.stream_bytes}
+            "stream_bytes": r.stream_bytes, "verdict": verdict}
 
 
 def tcu_section(args: argparse.Namespace, model: Dict[str, Any]) -> Dict[str, Any]:
@@ -291,8 +308,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = pathlib.Path(args.out)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\nwrote %s" % out)
-    verdict = results["projection"].get("verdict", "")
-    return 1 if verdict.startswith("FAIL") else 0
+    verdicts = [results[name].get("verdict", "") for name in ("driver", "projection") if name in results]
+    return 1 if any(v.startswith("FAIL") for v in verdicts) else 0
 
 
 if __name__ == "__main__":
