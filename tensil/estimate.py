@@ -211,6 +211,9 @@ class MemoryAwareModel(TensilLatencyModel):
         self._write_answered = 0.0  # when the last DRAM write's response is back (cycles)
         self._last: Optional[Instruction] = None
         self._write_tail = 0.0      # cycles of the last DRAM write the next instruction hides
+        # SIMD cycles since the last MatMul when only SIMDs followed it (its drain still
+        # pending for the array and the accumulator moves), else None
+        self._simd_since_matmul: Optional[float] = None
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
         """AXI bursts of a move of `vectors` vectors from DRAM vector `address` (axi_requests)."""
@@ -225,8 +228,12 @@ class MemoryAwareModel(TensilLatencyModel):
         previous = self.previous
         if isinstance(instruction, (NoOp, Skipped, Configure)):
             return 1.0
-        if isinstance(instruction, LoadWeights):    # the array drains the MatMul first
-            return instruction.size + 1.0 + (2 * n - 1 if previous is MatMul else 0)
+        drain = 2 * n - 1 if self._simd_since_matmul is not None else 0
+        if isinstance(instruction, LoadWeights):
+            # The array drains the last MatMul first; SIMDs after that MatMul run once it has
+            # drained, beside this load (measured: up to the load's own size+1 cycles of them).
+            pushes = instruction.size + 1.0
+            return pushes + drain - min(self._simd_since_matmul or 0.0, pushes)
         if isinstance(instruction, MatMul):   # the array switches into accumulating: a cycle
             switch = instruction.accumulate and not (previous is MatMul and self._last.accumulate)  # type: ignore
             return instruction.size + 1.0 + switch
@@ -236,7 +243,7 @@ class MemoryAwareModel(TensilLatencyModel):
         vectors = instruction.size + 1
         if instruction.kind not in _DRAM_READS + _DRAM_WRITES:
             extra = 2 if instruction.kind == DataMoveKind.ACC_TO_LOCAL else 0
-            return vectors + extra + (2 * n - 1 if previous is MatMul else 0)
+            return vectors + extra + drain   # SIMDs since the MatMul do not run beside it
         beats = vectors * self.beats_per_vector * m.beat_cycles
         requests = self.bursts(instruction.address, vectors, instruction.stride)
         if instruction.kind in _DRAM_READS:
@@ -255,6 +262,12 @@ class MemoryAwareModel(TensilLatencyModel):
             hidden = min(self._write_tail, cost)
             cost -= hidden
         self._write_tail = min(self.memory.write_overlap, cost) if writes else 0.0
+        if isinstance(instruction, MatMul):
+            self._simd_since_matmul = 0.0
+        elif isinstance(instruction, SIMD) and self._simd_since_matmul is not None:
+            self._simd_since_matmul += cost
+        else:
+            self._simd_since_matmul = None
         _, energy = super().step(instruction)    # Tensil's energy; records this kind
         self._last = instruction
         before = round(self._exact)

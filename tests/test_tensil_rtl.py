@@ -496,3 +496,27 @@ def test_the_estimate_stands_next_to_the_rtl_count():
     print("\n" + table)
     assert 0.9 <= float(np.median(ratios)) <= 1.1 and 0.8 <= min(ratios) <= max(ratios) <= 1.25, \
         table
+
+
+@pytest.mark.parametrize("then_move", [False, True])
+def test_the_estimate_prices_simds_between_a_matmul_and_its_drain(then_move):
+    # Measured on this RTL: SIMDs right after a MatMul run once the array has drained (2n-1
+    # cycles); a LoadWeights after them runs beside them (up to its own pushes), an
+    # accumulator->local move after them does not. The model said "no drain" as soon as
+    # anything came between (the compiled matmul_chain at 0.950 of the RTL).
+    rows = []
+    for simds in range(7):
+        group = ["LoadWeights local=0x0 size=12", "MatMul local=0x64 acc=0x%x size=15"]
+        group += ["SIMD out=Max(in,r1) wacc=0x%x racc=0x%x read write" % (1024 + j, 1024 + j)
+                  for j in range(simds)]
+        if then_move:
+            group += ["DataMove acc->local local=0xfa0 acc=0x5dc size=0"]
+        program = asm("\n".join(line % (16 * g) if "%" in line else line
+                                for g in range(24) for line in group))
+        d0, d1, local, accumulators = memories(3)
+        rtl = cosim.run(program, d0, d1, ARCH, local=local, accumulators=accumulators,
+                        completion="drain")
+        estimated = estimate_memory_aware(decode_program(program, ARCH), ARCH).cycles
+        rows.append((simds, estimated, rtl.cycles, estimated / rtl.cycles))
+    table = "\n".join("%d SIMDs: estimate %5d  RTL %5d  ratio %.3f" % r for r in rows)
+    assert all(0.97 <= r[3] <= 1.03 for r in rows), table
