@@ -305,7 +305,60 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
         "  ".join("%10.1f%%" % (100 * totals[c] / model_total) for c in CYCLE_CLASSES)))
     out["verdicts"].append(_verdict("per-layer RTL cycles add up to the whole program's", total == whole,
                                     "%s = %s" % (format(total, ","), format(whole, ","))))
+    out["floors"] = floors = serial_floors(result, model.memory)
+    print("floors on this RTL (its decoder runs one instruction after another: tests/test_tensil_rtl.py"
+          "::test_the_decoder_runs_instructions_one_after_another):")
+    for key, what in (("as_compiled", "this program's work, every overlap the RTL allows granted"),
+                      ("ideal", "no padded lane, each weight read and pushed once, the SIMD work of "
+                                "unpadded outputs")):   # simd hides behind the larger of the two
+        cycles = floors[key]["cycles"]
+        print("  %-12s %9s cycles = MAC efficiency %5.1f %% at best  (%s: %s)" % (
+            key, format(int(cycles), ","), 100 * result.macs / (n * n * cycles), what,
+            ", ".join("%s %s" % (k, format(int(v), ",")) for k, v in floors[key]["parts"].items())))
     return out
+
+
+def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
+    """Lower bounds of a compiled program's cycles on a TCU whose decoder runs instructions one
+    after another, granting every overlap measured on the RTL (tests/test_tensil_rtl.py): a
+    DRAM move hides a MatMul's drain (2n-1 cycles, before a weight load), SIMDs run beside
+    weight pushes and, from the accumulator port's queue, before a DRAM move; nothing runs
+    beside MatMuls or accumulator moves. So cycles >= MatMul vectors + accumulator moves +
+    max(max(DRAM beats, loads x drain) + pushes, SIMD cycles).
+
+    as_compiled: this program's work (what any reordering of it costs at least). ideal: MACs /
+    n^2, every non-zero weight read from DRAM1 and pushed once with no padding (plus a bias row
+    a load), the program's SIMD and accumulator moves scaled to unpadded output channels: what
+    no schedule, tiling or lane packing of this network on this RTL beats."""
+    from tensil.estimate import _SIMD_CYCLES, MemoryAwareModel
+    from tensil.isa import SIMD, DataMove, LoadWeights, MatMul
+
+    arch = result.arch
+    n, beats = arch.array_size, MemoryAwareModel(arch, memory).beats_per_vector
+    drain = 2 * n - 1
+    program = result.program.instructions
+    matmul = sum(i.size + 1 for i in program if isinstance(i, MatMul))
+    loads = [i for i in program if isinstance(i, LoadWeights)]
+    pushes = sum(i.size + 1 for i in loads)
+    simd = sum(_SIMD_CYCLES[(i.read, i.write)] for i in program if isinstance(i, SIMD))
+    moves = [i for i in program if isinstance(i, DataMove)]
+    dram = sum((i.size + 1) * beats for i in moves if _cycle_class(i) == "dram")
+    acc = sum(i.size + 1 for i in moves if _cycle_class(i) == "acc<->local")
+
+    def parts(matmul: float, dram: float, loads: float, pushes: float, simd: float, acc: float) -> Dict[str, Any]:
+        parts = {"matmul": matmul, "acc<->local": acc, "dram, drains and pushes": max(dram, loads * drain) + pushes,
+                 "simd": simd}
+        return {"cycles": matmul + acc + max(parts["dram, drains and pushes"], simd), "parts": parts}
+
+    # non-zero weights: a global average pool is a diagonal convolution here
+    weights = sum(int(np.count_nonzero(t.weight)) for layer in result.graph.layers for t in layer.terms
+                  if hasattr(t, "weight"))
+    outputs = [(layer.output.channels, -(-layer.output.channels // n) * n) for layer in result.graph.layers]
+    unpadded = sum(c for c, _ in outputs) / sum(p for _, p in outputs)
+    ideal_loads = -(-weights // (n * n))
+    return {"as_compiled": parts(matmul, dram, len(loads), pushes, simd, acc),
+            "ideal": parts(result.macs / (n * n), -(-weights // n) * beats, ideal_loads,
+                           -(-weights // n) + ideal_loads, simd * unpadded, acc * unpadded)}
 
 
 # --------------------------------------------------------------------------- ResNet-20

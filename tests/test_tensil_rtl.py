@@ -520,3 +520,33 @@ def test_the_estimate_prices_simds_between_a_matmul_and_its_drain(then_move):
         rows.append((simds, estimated, rtl.cycles, estimated / rtl.cycles))
     table = "\n".join("%d SIMDs: estimate %5d  RTL %5d  ratio %.3f" % r for r in rows)
     assert all(0.97 <= r[3] <= 1.03 for r in rows), table
+
+
+def test_the_decoder_runs_instructions_one_after_another():
+    # Why scheduling alone cannot reach the 45 % MAC efficiency with today's channel
+    # padding (benchmarks/compiler.py serial_floors): with one thread, a DRAM move into the
+    # other half of local memory, MatMuls and SIMDs on other accumulators run one after the
+    # other. What is shared: a MatMul's drain (2n-1 cycles) with what follows it, and the tail
+    # of a SIMD run with a DRAM move after it, through the accumulator port's queue: about 26
+    # SIMDs (105 cycles) whatever the run's length.
+    dram_move = "DataMove dram1->local local=0x%x dram1=0x0 size=511" % (ARCH.local_depth // 2 + 16)
+    matmuls = "LoadWeights local=0x0 size=12\n" + "\n".join(
+        "MatMul local=0x%x acc=0x%x size=63" % (16 + 64 * k, 64 * k) for k in range(8))
+
+    def simds(count):
+        return "\n".join("SIMD out=Max(in,r1) wacc=0x%x racc=0x%x read write" % (1024 + j, 1024 + j)
+                         for j in range(count))
+    d0, d1, local, accumulators = memories(4, dram_vectors=1024)
+
+    def cycles(*texts):
+        return cosim.run(asm("\n".join(texts)), d0, d1, ARCH, local=local, accumulators=accumulators,
+                         completion="drain").cycles
+
+    def shared(first, second):
+        return cycles(first) + cycles(second) - cycles(first, second)
+
+    drain = 2 * ARCH.array_size - 1
+    assert shared(dram_move, matmuls) <= 2
+    assert shared(matmuls, dram_move) <= drain + 2
+    assert shared(simds(128), matmuls) <= drain
+    assert shared(simds(128), dram_move) == shared(simds(512), dram_move) <= 110
