@@ -214,6 +214,7 @@ class MemoryAwareModel(TensilLatencyModel):
         # SIMD cycles since the last MatMul when only SIMDs followed it (its drain still
         # pending for the array and the accumulator moves), else None
         self._simd_since_matmul: Optional[float] = None
+        self._simds_since_matmul = 0   # how many SIMDs that is
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
         """AXI bursts of a move of `vectors` vectors from DRAM vector `address` (axi_requests)."""
@@ -249,8 +250,15 @@ class MemoryAwareModel(TensilLatencyModel):
         if instruction.kind in _DRAM_READS:
             wait = max(0.0, self._write_answered - self._exact)   # the host router waits for it
             first = self.beats_per_vector * m.beat_cycles   # the first request's beats
+            # SIMDs between a MatMul and this read waited for the array's drain while the
+            # decoder went on: the read and the drain run beside them, each SIMD then costing
+            # the decoder's cycle (measured: up to the drain and the read's latency)
+            beside = 0.0
+            if self._simd_since_matmul:
+                beside = min(self._simd_since_matmul - self._simds_since_matmul,
+                             2 * n - 1 + m.read_latency + m.read_setup)
             return (wait + max(beats, (requests - 1) * m.read_request_cycles + first)
-                    + m.read_latency + m.read_setup)
+                    + m.read_latency + m.read_setup - beside)
         return max(beats, requests * m.write_request_cycles) + m.write_setup
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
@@ -263,9 +271,10 @@ class MemoryAwareModel(TensilLatencyModel):
             cost -= hidden
         self._write_tail = min(self.memory.write_overlap, cost) if writes else 0.0
         if isinstance(instruction, MatMul):
-            self._simd_since_matmul = 0.0
+            self._simd_since_matmul, self._simds_since_matmul = 0.0, 0
         elif isinstance(instruction, SIMD) and self._simd_since_matmul is not None:
             self._simd_since_matmul += cost
+            self._simds_since_matmul += 1
         else:
             self._simd_since_matmul = None
         _, energy = super().step(instruction)    # Tensil's energy; records this kind

@@ -525,3 +525,29 @@ def test_attributes_and_their_defaults_come_from_onnx_schemas():
         b = ModelBuilder((1, 5, 8, 8))
         out = b.op("BatchNormalization", [b.input] + [b.const(np.ones(5, np.float32)) for _ in range(4)], spatial=1)
         load_onnx(b.model(out))
+
+
+@needs_rtl
+def test_weight_reads_and_post_ops_in_the_array_drain_save_rtl_cycles(monkeypatch):
+    # backend.LAZY_WEIGHT_READS and HIDDEN_SIMDS: each weight block read just before its
+    # load, right after a MatMul, and the previous output block's post-ops there too, with two
+    # accumulator tiles. Off (one bulk read a group, post-ops after their own block), the same
+    # outputs cost more RTL cycles.
+    from tensil_tools.compiler import backend
+
+    b = ModelBuilder((1, 16, 8, 8), 3)
+    data = b.model(b.op("LeakyRelu", [b.conv(b.input, 16, 40, 3, pads=1)], alpha=0.1))
+    x = np.random.default_rng(3).standard_normal((16, 8, 8))
+    runs = {}
+    for name, lazy, hidden in (("scheduled", backend.LAZY_WEIGHT_READS, backend.HIDDEN_SIMDS),
+                               ("plain", 10 ** 9, 0)):
+        monkeypatch.setattr(backend, "LAZY_WEIGHT_READS", lazy)
+        monkeypatch.setattr(backend, "HIDDEN_SIMDS", hidden)
+        monkeypatch.setattr(backend, "HIDDEN_SIMDS_NO_READ", hidden)
+        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+        got, _ = result.run_emulator(x)
+        on_rtl, cosimulated = result.run_rtl(x)
+        assert np.array_equal(on_rtl, got)
+        runs[name] = (got, cosimulated.cycles)
+    assert np.array_equal(runs["scheduled"][0], runs["plain"][0])
+    assert runs["scheduled"][1] < 0.95 * runs["plain"][1], runs

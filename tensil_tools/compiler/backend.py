@@ -16,21 +16,26 @@ largest live one moves to DRAM0 and the plan is made again, until it fits or a l
 fit even with everything else in DRAM0 (`MemoryOverflow` says which memory and by how much).
 
 A layer runs as: zero the borders of its output planes; for each group of output channel
-blocks whose weights fit, load those weights once (one DataMove from DRAM1); for each strip
-of output rows that fits the accumulators (the whole map when it fits), for each output
-block: the block's MatOps/CopyOps in order (LoadWeights when the block changes, one MatMul
-per output row and kernel tap; rows of padding that would add zero are skipped), the
-post-ops with SIMD, and the rows written to their home. Convolution, bias, residual
-addition, activation and average scaling of a layer thus happen in the accumulators
-without a round trip through memory.
+blocks whose weights fit, read those weights from DRAM1 once (a group of 3 blocks or more a
+block at a time, just before the block's first LoadWeights and right after a MatMul, where
+the read runs in the array's drain); for each strip of output rows that fits the
+accumulators (the whole map when it fits), for each output block: the block's
+MatOps/CopyOps in order (LoadWeights when the block changes, one MatMul per output row and
+kernel tap; rows of padding that would add zero are skipped), the post-ops with SIMD, and
+the rows written to their home. When two tiles fit the accumulators, blocks alternate
+between them and a block's post-ops are spread among the next block's weight loads (the RTL
+runs them there beside the drain and the weight read), its rows written after that block.
+Convolution, bias, residual addition, activation and average scaling of a layer thus happen
+in the accumulators without a round trip through memory.
 """
 
 import bisect
+import collections
 import dataclasses
 import itertools
 import logging
 import math
-from typing import Dict, List, Optional, Set, Tuple, cast
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 
 import numpy as np
 
@@ -131,6 +136,8 @@ class _NoRoom(Exception):
 
 
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
+HIDDEN_SIMDS = 24        # deferred SIMDs before a weight read and load (see _compute)
+HIDDEN_SIMDS_NO_READ = 3
 
 
 def _pow2_stride(step: int, depth: int) -> Optional[int]:
@@ -182,6 +189,7 @@ class _Scheduler:
         self.dram1_cache: Dict[bytes, int] = {}
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
+        self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
         self.register: Optional[object] = None
         self.reports: List[LayerReport] = []
         self.pending: List[Value] = []
@@ -599,16 +607,29 @@ class _Scheduler:
         chunked = any(len(g) == 1 and g[0][1] is not q.ops[g[0][0]] for g in groups)
         strips = [(i, min(ho, i + rows)) for i in range(0, ho, rows)]
         weight_vectors = 0
-        self.acc_peak = max(self.acc_peak, rows * wo)
+        tile = rows * wo
+        # Two tiles in the accumulators: a block's post-ops run among the next block's weight
+        # loads (_compute), where the RTL hides most of their cycles.
+        tiles = 2 if q.post and 2 * tile <= self.acc_avail and any(len(g) > 1 for g in groups) else 1
+        self.acc_peak = max(self.acc_peak, tiles * tile)
         if not chunked:
             for group in groups:
                 addresses, allocation = self._load_weights(q, group)
                 weight_vectors += allocation[1]
                 for s, (i0, i1) in enumerate(strips):
                     views = self._load_strips(q, buffers, i0, i1, s)
-                    for cob, ops in group:
-                        self._compute(q, cob, ops, True, views, addresses, i0, i1)
-                        self._finish(q, cob, region, staging, i0, i1)
+                    finish: Optional[Callable[[], None]] = None
+                    for k, (cob, ops) in enumerate(group):
+                        base = tile * (k % tiles)
+                        self._compute(q, cob, ops, True, views, addresses, i0, i1, base)
+                        if finish is not None:
+                            finish()
+                        finish = self._deferred_finish(q, cob, region, staging, i0, i1, base)
+                        if tiles == 1:
+                            finish()
+                            finish = None
+                    if finish is not None:
+                        finish()
                 self.local.release(*allocation)
         else:
             # some block's weights exceed local memory: chunks, reloaded for every strip
@@ -666,8 +687,13 @@ class _Scheduler:
         return views
 
     def _compute(self, q: QLayer, cob: int, ops: List, first: bool, views: Dict[int, Region],
-                 addresses: Dict[int, int], i0: int, i1: int) -> None:
-        """Accumulate a block's ops for output rows [i0, i1) into the tile at acc 0."""
+                 addresses: Dict[int, int], i0: int, i1: int, base: int = 0) -> None:
+        """Accumulate a block's ops for output rows [i0, i1) into the tile at acc `base`.
+        Before each weight load, some of the previous block's deferred post-ops (self.hidden):
+        right after a MatMul they wait for the array to drain while the decoder moves on, and
+        run beside the DRAM read and the load that follow (measured on the RTL: 24 SIMDs cost
+        about 1 cycle each there instead of 2.6, beyond which they cost their own time; before
+        a load without a read, 3)."""
         wo = q.layer.output.width
         for op in ops:
             term = q.layer.terms[op.term]
@@ -675,17 +701,20 @@ class _Scheduler:
             if isinstance(op, CopyOp):
                 kind = K.LOCAL_TO_ACC if first else K.LOCAL_TO_ACC_ACCUMULATE
                 for i in range(i0, i1):
-                    self.program.datamove(kind, view.addr(cob, i, 0), (i - i0) * wo, wo)
+                    self.program.datamove(kind, view.addr(cob, i, 0), base + (i - i0) * wo, wo)
                 first = False
                 continue
             key = (addresses[op.block], op.block)
             if self.loaded_block != key:
-                if key in self.unread_blocks:
+                unread = key in self.unread_blocks
+                for _ in range(min(len(self.hidden), HIDDEN_SIMDS if unread else HIDDEN_SIMDS_NO_READ)):
+                    self.program.emit(self.hidden.popleft())
+                if unread:
                     self.program.datamove(K.DRAM1_TO_LOCAL, key[0], self.unread_blocks.pop(key), self.n + 1)
                 self.program.emit(LoadWeights(addresses[op.block], self.n))
                 self.loaded_block = key
             if op.zeroes:
-                self.program.emit(MatMul(0, 0, (i1 - i0) * wo - 1, accumulate=not first,
+                self.program.emit(MatMul(0, base, (i1 - i0) * wo - 1, accumulate=not first,
                                          zeroes=True))
                 first = False
                 continue
@@ -698,7 +727,7 @@ class _Scheduler:
                 if not first and not has_bias and not 0 <= r < term.input.height:
                     continue   # a row of zero padding adds exactly zero
                 local = view.addr(op.cib, r, m - term.pads[1])
-                acc = (i - i0) * wo
+                acc = base + (i - i0) * wo
                 if step is not None:
                     self.program.emit(MatMul(local, acc, wo - 1, step, 0, not first))
                 else:
@@ -771,23 +800,39 @@ class _Scheduler:
                         self._simd(SimdOp.MULTIPLY, read=a, write=a)
 
     def _finish(self, q: QLayer, cob: int, region: Region, staging: Optional[Region],
-                i0: int, i1: int) -> None:
-        out = q.layer.output
-        wo = out.width
-        vectors = [((i - i0) * wo + j, i, j) for i in range(i0, i1) for j in range(wo)]
+                i0: int, i1: int, base: int = 0) -> None:
+        self._deferred_finish(q, cob, region, staging, i0, i1, base)()
+
+    def _deferred_finish(self, q: QLayer, cob: int, region: Region, staging: Optional[Region],
+                         i0: int, i1: int, base: int) -> Callable[[], None]:
+        """The post-ops of the tile at `base` as SIMDs put in self.hidden (for the next block's
+        _compute to take some), and what finishes it: the SIMDs left, then the rows to their home."""
+        wo = q.layer.output.width
+        vectors = [(base + (i - i0) * wo + j, i, j) for i in range(i0, i1) for j in range(wo)]
+        program = self.program
+        start, last_write = len(program.instructions), program.last_acc_write
         self._post(q, vectors)
-        self._write(cob, region, staging, i0, i1, wo)
+        simds = program.instructions[start:]   # SIMDs only: they never merge or split
+        del program.instructions[start:]
+        program.last_acc_write = last_write
+        self.hidden = collections.deque(simds)
+
+        def finish() -> None:
+            while self.hidden:
+                program.emit(self.hidden.popleft())
+            self._write(cob, region, staging, i0, i1, wo, base)
+        return finish
 
     def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
-               wo: int) -> None:
-        """Tile rows [i0, i1) of block cob (acc pitch wo) to the value's home."""
+               wo: int, base: int = 0) -> None:
+        """Tile rows [i0, i1) of block cob (acc pitch wo, at acc `base`) to the value's home."""
         if region.space == "local":
             for i in range(i0, i1):
-                self.program.datamove(K.ACC_TO_LOCAL, region.addr(cob, i, 0), (i - i0) * wo, wo)
+                self.program.datamove(K.ACC_TO_LOCAL, region.addr(cob, i, 0), base + (i - i0) * wo, wo)
             return
         if staging is None:
             raise CompileError("internal: a DRAM0 output without a staging buffer")
-        self.program.datamove(K.ACC_TO_LOCAL, staging.base, 0, (i1 - i0) * wo)
+        self.program.datamove(K.ACC_TO_LOCAL, staging.base, base, (i1 - i0) * wo)
         for i in range(i0, i1):
             self._move_row(K.LOCAL_TO_DRAM0, staging.base + (i - i0) * wo, region, cob, i, wo)
 
