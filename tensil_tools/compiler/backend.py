@@ -812,7 +812,7 @@ class _Scheduler:
         program = self.program
         start, last_write = len(program.instructions), program.last_acc_write
         self._post(q, vectors)
-        simds = program.instructions[start:]   # SIMDs only: they never merge or split
+        simds = [cast(SIMD, i) for i in program.instructions[start:]]   # _post emits SIMDs only
         del program.instructions[start:]
         program.last_acc_write = last_write
         self.hidden = collections.deque(simds)
