@@ -29,23 +29,20 @@ Convolution, bias, residual addition, activation and average scaling of a layer 
 in the accumulators without a round trip through memory.
 """
 
-import bisect
 import collections
 import dataclasses
-import itertools
 import logging
-import math
 from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 
 import numpy as np
 
 from tensil.arch import Architecture
-from tensil.estimate import crosses_boundary
 from tensil.fixed import fixed_format
-from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
+from tensil.isa import SIMD, DataMoveKind, LoadWeights, MatMul, SimdOp
 
 from .errors import CompileError, MemoryOverflow
-from .graph import AddTerm, LinearTerm, Value
+from .graph import LinearTerm, Value
+from .placement import place_dram0, place_dram1
 from .program import Allocator, Program
 from .quantize import (
     CopyOp,
@@ -59,6 +56,7 @@ from .quantize import (
     blocks_of,
     content_key,
 )
+from .tiling import accumulator_tiles, rows_in, strips, weight_groups
 
 __all__ = ["STRATEGIES", "CompiledProgram", "LayerReport", "Region", "schedule"]
 
@@ -354,85 +352,21 @@ class _Scheduler:
                                self.acc_peak, spilled, self.reports, regions, self.axi_violations)
 
     # ------------------------------------------------------------------ placement
-    # The RTL sends a DRAM request whose last beat alone lies past a 4 KiB boundary as one burst
-    # across it, which AXI forbids (estimate.axi_requests). Once the program is made, DRAM1's
-    # images and DRAM0's regions are each moved up by the few vectors that keep every move that
-    # touches them clear of that, and those moves follow.
-
-    def _clear_shift(self, movers: List[int], delta: int, what: str) -> int:
-        """The least pad >= 0 such that the moves at `movers`, their addresses moved by
-        delta + pad, make no burst across a 4 KiB boundary. Where none does (strided moves over
-        a region longer than the boundaries' period: a multi-block input read a column at a
-        time), pad 0, its crossing moves counted in `axi_violations` and said in the compile
-        summary: the RTL co-simulation refuses such a program."""
-        instructions = self.program.instructions
-
-        def crosses(i: int, shift: int) -> bool:
-            return crosses_boundary(cast(DataMove, instructions[i]), self.arch, shift)   # movers are DataMoves
-
-        period = 4096 // math.gcd(self.arch.vector_bytes, 4096)  # vectors after which it all repeats
-        for pad in range(period):
-            if not any(crosses(i, delta + pad) for i in movers):
-                return pad
-        bad = sum(1 for i in movers if crosses(i, delta))
-        self.axi_violations += bad
-        log.warning("%s: %d move(s) cross a 4 KiB boundary wherever it is placed (AXI forbids it; the RTL "
-                    "co-simulation refuses the program)", what, bad)
-        return 0
-
-    def _movers(self, kinds: Tuple[DataMoveKind, ...], bases: List[int]) -> Dict[int, List[int]]:
-        """Indices of the moves of `kinds`, by the base (of the sorted `bases`) they fall in."""
-        found: Dict[int, List[int]] = {base: [] for base in bases}
-        for index, instruction in enumerate(self.program.instructions):
-            if isinstance(instruction, DataMove) and instruction.kind in kinds:
-                found[bases[bisect.bisect_right(bases, instruction.address) - 1]].append(index)
-        return found
-
-    def _follow(self, movers: List[int], delta: int) -> None:
-        instructions = self.program.instructions
-        for i in movers:
-            move = cast(DataMove, instructions[i])   # movers are DataMoves
-            instructions[i] = dataclasses.replace(move, address=move.address + delta)
-
     def _place_dram1(self) -> np.ndarray:
-        if not self.dram1:
-            return np.zeros((0, self.n), np.int64)
-        bases = list(itertools.accumulate([0] + [image.shape[0] for image in self.dram1[:-1]]))
-        movers = self._movers((K.DRAM1_TO_LOCAL, K.LOCAL_TO_DRAM1), bases)
-        parts: List[np.ndarray] = []
-        cursor = 0
-        for base, image in zip(bases, self.dram1):
-            pad = self._clear_shift(movers[base], cursor - base, "DRAM1 image at %d" % base)
-            self._follow(movers[base], cursor + pad - base)
-            if pad:
-                parts.append(np.zeros((pad, self.n), np.int64))
-            parts.append(image)
-            cursor += pad + image.shape[0]
-        if cursor > self.arch.dram1_depth:
-            raise MemoryOverflow("(constants)", "DRAM1", cursor, self.arch.dram1_depth)
-        return np.concatenate(parts)
+        dram1, violations = place_dram1(self.program.instructions, self.arch, self.dram1)
+        self.axi_violations += violations
+        return dram1
 
     def _place_dram0(self) -> None:
         """The input, the output and the spilled activations (disjoint: DRAM0 is bump-allocated)."""
-        regions: Dict[int, Region] = {self.input_dram.base: self.input_dram,
-                                      self.output_dram.base: self.output_dram}
-        for region in self.regions.values():
-            if region.space == "dram0":
-                regions.setdefault(region.base, region)
-        bases = sorted(regions)
-        movers = self._movers((K.DRAM0_TO_LOCAL, K.LOCAL_TO_DRAM0), bases)
-        moved: Dict[int, Region] = {}
-        cursor = 0
-        for base in bases:
-            pad = self._clear_shift(movers[base], cursor - base, "DRAM0 region at %d" % base)
-            self._follow(movers[base], cursor + pad - base)
-            moved[base] = dataclasses.replace(regions[base], base=cursor + pad)
-            cursor += pad + regions[base].size
-        self.input_dram, self.output_dram = moved[self.input_dram.base], moved[self.output_dram.base]
-        self.regions = {key: moved[r.base] if r.space == "dram0" else r for key, r in self.regions.items()}
-        self.dram0_top = cursor
-        if self.dram0_top > self.arch.dram0_depth - 2:   # the driver's probe vectors
-            raise MemoryOverflow("(activations)", "DRAM0", self.dram0_top, self.arch.dram0_depth - 2)
+        regions = [self.input_dram, self.output_dram] + [r for r in self.regions.values() if r.space == "dram0"]
+        moved, self.dram0_top, violations = place_dram0(self.program.instructions, self.arch, regions)
+        self.axi_violations += violations
+
+        def follow(region: Region) -> Region:
+            return dataclasses.replace(region, base=moved[region.base])
+        self.input_dram, self.output_dram = follow(self.input_dram), follow(self.output_dram)
+        self.regions = {key: follow(r) if r.space == "dram0" else r for key, r in self.regions.items()}
 
     def _import_input(self) -> None:
         x = self.q.graph.input
@@ -471,11 +405,6 @@ class _Scheduler:
             self._linear_layer(q, region)
 
     # strips, buffers, weights ---------------------------------------------------------
-    def _rows_in(self, term, rows: int) -> int:
-        if isinstance(term, AddTerm):
-            return rows
-        return (rows - 1) * term.stride[0] + term.kernel[0]
-
     def _strip_plan(self, q: QLayer, rows_limit: int
                     ) -> Tuple[int, Dict[int, Region], Optional[Region], List[Tuple[int, int]]]:
         """The largest strip height whose buffers fit; allocates them and returns
@@ -495,7 +424,7 @@ class _Scheduler:
                 left, right = (term.pads[1], term.pads[3]) if isinstance(term, LinearTerm) \
                     else (0, 0)
                 pitch = x.width + left + right
-                plane = self._rows_in(term, rows) * pitch
+                plane = rows_in(term, rows) * pitch
                 size = plane * blocks_of(x.channels, self.n)
                 address = self.local.alloc(size)
                 if address is None:
@@ -519,41 +448,6 @@ class _Scheduler:
                 needed = sum(s for _, s in held) + self.n + 1
                 raise _NoRoom(q.name, "local memory", needed, self.local.largest(), self._live())
             rows = max(1, rows // 2)
-
-    def _weight_groups(self, q: QLayer, budget: int) -> List[List[Tuple[int, List]]]:
-        """Groups of (cob, ops) whose distinct blocks fit `budget` vectors together; a block
-        whose ops alone do not fit is cut into chunks (each a group of its own)."""
-        per = self.n + 1
-        capacity = max(1, (budget - self.n) // per)   # one block of slack for the middle
-        groups: List[List[Tuple[int, List]]] = []
-        current: List[Tuple[int, List]] = []
-        blocks: Set[int] = set()
-        for cob, ops in enumerate(q.ops):
-            need = {op.block for op in ops if isinstance(op, MatOp)}
-            if len(need) > capacity:
-                if current:
-                    groups.append(current)
-                    current, blocks = [], set()
-                chunk: List = []
-                chunk_blocks: Set[int] = set()
-                for op in ops:
-                    if isinstance(op, MatOp) and op.block not in chunk_blocks and \
-                            len(chunk_blocks) == capacity:
-                        groups.append([(cob, chunk)])
-                        chunk, chunk_blocks = [], set()
-                    chunk.append(op)
-                    if isinstance(op, MatOp):
-                        chunk_blocks.add(op.block)
-                groups.append([(cob, chunk)])
-                continue
-            if len(blocks | need) > capacity and current:
-                groups.append(current)
-                current, blocks = [], set()
-            current.append((cob, ops))
-            blocks |= need
-        if current:
-            groups.append(current)
-        return groups
 
     def _load_weights(self, q: QLayer, group: List[Tuple[int, List]]) -> Tuple[Dict[int, int],
                                                                               Tuple[int, int]]:
@@ -603,20 +497,18 @@ class _Scheduler:
                                  "one output row of %d pixels" % wo)
         rows_limit = min(ho, self.acc_avail // wo)
         rows, buffers, staging, held = self._strip_plan(q, rows_limit)
-        groups = self._weight_groups(q, self.local.largest())
+        groups = weight_groups(q.ops, self.n, self.local.largest())
         chunked = any(len(g) == 1 and g[0][1] is not q.ops[g[0][0]] for g in groups)
-        strips = [(i, min(ho, i + rows)) for i in range(0, ho, rows)]
+        row_strips = strips(ho, rows)
         weight_vectors = 0
         tile = rows * wo
-        # Two tiles in the accumulators: a block's post-ops run among the next block's weight
-        # loads (_compute), where the RTL hides most of their cycles.
-        tiles = 2 if q.post and 2 * tile <= self.acc_avail and any(len(g) > 1 for g in groups) else 1
+        tiles = accumulator_tiles(tile, self.acc_avail, bool(q.post), groups)
         self.acc_peak = max(self.acc_peak, tiles * tile)
         if not chunked:
             for group in groups:
                 addresses, allocation = self._load_weights(q, group)
                 weight_vectors += allocation[1]
-                for s, (i0, i1) in enumerate(strips):
+                for s, (i0, i1) in enumerate(row_strips):
                     views = self._load_strips(q, buffers, i0, i1, s)
                     finish: Optional[Callable[[], None]] = None
                     for k, (cob, ops) in enumerate(group):
@@ -635,7 +527,7 @@ class _Scheduler:
             # some block's weights exceed local memory: chunks, reloaded for every strip
             order = [(g, cob) for g, group in enumerate(groups) for cob, _ in group]
             last_chunk = {cob: g for g, cob in order}
-            for s, (i0, i1) in enumerate(strips):
+            for s, (i0, i1) in enumerate(row_strips):
                 views = self._load_strips(q, buffers, i0, i1, s)
                 started: Set[int] = set()
                 for g, group in enumerate(groups):
@@ -649,7 +541,7 @@ class _Scheduler:
                     self.local.release(*allocation)
         for address, size in held:
             self.local.release(address, size)
-        self._report(q, len(strips), len(groups), weight_vectors, region)
+        self._report(q, len(row_strips), len(groups), weight_vectors, region)
 
     def _load_strips(self, q: QLayer, buffers: Dict[int, Region], i0: int, i1: int,
                      strip: int) -> Dict[int, Region]:
@@ -668,7 +560,7 @@ class _Scheduler:
             x = term.input
             if isinstance(term, LinearTerm):
                 first = i0 * term.stride[0] - term.pads[0]
-                count = self._rows_in(term, i1 - i0)
+                count = rows_in(term, i1 - i0)
             else:
                 first, count = i0, i1 - i0
             view = dataclasses.replace(buffer, top=-first)
@@ -866,9 +758,9 @@ class _Scheduler:
             held.append((address, size))
             strip_buffer = address
         self.acc_peak = max(self.acc_peak, rows * wo + window(rows))
-        strips = [(i, min(ho, i + rows)) for i in range(0, ho, rows)]
+        max_strips = strips(ho, rows)
         base = rows * wo
-        for i0, i1 in strips:
+        for i0, i1 in max_strips:
             r0 = max(0, i0 * term.stride[0] - term.pads[0])
             r1 = min(x.height, (i1 - 1) * term.stride[0] - term.pads[0] + term.kernel[0])
             for cb in range(blocks_of(x.channels, self.n)):
@@ -897,7 +789,7 @@ class _Scheduler:
                 self._finish(q, cb, region, staging, i0, i1)
         for address, size in held:
             self.local.release(address, size)
-        self._report(q, len(strips), 0, 0, region)
+        self._report(q, len(max_strips), 0, 0, region)
 
     def _report(self, q: QLayer, strips: int, groups: int, weights: int, region: Region) -> None:
         out = q.layer.output

@@ -1,0 +1,74 @@
+"""The compiler's tiling and placement steps, each run alone (no scheduler, no model)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tensil.arch import load_tarch
+from tensil.estimate import boundary_violations
+from tensil.isa import DataMove, DataMoveKind, MatMul
+from tensil_tools.compiler.errors import MemoryOverflow
+from tensil_tools.compiler.graph import AddTerm, LinearTerm, Value
+from tensil_tools.compiler.placement import place_dram0, place_dram1
+from tensil_tools.compiler.quantize import CopyOp, MatOp
+from tensil_tools.compiler.tiling import accumulator_tiles, rows_in, strips, weight_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCH12 = load_tarch(ROOT / "tensil_arch" / "pynqz1_perf.tarch")
+K = DataMoveKind
+
+
+def test_strips_and_the_rows_a_term_reads():
+    assert strips(10, 4) == [(0, 4), (4, 8), (8, 10)] and strips(3, 8) == [(0, 3)]
+    x = Value("x", 3, 9, 9)
+    conv = LinearTerm(x, np.zeros((4, 3, 3, 3)), stride=(2, 2), pads=(1, 1, 1, 1))
+    assert rows_in(conv, 4) == 9 and rows_in(AddTerm(x), 4) == 4
+
+
+def _ops(*blocks):
+    return [MatOp(0, (0, 0), 0, b) for b in blocks] + [CopyOp(1)]
+
+
+def test_weight_groups_share_blocks_until_the_budget_then_cut_a_block_too_big_into_chunks():
+    n = 4   # 5 vectors a block; budget 24 holds (24 - 4) // 5 = 4 blocks
+    ops = [_ops(0, 1), _ops(1, 2), _ops(3, 4), _ops(5, 6, 7, 8, 9)]
+    groups = weight_groups(ops, n, 24)
+    assert [[cob for cob, _ in g] for g in groups] == [[0, 1], [2], [3], [3]]
+    assert [len(group[0][1]) for group in groups[2:]] == [4, 2]   # 4 blocks, then 1 and the copy
+    assert weight_groups(ops, n, 1000) == [list(enumerate(ops))]
+
+
+def test_two_accumulator_tiles_only_where_they_fit_and_there_are_post_ops_to_spread():
+    two_blocks = [[(0, []), (1, [])]]
+    assert accumulator_tiles(1000, 2045, True, two_blocks) == 2
+    assert accumulator_tiles(1024, 2045, True, two_blocks) == 1
+    assert accumulator_tiles(1000, 2045, False, two_blocks) == 1
+    assert accumulator_tiles(1000, 2045, True, [[(0, [])], [(1, [])]]) == 1
+
+
+def test_dram1_images_move_up_until_no_read_crosses_a_4k_boundary():
+    # 12 FP16 lanes are 24 bytes: vector 170 spans bytes 4080..4103, its last beat alone past
+    # the boundary, which the RTL sends as one burst across it
+    images = [np.full((200, 12), 7, np.int64), np.full((20, 12), 9, np.int64)]
+    program = [DataMove(K.DRAM1_TO_LOCAL, 0, 170, 0), MatMul(0, 0, 0),
+               DataMove(K.DRAM1_TO_LOCAL, 0, 205, 3)]
+    assert boundary_violations(program, ARCH12)
+    dram1, violations = place_dram1(program, ARCH12, images)
+    assert violations == 0 and not boundary_violations(program, ARCH12)
+    first, second = program[0].address - 170, program[2].address - 5   # the images' new bases
+    assert first >= 1 and second >= first + 200   # each image moved up, its moves with it
+    assert (dram1[first:first + 200] == 7).all() and (dram1[second:second + 20] == 9).all()
+    assert not dram1[:first].any() and not dram1[first + 200:second].any()
+    assert dram1.shape[0] == second + 20
+
+
+def test_a_strided_read_over_more_than_the_boundary_period_is_counted_not_moved():
+    # one request a vector over 2 x 512 vectors: some vector crosses wherever the region sits
+    program = [DataMove(K.DRAM0_TO_LOCAL, 0, 0, 511, 0, 1), DataMove(K.DRAM0_TO_LOCAL, 0, 1, 511, 0, 1)]
+    region = type("Region", (), {"base": 0, "size": 1024})()
+    moved, top, violations = place_dram0(program, ARCH12, [region])
+    assert moved == {0: 0} and top == 1024 and violations > 0 and program[0].address == 0
+    with pytest.raises(MemoryOverflow, match="DRAM0"):
+        big = type("Region", (), {"base": 0, "size": ARCH12.dram0_depth})()
+        place_dram0([], ARCH12, [big])
