@@ -19,6 +19,7 @@ from onnx_kit import ModelBuilder, run_onnxruntime
 
 from tensil.arch import load_tarch
 from tensil.estimate import boundary_violations
+from tensil.isa import DataMoveKind
 from tensil.tmodel import TMODEL_KEYS, load_tmodel
 from tensil_tools import cosim
 from tensil_tools.compiler import (
@@ -551,3 +552,18 @@ def test_weight_reads_and_post_ops_in_the_array_drain_save_rtl_cycles(monkeypatc
         runs[name] = (got, cosimulated.cycles)
     assert np.array_equal(runs["scheduled"][0], runs["plain"][0])
     assert runs["scheduled"][1] < 0.95 * runs["plain"][1], runs
+
+
+@needs_rtl
+def test_multi_block_inputs_and_outputs_move_without_a_burst_across_4k():
+    # A 16-channel input and output (two blocks a pixel in Tensil's NHWC layout) used to be
+    # read and written a block at a time: one AXI request a vector, some of which the RTL sends
+    # across a 4 KiB boundary wherever the region sits. Rows now move contiguously through a
+    # staging buffer (and the accumulators, to take the blocks apart); the co-simulation,
+    # which refuses a crossing burst, runs it bit for bit.
+    data = _wide_model((1, 16, 32, 32), 16, 16)
+    result, _, _ = check(data, ARCH12, (1, 16, 32, 32), rtl=True)
+    assert result.program.axi_violations == 0
+    dram0 = [i for i in result.instructions if getattr(i, "kind", None) in (
+        DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0)]
+    assert dram0 and all(i.stride == 0 for i in dram0)

@@ -188,6 +188,7 @@ class _Scheduler:
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
         self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
+        self.gather = 1   # blocks of a DRAM0 output the current layer stages together (_write)
         self.register: Optional[object] = None
         self.reports: List[LayerReport] = []
         self.pending: List[Value] = []
@@ -321,6 +322,36 @@ class _Scheduler:
             for c in range(count):
                 self.program.datamove(kind, local + c, address + c * dram.col_pitch, 1)
 
+    def _read_row(self, destinations: List[int], home: Region, r: int, count: int) -> None:
+        """Row r of every channel block of a DRAM0 region into local (block cb's `count` pixels
+        to destinations[cb], contiguous). A pixel-major (NHWC) region with several blocks would
+        need a strided read, one AXI request a vector, and some vector of a region longer than
+        the 4 KiB boundaries' period then crosses one wherever the region sits; instead the
+        row's blocks are read contiguously into a local staging row, moved to the accumulators,
+        and each block taken back with a stride. Without room for that, the strided reads."""
+        blocks = len(destinations)
+        vectors = count * blocks
+        if home.col_pitch == 1 or home.cb_pitch != 1 or home.col_pitch != blocks or vectors > self.acc_avail:
+            for cb, local in enumerate(destinations):
+                self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, count)
+            return
+        staging = self.local.alloc(vectors)
+        if staging is None:
+            for cb, local in enumerate(destinations):
+                self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, count)
+            return
+        self.acc_peak = max(self.acc_peak, vectors)
+        self.program.datamove(K.DRAM0_TO_LOCAL, staging, home.addr(0, r, 0), vectors)
+        self.program.datamove(K.LOCAL_TO_ACC, staging, 0, vectors)
+        step = _pow2_stride(blocks, self.arch.stride1_depth)
+        for cb, local in enumerate(destinations):
+            if step is not None:
+                self.program.datamove(K.ACC_TO_LOCAL, local, cb, count, 0, step)
+            else:
+                for c in range(count):
+                    self.program.datamove(K.ACC_TO_LOCAL, local + c, cb + c * blocks, 1)
+        self.local.release(staging, vectors)
+
     # ------------------------------------------------------------------ the program
     def run(self) -> CompiledProgram:
         self._load_constants()
@@ -374,10 +405,9 @@ class _Scheduler:
         region = self._local_region(x, "(input)")
         self.regions[id(x)] = region
         self._zero_runs(self._border_runs(region, x))
-        for cb in range(blocks_of(x.channels, self.n)):
-            for r in range(x.height):
-                self._move_row(K.DRAM0_TO_LOCAL, region.addr(cb, r, 0), self.input_dram, cb, r,
-                               x.width)
+        for r in range(x.height):
+            self._read_row([region.addr(cb, r, 0) for cb in range(blocks_of(x.channels, self.n))],
+                           self.input_dram, r, x.width)
 
     # ------------------------------------------------------------------ one layer
     def _output_region(self, q: QLayer) -> Region:
@@ -397,6 +427,7 @@ class _Scheduler:
                                "supported" % out.name)
         region = self._output_region(q)
         self.regions[id(out)] = region
+        self.gather = 1
         if region.space == "local":
             self._zero_runs(self._border_runs(region, out))
         if q.max_term is not None:
@@ -405,10 +436,11 @@ class _Scheduler:
             self._linear_layer(q, region)
 
     # strips, buffers, weights ---------------------------------------------------------
-    def _strip_plan(self, q: QLayer, rows_limit: int
+    def _strip_plan(self, q: QLayer, rows_limit: int, staged_blocks: int = 1
                     ) -> Tuple[int, Dict[int, Region], Optional[Region], List[Tuple[int, int]]]:
         """The largest strip height whose buffers fit; allocates them and returns
-        (rows, strip buffers by term index, staging, weight budget runs)."""
+        (rows, strip buffers by term index, staging, weight budget runs). A DRAM0 output is
+        staged in local memory, `staged_blocks` channel blocks of it at a time."""
         out = q.layer.output
         spilled_terms = [(t, term) for t, term in enumerate(q.layer.terms)
                          if self.regions[id(term.input)].space == "dram0"]
@@ -433,7 +465,7 @@ class _Scheduler:
                 held.append((address, size))
                 buffers[t] = Region("local", address, plane, pitch, 1, 0, left, size)
             if ok and needs_staging:
-                size = rows * out.width
+                size = rows * out.width * staged_blocks
                 address = self.local.alloc(size)
                 if address is None:
                     ok = False
@@ -496,9 +528,22 @@ class _Scheduler:
             raise MemoryOverflow(q.name, "accumulators", wo, self.acc_avail,
                                  "one output row of %d pixels" % wo)
         rows_limit = min(ho, self.acc_avail // wo)
-        rows, buffers, staging, held = self._strip_plan(q, rows_limit)
-        groups = weight_groups(q.ops, self.n, self.local.largest())
-        chunked = any(len(g) == 1 and g[0][1] is not q.ops[g[0][0]] for g in groups)
+        # A pixel-major (NHWC) DRAM0 output of several blocks is written a strip at a time,
+        # contiguously, from a staging buffer holding every block (_write): a block at a time
+        # it would be one AXI request a vector, some of which cross a 4 KiB boundary.
+        blocks = blocks_of(out.channels, self.n)
+        gather = blocks if region.space == "dram0" and region.cb_pitch == 1 and region.col_pitch == blocks > 1 \
+            and ho * wo > 1 else 1   # one pixel: each block's vector is a request of its own anyway
+        while True:
+            rows, buffers, staging, held = self._strip_plan(q, rows_limit, gather)
+            groups = weight_groups(q.ops, self.n, self.local.largest())
+            chunked = any(len(g) == 1 and g[0][1] is not q.ops[g[0][0]] for g in groups)
+            if gather == 1 or (len(groups) == 1 and not chunked):
+                break
+            for address, size in held:   # the blocks are not all computed strip by strip
+                self.local.release(address, size)
+            gather = 1
+        self.gather = gather
         row_strips = strips(ho, rows)
         weight_vectors = 0
         tile = rows * wo
@@ -550,7 +595,7 @@ class _Scheduler:
         buffer before the first strip, the rows outside the image afterwards)."""
         views: Dict[int, Region] = {}
         zero_runs: List[Tuple[int, int]] = []
-        loads: List[Tuple[Region, Region, int, int, int]] = []
+        loads: List[Tuple[List[int], Region, int, int]] = []   # destinations, home, row, pixels
         for t, term in enumerate(q.layer.terms):
             home = self.regions[id(term.input)]
             if home.space == "local":
@@ -567,15 +612,15 @@ class _Scheduler:
             views[t] = view
             if strip == 0:
                 zero_runs.append((buffer.base, buffer.size))
-            for cb in range(blocks_of(x.channels, self.n)):
-                for r in range(first, first + count):
-                    if 0 <= r < x.height:
-                        loads.append((view, home, cb, r, x.width))
-                    elif strip > 0:
-                        zero_runs.append((view.addr(cb, r, -view.left), view.row_pitch))
+            blocks = range(blocks_of(x.channels, self.n))
+            for r in range(first, first + count):
+                if 0 <= r < x.height:
+                    loads.append(([view.addr(cb, r, 0) for cb in blocks], home, r, x.width))
+                elif strip > 0:
+                    zero_runs += [(view.addr(cb, r, -view.left), view.row_pitch) for cb in blocks]
         self._zero_runs(zero_runs)   # borrows the accumulator tile and the array
-        for view, home, cb, r, width in loads:
-            self._move_row(K.DRAM0_TO_LOCAL, view.addr(cb, r, 0), home, cb, r, width)
+        for destinations, home, r, width in loads:
+            self._read_row(destinations, home, r, width)   # may borrow the accumulators too
         return views
 
     def _compute(self, q: QLayer, cob: int, ops: List, first: bool, views: Dict[int, Region],
@@ -724,6 +769,18 @@ class _Scheduler:
             return
         if staging is None:
             raise CompileError("internal: a DRAM0 output without a staging buffer")
+        if self.gather > 1:   # interleave the blocks as the region does, write once all are in
+            vectors = (i1 - i0) * wo
+            step = _pow2_stride(self.gather, self.arch.stride0_depth)
+            if step is not None:
+                self.program.datamove(K.ACC_TO_LOCAL, staging.base + cob, base, vectors, step)
+            else:
+                for v in range(vectors):
+                    self.program.datamove(K.ACC_TO_LOCAL, staging.base + cob + v * self.gather, base + v, 1)
+            if cob == self.gather - 1:
+                self.program.datamove(K.LOCAL_TO_DRAM0, staging.base, region.addr(0, i0, 0),
+                                      vectors * self.gather)
+            return
         self.program.datamove(K.ACC_TO_LOCAL, staging.base, base, (i1 - i0) * wo)
         for i in range(i0, i1):
             self._move_row(K.LOCAL_TO_DRAM0, staging.base + (i - i0) * wo, region, cob, i, wo)
@@ -747,10 +804,18 @@ class _Scheduler:
         home = self.regions[id(x)]
         held: List[Tuple[int, int]] = []
         staging = None
-        if region.space == "dram0":
-            address = self._alloc(rows * wo, q.name)
-            held.append((address, rows * wo))
-            staging = Region("local", address, 0, wo, 1, size=rows * wo)
+        if region.space == "dram0":   # all blocks of a strip staged together, as _linear_layer does
+            blocks = blocks_of(out.channels, self.n)
+            self.gather = blocks if region.cb_pitch == 1 and region.col_pitch == blocks > 1 and ho * wo > 1 else 1
+            size = rows * wo * self.gather
+            address = self.local.alloc(size)
+            if address is None and self.gather > 1:
+                self.gather, size = 1, rows * wo
+                address = self.local.alloc(size)
+            if address is None:
+                raise _NoRoom(q.name, "local memory", size, self.local.largest(), self._live())
+            held.append((address, size))
+            staging = Region("local", address, 0, wo, 1, size=size)
         strip_buffer = None
         if home.space == "dram0":
             size = window(rows)
