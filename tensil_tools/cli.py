@@ -17,7 +17,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from .compiler import compile_model
 
     result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
-                           args.strategy)
+                           args.strategy, not args.no_pack)
     if not args.quiet:
         print(result.summary, end="")
     for kind, path in sorted(result.files.items()):
@@ -36,6 +36,9 @@ def _add_compile(sub: Any) -> None:
     p.add_argument("--strategy", choices=("on-chip", "dram0"), default="on-chip",
                    help="on-chip: activations stay in local memory when they fit (default); "
                         "dram0: every activation back to DRAM0, as Tensil's compiler does")
+    p.add_argument("--no-pack", action="store_true",
+                   help="do not pack the kernel columns of narrow inputs into the array's lanes (by "
+                        "default they are where the cycle model says it is faster)")
     p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
     p.set_defaults(run=_cmd_compile)
 

@@ -567,3 +567,43 @@ def test_multi_block_inputs_and_outputs_move_without_a_burst_across_4k():
     dram0 = [i for i in result.instructions if getattr(i, "kind", None) in (
         DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.LOCAL_TO_DRAM0)]
     assert dram0 and all(i.stride == 0 for i in dram0)
+
+
+def test_packing_narrow_inputs_keeps_the_float_graph_and_packs_only_what_fits_a_vector():
+    from tensil_tools.compiler.graph import evaluate
+    from tensil_tools.compiler.packing import pack_columns
+
+    b = ModelBuilder((1, 3, 12, 12), 5)
+    y = b.op("Relu", [b.conv(b.input, 3, 16, 3, pads=1)])        # 3 channels x 3 columns: 9 lanes
+    y = b.op("Relu", [b.conv(y, 16, 16, 3, pads=1)])              # the last block's 4 x 3: 12 lanes
+    y = b.conv(y, 16, 20, 3, stride=2, pads=1)                     # stride 2: P at every other column
+    y = b.conv(y, 20, 8, 5, pads=2)                                # 8 x 5 = 40 lanes: left alone
+    graph = fuse(load_onnx(b.model(y)))
+    packed = pack_columns(graph, 12)
+    names = [layer.name for layer in packed.layers]
+    assert sum(name.endswith("/pack") for name in names) == 3 and len(names) == len(graph.layers) + 3
+    x = np.random.default_rng(0).standard_normal(graph.input.shape)
+    assert np.abs(evaluate(graph, x) - evaluate(packed, x)).max() < 1e-9
+    assert pack_columns(graph, 8).layers[0] is graph.layers[0]   # 9 lanes do not fit 8
+
+
+@needs_rtl
+def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
+    b = ModelBuilder((1, 3, 24, 24), 6)
+    y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
+    data = b.model(b.op("Relu", [b.conv(y, 16, 16, 3, pads=1)]))
+    x = np.random.default_rng(4).standard_normal((3, 24, 24))
+    runs = {}
+    for pack in (True, False):
+        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t", pack=pack)
+        got, _ = result.run_emulator(x)
+        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
+        on_rtl, cosimulated = result.run_rtl(x)
+        assert np.array_equal(on_rtl, got)
+        runs[pack] = (result, cosimulated.cycles)
+    assert any(layer.name.endswith("/pack") for layer in runs[True][0].graph.layers)
+    assert runs[True][1] < 0.85 * runs[False][1], (runs[True][1], runs[False][1])
+    floats = run_onnxruntime(data, x[None]).reshape(-1)
+    for result, _ in runs.values():   # both within the tolerance of the float model
+        fixed = result.output_floats(result.run_emulator(x)[0]).reshape(-1)
+        assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)

@@ -30,9 +30,11 @@ from tensil.layout import from_vectors, to_vectors
 from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
 
 from .backend import CompiledProgram, schedule
+from .errors import CompileError
 from .fusion import fuse
 from .graph import Graph, LinearTerm, MaxTerm
 from .lowering import load_onnx
+from .packing import pack_columns
 from .quantize import QGraph, quantize
 
 __all__ = ["CompileResult", "compile_graph", "compile_model", "model_name"]
@@ -109,14 +111,26 @@ class CompileResult:
         return self.output_vectors(result.dram0), result
 
 
-def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "on-chip"
-                  ) -> CompileResult:
+def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "on-chip",
+                  pack: bool = True) -> CompileResult:
     """Quantize, schedule and package a (fused) graph; no files written. `strategy`:
     "on-chip" (activations stay in local memory when they fit) or "dram0" (every activation
-    goes back to DRAM0 like Tensil's compiler does; for comparisons)."""
+    goes back to DRAM0 like Tensil's compiler does; for comparisons). With `pack`, the graph
+    with narrow inputs' kernel columns packed into lanes (packing.py) where the calibrated
+    cycle model says its program is faster."""
     started = time.process_time()
     qgraph = quantize(graph, arch)
     program = schedule(qgraph, strategy)
+    packed = pack_columns(graph, arch.array_size) if pack else graph
+    if packed is not graph:
+        try:
+            packed_qgraph = quantize(packed, arch)
+            packed_program = schedule(packed_qgraph, strategy)
+        except CompileError:   # the packed inputs did not fit where the plain graph does
+            packed_program = None
+        if packed_program is not None and estimate_memory_aware(packed_program.instructions, arch).cycles \
+                < estimate_memory_aware(program.instructions, arch).cycles:
+            graph, qgraph, program = packed, packed_qgraph, packed_program
     size = len(program.instructions) * arch.layout.instruction_bytes
     tmodel = TensilModel(
         name, ProgramFile(name + ".tprog", size),
@@ -133,7 +147,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
 def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathlib.Path, Architecture],
                   out_dir: Optional[Union[str, pathlib.Path]] = None, name: Optional[str] = None,
                   write_tasm: bool = False, write_graph: bool = False,
-                  strategy: str = "on-chip") -> CompileResult:
+                  strategy: str = "on-chip", pack: bool = True) -> CompileResult:
     """Compile an ONNX file for a `.tarch`; with `out_dir`, write the files there."""
     started = time.process_time()
     if isinstance(arch, Architecture):
@@ -145,7 +159,7 @@ def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathl
             raise ValueError("compiling ONNX bytes needs a name")
         name = model_name(model, arch_path)
     graph = fuse(load_onnx(model))
-    result = compile_graph(graph, architecture, name, strategy)
+    result = compile_graph(graph, architecture, name, strategy, pack)
     result.seconds = time.process_time() - started
     if out_dir is not None:
         write_files(result, pathlib.Path(out_dir), write_tasm, write_graph)
