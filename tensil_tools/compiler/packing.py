@@ -76,7 +76,7 @@ def pack_columns(graph: Graph, n: int) -> Graph:
         terms: List = []
         for term in layer.terms:
             plan = _plan(term, n)
-            if plan is None:
+            if plan is None or not isinstance(term, LinearTerm):
                 terms.append(term)
                 continue
             maker, replacement = _packed(layer, term, *plan)
