@@ -286,8 +286,9 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
     out["layers"] = rows
     print("where the cycles go, ResNet-9 on 12x12 (RTL per layer: the program cut after each layer, run to "
           "the flush probe, differenced; classes: the calibrated model's cycles; padding: MatMul lanes "
-          "spent on channels padded to %d)" % n)
-    print("%-22s %9s %9s %6s %8s  %s" % ("layer", "RTL", "model", "MAC%", "padding",
+          "spent on channels padded to %d; *negative where rows of zero padding, counted in the ONNX "
+          "MACs, are skipped)" % n)
+    print("%-22s %9s %9s %6s %8s  %s" % ("layer", "RTL", "model", "MAC%", "padding*",
                                         "  ".join("%11s" % c for c in CYCLE_CLASSES) + "  bound"))
     for row in rows:
         share = {c: row["by_class"][c] / max(row["model_cycles"], 1) for c in CYCLE_CLASSES}
@@ -350,15 +351,19 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
                  "simd": simd}
         return {"cycles": matmul + acc + max(parts["dram, drains and pushes"], simd), "parts": parts}
 
-    # non-zero weights: a global average pool is a diagonal convolution here
-    weights = sum(int(np.count_nonzero(t.weight)) for layer in result.graph.layers for t in layer.terms
-                  if hasattr(t, "weight"))
-    outputs = [(layer.output.channels, -(-layer.output.channels // n) * n) for layer in result.graph.layers]
+    # The network's layers, not the packing ones the compiler may add (tensil_tools.compiler.packing);
+    # non-zero weights: a global average pool is a diagonal convolution here.
+    network = [layer for layer in result.graph.layers if layer.ops != ["Pack"]]
+    weights = sum(int(np.count_nonzero(t.weight)) for layer in network for t in layer.terms if hasattr(t, "weight"))
+    outputs = [(layer.output.channels, -(-layer.output.channels // n) * n) for layer in network]
     unpadded = sum(c for c, _ in outputs) / sum(p for _, p in outputs)
+    # each output vector leaves the accumulators once, each residual input enters them once
+    moved = sum(layer.output.channels * layer.output.height * layer.output.width
+                * (1 + sum(not hasattr(t, "weight") for t in layer.terms)) for layer in network) / n
     ideal_loads = -(-weights // (n * n))
     return {"as_compiled": parts(matmul, dram, len(loads), pushes, simd, acc),
             "ideal": parts(result.macs / (n * n), -(-weights // n) * beats, ideal_loads,
-                           -(-weights // n) + ideal_loads, simd * unpadded, acc * unpadded)}
+                           -(-weights // n) + ideal_loads, simd * unpadded, moved)}
 
 
 # --------------------------------------------------------------------------- ResNet-20
