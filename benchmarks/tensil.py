@@ -25,10 +25,13 @@ Sections (run all, or some with --only):
 - sweep: --sweep random programs (longer than the test suite's, in turn with the default, an
   ideal and a slow memory model) on the emulator and the RTL, every memory compared; any
   difference, or an RTL hang on a program the emulator ran, fails.
+- host: the PYNQ driver's host side of a frame (benchmarks/board.py's driver section: fake
+  DMA and DDR, a TCU that runs only the probe), next to its 0.2 ms target.
 
 Figures are printed next to their baselines and targets; JSON goes to
 runs/bench/tensil.json. Exit status 1 if a target is missed (emulator MAC/s and frame time,
-the clean build, emulator = reference, emulator = RTL). The compiler's sections (compile
+the clean build, emulator = reference, emulator = RTL, the host side, the cycle model within
+5 %, MAC efficiency). The compiler's sections (compile
 time, RTL latency, ResNet-20, few-shot accuracy with FP16BP8 features) come from
 benchmarks/compiler.py; `--only emulator` runs the emulator alone.
 """
@@ -525,8 +528,19 @@ def sweep_section(args: argparse.Namespace) -> Dict[str, Any]:
             "verdicts": [verdict]}
 
 
+def host_section(args: argparse.Namespace) -> Dict[str, Any]:
+    """The driver's host side of a frame next to its 0.2 ms target (benchmarks/board.py's
+    driver section: the fake DMA and DDR, a probe-only TCU)."""
+    from benchmarks import board  # imports this module: not at the top
+
+    model = board.backbone_model(OUT / "board")
+    result = board.driver_section(argparse.Namespace(driver_frames=200, a9_factor=10.0), model)
+    return {"ms": result["ms"], "verdicts": [result["verdict"]]}
+
+
 SECTIONS: Dict[str, Section] = {"emulator": emulator_section, "cosim": cosim_section,
-                                "estimate": estimate_section, "sweep": sweep_section}
+                                "estimate": estimate_section, "sweep": sweep_section,
+                                "host": host_section}
 SECTIONS.update(compiler.SECTIONS)   # compile, latency, resnet20, accuracy (benchmarks/compiler.py)
 
 
