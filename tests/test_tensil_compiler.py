@@ -607,3 +607,15 @@ def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
     for result, _ in runs.values():   # both within the tolerance of the float model
         fixed = result.output_floats(result.run_emulator(x)[0]).reshape(-1)
         assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
+
+
+def test_a_group_too_big_to_read_a_block_at_a_time_without_crossing_4k_is_read_in_bulk():
+    # 96 -> 96 channels, 3x3: 8 x 8 x 9 = 576 weight blocks in one group. Read a block (13
+    # vectors, 312 bytes) at a time, some read would end one beat past a 4 KiB boundary
+    # wherever the image sits; the compiler reads such a group in bulk instead.
+    b = ModelBuilder((1, 96, 6, 6), 7)
+    data = b.model(b.op("Relu", [b.conv(b.input, 96, 96, 3, pads=1)]))
+    result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+    assert result.program.axi_violations == 0 and not boundary_violations(result.instructions, ARCH12)
+    x = np.random.default_rng(1).standard_normal((96, 6, 6))
+    assert np.array_equal(result.run_emulator(x)[0], to_vectors(reference(result.qgraph, x))[0])

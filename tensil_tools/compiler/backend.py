@@ -38,11 +38,11 @@ import numpy as np
 
 from tensil.arch import Architecture
 from tensil.fixed import fixed_format
-from tensil.isa import SIMD, DataMoveKind, LoadWeights, MatMul, SimdOp
+from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
-from .placement import place_dram0, place_dram1
+from .placement import clear_shift, place_dram0, place_dram1
 from .program import Allocator, Program
 from .quantize import (
     CopyOp,
@@ -501,7 +501,7 @@ class _Scheduler:
                 cursor = half   # no LoadWeights may cross the middle of local memory
             addresses[block] = cursor
             cursor += per
-        if len(order) >= LAZY_WEIGHT_READS:
+        if len(order) >= LAZY_WEIGHT_READS and self._placeable_block_reads(len(order)):
             # Each block is read from DRAM1 just before its first LoadWeights (_compute), right
             # after a MatMul: the read runs while the array drains, which a LoadWeights waits for
             # anyway (measured on the RTL: about 22 of its cycles hidden, 7 net a block; the
@@ -519,6 +519,14 @@ class _Scheduler:
                     start = k
         self.loaded_block = None
         return addresses, (base, size)
+
+    def _placeable_block_reads(self, blocks: int) -> bool:
+        """Whether an image of `blocks` weight blocks read a block at a time can sit where none
+        of the reads sends a burst across a 4 KiB boundary (placement.py; with some 450 blocks
+        or more on 12 lanes, every position has one: then the group is read in bulk)."""
+        per = self.n + 1
+        reads = [DataMove(K.DRAM1_TO_LOCAL, 0, k * per, per - 1) for k in range(blocks)]
+        return clear_shift(reads, list(range(blocks)), self.arch, 0)[1] == 0
 
     # linear and add layers -------------------------------------------------------------
     def _linear_layer(self, q: QLayer, region: Region) -> None:
