@@ -40,6 +40,7 @@ from tensil.arch import Architecture
 from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
+from .constants import Constants
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
 from .placement import clear_shift, place_dram0, place_dram1
@@ -54,7 +55,6 @@ from .quantize import (
     QRelu,
     QScale,
     blocks_of,
-    content_key,
 )
 from .tiling import accumulator_tiles, rows_in, strips, weight_groups
 
@@ -182,9 +182,6 @@ class _Scheduler:
         self.last_use = _last_use(qgraph)
         self.regions: Dict[int, Region] = {}
         self.resident: List[Value] = []      # values holding local memory now
-        self.dram1: List[np.ndarray] = []
-        self.dram1_size = 0
-        self.dram1_cache: Dict[bytes, int] = {}
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
         self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
@@ -199,53 +196,9 @@ class _Scheduler:
         self.input_dram = nhwc_region(graph.input, self.n, 0)
         self.output_dram = nhwc_region(graph.output, self.n, self.input_dram.size)
         self.dram0_top = self.output_dram.base + self.output_dram.size
-        self.consts: Dict[int, int] = {}     # raw value -> accumulator address
+        self.constants = Constants(qgraph)
+        self.acc_avail = self.constants.acc_avail   # accumulators for tiles and windows
         self.axi_violations = 0              # moves no placement could keep inside 4 KiB
-        self._collect_constants()
-
-    # ------------------------------------------------------------------ constants
-    def _collect_constants(self) -> None:
-        values: List[int] = []
-        for q in self.q.layers:
-            for op in q.post:
-                if isinstance(op, QLeakyRelu):
-                    values.append(op.alpha)
-                elif isinstance(op, QClip):
-                    values += [op.low, op.high]
-                elif isinstance(op, QScale):
-                    values += [int(v) for v in np.unique(op.factors)]
-        distinct = sorted(set(values))
-        top = self.arch.accumulator_depth - 1 - len(distinct)   # the last: Program's scratch
-        if top < 1:
-            raise CompileError("%d SIMD constants do not fit the %d accumulators" % (
-                len(distinct), self.arch.accumulator_depth))
-        self.consts = {v: top + i for i, v in enumerate(distinct)}
-        self.acc_avail = top
-
-    def _load_constants(self) -> None:
-        if not self.consts:
-            return
-        values = sorted(self.consts, key=lambda value: self.consts[value])
-        image = np.repeat(np.array(values, dtype=np.int64)[:, None], self.n, axis=1)
-        dram = self._dram1(image)
-        scratch = self.local.alloc(len(values))
-        if scratch is None:
-            raise MemoryOverflow("(constants)", "local memory", len(values), self.local.largest())
-        self.program.datamove(K.DRAM1_TO_LOCAL, scratch, dram, len(values))
-        self.program.datamove(K.LOCAL_TO_ACC, scratch, self.consts[values[0]], len(values))
-        self.local.release(scratch, len(values))
-
-    def _dram1(self, image: np.ndarray) -> int:
-        key = content_key(image)
-        if key in self.dram1_cache:
-            return self.dram1_cache[key]
-        base = self.dram1_size
-        self.dram1.append(image)
-        self.dram1_size += image.shape[0]
-        if self.dram1_size > self.arch.dram1_depth:
-            raise MemoryOverflow("(constants)", "DRAM1", self.dram1_size, self.arch.dram1_depth)
-        self.dram1_cache[key] = base
-        return base
 
     # ------------------------------------------------------------------ regions
     def _local_region(self, value: Value, layer: str) -> Region:
@@ -354,7 +307,7 @@ class _Scheduler:
 
     # ------------------------------------------------------------------ the program
     def run(self) -> CompiledProgram:
-        self._load_constants()
+        self.constants.load_simd_constants(self.program, self.local)
         graph = self.q.graph
         if self.homes.get(id(graph.input)) == "local":
             self._import_input()
@@ -384,7 +337,7 @@ class _Scheduler:
 
     # ------------------------------------------------------------------ placement
     def _place_dram1(self) -> np.ndarray:
-        dram1, violations = place_dram1(self.program.instructions, self.arch, self.dram1)
+        dram1, violations = place_dram1(self.program.instructions, self.arch, self.constants.images)
         self.axi_violations += violations
         return dram1
 
@@ -506,11 +459,11 @@ class _Scheduler:
             # after a MatMul: the read runs while the array drains, which a LoadWeights waits for
             # anyway (measured on the RTL: about 22 of its cycles hidden, 7 net a block; the
             # first block, after no MatMul, costs a request's 15 more than in one bulk read).
-            dram = self._dram1(np.concatenate([q.blocks[b] for b in order]))
+            dram = self.constants.image(np.concatenate([q.blocks[b] for b in order]))
             for k, block in enumerate(order):
                 self.unread_blocks[(addresses[block], block)] = dram + k * per
         elif order:
-            dram = self._dram1(np.concatenate([q.blocks[b] for b in order]))
+            dram = self.constants.image(np.concatenate([q.blocks[b] for b in order]))
             start = 0
             for k in range(1, len(order) + 1):
                 if k == len(order) or addresses[order[k]] != addresses[order[k - 1]] + per:
@@ -695,7 +648,7 @@ class _Scheduler:
         if raw is None or raw == 0:
             self.program.emit(SIMD(SimdOp.ZERO, dest=_REGISTER))
         else:
-            self._simd(SimdOp.MOVE, read=self.consts[raw], to_register=True, right=0)
+            self._simd(SimdOp.MOVE, read=self.constants.at[raw], to_register=True, right=0)
         self.register = ("const", raw)
 
     def _post(self, q: QLayer, vectors: List[Tuple[int, int, int]]) -> None:
@@ -727,7 +680,7 @@ class _Scheduler:
                         self.register = None
                         self._set_register(low)
                         self._simd(SimdOp.MAX, read=a, to_register=True)
-                        self._simd(SimdOp.MIN, read=self.consts[high], write=a)
+                        self._simd(SimdOp.MIN, read=self.constants.at[high], write=a)
                     self.register = None
                 elif low is not None or high is not None:
                     self._set_register(low if low is not None else high)
