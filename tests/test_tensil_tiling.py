@@ -1,4 +1,4 @@
-"""The compiler's tiling and placement steps, each run alone (no scheduler, no model)."""
+"""The compiler's tiling, placement, memory and constants steps, each run alone (no scheduler)."""
 
 from pathlib import Path
 
@@ -72,3 +72,53 @@ def test_a_strided_read_over_more_than_the_boundary_period_is_counted_not_moved(
     with pytest.raises(MemoryOverflow, match="DRAM0"):
         big = type("Region", (), {"base": 0, "size": ARCH12.dram0_depth})()
         place_dram0([], ARCH12, [big])
+
+
+def _qgraph(arch):
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from onnx_kit import ModelBuilder
+
+    from tensil_tools.compiler.fusion import fuse
+    from tensil_tools.compiler.lowering import load_onnx
+    from tensil_tools.compiler.quantize import quantize
+
+    b = ModelBuilder((1, 5, 8, 8), 0)
+    y = b.op("LeakyRelu", [b.conv(b.input, 5, 14, 3, pads=1)], alpha=0.1)
+    return quantize(fuse(load_onnx(b.model(b.op("Relu", [b.conv(y, 14, 6, 1)])))), arch)
+
+
+def test_memory_gives_each_local_activation_its_bordered_planes_and_names_the_live_ones_when_full():
+    import dataclasses
+
+    from tensil_tools.compiler.memory import Memory, NoRoom
+
+    arch = dataclasses.replace(ARCH12, local_depth=512)
+    q = _qgraph(arch)
+    memory = Memory(q, {id(v): "local" for v in q.graph.values()})
+    x, hidden = q.graph.input, q.layers[0].layer.output
+    region = memory.local_region(x, "(input)")     # read by a 3x3 conv with pads 1: a border of 1
+    assert (region.top, region.left, region.row_pitch, region.cb_pitch) == (1, 1, 10, 100)
+    assert region.addr(0, -1, -1) == region.base and memory.live() == [x]
+    second = memory.output_region(q.layers[0])   # 14 channels: two blocks of 8 x 8, no border
+    assert second.space == "local" and second.size == 128 and memory.resident == [x, hidden]
+    with pytest.raises(NoRoom) as full:
+        memory.alloc(1000, "big")
+    assert full.value.live == [x, hidden] and full.value.available == memory.local.largest()
+    memory.regions.update({id(x): region, id(hidden): second})
+    memory.release_after(0, q.layers[0])         # the input's last reader: its planes go
+    assert memory.resident == [hidden] and memory.local.largest() >= 100
+
+
+def test_constants_keep_each_dram1_image_once_and_the_simd_constants_at_the_accumulators_top():
+    from tensil_tools.compiler.constants import Constants
+
+    q = _qgraph(ARCH12)
+    constants = Constants(q)
+    top = ARCH12.accumulator_depth - 1            # the Program's scratch
+    assert list(constants.at.values()) == [top - 1] and constants.acc_avail == top - 1   # alpha only
+    image = np.ones((13, 12), np.int64)
+    assert constants.image(image) == 0 and constants.image(image.copy()) == 0
+    assert constants.image(2 * image) == 13 and constants.size == 26
+    with pytest.raises(MemoryOverflow, match="DRAM1"):
+        constants.image(np.zeros((ARCH12.dram1_depth, 12), np.int64))

@@ -43,8 +43,9 @@ from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .constants import Constants
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
+from .memory import Memory, NoRoom, Region
 from .placement import clear_shift, place_dram0, place_dram1
-from .program import Allocator, Program
+from .program import Program
 from .quantize import (
     CopyOp,
     MatOp,
@@ -63,38 +64,6 @@ __all__ = ["STRATEGIES", "CompiledProgram", "LayerReport", "Region", "schedule"]
 K = DataMoveKind
 log = logging.getLogger(__name__)
 _REGISTER = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Region:
-    """Where a tensor's vectors are: addr(cb, r, c) for pixel (r, c) of channel block cb.
-
-    Rows and columns may be negative down to -top/-left: the zero borders of local planes.
-    """
-
-    space: str          # "local" or "dram0"
-    base: int
-    cb_pitch: int
-    row_pitch: int
-    col_pitch: int
-    top: int = 0
-    left: int = 0
-    size: int = 0
-
-    def addr(self, cb: int, r: int, c: int) -> int:
-        return self.base + cb * self.cb_pitch + (r + self.top) * self.row_pitch + (
-            c + self.left) * self.col_pitch
-
-
-def nhwc_region(value: Value, n: int, base: int) -> Region:
-    cb = blocks_of(value.channels, n)
-    return Region("dram0", base, 1, value.width * cb, cb, size=value.height * value.width * cb)
-
-
-def dense_region(space: str, value: Value, n: int, base: int) -> Region:
-    plane = value.height * value.width
-    return Region(space, base, plane, value.width, 1,
-                  size=plane * blocks_of(value.channels, n))
 
 
 @dataclasses.dataclass
@@ -126,13 +95,6 @@ class CompiledProgram:
     axi_violations: int = 0   # DRAM moves that still cross a 4 KiB boundary (0 but for tiled inputs)
 
 
-class _NoRoom(Exception):
-    def __init__(self, layer: str, memory: str, needed: int, available: int, live: List[Value]):
-        super().__init__(layer)
-        self.layer, self.memory, self.needed, self.available, self.live = (
-            layer, memory, needed, available, live)
-
-
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
 HIDDEN_SIMDS = 24        # deferred SIMDs before a weight read and load (see _compute)
 HIDDEN_SIMDS_NO_READ = 3
@@ -147,85 +109,31 @@ def _pow2_stride(step: int, depth: int) -> Optional[int]:
     return None
 
 
-# --------------------------------------------------------------------------- planning helpers
-
-def _storage_pads(qgraph: QGraph) -> Dict[int, Tuple[int, int, int, int]]:
-    """The zero border each value needs in local memory: the largest pads that read it."""
-    pads: Dict[int, Tuple[int, int, int, int]] = {}
-    for q in qgraph.layers:
-        for term in q.layer.terms:
-            if isinstance(term, LinearTerm):
-                old = pads.get(id(term.input), (0, 0, 0, 0))
-                top, left, bottom, right = (max(a, b) for a, b in zip(old, term.pads))
-                pads[id(term.input)] = (top, left, bottom, right)
-    return pads
-
-
-def _last_use(qgraph: QGraph) -> Dict[int, int]:
-    last: Dict[int, int] = {}
-    for index, q in enumerate(qgraph.layers):
-        for value in q.layer.inputs:
-            last[id(value)] = index
-    return last
-
-
 class _Scheduler:
+    """One attempt at a program for the given homes: memory (memory.py) and constants
+    (constants.py) as the layers run, tiling (tiling.py), emission here, placement
+    (placement.py) at the end."""
+
     def __init__(self, qgraph: QGraph, homes: Dict[int, str]):
         self.q = qgraph
         self.arch: Architecture = qgraph.arch
         self.n = qgraph.arch.array_size
         self.fmt = fixed_format(qgraph.arch.data_type)
-        self.homes = homes
         self.program = Program(self.arch, self.arch.accumulator_depth - 1)
-        self.local = Allocator(self.arch.local_depth - 1, "local memory")  # last: driver probe
-        self.pads = _storage_pads(qgraph)
-        self.last_use = _last_use(qgraph)
-        self.regions: Dict[int, Region] = {}
-        self.resident: List[Value] = []      # values holding local memory now
+        self.memory = Memory(qgraph, homes)
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
         self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
         self.gather = 1   # blocks of a DRAM0 output the current layer stages together (_write)
         self.register: Optional[object] = None
         self.reports: List[LayerReport] = []
-        self.pending: List[Value] = []
         self.acc_peak = 0
         graph = qgraph.graph
         if graph.output is graph.input:
             raise CompileError("the graph output is its input")
-        self.input_dram = nhwc_region(graph.input, self.n, 0)
-        self.output_dram = nhwc_region(graph.output, self.n, self.input_dram.size)
-        self.dram0_top = self.output_dram.base + self.output_dram.size
         self.constants = Constants(qgraph)
         self.acc_avail = self.constants.acc_avail   # accumulators for tiles and windows
         self.axi_violations = 0              # moves no placement could keep inside 4 KiB
-
-    # ------------------------------------------------------------------ regions
-    def _local_region(self, value: Value, layer: str) -> Region:
-        top, left, bottom, right = self.pads.get(id(value), (0, 0, 0, 0))
-        pitch = value.width + left + right
-        plane = (value.height + top + bottom) * pitch
-        size = plane * blocks_of(value.channels, self.n)
-        base = self._alloc(size, layer)
-        self.resident.append(value)
-        return Region("local", base, plane, pitch, 1, top, left, size)
-
-    def _alloc(self, size: int, layer: str) -> int:
-        address = self.local.alloc(size)
-        if address is None:
-            raise _NoRoom(layer, "local memory", size, self.local.largest(), self._live())
-        return address
-
-    def _live(self) -> List[Value]:
-        return list(self.resident) + [v for v in self.pending if all(
-            v is not r for r in self.resident)]
-
-    def _spill_region(self, value: Value) -> Region:
-        region = dense_region("dram0", value, self.n, self.dram0_top)
-        self.dram0_top += region.size
-        if self.dram0_top > self.arch.dram0_depth - 2:   # the driver's probe vectors
-            raise MemoryOverflow(value.name, "DRAM0", self.dram0_top, self.arch.dram0_depth - 2)
-        return region
 
     # ------------------------------------------------------------------ zeroing
     def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
@@ -288,7 +196,7 @@ class _Scheduler:
             for cb, local in enumerate(destinations):
                 self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, count)
             return
-        staging = self.local.alloc(vectors)
+        staging = self.memory.local.alloc(vectors)
         if staging is None:
             for cb, local in enumerate(destinations):
                 self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, count)
@@ -303,36 +211,31 @@ class _Scheduler:
             else:
                 for c in range(count):
                     self.program.datamove(K.ACC_TO_LOCAL, local + c, cb + c * blocks, 1)
-        self.local.release(staging, vectors)
+        self.memory.local.release(staging, vectors)
 
     # ------------------------------------------------------------------ the program
     def run(self) -> CompiledProgram:
-        self.constants.load_simd_constants(self.program, self.local)
+        self.constants.load_simd_constants(self.program, self.memory.local)
         graph = self.q.graph
-        if self.homes.get(id(graph.input)) == "local":
+        if self.memory.homes.get(id(graph.input)) == "local":
             self._import_input()
         else:
-            self.regions[id(graph.input)] = self.input_dram
+            self.memory.regions[id(graph.input)] = self.memory.input_dram
         for index, q in enumerate(self.q.layers):
             self.program.barrier()    # per-layer instruction slices stay exact
             start = len(self.program)
             self._layer(index, q)
             self.reports[-1].instructions = len(self.program) - start
             self.reports[-1].start = start
-            for value in q.layer.inputs:
-                if self.last_use.get(id(value)) == index:
-                    region = self.regions.get(id(value))
-                    if region is not None and region.space == "local":
-                        self.local.release(region.base, region.size)
-                        self.resident = [v for v in self.resident if v is not value]
+            self.memory.release_after(index, q)
         dram1 = self._place_dram1()
         self._place_dram0()
-        spilled = [v.name for v in graph.values()[1:-1] if self.homes.get(id(v)) == "dram0"]
-        if self.homes.get(id(graph.input)) != "local":
+        spilled = [v.name for v in graph.values()[1:-1] if self.memory.homes.get(id(v)) == "dram0"]
+        if self.memory.homes.get(id(graph.input)) != "local":
             spilled.insert(0, graph.input.name + " (read from DRAM0)")
-        regions = {v.name: self.regions[id(v)] for v in graph.values() if id(v) in self.regions}
-        return CompiledProgram(self.program.instructions, dram1, self.input_dram,
-                               self.output_dram, self.dram0_top, self.local.peak,
+        regions = {v.name: self.memory.regions[id(v)] for v in graph.values() if id(v) in self.memory.regions}
+        return CompiledProgram(self.program.instructions, dram1, self.memory.input_dram,
+                               self.memory.output_dram, self.memory.dram0_top, self.memory.local.peak,
                                self.acc_peak, spilled, self.reports, regions, self.axi_violations)
 
     # ------------------------------------------------------------------ placement
@@ -343,43 +246,35 @@ class _Scheduler:
 
     def _place_dram0(self) -> None:
         """The input, the output and the spilled activations (disjoint: DRAM0 is bump-allocated)."""
-        regions = [self.input_dram, self.output_dram] + [r for r in self.regions.values() if r.space == "dram0"]
-        moved, self.dram0_top, violations = place_dram0(self.program.instructions, self.arch, regions)
+        regions = [self.memory.input_dram, self.memory.output_dram] + [r for r in self.memory.regions.values() if r.space == "dram0"]
+        moved, self.memory.dram0_top, violations = place_dram0(self.program.instructions, self.arch, regions)
         self.axi_violations += violations
 
         def follow(region: Region) -> Region:
             return dataclasses.replace(region, base=moved[region.base])
-        self.input_dram, self.output_dram = follow(self.input_dram), follow(self.output_dram)
-        self.regions = {key: follow(r) if r.space == "dram0" else r for key, r in self.regions.items()}
+        self.memory.input_dram, self.memory.output_dram = follow(self.memory.input_dram), follow(self.memory.output_dram)
+        self.memory.regions = {key: follow(r) if r.space == "dram0" else r for key, r in self.memory.regions.items()}
 
     def _import_input(self) -> None:
         x = self.q.graph.input
-        self.pending = [x]
-        region = self._local_region(x, "(input)")
-        self.regions[id(x)] = region
+        self.memory.pending = [x]
+        region = self.memory.local_region(x, "(input)")
+        self.memory.regions[id(x)] = region
         self._zero_runs(self._border_runs(region, x))
         for r in range(x.height):
             self._read_row([region.addr(cb, r, 0) for cb in range(blocks_of(x.channels, self.n))],
-                           self.input_dram, r, x.width)
+                           self.memory.input_dram, r, x.width)
 
     # ------------------------------------------------------------------ one layer
-    def _output_region(self, q: QLayer) -> Region:
-        out = q.layer.output
-        if out is self.q.graph.output:
-            return self.output_dram
-        if self.homes.get(id(out), "local") == "local":
-            return self._local_region(out, q.name)
-        return self._spill_region(out)
-
     def _layer(self, index: int, q: QLayer) -> None:
         out = q.layer.output
-        self.pending = [out] + [v for v in q.layer.inputs if v is not self.q.graph.input
-                                or self.homes.get(id(v)) == "local"]
-        if out is self.q.graph.output and self.last_use.get(id(out)) is not None:
+        self.memory.pending = [out] + [v for v in q.layer.inputs if v is not self.q.graph.input
+                                or self.memory.homes.get(id(v)) == "local"]
+        if out is self.q.graph.output and self.memory.last_use.get(id(out)) is not None:
             raise CompileError("the graph output %r is also read by other layers; that is not "
                                "supported" % out.name)
-        region = self._output_region(q)
-        self.regions[id(out)] = region
+        region = self.memory.output_region(q)
+        self.memory.regions[id(out)] = region
         self.gather = 1
         if region.space == "local":
             self._zero_runs(self._border_runs(region, out))
@@ -396,8 +291,8 @@ class _Scheduler:
         staged in local memory, `staged_blocks` channel blocks of it at a time."""
         out = q.layer.output
         spilled_terms = [(t, term) for t, term in enumerate(q.layer.terms)
-                         if self.regions[id(term.input)].space == "dram0"]
-        needs_staging = self.regions[id(out)].space == "dram0"
+                         if self.memory.regions[id(term.input)].space == "dram0"]
+        needs_staging = self.memory.regions[id(out)].space == "dram0"
         rows = rows_limit
         while True:
             held: List[Tuple[int, int]] = []
@@ -411,7 +306,7 @@ class _Scheduler:
                 pitch = x.width + left + right
                 plane = rows_in(term, rows) * pitch
                 size = plane * blocks_of(x.channels, self.n)
-                address = self.local.alloc(size)
+                address = self.memory.local.alloc(size)
                 if address is None:
                     ok = False
                     break
@@ -419,19 +314,19 @@ class _Scheduler:
                 buffers[t] = Region("local", address, plane, pitch, 1, 0, left, size)
             if ok and needs_staging:
                 size = rows * out.width * staged_blocks
-                address = self.local.alloc(size)
+                address = self.memory.local.alloc(size)
                 if address is None:
                     ok = False
                 else:
                     held.append((address, size))
                     staging = Region("local", address, 0, out.width, 1, size=size)
-            if ok and self.local.largest() >= self.n + 1:
+            if ok and self.memory.local.largest() >= self.n + 1:
                 return rows, buffers, staging, held
             for address, size in held:
-                self.local.release(address, size)
+                self.memory.local.release(address, size)
             if rows == 1:
                 needed = sum(s for _, s in held) + self.n + 1
-                raise _NoRoom(q.name, "local memory", needed, self.local.largest(), self._live())
+                raise NoRoom(q.name, "local memory", needed, self.memory.local.largest(), self.memory.live())
             rows = max(1, rows // 2)
 
     def _load_weights(self, q: QLayer, group: List[Tuple[int, List]]) -> Tuple[Dict[int, int],
@@ -445,7 +340,7 @@ class _Scheduler:
                     order.append(op.block)
         per = self.n + 1
         size = len(order) * per + (self.n if order else 0)
-        base = self._alloc(size, q.name)
+        base = self.memory.alloc(size, q.name)
         addresses: Dict[int, int] = {}
         half = self.program.half
         cursor = base
@@ -497,12 +392,12 @@ class _Scheduler:
             and ho * wo > 1 else 1   # one pixel: each block's vector is a request of its own anyway
         while True:
             rows, buffers, staging, held = self._strip_plan(q, rows_limit, gather)
-            groups = weight_groups(q.ops, self.n, self.local.largest())
+            groups = weight_groups(q.ops, self.n, self.memory.local.largest())
             chunked = any(len(g) == 1 and g[0][1] is not q.ops[g[0][0]] for g in groups)
             if gather == 1 or (len(groups) == 1 and not chunked):
                 break
             for address, size in held:   # the blocks are not all computed strip by strip
-                self.local.release(address, size)
+                self.memory.local.release(address, size)
             gather = 1
         self.gather = gather
         row_strips = strips(ho, rows)
@@ -528,7 +423,7 @@ class _Scheduler:
                             finish = None
                     if finish is not None:
                         finish()
-                self.local.release(*allocation)
+                self.memory.local.release(*allocation)
         else:
             # some block's weights exceed local memory: chunks, reloaded for every strip
             order = [(g, cob) for g, group in enumerate(groups) for cob, _ in group]
@@ -544,9 +439,9 @@ class _Scheduler:
                         started.add(cob)
                         if last_chunk[cob] == g:
                             self._finish(q, cob, region, staging, i0, i1)
-                    self.local.release(*allocation)
+                    self.memory.local.release(*allocation)
         for address, size in held:
-            self.local.release(address, size)
+            self.memory.local.release(address, size)
         self._report(q, len(row_strips), len(groups), weight_vectors, region)
 
     def _load_strips(self, q: QLayer, buffers: Dict[int, Region], i0: int, i1: int,
@@ -558,7 +453,7 @@ class _Scheduler:
         zero_runs: List[Tuple[int, int]] = []
         loads: List[Tuple[List[int], Region, int, int]] = []   # destinations, home, row, pixels
         for t, term in enumerate(q.layer.terms):
-            home = self.regions[id(term.input)]
+            home = self.memory.regions[id(term.input)]
             if home.space == "local":
                 views[t] = home
                 continue
@@ -762,25 +657,25 @@ class _Scheduler:
         if rows * wo + window(rows) > self.acc_avail:
             raise MemoryOverflow(q.name, "accumulators", wo + window(1), self.acc_avail,
                                  "one output row and its input window")
-        home = self.regions[id(x)]
+        home = self.memory.regions[id(x)]
         held: List[Tuple[int, int]] = []
         staging = None
         if region.space == "dram0":   # all blocks of a strip staged together, as _linear_layer does
             blocks = blocks_of(out.channels, self.n)
             self.gather = blocks if region.cb_pitch == 1 and region.col_pitch == blocks > 1 and ho * wo > 1 else 1
             size = rows * wo * self.gather
-            address = self.local.alloc(size)
+            address = self.memory.local.alloc(size)
             if address is None and self.gather > 1:
                 self.gather, size = 1, rows * wo
-                address = self.local.alloc(size)
+                address = self.memory.local.alloc(size)
             if address is None:
-                raise _NoRoom(q.name, "local memory", size, self.local.largest(), self._live())
+                raise NoRoom(q.name, "local memory", size, self.memory.local.largest(), self.memory.live())
             held.append((address, size))
             staging = Region("local", address, 0, wo, 1, size=size)
         strip_buffer = None
         if home.space == "dram0":
             size = window(rows)
-            address = self._alloc(size, q.name)
+            address = self.memory.alloc(size, q.name)
             held.append((address, size))
             strip_buffer = address
         self.acc_peak = max(self.acc_peak, rows * wo + window(rows))
@@ -814,7 +709,7 @@ class _Scheduler:
                 self.register = None
                 self._finish(q, cb, region, staging, i0, i1)
         for address, size in held:
-            self.local.release(address, size)
+            self.memory.local.release(address, size)
         self._report(q, len(max_strips), 0, 0, region)
 
     def _report(self, q: QLayer, strips: int, groups: int, weights: int, region: Region) -> None:
@@ -843,7 +738,7 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     for _ in range(max_attempts):
         try:
             return _Scheduler(qgraph, homes).run()
-        except _NoRoom as full:
+        except NoRoom as full:
             candidates = [v for v in full.live if homes.get(id(v)) == "local"]
             if not candidates:
                 raise MemoryOverflow(full.layer, full.memory, full.needed + 0,

@@ -1,0 +1,150 @@
+"""Where activations live: local memory planes with their zero borders, or DRAM0.
+
+Every activation has a home, "local" or "dram0" (`schedule` moves the largest live one to
+DRAM0 and plans again when a layer cannot fit). A local activation is planes (channel
+block, row, column) with the zero border its convolutions read, allocated when its layer
+runs and released after the last layer that reads it; a DRAM0 one is dense planes, bump-
+allocated after the input and the output, which Tensil's driver puts pixel-major (NHWC)
+at DRAM0's start. `Memory` keeps that state for the scheduler; when local memory runs out
+it raises `NoRoom` naming the live activations, which `schedule` chooses from.
+"""
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+from tensil.arch import Architecture
+
+from .errors import MemoryOverflow
+from .graph import LinearTerm, Value
+from .program import Allocator
+from .quantize import QGraph, QLayer, blocks_of
+
+__all__ = ["Memory", "NoRoom", "Region", "dense_region", "nhwc_region"]
+
+# DRAM0's last two vectors are the driver's flush probe (tensil.driver)
+PROBE_VECTORS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """Where a tensor's vectors are: addr(cb, r, c) for pixel (r, c) of channel block cb.
+
+    Rows and columns may be negative down to -top/-left: the zero borders of local planes.
+    """
+
+    space: str          # "local" or "dram0"
+    base: int
+    cb_pitch: int
+    row_pitch: int
+    col_pitch: int
+    top: int = 0
+    left: int = 0
+    size: int = 0
+
+    def addr(self, cb: int, r: int, c: int) -> int:
+        return self.base + cb * self.cb_pitch + (r + self.top) * self.row_pitch + (
+            c + self.left) * self.col_pitch
+
+
+def nhwc_region(value: Value, n: int, base: int) -> Region:
+    cb = blocks_of(value.channels, n)
+    return Region("dram0", base, 1, value.width * cb, cb, size=value.height * value.width * cb)
+
+
+def dense_region(space: str, value: Value, n: int, base: int) -> Region:
+    plane = value.height * value.width
+    return Region(space, base, plane, value.width, 1,
+                  size=plane * blocks_of(value.channels, n))
+
+
+class NoRoom(Exception):
+    """Local memory ran out for `layer`; `live` are the activations holding it."""
+
+    def __init__(self, layer: str, memory: str, needed: int, available: int, live: List[Value]):
+        super().__init__(layer)
+        self.layer, self.memory, self.needed, self.available, self.live = (
+            layer, memory, needed, available, live)
+
+
+def storage_pads(qgraph: QGraph) -> Dict[int, Tuple[int, int, int, int]]:
+    """The zero border each value needs in local memory: the largest pads that read it."""
+    pads: Dict[int, Tuple[int, int, int, int]] = {}
+    for q in qgraph.layers:
+        for term in q.layer.terms:
+            if isinstance(term, LinearTerm):
+                old = pads.get(id(term.input), (0, 0, 0, 0))
+                top, left, bottom, right = (max(a, b) for a, b in zip(old, term.pads))
+                pads[id(term.input)] = (top, left, bottom, right)
+    return pads
+
+
+def last_use(qgraph: QGraph) -> Dict[int, int]:
+    """The index of the last layer that reads each value."""
+    last: Dict[int, int] = {}
+    for index, q in enumerate(qgraph.layers):
+        for value in q.layer.inputs:
+            last[id(value)] = index
+    return last
+
+
+class Memory:
+    """The homes, the local allocator and the regions of one scheduling attempt."""
+
+    def __init__(self, qgraph: QGraph, homes: Dict[int, str]):
+        self.graph = qgraph.graph
+        self.arch: Architecture = qgraph.arch
+        self.n = self.arch.array_size
+        self.homes = homes
+        self.local = Allocator(self.arch.local_depth - 1, "local memory")  # last: driver probe
+        self.pads = storage_pads(qgraph)
+        self.last_use = last_use(qgraph)
+        self.regions: Dict[int, Region] = {}
+        self.resident: List[Value] = []      # values holding local memory now
+        self.pending: List[Value] = []       # values the current layer needs
+        self.input_dram = nhwc_region(self.graph.input, self.n, 0)
+        self.output_dram = nhwc_region(self.graph.output, self.n, self.input_dram.size)
+        self.dram0_top = self.output_dram.base + self.output_dram.size
+
+    def alloc(self, size: int, layer: str) -> int:
+        address = self.local.alloc(size)
+        if address is None:
+            raise NoRoom(layer, "local memory", size, self.local.largest(), self.live())
+        return address
+
+    def live(self) -> List[Value]:
+        return list(self.resident) + [v for v in self.pending if all(
+            v is not r for r in self.resident)]
+
+    def local_region(self, value: Value, layer: str) -> Region:
+        top, left, bottom, right = self.pads.get(id(value), (0, 0, 0, 0))
+        pitch = value.width + left + right
+        plane = (value.height + top + bottom) * pitch
+        size = plane * blocks_of(value.channels, self.n)
+        base = self.alloc(size, layer)
+        self.resident.append(value)
+        return Region("local", base, plane, pitch, 1, top, left, size)
+
+    def spill_region(self, value: Value) -> Region:
+        region = dense_region("dram0", value, self.n, self.dram0_top)
+        self.dram0_top += region.size
+        if self.dram0_top > self.arch.dram0_depth - PROBE_VECTORS:
+            raise MemoryOverflow(value.name, "DRAM0", self.dram0_top, self.arch.dram0_depth - PROBE_VECTORS)
+        return region
+
+    def output_region(self, q: QLayer) -> Region:
+        """The home of a layer's output, allocated now."""
+        out = q.layer.output
+        if out is self.graph.output:
+            return self.output_dram
+        if self.homes.get(id(out), "local") == "local":
+            return self.local_region(out, q.name)
+        return self.spill_region(out)
+
+    def release_after(self, index: int, q: QLayer) -> None:
+        """Free the local memory of the values layer `index` read last."""
+        for value in q.layer.inputs:
+            if self.last_use.get(id(value)) == index:
+                region = self.regions.get(id(value))
+                if region is not None and region.space == "local":
+                    self.local.release(region.base, region.size)
+                    self.resident = [v for v in self.resident if v is not value]
