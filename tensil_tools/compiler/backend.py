@@ -8,8 +8,9 @@ Memories (vectors of N lanes):
 - Local memory: activations that stay on chip, in planes (channel block, row, column) with
   the zero borders their convolutions read, so a convolution needs no special case at the
   edges; the weight blocks of the layer being computed; strip buffers for spilled inputs.
-- Accumulators: the output tile of one channel block (rows x columns), a window of a max
-  pool's input, the SIMD constants at the top.
+- Accumulators: the output tile of one channel block (rows x columns; two alternating tiles
+  where they fit), a window of a max pool's input, a staging row of a pixel-major DRAM0 input
+  taken apart by channel block, the SIMD constants at the top (constants.py).
 
 Every activation stays in local memory unless the layers around it cannot fit; then the
 largest live one moves to DRAM0 and the plan is made again, until it fits or a layer cannot
