@@ -55,7 +55,7 @@ from .layout import from_vectors, to_vectors, vector_count
 from .machine import MachineRun, Program, consts_to_local
 from .tmodel import TensilModel
 
-__all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "MemoryPlan", "RunReport", "TcuMachine", "TensilDriver", "cma_free_bytes",
+__all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "PROBE_VECTORS", "MemoryPlan", "RunReport", "TcuMachine", "TensilDriver", "cma_free_bytes",
            "flush_probe", "stream_block",
            "plan_memory"]
 
@@ -63,7 +63,7 @@ DRAM_ALIGN = 0x10000       # Configure's DRAM offsets count 64 KiB units
 PAGE = 4096
 SELFTEST_MAX_LANES = 64    # the self-test recognises TCU vectors of up to 64 lanes
 MAX_PROGRAM_BYTES = 64 << 20   # a PYNQ-Z1 has 512 MB; a ResNet-9 program is well under 1 MiB
-_PROBE_VECTORS = 2
+PROBE_VECTORS = 2          # DRAM0's last two vectors: the flush probe's source and target
 
 
 def _round_up(value: int, step: int) -> int:
@@ -119,7 +119,7 @@ def plan_memory(model: TensilModel, program: Sequence[Instruction], word_bytes: 
                  + [v.base + v.size for v in model.inputs + model.outputs])
     reach1 = max([extent(program, "dram1"), 1]
                  + [c.base + c.size for c in model.consts])
-    dram0 = reach0 + _PROBE_VECTORS
+    dram0 = reach0 + PROBE_VECTORS
     if dram0 > arch.dram0_depth:
         raise DriverError("%s: the program reaches DRAM0 vector %d; the architecture's DRAM0 "
                           "has %d and the driver needs 2 more for its probe"
@@ -587,7 +587,7 @@ class TcuMachine(_TcuLink):
         windows: List[_Window] = []
         try:
             dram = []
-            for image, extra, what in ((images[0], _PROBE_VECTORS, "DRAM0"), (images[1], 0, "DRAM1")):
+            for image, extra, what in ((images[0], PROBE_VECTORS, "DRAM0"), (images[1], 0, "DRAM1")):
                 window = _Window(self._allocate, (len(image) + extra or 1) * size, DRAM_ALIGN, self.cacheable, what)
                 windows.append(window)
                 view = window.vectors(self.fmt, n)

@@ -229,7 +229,8 @@ class MemoryAwareModel(TensilLatencyModel):
         previous = self.previous
         if isinstance(instruction, (NoOp, Skipped, Configure)):
             return 1.0
-        drain = 2 * n - 1 if self._simd_since_matmul is not None else 0
+        array_drain = 2 * n - 1   # a MatMul's results land this long after its last vector
+        drain = array_drain if self._simd_since_matmul is not None else 0
         if isinstance(instruction, LoadWeights):
             # The array drains the last MatMul first; SIMDs after that MatMul run once it has
             # drained, beside this load (measured: up to the load's own size+1 cycles of them).
@@ -256,7 +257,7 @@ class MemoryAwareModel(TensilLatencyModel):
             beside = 0.0
             if self._simd_since_matmul:
                 beside = min(self._simd_since_matmul - self._simds_since_matmul,
-                             2 * n - 1 + m.read_latency + m.read_setup)
+                             array_drain + m.read_latency + m.read_setup)
             return (wait + max(beats, (requests - 1) * m.read_request_cycles + first)
                     + m.read_latency + m.read_setup - beside)
         return max(beats, requests * m.write_request_cycles) + m.write_setup

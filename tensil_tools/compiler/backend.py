@@ -44,7 +44,7 @@ from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .constants import Constants
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
-from .memory import Memory, NoRoom, Region
+from .memory import Memory, NoRoom, Region, staging_region
 from .placement import clear_shift, place_dram0, place_dram1
 from .program import Program
 from .quantize import (
@@ -125,7 +125,6 @@ class _Scheduler:
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
         self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
-        self.gather = 1   # blocks of a DRAM0 output the current layer stages together (_write)
         self.register: Optional[object] = None
         self.reports: List[LayerReport] = []
         self.acc_peak = 0
@@ -193,11 +192,8 @@ class _Scheduler:
         and each block taken back with a stride. Without room for that, the strided reads."""
         blocks = len(destinations)
         vectors = count * blocks
-        if home.col_pitch == 1 or home.cb_pitch != 1 or home.col_pitch != blocks or vectors > self.acc_avail:
-            for cb, local in enumerate(destinations):
-                self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, count)
-            return
-        staging = self.memory.local.alloc(vectors)
+        staged = 1 < blocks == home.blocks_per_pixel and vectors <= self.acc_avail
+        staging = self.memory.local.alloc(vectors) if staged else None
         if staging is None:
             for cb, local in enumerate(destinations):
                 self._move_row(K.DRAM0_TO_LOCAL, local, home, cb, r, count)
@@ -276,7 +272,6 @@ class _Scheduler:
                                "supported" % out.name)
         region = self.memory.output_region(q)
         self.memory.regions[id(out)] = region
-        self.gather = 1
         if region.space == "local":
             self._zero_runs(self._border_runs(region, out))
         if q.max_term is not None:
@@ -320,7 +315,7 @@ class _Scheduler:
                     ok = False
                 else:
                     held.append((address, size))
-                    staging = Region("local", address, 0, out.width, 1, size=size)
+                    staging = staging_region(address, out.width, rows, staged_blocks)
             if ok and self.memory.local.largest() >= self.n + 1:
                 return rows, buffers, staging, held
             for address, size in held:
@@ -369,6 +364,14 @@ class _Scheduler:
         self.loaded_block = None
         return addresses, (base, size)
 
+    @staticmethod
+    def _gathered_blocks(region: Region, pixels: int) -> int:
+        """How many channel blocks of a DRAM0 output to stage and write together: all of a
+        pixel-major (NHWC) region's, a strip at a time, contiguously (a block at a time it would
+        be one AXI request a vector, some of which cross a 4 KiB boundary); 1 for planes, and
+        for a single pixel, whose block vectors are requests of their own anyway."""
+        return region.blocks_per_pixel if region.space == "dram0" and pixels > 1 else 1
+
     def _placeable_block_reads(self, blocks: int) -> bool:
         """Whether an image of `blocks` weight blocks read a block at a time can sit where none
         of the reads sends a burst across a 4 KiB boundary (placement.py; with some 450 blocks
@@ -385,12 +388,7 @@ class _Scheduler:
             raise MemoryOverflow(q.name, "accumulators", wo, self.acc_avail,
                                  "one output row of %d pixels" % wo)
         rows_limit = min(ho, self.acc_avail // wo)
-        # A pixel-major (NHWC) DRAM0 output of several blocks is written a strip at a time,
-        # contiguously, from a staging buffer holding every block (_write): a block at a time
-        # it would be one AXI request a vector, some of which cross a 4 KiB boundary.
-        blocks = blocks_of(out.channels, self.n)
-        gather = blocks if region.space == "dram0" and region.cb_pitch == 1 and region.col_pitch == blocks > 1 \
-            and ho * wo > 1 else 1   # one pixel: each block's vector is a request of its own anyway
+        gather = self._gathered_blocks(region, ho * wo)
         while True:
             rows, buffers, staging, held = self._strip_plan(q, rows_limit, gather)
             groups = weight_groups(q.ops, self.n, self.memory.local.largest())
@@ -400,7 +398,6 @@ class _Scheduler:
             for address, size in held:   # the blocks are not all computed strip by strip
                 self.memory.local.release(address, size)
             gather = 1
-        self.gather = gather
         row_strips = strips(ho, rows)
         weight_vectors = 0
         tile = rows * wo
@@ -626,17 +623,18 @@ class _Scheduler:
             return
         if staging is None:
             raise CompileError("internal: a DRAM0 output without a staging buffer")
-        if self.gather > 1:   # interleave the blocks as the region does, write once all are in
+        blocks = staging.blocks_per_pixel
+        if blocks > 1:   # interleave the blocks as the region does, write once all are in
             vectors = (i1 - i0) * wo
-            step = _pow2_stride(self.gather, self.arch.stride0_depth)
+            step = _pow2_stride(blocks, self.arch.stride0_depth)
             if step is not None:
                 self.program.datamove(K.ACC_TO_LOCAL, staging.base + cob, base, vectors, step)
             else:
                 for v in range(vectors):
-                    self.program.datamove(K.ACC_TO_LOCAL, staging.base + cob + v * self.gather, base + v, 1)
-            if cob == self.gather - 1:
+                    self.program.datamove(K.ACC_TO_LOCAL, staging.base + cob + v * blocks, base + v, 1)
+            if cob == blocks - 1:
                 self.program.datamove(K.LOCAL_TO_DRAM0, staging.base, region.addr(0, i0, 0),
-                                      vectors * self.gather)
+                                      vectors * blocks)
             return
         self.program.datamove(K.ACC_TO_LOCAL, staging.base, base, (i1 - i0) * wo)
         for i in range(i0, i1):
@@ -662,17 +660,13 @@ class _Scheduler:
         held: List[Tuple[int, int]] = []
         staging = None
         if region.space == "dram0":   # all blocks of a strip staged together, as _linear_layer does
-            blocks = blocks_of(out.channels, self.n)
-            self.gather = blocks if region.cb_pitch == 1 and region.col_pitch == blocks > 1 and ho * wo > 1 else 1
-            size = rows * wo * self.gather
-            address = self.memory.local.alloc(size)
-            if address is None and self.gather > 1:
-                self.gather, size = 1, rows * wo
-                address = self.memory.local.alloc(size)
+            gather = self._gathered_blocks(region, ho * wo)
+            address = self.memory.local.alloc(rows * wo * gather) if gather > 1 else None
             if address is None:
-                raise NoRoom(q.name, "local memory", size, self.memory.local.largest(), self.memory.live())
-            held.append((address, size))
-            staging = Region("local", address, 0, wo, 1, size=size)
+                gather = 1
+                address = self.memory.alloc(rows * wo, q.name)
+            staging = staging_region(address, wo, rows, gather)
+            held.append((address, staging.size))
         strip_buffer = None
         if home.space == "dram0":
             size = window(rows)

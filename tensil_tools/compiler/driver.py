@@ -121,6 +121,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
     started = time.process_time()
     qgraph = quantize(graph, arch)
     program = schedule(qgraph, strategy)
+    calibrated = estimate_memory_aware(program.instructions, arch)
     packed = pack_columns(graph, arch.array_size) if pack else graph
     if packed is not graph:
         try:
@@ -128,9 +129,10 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
             packed_program = schedule(packed_qgraph, strategy)
         except CompileError:   # the packed inputs did not fit where the plain graph does
             packed_program = None
-        if packed_program is not None and estimate_memory_aware(packed_program.instructions, arch).cycles \
-                < estimate_memory_aware(program.instructions, arch).cycles:
-            graph, qgraph, program = packed, packed_qgraph, packed_program
+        if packed_program is not None:
+            packed_calibrated = estimate_memory_aware(packed_program.instructions, arch)
+            if packed_calibrated.cycles < calibrated.cycles:
+                graph, qgraph, program, calibrated = packed, packed_qgraph, packed_program, packed_calibrated
     size = len(program.instructions) * arch.layout.instruction_bytes
     tmodel = TensilModel(
         name, ProgramFile(name + ".tprog", size),
@@ -139,7 +141,6 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
         (Vars(graph.output_name, program.output_region.base, program.output_region.size),),
         arch, False)
     tensil = estimate(program.instructions, arch)
-    calibrated = estimate_memory_aware(program.instructions, arch)
     return CompileResult(name, arch, graph, qgraph, program, tmodel, tensil, calibrated,
                          time.process_time() - started)
 

@@ -13,17 +13,14 @@ import dataclasses
 from typing import Dict, List, Tuple
 
 from tensil.arch import Architecture
+from tensil.driver import PROBE_VECTORS
 
 from .errors import MemoryOverflow
 from .graph import LinearTerm, Value
 from .program import Allocator
 from .quantize import QGraph, QLayer, blocks_of
 
-__all__ = ["Memory", "NoRoom", "Region", "dense_region", "nhwc_region"]
-
-# DRAM0's last two vectors are the driver's flush probe (tensil.driver)
-PROBE_VECTORS = 2
-
+__all__ = ["Memory", "NoRoom", "Region", "dense_region", "nhwc_region", "staging_region"]
 
 @dataclasses.dataclass(frozen=True)
 class Region:
@@ -45,10 +42,22 @@ class Region:
         return self.base + cb * self.cb_pitch + (r + self.top) * self.row_pitch + (
             c + self.left) * self.col_pitch
 
+    @property
+    def blocks_per_pixel(self) -> int:
+        """B when a pixel's B channel blocks are side by side (Tensil's NHWC layout, a staging
+        buffer of it), else 1 (planes: a pixel's blocks a plane apart)."""
+        return self.col_pitch if self.cb_pitch == 1 else 1
+
 
 def nhwc_region(value: Value, n: int, base: int) -> Region:
     cb = blocks_of(value.channels, n)
     return Region("dram0", base, 1, value.width * cb, cb, size=value.height * value.width * cb)
+
+
+def staging_region(base: int, width: int, rows: int, blocks: int) -> Region:
+    """`rows` rows of `width` pixels of `blocks` channel blocks in local memory, laid out as a
+    pixel-major DRAM0 region is (one block: a row of vectors)."""
+    return Region("local", base, 1, width * blocks, blocks, size=rows * width * blocks)
 
 
 def dense_region(space: str, value: Value, n: int, base: int) -> Region:

@@ -27,10 +27,8 @@ __all__ = ["pack_columns"]
 BENEFIT = 1.25   # MatMul vectors saved / vectors the packing costs, at least
 
 
-def _plan(term: object, n: int) -> Optional[Tuple[int, int]]:
+def _plan(term: LinearTerm, n: int) -> Optional[Tuple[int, int]]:
     """(channels before the packed ones, packed channels r) where packing pays, else None."""
-    if not isinstance(term, LinearTerm):
-        return None
     co, c, kh, kw = term.weight.shape
     r = c - (-(-c // n) - 1) * n
     if kw < 2 or r * kw > n or not term.weight[:, c - r:].any():
@@ -75,8 +73,7 @@ def pack_columns(graph: Graph, n: int) -> Graph:
     for layer in graph.layers:
         terms: List = []
         for term in layer.terms:
-            plan = _plan(term, n)
-            if plan is None or not isinstance(term, LinearTerm):
+            if not isinstance(term, LinearTerm) or (plan := _plan(term, n)) is None:
                 terms.append(term)
                 continue
             maker, replacement = _packed(layer, term, *plan)

@@ -22,6 +22,7 @@ from typing import Dict, List, Sequence, Tuple, cast
 import numpy as np
 
 from tensil.arch import Architecture
+from tensil.driver import PROBE_VECTORS
 from tensil.estimate import crosses_boundary
 from tensil.isa import DataMove, DataMoveKind, Instruction
 
@@ -31,10 +32,6 @@ __all__ = ["clear_shift", "place_dram0", "place_dram1"]
 
 log = logging.getLogger(__name__)
 K = DataMoveKind
-
-# DRAM0's last two vectors are the driver's flush probe (tensil.driver)
-PROBE_VECTORS = 2
-
 
 def clear_shift(instructions: Sequence[Instruction], movers: List[int], arch: Architecture,
                 delta: int) -> Tuple[int, int]:
