@@ -142,12 +142,15 @@ def affine_quantize(
     levels = (1 << bits) - 1
     x = np.asarray(values, dtype=np.float32).ravel()
     lo, hi = _channel_range(x, counts, channels)
-    if not math.isfinite(lo.sum() + hi.sum()):  # a NaN or an infinity propagates through min, max and sum
-        raise MessageError("NaN or Inf cannot be quantized")
     span = hi - lo  # float64: a full-range float32 tensor does not overflow here
+    if not math.isfinite(span.sum()):  # a NaN or an infinity in x makes lo or hi, so span, not finite
+        raise MessageError("NaN or Inf cannot be quantized")
     # float32 scales, finite and at least float32's smallest normal (so that inverses stay finite);
     # 1 for a channel of zeros. Rounding to float32 is monotonic: clipping before it is clipping after.
-    scale = np.minimum(np.maximum(span / levels, _F32_TINY), F32_MAX).astype(np.float32)
+    scale = np.maximum(span / levels, _F32_TINY)
+    if levels == 1:  # a span is at most twice float32's largest value: only one level can exceed it
+        np.minimum(scale, F32_MAX, out=scale)
+    scale = scale.astype(np.float32)
     scale[span == 0] = 1.0
     zero = np.minimum(np.rint(-lo / scale), levels)  # -lo >= 0: never below 0
     # code = round(x / scale) + zero point = floor(x * (1 / scale) + zero point + offset), with offset
@@ -164,12 +167,12 @@ def affine_quantize(
     else:
         scaled = x * np.repeat(inverse, counts)
         scaled += np.repeat(shift, counts)
-    top = np.float32(levels + 0.5)
     if rng is not None:
         scaled += rng.random(scaled.shape, dtype=np.float32)
-        np.clip(scaled, 0, top, out=scaled)
-    elif x.size < _CHECK_BEFORE_CLIP or _beyond_codes(lo, hi, inverse, shift, levels):
-        np.clip(scaled, 0, top, out=scaled)
+    if rng is not None or x.size < _CHECK_BEFORE_CLIP or _beyond_codes(lo, hi, inverse, shift, levels):
+        # in place, by the two ufuncs: np.clip's Python wrapper costs more than both on small tensors
+        np.maximum(scaled, 0, out=scaled)
+        np.minimum(scaled, np.float32(levels + 0.5), out=scaled)
     return scaled.astype(np.uint8).ravel(), QuantParams(scale, zero.astype(np.uint8))
 
 

@@ -592,7 +592,7 @@ class _TensorPlan:
             index = codecs.delta_decode(positions, self.size, self.nnz)
         if self.bits is None:
             values = np.frombuffer(payload, dtype="<f4", count=self.nnz, offset=offset).astype(np.float32)
-            if not allow_nonfinite and not np.all(np.isfinite(values)):
+            if not allow_nonfinite and not np.isfinite(values).all():
                 raise MessageError("holds NaN or Inf")
         else:
             params_end = offset + codecs.QuantParams.nbytes(self.channels)
