@@ -569,6 +569,23 @@ def test_multi_block_inputs_and_outputs_move_without_a_burst_across_4k():
     assert dram0 and all(i.stride == 0 for i in dram0)
 
 
+@needs_rtl
+def test_a_max_pool_reads_a_multi_block_input_from_dram0_without_a_burst_across_4k():
+    # A 16 x 64 x 64 input is too big for local memory, so the max pool reads it from DRAM0,
+    # where the driver puts it pixel-major: a block's row alone was a strided read, one AXI
+    # request a vector, three of which crossed a 4 KiB boundary. Rows of both blocks now come
+    # in contiguously (as for a convolution); the co-simulation, which refuses a crossing
+    # burst, runs it bit for bit.
+    b = ModelBuilder((1, 16, 64, 64), 3)
+    y = b.op("MaxPool", [b.input], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    data = b.model(b.op("Relu", [b.conv(y, 16, 8, 3, pads=1)]))
+    result, _, _ = check(data, ARCH12, (1, 16, 64, 64), rtl=True)
+    assert "Input (read from DRAM0)" in result.program.spilled
+    assert result.program.axi_violations == 0
+    reads = [i for i in result.instructions if getattr(i, "kind", None) == DataMoveKind.DRAM0_TO_LOCAL]
+    assert reads and all(i.stride == 0 for i in reads)
+
+
 def test_packing_narrow_inputs_keeps_the_float_graph_and_packs_only_what_fits_a_vector():
     from tensil_tools.compiler.graph import evaluate
     from tensil_tools.compiler.packing import pack_columns
