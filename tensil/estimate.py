@@ -21,7 +21,9 @@ prices each instruction as the RTL was measured to run it:
     MatMul                     size+1, plus 1 when it accumulates and the instruction before
                                is not an accumulating MatMul (the array switches mode)
     DataMove local<->acc       size+1 (acc->local +2), plus 2N-1 right after a MatMul
-    SIMD                       1.25 (no flags), 1.5 (Write), 2 (Read), 4 (Read and Write)
+    SIMD                       1.25 (no flags), 1.5 (Write), 2 (Read), 4 (Read and Write);
+                               0 with no flags right after a Read and Write one (it runs
+                               while that one writes)
     DataMove DRAM -> local     max(beats, (requests - 1) * 4.34 + N/4) + read_latency + 5,
                                after the last DRAM write's answer: write_latency + 3 after
                                that write ends (the host router waits for it), less what
@@ -240,6 +242,9 @@ class MemoryAwareModel(TensilLatencyModel):
             switch = instruction.accumulate and not (previous is MatMul and self._last.accumulate)  # type: ignore
             return instruction.size + 1.0 + switch
         if isinstance(instruction, SIMD):
+            if not (instruction.read or instruction.write) and isinstance(self._last, SIMD) and (
+                    self._last.read and self._last.write):
+                return 0.0   # measured: runs while the Read+Write SIMD before it writes
             return _SIMD_CYCLES[(instruction.read, instruction.write)]
         assert isinstance(instruction, DataMove)
         vectors = instruction.size + 1

@@ -54,7 +54,8 @@ def check(data: bytes, arch, shape, rtl: bool = False, seed: int = 0):
     # No move may make the RTL send a burst across a 4 KiB boundary (the RTL runs also check it).
     assert not boundary_violations(result.instructions, arch)
     x = np.random.default_rng(seed).standard_normal(shape[1:])
-    got, _ = result.run_emulator(x)
+    got, report = result.run_emulator(x)
+    assert not report.hazards, report.hazards   # nothing whose result depends on the RTL's timing
     expected = to_vectors(reference(result.qgraph, x))[0]
     assert np.array_equal(got, expected), "emulator and reference differ"
     floats = run_onnxruntime(data, x[None])
@@ -624,6 +625,31 @@ def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
     for result, _ in runs.values():   # both within the tolerance of the float model
         fixed = result.output_floats(result.run_emulator(x)[0]).reshape(-1)
         assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
+
+
+@pytest.mark.parametrize("data_type", ["FP8BP4", "FP16BP8", "FP18BP10"])
+def test_leaky_relu_by_the_slope_below_zero_equals_max_of_x_and_alpha_x_for_every_value(data_type):
+    # x + round(min(x, 0) * (alpha - 1)) against max(x, round(alpha * x)), the ALU's rounding
+    # and saturation, for every raw x and every alpha in (0, 1) (FP18BP10: every 37th): equal
+    # wherever the compiler uses it, and not for alpha = 1/2, which it leaves alone.
+    from tensil.fixed import add, fixed_format, multiply
+    from tensil_tools.compiler.quantize import QLeakyRelu
+
+    fmt = fixed_format(data_type)
+    x = np.arange(fmt.min_raw, fmt.max_raw + 1, dtype=np.int64)
+    below = np.minimum(x, 0)
+    for alpha in range(1, fmt.one, 1 if fmt.one <= 256 else 37):
+        slope = QLeakyRelu(alpha, False).slope_below_one(fmt.one)
+        by_max = np.maximum(x, multiply(x, alpha, fmt))
+        if 2 * alpha == fmt.one:
+            assert slope is None
+            assert not np.array_equal(add(x, multiply(below, alpha - fmt.one, fmt), fmt), by_max)
+            continue
+        assert slope == alpha - fmt.one
+        assert np.array_equal(add(x, multiply(below, slope, fmt), fmt), by_max), alpha
+    assert QLeakyRelu(fmt.one // 2, False).slope_below_one(fmt.one) is None
+    assert QLeakyRelu(0, False).slope_below_one(fmt.one) is None       # ReLU: max(x, 0)
+    assert QLeakyRelu(3 * fmt.one // 2, True).slope_below_one(fmt.one) is None   # alpha > 1: min
 
 
 def test_a_group_too_big_to_read_a_block_at_a_time_without_crossing_4k_is_read_in_bulk():

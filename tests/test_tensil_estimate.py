@@ -65,7 +65,9 @@ def test_memory_aware_model_prices_what_the_rtl_was_measured_to_do():
                                     MatMul(0, 0, 15)], PERF).cycles
     assert cycles == 13 + 16 + (13 + 2 * n - 1) + 16 + 2 * n + 1
     simd = [SIMD(SimdOp.MOVE, read=True, write=True)] * 4 + [SIMD(SimdOp.ZERO, dest=1)] * 4
-    assert estimate_memory_aware(simd, PERF).cycles == 4 * 4 + 5
+    # the first Zero runs while the last Read+Write SIMD writes (measured: Read+Write, Zero
+    # pairs cost 3.76 cycles on the RTL, a Read+Write alone 3.88)
+    assert estimate_memory_aware(simd, PERF).cycles == round(4 * 4 + 0 + 3 * 1.25)
     turnaround = [DataMove(K.LOCAL_TO_DRAM0, 0, 0, 0), DataMove(K.DRAM0_TO_LOCAL, 0, 0, 0)]
     assert estimate_memory_aware(turnaround, PERF).cycles == round(14 / 3 + 1 + 13 + 3 + 15)
     strided = [DataMove(K.DRAM1_TO_LOCAL, 0, 0, 15, stride=1)]

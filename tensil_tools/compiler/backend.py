@@ -528,11 +528,12 @@ class _Scheduler:
 
     # post-ops and output ----------------------------------------------------------------
     def _simd(self, op: SimdOp, read: Optional[int] = None, write: Optional[int] = None,
-              to_register: bool = False, right: int = _REGISTER) -> None:
+              to_register: bool = False, right: int = _REGISTER, accumulate: bool = False) -> None:
         self.program.emit(SIMD(op, left=0 if read is not None else _REGISTER, right=right,
                                dest=_REGISTER if to_register else 0,
                                write_address=write or 0, read_address=read or 0,
-                               read=read is not None, write=write is not None))
+                               read=read is not None, write=write is not None,
+                               accumulate=accumulate))
 
     def _set_register(self, raw: Optional[int]) -> None:
         """Register 1 := a constant (None: zero)."""
@@ -559,8 +560,14 @@ class _Scheduler:
                     for a, _, _ in vectors:
                         self._simd(combine, read=a, write=a)
                     continue
+                slope = op.slope_below_one(fmt.one)
                 for a, _, _ in vectors:
                     self.register = None
+                    if slope is not None:   # x += min(x, 0) * (alpha - 1): alpha stays in the accumulators
+                        self._set_register(None)
+                        self._simd(SimdOp.MIN, read=a, to_register=True)
+                        self._simd(SimdOp.MULTIPLY, read=self.constants.at[slope], write=a, accumulate=True)
+                        continue
                     self._set_register(op.alpha)
                     self._simd(SimdOp.MULTIPLY, read=a, to_register=True)
                     self._simd(combine, read=a, write=a)
@@ -689,8 +696,8 @@ class _Scheduler:
         for i0, i1 in max_strips:
             r0 = max(0, i0 * term.stride[0] - term.pads[0])
             r1 = min(x.height, (i1 - 1) * term.stride[0] - term.pads[0] + term.kernel[0])
-            if whole_rows:   # the accumulators are free between strips: _read_row may stage there
-                for r in range(r0, r1):
+            if whole_rows and strip_buffer is not None:   # the accumulators are free between
+                for r in range(r0, r1):                    # strips: _read_row may stage there
                     rows_at = [strip_buffer + cb * size + (r - r0) * x.width for cb in range(blocks)]
                     self._read_row(rows_at, home, r, x.width)
             for cb in range(blocks):

@@ -1,8 +1,8 @@
 """The constants a program brings: DRAM1's images and the SIMD constants in the accumulators.
 
 DRAM1 holds the weight blocks, in the order they are loaded, each distinct image once, and
-the SIMD constants' image. The SIMD constants (LeakyReLU slopes, Clip bounds, average-pool
-scales) sit at the top of the accumulators, below the last vector (the Program's scratch),
+the SIMD constants' image. The SIMD constants (LeakyReLU slopes or slopes - 1, Clip bounds,
+average-pool scales) sit at the top of the accumulators, below the last vector (the Program's scratch),
 loaded once at the start of the program; the accumulators below them are the tiles'.
 """
 
@@ -30,10 +30,12 @@ class Constants:
         self.size = 0
         self._cache: Dict[bytes, int] = {}
         values: List[int] = []
+        one = qgraph.fmt.one
         for q in qgraph.layers:
             for op in q.post:
                 if isinstance(op, QLeakyRelu):
-                    values.append(op.alpha)
+                    slope = op.slope_below_one(one)
+                    values.append(op.alpha if slope is None else slope)
                 elif isinstance(op, QClip):
                     values += [op.low, op.high]
                 elif isinstance(op, QScale):

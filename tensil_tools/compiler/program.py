@@ -14,12 +14,14 @@ access of the accumulator memory wrote (MatMul after MatMul, or DataMove after D
 into the same vector back to back: the second reads it before the first one's write lands;
 found on the RTL). A SIMD NoOp in between does not help (it touches no memory), an access
 of another vector does: `emit` puts a MatMul with Zeroes into a scratch accumulator there.
+A LoadWeights of DRAINING_PUSHES or more in between does too (it waits for the array).
 """
 
 import dataclasses
 from typing import List, Optional, Tuple, Union, cast
 
 from tensil.arch import Architecture
+from tensil.emulator import DRAINING_PUSHES
 from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, footprint
 
 from .errors import CompileError
@@ -159,8 +161,8 @@ class Program:
         self._track(instruction)
 
     def _track(self, instruction: Instruction) -> None:
-        if isinstance(instruction, LoadWeights):
-            self.last_acc_write = None
+        if isinstance(instruction, LoadWeights) and instruction.size + 1 >= DRAINING_PUSHES:
+            self.last_acc_write = None   # the write before it has landed
         written = _acc_writes(instruction)
         if written is not None:
             self.last_acc_write = written
