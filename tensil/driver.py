@@ -494,8 +494,10 @@ class TensilDriver(_TcuLink):
             if needed != var.size:
                 raise ValueError("input %r of shape %s takes %d vectors of %d lanes; the model's "
                                  "region holds %d" % (var.name, array.shape, needed, n, var.size))
-            raw, saturated = from_float_saturating(to_vectors(array, n), self.fmt)
-            self.dram0[var.base:var.base + var.size] = raw
+            # converted before the layout change: a 3-channel image is a quarter of its padded
+            # 12-lane vectors (rounding and saturation are per value; padding converts to 0)
+            raw, saturated = from_float_saturating(array, self.fmt)
+            self.dram0[var.base:var.base + var.size] = to_vectors(raw.astype(self.fmt.dtype), n)
             report.saturated[var.name] = saturated
 
     def _probe_landed(self, token: int, report: RunReport) -> bool:
