@@ -40,7 +40,7 @@ import numpy as np
 
 from .arch import Architecture
 from .errors import ArchMismatch, DriverError, TcuTimeout
-from .fixed import FixedFormat, fixed_format, from_bytes, from_float_saturating, to_float
+from .fixed import FixedFormat, fixed_format, from_bytes, from_float_saturating, to_float32
 from .isa import (
     ConfigRegister,
     Configure,
@@ -185,8 +185,11 @@ class _Window:
         self.phys = int(self.buffer.physical_address) + offset
 
     def vectors(self, fmt: FixedFormat, n: int) -> np.ndarray:
-        """The usable bytes as (vectors, n) scalars of `fmt` (little-endian, as the TCU reads them)."""
-        return self.bytes.view(fmt.dtype.newbyteorder("<")).reshape(-1, n)
+        """The usable bytes as (vectors, n) scalars of `fmt` (little-endian, as the TCU reads them):
+        a plain array on the same memory (a pynq buffer's views and results carry its subclass,
+        whose bookkeeping costs more than a frame's small reads and writes; flushing and
+        invalidating go through `.bytes`)."""
+        return np.asarray(self.bytes).view(fmt.dtype.newbyteorder("<")).reshape(-1, n)
 
     def free(self) -> None:
         if self.buffer is not None:
@@ -518,8 +521,9 @@ class TensilDriver(_TcuLink):
         for var in self.model.outputs:
             self._vectors(var.base, var.size).invalidate()
             raw = self.dram0[var.base:var.base + var.size].reshape(-1)
-            values.setdefault(var.name, []).append(to_float(raw, self.fmt).astype(np.float32))
-        out = {name: np.concatenate(parts) for name, parts in values.items()}
+            values.setdefault(var.name, []).append(to_float32(raw, self.fmt))
+        out = {name: parts[0] if len(parts) == 1 else np.concatenate(parts)
+               for name, parts in values.items()}
         for name, shape in shapes.items():
             if name not in out:
                 raise ValueError("the model has no output %r (outputs: %s)" % (name, sorted(out)))

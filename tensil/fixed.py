@@ -27,7 +27,7 @@ from .errors import FixedPointError
 
 __all__ = ["FORMATS", "FixedFormat", "SaturationStats", "add", "alu", "fixed_format",
            "from_bytes", "from_float_const", "from_float_driver", "from_float_saturating", "mac",
-           "multiply", "saturate", "subtract", "to_bytes", "to_float", "wrap"]
+           "multiply", "saturate", "subtract", "to_bytes", "to_float", "to_float32", "wrap"]
 
 ArrayLike = Union[np.ndarray, int, float]
 
@@ -180,6 +180,13 @@ def from_float_saturating(values: ArrayLike, fmt: FixedFormat) -> Tuple[np.ndarr
 
 def to_float(raw: ArrayLike, fmt: FixedFormat) -> np.ndarray:
     return np.asarray(raw, dtype=np.int64) / float(fmt.one)
+
+
+def to_float32(raw: np.ndarray, fmt: FixedFormat) -> np.ndarray:
+    """to_float(raw).astype(float32), the same values in two steps instead of four: the
+    conversion rounds once either way, and scaling by a power of two is exact."""
+    # np.asarray: a plain array, not a subclass (a DMA buffer's) carried through both steps
+    return np.asarray(raw).astype(np.float32) * np.float32(1.0 / fmt.one)
 
 
 def _check_raw(raw: np.ndarray, fmt: FixedFormat) -> np.ndarray:

@@ -172,3 +172,18 @@ def test_alu_ops_as_the_rtl_computes_them(op, left, right, input_, expected):
 def test_alu_rejects_unknown_ops():
     with pytest.raises(ValueError, match="SIMD op 16"):
         alu(16, 0, 0, 0, FP16)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_to_float32_is_to_float_then_float32(name):
+    # The driver's readback converts in two steps; the values are those of the exact
+    # division rounded to float32 once (every FP16BP8 raw value, random ones for the rest).
+    from tensil.fixed import to_float, to_float32
+
+    fmt = FORMATS[name]
+    if fmt.width <= 16:
+        raw = np.arange(fmt.min_raw, fmt.max_raw + 1).astype(fmt.dtype)
+    else:
+        raw = np.random.default_rng(0).integers(fmt.min_raw, fmt.max_raw + 1, 200_000).astype(fmt.dtype)
+    assert np.array_equal(to_float32(raw, fmt), to_float(raw, fmt).astype(np.float32))
+    assert to_float32(raw, fmt).dtype == np.float32
