@@ -28,6 +28,10 @@ from .ui import draw_ui
 __all__ = ["STAGES", "DemoApp", "StageTimer"]
 
 STAGES = ("capture", "preprocess", "backbone", "ncm", "ui", "display")
+# The FPS and stage latencies on screen change this often: readable (at 30+ frames a second
+# they were a blur), and between changes their text is copied from the UI's cache instead of
+# drawn again (anti-aliased text is the UI's costliest part)
+FIGURES_REFRESH_S = 0.5
 
 
 class StageTimer:
@@ -88,6 +92,8 @@ class DemoApp:
         self.frames = 0
         self.inference_frames: List[Tuple[Optional[str], Optional[str]]] = []
         self._frame_times: List[float] = []
+        self._figures: Optional[Tuple[float, Dict[str, float]]] = None   # FPS and latencies shown
+        self._figures_at = 0.0
         self._inference_times: List[float] = []
         self._notice = ""
         self.interrupted = False
@@ -293,8 +299,11 @@ class DemoApp:
 
     def _draw_and_show(self) -> None:
         t0 = time.perf_counter()
-        fps = 1.0 / float(np.mean(self._frame_times[-30:])) if self._frame_times else 0.0
-        latency = {s: self.timer.last[s] * 1e3 for s in STAGES}
+        if self._figures is None or t0 - self._figures_at >= FIGURES_REFRESH_S:
+            fps = 1.0 / float(np.mean(self._frame_times[-30:])) if self._frame_times else 0.0
+            self._figures = (fps, {s: self.timer.last[s] * 1e3 for s in STAGES})
+            self._figures_at = t0
+        fps, latency = self._figures
         message = self.machine.message
         if self.state == "registration" and not message:
             message = "registering class %d: button 0 shot, 1 next class, 2 infer" % (

@@ -20,9 +20,35 @@ _BACKGROUND = 32  # grey level of the background
 WRONG_COLOUR = (0, 0, 255)  # BGR red
 
 
+_HEADER_GREY = 64
+_TEXT_MARGIN = 2   # pixels around getTextSize's box: anti-aliasing stays inside it
+# (text, scale, colour, background) -> (putText's pixels on that background, its ascent)
+_TEXTS: Dict[Tuple[str, float, Tuple[int, int, int], int], Tuple[np.ndarray, int]] = {}
+
+
 def _text(canvas: np.ndarray, text: str, org: Tuple[int, int], scale: float = 0.5,
-          colour: Tuple[int, int, int] = (255, 255, 255)) -> None:
-    cv2.putText(canvas, text, org, _FONT, scale, colour, 1, cv2.LINE_AA)
+          colour: Tuple[int, int, int] = (255, 255, 255), background: int = _BACKGROUND) -> None:
+    """putText's anti-aliased pixels at `org` on a uniform `background` grey, each (text, style)
+    rendered once and then copied: most of the UI's text is the same every frame, and
+    drawing anti-aliased text costs more than the rest of the screen (the same pixels:
+    tests/test_demo_app.py)."""
+    key = (text, scale, colour, background)
+    cached = _TEXTS.get(key)
+    if cached is None:
+        (width, ascent), descent = cv2.getTextSize(text, _FONT, scale, 1)
+        m = _TEXT_MARGIN
+        patch = np.full((ascent + descent + 2 * m, width + 2 * m, 3), background, np.uint8)
+        cv2.putText(patch, text, (m, ascent + m), _FONT, scale, colour, 1, cv2.LINE_AA)
+        if len(_TEXTS) >= 512:   # the footer's numbers change every frame: bound the cache
+            _TEXTS.clear()
+        cached = _TEXTS[key] = (patch, ascent)
+    patch, ascent = cached
+    top, left = org[1] - ascent - _TEXT_MARGIN, org[0] - _TEXT_MARGIN
+    y0, x0 = max(top, 0), max(left, 0)
+    y1 = min(top + patch.shape[0], canvas.shape[0])
+    x1 = min(left + patch.shape[1], canvas.shape[1])
+    if y0 < y1 and x0 < x1:
+        canvas[y0:y1, x0:x1] = patch[y0 - top:y1 - top, x0 - left:x1 - left]
 
 
 def draw_ui(canvas: np.ndarray, frame: np.ndarray, state: str, names: Sequence[str],
@@ -36,17 +62,19 @@ def draw_ui(canvas: np.ndarray, frame: np.ndarray, state: str, names: Sequence[s
     canvas.fill(_BACKGROUND)  # memset: a per-pixel broadcast costs milliseconds
     header = 40
     colour = STATE_COLOURS.get(state, (255, 255, 255))
-    cv2.rectangle(canvas, (0, 0), (width - 1, header), (64, 64, 64), -1)
-    _text(canvas, "PYNQ few-shot", (10, 27), 0.7)
-    _text(canvas, state.upper(), (width // 2 - 60, 27), 0.7, colour)
-    _text(canvas, "%5.1f FPS" % fps, (width - 130, 27), 0.6)
+    cv2.rectangle(canvas, (0, 0), (width - 1, header), (_HEADER_GREY,) * 3, -1)
+    _text(canvas, "PYNQ few-shot", (10, 27), 0.7, background=_HEADER_GREY)
+    _text(canvas, state.upper(), (width // 2 - 60, 27), 0.7, colour, _HEADER_GREY)
+    _text(canvas, "%5.1f FPS" % fps, (width - 130, 27), 0.6, background=_HEADER_GREY)
     panel = max(width // 3, 180)
     view_w, view_h = width - panel - 20, height - header - 70
     scale = min(view_w / frame.shape[1], view_h / frame.shape[0])
     size = (max(1, int(frame.shape[1] * scale)), max(1, int(frame.shape[0] * scale)))
-    view = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
     top = header + 10
-    canvas[top:top + size[1], 10:10 + size[0]] = view
+    region = canvas[top:top + size[1], 10:10 + size[0]]
+    view = cv2.resize(frame, size, dst=region, interpolation=cv2.INTER_NEAREST)   # in place
+    if view is not region:   # an OpenCV that returned a new array instead
+        region[...] = view
     if wrong:
         cv2.rectangle(canvas, (5, top - 5), (14 + size[0], top + size[1] + 4), WRONG_COLOUR, 4)
     else:

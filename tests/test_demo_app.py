@@ -379,3 +379,39 @@ def test_ctrl_c_ends_the_demo_cleanly_with_its_summary(tiny_card):
     summary = app.run()
     assert summary["interrupted"] is True and summary["frames"] == 3
     assert not camera.is_open  # every part released
+
+
+@pytest.mark.parametrize("resolution", [(640, 480), (800, 600), (1280, 720)])
+def test_the_ui_copies_rendered_text_with_the_pixels_puttext_draws(resolution, monkeypatch):
+    # demo_app.ui renders each (text, style) once and copies it afterwards; every screen is
+    # the one cv2.putText straight onto the canvas gives, in each state, with the red frame of
+    # a wrong replay prediction, a long message and the selected rows' rectangles.
+    import numpy as np
+
+    from demo_app import ui
+    from device.opencv import cv2
+
+    def put_text(canvas, text, org, scale=0.5, colour=(255, 255, 255), background=None):
+        cv2.putText(canvas, text, org, ui._FONT, scale, colour, 1, cv2.LINE_AA)
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    names = ["class %d" % i for i in range(5)]
+    thumbnails = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in names] [:3] + [None, None]
+    latency = {"capture": 0.25, "preprocess": 0.06, "backbone": 6.07, "ncm": 0.12, "ui": 0.41, "display": 0.0}
+    screens = [("inference", [3, 1, 2, 0, 0], np.array([0.1, 0.6, 0.3, 0, 0]), "", 1, False),
+               ("inference", [3, 1, 2, 0, 0], np.array([1.0, 0, 0, 0, 0]), "WRONG: predicted a, the replay's "
+                "ground truth is b" + " and more" * 20, 0, True),
+               ("registration", [1, 0, 0, 0, 0], None, "registering class 2: button 0 shot", None, False),
+               ("error", [0] * 5, None, "camera lost", None, False)]
+    width, height = resolution
+    for state, shots, probabilities, message, predicted, wrong in screens:
+        drawn = []
+        for text in (ui._text, put_text):
+            monkeypatch.setattr(ui, "_text", text)
+            canvas = np.zeros((height, width, 3), np.uint8)
+            for _ in range(2):   # the second screen copies what the first rendered
+                ui.draw_ui(canvas, frame, state, names, shots, thumbnails, probabilities, 1, 29.7,
+                           latency, message, predicted, wrong)
+            drawn.append(canvas)
+        assert np.array_equal(*drawn), (state, resolution)
