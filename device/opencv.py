@@ -21,10 +21,14 @@ def load() -> Any:
 
 
 class _Cv2:
-    """Stands for the cv2 module until an attribute is used."""
+    """Stands for the cv2 module until an attribute is used; each attribute is then kept, so
+    that the next use is a plain lookup (the UI uses a dozen a frame; an import statement
+    each cost more than some of the drawing)."""
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(load(), name)
+        value = getattr(load(), name)
+        setattr(self, name, value)
+        return value
 
 
 cv2 = _Cv2()
