@@ -23,7 +23,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
-from typing import Callable, Dict, List, Tuple  # noqa: E402
+from typing import Callable, Dict, List, Sequence, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -93,24 +93,15 @@ def accuracy(tensors: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> fl
     return model.evaluate(x, y)[0]
 
 
-def median_seconds(work: Callable[[], object], repeats: int) -> float:
-    times = []
+def median_seconds(works: Sequence[Callable[[], object]], repeats: int) -> List[float]:
+    """Median seconds of each of `works`, timed in turn (a noisy machine slows them alike)."""
+    times: List[List[float]] = [[] for _ in works]
     for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def alternating_medians(first: Callable[[], object], second: Callable[[], object], repeats: int) -> Tuple[float, float]:
-    """Median seconds of each, the two timed in turn (a noisy machine slows both alike)."""
-    times: Tuple[List[float], List[float]] = ([], [])
-    for _ in range(repeats):
-        for work, spent in ((first, times[0]), (second, times[1])):
+        for work, spent in zip(works, times):
             start = time.perf_counter()
             work()
             spent.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(spent) for spent in times]
 
 
 def plain_round_trip(tensors: Dict[str, np.ndarray], quantized: List[str]) -> Dict[str, np.ndarray]:
@@ -169,7 +160,7 @@ def run_pipeline(name: str, tensors, x_test, y_test, repeats: int, speed_repeats
         encoded, _ = encode_message(Message(prepared), compressor.config.wire)
         decode_message(encoded)
 
-    seconds = median_seconds(round_trip, repeats)
+    (seconds,) = median_seconds([round_trip], repeats)
     row = {
         "pipeline": name,
         "bytes": report.encoded_bytes,
@@ -182,7 +173,7 @@ def run_pipeline(name: str, tensors, x_test, y_test, repeats: int, speed_repeats
         # Against the same quantization in plain numpy, timed alternately with ours (noisy machines).
         quantized = [t.name for t in report.tensors if "affine" in t.codec]
         # A sub-millisecond round trip on a noisy machine: many turns, not `repeats`.
-        plain, ours = alternating_medians(lambda: plain_round_trip(prepared, quantized), round_trip, speed_repeats)
+        plain, ours = median_seconds([lambda: plain_round_trip(prepared, quantized), round_trip], speed_repeats)
         row.update(plain_ms=1e3 * plain, ours_ms=1e3 * ours, vs_plain=plain / ours)
     return row
 

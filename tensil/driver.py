@@ -522,8 +522,7 @@ class TensilDriver(_TcuLink):
             self._vectors(var.base, var.size).invalidate()
             raw = self.dram0[var.base:var.base + var.size].reshape(-1)
             values.setdefault(var.name, []).append(to_float32(raw, self.fmt))
-        out = {name: parts[0] if len(parts) == 1 else np.concatenate(parts)
-               for name, parts in values.items()}
+        out = {name: np.concatenate(parts) for name, parts in values.items()}
         for name, shape in shapes.items():
             if name not in out:
                 raise ValueError("the model has no output %r (outputs: %s)" % (name, sorted(out)))

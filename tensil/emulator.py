@@ -81,8 +81,8 @@ from .isa import (
 from .machine import MachineRun, Program
 from .tmodel import TensilModel
 
-__all__ = ["AccumulatorPort", "DRAINING_PUSHES", "Emulator", "EmulatorReport", "mac_chain", "run",
-           "run_model", "simd_flow", "simd_problem", "simd_takes_input"]
+__all__ = ["AccumulatorPort", "DRAINING_PUSHES", "Emulator", "EmulatorReport", "lands_earlier_accumulates",
+           "mac_chain", "run", "run_model", "simd_flow", "simd_problem", "simd_takes_input"]
 
 _MAX_ONCHIP_SCALARS = 1 << 25   # local + accumulators: 256 MiB of int64 at most
 _CHUNK_ELEMENTS = 1 << 16       # products held at once by the MatMul kernel
@@ -274,6 +274,12 @@ def _uses_accumulator_port(instruction: Instruction) -> bool:
 DRAINING_PUSHES = 4
 
 
+def lands_earlier_accumulates(instruction: Instruction) -> bool:
+    """Whether `instruction` is a LoadWeights after which no accumulating write of the MatMuls
+    before it can still be on its way (the emulator's hazard check, the compiler's spacers)."""
+    return isinstance(instruction, LoadWeights) and instruction.size + 1 >= DRAINING_PUSHES
+
+
 class AccumulatorPort:
     """What the RTL's accumulator port carries from one instruction to the next, as far as it
     decides which instructions run and which results depend on timing: whether a SIMD Read's
@@ -351,7 +357,7 @@ class AccumulatorPort:
 
     def advance(self, instruction: Instruction) -> None:
         """The state after `instruction` ran (it had no problem)."""
-        if isinstance(instruction, LoadWeights) and instruction.size + 1 >= DRAINING_PUSHES:
+        if lands_earlier_accumulates(instruction):
             self.last[self.window == self.windows[MatMul]] = -(1 << 40)   # landed
         if not _uses_accumulator_port(instruction):
             return

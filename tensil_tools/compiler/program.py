@@ -14,14 +14,15 @@ access of the accumulator memory wrote (MatMul after MatMul, or DataMove after D
 into the same vector back to back: the second reads it before the first one's write lands;
 found on the RTL). A SIMD NoOp in between does not help (it touches no memory), an access
 of another vector does: `emit` puts a MatMul with Zeroes into a scratch accumulator there.
-A LoadWeights of DRAINING_PUSHES or more in between does too (it waits for the array).
+A LoadWeights long enough to outlast the array's drain in between does too
+(`tensil.emulator.lands_earlier_accumulates`).
 """
 
 import dataclasses
 from typing import List, Optional, Tuple, Union, cast
 
 from tensil.arch import Architecture
-from tensil.emulator import DRAINING_PUSHES
+from tensil.emulator import lands_earlier_accumulates
 from tensil.isa import SIMD, DataMove, DataMoveKind, Instruction, LoadWeights, MatMul, footprint
 
 from .errors import CompileError
@@ -161,8 +162,8 @@ class Program:
         self._track(instruction)
 
     def _track(self, instruction: Instruction) -> None:
-        if isinstance(instruction, LoadWeights) and instruction.size + 1 >= DRAINING_PUSHES:
-            self.last_acc_write = None   # the write before it has landed
+        if lands_earlier_accumulates(instruction):
+            self.last_acc_write = None
         written = _acc_writes(instruction)
         if written is not None:
             self.last_acc_write = written
