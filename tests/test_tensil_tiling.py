@@ -110,6 +110,51 @@ def test_memory_gives_each_local_activation_its_bordered_planes_and_names_the_li
     assert memory.resident == [hidden] and memory.local.largest() >= 100
 
 
+def test_the_activation_plan_runs_alone_keeps_live_planes_apart_and_is_what_emission_uses():
+    import dataclasses
+
+    from tensil_tools.compiler.backend import schedule
+    from tensil_tools.compiler.memory import NoRoom, last_use, plan_activations
+
+    q = _qgraph(ARCH12)
+    homes = {id(v): "local" for v in q.graph.values()}
+    homes[id(q.graph.output)] = "dram0"
+    plan = plan_activations(q, homes)          # no instruction emitted
+    x, hidden, out = q.graph.input, q.layers[0].layer.output, q.graph.output
+    assert [plan.regions[id(v)].space for v in (x, hidden, out)] == ["local", "local", "dram0"]
+    local = [v for v in q.graph.values() if plan.regions[id(v)].space == "local"]
+    lives = last_use(q)
+    born = {id(x): -1, **{id(layer.layer.output): i for i, layer in enumerate(q.layers)}}
+    for a in local:                            # planes alive at once never share a vector
+        for b in local:
+            ra, rb = plan.regions[id(a)], plan.regions[id(b)]
+            together = born[id(a)] <= lives[id(b)] and born[id(b)] <= lives[id(a)]
+            if a is not b and together:
+                assert ra.base + ra.size <= rb.base or rb.base + rb.size <= ra.base
+    compiled = schedule(q)
+    assert all(compiled.regions[v.name] == plan.regions[id(v)] for v in local)
+    assert plan.dram0_top == compiled.output_region.base + compiled.output_region.size
+
+    tight = _qgraph(dataclasses.replace(ARCH12, local_depth=200))
+    with pytest.raises(NoRoom) as full:        # the input's planes (100) and the hidden ones (128)
+        plan_activations(tight, {id(v): "local" for v in tight.graph.values()})
+    assert full.value.layer == q.layers[0].name and full.value.live == [tight.graph.input,
+                                                                          tight.layers[0].layer.output]
+
+
+def test_the_allocator_takes_a_planned_run_only_where_it_is_free():
+    from tensil_tools.compiler.program import Allocator
+
+    memory = Allocator(100, "local memory")
+    memory.take(10, 20)
+    assert memory.free == [(0, 10), (30, 70)] and memory.used == memory.peak == 20
+    assert memory.alloc(10) == 0                 # best fit: the run below the taken one
+    with pytest.raises(ValueError, match="vectors 25..34 are not free"):
+        memory.take(25, 10)
+    memory.release(10, 20)
+    assert memory.free == [(10, 90)] and memory.used == 10
+
+
 def test_constants_keep_each_dram1_image_once_and_the_simd_constants_at_the_accumulators_top():
     from tensil_tools.compiler.constants import Constants
 

@@ -44,7 +44,7 @@ from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 from .constants import Constants
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
-from .memory import Memory, NoRoom, Region, staging_region
+from .memory import ActivationPlan, Memory, NoRoom, Region, plan_activations, staging_region
 from .placement import clear_shift, place_dram0, place_dram1
 from .program import Program
 from .quantize import (
@@ -111,17 +111,17 @@ def _pow2_stride(step: int, depth: int) -> Optional[int]:
 
 
 class _Scheduler:
-    """One attempt at a program for the given homes: memory (memory.py) and constants
-    (constants.py) as the layers run, tiling (tiling.py), emission here, placement
-    (placement.py) at the end."""
+    """One attempt at a program for the given homes and their activation plan (memory.py):
+    constants (constants.py), tiling (tiling.py) and the run-time buffers as the layers run,
+    emission here, placement (placement.py) at the end."""
 
-    def __init__(self, qgraph: QGraph, homes: Dict[int, str]):
+    def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan):
         self.q = qgraph
         self.arch: Architecture = qgraph.arch
         self.n = qgraph.arch.array_size
         self.fmt = fixed_format(qgraph.arch.data_type)
         self.program = Program(self.arch, self.arch.accumulator_depth - 1)
-        self.memory = Memory(qgraph, homes)
+        self.memory = Memory(qgraph, homes, plan)
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
         self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
@@ -265,11 +265,7 @@ class _Scheduler:
     # ------------------------------------------------------------------ one layer
     def _layer(self, index: int, q: QLayer) -> None:
         out = q.layer.output
-        self.memory.pending = [out] + [v for v in q.layer.inputs if v is not self.q.graph.input
-                                or self.memory.homes.get(id(v)) == "local"]
-        if out is self.q.graph.output and self.memory.last_use.get(id(out)) is not None:
-            raise CompileError("the graph output %r is also read by other layers; that is not "
-                               "supported" % out.name)
+        self.memory.begin_layer(q)
         region = self.memory.output_region(q)
         self.memory.regions[id(out)] = region
         if region.space == "local":
@@ -740,8 +736,9 @@ STRATEGIES = ("on-chip", "dram0")
 
 def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
              ) -> CompiledProgram:
-    """Plan memories and emit the program; spill the largest live activations to DRAM0 until
-    every layer fits (MemoryOverflow when one cannot fit even then).
+    """Plan the activations' memory, then emit the program; spill the largest live activation
+    to DRAM0 and plan again until every layer fits, its activations in the plan and its buffers
+    at emission (MemoryOverflow when one cannot fit even then).
 
     `strategy="dram0"` puts every activation in DRAM0 from the start, as Tensil's own
     compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
@@ -753,7 +750,7 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     homes[id(qgraph.graph.output)] = "dram0"
     for _ in range(max_attempts):
         try:
-            return _Scheduler(qgraph, homes).run()
+            return _Scheduler(qgraph, homes, plan_activations(qgraph, homes)).run()
         except NoRoom as full:
             candidates = [v for v in full.live if homes.get(id(v)) == "local"]
             if not candidates:

@@ -2,25 +2,31 @@
 
 Every activation has a home, "local" or "dram0" (`schedule` moves the largest live one to
 DRAM0 and plans again when a layer cannot fit). A local activation is planes (channel
-block, row, column) with the zero border its convolutions read, allocated when its layer
-runs and released after the last layer that reads it; a DRAM0 one is dense planes, bump-
-allocated after the input and the output, which Tensil's driver puts pixel-major (NHWC)
-at DRAM0's start. `Memory` keeps that state for the scheduler; when local memory runs out
-it raises `NoRoom` naming the live activations, which `schedule` chooses from.
+block, row, column) with the zero border its convolutions read, held from its layer until
+the last layer that reads it; a DRAM0 one is dense planes, bump-allocated after the input
+and the output, which Tensil's driver puts pixel-major (NHWC) at DRAM0's start.
+
+`plan_activations` decides every activation's region before any instruction is emitted,
+replaying the layers' allocations and releases; when local memory runs out it raises `NoRoom`
+naming the live activations, which `schedule` chooses from. Emission then keeps those regions
+(`Memory` with the plan) and allocates around them only what a layer needs while it runs:
+strip buffers, weight blocks, staging rows. Every such run is released before the next layer's
+output is placed, and the allocator merges free runs, so its state there is the plan's.
 """
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tensil.arch import Architecture
 from tensil.driver import PROBE_VECTORS
 
-from .errors import MemoryOverflow
+from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
 from .program import Allocator
 from .quantize import QGraph, QLayer, blocks_of
 
-__all__ = ["Memory", "NoRoom", "Region", "dense_region", "nhwc_region", "staging_region"]
+__all__ = ["ActivationPlan", "Memory", "NoRoom", "Region", "dense_region", "nhwc_region", "plan_activations",
+           "staging_region"]
 
 @dataclasses.dataclass(frozen=True)
 class Region:
@@ -96,10 +102,21 @@ def last_use(qgraph: QGraph) -> Dict[int, int]:
     return last
 
 
-class Memory:
-    """The homes, the local allocator and the regions of one scheduling attempt."""
+@dataclasses.dataclass(frozen=True)
+class ActivationPlan:
+    """Every activation's region for the whole program (by value id), and DRAM0's top."""
 
-    def __init__(self, qgraph: QGraph, homes: Dict[int, str]):
+    regions: Dict[int, Region]
+    dram0_top: int
+
+
+class Memory:
+    """The homes, the local allocator and the regions of one scheduling attempt. Without a
+    plan it places each activation as its layer comes (`plan_activations` runs it so); with
+    one, it takes the planned regions."""
+
+    def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: Optional[ActivationPlan] = None):
+        self.plan = plan
         self.graph = qgraph.graph
         self.arch: Architecture = qgraph.arch
         self.n = self.arch.array_size
@@ -112,7 +129,7 @@ class Memory:
         self.pending: List[Value] = []       # values the current layer needs
         self.input_dram = nhwc_region(self.graph.input, self.n, 0)
         self.output_dram = nhwc_region(self.graph.output, self.n, self.input_dram.size)
-        self.dram0_top = self.output_dram.base + self.output_dram.size
+        self.dram0_top = self.output_dram.base + self.output_dram.size if plan is None else plan.dram0_top
 
     def alloc(self, size: int, layer: str) -> int:
         address = self.local.alloc(size)
@@ -124,7 +141,20 @@ class Memory:
         return list(self.resident) + [v for v in self.pending if all(
             v is not r for r in self.resident)]
 
+    def begin_layer(self, q: QLayer) -> None:
+        """Layer q runs next: the values it holds while it runs (named if memory runs out)."""
+        if q.layer.output is self.graph.output and self.last_use.get(id(q.layer.output)) is not None:
+            raise CompileError("the graph output %r is also read by other layers; that is not "
+                               "supported" % q.layer.output.name)
+        self.pending = [q.layer.output] + [v for v in q.layer.inputs if v is not self.graph.input
+                                           or self.homes.get(id(v)) == "local"]
+
     def local_region(self, value: Value, layer: str) -> Region:
+        if self.plan is not None:
+            region = self.plan.regions[id(value)]
+            self.local.take(region.base, region.size)
+            self.resident.append(value)
+            return region
         top, left, bottom, right = self.pads.get(id(value), (0, 0, 0, 0))
         pitch = value.width + left + right
         plane = (value.height + top + bottom) * pitch
@@ -147,7 +177,7 @@ class Memory:
             return self.output_dram
         if self.homes.get(id(out), "local") == "local":
             return self.local_region(out, q.name)
-        return self.spill_region(out)
+        return self.spill_region(out) if self.plan is None else self.plan.regions[id(out)]
 
     def release_after(self, index: int, q: QLayer) -> None:
         """Free the local memory of the values layer `index` read last."""
@@ -157,3 +187,21 @@ class Memory:
                 if region is not None and region.space == "local":
                     self.local.release(region.base, region.size)
                     self.resident = [v for v in self.resident if v is not value]
+
+
+def plan_activations(qgraph: QGraph, homes: Dict[int, str]) -> ActivationPlan:
+    """Every activation's region, decided before any instruction: the input's planes when it
+    is imported (if its home is local), each layer's output when the layer runs, local planes
+    released after their last reader. Raises NoRoom when one does not fit."""
+    memory = Memory(qgraph, homes)
+    x = qgraph.graph.input
+    if homes.get(id(x)) == "local":
+        memory.pending = [x]
+        memory.regions[id(x)] = memory.local_region(x, "(input)")
+    else:
+        memory.regions[id(x)] = memory.input_dram
+    for index, q in enumerate(qgraph.layers):
+        memory.begin_layer(q)
+        memory.regions[id(q.layer.output)] = memory.output_region(q)
+        memory.release_after(index, q)
+    return ActivationPlan(dict(memory.regions), memory.dram0_top)

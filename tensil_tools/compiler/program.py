@@ -208,6 +208,20 @@ class Allocator:
         self.peak = max(self.peak, self.used)
         return address
 
+    def take(self, address: int, size: int) -> None:
+        """Allocate [address, address + size), which must be free: a run planned beforehand
+        (an allocator replaying the same allocations and releases finds it free there)."""
+        if size <= 0:
+            return
+        index = next((i for i, (a, s) in enumerate(self.free) if a <= address and address + size <= a + s), None)
+        if index is None:
+            raise ValueError("%s: vectors %d..%d are not free" % (self.name, address, address + size - 1))
+        a, s = self.free.pop(index)
+        self.free[index:index] = [run for run in ((a, address - a), (address + size, a + s - address - size))
+                                  if run[1] > 0]
+        self.used += size
+        self.peak = max(self.peak, self.used)
+
     def release(self, address: int, size: int) -> None:
         if size <= 0:
             return
