@@ -255,6 +255,23 @@ def test_rows_in_several_strips_on_the_rtl():
 
 
 @needs_rtl
+@pytest.mark.parametrize("case", ["stack16", "residual", "maxpools"])
+def test_the_benchmarks_floors_never_exceed_the_rtl_cycles(case):
+    # benchmarks/compiler.py serial_floors: lower bounds a target is judged by; one above what
+    # the RTL takes would call a reachable target out of reach
+    from benchmarks.compiler import serial_floors
+    from tensil.estimate import MemoryModel
+
+    shape = (1, 16, 32, 32) if case == "stack16" else (1, 5, 16, 16)
+    data = _wide_model(shape, 16, 16) if case == "stack16" else _model(case, shape=shape)
+    result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+    cycles = result.run_rtl(np.random.default_rng(0).standard_normal(shape[1:]))[1].cycles
+    floors = serial_floors(result, MemoryModel())
+    assert all(0 < floors[key]["cycles"] <= cycles for key in ("layer_by_layer", "as_compiled", "ideal")), (
+        cycles, {key: floor["cycles"] for key, floor in floors.items()})
+
+
+@needs_rtl
 def test_tensils_strategy_every_activation_in_dram0_on_the_rtl():
     data = _model("residual", shape=(1, 5, 16, 16))
     graph = fuse(load_onnx(data))

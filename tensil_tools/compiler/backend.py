@@ -79,6 +79,7 @@ class LayerReport:
     macs: int
     home: str
     start: int = 0        # index of its first instruction
+    activations: int = 0  # local vectors the activations hold while it runs (its output's included)
 
 
 @dataclasses.dataclass
@@ -728,7 +729,8 @@ class _Scheduler:
         out = q.layer.output
         self.reports.append(LayerReport(
             q.name, "+".join(q.layer.ops), "%s %dx%dx%d" % (out.name, *out.shape), strips,
-            groups, weights, 0, q.layer.macs, region.space))
+            groups, weights, 0, q.layer.macs, region.space,
+            activations=sum(self.memory.regions[id(v)].size for v in self.memory.resident)))
 
 
 STRATEGIES = ("on-chip", "dram0")
