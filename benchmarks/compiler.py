@@ -352,14 +352,16 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
         pairs = min(sum(i.read and i.write for i in simds), sum(not (i.read or i.write) for i in simds))
         loads = [i for i in instructions if isinstance(i, LoadWeights)]
         moves = [i for i in instructions if isinstance(i, DataMove)]
+        array = [i for i in instructions if isinstance(i, (MatMul, LoadWeights))]   # a load after a
+        drains = sum(isinstance(a, MatMul) and isinstance(b, LoadWeights) for a, b in zip(array, array[1:]))   # MatMul waits
         return {"matmul": sum(i.size + 1 for i in instructions if isinstance(i, MatMul)),
                 "acc": sum(i.size + 1 for i in moves if _cycle_class(i) == "acc<->local"),
                 "dram": sum((i.size + 1) * beats for i in moves if _cycle_class(i) == "dram"),
-                "loads": len(loads), "pushes": sum(i.size + 1 for i in loads),
+                "drains": drains, "pushes": sum(i.size + 1 for i in loads),
                 "simd": sum(_SIMD_CYCLES[(i.read, i.write)] for i in simds) - _SIMD_CYCLES[(False, False)] * pairs}
 
-    def parts(matmul: float, dram: float, loads: float, pushes: float, simd: float, acc: float) -> Dict[str, Any]:
-        parts = {"matmul": matmul, "acc<->local": acc, "dram, drains and pushes": max(dram, loads * drain) + pushes,
+    def parts(matmul: float, dram: float, drains: float, pushes: float, simd: float, acc: float) -> Dict[str, Any]:
+        parts = {"matmul": matmul, "acc<->local": acc, "dram, drains and pushes": max(dram, drains * drain) + pushes,
                  "simd": simd}
         return {"cycles": matmul + acc + max(parts["dram, drains and pushes"], simd), "parts": parts}
 
@@ -370,7 +372,7 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     ends[-1] = len(program)
     layers = [work(program[start:end]) for start, end in zip([0] + ends[:-1], ends)]
     free = [arch.local_depth - 1 - layer.activations for layer in result.program.layers]   # 1: the probe's
-    beside = [max(w["dram"], w["loads"] * drain) + w["pushes"] for w in layers]
+    beside = [max(w["dram"], w["drains"] * drain) + w["pushes"] for w in layers]
     surplus = [max(0.0, w["simd"] - b) for w, b in zip(layers, beside)]    # SIMD left to hide elsewhere
     spare = [min(b - w["simd"], w["dram"]) if b > w["simd"] else 0.0 for w, b in zip(layers, beside)]   # reads to move
     # Reads moved early flow forward from a layer with SIMD to spare to a later one with reads to
@@ -399,7 +401,7 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     moved = sum(layer.output.channels * layer.output.height * layer.output.width
                 * (1 + sum(not hasattr(t, "weight") for t in layer.terms)) for layer in network) / n
     ideal_loads = -(-weights // (n * n))
-    return {"as_compiled": parts(whole["matmul"], whole["dram"], whole["loads"], whole["pushes"], whole["simd"],
+    return {"as_compiled": parts(whole["matmul"], whole["dram"], whole["drains"], whole["pushes"], whole["simd"],
                                  whole["acc"]),
             "layer_by_layer": layer_by_layer,
             "ideal": parts(result.macs / (n * n), -(-weights // n) * beats, ideal_loads,

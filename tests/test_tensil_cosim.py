@@ -760,4 +760,8 @@ def test_a_model_runs_the_same_way_on_the_emulator_and_the_rtl():
     for name in emulated:
         np.testing.assert_array_equal(emulated[name], simulated[name])
     assert np.array_equal(on_emulator.dram0, on_rtl.dram0[:len(on_emulator.dram0)])
-    assert on_emulator.cycles is None and on_rtl.cycles > 300_000  # 377,480 when this was written
+    # the whole program ran: its cycles are the calibrated model's (within 5 %), not a prefix's
+    from tensil.estimate import estimate_memory_aware
+    from tensil.isa import decode_program
+    expected = estimate_memory_aware(decode_program(model.prog_path.read_bytes(), model.arch), model.arch).cycles
+    assert on_emulator.cycles is None and abs(on_rtl.cycles / expected - 1) < 0.05, (on_rtl.cycles, expected)
