@@ -19,14 +19,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # the throughput target is for on
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 import zlib  # noqa: E402
-from typing import Callable, Dict, List, Sequence, Tuple  # noqa: E402
+from typing import Dict, List, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from benchmarks.verdict import Verdict, fashion_mnist_missing  # noqa: E402
 from fedcore import (  # noqa: E402
     CompressionConfig,
@@ -91,17 +90,6 @@ def accuracy(tensors: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> fl
     model = MLP(LAYERS)
     model.load_state_dict(tensors)
     return model.evaluate(x, y)[0]
-
-
-def median_seconds(works: Sequence[Callable[[], object]], repeats: int) -> List[float]:
-    """Median seconds of each of `works`, timed in turn (a noisy machine slows them alike)."""
-    times: List[List[float]] = [[] for _ in works]
-    for _ in range(repeats):
-        for work, spent in zip(works, times):
-            start = time.perf_counter()
-            work()
-            spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
 
 
 def plain_round_trip(tensors: Dict[str, np.ndarray], quantized: List[str]) -> Dict[str, np.ndarray]:

@@ -15,28 +15,18 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
+from benchmarks.timing import median_seconds
 from benchmarks.verdict import Verdict
 from hwflow.sdcard import build_sdcard, copy_image
 from tests.disk_images import make_pynq_image, make_wheel
 from tests.ssh_server import SshServer
 
 OUT = pathlib.Path("runs") / "bench" / "hwflow.json"
-
-
-def median_seconds(step: Callable[[], Any], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.monotonic()
-        step()
-        times.append(time.monotonic() - start)
-    return statistics.median(times)
 
 
 def bench_sdcard(work: pathlib.Path, runs: int) -> Dict[str, Any]:
@@ -48,13 +38,13 @@ def bench_sdcard(work: pathlib.Path, runs: int) -> Dict[str, Any]:
                               hostname=None, fl=False, wheels=str(wheels), no_wheels=False,
                               require=["hwflow-probe"], strict=False)
     reports: List[Dict[str, Any]] = []
-    seconds = median_seconds(lambda: reports.append(build_sdcard(args, progress=False)), runs)
-    floor = median_seconds(lambda: copy_image(image, work / "copy.img", progress=False), runs)
+    seconds, = median_seconds([lambda: reports.append(build_sdcard(args, progress=False))], runs)
+    floor, = median_seconds([lambda: copy_image(image, work / "copy.img", progress=False)], runs)
     dense = work / "dense.bin"
     with open(dense, "wb") as handle:
         for _ in range(64):
             handle.write(os.urandom(4 << 20))
-    copy_s = median_seconds(lambda: copy_image(dense, work / "dense_copy.bin", progress=False), runs)
+    copy_s, = median_seconds([lambda: copy_image(dense, work / "dense_copy.bin", progress=False)], runs)
     return {"sdcard_s": seconds, "copy_only_s": floor, "image_bytes": reports[-1]["image_bytes"],
             "image_allocated_bytes": reports[-1]["image_allocated_bytes"],
             "payload_bytes": reports[-1]["payload_bytes"], "entries": reports[-1]["entries_verified"],
@@ -69,14 +59,14 @@ def bench_deploy(work: pathlib.Path, runs: int) -> Dict[str, Any]:
         ssh = ["ssh", "-o", "BatchMode=yes"] + [a for o in server.ssh_options() for a in ("-o", o)]
         ssh += ["-p", str(server.port), server.board, "true"]
         result: Dict[str, Any] = {"ssh_round_trip_s": median_seconds(
-            lambda: subprocess.run(ssh, check=True), runs)}
+            [lambda: subprocess.run(ssh, check=True)], runs)[0]}
         for transport in ("rsync", "tar"):
             cmd = [sys.executable, "-m", "hwflow", "deploy", "--board", server.board, "--port",
                    str(server.port), *options, "--remote-root", str(work / transport), "--no-wheels",
                    "--transport", transport, "--restart-command", "true",
                    "--doctor-command", "%s -m device --help" % sys.executable]
             result["deploy_%s_s" % transport] = median_seconds(
-                lambda cmd=cmd: subprocess.run(cmd, check=True, capture_output=True), runs)
+                [lambda cmd=cmd: subprocess.run(cmd, check=True, capture_output=True)], runs)[0]
         return result
     finally:
         server.stop()
