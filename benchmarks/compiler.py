@@ -327,7 +327,8 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     DRAM move hides a MatMul's drain (2n-1 cycles, before a weight load), SIMDs run beside
     weight pushes and, from the accumulator port's queue, before a DRAM move; nothing runs
     beside MatMuls or accumulator moves. So cycles >= MatMul vectors + accumulator moves +
-    max(max(DRAM beats, loads x drain) + pushes, SIMD cycles), the SIMDs priced at their least
+    max(max(DRAM beats, drains x drain) + pushes, SIMD cycles) (a drain a load after a MatMul),
+    the SIMDs priced at their least
     (a flagless one is free right after a Read+Write one: one such pair per Read+Write SIMD).
 
     as_compiled: this program's work (what any reordering of it costs at least), the SIMD work
@@ -360,10 +361,14 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
                 "drains": drains, "pushes": sum(i.size + 1 for i in loads),
                 "simd": sum(_SIMD_CYCLES[(i.read, i.write)] for i in simds) - _SIMD_CYCLES[(False, False)] * pairs}
 
-    def parts(matmul: float, dram: float, drains: float, pushes: float, simd: float, acc: float) -> Dict[str, Any]:
-        parts = {"matmul": matmul, "acc<->local": acc, "dram, drains and pushes": max(dram, drains * drain) + pushes,
-                 "simd": simd}
-        return {"cycles": matmul + acc + max(parts["dram, drains and pushes"], simd), "parts": parts}
+    def beside(w: Dict[str, float]) -> float:
+        """The work SIMDs may run beside: DRAM reads sharing the drains, then the pushes."""
+        return max(w["dram"], w["drains"] * drain) + w["pushes"]
+
+    def floor(w: Dict[str, float]) -> Dict[str, Any]:
+        parts = {"matmul": w["matmul"], "acc<->local": w["acc"], "dram, drains and pushes": beside(w),
+                 "simd": w["simd"]}
+        return {"cycles": w["matmul"] + w["acc"] + max(beside(w), w["simd"]), "parts": parts}
 
     program = result.program.instructions
     whole = work(program)
@@ -372,9 +377,8 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     ends[-1] = len(program)
     layers = [work(program[start:end]) for start, end in zip([0] + ends[:-1], ends)]
     free = [arch.local_depth - 1 - layer.activations for layer in result.program.layers]   # 1: the probe's
-    beside = [max(w["dram"], w["drains"] * drain) + w["pushes"] for w in layers]
-    surplus = [max(0.0, w["simd"] - b) for w, b in zip(layers, beside)]    # SIMD left to hide elsewhere
-    spare = [min(b - w["simd"], w["dram"]) if b > w["simd"] else 0.0 for w, b in zip(layers, beside)]   # reads to move
+    surplus = [max(0.0, w["simd"] - beside(w)) for w in layers]    # SIMD left to hide elsewhere
+    spare = [min(beside(w) - w["simd"], w["dram"]) if beside(w) > w["simd"] else 0.0 for w in layers]   # reads to move
     # Reads moved early flow forward from a layer with SIMD to spare to a later one with reads to
     # spare, held in local memory meanwhile: a flow along the layers, at most beats x the free
     # vectors of both layers of each boundary it crosses (the free memory of a layer is shared by
@@ -387,7 +391,7 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
         carried = min(available - absorbed, beats * min(free[k:k + 2]))
     # and each layer's SIMD left over may run beside the next layer's first weight load
     early += sum(min(left, n + 1 + drain) for left in surplus[:-1])
-    within = sum(w["matmul"] + w["acc"] + max(b, w["simd"]) for w, b in zip(layers, beside))
+    within = sum(floor(w)["cycles"] for w in layers)
     layer_by_layer = {"cycles": within - early,
                       "parts": {"each layer alone": within, "hidden across layers at most": early}}
 
@@ -401,11 +405,9 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     moved = sum(layer.output.channels * layer.output.height * layer.output.width
                 * (1 + sum(not hasattr(t, "weight") for t in layer.terms)) for layer in network) / n
     ideal_loads = -(-weights // (n * n))
-    return {"as_compiled": parts(whole["matmul"], whole["dram"], whole["drains"], whole["pushes"], whole["simd"],
-                                 whole["acc"]),
-            "layer_by_layer": layer_by_layer,
-            "ideal": parts(result.macs / (n * n), -(-weights // n) * beats, ideal_loads,
-                           -(-weights // n) + ideal_loads, whole["simd"] * unpadded, moved)}
+    ideal = {"matmul": result.macs / (n * n), "acc": moved, "dram": -(-weights // n) * beats, "drains": ideal_loads,
+             "pushes": -(-weights // n) + ideal_loads, "simd": whole["simd"] * unpadded}
+    return {"as_compiled": floor(whole), "layer_by_layer": layer_by_layer, "ideal": floor(ideal)}
 
 
 # --------------------------------------------------------------------------- ResNet-20

@@ -216,10 +216,9 @@ class _Scheduler:
     def run(self) -> CompiledProgram:
         self.constants.load_simd_constants(self.program, self.memory.local)
         graph = self.q.graph
-        if self.memory.homes.get(id(graph.input)) == "local":
-            self._import_input()
-        else:
-            self.memory.regions[id(graph.input)] = self.memory.input_dram
+        region = self.memory.place_input()
+        if region.space == "local":
+            self._import_input(region)
         for index, q in enumerate(self.q.layers):
             self.program.barrier()    # per-layer instruction slices stay exact
             start = len(self.program)
@@ -254,11 +253,8 @@ class _Scheduler:
         self.memory.input_dram, self.memory.output_dram = follow(self.memory.input_dram), follow(self.memory.output_dram)
         self.memory.regions = {key: follow(r) if r.space == "dram0" else r for key, r in self.memory.regions.items()}
 
-    def _import_input(self) -> None:
+    def _import_input(self, region: Region) -> None:
         x = self.q.graph.input
-        self.memory.pending = [x]
-        region = self.memory.local_region(x, "(input)")
-        self.memory.regions[id(x)] = region
         self._zero_runs(self._border_runs(region, x))
         for r in range(x.height):
             self._read_row([region.addr(cb, r, 0) for cb in range(blocks_of(x.channels, self.n))],
@@ -267,9 +263,7 @@ class _Scheduler:
     # ------------------------------------------------------------------ one layer
     def _layer(self, index: int, q: QLayer) -> None:
         out = q.layer.output
-        self.memory.begin_layer(q)
-        region = self.memory.output_region(q)
-        self.memory.regions[id(out)] = region
+        region = self.memory.place_output(q)
         if region.space == "local":
             self._zero_runs(self._border_runs(region, out))
         if q.max_term is not None:
@@ -495,6 +489,7 @@ class _Scheduler:
                 first = False
                 continue
             key = (addresses[op.block], op.block)
+            has_bias = bool(q.blocks[op.block][0].any())
             if self.loaded_block != key:
                 unread = key in self.unread_blocks
                 for _ in range(min(len(self.hidden), HIDDEN_SIMDS if unread else HIDDEN_SIMDS_NO_READ)):
@@ -503,12 +498,12 @@ class _Scheduler:
                     # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
                     # before one zero vector (the last pushed is the bias row): a vector's beats
                     # less a block for a one-push load (RTL: ResNet-9 303,544 -> 299,182 cycles).
-                    dram = self.unread_blocks.pop(key)
-                    if not q.blocks[op.block][0].any():
+                    skip = int(not has_bias)
+                    if skip:
                         self.headless_blocks.add(key)
-                    headless = key in self.headless_blocks
-                    self.program.datamove(K.DRAM1_TO_LOCAL, key[0] + headless, dram + headless, self.n + 1 - headless)
-                if key in self.headless_blocks:
+                    self.program.datamove(K.DRAM1_TO_LOCAL, key[0] + skip, self.unread_blocks.pop(key) + skip,
+                                          self.n + 1 - skip)
+                if key in self.headless_blocks:   # its bias row's vector in local memory was never written
                     self.program.emit(LoadWeights(key[0] + 1, self.n - 1))
                     self.program.emit(LoadWeights(0, 0, zeroes=True))
                 else:
@@ -519,7 +514,6 @@ class _Scheduler:
                                          zeroes=True))
                 first = False
                 continue
-            has_bias = bool(q.blocks[op.block][0].any())
             k, m = op.tap
             sh, sw = term.stride
             step = _pow2_stride(sw, self.arch.stride0_depth)

@@ -141,13 +141,29 @@ class Memory:
         return list(self.resident) + [v for v in self.pending if all(
             v is not r for r in self.resident)]
 
-    def begin_layer(self, q: QLayer) -> None:
-        """Layer q runs next: the values it holds while it runs (named if memory runs out)."""
-        if q.layer.output is self.graph.output and self.last_use.get(id(q.layer.output)) is not None:
+    def place_input(self) -> Region:
+        """The graph input's region: local planes when its home is local (imported there before
+        the first layer), else its NHWC image at DRAM0's start."""
+        x = self.graph.input
+        if self.homes.get(id(x)) == "local":
+            self.pending = [x]
+            region = self.local_region(x, "(input)")
+        else:
+            region = self.input_dram
+        self.regions[id(x)] = region
+        return region
+
+    def place_output(self, q: QLayer) -> Region:
+        """Layer q runs next: its output's region (the values the layer holds are named if memory
+        runs out)."""
+        out = q.layer.output
+        if out is self.graph.output and self.last_use.get(id(out)) is not None:
             raise CompileError("the graph output %r is also read by other layers; that is not "
-                               "supported" % q.layer.output.name)
-        self.pending = [q.layer.output] + [v for v in q.layer.inputs if v is not self.graph.input
-                                           or self.homes.get(id(v)) == "local"]
+                               "supported" % out.name)
+        self.pending = [out] + [v for v in q.layer.inputs if v is not self.graph.input
+                                or self.homes.get(id(v)) == "local"]
+        region = self.regions[id(out)] = self.output_region(q)
+        return region
 
     def local_region(self, value: Value, layer: str) -> Region:
         if self.plan is not None:
@@ -194,14 +210,8 @@ def plan_activations(qgraph: QGraph, homes: Dict[int, str]) -> ActivationPlan:
     is imported (if its home is local), each layer's output when the layer runs, local planes
     released after their last reader. Raises NoRoom when one does not fit."""
     memory = Memory(qgraph, homes)
-    x = qgraph.graph.input
-    if homes.get(id(x)) == "local":
-        memory.pending = [x]
-        memory.regions[id(x)] = memory.local_region(x, "(input)")
-    else:
-        memory.regions[id(x)] = memory.input_dram
+    memory.place_input()
     for index, q in enumerate(qgraph.layers):
-        memory.begin_layer(q)
-        memory.regions[id(q.layer.output)] = memory.output_region(q)
+        memory.place_output(q)
         memory.release_after(index, q)
     return ActivationPlan(dict(memory.regions), memory.dram0_top)
