@@ -326,9 +326,12 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     after another, granting every overlap measured on the RTL (tests/test_tensil_rtl.py): a
     DRAM move hides a MatMul's drain (2n-1 cycles, before a weight load), SIMDs run beside
     weight pushes and, from the accumulator port's queue, before a DRAM move; nothing runs
-    beside MatMuls or accumulator moves. So cycles >= MatMul vectors + accumulator moves +
-    max(max(DRAM beats, drains x drain) + pushes, SIMD cycles) (a drain a load after a MatMul),
-    the SIMDs priced at their least
+    beside MatMuls or accumulator moves; a DRAM read costs its latency and setup beyond its beats,
+    beside a drain too (tests/test_tensil_rtl.py::test_a_dram_read_pays_its_latency_and_hides_a_
+    drain_only). So cycles >= MatMul vectors + accumulator moves + max(max(DRAM beats + latency x
+    drains not hidden by writes, drains x drain) + pushes, SIMD cycles): a drain (a load after a
+    MatMul) costs a read's latency where a read hides it, a whole drain (longer) where nothing
+    does; the SIMDs priced at their least
     (a flagless one is free right after a Read+Write one: one such pair per Read+Write SIMD).
 
     as_compiled: this program's work (what any reordering of it costs at least), the SIMD work
@@ -342,11 +345,11 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     a load), the program's SIMD and accumulator moves scaled to unpadded output channels: what
     no schedule, tiling or lane packing of this network on this RTL beats."""
     from tensil.estimate import _SIMD_CYCLES, MemoryAwareModel
-    from tensil.isa import SIMD, DataMove, LoadWeights, MatMul
+    from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul
 
     arch = result.arch
     n, beats = arch.array_size, MemoryAwareModel(arch, memory).beats_per_vector
-    drain = 2 * n - 1
+    drain, latency = 2 * n - 1, memory.read_latency + memory.read_setup
 
     def work(instructions: Sequence[Any]) -> Dict[str, float]:
         simds = [i for i in instructions if isinstance(i, SIMD)]
@@ -358,12 +361,16 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
         return {"matmul": sum(i.size + 1 for i in instructions if isinstance(i, MatMul)),
                 "acc": sum(i.size + 1 for i in moves if _cycle_class(i) == "acc<->local"),
                 "dram": sum((i.size + 1) * beats for i in moves if _cycle_class(i) == "dram"),
+                "written": sum(i.size + 1 for i in moves if i.kind in (DataMoveKind.LOCAL_TO_DRAM0,
+                                                                       DataMoveKind.LOCAL_TO_DRAM1)),
                 "drains": drains, "pushes": sum(i.size + 1 for i in loads),
                 "simd": sum(_SIMD_CYCLES[(i.read, i.write)] for i in simds) - _SIMD_CYCLES[(False, False)] * pairs}
 
     def beside(w: Dict[str, float]) -> float:
-        """The work SIMDs may run beside: DRAM reads sharing the drains, then the pushes."""
-        return max(w["dram"], w["drains"] * drain) + w["pushes"]
+        """The work SIMDs may run beside: DRAM moves sharing the drains, then the pushes. A
+        move of a vector or more a drain: at most `written` drains hidden by writes."""
+        hidden = w["dram"] + latency * max(0.0, w["drains"] - w["written"])
+        return max(hidden, w["drains"] * drain) + w["pushes"]
 
     def floor(w: Dict[str, float]) -> Dict[str, Any]:
         parts = {"matmul": w["matmul"], "acc<->local": w["acc"], "dram, drains and pushes": beside(w),
@@ -405,7 +412,10 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     moved = sum(layer.output.channels * layer.output.height * layer.output.width
                 * (1 + sum(not hasattr(t, "weight") for t in layer.terms)) for layer in network) / n
     ideal_loads = -(-weights // (n * n))
-    ideal = {"matmul": result.macs / (n * n), "acc": moved, "dram": -(-weights // n) * beats, "drains": ideal_loads,
+    last = network[-1].output   # its vectors may leave in writes that hide drains (free, granted)
+    written = -(-last.channels // n) * last.height * last.width
+    ideal = {"matmul": result.macs / (n * n), "acc": moved, "dram": -(-weights // n) * beats, "written": written,
+             "drains": ideal_loads,
              "pushes": -(-weights // n) + ideal_loads, "simd": whole["simd"] * unpadded}
     return {"as_compiled": floor(whole), "layer_by_layer": layer_by_layer, "ideal": floor(ideal)}
 

@@ -598,3 +598,33 @@ def test_the_decoder_runs_instructions_one_after_another():
     assert shared(matmuls, dram_move) <= drain + 2
     assert shared(simds(128), matmuls) <= drain
     assert shared(simds(128), dram_move) == shared(simds(512), dram_move) <= 110
+
+
+def test_a_dram_read_pays_its_latency_and_hides_a_drain_only():
+    # The read latency of benchmarks/compiler.py serial_floors: a DRAM read between a MatMul
+    # and the next LoadWeights runs beside the array's drain (2n-1), latency included, but
+    # costs its beats plus the read's latency and setup beyond that; two reads in a row pay
+    # the latency twice. So every drain costs at least the latency beyond the beats of the
+    # reads, whether a read hides it or not (an exposed drain is longer than the latency).
+    from tensil.estimate import MemoryModel
+
+    memory = MemoryModel()
+    latency = memory.read_latency + memory.read_setup
+    drain = 2 * ARCH.array_size - 1
+    beats = -(-ARCH.vector_bytes * 8 // memory.bus_bits)
+    d0, d1, local, accumulators = memories(4, dram_vectors=1024)
+
+    def cycles(*texts):
+        return cosim.run(asm("\n".join(texts)), d0, d1, ARCH, local=local, accumulators=accumulators,
+                         completion="drain").cycles
+
+    def read(vectors, at=0):
+        return "DataMove dram1->local local=0x%x dram1=0x%x size=%d" % (
+            ARCH.local_depth // 2 + at, at, vectors - 1)
+    load, matmul = "LoadWeights local=0x0 size=12", "MatMul local=0x10 acc=0x0 size=15"
+    without = cycles(load, matmul, load, matmul)
+    for vectors in (1, 4, 12, 24):
+        added = cycles(load, matmul, read(vectors), load, matmul) - without
+        assert added >= max(0, vectors * beats + latency - drain), vectors
+    assert cycles(read(12), read(12, 16)) - cycles(read(24)) >= latency
+
