@@ -254,6 +254,8 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
     from tensil.isa import MatMul, encode_program
     from tensil_tools import cosim
     from tensil_tools.compiler import compile_model
+    from tensil_tools.compiler.fusion import fuse
+    from tensil_tools.compiler.lowering import load_onnx
 
     result = compile_model(BACKBONE, ARCHS["12x12"])
     arch, program = result.arch, result.program.instructions
@@ -306,14 +308,14 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
         "  ".join("%10.1f%%" % (100 * totals[c] / model_total) for c in CYCLE_CLASSES)))
     out["verdicts"].append(_verdict("per-layer RTL cycles add up to the whole program's", total == whole,
                                     "%s = %s" % (format(total, ","), format(whole, ","))))
-    out["floors"] = floors = serial_floors(result, model.memory)
+    out["floors"] = floors = serial_floors(result, model.memory, fuse(load_onnx(BACKBONE)))
     print("floors on this RTL (its decoder runs one instruction after another: tests/test_tensil_rtl.py"
           "::test_the_decoder_runs_instructions_one_after_another):")
     for key, what in (("layer_by_layer", "this program's work, layers one after another, weights read early "
                                          "into the local memory activations leave free"),
                       ("as_compiled", "this program's work, every overlap the RTL allows granted"),
-                      ("ideal", "no padded lane, each weight read and pushed once, the SIMD work of "
-                                "unpadded outputs")):   # simd hides behind the larger of the two
+                      ("ideal", "no padded lane, no MAC on zero padding, each weight read and pushed once "
+                                "a frame, the SIMD work of unpadded outputs")):   # simd hides behind the larger of the two
         cycles = floors[key]["cycles"]
         print("  %-14s %9s cycles = MAC efficiency %5.1f %% at best  (%s: %s)" % (
             key, format(int(cycles), ","), 100 * result.macs / (n * n * cycles), what,
@@ -321,7 +323,7 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
-def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
+def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, Any]]:
     """Lower bounds of a compiled program's cycles on a TCU whose decoder runs instructions one
     after another, granting every overlap measured on the RTL (tests/test_tensil_rtl.py): a
     DRAM move hides a MatMul's drain (2n-1 cycles, before a weight load), SIMDs run beside
@@ -340,10 +342,11 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     as this compiler's schedules are): a layer's SIMDs hide behind its own DRAM, drain and push
     work, behind one weight load of the next layer, and behind reads of later layers' weights
     made early into local memory, which the activations of every layer in between leave free
-    (the layers' own buffers ignored, so this grants more than any schedule gets). ideal: MACs /
-    n^2, every non-zero weight read from DRAM1 and pushed once with no padding (plus a bias row
-    a load), the program's SIMD and accumulator moves scaled to unpadded output channels: what
-    no schedule, tiling or lane packing of this network on this RTL beats."""
+    (the layers' own buffers ignored, so this grants more than any schedule gets). ideal, from
+    `graph` (the network before packing): the MACs of non-zero weights on pixels inside the image
+    / n^2, every non-zero weight read from DRAM1 and pushed once a frame with no padding (plus a
+    bias row a load), the program's SIMD and accumulator moves scaled to unpadded output
+    channels: what no schedule, tiling or lane packing of this network on this RTL beats."""
     from tensil.estimate import _SIMD_CYCLES, MemoryAwareModel
     from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul
 
@@ -402,9 +405,11 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     layer_by_layer = {"cycles": within - early,
                       "parts": {"each layer alone": within, "hidden across layers at most": early}}
 
-    # The network's layers, not the packing ones the compiler may add (tensil_tools.compiler.packing);
-    # non-zero weights: a global average pool is a diagonal convolution here.
-    network = [layer for layer in result.graph.layers if layer.ops != ["Pack"]]
+    # The network as written, before the compiler packs kernel columns into lanes (tensil_tools.
+    # compiler.packing); non-zero weights: a global average pool is a diagonal convolution here.
+    network = graph.layers
+    if any(layer.ops == ["Pack"] for layer in network):
+        raise ValueError("serial_floors takes the graph before packing")
     weights = sum(int(np.count_nonzero(t.weight)) for layer in network for t in layer.terms if hasattr(t, "weight"))
     outputs = [(layer.output.channels, -(-layer.output.channels // n) * n) for layer in network]
     unpadded = sum(c for c, _ in outputs) / sum(p for _, p in outputs)
@@ -414,10 +419,25 @@ def serial_floors(result: Any, memory: Any) -> Dict[str, Dict[str, Any]]:
     ideal_loads = -(-weights // (n * n))
     last = network[-1].output   # its vectors may leave in writes that hide drains (free, granted)
     written = -(-last.channels // n) * last.height * last.width
-    ideal = {"matmul": result.macs / (n * n), "acc": moved, "dram": -(-weights // n) * beats, "written": written,
+    ideal = {"matmul": sum(_needed_macs(t) for layer in network for t in layer.terms if hasattr(t, "weight"))
+             / (n * n), "acc": moved, "dram": -(-weights // n) * beats, "written": written,
              "drains": ideal_loads,
              "pushes": -(-weights // n) + ideal_loads, "simd": whole["simd"] * unpadded}
     return {"as_compiled": floor(whole), "layer_by_layer": layer_by_layer, "ideal": floor(ideal)}
+
+
+def _needed_macs(term: Any) -> int:
+    """The multiply-accumulates of a convolution term that no schedule can skip: non-zero weights
+    on input positions inside the image (the ONNX count includes taps on zero padding)."""
+    height, width = term.output_size()
+    sh, sw = term.stride
+
+    def inside(outputs: int, stride: int, tap: int, pad: int, size: int) -> int:
+        return sum(0 <= i * stride + tap - pad < size for i in range(outputs))
+    return sum(int(np.count_nonzero(term.weight[:, :, k, m]))
+               * inside(height, sh, k, term.pads[0], term.input.height)
+               * inside(width, sw, m, term.pads[1], term.input.width)
+               for k in range(term.weight.shape[2]) for m in range(term.weight.shape[3]))
 
 
 # --------------------------------------------------------------------------- ResNet-20

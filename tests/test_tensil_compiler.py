@@ -266,7 +266,7 @@ def test_the_benchmarks_floors_never_exceed_the_rtl_cycles(case):
     data = _wide_model(shape, 16, 16) if case == "stack16" else _model(case, shape=shape)
     result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
     cycles = result.run_rtl(np.random.default_rng(0).standard_normal(shape[1:]))[1].cycles
-    floors = serial_floors(result, MemoryModel())
+    floors = serial_floors(result, MemoryModel(), fuse(load_onnx(data)))
     assert all(0 < floors[key]["cycles"] <= cycles for key in ("layer_by_layer", "as_compiled", "ideal")), (
         cycles, {key: floor["cycles"] for key, floor in floors.items()})
 
