@@ -429,15 +429,12 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
 def _needed_macs(term: Any) -> int:
     """The multiply-accumulates of a convolution term that no schedule can skip: non-zero weights
     on input positions inside the image (the ONNX count includes taps on zero padding)."""
-    height, width = term.output_size()
-    sh, sw = term.stride
-
-    def inside(outputs: int, stride: int, tap: int, pad: int, size: int) -> int:
-        return sum(0 <= i * stride + tap - pad < size for i in range(outputs))
-    return sum(int(np.count_nonzero(term.weight[:, :, k, m]))
-               * inside(height, sh, k, term.pads[0], term.input.height)
-               * inside(width, sw, m, term.pads[1], term.input.width)
-               for k in range(term.weight.shape[2]) for m in range(term.weight.shape[3]))
+    total = 0
+    for k in range(term.weight.shape[2]):
+        for m in range(term.weight.shape[3]):
+            (i0, i1), (j0, j1) = term.inside((k, m))
+            total += int(np.count_nonzero(term.weight[:, :, k, m])) * (i1 - i0) * (j1 - j0)
+    return total
 
 
 # --------------------------------------------------------------------------- ResNet-20

@@ -517,16 +517,17 @@ class _Scheduler:
             k, m = op.tap
             sh, sw = term.stride
             step = _pow2_stride(sw, self.arch.stride0_depth)
-            for i in range(i0, i1):
+            # Rows and columns of zero padding add exactly zero, once the tile's first op has
+            # written every accumulator and where the block adds no bias.
+            (r0, r1), (j0, j1) = term.inside(op.tap) if not first and not has_bias else ((0, i1), (0, wo))
+            for i in range(max(i0, r0), min(i1, r1)) if j0 < j1 else ():
                 r = i * sh + k - term.pads[0]
-                if not first and not has_bias and not 0 <= r < term.input.height:
-                    continue   # a row of zero padding adds exactly zero
                 local = view.addr(op.cib, r, m - term.pads[1])
                 acc = base + (i - i0) * wo
                 if step is not None:
-                    self.program.emit(MatMul(local, acc, wo - 1, step, 0, not first))
+                    self.program.emit(MatMul(local + j0 * sw, acc + j0, j1 - j0 - 1, step, 0, not first))
                 else:
-                    for j in range(wo):
+                    for j in range(j0, j1):
                         self.program.emit(MatMul(local + j * sw, acc + j, 0, 0, 0, not first))
             first = False
 

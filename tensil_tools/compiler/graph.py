@@ -69,6 +69,19 @@ class LinearTerm:
         return term_output_size(self.input.height, self.input.width, self.kernel, self.stride,
                                 self.pads)
 
+    def inside(self, tap: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """The output rows [i0, i1) and columns [j0, j1) whose input at kernel `tap` lies in the
+        image; the others read zero padding there."""
+        height, width = self.output_size()
+        return (_inside(height, self.stride[0], tap[0] - self.pads[0], self.input.height),
+                _inside(width, self.stride[1], tap[1] - self.pads[1], self.input.width))
+
+
+def _inside(outputs: int, stride: int, offset: int, size: int) -> Tuple[int, int]:
+    """The outputs [j0, j1) of `outputs` whose input j * stride + offset lies in [0, size)."""
+    j0 = max(0, -(offset // stride))
+    return j0, max(j0, min(outputs, (size - 1 - offset) // stride + 1))
+
 
 @dataclasses.dataclass(eq=False)
 class AddTerm:

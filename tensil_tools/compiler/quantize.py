@@ -18,7 +18,7 @@ the same order in plain numpy, so the two agree bit for bit.
 
 import dataclasses
 import hashlib
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -207,20 +207,29 @@ def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationSta
                     first_linear = len(sequence)
                 raw = raw_terms[t]
                 assert raw is not None   # a linear term's weights
-                kh, kw, cib = raw.shape[:3]
-                for k in range(kh):
-                    for m in range(kw):
-                        for b in range(cib):
-                            if not raw[k, m, b].any():
-                                continue
-                            row = None if carried else bias[c]
-                            sequence.append(MatOp(t, (k, m), b, block_id(raw[k, m, b], row)))
-                            carried = True
+                for k, m in tap_order(term):
+                    for b in range(raw.shape[2]):
+                        if not raw[k, m, b].any():
+                            continue
+                        row = None if carried else bias[c]
+                        sequence.append(MatOp(t, (k, m), b, block_id(raw[k, m, b], row)))
+                        carried = True
         if first_linear is not None and not carried:
             sequence.insert(first_linear, MatOp(first_linear_term(layer), (0, 0), 0,
                                                 block_id(None, bias[c]), zeroes=True))
         ops.append(sequence)
     return QLayer(layer, blocks, ops, _post(layer, fmt, stats))
+
+
+def tap_order(term: LinearTerm) -> List[Tuple[int, int]]:
+    """The kernel taps, those that read the fewest zero padding first (then row by row): the
+    first op writes every accumulator of a tile and the bias rides on it, so it reads all its
+    padding; the ops after it skip theirs (backend: they add exactly zero)."""
+    def inside(tap: Tuple[int, int]) -> int:
+        (i0, i1), (j0, j1) = term.inside(tap)
+        return (i1 - i0) * (j1 - j0)
+    kh, kw = term.kernel
+    return sorted(((k, m) for k in range(kh) for m in range(kw)), key=lambda tap: -inside(tap))
 
 
 def first_linear_term(layer: Layer) -> int:
