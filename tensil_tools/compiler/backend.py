@@ -494,6 +494,7 @@ class _Scheduler:
                 unread = key in self.unread_blocks
                 for _ in range(min(len(self.hidden), HIDDEN_SIMDS if unread else HIDDEN_SIMDS_NO_READ)):
                     self.program.emit(self.hidden.popleft())
+                rows = q.block_rows[op.block]   # the rows after them meet zero inputs only
                 if unread:
                     # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
                     # before one zero vector (the last pushed is the bias row): a vector's beats
@@ -502,12 +503,12 @@ class _Scheduler:
                     if skip:
                         self.headless_blocks.add(key)
                     self.program.datamove(K.DRAM1_TO_LOCAL, key[0] + skip, self.unread_blocks.pop(key) + skip,
-                                          self.n + 1 - skip)
+                                          rows + 1 - skip)
                 if key in self.headless_blocks:   # its bias row's vector in local memory was never written
-                    self.program.emit(LoadWeights(key[0] + 1, self.n - 1))
+                    self.program.emit(LoadWeights(key[0] + 1, rows - 1))
                     self.program.emit(LoadWeights(0, 0, zeroes=True))
                 else:
-                    self.program.emit(LoadWeights(key[0], self.n))
+                    self.program.emit(LoadWeights(key[0], rows))
                 self.loaded_block = key
             if op.zeroes:
                 self.program.emit(MatMul(0, base, (i1 - i0) * wo - 1, accumulate=not first,

@@ -18,11 +18,12 @@ the same order in plain numpy, so the two agree bit for bit.
 
 import dataclasses
 import hashlib
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
 from tensil.arch import Architecture
+from tensil.emulator import DRAINING_PUSHES
 from tensil.fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
 
 from .errors import MemoryOverflow, UnsupportedError
@@ -92,6 +93,10 @@ class QLayer:
     blocks: List[np.ndarray]          # raw int64 (N+1, N)
     ops: List[List[Op]]               # per output block
     post: List[QPost]
+    # Per block, the weight rows a LoadWeights must push after the bias row: N, or the channels
+    # of the last input block of a value whose padded lanes are zero (the rows beyond meet only
+    # zero inputs, so whatever the array held there adds exactly zero).
+    block_rows: List[int] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -165,8 +170,8 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
     return out
 
 
-def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats, dram1_depth: int
-                    ) -> QLayer:
+def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats, dram1_depth: int,
+                    zero_padded: Set[int]) -> QLayer:
     cob = blocks_of(layer.output.channels, n)
     bias: np.ndarray = np.zeros(cob * n, dtype=np.int64)
     if layer.bias is not None:
@@ -218,7 +223,28 @@ def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationSta
             sequence.insert(first_linear, MatOp(first_linear_term(layer), (0, 0), 0,
                                                 block_id(None, bias[c]), zeroes=True))
         ops.append(sequence)
-    return QLayer(layer, blocks, ops, _post(layer, fmt, stats))
+    return QLayer(layer, blocks, ops, _post(layer, fmt, stats), _block_rows(layer, ops, len(blocks), n, zero_padded))
+
+
+def _block_rows(layer: Layer, ops: List[List[Op]], count: int, n: int, zero_padded: Set[int]) -> List[int]:
+    """QLayer.block_rows: the most rows any MatOp of a block needs (a load of fewer than
+    DRAINING_PUSHES pushes would not end the array's accumulate window: such blocks keep N)."""
+    rows = [0] * count
+    for sequence in ops:
+        for op in sequence:
+            if not isinstance(op, MatOp):
+                continue
+            value = layer.terms[op.term].input
+            need = n
+            if not op.zeroes and id(value) in zero_padded:
+                need = min(n, value.channels - op.cib * n)
+            rows[op.block] = max(rows[op.block], need if need + 1 >= DRAINING_PUSHES else n)
+    return rows
+
+
+def keeps_zero(post: List[QPost]) -> bool:
+    """Whether the post-ops map 0 to 0 (a layer's padded output lanes, zero before them, stay so)."""
+    return all(not isinstance(op, QClip) or op.low <= 0 <= op.high for op in post)
 
 
 def tap_order(term: LinearTerm) -> List[Tuple[int, int]]:
@@ -240,5 +266,15 @@ def quantize(graph: Graph, arch: Architecture) -> QGraph:
     """Quantize every layer's constants (Tensil's rule: half up, saturated, counted)."""
     fmt = fixed_format(arch.data_type)
     stats = SaturationStats()
-    layers = [_quantize_layer(layer, arch.array_size, fmt, stats, arch.dram1_depth) for layer in graph.layers]
+    # Values whose padded lanes are zero: those the program computes (zero weight columns and bias
+    # there) through zero-keeping post-ops, from such values. Not the graph's input: whatever the
+    # host leaves in its padded lanes stays out of every sum only through zero weight rows.
+    zero_padded: Set[int] = set()
+    layers = []
+    for layer in graph.layers:
+        q = _quantize_layer(layer, arch.array_size, fmt, stats, arch.dram1_depth, zero_padded)
+        if keeps_zero(q.post) and all(id(t.input) in zero_padded for t in layer.terms
+                                      if not isinstance(t, LinearTerm)):
+            zero_padded.add(id(layer.output))
+        layers.append(q)
     return QGraph(graph, arch, layers, stats)
