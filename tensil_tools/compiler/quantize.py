@@ -96,7 +96,7 @@ class QLayer:
     # Per block, the weight rows a LoadWeights must push after the bias row: N, or the channels
     # of the last input block of a value whose padded lanes are zero (the rows beyond meet only
     # zero inputs, so whatever the array held there adds exactly zero).
-    block_rows: List[int] = dataclasses.field(default_factory=list)
+    block_rows: List[int]
 
     @property
     def name(self) -> str:
