@@ -281,15 +281,21 @@ def test_weight_rows_beyond_the_channels_are_left_out_only_where_the_input_lanes
 
 
 @needs_rtl
-@pytest.mark.parametrize("case", ["stack16", "residual", "maxpools"])
+@pytest.mark.parametrize("case", ["stack16", "strips", "residual", "maxpools"])
 def test_the_benchmarks_floors_never_exceed_the_rtl_cycles(case):
     # benchmarks/compiler.py serial_floors: lower bounds a target is judged by; one above what
     # the RTL takes would call a reachable target out of reach
     from benchmarks.compiler import serial_floors
     from tensil.estimate import MemoryModel
 
-    shape = (1, 16, 32, 32) if case == "stack16" else (1, 5, 16, 16)
-    data = _wide_model(shape, 16, 16) if case == "stack16" else _model(case, shape=shape)
+    # strips: a model whose input is read from DRAM0 a strip of rows at a time
+    wide = {"stack16": ((1, 16, 32, 32), 16), "strips": ((1, 3, 48, 48), 4)}
+    if case in wide:
+        shape, channels = wide[case]
+        data = _wide_model(shape, shape[1], channels)
+    else:
+        shape = (1, 5, 16, 16)
+        data = _model(case, shape=shape)
     result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
     cycles = result.run_rtl(np.random.default_rng(0).standard_normal(shape[1:]))[1].cycles
     floors = serial_floors(result, MemoryModel(), fuse(load_onnx(data)))
