@@ -429,12 +429,9 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
 def _needed_macs(term: Any) -> int:
     """The multiply-accumulates of a convolution term that no schedule can skip: non-zero weights
     on input positions inside the image (the ONNX count includes taps on zero padding)."""
-    total = 0
-    for k in range(term.weight.shape[2]):
-        for m in range(term.weight.shape[3]):
-            (i0, i1), (j0, j1) = term.inside((k, m))
-            total += int(np.count_nonzero(term.weight[:, :, k, m])) * (i1 - i0) * (j1 - j0)
-    return total
+    kh, kw = term.kernel
+    return sum(int(np.count_nonzero(term.weight[:, :, k, m])) * term.inside_count((k, m))
+               for k in range(kh) for m in range(kw))
 
 
 # --------------------------------------------------------------------------- ResNet-20

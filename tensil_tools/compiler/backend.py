@@ -520,7 +520,7 @@ class _Scheduler:
             step = _pow2_stride(sw, self.arch.stride0_depth)
             # Rows and columns of zero padding add exactly zero, once the tile's first op has
             # written every accumulator and where the block adds no bias.
-            (r0, r1), (j0, j1) = term.inside(op.tap) if not first and not has_bias else ((0, i1), (0, wo))
+            (r0, r1), (j0, j1) = term.inside(op.tap) if not first and not has_bias else ((i0, i1), (0, wo))
             for i in range(max(i0, r0), min(i1, r1)) if j0 < j1 else ():
                 r = i * sh + k - term.pads[0]
                 local = view.addr(op.cib, r, m - term.pads[1])

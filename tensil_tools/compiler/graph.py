@@ -76,6 +76,11 @@ class LinearTerm:
         return (_inside(height, self.stride[0], tap[0] - self.pads[0], self.input.height),
                 _inside(width, self.stride[1], tap[1] - self.pads[1], self.input.width))
 
+    def inside_count(self, tap: Tuple[int, int]) -> int:
+        """How many output pixels read their input at kernel `tap` inside the image."""
+        (i0, i1), (j0, j1) = self.inside(tap)
+        return (i1 - i0) * (j1 - j0)
+
 
 def _inside(outputs: int, stride: int, offset: int, size: int) -> Tuple[int, int]:
     """The outputs [j0, j1) of `outputs` whose input j * stride + offset lies in [0, size)."""

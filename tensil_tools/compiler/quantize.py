@@ -251,11 +251,8 @@ def tap_order(term: LinearTerm) -> List[Tuple[int, int]]:
     """The kernel taps, those that read the fewest zero padding first (then row by row): the
     first op writes every accumulator of a tile and the bias rides on it, so it reads all its
     padding; the ops after it skip theirs (backend: they add exactly zero)."""
-    def inside(tap: Tuple[int, int]) -> int:
-        (i0, i1), (j0, j1) = term.inside(tap)
-        return (i1 - i0) * (j1 - j0)
     kh, kw = term.kernel
-    return sorted(((k, m) for k in range(kh) for m in range(kw)), key=lambda tap: -inside(tap))
+    return sorted(((k, m) for k in range(kh) for m in range(kw)), key=lambda tap: -term.inside_count(tap))
 
 
 def first_linear_term(layer: Layer) -> int:
