@@ -269,3 +269,113 @@ def test_schema_construction_errors():
         sj.Object({"a": sj.Int()}, optional={"a": sj.Int()})
     with pytest.raises(ValueError, match="at least one choice"):
         sj.Enum()
+
+
+# ---------------------------------------------------------------- compiled checks
+
+# One schema with every kind, nested as the message header and the MQTT payloads nest them.
+EVERY_KIND = sj.Object(
+    {
+        "n": sj.Int(0, 9),
+        "open": sj.Int(),
+        "x": sj.Float(-1, 1),
+        "s": sj.Str(1, 3, pattern="[ab]+"),
+        "e": sj.Enum("a", 1, True, None),
+        "words": sj.Enum("up", "down"),
+        "b": sj.Bool(),
+        "free": sj.Any(),
+        "items": sj.List(sj.Nullable(sj.Int(0, 5)), min_len=1, max_len=3),
+        "stages": sj.List(sj.Tagged("op", {
+            "p": sj.Object({"k": sj.Int(0, 3)}),
+            "q": sj.Tagged("how", {"r": sj.Object({}), "t": sj.Object({"op": sj.Str()})}),
+            "any": sj.Any(),
+        })),
+        "map": sj.Map(sj.Nullable(sj.Object({"v": sj.Bool()})), keys=sj.Str(1, 2), max_len=2),
+    },
+    optional={"kept": sj.Object({"a": sj.Int()}, unknown="keep"), "dropped": sj.Object({}, unknown="drop")},
+)
+
+_near = st.deferred(lambda: _near_values)
+_near_scalars = (st.integers(-2, 12) | st.sampled_from([True, False, None, "a", "ab", "abc", "c", "", 1.0, 0.5,
+                                                        "up", "down", "p", "q", "r", "t", "any", 1e300]))
+_near_values = st.recursive(
+    _near_scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["n", "open", "x", "s", "e", "words", "b", "free", "items", "stages", "map",
+                                       "kept", "dropped", "op", "k", "how", "v", "a", "zz", "ab"]), inner,
+                      max_size=6),
+    max_leaves=25,
+)
+
+
+def _valid_every_kind(data):
+    draw = data.draw
+    stage = draw(st.sampled_from([{"op": "p", "k": 2}, {"op": "q", "how": "r"}, {"how": "t", "op": "q"},
+                                  {"op": "any", "z": [1]}]))
+    value = {"n": 3, "open": -10**30, "x": 0, "s": "ab", "e": None, "words": "up", "b": False,
+             "free": {"x": [1, None]}, "items": [None, 5], "stages": [stage, dict(stage)],
+             "map": {"a": {"v": True}, "bc": None}, "kept": {"a": 1, "z": "kept"}, "dropped": {"gone": 1}}
+    # then a few parts of it replaced by values near the schema's
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(sorted(value) + ["zz"]))
+        value[key] = draw(_near)
+    return value
+
+
+def _ordered(value):
+    """A value with the order of its keys made visible to ==."""
+    if isinstance(value, dict):
+        return [(key, _ordered(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [_ordered(item) for item in value]
+    return (type(value), value)
+
+
+def _both_ways(schema, value):
+    try:
+        expected = ("ok", _ordered(schema._check(value, "$")))
+    except JSONError:
+        expected = ("refused",)
+    compiled = sj._compile(schema)
+    try:
+        got = ("ok", _ordered(compiled(value)))
+    except (sj._Invalid, JSONError):  # JSONError: from the kinds left to their own check (Float)
+        got = ("refused",)
+    return expected, got
+
+
+@settings(max_examples=400)
+@given(st.data())
+def test_the_compiled_check_accepts_and_returns_exactly_what_the_check_does(data):
+    expected, got = _both_ways(EVERY_KIND, _valid_every_kind(data))
+
+    assert got == expected
+
+
+@settings(max_examples=200)
+@given(_near)
+def test_the_compiled_check_refuses_what_the_check_refuses(value):
+    for schema in (EVERY_KIND, EVERY_KIND.fields["stages"], EVERY_KIND.fields["map"]):
+        expected, got = _both_ways(schema, value)
+        assert got == expected
+
+
+def test_a_refused_value_still_gets_the_checks_error_and_path():
+    with pytest.raises(JSONError) as raised:
+        EVERY_KIND.validate({**_valid_every_kind_fixed(), "items": [None, 6]})
+
+    assert raised.value.path == "$.items[1]"
+    assert "an integer in 0..5" in str(raised.value)
+
+
+def _valid_every_kind_fixed():
+    return {"n": 3, "open": 0, "x": 0.5, "s": "a", "e": 1, "words": "down", "b": True, "free": None,
+            "items": [1], "stages": [], "map": {}}
+
+
+def test_the_compiled_check_of_a_valid_document_is_a_fresh_copy():
+    value = _valid_every_kind_fixed()
+    checked = EVERY_KIND.validate(value)
+
+    assert checked == {**value, "x": 0.5} and checked is not value and checked["items"] is not value["items"]
+    assert EVERY_KIND._fast is not None  # compiled once, kept
