@@ -223,6 +223,8 @@ def _as_utf8(raw: Raw, limits: Limits) -> bytes:
 
 _SMALL_DOCUMENT = 4096  # bytes: below this a plain loop over the brackets beats numpy's per-call cost
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
+_SQUARE_BRACKETS = bytes.maketrans(b"{}", b"[]")
 
 
 def _scan(data: bytes, limits: Limits) -> None:
@@ -234,14 +236,17 @@ def _scan(data: bytes, limits: Limits) -> None:
     first byte that is not JSON), so it can never nest deeper than found here.
     """
     if len(data) <= _SMALL_DOCUMENT and b"\\" not in data:
-        # No backslash: every quote toggles a string, and no string escapes anything.
-        brackets = b"".join(data.split(b'"')[0::2]).translate(None, _NOT_BRACKETS)
-        depth = deepest = 0
-        for byte in brackets:
-            depth += 1 if byte in b"[{" else -1
-            if depth > deepest:
-                deepest = depth
-        if deepest <= limits.max_depth:
+        # No backslash: every quote toggles a string, and no string escapes anything. The brackets
+        # outside strings, all as [ and ]: each round takes away the innermost pairs, so balanced
+        # brackets are gone after as many rounds as they nest deep (others go to the exact scan).
+        brackets = data.translate(_SQUARE_BRACKETS, _NOT_BRACKETS_OR_QUOTES).replace(b'""', b"")
+        if b'"' in brackets:  # a string holds a bracket (its quotes were not side by side): cut strings out
+            brackets = b"".join(data.split(b'"')[0::2]).translate(_SQUARE_BRACKETS, _NOT_BRACKETS)
+        for _ in range(limits.max_depth):
+            if not brackets:
+                return
+            brackets = brackets.replace(b"[]", b"")
+        if not brackets:
             return
     escaped, inside = _string_masks(data)  # one vectorised pass; also finds the offset of a refusal
     codes = np.frombuffer(data, dtype=np.uint8)

@@ -54,6 +54,31 @@ def test_depth_limit_is_exact(nested, limit):
             sj.loads(text, sj.Limits(max_depth=limit))
 
 
+@pytest.mark.parametrize("key", ["k", "[", "]]", "{[", "}", "a]b{"])
+@pytest.mark.parametrize("limit", [1, 2, 5, 16])
+def test_depth_limit_of_small_documents_without_escapes(key, limit):
+    # the scan's quick path: no backslash, so strings (with brackets in them or not) are cut by quotes
+    for depth in range(limit, limit + 2):
+        value = 0
+        for level in range(depth):
+            value = [value, "x%s" % key] if level % 2 else {key: value, "]": "[{"}
+        text = json.dumps(value)
+        assert "\\" not in text
+        if depth <= limit:
+            assert sj.loads(text, sj.Limits(max_depth=limit)) == value
+        else:
+            with pytest.raises(JSONError, match="nested deeper than %d levels" % limit):
+                sj.loads(text, sj.Limits(max_depth=limit))
+
+
+@pytest.mark.parametrize("text", ['["]",[[0]],"["]', '{"]":[{"a":0}],"[":0}', '[0,"}",{"a":[1]},"{"]'])
+def test_brackets_in_strings_never_hide_a_level(text):
+    # counted as brackets, the strings' ] and [ would balance and the document would look 2 deep
+    with pytest.raises(JSONError, match="nested deeper than 2 levels"):
+        sj.loads(text, sj.Limits(max_depth=2))
+    assert sj.loads(text, sj.Limits(max_depth=3)) == json.loads(text)
+
+
 @pytest.mark.parametrize("opener, closer", [("[", "]"), ('{"a":', "}"), ('{"a":[', "]}")])
 def test_100000_levels_are_refused_fast_without_recursion(opener, closer):
     text = opener * 100_000 + "0" + closer * 100_000
