@@ -160,7 +160,10 @@ def affine_quantize(
     shift = zero.astype(np.float32)
     if rng is None:
         shift += np.float32(0.5)
-    if counts is None:
+    if counts is None and x.size < _ROW_BUFFER_FROM:
+        scaled = _channel_view(x, channels) * inverse[:, None]
+        scaled += shift[:, None]
+    elif counts is None:
         with _RowBuffer(channels, x.size):
             scaled = _channel_view(x, channels) * inverse[:, None]  # the one temporary: the rest is in place
             scaled += shift[:, None]
@@ -217,12 +220,16 @@ def affine_dequantize(codes: np.ndarray, params: QuantParams, counts: Optional[n
     else:
         out = codes.astype(np.float32)
         s, zp = np.repeat(scale, counts), np.repeat(zp, counts)
-    with _RowBuffer(channels if counts is None else 0, out.size):
+    if channels and params.largest() * 255.0 > F32_MAX / 2:
+        # A range close to float32's own limits: compute wide, clip to float32.
         out -= zp
-        if channels and params.largest() * 255.0 > F32_MAX / 2:
-            # A range close to float32's own limits: compute wide, clip to float32.
-            out = np.clip(out * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32)
-        else:
+        return np.clip(out * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32).ravel()
+    if counts is not None or out.size < _ROW_BUFFER_FROM:
+        out -= zp
+        out *= s
+    else:
+        with _RowBuffer(channels, out.size):
+            out -= zp
             out *= s
     return out.ravel()
 

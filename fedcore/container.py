@@ -217,7 +217,7 @@ def encode_message(
         entry, sections = _encode_tensor(name, array, codec_of(name, array), message.round, allow_nonfinite)
         entries.append(entry)
         payloads += sections
-        reports.append(TensorReport(name, 4 * array.size, entry["nbytes"], tuple(s["op"] for s in entry["codec"])))
+        reports.append(TensorReport(name, 4 * array.size, entry["nbytes"], tuple([s["op"] for s in entry["codec"]])))
     header = _canonical_json({"meta": meta, "tensors": entries})
     parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads
     checksum = 0
@@ -328,8 +328,7 @@ def _encode_tensor(
             stages.append({"op": spec.entropy})
             sections = [compressed]
     # The sections stay apart: the message is joined once, not once a tensor and again whole.
-    entry = {"name": name, "shape": list(array.shape), "nbytes": sum(len(part) for part in sections),
-             "codec": stages}
+    entry = {"name": name, "shape": list(array.shape), "nbytes": sum(map(len, sections)), "codec": stages}
     return entry, sections
 
 
@@ -514,12 +513,15 @@ def _outgoing_meta(meta: Any, limits: DecodeLimits) -> Dict[str, Any]:
         raise MessageError("header %s" % exc) from None
 
 
+_STAGE_RANKS = {"sparse": 0, "affine": 1, **{coder: 2 for coder in codecs.ENTROPY_CODERS}}
+
+
 class _TensorPlan:
     """One schema-checked tensor entry; knows every size before decoding."""
 
-    def __init__(self, entry: Dict[str, Any], path: str, limits: DecodeLimits):
+    def __init__(self, entry: Dict[str, Any], number: int, limits: DecodeLimits):
         self.name = entry["name"]
-        self.path = path
+        self.number = number  # its place in the header's list of tensors
         self.shape = tuple(entry["shape"])
         self.size = 1
         for dim in self.shape:  # checked as it grows: a huge shape never overflows
@@ -530,14 +532,14 @@ class _TensorPlan:
         self._parse_codec(entry["codec"])
 
     def _fail(self, text: str):
-        raise MessageError("tensor %r (%s): %s" % (self.name, self.path, text))
+        raise MessageError("tensor %r ($.tensors[%d]): %s" % (self.name, self.number, text))
 
     def _parse_codec(self, stages: List[Dict[str, Any]]):
-        order = ["sparse", "affine", "entropy"]
-        ops = [stage["op"] for stage in stages]
-        ranks = [order.index("entropy" if op in codecs.ENTROPY_CODERS else op) for op in ops]
-        if ranks != sorted(set(ranks)):
-            self._fail("codec stages %s are out of order or repeated (order: sparse, affine, entropy)" % ops)
+        if len(stages) > 1:
+            ops = [stage["op"] for stage in stages]
+            ranks = [_STAGE_RANKS[op] for op in ops]
+            if ranks != sorted(set(ranks)):
+                self._fail("codec stages %s are out of order or repeated (order: sparse, affine, entropy)" % ops)
         self.layout, self.nnz, self.pos_bytes = "dense", self.size, 0
         self.bits, self.per_channel, self.entropy = None, False, None
         for stage in stages:
@@ -617,7 +619,7 @@ MAX_INFLATION = 256
 def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits, message_bytes: int) -> List[_TensorPlan]:
     plans, names, total, inflated = [], set(), 0, 0
     for number, entry in enumerate(entries):
-        plan = _TensorPlan(entry, "$.tensors[%d]" % number, limits)
+        plan = _TensorPlan(entry, number, limits)
         if plan.name in names:
             raise MessageError("tensor %r appears twice" % plan.name)
         names.add(plan.name)
