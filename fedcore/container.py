@@ -165,6 +165,9 @@ class DecodeLimits:
         return _json_limits(self.max_header_bytes, self.max_header_depth)
 
 
+_DEFAULT_LIMITS = DecodeLimits()
+
+
 @lru_cache(maxsize=16)
 def _json_limits(max_bytes: int, max_depth: int) -> sj.Limits:
     return sj.Limits(max_bytes=max_bytes, max_depth=max_depth)
@@ -209,7 +212,7 @@ def encode_message(
     """Encode `message`; `codec` is one TensorCodec for all tensors, a mapping
     from tensor name to TensorCodec, or a function (name, array) -> TensorCodec.
     The same message and codecs always give the same bytes."""
-    meta = _outgoing_meta(message.meta(), DecodeLimits())
+    meta = _outgoing_meta(message.meta(), _DEFAULT_LIMITS)
     codec_of = _codec_resolver(codec)
     entries, payloads, reports = [], [], []
     for name, value in message.tensors.items():
@@ -365,7 +368,7 @@ def _canonical_json(obj: Any) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
-def decode_message(blob: bytes, limits: DecodeLimits = DecodeLimits(),
+def decode_message(blob: bytes, limits: DecodeLimits = _DEFAULT_LIMITS,
                    layout: Optional[Mapping[str, Sequence[int]]] = None) -> Message:
     """Decode and check a message; any problem raises MessageError naming it. With `layout`
     ({name: shape} of the model the receiver holds), tensors named or shaped otherwise are

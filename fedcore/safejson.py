@@ -695,6 +695,21 @@ class _Compiler:
 
     def object_body(self, schema: Object, out: ListType[str], skip: Optional[str]) -> str:
         self.check(out, "type(value) is not dict")
+        if not schema.optional and schema.unknown == "reject" and skip not in schema.fields:
+            # Exactly the fields (and the tag `skip`, which the Tagged check found): no loop over the keys.
+            keys = len(schema.fields) + (skip is not None)
+            self.check(out, "len(value) != %d" % keys,
+                       "not %s <= value.keys()" % self.constant(schema._required) if schema.fields else "")
+            calls: ListType[str] = []
+            for number, (key, field) in enumerate(schema.fields.items()):
+                name = "item%d" % number
+                out.append("%s = value[%s]" % (name, self.constant(key)))
+                item = self.inline(field, name, out)
+                if item != name:
+                    calls.append("result[%s] = %s" % (self.constant(key), item))
+            out.append("result = dict(value)")  # with the tag `skip`, which Tagged puts first again anyway
+            out += calls
+            return "result"
         if schema._required:
             self.check(out, "not %s <= value.keys()" % self.constant(schema._required))
         branches: ListType[str] = []
