@@ -630,7 +630,7 @@ class _Compiler:
     """Writes one function a container schema (so that no function nests more than one loop)
     and checks scalars inline."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lines: ListType[str] = []
         self.constants: Dict[str, AnyType] = {}
         self.functions: Dict[Tuple[int, Optional[str]], str] = {}
@@ -731,23 +731,22 @@ class _Compiler:
 
     def inline(self, schema: Schema, name: str, out: ListType[str]) -> str:
         """Lines checking variable `name` (a scalar here, a call for a container); its checked value."""
-        kind = type(schema)
-        if kind is Any:
+        if type(schema) is Any:
             return name
-        if kind is Bool:
+        if type(schema) is Bool:
             self.check(out, "type(%s) is not bool" % name)
             return name
-        if kind is Int:
+        if type(schema) is Int:
             low = "" if schema.min is None else "%s <= " % self.constant(schema.min)
             high = "" if schema.max is None else " <= %s" % self.constant(schema.max)
             self.check(out, "type(%s) is not int" % name, "not %s%s%s" % (low, name, high) if low or high else "")
             return name
-        if kind is Str:
+        if type(schema) is Str:
             self.check(out, "type(%s) is not str" % name, self.length(name, schema.min_len, schema.max_len))
             if schema.pattern is not None:
                 self.check(out, "%s(%s) is None" % (self.constant(schema.pattern.fullmatch), name))
             return name
-        if kind is Enum:
+        if type(schema) is Enum:
             if all(kind is str for kind, _ in schema.choices):
                 self.check(out, "type(%s) is not str" % name,
                            "%s not in %s" % (name, self.constant(frozenset(c for _, c in schema.choices))))
@@ -756,13 +755,13 @@ class _Compiler:
             self.check(out, "type(%s) not in %s" % (name, types),
                        "(type(%s), %s) not in %s" % (name, name, self.constant(frozenset(schema.choices))))
             return name
-        if kind is Nullable:
+        if type(schema) is Nullable:
             lines: ListType[str] = []
             inner = self.inline(schema.schema, name, lines)  # a scalar's checks, or a container's call
             if lines:
                 out += ["if %s is not None:" % name] + ["    " + line for line in lines]
             return name if inner == name else "(None if %s is None else %s)" % (name, inner)
-        if kind in (List, Object, Map, Tagged):
+        if type(schema) in (List, Object, Map, Tagged):
             return "%s(%s)" % (self.function(schema), name)
         return "%s(%s, '$')" % (self.constant(schema._check), name)  # Float and any other kind: its own check
 
