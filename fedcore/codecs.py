@@ -37,6 +37,8 @@ __all__ = [
 Buffer = Union[bytes, bytearray, memoryview]  # what the decoders read (a message's slices are memoryviews)
 F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_TINY_64, _ZERO_64, _ONE_64 = np.float64(_F32_TINY), np.float64(0.0), np.float64(1.0)
+_ZERO_32, _HALF_32 = np.float32(0.0), np.float32(0.5)
 _CHECK_BEFORE_CLIP = 8192  # values: below this, clipping them all costs less than checking the channels
 _ROW_BUFFER_FROM = 8192  # values: below this, setting numpy's buffer costs more than it saves
 
@@ -147,19 +149,25 @@ def affine_quantize(
         raise MessageError("NaN or Inf cannot be quantized")
     # float32 scales, finite and at least float32's smallest normal (so that inverses stay finite);
     # 1 for a channel of zeros. Rounding to float32 is monotonic: clipping before it is clipping after.
-    scale = np.maximum(span / levels, _F32_TINY)
+    # (Numbers as numpy scalars and results written in place: on a small tensor these few calls on
+    # one value a channel are most of its time.)
+    scale = span / levels
+    np.maximum(scale, _F32_TINY_64, out=scale)
     if levels == 1:  # a span is at most twice float32's largest value: only one level can exceed it
         np.minimum(scale, F32_MAX, out=scale)
+    scale[span == _ZERO_64] = _ONE_64
     scale = scale.astype(np.float32)
-    scale[span == 0] = 1.0
-    zero = np.minimum(np.rint(-lo / scale), levels)  # -lo >= 0: never below 0
+    zero = np.divide(lo, scale)  # the zero point: round(-lo / scale), -lo >= 0 so never below 0
+    np.negative(zero, out=zero)
+    np.rint(zero, out=zero)
+    np.minimum(zero, levels, out=zero)
     # code = round(x / scale) + zero point = floor(x * (1 / scale) + zero point + offset), with offset
     # 1/2 (nearest, ties up) or uniform in [0, 1) (stochastic); values are clipped to [0, levels] before
     # the conversion truncates them, which is the floor of a value >= 0.
-    inverse = np.divide(1.0, scale, dtype=np.float64).astype(np.float32)
+    inverse = (_ONE_64 / scale.astype(np.float64)).astype(np.float32)
     shift = zero.astype(np.float32)
     if rng is None:
-        shift += np.float32(0.5)
+        shift += _HALF_32
     if counts is None and x.size < _ROW_BUFFER_FROM:
         scaled = _channel_view(x, channels) * inverse[:, None]
         scaled += shift[:, None]
@@ -174,7 +182,7 @@ def affine_quantize(
         scaled += rng.random(scaled.shape, dtype=np.float32)
     if rng is not None or x.size < _CHECK_BEFORE_CLIP or _beyond_codes(lo, hi, inverse, shift, levels):
         # in place, by the two ufuncs: np.clip's Python wrapper costs more than both on small tensors
-        np.maximum(scaled, 0, out=scaled)
+        np.maximum(scaled, _ZERO_32, out=scaled)
         np.minimum(scaled, np.float32(levels + 0.5), out=scaled)
     return scaled.astype(np.uint8).ravel(), QuantParams(scale, zero.astype(np.uint8))
 
@@ -196,8 +204,11 @@ def _channel_range(x: np.ndarray, counts: Optional[np.ndarray], channels: int) -
     if counts is None:
         # reduceat: twice as fast as min(axis=1) over equal rows
         starts = np.arange(0, x.size, x.size // channels)
-        lo, hi = np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
-        return np.minimum(lo, 0.0, dtype=np.float64), np.maximum(hi, 0.0, dtype=np.float64)
+        lo = np.minimum.reduceat(x, starts).astype(np.float64)
+        hi = np.maximum.reduceat(x, starts).astype(np.float64)
+        np.minimum(lo, _ZERO_64, out=lo)
+        np.maximum(hi, _ZERO_64, out=hi)
+        return lo, hi
     lo, hi = np.zeros(channels), np.zeros(channels)
     filled = counts > 0  # reduceat would give an empty channel its neighbour's value
     starts = (np.cumsum(counts) - counts)[filled]
@@ -241,11 +252,12 @@ def packed_size(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
 
 
-def pack_bits(codes: np.ndarray, bits: int) -> bytes:
-    """Pack unsigned codes of `bits` bits each, little-endian bit order."""
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+def pack_bits(codes: np.ndarray, bits: int) -> Buffer:
+    """Pack unsigned codes of `bits` bits each, little-endian bit order. 8-bit codes come back
+    as a view of their bytes (the message is joined from it: one copy fewer)."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8).ravel()
     if bits == 8:
-        return codes.tobytes()
+        return codes.data
     if bits == 4:
         padded = codes if codes.size % 2 == 0 else np.append(codes, np.uint8(0))
         return (padded[0::2] | (padded[1::2] << 4)).astype(np.uint8).tobytes()

@@ -274,7 +274,7 @@ def _check_tensor(name: Any, value: Any) -> np.ndarray:
 
 def _encode_tensor(
     name: str, array: np.ndarray, spec: TensorCodec, round_number: int, allow_nonfinite: bool
-) -> Tuple[Dict[str, Any], List[bytes]]:
+) -> Tuple[Dict[str, Any], List[codecs.Buffer]]:
     flat = array.ravel()
     size = flat.size
     bits = spec.bits
@@ -286,7 +286,7 @@ def _encode_tensor(
     per_channel = quantized and spec.per_channel and array.ndim >= 2 and size > 0  # no scales of no value
     channels = array.shape[0] if per_channel else 1
     stages: List[Dict[str, Any]] = []
-    sections: List[bytes] = []
+    sections: List[codecs.Buffer] = []
 
     layout = _choose_layout(spec.sparse, flat, value_bits)
     counts: Optional[np.ndarray] = None
