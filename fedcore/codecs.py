@@ -47,14 +47,13 @@ class _RowBuffer:
     """numpy's ufunc buffer no larger than a row, for ops of a (rows, size / rows) tensor with a
     per-row operand (x * scale[:, None]). With a buffer longer than a row, numpy 2 gathers several
     rows into it, copying the broadcast operand: measured 2-3x slower than one row at a time (128 x
-    784 float32: 31 vs 10.5 us a multiply). numpy 1 wants a multiple of 16 from 16 on. A class, not
-    a generator: its cost matters on small tensors, where it changes nothing."""
+    784 float32: 31 vs 10.5 us a multiply). numpy 1 wants a multiple of 16 from 16 on. Made by
+    `_row_buffer`; a class, not a generator: its cost matters on small tensors."""
 
     __slots__ = ("size", "old")
 
-    def __init__(self, rows: int, size: int):
-        row = min(size // rows, 1 << 16) if rows else 0  # 0 rows: no per-row operand
-        self.size = row - row % 16 if size >= _ROW_BUFFER_FROM and row >= 16 else 0
+    def __init__(self, size: int):
+        self.size = size  # 0: numpy's buffer left as it is
         self.old = 0
 
     def __enter__(self) -> None:
@@ -64,6 +63,18 @@ class _RowBuffer:
     def __exit__(self, *exc: Any) -> None:
         if self.size:
             np.setbufsize(self.old)
+
+
+_NO_ROW_BUFFER = _RowBuffer(0)  # shared: it never changes the buffer, so it holds no state
+
+
+def _row_buffer(rows: int, size: int) -> _RowBuffer:
+    """The buffer for `size` values in `rows` equal rows (0 rows: no per-row operand); the shared
+    one that changes nothing below _ROW_BUFFER_FROM values, where setting it costs more than it saves."""
+    row = min(size // rows, 1 << 16) if rows else 0
+    if size < _ROW_BUFFER_FROM or row < 16:
+        return _NO_ROW_BUFFER
+    return _RowBuffer(row - row % 16)
 
 
 # ---------------------------------------------------------------- quantization
@@ -168,11 +179,8 @@ def affine_quantize(
     shift = zero.astype(np.float32)
     if rng is None:
         shift += _HALF_32
-    if counts is None and x.size < _ROW_BUFFER_FROM:
-        scaled = _channel_view(x, channels) * inverse[:, None]
-        scaled += shift[:, None]
-    elif counts is None:
-        with _RowBuffer(channels, x.size):
+    if counts is None:
+        with _row_buffer(channels, x.size):
             scaled = _channel_view(x, channels) * inverse[:, None]  # the one temporary: the rest is in place
             scaled += shift[:, None]
     else:
@@ -235,13 +243,9 @@ def affine_dequantize(codes: np.ndarray, params: QuantParams, counts: Optional[n
         # A range close to float32's own limits: compute wide, clip to float32.
         out -= zp
         return np.clip(out * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32).ravel()
-    if counts is not None or out.size < _ROW_BUFFER_FROM:
+    with _row_buffer(channels if counts is None else 0, out.size):
         out -= zp
         out *= s
-    else:
-        with _RowBuffer(channels, out.size):
-            out -= zp
-            out *= s
     return out.ravel()
 
 

@@ -221,7 +221,7 @@ def _as_utf8(raw: Raw, limits: Limits) -> bytes:
     return data
 
 
-_SMALL_DOCUMENT = 4096  # bytes: below this a plain loop over the brackets beats numpy's per-call cost
+_SMALL_DOCUMENT = 4096  # bytes: below this counting brackets with bytes methods beats numpy's per-call cost
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
 _SQUARE_BRACKETS = bytes.maketrans(b"{}", b"[]")
@@ -655,8 +655,9 @@ class _Compiler:
         return self.functions[key]
 
     def body(self, schema: Schema, out: ListType[str], skip: Optional[str]) -> str:
-        """Lines checking `value` against `schema` appended to `out`; the checked value's expression."""
-        if isinstance(schema, List):
+        """Lines checking `value` against `schema` appended to `out`; the checked value's expression.
+        Kinds are told apart by exact type, as in `inline`: a subclass is left to its own check."""
+        if type(schema) is List:
             self.check(out, "type(value) is not list", self.length("value", schema.min_len, schema.max_len))
             loop: ListType[str] = []
             item = self.inline(schema.item, "item", loop)
@@ -666,9 +667,9 @@ class _Compiler:
             out += ["result = []", "for item in value:"] + ["    " + line for line in loop]
             out.append("    result.append(%s)" % item)
             return "result"
-        if isinstance(schema, Object):
+        if type(schema) is Object:
             return self.object_body(schema, out, skip)
-        if isinstance(schema, Map):
+        if type(schema) is Map:
             self.check(out, "type(value) is not dict", self.length("value", 0, schema.max_len))
             loop = []
             self.inline(schema.key_schema, "key", loop)
@@ -676,14 +677,14 @@ class _Compiler:
             out += ["result = {}", "for key, item in value.items():"] + ["    " + line for line in loop]
             out.append("    result[key] = %s" % item)
             return "result"
-        if isinstance(schema, Tagged):
+        if type(schema) is Tagged:
             tag = self.constant(schema.tag)
             self.check(out, "type(value) is not dict")
             out.append("name = value.get(%s)" % tag)
             self.check(out, "type(name) is not str")
             keyword = "if"
             for variant_name, variant in schema.variants.items():
-                if isinstance(variant, Object) and schema.tag not in variant._schemas:
+                if type(variant) is Object and schema.tag not in variant._schemas:
                     call = "%s(value)" % self.function(variant, skip=schema.tag)
                 else:
                     call = "%s({k: v for k, v in value.items() if k != %s})" % (self.function(variant), tag)
