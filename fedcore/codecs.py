@@ -9,7 +9,7 @@ before allocating and raise MessageError with the reason.
 import lzma
 import math
 import zlib
-from typing import Any, Optional, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from .errors import ConfigError, MessageError
 __all__ = [
     "ENTROPY_CODERS",
     "QuantParams",
+    "AffineInput",
     "affine_quantize",
+    "affine_quantize_all",
     "affine_dequantize",
     "channel_counts",
     "pack_bits",
@@ -133,6 +135,18 @@ def channel_counts(index: np.ndarray, size: int, channels: int) -> np.ndarray:
     return np.diff(np.searchsorted(index, np.arange(channels + 1) * row))
 
 
+class AffineInput(NamedTuple):
+    """One array for affine_quantize_all: its float32 values, split into `channels` equal rows
+    or, with `counts`, into rows of counts[c] values; `rng` for stochastic rounding; `name`, a
+    tensor's, for its errors."""
+
+    values: np.ndarray
+    counts: Optional[np.ndarray] = None
+    channels: int = 1
+    rng: Optional[np.random.Generator] = None
+    name: Optional[str] = None
+
+
 def affine_quantize(
     values: np.ndarray,
     bits: int,
@@ -150,18 +164,36 @@ def affine_quantize(
     ranges, so that finite values cost no extra pass). A range wider than float32's
     largest value times the levels clips at its ends (its scale stays finite).
     """
+    return affine_quantize_all([AffineInput(values, counts, channels, rng)], bits)[0]
+
+
+def affine_quantize_all(arrays: Sequence[AffineInput], bits: int) -> List[Tuple[np.ndarray, QuantParams]]:
+    """affine_quantize of each array, all with `bits` bits, with the parameters of all their
+    channels computed together: on small tensors those few numpy calls on one value a channel
+    are most of the time, and a message's tensors share them. The same codes and parameters as
+    one call each; the first array with a value that is not finite raises, named."""
     if not 1 <= bits <= 8:
         raise ConfigError("quantization bits must be in 1..8, got %r" % (bits,))
     levels = (1 << bits) - 1
-    x = np.asarray(values, dtype=np.float32).ravel()
-    lo, hi = _channel_range(x, counts, channels)
+    flats = [np.asarray(array.values, dtype=np.float32).ravel() for array in arrays]
+    bounds, end = [], 0  # each array's channels in the joint parameter arrays
+    for array in arrays:
+        bounds.append((end, end + array.channels))
+        end += array.channels
+    lo32, hi32 = np.empty(end, np.float32), np.empty(end, np.float32)
+    for x, array, (a, b) in zip(flats, arrays, bounds):
+        _channel_range(x, array.counts, array.channels, lo32[a:b], hi32[a:b])
+    lo, hi = lo32.astype(np.float64), hi32.astype(np.float64)  # the range contains 0
+    np.minimum(lo, _ZERO_64, out=lo)
+    np.maximum(hi, _ZERO_64, out=hi)
     span = hi - lo  # float64: a full-range float32 tensor does not overflow here
     if not math.isfinite(span.sum()):  # a NaN or an infinity in x makes lo or hi, so span, not finite
-        raise MessageError("NaN or Inf cannot be quantized")
+        for array, (a, b) in zip(arrays, bounds):
+            if not np.isfinite(span[a:b]).all():
+                raise MessageError(("tensor %r: " % array.name if array.name else "") + "NaN or Inf cannot be quantized")
     # float32 scales, finite and at least float32's smallest normal (so that inverses stay finite);
     # 1 for a channel of zeros. Rounding to float32 is monotonic: clipping before it is clipping after.
-    # (Numbers as numpy scalars and results written in place: on a small tensor these few calls on
-    # one value a channel are most of its time.)
+    # (Numbers as numpy scalars and results written in place: these are calls on one value a channel.)
     scale = span / levels
     np.maximum(scale, _F32_TINY_64, out=scale)
     if levels == 1:  # a span is at most twice float32's largest value: only one level can exceed it
@@ -176,9 +208,21 @@ def affine_quantize(
     # 1/2 (nearest, ties up) or uniform in [0, 1) (stochastic); values are clipped to [0, levels] before
     # the conversion truncates them, which is the floor of a value >= 0.
     inverse = (_ONE_64 / scale.astype(np.float64)).astype(np.float32)
-    shift = zero.astype(np.float32)
-    if rng is None:
-        shift += _HALF_32
+    zero32 = zero.astype(np.float32)
+    nearest = zero32 + _HALF_32
+    zero_point = zero.astype(np.uint8)
+    results = []
+    for x, array, (a, b) in zip(flats, arrays, bounds):
+        shift = nearest[a:b] if array.rng is None else zero32[a:b]
+        codes = _affine_codes(x, array, inverse[a:b], shift, levels, lo[a:b], hi[a:b])
+        results.append((codes, QuantParams(scale[a:b], zero_point[a:b])))
+    return results
+
+
+def _affine_codes(x: np.ndarray, array: AffineInput, inverse: np.ndarray, shift: np.ndarray, levels: int,
+                  lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The codes of flat `x`: floor(x * inverse + shift (+ uniform noise)), per channel, clipped."""
+    counts, channels, rng = array.counts, array.channels, array.rng
     if counts is None:
         with _row_buffer(channels, x.size):
             scaled = _channel_view(x, channels) * inverse[:, None]  # the one temporary: the rest is in place
@@ -192,7 +236,7 @@ def affine_quantize(
         # in place, by the two ufuncs: np.clip's Python wrapper costs more than both on small tensors
         np.maximum(scaled, _ZERO_32, out=scaled)
         np.minimum(scaled, np.float32(levels + 0.5), out=scaled)
-    return scaled.astype(np.uint8).ravel(), QuantParams(scale, zero.astype(np.uint8))
+    return scaled.astype(np.uint8).ravel()
 
 
 def _beyond_codes(lo: np.ndarray, hi: np.ndarray, inverse: np.ndarray, shift: np.ndarray, levels: int) -> bool:
@@ -205,25 +249,24 @@ def _beyond_codes(lo: np.ndarray, hi: np.ndarray, inverse: np.ndarray, shift: np
     return bool(top.size) and bool(top.max() >= levels + 1 or bottom.min() < 0)
 
 
-def _channel_range(x: np.ndarray, counts: Optional[np.ndarray], channels: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-channel [min(min, 0), max(max, 0)] in float64."""
+def _channel_range(x: np.ndarray, counts: Optional[np.ndarray], channels: int, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Per-channel min and max of flat `x` into float32 `lo` and `hi` (0 for an empty channel)."""
     if x.size == 0:
-        return np.zeros(channels), np.zeros(channels)
-    if counts is None:
+        lo.fill(0)
+        hi.fill(0)
+    elif counts is None:
         # reduceat: twice as fast as min(axis=1) over equal rows
         starts = np.arange(0, x.size, x.size // channels)
-        lo = np.minimum.reduceat(x, starts).astype(np.float64)
-        hi = np.maximum.reduceat(x, starts).astype(np.float64)
-        np.minimum(lo, _ZERO_64, out=lo)
-        np.maximum(hi, _ZERO_64, out=hi)
-        return lo, hi
-    lo, hi = np.zeros(channels), np.zeros(channels)
-    filled = counts > 0  # reduceat would give an empty channel its neighbour's value
-    starts = (np.cumsum(counts) - counts)[filled]
-    # reduceat over the kept values: no ufunc.at
-    lo[filled] = np.minimum.reduceat(x, starts)
-    hi[filled] = np.maximum.reduceat(x, starts)
-    return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        np.minimum.reduceat(x, starts, out=lo)
+        np.maximum.reduceat(x, starts, out=hi)
+    else:
+        lo.fill(0)
+        hi.fill(0)
+        filled = counts > 0  # reduceat would give an empty channel its neighbour's value
+        starts = (np.cumsum(counts) - counts)[filled]
+        # reduceat over the kept values: no ufunc.at
+        lo[filled] = np.minimum.reduceat(x, starts)
+        hi[filled] = np.maximum.reduceat(x, starts)
 
 
 def affine_dequantize(codes: np.ndarray, params: QuantParams, counts: Optional[np.ndarray] = None) -> np.ndarray:

@@ -214,13 +214,18 @@ def encode_message(
     The same message and codecs always give the same bytes."""
     meta = _outgoing_meta(message.meta(), _DEFAULT_LIMITS)
     codec_of = _codec_resolver(codec)
-    entries, payloads, reports = [], [], []
+    outgoing = []
     for name, value in message.tensors.items():
         array = _check_tensor(name, value)
-        entry, sections = _encode_tensor(name, array, codec_of(name, array), message.round, allow_nonfinite)
+        outgoing.append(_OutgoingTensor(name, array, codec_of(name, array), message.round, allow_nonfinite))
+    _quantize_together(outgoing)
+    entries, payloads, reports = [], [], []
+    for tensor in outgoing:
+        entry, sections = tensor.finish()
         entries.append(entry)
         payloads += sections
-        reports.append(TensorReport(name, 4 * array.size, entry["nbytes"], tuple([s["op"] for s in entry["codec"]])))
+        reports.append(TensorReport(tensor.name, 4 * tensor.size, entry["nbytes"],
+                                    tuple([s["op"] for s in entry["codec"]])))
     header = _canonical_json({"meta": meta, "tensors": entries})
     parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads
     checksum = 0
@@ -272,67 +277,82 @@ def _check_tensor(name: Any, value: Any) -> np.ndarray:
     return np.asarray(array, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
 
 
-def _encode_tensor(
-    name: str, array: np.ndarray, spec: TensorCodec, round_number: int, allow_nonfinite: bool
-) -> Tuple[Dict[str, Any], List[codecs.Buffer]]:
-    flat = array.ravel()
-    size = flat.size
-    bits = spec.bits
-    value_bits = 32 if bits is None else bits
-    quantized = bits is not None
-    # Quantization finds NaN and Inf from its channel ranges; float32 values are checked here.
-    if not quantized and not allow_nonfinite and not np.isfinite(flat).all():
-        raise MessageError("tensor %r holds NaN or Inf" % name)
-    per_channel = quantized and spec.per_channel and array.ndim >= 2 and size > 0  # no scales of no value
-    channels = array.shape[0] if per_channel else 1
-    stages: List[Dict[str, Any]] = []
-    sections: List[codecs.Buffer] = []
+class _OutgoingTensor:
+    """One tensor on its way to the wire, in three steps: its checks, layout and sparse positions
+    (here), its quantization (`_quantize_together`, with the message's other tensors of its bit
+    width), then its packing, entropy stage and header entry (`finish`)."""
 
-    layout = _choose_layout(spec.sparse, flat, value_bits)
-    counts: Optional[np.ndarray] = None
-    if layout == "dense":
-        values = flat
-    else:
-        index = np.flatnonzero(flat)
-        values = flat[index]
-        positions = codecs.bitmap_encode(flat != 0) if layout == "bitmap" else codecs.delta_encode(index)
-        stage = {"op": "sparse", "format": layout, "nnz": int(index.size)}
-        if layout == "delta":
-            stage["pos_bytes"] = len(positions)
-        stages.append(stage)
-        sections.append(positions)
-        # Row-major layout: channel c holds flat positions c * size / channels onwards.
-        counts = codecs.channel_counts(index, size, channels) if per_channel else None
+    def __init__(self, name: str, array: np.ndarray, spec: TensorCodec, round_number: int, allow_nonfinite: bool):
+        self.name, self.shape, self.spec = name, array.shape, spec
+        flat = array.ravel()
+        self.size = size = flat.size
+        bits = spec.bits
+        # Quantization finds NaN and Inf from its channel ranges; float32 values are checked here.
+        if bits is None and not allow_nonfinite and not np.isfinite(flat).all():
+            raise MessageError("tensor %r holds NaN or Inf" % name)
+        self.per_channel = per_channel = bits is not None and spec.per_channel and array.ndim >= 2 and size > 0
+        channels = array.shape[0] if per_channel else 1  # per channel: no scales of no value
+        self.stages: List[Dict[str, Any]] = []
+        self.sections: List[codecs.Buffer] = []
+        layout = _choose_layout(spec.sparse, flat, 32 if bits is None else bits)
+        counts: Optional[np.ndarray] = None
+        if layout == "dense":
+            self.values = flat
+        else:
+            index = np.flatnonzero(flat)
+            self.values = flat[index]
+            positions = codecs.bitmap_encode(flat != 0) if layout == "bitmap" else codecs.delta_encode(index)
+            stage = {"op": "sparse", "format": layout, "nnz": int(index.size)}
+            if layout == "delta":
+                stage["pos_bytes"] = len(positions)
+            self.stages.append(stage)
+            self.sections.append(positions)
+            # Row-major layout: channel c holds flat positions c * size / channels onwards.
+            counts = codecs.channel_counts(index, size, channels) if per_channel else None
+        self.affine: Optional[Tuple[int, codecs.AffineInput]] = None  # (bits, what to quantize)
+        self.quantized: Optional[Tuple[int, np.ndarray, codecs.QuantParams]] = None  # (bits, codes, parameters)
+        if bits is not None:
+            rng = None
+            if spec.stochastic:  # seeded by the codec's seed, the round and the tensor's name
+                rng = np.random.default_rng([spec.seed, round_number, zlib.crc32(name.encode("utf-8"))])
+            self.affine = (bits, codecs.AffineInput(self.values, counts, channels, rng, name))
 
-    if bits is not None:
-        rng = None
-        if spec.stochastic:  # seeded by the codec's seed, the round and the tensor's name
-            rng = np.random.default_rng([spec.seed, round_number, zlib.crc32(name.encode("utf-8"))])
-        try:
-            codes, params = codecs.affine_quantize(values, bits, counts, channels, rng)
-        except MessageError as exc:
-            raise MessageError("tensor %r: %s" % (name, exc)) from None
-        stages.append(
-            {
+    def finish(self) -> Tuple[Dict[str, Any], List[codecs.Buffer]]:
+        """The header entry and the payload's sections (kept apart: the message is joined once); once."""
+        spec, stages, sections = self.spec, self.stages, self.sections
+        if self.quantized is not None:
+            bits, codes, params = self.quantized
+            stages.append({
                 "op": "affine",
                 "bits": bits,
-                "per_channel": per_channel,
+                "per_channel": self.per_channel,
                 "rounding": "stochastic" if spec.stochastic else "nearest",
-            }
-        )
-        sections += [params.to_bytes(), codecs.pack_bits(codes, bits)]
-    else:
-        sections.append(np.ascontiguousarray(values, dtype="<f4").tobytes())
+            })
+            sections += [params.to_bytes(), codecs.pack_bits(codes, bits)]
+        else:
+            sections.append(np.ascontiguousarray(self.values, dtype="<f4").tobytes())
+        if spec.entropy is not None:
+            payload = b"".join(sections)
+            compressed = codecs.entropy_compress(payload, spec.entropy, spec.level)
+            if len(compressed) < len(payload):
+                stages.append({"op": spec.entropy})
+                sections = [compressed]
+        entry = {"name": self.name, "shape": list(self.shape), "nbytes": sum(map(len, sections)), "codec": stages}
+        return entry, sections
 
-    if spec.entropy is not None:
-        payload = b"".join(sections)
-        compressed = codecs.entropy_compress(payload, spec.entropy, spec.level)
-        if len(compressed) < len(payload):
-            stages.append({"op": spec.entropy})
-            sections = [compressed]
-    # The sections stay apart: the message is joined once, not once a tensor and again whole.
-    entry = {"name": name, "shape": list(array.shape), "nbytes": sum(map(len, sections)), "codec": stages}
-    return entry, sections
+
+def _quantize_together(tensors: List[_OutgoingTensor]) -> None:
+    """Quantize the tensors that have bits, those of one bit width in one call (their channels'
+    parameters computed together: on small tensors those calls are most of the time)."""
+    by_bits: Dict[int, List[Tuple[_OutgoingTensor, codecs.AffineInput]]] = {}
+    for tensor in tensors:
+        if tensor.affine is not None:
+            bits, affine = tensor.affine
+            by_bits.setdefault(bits, []).append((tensor, affine))
+    for bits, group in by_bits.items():
+        results = codecs.affine_quantize_all([affine for _, affine in group], bits)
+        for (tensor, _), (codes, params) in zip(group, results):
+            tensor.quantized = (bits, codes, params)
 
 
 def _choose_layout(choice: str, flat: np.ndarray, value_bits: int) -> str:

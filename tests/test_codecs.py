@@ -204,6 +204,55 @@ def test_stochastic_rounding_is_unbiased():
     assert abs(codecs.affine_dequantize(codes, params)[1:].mean() - 0.3) < 0.005
 
 
+def _arrays_to_quantize(data, count):
+    """`count` arrays as a message holds them: dense with 1 to 4 channels, or the kept values of a
+    sparse one with per-channel counts (some empty), some with stochastic rounding, some empty."""
+    arrays = []
+    for number in range(count):
+        channels = data.draw(st.integers(1, 4))
+        row = data.draw(st.integers(0, 6))
+        values = np.array(data.draw(st.lists(st.floats(-1e3, 1e3, width=32), min_size=channels * row,
+                                             max_size=channels * row)), dtype=np.float32)
+        counts = None
+        if data.draw(st.booleans()):  # sparse: the rows of `counts`
+            counts = np.array(data.draw(st.lists(st.integers(0, 3), min_size=channels, max_size=channels)))
+            values = np.resize(values, int(counts.sum())) if values.size else np.zeros(int(counts.sum()), np.float32)
+        elif row == 0:
+            channels = 1  # a dense tensor without values has one channel
+        rng = np.random.default_rng(number) if data.draw(st.booleans()) else None
+        arrays.append(codecs.AffineInput(values, counts, channels, rng, "t%d" % number))
+    return arrays
+
+
+@given(bits=st.integers(1, 8), count=st.integers(1, 5), data=st.data())
+def test_affine_quantize_all_equals_one_call_each(bits, count, data):
+    # The parameters of all arrays are computed together; each array's codes and parameters are
+    # those of quantizing it alone (stochastic ones with the same generator state).
+    arrays = _arrays_to_quantize(data, count)
+    together = codecs.affine_quantize_all(arrays, bits)
+    for array, (codes, params) in zip(_arrays_to_quantize_again(arrays), together):
+        alone_codes, alone_params = codecs.affine_quantize(array.values, bits, array.counts, array.channels, array.rng)
+        np.testing.assert_array_equal(codes, alone_codes)
+        np.testing.assert_array_equal(params.scale, alone_params.scale)
+        np.testing.assert_array_equal(params.zero_point, alone_params.zero_point)
+
+
+def _arrays_to_quantize_again(arrays):
+    """The same arrays with their generators back at their first state."""
+    return [array._replace(rng=np.random.default_rng(int(array.name[1:])) if array.rng is not None else None)
+            for array in arrays]
+
+
+def test_affine_quantize_all_names_the_first_array_that_is_not_finite():
+    good = codecs.AffineInput(np.ones(4, np.float32), name="fine")
+    bad = codecs.AffineInput(np.array([1.0, np.nan], np.float32), channels=2, name="bad")
+    worse = codecs.AffineInput(np.array([np.inf], np.float32), name="worse")
+    with pytest.raises(MessageError, match=r"^tensor 'bad': NaN or Inf cannot be quantized$"):
+        codecs.affine_quantize_all([good, bad, worse], 8)
+    with pytest.raises(MessageError, match=r"^NaN or Inf cannot be quantized$"):
+        codecs.affine_quantize(np.array([np.inf], np.float32), 8)
+
+
 def test_affine_rejects_bits_out_of_range():
     with pytest.raises(ConfigError, match="1..8"):
         codecs.affine_quantize(np.ones(3, np.float32), 9)
