@@ -35,6 +35,7 @@ whatever the bytes, decoding raises nothing but MessageError.
 
 import json
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -396,8 +397,7 @@ def decode_message(blob: bytes, limits: DecodeLimits = _DEFAULT_LIMITS,
     bounded by its own model, whatever a sender's header declares."""
     blob = _as_bytes(blob)
     header_raw, payload = _split_frame(blob, limits)
-    header = _parse_header(header_raw, limits)  # types and ranges checked: safe to use
-    plans = _plan_tensors(header["tensors"], limits, len(blob))
+    meta, plans = _read_header(header_raw, limits, len(blob))  # types, ranges and sizes checked: safe to use
     if layout is not None:
         problem = layout_difference(layout, {plan.name: plan.shape for plan in plans})
         if problem:
@@ -417,7 +417,7 @@ def decode_message(blob: bytes, limits: DecodeLimits = _DEFAULT_LIMITS,
         if positions is not None:
             support[plan.name] = positions
         offset += plan.nbytes
-    return Message(tensors=tensors, support=support, **header["meta"])
+    return Message(tensors=tensors, support=support, **meta)
 
 
 def layout_difference(expected: Mapping[str, Sequence[int]], got: Mapping[str, Sequence[int]]) -> Optional[str]:
@@ -507,6 +507,52 @@ _META_SCHEMA = sj.Object({
     "kind": sj.Str(1, 32, pattern=_KIND_PATTERN),
     "extra": sj.Map(sj.Any(), keys=sj.Str(0, MAX_NAME_LENGTH)),
 })
+
+
+def _read_header(raw: bytes, limits: DecodeLimits, message_bytes: int) -> Tuple[Dict[str, Any], List["_TensorPlan"]]:
+    """The header's meta and its tensors' plans, every type, range and size checked.
+
+    A dense tensor table (names, shapes, codecs, sizes) repeats from message to message: every
+    update of a round, every round of a model. The last few are kept by their exact text, so
+    that a header ending in one costs the check of its meta only. The text before the table must
+    then be `{"meta":` and one whole JSON value (`{"meta":...}` an object of that key alone): that
+    is what makes the rest the table, whatever the meta's strings hold."""
+    cut = raw.find(_TABLE_START)
+    table = raw[cut:] if 0 < cut and len(raw) - cut <= _TABLE_KEPT_AT_MOST else None
+    if table is not None:
+        known = _KNOWN_TABLES.get((table, limits))
+        if known is not None and known[1] <= _inflation_bound(message_bytes):
+            meta = _parse_meta_part(raw[:cut], limits)
+            if meta is not None:
+                return meta, known[0]
+    header = _parse_header(raw, limits)
+    plans, inflated = _plan_tensors(header["tensors"], limits, message_bytes)
+    if table is not None and all(plan.layout == "dense" and plan.entropy is None for plan in plans):
+        if _parse_meta_part(raw[:cut], limits) == header["meta"]:
+            with _KNOWN_TABLES_LOCK:
+                if len(_KNOWN_TABLES) >= _KNOWN_TABLES_AT_MOST:
+                    del _KNOWN_TABLES[next(iter(_KNOWN_TABLES))]  # the oldest
+                _KNOWN_TABLES[table, limits] = (plans, inflated)
+    return header["meta"], plans
+
+
+_TABLE_START = b',"tensors":['
+_TABLE_KEPT_AT_MOST = 64 << 10  # bytes of a table's text: a model of hundreds of tensors
+_KNOWN_TABLES_AT_MOST = 8
+_KNOWN_TABLES: Dict[Tuple[bytes, DecodeLimits], Tuple[List["_TensorPlan"], int]] = {}  # -> (plans, inflated bytes)
+_KNOWN_TABLES_LOCK = threading.Lock()
+_META_PART = sj.Object({"meta": _META_SCHEMA})
+
+
+def _parse_meta_part(text: bytes, limits: DecodeLimits) -> Optional[Dict[str, Any]]:
+    """The meta of a header whose text up to its tensor table is `text`, or None when `text` and
+    a closing brace are not an object of the one key "meta" with a valid meta."""
+    if not text.isascii():
+        return None
+    try:
+        return sj.parse(text + b"}", _META_PART, limits.json_limits())["meta"]
+    except JSONError:
+        return None
 
 
 def _parse_header(raw: bytes, limits: DecodeLimits) -> Dict[str, Any]:
@@ -639,7 +685,13 @@ class _TensorPlan:
 MAX_INFLATION = 256
 
 
-def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits, message_bytes: int) -> List[_TensorPlan]:
+def _inflation_bound(message_bytes: int) -> int:
+    return MAX_INFLATION * message_bytes + (1 << 20)
+
+
+def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits,
+                  message_bytes: int) -> Tuple[List[_TensorPlan], int]:
+    """The tensors' plans and the bytes their entropy stages inflate to."""
     plans, names, total, inflated = [], set(), 0, 0
     for number, entry in enumerate(entries):
         plan = _TensorPlan(entry, number, limits)
@@ -650,8 +702,8 @@ def _plan_tensors(entries: List[Dict[str, Any]], limits: DecodeLimits, message_b
         if total > limits.max_elements:
             raise MessageError("tensors hold more than the limit of %d elements" % limits.max_elements)
         inflated += plan.inner_bytes if plan.entropy else 0
-        if inflated > MAX_INFLATION * message_bytes + (1 << 20):
+        if inflated > _inflation_bound(message_bytes):
             raise MessageError("entropy stages inflate to more than %d bytes for a %d-byte message (at most %dx "
                                "and 1 MiB)" % (inflated, message_bytes, MAX_INFLATION))
         plans.append(plan)
-    return plans
+    return plans, inflated

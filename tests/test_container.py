@@ -1,5 +1,6 @@
 """The message container: round trips, determinism, byte accounting, strict decoding."""
 
+import json
 import struct
 import tracemalloc
 import zlib
@@ -16,6 +17,7 @@ from fedcore import (
     Message,
     MessageError,
     TensorCodec,
+    container,
     decode_message,
     encode_message,
 )
@@ -280,3 +282,88 @@ def test_numpy_integers_in_meta_are_accepted():
     decoded = decode_message(blob)
 
     assert (decoded.round, decoded.num_samples) == (4, 9)
+
+
+# ---------------------------------------------------------------- headers of a known tensor table
+
+
+def _outcome(blob, limits):
+    """What decode_message makes of `blob`: the message's meta and tensors, or the refusal."""
+    try:
+        message = decode_message(blob, limits)
+    except MessageError as exc:
+        return "refused", str(exc)
+    return "decoded", message.meta(), {name: (value.shape, value.tobytes()) for name, value in message.tensors.items()}
+
+
+def _fresh_outcome(blob, limits):
+    """The same with no tensor table kept from earlier messages: the reference."""
+    container._KNOWN_TABLES.clear()
+    return _outcome(blob, limits)
+
+
+_TABLE_MESSAGE = Message({"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float32)})
+_TABLE_BLOB, _ = encode_message(_TABLE_MESSAGE, TensorCodec(bits=8, sparse="dense"))
+_HEADER_LENGTH = struct.unpack_from("<I", _TABLE_BLOB, 6)[0]
+_HEADER_TEXT = _TABLE_BLOB[10:10 + _HEADER_LENGTH]
+_TABLE_PAYLOAD = _TABLE_BLOB[10 + _HEADER_LENGTH:-4]
+_TABLE_TEXT = _HEADER_TEXT[_HEADER_TEXT.index(b',"tensors":['):]
+
+# What may stand before a known table: real metas (their strings holding the table's own key and
+# brackets, escaped) and texts that are not a meta at all or hide more than one
+json_text = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(alphabet='",:[]{}\\tensor\u00e9'),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                             st.sampled_from(["tensors", "meta", "a", ""]), inner, max_size=3), max_leaves=8)
+metas = st.fixed_dictionaries({
+    "round": st.integers(0, 5), "sender": st.text(alphabet=',"tensors:[]{}\\\u00e9x', max_size=12),
+    "num_samples": st.integers(0, 5), "kind": st.sampled_from(["weights", "delta", "Bad"]),
+    "extra": st.dictionaries(st.sampled_from(["tensors", "meta", "k"]), json_text, max_size=3),
+})
+meta_parts = st.one_of(
+    metas.map(lambda meta: b'{"meta":' + json.dumps(meta, separators=(",", ":")).encode()),
+    metas.map(lambda meta: b'{"meta":' + json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()),
+    st.tuples(metas, st.sampled_from([b',"x":1', b',"meta":{}', b"}", b' ', b',"tensors":[]', b"{", b"]", b"\xc3\xa9"]))
+    .map(lambda pair: b'{"meta":' + json.dumps(pair[0], separators=(",", ":")).encode() + pair[1]),
+    st.binary(max_size=20).map(lambda junk: b'{"meta":' + junk),
+)
+
+
+@given(meta_part=meta_parts, depth=st.sampled_from([16, 4, 3]))
+def test_a_header_of_a_known_table_decodes_as_any_other(meta_part, depth):
+    # A receiver keeps the tensor tables it has checked and then checks only the meta before one:
+    # every header ending in a known table decodes, or is refused, exactly as with none kept.
+    limits = DecodeLimits(max_header_depth=depth)
+    blob = frame(meta_part + _TABLE_TEXT, _TABLE_PAYLOAD)
+    reference = _fresh_outcome(blob, limits)
+    _outcome(_TABLE_BLOB, limits)  # the table is known now (when these limits accept it)
+    assert _outcome(blob, limits) == reference
+
+
+def test_a_known_table_skips_its_own_check_and_only_a_dense_stable_one_is_kept(monkeypatch):
+    container._KNOWN_TABLES.clear()
+    reference = decode_message(_TABLE_BLOB)
+    checks = []
+    monkeypatch.setattr(container, "_parse_header", lambda *args: checks.append(args) or pytest.fail("checked again"))
+    other = decode_message(frame(b'{"meta":{"extra":{"n":[1]},"kind":"delta","num_samples":7,"round":3,"sender":"b"}'
+                                 + _TABLE_TEXT, _TABLE_PAYLOAD))
+    assert (other.kind, other.round, other.num_samples, other.sender, other.extra) == ("delta", 3, 7, "b", {"n": [1]})
+    assert all(np.array_equal(other.tensors[name], reference.tensors[name]) for name in reference.tensors)
+    monkeypatch.undo()
+    # sparse positions and entropy stages change their sizes from message to message: never kept
+    for codec in (TensorCodec(bits=8, sparse="bitmap"), TensorCodec(entropy="deflate")):
+        container._KNOWN_TABLES.clear()
+        decode_message(encode_message(Message({"w": np.zeros(64, np.float32)}), codec)[0])
+        assert not container._KNOWN_TABLES
+
+
+def test_known_tables_are_few_and_small():
+    container._KNOWN_TABLES.clear()
+    for number in range(container._KNOWN_TABLES_AT_MOST + 3):
+        decode_message(encode_message(Message({"w%d" % number: np.ones(2, np.float32)}))[0])
+    assert len(container._KNOWN_TABLES) == container._KNOWN_TABLES_AT_MOST
+    assert ((',"tensors":[{"codec":[],"name":"w%d"' % (container._KNOWN_TABLES_AT_MOST + 2)).encode()
+            in b"".join(table for table, _ in container._KNOWN_TABLES))
+    many = {"t%d" % number: np.ones(1, np.float32) for number in range(1400)}  # a table of about 77 KB
+    container._KNOWN_TABLES.clear()
+    decode_message(encode_message(Message(many))[0])
+    assert not container._KNOWN_TABLES
