@@ -557,12 +557,10 @@ def _parse_meta_part(text: bytes, limits: DecodeLimits) -> Optional[Dict[str, An
 
 def _parse_header(raw: bytes, limits: DecodeLimits) -> Dict[str, Any]:
     """The header, parsed within the limits and checked against the schema."""
+    if not raw.isascii():
+        raise MessageError("header is not ASCII JSON (byte %d)" % next(i for i, byte in enumerate(raw) if byte > 0x7F))
     try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise MessageError("header is not ASCII JSON (byte %d)" % exc.start) from None
-    try:
-        return sj.parse(text, _header_schema(limits), limits.json_limits())
+        return sj.parse(raw, _header_schema(limits), limits.json_limits())
     except JSONError as exc:
         raise MessageError("header %s" % exc) from None
 

@@ -135,9 +135,8 @@ class _Refused(Exception):
 
 def loads(raw: Raw, limits: Limits = DEFAULT_LIMITS) -> AnyType:
     """Parse one JSON document within `limits`; raises JSONError, nothing else."""
-    data = _as_utf8(raw, limits)
+    data, text = _as_utf8(raw, limits)
     _scan(data, limits)
-    text = data.decode("utf-8")
     # Integers are checked one by one only when a run of digits that long exists at all (in a
     # string or not): most documents have none, and the check costs a Python call an integer.
     long_digits = b"1" * (limits.max_int_digits + 1) in data.translate(_DIGITS_AS_ONES)
@@ -199,13 +198,14 @@ def parse(raw: Raw, schema: "Schema", limits: Limits = DEFAULT_LIMITS) -> AnyTyp
     return schema.validate(loads(raw, limits))
 
 
-def _as_utf8(raw: Raw, limits: Limits) -> bytes:
-    """The document's UTF-8 bytes, checked for size and encoding."""
+def _as_utf8(raw: Raw, limits: Limits) -> Tuple[bytes, str]:
+    """The document's UTF-8 bytes and its text, checked for size and encoding."""
+    text: Optional[str] = None
     if isinstance(raw, str):
         if len(raw) > limits.max_bytes:
             raise JSONError("document of at least %d bytes exceeds the limit of %d" % (len(raw), limits.max_bytes))
         try:
-            data = raw.encode("utf-8")
+            data, text = raw.encode("utf-8"), raw
         except UnicodeEncodeError as error:
             raise JSONError("character %d is a lone surrogate, not Unicode text" % error.start) from None
     elif isinstance(raw, (bytes, bytearray, memoryview)):
@@ -215,10 +215,9 @@ def _as_utf8(raw: Raw, limits: Limits) -> bytes:
     if len(data) > limits.max_bytes:
         raise JSONError("document of %d bytes exceeds the limit of %d" % (len(data), limits.max_bytes))
     try:
-        data.decode("utf-8")
+        return data, data.decode("utf-8") if text is None else text
     except UnicodeDecodeError as error:
         raise JSONError("not UTF-8 text (%s)" % error.reason, offset=error.start) from None
-    return data
 
 
 _SMALL_DOCUMENT = 4096  # bytes: below this counting brackets with bytes methods beats numpy's per-call cost
@@ -236,6 +235,8 @@ def _scan(data: bytes, limits: Limits) -> None:
     first byte that is not JSON), so it can never nest deeper than found here.
     """
     if len(data) <= _SMALL_DOCUMENT and b"\\" not in data:
+        if data.count(b"[") + data.count(b"{") <= limits.max_depth:
+            return  # no escape, and too few brackets (in strings or not) to nest beyond the limit
         # No backslash: every quote toggles a string, and no string escapes anything. The brackets
         # outside strings, all as [ and ]: each round takes away the innermost pairs, so balanced
         # brackets are gone after as many rounds as they nest deep (others go to the exact scan).
