@@ -19,7 +19,7 @@ TEST_EXTRAS ?= dev,device,coordinator,train,scale
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # mosquitto: MQTT tests; verilator, g++, make: the RTL co-simulation; the rest: hwflow's tests (Yosys, a fake Vivado in tclsh, rootless
 # disk images, a loopback sshd, rsync deploys).
-TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync chromium
+TEST_DEBS   := mosquitto verilator g++ make yosys tcl mtools e2fsprogs openssh-server openssh-client rsync chromium libdeflate0
 DATA_DEBS   := dataset-fashion-mnist
 
 .PHONY: help setup setup-demo bench-setup test lint fuzz bench-codecs fl bench-fl bench-fl-full bench-sim bench-scale study backbone bench-fewshot dse demo bench-demo testbed broker bench-coordinator bench-tensil bench-board compile rtl rtl-report bitstream sdcard flash deploy bench-hwflow clean
@@ -92,7 +92,7 @@ fuzz: setup
 	FEDCORE_FUZZ_SECONDS=$(call arg,FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_chunks.py -q -s -k structure_aware
 
 bench-codecs: setup
-	@scripts/system-deps.sh $(DATA_DEBS)
+	@scripts/system-deps.sh $(DATA_DEBS) libdeflate0
 	$(BIN)/python -m benchmarks.codecs
 
 CONFIG ?= configs/fl/fmnist_headline.toml

@@ -114,15 +114,16 @@ def plain_round_trip(tensors: Dict[str, np.ndarray], quantized: List[str]) -> Di
 
 def codec_round_trip(tensors: Dict[str, np.ndarray], quantized: List[str]) -> Dict[str, np.ndarray]:
     """Our codec's own part of the round trip (fedcore.codecs: per-channel 8-bit codes and
-    parameters to bytes and back; float32 bytes for the others), without the message around
-    it (header, its checks, the checksum): where the time of the round trip goes."""
+    parameters to bytes and back, the quantized tensors together as a message quantizes them;
+    float32 bytes for the others), without the message around it (header, its checks, the
+    checksum): where the time of the round trip goes."""
     out = {}
     for name, value in tensors.items():
         if name not in quantized:
             out[name] = np.frombuffer(value.astype("<f4").tobytes(), dtype="<f4").reshape(value.shape)
-            continue
-        channels = value.shape[0]
-        codes, params = tensor_codecs.affine_quantize(value.ravel(), 8, None, channels)
+    inputs = [tensor_codecs.AffineInput(tensors[name].ravel(), None, tensors[name].shape[0]) for name in quantized]
+    for name, (codes, params) in zip(quantized, tensor_codecs.affine_quantize_all(inputs, 8)):
+        value, channels = tensors[name], tensors[name].shape[0]
         raw, packed = params.to_bytes(), tensor_codecs.pack_bits(codes, 8)
         back = tensor_codecs.QuantParams.from_bytes(raw, channels, 8)
         out[name] = tensor_codecs.affine_dequantize(tensor_codecs.unpack_bits(packed, value.size, 8), back).reshape(value.shape)

@@ -24,6 +24,7 @@ import time
 import zlib
 from typing import Dict, List, NamedTuple, Optional, Set, Tuple, TypeVar, Union
 
+from fedcore.crc import crc32
 from fedcore.errors import ConfigError, MessageError
 
 __all__ = ["HEADER_BYTES", "MAGIC", "MAX_CHUNKS", "MIN_PAYLOAD", "Added", "Chunk", "ChunkError", "Reassembler",
@@ -117,7 +118,7 @@ def chunk_message(blob: bytes, digest: bytes, chunk_size: int, index: int) -> by
     count = max(1, -(-len(blob) // chunk_size))
     piece = bytes(memoryview(blob)[index * chunk_size:(index + 1) * chunk_size])
     fields = _FIELDS.pack(MAGIC, VERSION, digest, len(blob), chunk_size, count, index)
-    return fields + _CRC.pack(zlib.crc32(piece, zlib.crc32(fields))) + piece
+    return fields + _CRC.pack(crc32(piece, zlib.crc32(fields))) + piece
 
 
 def parse_chunk(message: bytes, max_total: int) -> Chunk:
@@ -130,7 +131,7 @@ def parse_chunk(message: bytes, max_total: int) -> Chunk:
     if version != VERSION:
         raise ChunkError("chunk format version %d is not supported (this reader knows %d)" % (version, VERSION))
     (crc,) = _CRC.unpack_from(message, _FIELDS.size)
-    if zlib.crc32(memoryview(message)[HEADER_BYTES:], zlib.crc32(memoryview(message)[:_FIELDS.size])) != crc:
+    if crc32(memoryview(message)[HEADER_BYTES:], zlib.crc32(memoryview(message)[:_FIELDS.size])) != crc:
         raise ChunkError("chunk %d: checksum mismatch (corrupted)" % index)
     # The header is as its sender wrote it: what follows refuses the sender's blob, not noise.
     digest = bytes(digest)

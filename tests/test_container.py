@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -315,8 +315,10 @@ json_text = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.tex
                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
                              st.sampled_from(["tensors", "meta", "a", ""]), inner, max_size=3), max_leaves=8)
 metas = st.fixed_dictionaries({
-    "round": st.integers(0, 5), "sender": st.text(alphabet=',"tensors:[]{}\\\u00e9x', max_size=12),
-    "num_samples": st.integers(0, 5), "kind": st.sampled_from(["weights", "delta", "Bad"]),
+    "round": st.integers(0, 5), "sender": st.text(alphabet=',"tensors:[]{}\\\u00e9x\x7f\x1f', max_size=12)
+    | st.sampled_from(["s" * 256, "s" * 257]),
+    "num_samples": st.integers(0, 5) | st.sampled_from([2**53 - 1, 2**53, 10**16, -1]),
+    "kind": st.sampled_from(["weights", "delta", "Bad", "k" * 32, "k" * 33]),
     "extra": st.dictionaries(st.sampled_from(["tensors", "meta", "k"]), json_text, max_size=3),
 })
 meta_parts = st.one_of(
@@ -328,7 +330,21 @@ meta_parts = st.one_of(
 )
 
 
+def _plain_meta(kind=b"weights", samples=b"0", round_=b"0", sender=b""):
+    return b'{"meta":{"extra":{},"kind":"%s","num_samples":%s,"round":%s,"sender":"%s"}' % (kind, samples, round_, sender)
+
+
 @given(meta_part=meta_parts, depth=st.sampled_from([16, 4, 3]))
+@example(meta_part=_plain_meta(samples=b"9007199254740991", round_=b"9007199254740992"), depth=16)
+@example(meta_part=_plain_meta(samples=b"9007199254740992"), depth=16)
+@example(meta_part=_plain_meta(samples=b"00"), depth=16)
+@example(meta_part=_plain_meta(sender=b'a\\"b'), depth=16)
+@example(meta_part=_plain_meta(sender=b"a\\\\b"), depth=16)
+@example(meta_part=_plain_meta(sender=b"\x7f\x1f"), depth=16)
+@example(meta_part=_plain_meta(sender=b"s" * 256), depth=16)
+@example(meta_part=_plain_meta(sender=b"s" * 257), depth=16)
+@example(meta_part=_plain_meta(kind=b"k" * 33), depth=16)
+@example(meta_part=_plain_meta(kind=b"Weights"), depth=16)
 def test_a_header_of_a_known_table_decodes_as_any_other(meta_part, depth):
     # A receiver keeps the tensor tables it has checked and then checks only the meta before one:
     # every header ending in a known table decodes, or is refused, exactly as with none kept.
