@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-__all__ = ["crc32"]
+__all__ = ["crc32", "implementation"]
 
 Buffer = Union[bytes, bytearray, memoryview]
 _LIBRARIES = ("libdeflate.so.0", "libdeflate.0.dylib")
@@ -29,6 +29,12 @@ def crc32(data: Buffer, value: int = 0) -> int:
         return function(value, data, len(data))
     view = np.frombuffer(data, dtype=np.uint8)  # any contiguous buffer, read-only too: its address, no copy
     return function(value, view.ctypes.data, view.size)
+
+
+def implementation() -> str:
+    """Which library computes large checksums here: "libdeflate" or "zlib"."""
+    function = _libdeflate() if _libdeflate_crc32 is _UNSET else _libdeflate_crc32
+    return "zlib" if function is None else "libdeflate"
 
 
 def _libdeflate() -> Optional[Callable[..., int]]:

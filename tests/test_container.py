@@ -78,6 +78,8 @@ def test_round_trip_every_codec(arrays, spec, round_):
     assert report.raw_bytes == 4 * sum(a.size for a in arrays)
     assert report.header_bytes + sum(t.encoded_bytes for t in report.tensors) == len(blob)
     assert encode_message(message, spec)[0] == blob, "encoding must be deterministic"
+    header = blob[10:10 + struct.unpack_from("<I", blob, 6)[0]]
+    assert header == json.dumps(json.loads(header), sort_keys=True, separators=(",", ":")).encode(), "canonical"
 
 
 def test_codec_per_tensor_by_mapping_and_function():
