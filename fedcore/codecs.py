@@ -116,8 +116,8 @@ class QuantParams:
             return cls(np.zeros(0, np.float32), np.zeros(0, np.uint8), 0.0)
         scale = np.frombuffer(raw, dtype="<f4", count=channels).astype(np.float32)  # a copy: aligned
         zero_point = np.frombuffer(raw, dtype=np.uint8, offset=4 * channels)
-        largest = float(scale.max())
-        if not 0 < scale.min() <= largest < np.inf:  # NaN fails every comparison
+        largest = float(np.maximum.reduce(scale))  # ufuncs, not the methods' Python wrappers
+        if not 0 < np.minimum.reduce(scale) <= largest < np.inf:  # NaN fails every comparison
             raise MessageError("quantization parameters: scales must be finite and positive")
         if bits < 8 and zero_point.max() > (1 << bits) - 1:
             raise MessageError("quantization parameters: zero point above %d-bit range" % bits)
@@ -187,7 +187,7 @@ def affine_quantize_all(arrays: Sequence[AffineInput], bits: int) -> List[Tuple[
     np.minimum(lo, _ZERO_64, out=lo)
     np.maximum(hi, _ZERO_64, out=hi)
     span = hi - lo  # float64: a full-range float32 tensor does not overflow here
-    if not math.isfinite(span.sum()):  # a NaN or an infinity in x makes lo or hi, so span, not finite
+    if not math.isfinite(np.add.reduce(span)):  # a NaN or an infinity in x makes lo or hi, so span, not finite
         for array, (a, b) in zip(arrays, bounds):
             if not np.isfinite(span[a:b]).all():
                 raise MessageError(("tensor %r: " % array.name if array.name else "") + "NaN or Inf cannot be quantized")
@@ -246,7 +246,7 @@ def _beyond_codes(lo: np.ndarray, hi: np.ndarray, inverse: np.ndarray, shift: np
     (the clip changes nothing unless a zero point rounded up by a whole half step)."""
     top = hi.astype(np.float32) * inverse + shift
     bottom = lo.astype(np.float32) * inverse + shift
-    return bool(top.size) and bool(top.max() >= levels + 1 or bottom.min() < 0)
+    return bool(top.size) and bool(np.maximum.reduce(top) >= levels + 1 or np.minimum.reduce(bottom) < 0)
 
 
 def _channel_range(x: np.ndarray, counts: Optional[np.ndarray], channels: int, lo: np.ndarray, hi: np.ndarray) -> None:
