@@ -479,7 +479,7 @@ def _split_frame(blob: bytes, limits: DecodeLimits) -> Tuple[bytes, memoryview]:
             % (header_length, _CHECKSUM.size, len(blob) - _PREFIX.size)
         )
     (stored,) = _CHECKSUM.unpack_from(blob, body_end)
-    computed = crc32(memoryview(blob)[:body_end])
+    computed = crc32(blob, 0, body_end)
     if stored != computed:
         raise MessageError(
             "checksum mismatch: CRC-32 0x%08x stored, 0x%08x computed over %d bytes (corrupt or cut message)"

@@ -25,6 +25,14 @@ def test_every_buffer_kind_gives_zlibs_checksum(size, value, seed):
                    np.frombuffer(data[3:3 + size // 4 * 4], np.float32).data):
         assert crc.crc32(buffer, value) == zlib.crc32(buffer, value)
     assert crc.crc32(data[3:], value) == expected
+    for buffer in (data, bytearray(data), memoryview(data)):  # a prefix, of bytes or not
+        assert crc.crc32(buffer, value, size) == zlib.crc32(data[:size], value)
+
+
+def test_a_prefix_longer_than_the_buffer_is_refused():
+    for buffer in (bytes(5000), bytearray(5000), memoryview(bytes(5000))):
+        with pytest.raises(ValueError, match="5001 bytes of a 5000-byte buffer"):
+            crc.crc32(buffer, 0, 5001)
 
 
 def test_libdeflate_is_used_where_the_system_has_it(fresh_lookup):
