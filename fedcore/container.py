@@ -215,7 +215,7 @@ def encode_message(
     """Encode `message`; `codec` is one TensorCodec for all tensors, a mapping
     from tensor name to TensorCodec, or a function (name, array) -> TensorCodec.
     The same message and codecs always give the same bytes."""
-    meta = _outgoing_meta(message.meta(), _DEFAULT_LIMITS)
+    meta = _meta_text(message.meta(), _DEFAULT_LIMITS)
     codec_of = _codec_resolver(codec)
     outgoing = []
     for name, value in message.tensors.items():
@@ -228,7 +228,7 @@ def encode_message(
         entries.append(entry)
         payloads += sections
         reports.append(TensorReport(tensor.name, 4 * tensor.size, nbytes, ops))
-    header = ('{"meta":%s,"tensors":[%s]}' % (_canonical_text(meta), ",".join(entries))).encode("ascii")
+    header = ('{"meta":%s,"tensors":[%s]}' % (meta, ",".join(entries))).encode("ascii")
     parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)), header] + payloads
     checksum = 0
     for part in parts:  # one join, no copy of the body just for its checksum
@@ -569,13 +569,21 @@ _PLAIN_META_PART = re.compile(
      r'"sender":"([ !#-\[\]-~]{0,%d})"\}' % (_KIND_PATTERN, MAX_NAME_LENGTH)).encode("ascii"))
 
 
+def _plain_meta(text: bytes) -> Optional[Dict[str, Any]]:
+    """The meta of `text` when it is a plain meta part (`_PLAIN_META_PART`) in range, else None."""
+    plain = _PLAIN_META_PART.fullmatch(text)
+    if plain is None or int(plain[2]) > sj.MAX_SAFE_INT or int(plain[3]) > sj.MAX_SAFE_INT:
+        return None
+    return {"extra": {}, "kind": plain[1].decode("ascii"), "num_samples": int(plain[2]),
+            "round": int(plain[3]), "sender": plain[4].decode("ascii")}
+
+
 def _parse_meta_part(text: bytes, limits: DecodeLimits) -> Optional[Dict[str, Any]]:
     """The meta of a header whose text up to its tensor table is `text`, or None when `text` and
     a closing brace are not an object of the one key "meta" with a valid meta."""
-    plain = _PLAIN_META_PART.fullmatch(text)
-    if plain is not None and int(plain[2]) <= sj.MAX_SAFE_INT and int(plain[3]) <= sj.MAX_SAFE_INT:
-        return {"extra": {}, "kind": plain[1].decode("ascii"), "num_samples": int(plain[2]),
-                "round": int(plain[3]), "sender": plain[4].decode("ascii")}
+    plain = _plain_meta(text)
+    if plain is not None:
+        return plain
     if not text.isascii():
         return None
     try:
@@ -592,6 +600,21 @@ def _parse_header(raw: bytes, limits: DecodeLimits) -> Dict[str, Any]:
         return sj.parse(raw, _header_schema(limits), limits.json_limits())
     except JSONError as exc:
         raise MessageError("header %s" % exc) from None
+
+
+def _meta_text(meta: Dict[str, Any], limits: DecodeLimits) -> str:
+    """The canonical JSON of the meta of a message to encode, checked as a decoder will check it.
+    A plain one (no extra; ints, and strings without escapes) is written by a template and
+    checked by the decoder's own pattern for it; any other goes through the schema."""
+    if (meta["extra"] == {} and type(meta["round"]) is int and type(meta["num_samples"]) is int
+            and type(meta["kind"]) is str and type(meta["sender"]) is str):
+        text = _PLAIN_META % (meta["kind"], meta["num_samples"], meta["round"], meta["sender"])
+        if text.isascii() and _plain_meta(b'{"meta":' + text.encode("ascii")) is not None:
+            return text
+    return _canonical_text(_outgoing_meta(meta, limits))
+
+
+_PLAIN_META = '{"extra":{},"kind":"%s","num_samples":%d,"round":%d,"sender":"%s"}'  # as the canonical encoder writes it
 
 
 def _outgoing_meta(meta: Any, limits: DecodeLimits) -> Dict[str, Any]:

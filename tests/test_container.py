@@ -385,3 +385,33 @@ def test_known_tables_are_few_and_small():
     container._KNOWN_TABLES.clear()
     decode_message(encode_message(Message(many))[0])
     assert not container._KNOWN_TABLES
+
+
+outgoing_metas = st.fixed_dictionaries({
+    "round": st.integers(-1, 5) | st.sampled_from([2**53 - 1, 2**53, True, np.int64(3), 1.0]),
+    "sender": st.text(max_size=6) | st.sampled_from(["s" * 256, "s" * 257, '"', "\\", "\ud800", "\x7f", "\x1f", 5]),
+    "num_samples": st.integers(0, 5) | st.sampled_from([2**53, np.int32(2), False]),
+    "kind": st.sampled_from(["weights", "delta", "Bad", "k" * 32, "k" * 33, "", None]),
+    "extra": st.sampled_from([{}, {"a": 1}, [], None]),
+})
+
+
+@given(meta=outgoing_metas)
+def test_a_plain_metas_template_is_the_canonical_encoders_text(meta):
+    # encode_message writes a plain meta by a template checked with the decoder's pattern; any
+    # meta gives the text, or the refusal, of the schema check and the canonical encoder.
+    def outcome(write):
+        try:
+            return write()
+        except MessageError as exc:
+            return "refused: %s" % exc
+    limits = container._DEFAULT_LIMITS
+    assert (outcome(lambda: container._meta_text(meta, limits))
+            == outcome(lambda: container._canonical_text(container._outgoing_meta(meta, limits))))
+
+
+def test_a_plain_meta_takes_the_template(monkeypatch):
+    meta = {"round": 3, "sender": "board-7", "num_samples": 42, "kind": "delta", "extra": {}}
+    expected = container._canonical_text(meta)
+    monkeypatch.setattr(container, "_outgoing_meta", lambda *args: pytest.fail("went through the schema"))
+    assert container._meta_text(meta, container._DEFAULT_LIMITS) == expected
