@@ -606,7 +606,7 @@ def _meta_text(meta: Dict[str, Any], limits: DecodeLimits) -> str:
     """The canonical JSON of the meta of a message to encode, checked as a decoder will check it.
     A plain one (no extra; ints, and strings without escapes) is written by a template and
     checked by the decoder's own pattern for it; any other goes through the schema."""
-    if (meta["extra"] == {} and type(meta["round"]) is int and type(meta["num_samples"]) is int
+    if (type(meta["extra"]) is dict and not meta["extra"] and type(meta["round"]) is int and type(meta["num_samples"]) is int
             and type(meta["kind"]) is str and type(meta["sender"]) is str):
         text = _PLAIN_META % (meta["kind"], meta["num_samples"], meta["round"], meta["sender"])
         if text.isascii() and _plain_meta(b'{"meta":' + text.encode("ascii")) is not None:

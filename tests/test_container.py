@@ -392,7 +392,7 @@ outgoing_metas = st.fixed_dictionaries({
     "sender": st.text(max_size=6) | st.sampled_from(["s" * 256, "s" * 257, '"', "\\", "\ud800", "\x7f", "\x1f", 5]),
     "num_samples": st.integers(0, 5) | st.sampled_from([2**53, np.int32(2), False]),
     "kind": st.sampled_from(["weights", "delta", "Bad", "k" * 32, "k" * 33, "", None]),
-    "extra": st.sampled_from([{}, {"a": 1}, [], None]),
+    "extra": st.sampled_from([{}, {"a": 1}, [], None, np.array([1, 2]), np.array([])]),
 })
 
 
