@@ -282,12 +282,11 @@ def affine_dequantize(codes: np.ndarray, params: QuantParams, counts: Optional[n
     else:
         out = codes.astype(np.float32)
         s, zp = np.repeat(scale, counts), np.repeat(zp, counts)
-    if channels and params.largest() * 255.0 > F32_MAX / 2:
-        # A range close to float32's own limits: compute wide, clip to float32.
-        out -= zp
-        return np.clip(out * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32).ravel()
     with _row_buffer(channels if counts is None else 0, out.size):
         out -= zp
+        if channels and params.largest() * 255.0 > F32_MAX / 2:
+            # A range close to float32's own limits: compute wide, clip to float32.
+            return np.clip(out * s.astype(np.float64), -F32_MAX, F32_MAX).astype(np.float32).ravel()
         out *= s
     return out.ravel()
 

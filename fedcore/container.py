@@ -400,9 +400,6 @@ def _canonical_text(obj: Any) -> str:
         raise MessageError("header is not plain JSON: %s" % exc) from None
 
 
-def _canonical_json(obj: Any) -> bytes:
-    return _canonical_text(obj).encode("ascii")
-
 
 # ---------------------------------------------------------------- decoding
 
@@ -606,28 +603,30 @@ def _meta_text(meta: Dict[str, Any], limits: DecodeLimits) -> str:
     """The canonical JSON of the meta of a message to encode, checked as a decoder will check it.
     A plain one (no extra; ints, and strings without escapes) is written by a template and
     checked by the decoder's own pattern for it; any other goes through the schema."""
-    if (type(meta["extra"]) is dict and not meta["extra"] and type(meta["round"]) is int and type(meta["num_samples"]) is int
-            and type(meta["kind"]) is str and type(meta["sender"]) is str):
-        text = _PLAIN_META % (meta["kind"], meta["num_samples"], meta["round"], meta["sender"])
+    extra, kind, sender = meta["extra"], meta["kind"], meta["sender"]
+    if (type(extra) is dict and not extra and type(kind) is str and type(sender) is str
+            and type(meta["round"]) is int and type(meta["num_samples"]) is int):
+        text = _PLAIN_META % (kind, meta["num_samples"], meta["round"], sender)
         if text.isascii() and _plain_meta(b'{"meta":' + text.encode("ascii")) is not None:
             return text
-    return _canonical_text(_outgoing_meta(meta, limits))
+    return _checked_meta_text(meta, limits)
 
 
 _PLAIN_META = '{"extra":{},"kind":"%s","num_samples":%d,"round":%d,"sender":"%s"}'  # as the canonical encoder writes it
 
 
-def _outgoing_meta(meta: Any, limits: DecodeLimits) -> Dict[str, Any]:
-    """The meta of a message to encode, checked as a decoder will check it."""
+def _checked_meta_text(meta: Any, limits: DecodeLimits) -> str:
+    """The canonical JSON of any meta, checked by the schema (which names the field of a wrong
+    type or range) and, where only a parse would refuse it, by parsing that JSON within the limits."""
     if isinstance(meta, dict):
         # numpy integers become plain ints, so that the header is plain JSON
         meta = {key: int(value) if is_int(value) else value for key, value in meta.items()}
     try:
-        checked = _META_SCHEMA.validate(meta, "$.meta")  # names the field of a wrong type or range
-        if not checked["extra"] and checked["sender"].isascii():
-            return checked  # nothing left that only a parse of the JSON would refuse
-        plain = sj.loads(_canonical_json(meta), limits.json_limits())  # depth, digits, strings of extra
-        return _META_SCHEMA.validate(plain, "$.meta")
+        checked = _META_SCHEMA.validate(meta, "$.meta")
+        text = _canonical_text(checked)
+        if checked["extra"] or not checked["sender"].isascii():  # depth, digits, strings of extra
+            _META_SCHEMA.validate(sj.loads(text, limits.json_limits()), "$.meta")
+        return text
     except JSONError as exc:
         raise MessageError("header %s" % exc) from None
 

@@ -30,7 +30,8 @@ def crc32(data: Buffer, value: int = 0, size: Optional[int] = None) -> int:
         raise ValueError("a checksum of %d bytes of a %d-byte buffer" % (size, total))
     function = _function() if size >= _LARGE else None
     if function is None:
-        return zlib.crc32(data if size == total else memoryview(data).cast("B")[:size], value)
+        whole = data if view is None else view
+        return zlib.crc32(whole if size == total else memoryview(whole)[:size], value)
     if view is None:
         return function(value, data, size)
     if not view.readonly:

@@ -407,11 +407,11 @@ def test_a_plain_metas_template_is_the_canonical_encoders_text(meta):
             return "refused: %s" % exc
     limits = container._DEFAULT_LIMITS
     assert (outcome(lambda: container._meta_text(meta, limits))
-            == outcome(lambda: container._canonical_text(container._outgoing_meta(meta, limits))))
+            == outcome(lambda: container._checked_meta_text(meta, limits)))
 
 
 def test_a_plain_meta_takes_the_template(monkeypatch):
     meta = {"round": 3, "sender": "board-7", "num_samples": 42, "kind": "delta", "extra": {}}
     expected = container._canonical_text(meta)
-    monkeypatch.setattr(container, "_outgoing_meta", lambda *args: pytest.fail("went through the schema"))
+    monkeypatch.setattr(container, "_checked_meta_text", lambda *args: pytest.fail("went through the schema"))
     assert container._meta_text(meta, container._DEFAULT_LIMITS) == expected
