@@ -286,16 +286,20 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
                      "bound": max(by_class, key=lambda k: by_class[k])})
         previous, start = cumulative, end
     out["layers"] = rows
+    out["floors"] = floors = serial_floors(result, model.memory, fuse(load_onnx(BACKBONE)))
+    for row, floor in zip(rows, floors["layer_by_layer"]["each_layer"]):
+        row["floor_cycles"] = floor
     print("where the cycles go, ResNet-9 on 12x12 (RTL per layer: the program cut after each layer, run to "
           "the flush probe, differenced; classes: the calibrated model's cycles; padding: MatMul lanes "
           "spent on channels padded to %d; *negative where rows of zero padding, counted in the ONNX "
           "MACs, are skipped)" % n)
-    print("%-22s %9s %9s %6s %8s  %s" % ("layer", "RTL", "model", "MAC%", "padding*",
+    print("%-22s %9s %9s %9s %6s %8s  %s" % ("layer", "RTL", "floor", "model", "MAC%", "padding*",
                                         "  ".join("%11s" % c for c in CYCLE_CLASSES) + "  bound"))
     for row in rows:
         share = {c: row["by_class"][c] / max(row["model_cycles"], 1) for c in CYCLE_CLASSES}
-        print("%-22s %9s %9s %5.1f%% %7.1f%%  %s  %s" % (
-            row["layer"][-22:], format(row["rtl_cycles"], ","), format(row["model_cycles"], ","),
+        print("%-22s %9s %9s %9s %5.1f%% %7.1f%%  %s  %s" % (
+            row["layer"][-22:], format(row["rtl_cycles"], ","), format(int(row["floor_cycles"]), ","),
+            format(row["model_cycles"], ","),
             100 * row["macs"] / (n * n * max(row["rtl_cycles"], 1)), 100 * row["padding_lanes"],
             "  ".join("%10.1f%%" % (100 * share[c]) for c in CYCLE_CLASSES), row["bound"]))
     total = sum(r["rtl_cycles"] for r in rows)
@@ -303,12 +307,12 @@ def layers_section(args: argparse.Namespace) -> Dict[str, Any]:
     out.update(total_rtl_cycles=total, whole_program_rtl_cycles=whole)
     totals = {c: sum(r["by_class"][c] for r in rows) for c in CYCLE_CLASSES}
     model_total = sum(totals.values())
-    print("%-22s %9s %9s %5.1f%%           %s" % (
-        "all", format(total, ","), format(model_total, ","), 100 * result.macs / (n * n * total),
+    print("%-22s %9s %9s %9s %5.1f%%           %s" % (
+        "all", format(total, ","), format(int(floors["layer_by_layer"]["parts"]["each layer alone"]), ","),
+        format(model_total, ","), 100 * result.macs / (n * n * total),
         "  ".join("%10.1f%%" % (100 * totals[c] / model_total) for c in CYCLE_CLASSES)))
     out["verdicts"].append(_verdict("per-layer RTL cycles add up to the whole program's", total == whole,
                                     "%s = %s" % (format(total, ","), format(whole, ","))))
-    out["floors"] = floors = serial_floors(result, model.memory, fuse(load_onnx(BACKBONE)))
     print("floors on this RTL (its decoder runs one instruction after another: tests/test_tensil_rtl.py"
           "::test_the_decoder_runs_instructions_one_after_another):")
     for key, what in (("layer_by_layer", "this program's work, layers one after another, weights read early "
@@ -403,7 +407,8 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
     early += sum(min(left, n + 1 + drain) for left in surplus[:-1])
     within = sum(floor(w)["cycles"] for w in layers)
     layer_by_layer = {"cycles": within - early,
-                      "parts": {"each layer alone": within, "hidden across layers at most": early}}
+                      "parts": {"each layer alone": within, "hidden across layers at most": early},
+                      "each_layer": [floor(w)["cycles"] for w in layers]}
 
     # The network as written, before the compiler packs kernel columns into lanes (tensil_tools.
     # compiler.packing); non-zero weights: a global average pool is a diagonal convolution here.

@@ -199,6 +199,8 @@ def boundary_violations(instructions: Sequence[Instruction], arch: Architecture,
 
 
 _SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}
+SIMD_QUEUE_CYCLES = 105.0   # SIMD work a DRAM move after a SIMD run runs beside, at most
+READ_BESIDE_SIMDS = 3.0     # what such a read costs at least
 
 
 class MemoryAwareModel(TensilLatencyModel):
@@ -217,6 +219,9 @@ class MemoryAwareModel(TensilLatencyModel):
         # pending for the array and the accumulator moves), else None
         self._simd_since_matmul: Optional[float] = None
         self._simds_since_matmul = 0   # how many SIMDs that is
+        # the SIMD work the decoder has queued ahead of their execution: each SIMD of the run
+        # since the last other instruction, its cycles less the decoder's one
+        self._simd_queue = 0.0
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
         """AXI bursts of a move of `vectors` vectors from DRAM vector `address` (axi_requests)."""
@@ -259,12 +264,13 @@ class MemoryAwareModel(TensilLatencyModel):
             # SIMDs between a MatMul and this read waited for the array's drain while the
             # decoder went on: the read and the drain run beside them, each SIMD then costing
             # the decoder's cycle (measured: up to the drain and the read's latency)
-            beside = 0.0
+            cost = wait + max(beats, (requests - 1) * m.read_request_cycles + first) + m.read_latency + m.read_setup
             if self._simd_since_matmul:
-                beside = min(self._simd_since_matmul - self._simds_since_matmul,
-                             array_drain + m.read_latency + m.read_setup)
-            return (wait + max(beats, (requests - 1) * m.read_request_cycles + first)
-                    + m.read_latency + m.read_setup - beside)
+                return cost - min(self._simd_since_matmul - self._simds_since_matmul,
+                                  array_drain + m.read_latency + m.read_setup)
+            # After SIMDs alone, the read runs beside the SIMD work still queued (measured:
+            # at most SIMD_QUEUE_CYCLES of it, and the read costs READ_BESIDE_SIMDS at least).
+            return cost - max(0.0, min(self._simd_queue, SIMD_QUEUE_CYCLES, cost - READ_BESIDE_SIMDS))
         return max(beats, requests * m.write_request_cycles) + m.write_setup
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
@@ -276,6 +282,7 @@ class MemoryAwareModel(TensilLatencyModel):
             hidden = min(self._write_tail, cost)
             cost -= hidden
         self._write_tail = min(self.memory.write_overlap, cost) if writes else 0.0
+        self._simd_queue = self._simd_queue + cost - 1.0 if isinstance(instruction, SIMD) else 0.0
         if isinstance(instruction, MatMul):
             self._simd_since_matmul, self._simds_since_matmul = 0.0, 0
         elif isinstance(instruction, SIMD) and self._simd_since_matmul is not None:

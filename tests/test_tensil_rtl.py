@@ -600,6 +600,42 @@ def test_the_decoder_runs_instructions_one_after_another():
     assert shared(simds(128), dram_move) == shared(simds(512), dram_move) <= 110
 
 
+def test_a_dram_read_after_simds_runs_beside_the_simd_work_queued():
+    # What backend._Scheduler._prefetch relies on, and tensil.estimate.MemoryAwareModel prices:
+    # a weight block's read (13 vectors, 54 cycles alone) after k LeakyReLU vectors (the
+    # compiler's three SIMDs each) costs 54 - 3k cycles beyond the SIMDs, 3 at least: the
+    # decoder queues each SIMD in a cycle and moves on to the read while they run.
+    from tensil.estimate import READ_BESIDE_SIMDS
+    from tensil.isa import DataMove, DataMoveKind
+
+    d0, d1, local, accumulators = memories(4, dram_vectors=1024)
+
+    def leaky(v):
+        return [SIMD(SimdOp.ZERO, dest=1),
+                SIMD(SimdOp.MIN, left=0, right=1, dest=1, read_address=v, read=True),
+                SIMD(SimdOp.MULTIPLY, left=0, right=1, write_address=v, read_address=2000, read=True,
+                     write=True, accumulate=True)]
+
+    def read(k):
+        return [DataMove(DataMoveKind.DRAM1_TO_LOCAL, 5000 + 16 * k, 16 * k, 12)]
+
+    def cycles(program):
+        return cosim.run(encode_program(program, ARCH), d0, d1, ARCH, local=local, accumulators=accumulators,
+                         completion="drain").cycles
+
+    tail, reads = [DataMove(DataMoveKind.ACC_TO_LOCAL, 100, 0, 31)], 8
+    alone = (cycles(sum((read(k) for k in range(reads)), []) + tail) - cycles(tail)) / reads
+    assert alone == 54
+    for vectors in (4, 8, 12, 16, 24):
+        runs = [sum((leaky(vectors * k + j) for j in range(vectors)), []) for k in range(reads)]
+        simds = sum(runs, []) + tail
+        both = sum((run + read(k) for k, run in enumerate(runs)), []) + tail
+        added = (cycles(both) - cycles(simds)) / reads
+        assert abs(added - max(alone - 3 * vectors, READ_BESIDE_SIMDS)) <= 1, (vectors, added)
+        modelled = (estimate_memory_aware(both, ARCH).cycles - estimate_memory_aware(simds, ARCH).cycles) / reads
+        assert abs(modelled - added) <= 1.5, (vectors, added, modelled)
+
+
 def test_a_dram_read_pays_its_latency_and_hides_a_drain_only():
     # The read latency of benchmarks/compiler.py serial_floors: a DRAM read between a MatMul
     # and the next LoadWeights runs beside the array's drain (2n-1), latency included, but

@@ -28,6 +28,14 @@ between them and a block's post-ops are spread among the next block's weight loa
 runs them there beside the drain and the weight read), its rows written after that block.
 Convolution, bias, residual addition, activation and average scaling of a layer thus happen
 in the accumulators without a round trip through memory.
+
+Post-ops that no weight read of their own layer hides (a single tile, a layer's last block)
+run in batches of EARLY_READ_SIMDS with a read of a later layer's weight block after each:
+the RTL runs a DRAM read beside the SIMD work queued before it. The block waits in local
+memory that no activation planned in between needs and that every layer in between left free
+in the plain schedule; its layer loads it without reading it (its read would have cost the
+beats beyond the array's drain). `schedule` keeps that program where the calibrated model says
+it is faster.
 """
 
 import collections
@@ -38,6 +46,7 @@ from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 import numpy as np
 
 from tensil.arch import Architecture
+from tensil.estimate import estimate_memory_aware
 from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
@@ -100,6 +109,7 @@ class CompiledProgram:
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
 HIDDEN_SIMDS = 24        # deferred SIMDs before a weight read and load (see _compute)
 HIDDEN_SIMDS_NO_READ = 3
+EARLY_READ_SIMDS = 48    # SIMDs before each read of a later layer's block (_prefetch)
 
 
 def _pow2_stride(step: int, depth: int) -> Optional[int]:
@@ -116,7 +126,8 @@ class _Scheduler:
     constants (constants.py), tiling (tiling.py) and the run-time buffers as the layers run,
     emission here, placement (placement.py) at the end."""
 
-    def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan):
+    def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
+                 prefetch_room: Optional[List[int]] = None):
         self.q = qgraph
         self.arch: Architecture = qgraph.arch
         self.n = qgraph.arch.array_size
@@ -136,6 +147,15 @@ class _Scheduler:
         self.constants = Constants(qgraph)
         self.acc_avail = self.constants.acc_avail   # accumulators for tiles and windows
         self.axi_violations = 0              # moves no placement could keep inside 4 KiB
+        # Early weight reads (_prefetch): None, or for each layer the local vectors it may give
+        # to blocks read early for later layers (what it left free in a schedule without them).
+        self.prefetch_room = prefetch_room
+        self.layer_peaks: List[int] = []     # local vectors in use at most, layer by layer
+        self.index = -1                      # the layer being scheduled
+        self.early: Dict[Tuple[int, int], Tuple[int, bool]] = {}   # (layer, block) -> (local, headless)
+        self.early_held = [0] * len(qgraph.layers)   # vectors early blocks hold during each layer
+        self.early_candidates: Deque[Tuple[int, int]] = collections.deque(
+            self._early_candidates() if prefetch_room is not None else [])
 
     # ------------------------------------------------------------------ zeroing
     def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
@@ -219,12 +239,21 @@ class _Scheduler:
         region = self.memory.place_input()
         if region.space == "local":
             self._import_input(region)
+        local = self.memory.local
         for index, q in enumerate(self.q.layers):
             self.program.barrier()    # per-layer instruction slices stay exact
             start = len(self.program)
+            self.index = index
+            peak, local.peak = local.peak, local.used
             self._layer(index, q)
+            self.layer_peaks.append(local.peak)
+            local.peak = max(peak, local.peak)
             self.reports[-1].instructions = len(self.program) - start
             self.reports[-1].start = start
+            for (layer, block), (address, _) in list(self.early.items()):
+                if layer == index:
+                    local.release(address, self.n + 1)
+                    del self.early[(layer, block)]
             self.memory.release_after(index, q)
         dram1 = self._place_dram1()
         self._place_dram0()
@@ -327,10 +356,17 @@ class _Scheduler:
                 if isinstance(op, MatOp) and op.block not in order:
                     order.append(op.block)
         per = self.n + 1
-        size = len(order) * per + (self.n if order else 0)
-        base = self.memory.alloc(size, q.name)
         self.headless_blocks.clear()   # the blocks of earlier groups are gone
         addresses: Dict[int, int] = {}
+        for block in order:   # read early, during an earlier layer (_prefetch)
+            if (self.index, block) in self.early:
+                address, headless = self.early[(self.index, block)]
+                addresses[block] = address
+                if headless:
+                    self.headless_blocks.add((address, block))
+        order = [block for block in order if block not in addresses]
+        size = len(order) * per + (self.n if order else 0)
+        base = self.memory.alloc(size, q.name)
         half = self.program.half
         cursor = base
         for block in order:
@@ -623,9 +659,86 @@ class _Scheduler:
 
         def finish() -> None:
             while self.hidden:
-                program.emit(self.hidden.popleft())
+                batch = min(len(self.hidden), EARLY_READ_SIMDS)
+                for _ in range(batch):
+                    program.emit(self.hidden.popleft())
+                if batch == EARLY_READ_SIMDS:
+                    self._prefetch()   # a later layer's block read beside these SIMDs
             self._write(cob, region, staging, i0, i1, wo, base)
         return finish
+
+    # early weight reads -------------------------------------------------------------------
+    def _early_candidates(self) -> List[Tuple[int, int]]:
+        """(layer, block) of the weight blocks that may be read during an earlier layer, nearest
+        layer first: a layer's blocks but the first few of each output block, whose reads hide
+        the post-ops of the block before (_compute)."""
+        candidates: List[Tuple[int, int]] = []
+        for index, q in enumerate(self.q.layers):
+            if q.max_term is not None:
+                continue
+            out = q.layer.output
+            simds = 3 * len(q.post) * out.height * out.width   # at most 3 SIMDs a vector an op
+            keep = -(-simds // HIDDEN_SIMDS) + 1 if HIDDEN_SIMDS else 0
+            seen: Set[int] = set()
+            for ops in q.ops:
+                fresh = [op.block for op in ops if isinstance(op, MatOp)]
+                fresh = [b for k, b in enumerate(fresh) if b not in seen and b not in fresh[:k]]
+                seen.update(fresh)
+                candidates += [(index, block) for block in fresh[keep:]]
+        return candidates
+
+    def _early_address(self, layer: int) -> Optional[int]:
+        """Local memory for a block held from now until `layer` runs: free now, outside the
+        planned regions of the activations made in between, inside every layer's room, not
+        across the middle; the highest such run (the allocator takes the lowest first)."""
+        per = self.n + 1
+        assert self.prefetch_room is not None
+        if any(self.early_held[j] + per > self.prefetch_room[j] for j in range(self.index, layer)):
+            return None
+        plan = self.memory.plan
+        taken: List[Tuple[int, int]] = []
+        for j in range(self.index + 1, layer + 1):
+            region = plan.regions.get(id(self.q.layers[j].layer.output)) if plan is not None else None
+            if region is not None and region.space == "local":
+                taken.append((region.base, region.base + region.size))
+        half = self.program.half
+        for start, size in sorted(self.memory.local.free, reverse=True):
+            top = start + size
+            while top - per >= start:
+                low = top - per
+                if low < half < top:
+                    top = half
+                    continue
+                clash = [b for a, b in taken if a < top and low < b]
+                if not clash:
+                    return low
+                top = min(a for a, b in taken if a < top and low < b)
+        return None
+
+    def _prefetch(self) -> None:
+        """Read the next candidate block of a later layer into local memory, where it waits
+        for its layer (which then reads it no more): beside the SIMDs just emitted, the read
+        costs little, and its layer saves the read's beats."""
+        while self.early_candidates and self.early_candidates[0][0] <= self.index:
+            self.early_candidates.popleft()
+        if not self.early_candidates:
+            return
+        layer, block = self.early_candidates[0]
+        address = self._early_address(layer)
+        if address is None:   # nor for any later layer: they would hold it longer
+            return
+        self.early_candidates.popleft()
+        per = self.n + 1
+        self.memory.local.take(address, per)
+        for j in range(self.index, layer + 1):
+            self.early_held[j] += per
+        q = self.q.layers[layer]
+        headless = not q.blocks[block][0].any()
+        skip = int(headless)
+        rows = q.block_rows[block]
+        dram = self.constants.image(q.blocks[block][skip:rows + 1])
+        self.program.datamove(K.DRAM1_TO_LOCAL, address + skip, dram, rows + 1 - skip)
+        self.early[(layer, block)] = (address, headless)
 
     def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
                wo: int, base: int = 0) -> None:
@@ -751,6 +864,8 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     to DRAM0 and plan again until every layer fits, its activations in the plan and its buffers
     at emission (MemoryOverflow when one cannot fit even then).
 
+    Then the same plan again with weights read early (_with_early_reads), if that is faster.
+
     `strategy="dram0"` puts every activation in DRAM0 from the start, as Tensil's own
     compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
     """
@@ -761,7 +876,10 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     homes[id(qgraph.graph.output)] = "dram0"
     for _ in range(max_attempts):
         try:
-            return _Scheduler(qgraph, homes, plan_activations(qgraph, homes)).run()
+            plan = plan_activations(qgraph, homes)
+            scheduler = _Scheduler(qgraph, homes, plan)
+            program = scheduler.run()
+            return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks)
         except NoRoom as full:
             candidates = [v for v in full.live if homes.get(id(v)) == "local"]
             if not candidates:
@@ -771,3 +889,19 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
             victim = max(candidates, key=lambda v: v.channels * v.height * v.width)
             homes[id(victim)] = "dram0"
     raise CompileError("no memory plan found in %d attempts" % max_attempts)
+
+
+def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
+                      program: CompiledProgram, peaks: List[int]) -> CompiledProgram:
+    """The program again with weight blocks read early (_Scheduler._prefetch), each layer giving
+    them what it left free in `program`, where the RTL-calibrated cycle model says it is
+    faster; else `program`."""
+    room = [qgraph.arch.local_depth - 1 - peak for peak in peaks]
+    try:
+        early = _Scheduler(qgraph, homes, plan, room).run()
+    except (NoRoom, CompileError):
+        return program
+    arch = qgraph.arch
+    if estimate_memory_aware(early.instructions, arch).cycles < estimate_memory_aware(program.instructions, arch).cycles:
+        return early
+    return program
