@@ -142,6 +142,69 @@ def test_the_activation_plan_runs_alone_keeps_live_planes_apart_and_is_what_emis
                                                                           tight.layers[0].layer.output]
 
 
+def test_a_packed_channel_block_frees_its_plane_after_its_packing_layer():
+    # memory.blocks_read / Memory.release_after: a 16-channel map on 12 lanes is two planes;
+    # its convolution reads the first (its last 4 channels come packed, packing.py), so the
+    # second plane is free once the packing layer has read it, not only after the convolution.
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from onnx_kit import ModelBuilder
+
+    from tensil_tools.compiler.fusion import fuse
+    from tensil_tools.compiler.lowering import load_onnx
+    from tensil_tools.compiler.memory import Memory, blocks_read
+    from tensil_tools.compiler.packing import pack_columns
+    from tensil_tools.compiler.quantize import quantize
+
+    b = ModelBuilder((1, 16, 8, 8), 0)
+    y = b.op("LeakyRelu", [b.conv(b.input, 16, 16, 3, pads=1)], alpha=0.1)
+    y = b.op("LeakyRelu", [b.conv(y, 16, 16, 3, pads=1)], alpha=0.1)
+    q = quantize(pack_columns(fuse(load_onnx(b.model(b.conv(y, 16, 6, 1)))), 12), ARCH12)
+    assert [layer.layer.ops for layer in q.layers][:4] == [["Pack"], ["Conv", "LeakyRelu"], ["Pack"],
+                                                            ["Conv", "LeakyRelu"]]
+    x, hidden = q.graph.input, q.layers[1].layer.output
+    assert blocks_read(q.layers[0], 12) == {id(x): {1}}
+    assert blocks_read(q.layers[1], 12) == {id(x): {0}, id(q.layers[0].layer.output): {0}}
+    assert blocks_read(q.layers[2], 12) == {id(hidden): {1}}
+    memory = Memory(q, {id(v): "local" for v in q.graph.values()})
+    memory.regions[id(x)] = memory.place_input()
+    freed = []
+    for index, layer in enumerate(q.layers):
+        memory.place_output(layer)
+        used = memory.local.used
+        memory.release_after(index, layer)
+        freed.append(used - memory.local.used)
+    plane = 10 * 10   # 8 x 8 and the 3 x 3 convolutions' border of 1
+    packed = 10 * 8    # 12 lanes of 3 columns x 4 channels, the rows' border only
+    assert freed[:4] == [plane, plane + packed, plane, plane + packed]   # a plane at each packing
+
+
+def test_where_the_plane_freeing_plan_spills_the_whole_activation_plan_is_made_too(monkeypatch):
+    # backend.schedule: freeing planes early can leave holes that split the room a later
+    # activation needs; where that plan spills, the plan freeing whole activations is made too
+    # and the faster program (calibrated model) kept. Without a spill, one plan only.
+    import dataclasses
+
+    from tensil.estimate import estimate_memory_aware
+    from tensil_tools.compiler import backend
+
+    made = []
+    plain = backend._schedule
+
+    def recording(qgraph, strategy, attempts, free_planes):
+        program = plain(qgraph, strategy, attempts, free_planes)
+        made.append((free_planes, program))
+        return program
+    monkeypatch.setattr(backend, "_schedule", recording)
+    tight = dataclasses.replace(ARCH12, local_depth=200)
+    chosen = backend.schedule(_qgraph(tight))
+    assert [free for free, _ in made] == [True, False] and made[0][1].spilled
+    cycles = [estimate_memory_aware(program.instructions, tight).cycles for _, program in made]
+    assert chosen is made[cycles.index(min(cycles))][1]
+    made.clear()
+    assert not backend.schedule(_qgraph(ARCH12)).spilled and [free for free, _ in made] == [True]
+
+
 def test_the_allocator_takes_a_planned_run_only_where_it_is_free():
     from tensil_tools.compiler.program import Allocator
 

@@ -865,18 +865,33 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     at emission (MemoryOverflow when one cannot fit even then).
 
     Then the same plan again with weights read early (_with_early_reads), if that is faster.
+    Planes of channel blocks are freed after their last reader (memory.blocks_read); where that
+    plan spills activations, the plan freeing whole activations only is made too, and the
+    faster program (RTL-calibrated model) kept: the holes early frees leave can split the room
+    a later activation needs.
 
     `strategy="dram0"` puts every activation in DRAM0 from the start, as Tensil's own
     compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
     """
     if strategy not in STRATEGIES:
         raise ValueError("strategy must be one of %s, got %r" % (", ".join(STRATEGIES), strategy))
+    program = _schedule(qgraph, strategy, max_attempts, free_planes=True)
+    if not program.spilled or strategy != "on-chip":
+        return program
+    whole = _schedule(qgraph, strategy, max_attempts, free_planes=False)
+    arch = qgraph.arch
+    if estimate_memory_aware(whole.instructions, arch).cycles < estimate_memory_aware(program.instructions, arch).cycles:
+        return whole
+    return program
+
+
+def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: bool) -> CompiledProgram:
     start = "local" if strategy == "on-chip" else "dram0"
     homes: Dict[int, str] = {id(v): start for v in qgraph.graph.values()}
     homes[id(qgraph.graph.output)] = "dram0"
     for _ in range(max_attempts):
         try:
-            plan = plan_activations(qgraph, homes)
+            plan = plan_activations(qgraph, homes, free_planes)
             scheduler = _Scheduler(qgraph, homes, plan)
             program = scheduler.run()
             return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks)

@@ -15,7 +15,7 @@ output is placed, and the allocator merges free runs, so its state there is the 
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from tensil.arch import Architecture
 from tensil.driver import PROBE_VECTORS
@@ -23,7 +23,7 @@ from tensil.driver import PROBE_VECTORS
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
 from .program import Allocator
-from .quantize import QGraph, QLayer, blocks_of
+from .quantize import MatOp, QGraph, QLayer, blocks_of
 
 __all__ = ["ActivationPlan", "Memory", "NoRoom", "Region", "dense_region", "nhwc_region", "plan_activations",
            "staging_region"]
@@ -102,12 +102,31 @@ def last_use(qgraph: QGraph) -> Dict[int, int]:
     return last
 
 
+def blocks_read(q: QLayer, n: int) -> Dict[int, Set[int]]:
+    """The channel blocks layer q reads of each value (by id) it reads: of a convolution's
+    input, the blocks its MatMuls read (none of a block whose weights are all zero: a packed
+    input's other terms leave it to its packing layer); all of them for any other term."""
+    read: Dict[int, Set[int]] = {}
+    convolved: Set[int] = set()
+    for ops in q.ops:
+        for op in ops:
+            if isinstance(op, MatOp):
+                convolved.add(op.term)
+                if not op.zeroes:
+                    read.setdefault(id(q.layer.terms[op.term].input), set()).add(op.cib)
+    for t, term in enumerate(q.layer.terms):
+        if t not in convolved or not isinstance(term, LinearTerm):
+            read[id(term.input)] = set(range(blocks_of(term.input.channels, n)))
+    return read
+
+
 @dataclasses.dataclass(frozen=True)
 class ActivationPlan:
     """Every activation's region for the whole program (by value id), and DRAM0's top."""
 
     regions: Dict[int, Region]
     dram0_top: int
+    free_planes: bool = True   # a channel block's plane freed after its last reader (release_after)
 
 
 class Memory:
@@ -115,8 +134,10 @@ class Memory:
     plan it places each activation as its layer comes (`plan_activations` runs it so); with
     one, it takes the planned regions."""
 
-    def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: Optional[ActivationPlan] = None):
+    def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: Optional[ActivationPlan] = None,
+                 free_planes: bool = True):
         self.plan = plan
+        self.free_planes = plan.free_planes if plan is not None else free_planes
         self.graph = qgraph.graph
         self.arch: Architecture = qgraph.arch
         self.n = self.arch.array_size
@@ -124,6 +145,12 @@ class Memory:
         self.local = Allocator(self.arch.local_depth - 1, "local memory")  # last: driver probe
         self.pads = storage_pads(qgraph)
         self.last_use = last_use(qgraph)
+        # each (value id, channel block): the last layer reading it, and the planes freed early
+        self.block_last_use: Dict[Tuple[int, int], int] = {}
+        for index, q in enumerate(qgraph.layers):
+            for key, blocks in blocks_read(q, self.n).items():
+                self.block_last_use.update(((key, cb), index) for cb in blocks)
+        self.freed_planes: Dict[int, Set[int]] = {}
         self.regions: Dict[int, Region] = {}
         self.resident: List[Value] = []      # values holding local memory now
         self.pending: List[Value] = []       # values the current layer needs
@@ -196,22 +223,39 @@ class Memory:
         return self.spill_region(out) if self.plan is None else self.plan.regions[id(out)]
 
     def release_after(self, index: int, q: QLayer) -> None:
-        """Free the local memory of the values layer `index` read last."""
+        """Free the local memory of the values layer `index` read last, and the planes of the
+        channel blocks it read last of the others (a packed block's plane after its packing)."""
         for value in q.layer.inputs:
+            region = self.regions.get(id(value))
+            if region is None or region.space != "local":
+                continue
+            freed = self.freed_planes.setdefault(id(value), set())
             if self.last_use.get(id(value)) == index:
-                region = self.regions.get(id(value))
-                if region is not None and region.space == "local":
+                if not freed:
                     self.local.release(region.base, region.size)
-                    self.resident = [v for v in self.resident if v is not value]
+                else:
+                    for cb in range(region.size // region.cb_pitch):
+                        if cb not in freed:
+                            self.local.release(region.base + cb * region.cb_pitch, region.cb_pitch)
+                self.resident = [v for v in self.resident if v is not value]
+                continue
+            blocks = blocks_of(value.channels, self.n)
+            if not self.free_planes or region.cb_pitch * blocks != region.size:   # not one plane a block
+                continue
+            for cb in range(blocks):
+                if cb not in freed and self.block_last_use.get((id(value), cb), -1) <= index:
+                    self.local.release(region.base + cb * region.cb_pitch, region.cb_pitch)
+                    freed.add(cb)
 
 
-def plan_activations(qgraph: QGraph, homes: Dict[int, str]) -> ActivationPlan:
+def plan_activations(qgraph: QGraph, homes: Dict[int, str], free_planes: bool = True) -> ActivationPlan:
     """Every activation's region, decided before any instruction: the input's planes when it
     is imported (if its home is local), each layer's output when the layer runs, local planes
-    released after their last reader. Raises NoRoom when one does not fit."""
-    memory = Memory(qgraph, homes)
+    released after their last reader (with `free_planes`, a channel block's plane after the
+    last reader of that block). Raises NoRoom when one does not fit."""
+    memory = Memory(qgraph, homes, free_planes=free_planes)
     memory.place_input()
     for index, q in enumerate(qgraph.layers):
         memory.place_output(q)
         memory.release_after(index, q)
-    return ActivationPlan(dict(memory.regions), memory.dram0_top)
+    return ActivationPlan(dict(memory.regions), memory.dram0_top, free_planes)
