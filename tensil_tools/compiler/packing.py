@@ -13,14 +13,21 @@ one), so the rewrite changes nothing the reference, the emulator and the RTL com
 the order of each sum. It costs kw passes over the input rows and a copy of P; the
 compiler keeps it only where that is less than the passes it saves, and `compile_graph`
 keeps the packed graph only where the calibrated cycle model says it is faster.
+
+Where P has fewer pixels than its input (a strided convolution reads it) and only packing
+layers read the packed channels, the layer making them is split in two (the channel blocks
+before them, its post-ops included; the packed channels without post-ops) and the post-ops
+of the packed channels run on P instead: an elementwise op that keeps 0 commutes with a 0/1
+selection, so the values are the same, on fewer vectors (ResNet-9: blocks.0/conv2's last 4
+channels, 1,024 vectors of LeakyReLU, become 512 vectors of its stride-2 packing's).
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .graph import Graph, Layer, LinearTerm, Value
+from .graph import Clip, Graph, Layer, LeakyRelu, LinearTerm, PostOp, Relu, Value
 
 __all__ = ["pack_columns"]
 
@@ -81,4 +88,81 @@ def pack_columns(graph: Graph, n: int) -> Graph:
             terms += replacement
             changed = True
         layers.append(dataclasses.replace(layer, terms=terms) if terms != layer.terms else layer)
-    return dataclasses.replace(graph, layers=layers) if changed else graph
+    return _post_ops_after_packing(dataclasses.replace(graph, layers=layers)) if changed else graph
+
+
+# a split value: the channels before the packed ones, the packed ones, how many before, and
+# the post-ops its packing layers take over
+Split = Tuple[Value, Value, int, List[PostOp]]
+
+
+def _keeps_zero(op: PostOp) -> bool:
+    return isinstance(op, (Relu, LeakyRelu)) or (isinstance(op, Clip) and op.low <= 0 <= op.high)
+
+
+def _post_ops_after_packing(graph: Graph) -> Graph:
+    """Each layer whose last channels only strided packing layers read, split in two: the
+    channels before (with its post-ops) and those (without); the post-ops move to the packing
+    layers (module docstring)."""
+    consumers = graph.consumers()
+    layers: List[Layer] = []
+    renamed: Dict[int, Split] = {}
+    for layer in graph.layers:
+        layer = _reading_split(layer, renamed)
+        x = layer.output
+        kept = None if x is graph.output else _split_point(layer, consumers.get(id(x), []))
+        if kept is None:
+            layers.append(layer)
+            continue
+        before = _channels(layer, Value(x.name, kept, x.height, x.width), slice(0, kept))
+        last = _channels(layer, Value(x.name + "/last", x.channels - kept, x.height, x.width),
+                         slice(kept, None))
+        layers += [before, dataclasses.replace(last, name=layer.name + "/last", post=[])]
+        renamed[id(x)] = (before.output, last.output, kept, layer.post)
+    return dataclasses.replace(graph, layers=layers)
+
+
+def _split_point(layer: Layer, readers: List[Layer]) -> Optional[int]:
+    """The channels before the packed ones where the layer's post-ops can move to its strided
+    packing layers (_post_ops_after_packing), else None."""
+    x = layer.output
+    packs = [r for r in readers if r.ops == ["Pack"]]
+    linear = [t for r in readers for t in r.terms if isinstance(t, LinearTerm)]
+    if (not packs or not layer.post or not all(_keeps_zero(op) for op in layer.post)
+            or not all(isinstance(t, LinearTerm) for t in layer.terms)
+            or len(linear) != sum(len(r.terms) for r in readers)
+            or any(r.output.height * r.output.width >= x.height * x.width for r in packs)):
+        return None
+    kept = min(int(np.flatnonzero(t.weight.any(axis=(0, 2, 3)))[0])
+               for r in packs for t in r.terms if isinstance(t, LinearTerm))
+    others = [t for r in readers if r not in packs for t in r.terms if isinstance(t, LinearTerm)]
+    if kept == 0 or any(t.weight[:, kept:].any() for t in others):
+        return None
+    return kept
+
+
+def _channels(layer: Layer, output: Value, channels: slice) -> Layer:
+    """The part of a layer of linear terms that computes `channels` of its output."""
+    share = output.channels / layer.output.channels
+    return dataclasses.replace(
+        layer, output=output, bias=None if layer.bias is None else layer.bias[channels],
+        terms=[dataclasses.replace(t, weight=t.weight[channels], macs=round(t.macs * share))
+               for t in layer.terms if isinstance(t, LinearTerm)])
+
+
+def _reading_split(layer: Layer, renamed: Dict[int, Split]) -> Layer:
+    """`layer` reading the two parts of a split value instead of the value (see above)."""
+    terms: List = []
+    post = list(layer.post)
+    for term in layer.terms:
+        if id(term.input) not in renamed:
+            terms.append(term)
+            continue
+        before, last, kept, moved = renamed[id(term.input)]
+        assert isinstance(term, LinearTerm)   # _split_point: only linear terms read it
+        if layer.ops == ["Pack"]:
+            terms.append(dataclasses.replace(term, input=last, weight=term.weight[:, kept:]))
+            post = list(moved) + post
+        else:
+            terms.append(dataclasses.replace(term, input=before, weight=term.weight[:, :kept]))
+    return dataclasses.replace(layer, terms=terms, post=post) if terms != layer.terms else layer
