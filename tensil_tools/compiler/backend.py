@@ -51,6 +51,7 @@ from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
 from .constants import Constants
+from .early import EarlyReads
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
 from .memory import ActivationPlan, Memory, NoRoom, Region, plan_activations, staging_region
@@ -147,15 +148,10 @@ class _Scheduler:
         self.constants = Constants(qgraph)
         self.acc_avail = self.constants.acc_avail   # accumulators for tiles and windows
         self.axi_violations = 0              # moves no placement could keep inside 4 KiB
-        # Early weight reads (_prefetch): None, or for each layer the local vectors it may give
-        # to blocks read early for later layers (what it left free in a schedule without them).
-        self.prefetch_room = prefetch_room
         self.layer_peaks: List[int] = []     # local vectors in use at most, layer by layer
         self.index = -1                      # the layer being scheduled
-        self.early: Dict[Tuple[int, int], Tuple[int, bool]] = {}   # (layer, block) -> (local, headless)
-        self.early_held = [0] * len(qgraph.layers)   # vectors early blocks hold during each layer
-        self.early_candidates: Deque[Tuple[int, int]] = collections.deque(
-            self._early_candidates() if prefetch_room is not None else [])
+        # weight blocks read early (_prefetch), given each layer's room for them
+        self.early = EarlyReads(qgraph, plan, prefetch_room, HIDDEN_SIMDS) if prefetch_room is not None else None
 
     # ------------------------------------------------------------------ zeroing
     def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
@@ -250,10 +246,8 @@ class _Scheduler:
             local.peak = max(peak, local.peak)
             self.reports[-1].instructions = len(self.program) - start
             self.reports[-1].start = start
-            for (layer, block), (address, _) in list(self.early.items()):
-                if layer == index:
-                    local.release(address, self.n + 1)
-                    del self.early[(layer, block)]
+            if self.early is not None:
+                self.early.release(index, local)
             self.memory.release_after(index, q)
         dram1 = self._place_dram1()
         self._place_dram0()
@@ -358,9 +352,10 @@ class _Scheduler:
         per = self.n + 1
         self.headless_blocks.clear()   # the blocks of earlier groups are gone
         addresses: Dict[int, int] = {}
+        early = self.early.blocks if self.early is not None else {}
         for block in order:   # read early, during an earlier layer (_prefetch)
-            if (self.index, block) in self.early:
-                address, headless = self.early[(self.index, block)]
+            if (self.index, block) in early:
+                address, headless = early[(self.index, block)]
                 addresses[block] = address
                 if headless:
                     self.headless_blocks.add((address, block))
@@ -668,77 +663,21 @@ class _Scheduler:
         return finish
 
     # early weight reads -------------------------------------------------------------------
-    def _early_candidates(self) -> List[Tuple[int, int]]:
-        """(layer, block) of the weight blocks that may be read during an earlier layer, nearest
-        layer first: a layer's blocks but the first few of each output block, whose reads hide
-        the post-ops of the block before (_compute)."""
-        candidates: List[Tuple[int, int]] = []
-        for index, q in enumerate(self.q.layers):
-            if q.max_term is not None:
-                continue
-            out = q.layer.output
-            simds = 3 * len(q.post) * out.height * out.width   # at most 3 SIMDs a vector an op
-            keep = -(-simds // HIDDEN_SIMDS) + 1 if HIDDEN_SIMDS else 0
-            seen: Set[int] = set()
-            for ops in q.ops:
-                fresh = [op.block for op in ops if isinstance(op, MatOp)]
-                fresh = [b for k, b in enumerate(fresh) if b not in seen and b not in fresh[:k]]
-                seen.update(fresh)
-                candidates += [(index, block) for block in fresh[keep:]]
-        return candidates
-
-    def _early_address(self, layer: int) -> Optional[int]:
-        """Local memory for a block held from now until `layer` runs: free now, outside the
-        planned regions of the activations made in between, inside every layer's room, not
-        across the middle; the highest such run (the allocator takes the lowest first)."""
-        per = self.n + 1
-        assert self.prefetch_room is not None
-        if any(self.early_held[j] + per > self.prefetch_room[j] for j in range(self.index, layer)):
-            return None
-        plan = self.memory.plan
-        taken: List[Tuple[int, int]] = []
-        for j in range(self.index + 1, layer + 1):
-            region = plan.regions.get(id(self.q.layers[j].layer.output)) if plan is not None else None
-            if region is not None and region.space == "local":
-                taken.append((region.base, region.base + region.size))
-        half = self.program.half
-        for start, size in sorted(self.memory.local.free, reverse=True):
-            top = start + size
-            while top - per >= start:
-                low = top - per
-                if low < half < top:
-                    top = half
-                    continue
-                clash = [b for a, b in taken if a < top and low < b]
-                if not clash:
-                    return low
-                top = min(a for a, b in taken if a < top and low < b)
-        return None
-
     def _prefetch(self) -> None:
         """Read the next candidate block of a later layer into local memory, where it waits
         for its layer (which then reads it no more): beside the SIMDs just emitted, the read
-        costs little, and its layer saves the read's beats."""
-        while self.early_candidates and self.early_candidates[0][0] <= self.index:
-            self.early_candidates.popleft()
-        if not self.early_candidates:
+        costs little, and its layer saves the read's beats (early.py)."""
+        chosen = self.early.next(self.index, self.memory.local, self.program.half) if self.early else None
+        if self.early is None or chosen is None:
             return
-        layer, block = self.early_candidates[0]
-        address = self._early_address(layer)
-        if address is None:   # nor for any later layer: they would hold it longer
-            return
-        self.early_candidates.popleft()
-        per = self.n + 1
-        self.memory.local.take(address, per)
-        for j in range(self.index, layer + 1):
-            self.early_held[j] += per
+        (layer, block), address = chosen
         q = self.q.layers[layer]
         headless = not q.blocks[block][0].any()
         skip = int(headless)
         rows = q.block_rows[block]
         dram = self.constants.image(q.blocks[block][skip:rows + 1])
         self.program.datamove(K.DRAM1_TO_LOCAL, address + skip, dram, rows + 1 - skip)
-        self.early[(layer, block)] = (address, headless)
+        self.early.blocks[(layer, block)] = (address, headless)
 
     def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
                wo: int, base: int = 0) -> None:

@@ -1,0 +1,105 @@
+"""Weight blocks read early: which blocks of later layers, and where they wait.
+
+A layer's post-op SIMDs that no weight read of its own hides run on the RTL beside a DRAM
+read issued after them (the decoder queues SIMDs and moves on). The scheduler puts, after
+each batch of such SIMDs, the read of a later layer's weight block (backend._Scheduler.
+_prefetch); that layer then loads the block without reading it. This module decides which
+blocks, in what order, and which local memory holds each until its layer: memory that is free
+now, that no activation planned in between takes, and that every layer in between left free
+in the schedule without early reads (its `room`). A pure planning step: no instruction.
+"""
+
+import collections
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
+
+from .memory import ActivationPlan
+from .program import Allocator
+from .quantize import MatOp, QGraph
+
+__all__ = ["EarlyReads"]
+
+Key = Tuple[int, int]   # (layer index, block index)
+
+
+def candidates(qgraph: QGraph, simds_a_read: int) -> List[Key]:
+    """The blocks worth reading early, nearest layer first: each layer's blocks but the first
+    few of each output block, whose own reads hide the post-ops of the block before
+    (`simds_a_read` SIMDs a read, backend._compute; 0: none hidden)."""
+    keys: List[Key] = []
+    for index, q in enumerate(qgraph.layers):
+        if q.max_term is not None:
+            continue
+        out = q.layer.output
+        simds = 3 * len(q.post) * out.height * out.width   # at most 3 SIMDs a vector an op
+        keep = -(-simds // simds_a_read) + 1 if simds_a_read else 0
+        seen: set = set()
+        for ops in q.ops:
+            fresh: List[int] = []
+            for op in ops:
+                if isinstance(op, MatOp) and op.block not in seen:
+                    seen.add(op.block)
+                    fresh.append(op.block)
+            keys += [(index, block) for block in fresh[keep:]]
+    return keys
+
+
+class EarlyReads:
+    """The blocks read early so far and the memory they hold, for one scheduling attempt."""
+
+    def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int], simds_a_read: int):
+        self.q = qgraph
+        self.plan = plan
+        self.room = list(room)                      # local vectors each layer may give them
+        self.per = qgraph.arch.array_size + 1       # a block's vectors (its bias row included)
+        self.held = [0] * len(qgraph.layers)        # vectors they hold during each layer
+        self.blocks: Dict[Key, Tuple[int, bool]] = {}   # -> (local address, read without its bias row)
+        self.pending: Deque[Key] = collections.deque(candidates(qgraph, simds_a_read))
+
+    def next(self, index: int, local: Allocator, half: int) -> Optional[Tuple[Key, int]]:
+        """The next block to read during layer `index` and the local address it takes (taken
+        from `local`), or None: none left, or no room for it (nor for any later, which would
+        be held longer)."""
+        while self.pending and self.pending[0][0] <= index:
+            self.pending.popleft()
+        if not self.pending:
+            return None
+        key = self.pending[0]
+        address = self._address(index, key[0], local, half)
+        if address is None:
+            return None
+        self.pending.popleft()
+        local.take(address, self.per)
+        for j in range(index, key[0] + 1):
+            self.held[j] += self.per
+        return key, address
+
+    def _address(self, index: int, layer: int, local: Allocator, half: int) -> Optional[int]:
+        """The highest free run of a block held from layer `index` until `layer`: outside the
+        planned regions of the activations made in between and every layer's room (the layer
+        itself needs no room for it: the block replaces its own read), not across the middle
+        of local memory (no LoadWeights may cross it)."""
+        per = self.per
+        if any(self.held[j] + per > self.room[j] for j in range(index, layer)):
+            return None
+        taken: List[Tuple[int, int]] = []
+        for j in range(index + 1, layer + 1):
+            region = self.plan.regions.get(id(self.q.layers[j].layer.output))
+            if region is not None and region.space == "local":
+                taken.append((region.base, region.base + region.size))
+        for start, size in sorted(local.free, reverse=True):
+            top = start + size
+            while top - per >= start:
+                low = top - per
+                if low < half < top:
+                    top = half
+                    continue
+                clashes = [a for a, b in taken if a < top and low < b]
+                if not clashes:
+                    return low
+                top = min(clashes)
+        return None
+
+    def release(self, index: int, local: Allocator) -> None:
+        """Free the blocks of layer `index` once it has run."""
+        for key in [k for k in self.blocks if k[0] == index]:
+            local.release(self.blocks.pop(key)[0], self.per)
