@@ -266,8 +266,10 @@ def test_weight_rows_beyond_the_channels_are_left_out_only_where_the_input_lanes
     # quantize.QLayer.block_rows: a block used on an input whose padded lanes are zero pushes
     # only its channels' rows (the rows left in the array from before meet zero inputs); not on
     # the graph's input (the host's padding is not ours) nor after a Clip whose range excludes 0.
+    from tensil_tools.compiler import packing
     from tensil_tools.compiler import quantize as quantize_module
 
+    monkeypatch.setattr(packing, "_post_ops_after_packing", lambda graph, n: graph)   # its layers as written
     result, _, _ = check(_lanes_model(middle), ARCH12, (1, 5, 8, 8), rtl=True)
     n = ARCH12.array_size
     last = middle - (middle - 1) // n * n    # the channels of the last input block
@@ -681,13 +683,15 @@ def test_packing_narrow_inputs_keeps_the_float_graph_and_packs_only_what_fits_a_
     names = [layer.name for layer in packed.layers]
     assert sum(name.endswith("/pack") for name in names) == 3
     # the second conv's last 4 channels, read only by the stride-2 packing, are a layer of
-    # their own; their Relu runs on the packing's 12 x 6 vectors instead of 12 x 12
-    last = [layer for layer in packed.layers if layer.name.endswith("/last")]
-    assert len(names) == len(graph.layers) + 4 and len(last) == 1 and not last[0].post
-    assert last[0].output.channels == 4 and last[0].output.shape[1:] == (12, 12)
-    strided = [layer for layer in packed.layers if layer.terms[0].input is last[0].output]
+    # their own: partial sums, one group a kernel column (12 lanes), which the packing sums over
+    # 5 columns; their Relu runs on the packing's 12 x 6 vectors instead of 12 x 12
+    taps = [layer for layer in packed.layers if layer.name.endswith("/taps")]
+    assert len(names) == len(graph.layers) + 4 and len(taps) == 1
+    assert [type(op).__name__ for op in taps[0].post] == ["Mask"]
+    assert taps[0].output.channels == 12 and taps[0].output.shape[1:] == (12, 12)
+    strided = [layer for layer in packed.layers if layer.terms[0].input is taps[0].output]
     assert len(strided) == 1 and strided[0].ops == ["Pack"] and strided[0].output.width == 6
-    assert [type(op).__name__ for op in strided[0].post] == ["Relu"]
+    assert strided[0].terms[0].kernel == (1, 5) and [type(op).__name__ for op in strided[0].post] == ["Relu"]
     x = np.random.default_rng(0).standard_normal(graph.input.shape)
     assert np.abs(evaluate(graph, x) - evaluate(packed, x)).max() < 1e-9
     assert pack_columns(graph, 8).layers[0] is graph.layers[0]   # 9 lanes do not fit 8
@@ -715,31 +719,60 @@ def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
         assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
 
 
+def _with_and_without_split(monkeypatch, data, shape, seed):
+    """{split: (outputs, RTL cycles, graph)} of a model compiled with packing._post_ops_after_
+    packing and without it, each equal to the reference and on the RTL to the emulator."""
+    from tensil_tools.compiler import packing
+
+    x = np.random.default_rng(seed).standard_normal(shape)
+    runs = {}
+    for split in (True, False):
+        if not split:
+            monkeypatch.setattr(packing, "_post_ops_after_packing", lambda graph, n: graph)
+        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+        got, _ = result.run_emulator(x)
+        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
+        on_rtl, cosimulated = result.run_rtl(x)
+        assert np.array_equal(on_rtl, got)
+        runs[split] = (got, cosimulated.cycles, result.graph)
+    assert np.array_equal(runs[True][0], runs[False][0])
+    return runs
+
+
 @needs_rtl
 def test_post_ops_moved_after_a_strided_packing_give_the_same_values_in_fewer_rtl_cycles(monkeypatch):
     # packing._post_ops_after_packing: a LeakyReLU commutes with the 0/1 selection of a
     # packing layer, so a 16-channel layer's last 4 channels, read only by the packing of a
     # stride-2 convolution, take theirs there, on half the vectors: the same outputs bit for
     # bit (the reference, the emulator, the RTL) and fewer RTL cycles than without the move.
-    from tensil_tools.compiler import packing
+    # (Its input is the packed image: no tap partial sums, which would save no pass here.)
+    b = ModelBuilder((1, 3, 24, 24), 8)
+    y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
+    data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, stride=2, pads=1)], alpha=0.1))
+    runs = _with_and_without_split(monkeypatch, data, (3, 24, 24), 8)
+    names = [layer.name for layer in runs[True][2].layers]
+    assert any(name.endswith("/last") for name in names) and not any(name.endswith("/taps") for name in names)
+    assert runs[True][1] < 0.97 * runs[False][1], (runs[True][1], runs[False][1])   # 24,131 vs 25,851
+
+
+@needs_rtl
+def test_tap_partial_sums_give_the_same_values_in_fewer_rtl_cycles(monkeypatch):
+    # packing._tap_partials: the last 4 channels of a 16-channel convolution as 3 groups of
+    # per-kernel-column partial sums (each input pixel read once a kernel row: 3 MatMul passes
+    # for its first 12 channels instead of 9), which the stride-2 packing sums as it lays the
+    # columns out (5 passes instead of 3), the border columns' outside groups masked to 0: the
+    # same outputs bit for bit and fewer RTL cycles.
+    from tensil_tools.compiler.graph import Mask
 
     b = ModelBuilder((1, 16, 24, 24), 8)
     y = b.op("LeakyRelu", [b.conv(b.input, 16, 16, 3, pads=1)], alpha=0.1)
     data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, stride=2, pads=1)], alpha=0.1))
-    x = np.random.default_rng(8).standard_normal((16, 24, 24))
-    runs = {}
-    for moved in (True, False):
-        if not moved:
-            monkeypatch.setattr(packing, "_post_ops_after_packing", lambda graph: graph)
-        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
-        assert any(layer.name.endswith("/last") for layer in result.graph.layers) is moved
-        got, _ = result.run_emulator(x)
-        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
-        on_rtl, cosimulated = result.run_rtl(x)
-        assert np.array_equal(on_rtl, got)
-        runs[moved] = (got, cosimulated.cycles)
-    assert np.array_equal(runs[True][0], runs[False][0])
-    assert runs[True][1] < 0.97 * runs[False][1], (runs[True][1], runs[False][1])   # 39,295 vs 41,039
+    runs = _with_and_without_split(monkeypatch, data, (16, 24, 24), 8)
+    taps = [layer for layer in runs[True][2].layers if layer.name.endswith("/taps")]
+    assert len(taps) == 1 and taps[0].output.channels == 12
+    assert [type(op) for op in taps[0].post] == [Mask] and not taps[0].post[0].keep.all()
+    assert [t.kernel for t in taps[0].terms] == [(3, 1), (3, 1)]
+    assert runs[True][1] < 0.93 * runs[False][1], (runs[True][1], runs[False][1])   # 36,965 vs 41,039
 
 
 @pytest.mark.parametrize("data_type", ["FP8BP4", "FP16BP8", "FP18BP10"])

@@ -64,6 +64,7 @@ from .quantize import (
     QGraph,
     QLayer,
     QLeakyRelu,
+    QMask,
     QRelu,
     QScale,
     blocks_of,
@@ -582,8 +583,8 @@ class _Scheduler:
             self._simd(SimdOp.MOVE, read=self.constants.at[raw], to_register=True, right=0)
         self.register = ("const", raw)
 
-    def _post(self, q: QLayer, vectors: List[Tuple[int, int, int]]) -> None:
-        """The post-ops on tile vectors (acc address, row, col)."""
+    def _post(self, q: QLayer, cob: int, vectors: List[Tuple[int, int, int]]) -> None:
+        """The post-ops on output block `cob`'s tile vectors (acc address, row, col)."""
         fmt = self.fmt
         for op in q.post:
             if isinstance(op, QRelu):
@@ -623,6 +624,18 @@ class _Scheduler:
                     self._set_register(low if low is not None else high)
                     for a, _, _ in vectors:
                         self._simd(SimdOp.MAX if low is not None else SimdOp.MIN, read=a, write=a)
+            elif isinstance(op, QMask):   # lanes times one or zero, a mask a column
+                by_mask: Dict[Tuple[bool, ...], List[int]] = {}
+                for a, _, j in vectors:
+                    by_mask.setdefault(op.lanes(cob, self.n, j), []).append(a)
+                for lanes, addresses in sorted(by_mask.items()):
+                    if all(lanes):
+                        continue
+                    self.register = None
+                    self._simd(SimdOp.MOVE, read=self.constants.mask_at(lanes, fmt.one), to_register=True, right=0)
+                    for a in addresses:
+                        self._simd(SimdOp.MULTIPLY, read=a, write=a)
+                self.register = None
             elif isinstance(op, QScale):
                 by_factor: Dict[int, List[int]] = {}
                 for a, i, j in vectors:
@@ -646,7 +659,7 @@ class _Scheduler:
         vectors = [(base + (i - i0) * wo + j, i, j) for i in range(i0, i1) for j in range(wo)]
         program = self.program
         start, last_write = len(program.instructions), program.last_acc_write
-        self._post(q, vectors)
+        self._post(q, cob, vectors)
         simds = [cast(SIMD, i) for i in program.instructions[start:]]   # _post emits SIMDs only
         del program.instructions[start:]
         program.last_acc_write = last_write

@@ -2,11 +2,12 @@
 
 DRAM1 holds the weight blocks, in the order they are loaded, each distinct image once, and
 the SIMD constants' image. The SIMD constants (LeakyReLU slopes or slopes - 1, Clip bounds,
-average-pool scales) sit at the top of the accumulators, below the last vector (the Program's scratch),
+average-pool scales, each in every lane; the lane masks of tap partial sums, packing.py) sit
+at the top of the accumulators, below the last vector (the Program's scratch),
 loaded once at the start of the program; the accumulators below them are the tiles'.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Set, Tuple
 
 import numpy as np
 
@@ -15,14 +16,15 @@ from tensil.isa import DataMoveKind
 
 from .errors import CompileError, MemoryOverflow
 from .program import Allocator, Program
-from .quantize import QClip, QGraph, QLeakyRelu, QScale, content_key
+from .quantize import QClip, QGraph, QLeakyRelu, QMask, QScale, content_key
 
 __all__ = ["Constants"]
 
 
 class Constants:
     """DRAM1's images so far (`images`, `size` vectors) and the SIMD constants' accumulators
-    (`at`: raw value -> accumulator address; `acc_avail`: the accumulators below them)."""
+    (`at`: raw value -> the accumulator of that value in every lane; `vector_at`: a vector's
+    lanes -> its accumulator, masks included; `acc_avail`: the accumulators below them)."""
 
     def __init__(self, qgraph: QGraph):
         self.arch: Architecture = qgraph.arch
@@ -40,13 +42,26 @@ class Constants:
                     values += [op.low, op.high]
                 elif isinstance(op, QScale):
                     values += [int(v) for v in np.unique(op.factors)]
-        distinct = sorted(set(values))
-        top = self.arch.accumulator_depth - 1 - len(distinct)   # the last: Program's scratch
+        n = self.arch.array_size
+        vectors = [(v,) * n for v in sorted(set(values))]
+        masks: Set[Tuple[bool, ...]] = set()
+        for q in qgraph.layers:
+            for op in q.post:
+                if isinstance(op, QMask):
+                    masks.update(op.lanes(cob, n, j) for cob in range(-(-op.keep.shape[0] // n))
+                                 for j in range(op.keep.shape[1]))
+        vectors += sorted(tuple(one if kept else 0 for kept in lanes) for lanes in masks if not all(lanes))
+        top = self.arch.accumulator_depth - 1 - len(vectors)   # the last: Program's scratch
         if top < 1:
             raise CompileError("%d SIMD constants do not fit the %d accumulators" % (
-                len(distinct), self.arch.accumulator_depth))
-        self.at: Dict[int, int] = {v: top + i for i, v in enumerate(distinct)}
+                len(vectors), self.arch.accumulator_depth))
+        self.vector_at: Dict[Tuple[int, ...], int] = {v: top + i for i, v in enumerate(vectors)}
+        self.at: Dict[int, int] = {v[0]: a for v, a in self.vector_at.items() if len(set(v)) == 1}
         self.acc_avail = top
+
+    def mask_at(self, lanes: Tuple[bool, ...], one: int) -> int:
+        """The accumulator of a mask vector: `one` in the kept lanes, 0 in the others."""
+        return self.vector_at[tuple(one if kept else 0 for kept in lanes)]
 
     def image(self, image: np.ndarray) -> int:
         """The DRAM1 vector where `image` (raw, (vectors, N)) starts; an image already there is
@@ -64,14 +79,13 @@ class Constants:
 
     def load_simd_constants(self, program: Program, local: Allocator) -> None:
         """DRAM1 -> local -> their accumulators, through a scratch run of local memory."""
-        if not self.at:
+        if not self.vector_at:
             return
-        values = sorted(self.at, key=lambda value: self.at[value])
-        image = np.repeat(np.array(values, dtype=np.int64)[:, None], self.arch.array_size, axis=1)
-        dram = self.image(image)
-        scratch = local.alloc(len(values))
+        vectors = sorted(self.vector_at, key=lambda vector: self.vector_at[vector])
+        dram = self.image(np.array(vectors, dtype=np.int64))
+        scratch = local.alloc(len(vectors))
         if scratch is None:
-            raise MemoryOverflow("(constants)", "local memory", len(values), local.largest())
-        program.datamove(DataMoveKind.DRAM1_TO_LOCAL, scratch, dram, len(values))
-        program.datamove(DataMoveKind.LOCAL_TO_ACC, scratch, self.at[values[0]], len(values))
-        local.release(scratch, len(values))
+            raise MemoryOverflow("(constants)", "local memory", len(vectors), local.largest())
+        program.datamove(DataMoveKind.DRAM1_TO_LOCAL, scratch, dram, len(vectors))
+        program.datamove(DataMoveKind.LOCAL_TO_ACC, scratch, self.vector_at[vectors[0]], len(vectors))
+        local.release(scratch, len(vectors))

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "MaxTerm", "PostOp",
+__all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "Mask", "MaxTerm", "PostOp",
            "Relu", "Scale", "Term", "Value", "describe", "evaluate", "evaluate_layer",
            "term_output_size"]
 
@@ -141,7 +141,14 @@ class Scale:
     factors: np.ndarray   # float64 [Ho, Wo]
 
 
-PostOp = Union[Relu, LeakyRelu, Clip, Scale]
+@dataclasses.dataclass(eq=False)
+class Mask:
+    """Keep channel c of output column j where keep[c, j], else 0 (every row)."""
+
+    keep: np.ndarray      # bool [Co, Wo]
+
+
+PostOp = Union[Relu, LeakyRelu, Clip, Scale, Mask]
 
 
 @dataclasses.dataclass(eq=False)
@@ -231,6 +238,8 @@ def _post(x: np.ndarray, op: PostOp) -> np.ndarray:
         return np.where(x >= 0, x, op.alpha * x)
     if isinstance(op, Clip):
         return np.minimum(np.maximum(x, op.low), op.high)
+    if isinstance(op, Mask):
+        return np.where(op.keep[:, None, :], x, 0.0)
     return x * op.factors[None]
 
 

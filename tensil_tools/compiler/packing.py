@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .graph import Clip, Graph, Layer, LeakyRelu, LinearTerm, PostOp, Relu, Value
+from .graph import Clip, Graph, Layer, LeakyRelu, LinearTerm, Mask, PostOp, Relu, Term, Value
 
 __all__ = ["pack_columns"]
 
@@ -88,57 +88,135 @@ def pack_columns(graph: Graph, n: int) -> Graph:
             terms += replacement
             changed = True
         layers.append(dataclasses.replace(layer, terms=terms) if terms != layer.terms else layer)
-    return _post_ops_after_packing(dataclasses.replace(graph, layers=layers)) if changed else graph
+    return _post_ops_after_packing(dataclasses.replace(graph, layers=layers), n) if changed else graph
 
 
-# a split value: the channels before the packed ones, the packed ones, how many before, and
-# the post-ops its packing layers take over
-Split = Tuple[Value, Value, int, List[PostOp]]
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A value split for its packing layers: the channels before the packed ones (None when
+    there are none), the value the packing layers read instead, how many channels before, the
+    post-ops the packing layers take over, and for tap partial sums their groups and the
+    group of a pixel's own column (else None)."""
+
+    before: Optional[Value]
+    packed: Value
+    kept: int
+    post: List[PostOp]
+    taps: Optional[Tuple[int, int]] = None
 
 
 def _keeps_zero(op: PostOp) -> bool:
     return isinstance(op, (Relu, LeakyRelu)) or (isinstance(op, Clip) and op.low <= 0 <= op.high)
 
 
-def _post_ops_after_packing(graph: Graph) -> Graph:
-    """Each layer whose last channels only strided packing layers read, split in two: the
-    channels before (with its post-ops) and those (without); the post-ops move to the packing
-    layers (module docstring)."""
+def _post_ops_after_packing(graph: Graph, n: int) -> Graph:
+    """Each layer whose last channels only packing layers read, split (module docstring): the
+    channels before keep its post-ops, the packed ones become tap partial sums (_tap_partials)
+    where that saves MatMul passes, else, where the packings are strided, a layer of their own
+    without post-ops; the packing layers take the post-ops over."""
     consumers = graph.consumers()
     layers: List[Layer] = []
     renamed: Dict[int, Split] = {}
     for layer in graph.layers:
         layer = _reading_split(layer, renamed)
         x = layer.output
-        kept = None if x is graph.output else _split_point(layer, consumers.get(id(x), []))
+        readers = consumers.get(id(x), [])
+        kept = None if x is graph.output else _split_point(layer, readers)
         if kept is None:
             layers.append(layer)
             continue
-        before = _channels(layer, Value(x.name, kept, x.height, x.width), slice(0, kept))
-        last = _channels(layer, Value(x.name + "/last", x.channels - kept, x.height, x.width),
-                         slice(kept, None))
-        layers += [before, dataclasses.replace(last, name=layer.name + "/last", post=[])]
-        renamed[id(x)] = (before.output, last.output, kept, layer.post)
+        before = _channels(layer, Value(x.name, kept, x.height, x.width), slice(0, kept)) if kept else None
+        partials = _tap_partials(layer, kept, readers, n)
+        if partials is not None:
+            last, taps = partials
+        elif layer.post and all(r.output.height * r.output.width < x.height * x.width
+                                for r in readers if r.ops == ["Pack"]):
+            last = dataclasses.replace(
+                _channels(layer, Value(x.name + "/last", x.channels - kept, x.height, x.width),
+                          slice(kept, None)), name=layer.name + "/last", post=[])
+            taps = None
+        else:
+            layers.append(layer)
+            continue
+        layers += ([before] if before is not None else []) + [last]
+        renamed[id(x)] = Split(before.output if before is not None else None, last.output, kept,
+                               list(layer.post), taps)
     return dataclasses.replace(graph, layers=layers)
 
 
 def _split_point(layer: Layer, readers: List[Layer]) -> Optional[int]:
-    """The channels before the packed ones where the layer's post-ops can move to its strided
-    packing layers (_post_ops_after_packing), else None."""
-    x = layer.output
+    """The channels before the packed ones where packing layers read the packed ones alone
+    and can take the layer's post-ops over, else None."""
     packs = [r for r in readers if r.ops == ["Pack"]]
     linear = [t for r in readers for t in r.terms if isinstance(t, LinearTerm)]
-    if (not packs or not layer.post or not all(_keeps_zero(op) for op in layer.post)
+    if (not packs or not all(_keeps_zero(op) for op in layer.post)
             or not all(isinstance(t, LinearTerm) for t in layer.terms)
-            or len(linear) != sum(len(r.terms) for r in readers)
-            or any(r.output.height * r.output.width >= x.height * x.width for r in packs)):
+            or len(linear) != sum(len(r.terms) for r in readers)):
         return None
     kept = min(int(np.flatnonzero(t.weight.any(axis=(0, 2, 3)))[0])
                for r in packs for t in r.terms if isinstance(t, LinearTerm))
     others = [t for r in readers if r not in packs for t in r.terms if isinstance(t, LinearTerm)]
-    if kept == 0 or any(t.weight[:, kept:].any() for t in others):
+    if any(t.weight[:, kept:].any() for t in others) or (kept == 0 and others):
         return None
     return kept
+
+
+def _tap_partials(layer: Layer, kept: int, readers: List[Layer], n: int
+                  ) -> Optional[Tuple[Layer, Tuple[int, int]]]:
+    """The layer making the packed channels' tap partial sums, and (groups, own group), where
+    that is exact here and saves MatMul passes; else None.
+
+    A convolution of stride 1 across columns that keeps the width sums, for output column j,
+    kernel column m of each term at input column j + m - left. Grouping the r packed output
+    channels by g = m - left + L (L the largest left pad), Q(u) holds in lanes (g, c) what input
+    column u gives output column u - g + L: each term reads its input at the pixel itself, kh
+    passes instead of kh x kw, and the packing layer sums the groups as it lays columns side
+    by side (kw + G - 1 columns instead of kw), the bias with the own column's group. A group
+    whose output column is outside the map is masked to 0 (the packing's zero padding)."""
+    x = layer.output
+    terms = [t for t in layer.terms if isinstance(t, LinearTerm)]
+    if any(t.stride[1] != 1 or t.pads[1] + t.pads[3] != t.kernel[1] - 1 or t.input.width != x.width
+           for t in terms):
+        return None
+    r = x.channels - kept
+    big_l = max(t.pads[1] for t in terms)
+    groups = max(t.kernel[1] - t.pads[1] for t in terms) + big_l
+    if r * groups > n:
+        return None
+    packs = [t for p in readers if p.ops == ["Pack"] for t in p.terms if isinstance(t, LinearTerm)]
+    pixels = x.height * x.width
+    before = after = 0
+    for t in terms:
+        blocks = [cb for cb in range(-(-t.input.channels // n)) if t.weight[kept:, cb * n:(cb + 1) * n].any()]
+        taps = int(np.count_nonzero(t.weight[kept:].any(axis=(0, 1))))
+        before += taps * len(blocks) * pixels
+        after += t.kernel[0] * len(blocks) * pixels
+    for t in packs:
+        ho, wo = t.output_size()
+        before += t.kernel[1] * ho * wo
+        after += (t.kernel[1] + groups - 1) * ho * wo
+    if after >= before:
+        return None
+    out = Value(x.name + "/taps", r * groups, x.height, x.width)
+    new_terms: List[Term] = []
+    for t in terms:
+        weight = np.zeros((r * groups, t.weight.shape[1], t.kernel[0], 1))
+        for m in range(t.kernel[1]):
+            g = m - t.pads[1] + big_l
+            weight[g * r:(g + 1) * r, :, :, 0] += t.weight[kept:, :, :, m]
+        new_terms.append(LinearTerm(t.input, weight, (t.stride[0], 1), (t.pads[0], 0, t.pads[2], 0),
+                                    round(t.macs * r / x.channels)))
+    bias = None
+    if layer.bias is not None:
+        bias = np.zeros(r * groups)
+        bias[big_l * r:(big_l + 1) * r] = layer.bias[kept:]
+    keep = np.ones((r * groups, x.width), bool)
+    for g in range(groups):
+        for u in range(x.width):
+            keep[g * r:(g + 1) * r, u] = 0 <= u - g + big_l < x.width
+    post: List[PostOp] = [] if keep.all() else [Mask(keep)]
+    return (Layer(layer.name + "/taps", out, new_terms, bias, post, layer.nodes, layer.ops),
+            (groups, big_l))
 
 
 def _channels(layer: Layer, output: Value, channels: slice) -> Layer:
@@ -151,18 +229,31 @@ def _channels(layer: Layer, output: Value, channels: slice) -> Layer:
 
 
 def _reading_split(layer: Layer, renamed: Dict[int, Split]) -> Layer:
-    """`layer` reading the two parts of a split value instead of the value (see above)."""
+    """`layer` reading the parts of a split value instead of the value (see above)."""
     terms: List = []
     post = list(layer.post)
     for term in layer.terms:
         if id(term.input) not in renamed:
             terms.append(term)
             continue
-        before, last, kept, moved = renamed[id(term.input)]
+        split = renamed[id(term.input)]
         assert isinstance(term, LinearTerm)   # _split_point: only linear terms read it
-        if layer.ops == ["Pack"]:
-            terms.append(dataclasses.replace(term, input=last, weight=term.weight[:, kept:]))
-            post = list(moved) + post
-        else:
-            terms.append(dataclasses.replace(term, input=before, weight=term.weight[:, :kept]))
+        if layer.ops != ["Pack"]:
+            assert split.before is not None   # _split_point: no other reader without channels before
+            terms.append(dataclasses.replace(term, input=split.before, weight=term.weight[:, :split.kept]))
+            continue
+        post = list(split.post) + post
+        if split.taps is None:
+            terms.append(dataclasses.replace(term, input=split.packed, weight=term.weight[:, split.kept:]))
+            continue
+        groups, big_l = split.taps
+        kw = term.kernel[1]
+        r = split.packed.channels // groups
+        weight = np.zeros((r * kw, r * groups, 1, kw + groups - 1))
+        for k in range(kw):
+            for g in range(groups):
+                weight[k * r:(k + 1) * r, g * r:(g + 1) * r, 0, k + g] = np.eye(r)
+        top, left, bottom, right = term.pads
+        terms.append(LinearTerm(split.packed, weight, term.stride,
+                                (top, left + big_l, bottom, right + groups - 1 - big_l)))
     return dataclasses.replace(layer, terms=terms, post=post) if terms != layer.terms else layer

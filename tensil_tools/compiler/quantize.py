@@ -27,9 +27,9 @@ from tensil.emulator import DRAINING_PUSHES
 from tensil.fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
 
 from .errors import MemoryOverflow, UnsupportedError
-from .graph import AddTerm, Clip, Graph, Layer, LeakyRelu, LinearTerm, MaxTerm, Relu, Scale
+from .graph import AddTerm, Clip, Graph, Layer, LeakyRelu, LinearTerm, Mask, MaxTerm, Relu, Scale
 
-__all__ = ["CopyOp", "MatOp", "QClip", "QGraph", "QLayer", "QLeakyRelu", "QRelu", "QScale",
+__all__ = ["CopyOp", "MatOp", "QClip", "QGraph", "QLayer", "QLeakyRelu", "QMask", "QRelu", "QScale",
            "blocks_of", "quantize"]
 
 
@@ -84,7 +84,17 @@ class QScale:
     factors: np.ndarray  # raw int64 [Ho, Wo]
 
 
-QPost = Union[QRelu, QLeakyRelu, QClip, QScale]
+@dataclasses.dataclass(eq=False)
+class QMask:
+    keep: np.ndarray     # bool [Co, Wo]: channel c of output column j kept, else 0
+
+    def lanes(self, cob: int, n: int, column: int) -> Tuple[bool, ...]:
+        """Which lanes of output block `cob` column `column` are kept (padded lanes: kept)."""
+        lanes = self.keep[cob * n:(cob + 1) * n, column]
+        return tuple(bool(v) for v in lanes) + (True,) * (n - len(lanes))
+
+
+QPost = Union[QRelu, QLeakyRelu, QClip, QScale, QMask]
 
 
 @dataclasses.dataclass(eq=False)
@@ -165,6 +175,8 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
             out.append(QClip(*bounds))
         elif isinstance(op, Scale):
             out.append(QScale(from_float_const(op.factors, fmt, stats)))
+        elif isinstance(op, Mask):
+            out.append(QMask(op.keep.copy()))
         else:
             raise UnsupportedError("layer %s: post-op %r has no lowering" % (layer.name, op))
     return out

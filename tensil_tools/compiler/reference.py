@@ -16,7 +16,7 @@ import numpy as np
 from tensil.fixed import FixedFormat, add, from_float_saturating, mac, saturate, to_float
 
 from .graph import AddTerm, Clip, LeakyRelu, LinearTerm, MaxTerm, Scale, Value, evaluate_layer
-from .quantize import CopyOp, QClip, QGraph, QLayer, QLeakyRelu, QRelu, QScale, blocks_of
+from .quantize import CopyOp, QClip, QGraph, QLayer, QLeakyRelu, QMask, QRelu, QScale, blocks_of
 
 __all__ = ["blocked", "error_bound", "error_tolerance", "mac_chain", "reference", "reference_features", "to_vectors"]
 
@@ -125,6 +125,11 @@ def _post(x: np.ndarray, q: QLayer, fmt: FixedFormat) -> np.ndarray:
             x = np.minimum(np.maximum(x, op.low), op.high)
         elif isinstance(op, QScale):
             x = mac(x, op.factors[None, None, :, :, None], 0, fmt)
+        elif isinstance(op, QMask):   # x (B, Cb, H, W, N); keep (C, W), padded lanes kept
+            n = x.shape[-1]
+            keep = np.ones((x.shape[1] * n, x.shape[3]), bool)
+            keep[:op.keep.shape[0]] = op.keep
+            x = np.where(keep.reshape(x.shape[1], n, 1, x.shape[3]).transpose(0, 2, 3, 1)[None], x, 0)
     return x
 
 
