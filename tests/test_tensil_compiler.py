@@ -719,6 +719,13 @@ def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
         assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
 
 
+def _strided_pair(channels: int) -> bytes:
+    """`channels` x 24 x 24 -> 16 channels (3 x 3, LeakyReLU) -> a stride-2 3 x 3 (LeakyReLU)."""
+    b = ModelBuilder((1, channels, 24, 24), 8)
+    y = b.op("LeakyRelu", [b.conv(b.input, channels, 16, 3, pads=1)], alpha=0.1)
+    return b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, stride=2, pads=1)], alpha=0.1))
+
+
 def _with_and_without_split(monkeypatch, data, shape, seed):
     """{split: (outputs, RTL cycles, graph)} of a model compiled with packing._post_ops_after_
     packing and without it, each equal to the reference and on the RTL to the emulator."""
@@ -746,10 +753,7 @@ def test_post_ops_moved_after_a_strided_packing_give_the_same_values_in_fewer_rt
     # stride-2 convolution, take theirs there, on half the vectors: the same outputs bit for
     # bit (the reference, the emulator, the RTL) and fewer RTL cycles than without the move.
     # (Its input is the packed image: no tap partial sums, which would save no pass here.)
-    b = ModelBuilder((1, 3, 24, 24), 8)
-    y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
-    data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, stride=2, pads=1)], alpha=0.1))
-    runs = _with_and_without_split(monkeypatch, data, (3, 24, 24), 8)
+    runs = _with_and_without_split(monkeypatch, _strided_pair(3), (3, 24, 24), 8)
     names = [layer.name for layer in runs[True][2].layers]
     assert any(name.endswith("/last") for name in names) and not any(name.endswith("/taps") for name in names)
     assert runs[True][1] < 0.97 * runs[False][1], (runs[True][1], runs[False][1])   # 24,131 vs 25,851
@@ -764,10 +768,7 @@ def test_tap_partial_sums_give_the_same_values_in_fewer_rtl_cycles(monkeypatch):
     # same outputs bit for bit and fewer RTL cycles.
     from tensil_tools.compiler.graph import Mask
 
-    b = ModelBuilder((1, 16, 24, 24), 8)
-    y = b.op("LeakyRelu", [b.conv(b.input, 16, 16, 3, pads=1)], alpha=0.1)
-    data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, stride=2, pads=1)], alpha=0.1))
-    runs = _with_and_without_split(monkeypatch, data, (16, 24, 24), 8)
+    runs = _with_and_without_split(monkeypatch, _strided_pair(16), (16, 24, 24), 8)
     taps = [layer for layer in runs[True][2].layers if layer.name.endswith("/taps")]
     assert len(taps) == 1 and taps[0].output.channels == 12
     assert [type(op) for op in taps[0].post] == [Mask] and not taps[0].post[0].keep.all()
