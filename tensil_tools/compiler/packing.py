@@ -14,12 +14,14 @@ the order of each sum. It costs kw passes over the input rows and a copy of P; t
 compiler keeps it only where that is less than the passes it saves, and `compile_graph`
 keeps the packed graph only where the calibrated cycle model says it is faster.
 
-Where P has fewer pixels than its input (a strided convolution reads it) and only packing
-layers read the packed channels, the layer making them is split in two (the channel blocks
-before them, its post-ops included; the packed channels without post-ops) and the post-ops
-of the packed channels run on P instead: an elementwise op that keeps 0 commutes with a 0/1
-selection, so the values are the same, on fewer vectors (ResNet-9: blocks.0/conv2's last 4
-channels, 1,024 vectors of LeakyReLU, become 512 vectors of its stride-2 packing's).
+Where only packing layers read the packed channels, the layer making them is split: the
+channel blocks before them keep its post-ops, and the packing layers take the post-ops of the
+packed channels over (an elementwise op that keeps 0 commutes with a 0/1 selection: the same
+values, and on fewer vectors where a strided convolution reads P: blocks.0/conv2's last 4
+channels of the ResNet-9, 1,024 vectors of LeakyReLU, become 512). The packed channels
+themselves become tap partial sums where that saves MatMul passes (_tap_partials: each input
+pixel read once a kernel row, the packing summing the kernel columns as it lays them out),
+else, under a strided packing, a layer of their own without post-ops.
 """
 
 import dataclasses
