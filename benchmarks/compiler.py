@@ -353,6 +353,7 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
     channels: what no schedule, tiling or lane packing of this network on this RTL beats."""
     from tensil.estimate import _SIMD_CYCLES, MemoryAwareModel
     from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul
+    from tensil_tools.compiler.packing import is_packing
 
     arch = result.arch
     n, beats = arch.array_size, MemoryAwareModel(arch, memory).beats_per_vector
@@ -405,15 +406,16 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
         carried = min(available - absorbed, beats * min(free[k:k + 2]))
     # and each layer's SIMD left over may run beside the next layer's first weight load
     early += sum(min(left, n + 1 + drain) for left in surplus[:-1])
-    within = sum(floor(w)["cycles"] for w in layers)
+    each_layer = [floor(w)["cycles"] for w in layers]
+    within = sum(each_layer)
     layer_by_layer = {"cycles": within - early,
                       "parts": {"each layer alone": within, "hidden across layers at most": early},
-                      "each_layer": [floor(w)["cycles"] for w in layers]}
+                      "each_layer": each_layer}
 
     # The network as written, before the compiler packs kernel columns into lanes (tensil_tools.
     # compiler.packing); non-zero weights: a global average pool is a diagonal convolution here.
     network = graph.layers
-    if any(layer.ops == ["Pack"] for layer in network):
+    if any(is_packing(layer) for layer in network):
         raise ValueError("serial_floors takes the graph before packing")
     weights = sum(int(np.count_nonzero(t.weight)) for layer in network for t in layer.terms if hasattr(t, "weight"))
     outputs = [(layer.output.channels, -(-layer.output.channels // n) * n) for layer in network]

@@ -46,7 +46,7 @@ from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 import numpy as np
 
 from tensil.arch import Architecture
-from tensil.estimate import estimate_memory_aware
+from tensil.estimate import Estimate, estimate_memory_aware
 from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
@@ -106,6 +106,13 @@ class CompiledProgram:
     layers: List[LayerReport]
     regions: Dict[str, Region] = dataclasses.field(default_factory=dict)   # by value name
     axi_violations: int = 0   # DRAM moves no placement keeps inside 4 KiB (0 in every program the tests compile)
+    _calibrated: Optional[Estimate] = dataclasses.field(default=None, repr=False, compare=False)
+
+    def calibrated(self, arch: Architecture) -> Estimate:
+        """The RTL-calibrated cycle model's estimate of the program (computed once)."""
+        if self._calibrated is None:
+            self._calibrated = estimate_memory_aware(self.instructions, arch)
+        return self._calibrated
 
 
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
@@ -680,8 +687,10 @@ class _Scheduler:
         """Read the next candidate block of a later layer into local memory, where it waits
         for its layer (which then reads it no more): beside the SIMDs just emitted, the read
         costs little, and its layer saves the read's beats (early.py)."""
-        chosen = self.early.next(self.index, self.memory.local, self.program.half) if self.early else None
-        if self.early is None or chosen is None:
+        if self.early is None:
+            return
+        chosen = self.early.next(self.index, self.memory.local, self.program.half)
+        if chosen is None:
             return
         (layer, block), address = chosen
         q = self.q.layers[layer]
@@ -830,11 +839,12 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     program = _schedule(qgraph, strategy, max_attempts, free_planes=True)
     if not program.spilled or strategy != "on-chip":
         return program
-    whole = _schedule(qgraph, strategy, max_attempts, free_planes=False)
-    arch = qgraph.arch
-    if estimate_memory_aware(whole.instructions, arch).cycles < estimate_memory_aware(program.instructions, arch).cycles:
-        return whole
-    return program
+    return _faster(program, _schedule(qgraph, strategy, max_attempts, free_planes=False), qgraph.arch)
+
+
+def _faster(program: CompiledProgram, other: CompiledProgram, arch: Architecture) -> CompiledProgram:
+    """`other` where the RTL-calibrated model says it takes fewer cycles, else `program`."""
+    return other if other.calibrated(arch).cycles < program.calibrated(arch).cycles else program
 
 
 def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: bool) -> CompiledProgram:
@@ -868,7 +878,4 @@ def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPla
         early = _Scheduler(qgraph, homes, plan, room).run()
     except (NoRoom, CompileError):
         return program
-    arch = qgraph.arch
-    if estimate_memory_aware(early.instructions, arch).cycles < estimate_memory_aware(program.instructions, arch).cycles:
-        return early
-    return program
+    return _faster(program, early, qgraph.arch)

@@ -21,6 +21,11 @@ from .quantize import QClip, QGraph, QLeakyRelu, QMask, QScale, content_key
 __all__ = ["Constants"]
 
 
+def _mask_vector(lanes: Tuple[bool, ...], one: int) -> Tuple[int, ...]:
+    """A lane mask as raw values: `one` in the kept lanes, 0 in the others."""
+    return tuple(one if kept else 0 for kept in lanes)
+
+
 class Constants:
     """DRAM1's images so far (`images`, `size` vectors) and the SIMD constants' accumulators
     (`at`: raw value -> the accumulator of that value in every lane; `vector_at`: a vector's
@@ -50,7 +55,7 @@ class Constants:
                 if isinstance(op, QMask):
                     masks.update(op.lanes(cob, n, j) for cob in range(-(-op.keep.shape[0] // n))
                                  for j in range(op.keep.shape[1]))
-        vectors += sorted(tuple(one if kept else 0 for kept in lanes) for lanes in masks if not all(lanes))
+        vectors += sorted(_mask_vector(lanes, one) for lanes in masks if not all(lanes))
         top = self.arch.accumulator_depth - 1 - len(vectors)   # the last: Program's scratch
         if top < 1:
             raise CompileError("%d SIMD constants do not fit the %d accumulators" % (
@@ -61,7 +66,7 @@ class Constants:
 
     def mask_at(self, lanes: Tuple[bool, ...], one: int) -> int:
         """The accumulator of a mask vector: `one` in the kept lanes, 0 in the others."""
-        return self.vector_at[tuple(one if kept else 0 for kept in lanes)]
+        return self.vector_at[_mask_vector(lanes, one)]
 
     def image(self, image: np.ndarray) -> int:
         """The DRAM1 vector where `image` (raw, (vectors, N)) starts; an image already there is

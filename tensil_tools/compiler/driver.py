@@ -121,7 +121,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
     started = time.process_time()
     qgraph = quantize(graph, arch)
     program = schedule(qgraph, strategy)
-    calibrated = estimate_memory_aware(program.instructions, arch)
+    calibrated = program.calibrated(arch)
     packed = pack_columns(graph, arch.array_size) if pack else graph
     if packed is not graph:
         try:
@@ -130,7 +130,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
         except CompileError:   # the packed inputs did not fit where the plain graph does
             packed_program = None
         if packed_program is not None:
-            packed_calibrated = estimate_memory_aware(packed_program.instructions, arch)
+            packed_calibrated = packed_program.calibrated(arch)
             if packed_calibrated.cycles < calibrated.cycles:
                 graph, qgraph, program, calibrated = packed, packed_qgraph, packed_program, packed_calibrated
     size = len(program.instructions) * arch.layout.instruction_bytes

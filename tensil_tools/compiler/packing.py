@@ -31,9 +31,14 @@ import numpy as np
 
 from .graph import Clip, Graph, Layer, LeakyRelu, LinearTerm, Mask, PostOp, Relu, Term, Value
 
-__all__ = ["pack_columns"]
+__all__ = ["PACK_OPS", "is_packing", "pack_columns"]
 
 BENEFIT = 1.25   # MatMul vectors saved / vectors the packing costs, at least
+PACK_OPS = ["Pack"]   # the ops of a packing layer
+
+
+def is_packing(layer: Layer) -> bool:
+    return layer.ops == PACK_OPS
 
 
 def _plan(term: LinearTerm, n: int) -> Optional[Tuple[int, int]]:
@@ -61,7 +66,7 @@ def _packed(layer: Layer, term: LinearTerm, kept: int, r: int) -> Tuple[Layer, L
             select[dc * r + k, kept + k, 0, dc] = 1.0
     packed = Value("%s/columns%d" % (x.name, kw), r * kw, x.height, wo)
     maker = Layer("%s/pack" % layer.name, packed,
-                  [LinearTerm(x, select, (1, sw), (0, left, 0, right))], ops=["Pack"])
+                  [LinearTerm(x, select, (1, sw), (0, left, 0, right))], ops=PACK_OPS)
     weight = np.zeros((co, r * kw, kh, 1))
     for dc in range(kw):
         weight[:, dc * r:(dc + 1) * r, :, 0] = term.weight[:, kept:, :, dc]
@@ -132,7 +137,7 @@ def _post_ops_after_packing(graph: Graph, n: int) -> Graph:
         if partials is not None:
             last, taps = partials
         elif layer.post and all(r.output.height * r.output.width < x.height * x.width
-                                for r in readers if r.ops == ["Pack"]):
+                                for r in readers if is_packing(r)):
             last = dataclasses.replace(
                 _channels(layer, Value(x.name + "/last", x.channels - kept, x.height, x.width),
                           slice(kept, None)), name=layer.name + "/last", post=[])
@@ -149,7 +154,7 @@ def _post_ops_after_packing(graph: Graph, n: int) -> Graph:
 def _split_point(layer: Layer, readers: List[Layer]) -> Optional[int]:
     """The channels before the packed ones where packing layers read the packed ones alone
     and can take the layer's post-ops over, else None."""
-    packs = [r for r in readers if r.ops == ["Pack"]]
+    packs = [r for r in readers if is_packing(r)]
     linear = [t for r in readers for t in r.terms if isinstance(t, LinearTerm)]
     if (not packs or not all(_keeps_zero(op) for op in layer.post)
             or not all(isinstance(t, LinearTerm) for t in layer.terms)
@@ -185,7 +190,7 @@ def _tap_partials(layer: Layer, kept: int, readers: List[Layer], n: int
     groups = max(t.kernel[1] - t.pads[1] for t in terms) + big_l
     if r * groups > n:
         return None
-    packs = [t for p in readers if p.ops == ["Pack"] for t in p.terms if isinstance(t, LinearTerm)]
+    packs = [t for p in readers if is_packing(p) for t in p.terms if isinstance(t, LinearTerm)]
     pixels = x.height * x.width
     before = after = 0
     for t in terms:
@@ -240,7 +245,7 @@ def _reading_split(layer: Layer, renamed: Dict[int, Split]) -> Layer:
             continue
         split = renamed[id(term.input)]
         assert isinstance(term, LinearTerm)   # _split_point: only linear terms read it
-        if layer.ops != ["Pack"]:
+        if not is_packing(layer):
             assert split.before is not None   # _split_point: no other reader without channels before
             terms.append(dataclasses.replace(term, input=split.before, weight=term.weight[:, :split.kept]))
             continue

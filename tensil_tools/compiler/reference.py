@@ -125,11 +125,8 @@ def _post(x: np.ndarray, q: QLayer, fmt: FixedFormat) -> np.ndarray:
             x = np.minimum(np.maximum(x, op.low), op.high)
         elif isinstance(op, QScale):
             x = mac(x, op.factors[None, None, :, :, None], 0, fmt)
-        elif isinstance(op, QMask):   # x (B, Cb, H, W, N); keep (C, W), padded lanes kept
-            n = x.shape[-1]
-            keep = np.ones((x.shape[1] * n, x.shape[3]), bool)
-            keep[:op.keep.shape[0]] = op.keep
-            x = np.where(keep.reshape(x.shape[1], n, 1, x.shape[3]).transpose(0, 2, 3, 1)[None], x, 0)
+        elif isinstance(op, QMask):   # the dropped lanes blocked as x is, padded lanes kept
+            x = np.where(blocked((~op.keep)[None, :, None, :], x.shape[-1]), 0, x)
     return x
 
 
