@@ -208,8 +208,7 @@ def test_where_the_plane_freeing_plan_spills_the_whole_activation_plan_is_made_t
 
 
 def test_early_reads_hold_blocks_where_no_activation_planned_in_between_goes_and_within_room():
-    # early.EarlyReads alone: the blocks of later layers, the first of each output block left
-    # to hide the post-ops before them; each held in the highest free run that the activations
+    # early.EarlyReads alone: the blocks of later layers, each held in the highest free run that the activations
     # made before its layer do not take and that crosses no middle of local memory, while
     # every layer in between has room for it; then freed after its layer.
     from tensil_tools.compiler.early import EarlyReads, candidates
@@ -220,15 +219,11 @@ def test_early_reads_hold_blocks_where_no_activation_planned_in_between_goes_and
     homes = {id(v): "local" for v in q.graph.values()}
     homes[id(q.graph.output)] = "dram0"
     plan = plan_activations(q, homes)
-    every = candidates(q, 0)                   # nothing hidden: every block, once, layer by layer
+    every = candidates(q)                      # every block, once, layer by layer
     blocks = [(i, op.block) for i, layer in enumerate(q.layers) for ops in layer.ops for op in ops]
     assert every == list(dict.fromkeys(blocks))
-    kept = candidates(q, 10 ** 6)              # one read hides a block's post-ops: 2 blocks kept
-    firsts = {(i, [op.block for op in ops][k]) for i, layer in enumerate(q.layers) for ops in layer.ops
-              for k in range(2)}
-    assert kept == [key for key in every if key not in firsts] and kept
 
-    early = EarlyReads(q, plan, [10 ** 6] * len(q.layers), 0)
+    early = EarlyReads(q, plan, [10 ** 6] * len(q.layers))
     memory = Memory(q, homes, plan)
     memory.place_input()
     memory.place_output(q.layers[0])           # layer 0 runs: its blocks are no candidates now
@@ -242,7 +237,7 @@ def test_early_reads_hold_blocks_where_no_activation_planned_in_between_goes_and
     early.blocks[got[0]] = (address, False)
     early.release(1, local)
     assert not early.blocks and local.used == used
-    tight = EarlyReads(q, plan, [0] * len(q.layers), 0)   # no room in layer 0: nothing held across it
+    tight = EarlyReads(q, plan, [0] * len(q.layers))   # no room in layer 0: nothing held across it
     assert tight.next(0, Allocator(ARCH12.local_depth - 1, "local"), half) is None
 
 

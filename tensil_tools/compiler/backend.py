@@ -117,7 +117,7 @@ class CompiledProgram:
 
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
 HIDDEN_SIMDS = 24        # deferred SIMDs before a weight read and load (see _compute)
-HIDDEN_SIMDS_NO_READ = 3
+HIDDEN_SIMDS_NO_READ = 6   # before a load without a read: two LeakyReLU vectors, whole in the drain
 EARLY_READ_SIMDS = 48    # SIMDs before each read of a later layer's block (_prefetch)
 
 
@@ -159,7 +159,7 @@ class _Scheduler:
         self.layer_peaks: List[int] = []     # local vectors in use at most, layer by layer
         self.index = -1                      # the layer being scheduled
         # weight blocks read early (_prefetch), given each layer's room for them
-        self.early = EarlyReads(qgraph, plan, prefetch_room, HIDDEN_SIMDS) if prefetch_room is not None else None
+        self.early = EarlyReads(qgraph, plan, prefetch_room) if prefetch_room is not None else None
 
     # ------------------------------------------------------------------ zeroing
     def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
@@ -516,7 +516,8 @@ class _Scheduler:
         right after a MatMul they wait for the array to drain while the decoder moves on, and
         run beside the DRAM read and the load that follow (measured on the RTL: 24 SIMDs cost
         about 1 cycle each there instead of 2.6, beyond which they cost their own time; before
-        a load without a read, 3)."""
+        a load without a read, 6, two LeakyReLU vectors, cost nothing: tests/test_tensil_rtl.py::
+        test_post_ops_hide_in_the_drain_before_a_load_without_a_read)."""
         wo = q.layer.output.width
         for op in ops:
             term = q.layer.terms[op.term]

@@ -21,39 +21,31 @@ __all__ = ["EarlyReads"]
 Key = Tuple[int, int]   # (layer index, block index)
 
 
-def candidates(qgraph: QGraph, simds_a_read: int) -> List[Key]:
-    """The blocks worth reading early, nearest layer first: each layer's blocks but the first
-    few of each output block, whose own reads hide the post-ops of the block before
-    (`simds_a_read` SIMDs a read, backend._compute; 0: none hidden)."""
+def candidates(qgraph: QGraph) -> List[Key]:
+    """The blocks worth reading early: every weight block of every layer, nearest layer first.
+    None is kept for a read of its own to hide the post-ops of the block before: a load without
+    a read hides two LeakyReLU vectors whole in the array's drain (12 cycles saved, backend.
+    HIDDEN_SIMDS_NO_READ), a read of its own three cycles of each vector's six."""
     keys: List[Key] = []
     for index, q in enumerate(qgraph.layers):
         if q.max_term is not None:
             continue
-        out = q.layer.output
-        simds = 3 * len(q.post) * out.height * out.width   # at most 3 SIMDs a vector an op
-        keep = -(-simds // simds_a_read) + 1 if simds_a_read else 0
-        seen: set = set()
-        for ops in q.ops:
-            fresh: List[int] = []
-            for op in ops:
-                if isinstance(op, MatOp) and op.block not in seen:
-                    seen.add(op.block)
-                    fresh.append(op.block)
-            keys += [(index, block) for block in fresh[keep:]]
+        keys += [(index, block) for block in dict.fromkeys(
+            op.block for ops in q.ops for op in ops if isinstance(op, MatOp))]
     return keys
 
 
 class EarlyReads:
     """The blocks read early so far and the memory they hold, for one scheduling attempt."""
 
-    def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int], simds_a_read: int):
+    def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int]):
         self.q = qgraph
         self.plan = plan
         self.room = list(room)                      # local vectors each layer may give them
         self.per = qgraph.arch.array_size + 1       # a block's vectors (its bias row included)
         self.held = [0] * len(qgraph.layers)        # vectors they hold during each layer
         self.blocks: Dict[Key, Tuple[int, bool]] = {}   # -> (local address, read without its bias row)
-        self.pending: Deque[Key] = collections.deque(candidates(qgraph, simds_a_read))
+        self.pending: Deque[Key] = collections.deque(candidates(qgraph))
 
     def next(self, index: int, local: Allocator, half: int) -> Optional[Tuple[Key, int]]:
         """The next block to read during layer `index` and the local address it takes (taken
