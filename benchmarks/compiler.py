@@ -351,7 +351,7 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
     / n^2, every non-zero weight read from DRAM1 and pushed once a frame with no padding (plus a
     bias row a load), the program's SIMD and accumulator moves scaled to unpadded output
     channels: what no schedule, tiling or lane packing of this network on this RTL beats."""
-    from tensil.estimate import _SIMD_CYCLES, MemoryAwareModel
+    from tensil.estimate import SIMD_CYCLES, MemoryAwareModel
     from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul
     from tensil_tools.compiler.packing import is_packing
 
@@ -372,7 +372,7 @@ def serial_floors(result: Any, memory: Any, graph: Any) -> Dict[str, Dict[str, A
                 "written": sum(i.size + 1 for i in moves if i.kind in (DataMoveKind.LOCAL_TO_DRAM0,
                                                                        DataMoveKind.LOCAL_TO_DRAM1)),
                 "drains": drains, "pushes": sum(i.size + 1 for i in loads),
-                "simd": sum(_SIMD_CYCLES[(i.read, i.write)] for i in simds) - _SIMD_CYCLES[(False, False)] * pairs}
+                "simd": sum(SIMD_CYCLES[(i.read, i.write)] for i in simds) - SIMD_CYCLES[(False, False)] * pairs}
 
     def beside(w: Dict[str, float]) -> float:
         """The work SIMDs may run beside: DRAM moves sharing the drains, then the pushes. A

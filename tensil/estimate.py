@@ -198,7 +198,7 @@ def boundary_violations(instructions: Sequence[Instruction], arch: Architecture,
             and crosses_boundary(instruction, arch, 0, memory)]
 
 
-_SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}
+SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}
 SIMD_QUEUE_CYCLES = 105.0   # SIMD work a DRAM move after a SIMD run runs beside, at most
 READ_BESIDE_SIMDS = 3.0     # what such a read costs at least
 
@@ -250,7 +250,7 @@ class MemoryAwareModel(TensilLatencyModel):
             if not (instruction.read or instruction.write) and isinstance(self._last, SIMD) and (
                     self._last.read and self._last.write):
                 return 0.0   # measured: runs while the Read+Write SIMD before it writes
-            return _SIMD_CYCLES[(instruction.read, instruction.write)]
+            return SIMD_CYCLES[(instruction.read, instruction.write)]
         assert isinstance(instruction, DataMove)
         vectors = instruction.size + 1
         if instruction.kind not in _DRAM_READS + _DRAM_WRITES:

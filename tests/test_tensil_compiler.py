@@ -776,6 +776,61 @@ def test_tap_partial_sums_give_the_same_values_in_fewer_rtl_cycles(monkeypatch):
     assert runs[True][1] < 0.93 * runs[False][1], (runs[True][1], runs[False][1])   # 36,965 vs 41,039
 
 
+@needs_rtl
+def test_negative_parts_beside_packed_channels_give_the_same_values_in_fewer_rtl_cycles(monkeypatch):
+    # packing._negative_parts: a 16-channel layer's last 4 channels, read only by the packing
+    # of a stride-1 convolution (where the post-ops cannot go to fewer vectors), made twice,
+    # their negative parts min(x, 0) first: one SIMD a vector instead of the LeakyReLU's three,
+    # and the packing weighs them by alpha - 1 beside the channels: the same outputs bit for
+    # bit as the layer's own activation (the reference, the emulator, the RTL) and fewer RTL
+    # cycles.
+    from tensil_tools.compiler import packing
+    from tensil_tools.compiler.graph import NegativePart
+
+    b = ModelBuilder((1, 3, 24, 24), 9)
+    y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
+    data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, pads=1)], alpha=0.1))
+    x = np.random.default_rng(9).standard_normal((3, 24, 24))
+    runs = {}
+    for negative in (True, False):
+        if not negative:
+            monkeypatch.setattr(packing, "_negative_slope", lambda layer, kept, n: None)
+        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+        got, _ = result.run_emulator(x)
+        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
+        on_rtl, cosimulated = result.run_rtl(x)
+        assert np.array_equal(on_rtl, got)
+        runs[negative] = (got, cosimulated.cycles, result.graph)
+    parts = [layer for layer in runs[True][2].layers if layer.name.endswith("/negative")]
+    assert len(parts) == 1 and parts[0].output.channels == 8 and parts[0].post == [NegativePart(4)]
+    assert np.array_equal(runs[True][0], runs[False][0])
+    assert runs[True][1] < 0.98 * runs[False][1], (runs[True][1], runs[False][1])   # 43,860 vs 45,020
+    floats = run_onnxruntime(data, x[None]).reshape(-1)
+    result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+    fixed = result.output_floats(runs[True][0]).reshape(-1)
+    assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
+
+
+def test_a_negative_part_is_min_with_zero_in_its_channels_in_float_and_fixed_point():
+    # and only a LeakyReLU of slope in (0, 1) but 1/2 goes to its packing so (a ReLU is one
+    # SIMD a vector already)
+    from tensil_tools.compiler.graph import Layer, LeakyRelu, NegativePart, Relu, Value, _post
+    from tensil_tools.compiler.packing import _negative_slope
+    from tensil_tools.compiler.quantize import QNegativePart
+
+    def layer(post):
+        return Layer("l", Value("v", 16, 4, 4), [], post=post)
+    assert _negative_slope(layer([LeakyRelu(0.1)]), 12, 12) == pytest.approx(-0.9)
+    assert _negative_slope(layer([LeakyRelu(0.1)]), 8, 12) is None            # 8 twice: two blocks
+    assert all(_negative_slope(layer(post), 12, 12) is None
+               for post in ([Relu()], [LeakyRelu(0.5)], [LeakyRelu(2.0)], [LeakyRelu(0.1), Relu()]))
+
+    x = np.linspace(-2, 2, 5 * 2 * 3).reshape(5, 2, 3)
+    got = _post(x, NegativePart(2))
+    assert np.array_equal(got[:2], np.minimum(x[:2], 0)) and np.array_equal(got[2:], x[2:])
+    assert QNegativePart(14).lanes(1, 12) == (True, True) + (False,) * 10
+
+
 @pytest.mark.parametrize("data_type", ["FP8BP4", "FP16BP8", "FP18BP10"])
 def test_leaky_relu_by_the_slope_below_zero_equals_max_of_x_and_alpha_x_for_every_value(data_type):
     # x + round(min(x, 0) * (alpha - 1)) against max(x, round(alpha * x)), the ALU's rounding

@@ -30,8 +30,8 @@ Convolution, bias, residual addition, activation and average scaling of a layer 
 in the accumulators without a round trip through memory.
 
 Post-ops that no weight read of their own layer hides (a single tile, a layer's last block)
-run in batches of EARLY_READ_SIMDS with a read of a later layer's weight block after each:
-the RTL runs a DRAM read beside the SIMD work queued before it. The block waits in local
+run in batches of EARLY_READ_WORK (SIMD cycles) with a read of a later layer's weight block
+after each: the RTL runs a DRAM read beside the SIMD work queued before it. The block waits in local
 memory that no activation planned in between needs and that every layer in between left free
 in the plain schedule; its layer loads it without reading it (its read would have cost the
 beats beyond the array's drain). `schedule` keeps that program where the calibrated model says
@@ -46,7 +46,7 @@ from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 import numpy as np
 
 from tensil.arch import Architecture
-from tensil.estimate import Estimate, estimate_memory_aware
+from tensil.estimate import SIMD_CYCLES, Estimate, estimate_memory_aware
 from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
@@ -65,6 +65,7 @@ from .quantize import (
     QLayer,
     QLeakyRelu,
     QMask,
+    QNegativePart,
     QRelu,
     QScale,
     blocks_of,
@@ -118,7 +119,10 @@ class CompiledProgram:
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
 HIDDEN_SIMDS = 24        # deferred SIMDs before a weight read and load (see _compute)
 HIDDEN_SIMDS_NO_READ = 6   # before a load without a read: two LeakyReLU vectors, whole in the drain
-EARLY_READ_SIMDS = 48    # SIMDs before each read of a later layer's block (_prefetch)
+# SIMD work (priced by SIMD_CYCLES) before each read of a later layer's block (_prefetch): 16
+# LeakyReLU vectors, or 29 single Min/Max ones, about the 105 cycles the SIMD queue runs beside
+# a DRAM read once the nearly free flagless SIMDs are counted as the model prices them (1.25)
+EARLY_READ_WORK = 116.0
 
 
 def _pow2_stride(step: int, depth: int) -> Optional[int]:
@@ -644,6 +648,13 @@ class _Scheduler:
                     for a in addresses:
                         self._simd(SimdOp.MULTIPLY, read=a, write=a)
                 self.register = None
+            elif isinstance(op, QNegativePart):   # Min with 0 in its lanes, the top elsewhere
+                self.register = None
+                self._simd(SimdOp.MOVE, read=self.constants.ceiling_at(op.lanes(cob, self.n)), to_register=True,
+                           right=0)
+                for a, _, _ in vectors:
+                    self._simd(SimdOp.MIN, read=a, write=a)
+                self.register = None
             elif isinstance(op, QScale):
                 by_factor: Dict[int, List[int]] = {}
                 for a, i, j in vectors:
@@ -675,10 +686,12 @@ class _Scheduler:
 
         def finish() -> None:
             while self.hidden:
-                batch = min(len(self.hidden), EARLY_READ_SIMDS)
-                for _ in range(batch):
-                    program.emit(self.hidden.popleft())
-                if batch == EARLY_READ_SIMDS:
+                work = 0.0
+                while self.hidden and work < EARLY_READ_WORK:
+                    simd = self.hidden.popleft()
+                    work += SIMD_CYCLES[(simd.read, simd.write)]
+                    program.emit(simd)
+                if work >= EARLY_READ_WORK:
                     self._prefetch()   # a later layer's block read beside these SIMDs
             self._write(cob, region, staging, i0, i1, wo, base)
         return finish

@@ -2,7 +2,8 @@
 
 DRAM1 holds the weight blocks, in the order they are loaded, each distinct image once, and
 the SIMD constants' image. The SIMD constants (LeakyReLU slopes or slopes - 1, Clip bounds,
-average-pool scales, each in every lane; the lane masks of tap partial sums, packing.py) sit
+average-pool scales, each in every lane; the lane masks of tap partial sums and the lane bounds
+of negative parts, packing.py) sit
 at the top of the accumulators, below the last vector (the Program's scratch),
 loaded once at the start of the program; the accumulators below them are the tiles'.
 """
@@ -16,7 +17,7 @@ from tensil.isa import DataMoveKind
 
 from .errors import CompileError, MemoryOverflow
 from .program import Allocator, Program
-from .quantize import QClip, QGraph, QLeakyRelu, QMask, QScale, content_key
+from .quantize import QClip, QGraph, QLeakyRelu, QMask, QNegativePart, QScale, content_key
 
 __all__ = ["Constants"]
 
@@ -24,6 +25,11 @@ __all__ = ["Constants"]
 def _mask_vector(lanes: Tuple[bool, ...], one: int) -> Tuple[int, ...]:
     """A lane mask as raw values: `one` in the kept lanes, 0 in the others."""
     return tuple(one if kept else 0 for kept in lanes)
+
+
+def _ceiling_vector(lanes: Tuple[bool, ...], top: int) -> Tuple[int, ...]:
+    """The bounds of a negative part (a Min with it): 0 in its lanes, the format's top elsewhere."""
+    return tuple(0 if negative else top for negative in lanes)
 
 
 class Constants:
@@ -56,6 +62,10 @@ class Constants:
                     masks.update(op.lanes(cob, n, j) for cob in range(-(-op.keep.shape[0] // n))
                                  for j in range(op.keep.shape[1]))
         vectors += sorted(_mask_vector(lanes, one) for lanes in masks if not all(lanes))
+        self.top = qgraph.fmt.max_raw
+        vectors += sorted({_ceiling_vector(op.lanes(cob, n), self.top) for q in qgraph.layers for op in q.post
+                           if isinstance(op, QNegativePart) for cob in range(-(-q.layer.output.channels // n))}
+                          - set(vectors))
         top = self.arch.accumulator_depth - 1 - len(vectors)   # the last: Program's scratch
         if top < 1:
             raise CompileError("%d SIMD constants do not fit the %d accumulators" % (
@@ -67,6 +77,10 @@ class Constants:
     def mask_at(self, lanes: Tuple[bool, ...], one: int) -> int:
         """The accumulator of a mask vector: `one` in the kept lanes, 0 in the others."""
         return self.vector_at[_mask_vector(lanes, one)]
+
+    def ceiling_at(self, lanes: Tuple[bool, ...]) -> int:
+        """The accumulator of a negative part's bounds: 0 in its lanes, the format's top elsewhere."""
+        return self.vector_at[_ceiling_vector(lanes, self.top)]
 
     def image(self, image: np.ndarray) -> int:
         """The DRAM1 vector where `image` (raw, (vectors, N)) starts; an image already there is

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "Mask", "MaxTerm", "PostOp",
+__all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "Mask", "MaxTerm", "NegativePart", "PostOp",
            "Relu", "Scale", "Term", "Value", "describe", "evaluate", "evaluate_layer",
            "term_output_size"]
 
@@ -148,7 +148,15 @@ class Mask:
     keep: np.ndarray      # bool [Co, Wo]
 
 
-PostOp = Union[Relu, LeakyRelu, Clip, Scale, Mask]
+@dataclasses.dataclass(frozen=True)
+class NegativePart:
+    """min(x, 0) in the first `channels` channels; the others unchanged (a packing layer's
+    weights make an activation of them: packing._negative_parts)."""
+
+    channels: int
+
+
+PostOp = Union[Relu, LeakyRelu, Clip, Scale, Mask, NegativePart]
 
 
 @dataclasses.dataclass(eq=False)
@@ -240,6 +248,8 @@ def _post(x: np.ndarray, op: PostOp) -> np.ndarray:
         return np.minimum(np.maximum(x, op.low), op.high)
     if isinstance(op, Mask):
         return np.where(op.keep[:, None, :], x, 0.0)
+    if isinstance(op, NegativePart):
+        return np.where((np.arange(x.shape[0]) < op.channels)[:, None, None], np.minimum(x, 0.0), x)
     return x * op.factors[None]
 
 

@@ -21,7 +21,10 @@ values, and on fewer vectors where a strided convolution reads P: blocks.0/conv2
 channels of the ResNet-9, 1,024 vectors of LeakyReLU, become 512). The packed channels
 themselves become tap partial sums where that saves MatMul passes (_tap_partials: each input
 pixel read once a kernel row, the packing summing the kernel columns as it lays them out),
-else, under a strided packing, a layer of their own without post-ops.
+else, under a strided packing, a layer of their own without post-ops, else, where their one
+post-op is a LeakyReLU and twice them fit a block, a layer making each of them twice, its
+negative part min(x, 0) first (_negative_parts: one SIMD a vector instead of three), which the
+packing weighs by alpha - 1 beside the channel itself: the activation's values, bit for bit.
 """
 
 import dataclasses
@@ -29,7 +32,19 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .graph import Clip, Graph, Layer, LeakyRelu, LinearTerm, Mask, PostOp, Relu, Term, Value
+from .graph import (
+    Clip,
+    Graph,
+    Layer,
+    LeakyRelu,
+    LinearTerm,
+    Mask,
+    NegativePart,
+    PostOp,
+    Relu,
+    Term,
+    Value,
+)
 
 __all__ = ["PACK_OPS", "is_packing", "pack_columns"]
 
@@ -102,14 +117,15 @@ def pack_columns(graph: Graph, n: int) -> Graph:
 class Split:
     """A value split for its packing layers: the channels before the packed ones (None when
     there are none), the value the packing layers read instead, how many channels before, the
-    post-ops the packing layers take over, and for tap partial sums their groups and the
-    group of a pixel's own column (else None)."""
+    post-ops the packing layers take over, for tap partial sums their groups and the group of a
+    pixel's own column (else None), and for negative parts the slope less one (else None)."""
 
     before: Optional[Value]
     packed: Value
     kept: int
     post: List[PostOp]
     taps: Optional[Tuple[int, int]] = None
+    slope: Optional[float] = None   # negative parts: the packing weighs them so (_negative_parts)
 
 
 def _keeps_zero(op: PostOp) -> bool:
@@ -120,7 +136,8 @@ def _post_ops_after_packing(graph: Graph, n: int) -> Graph:
     """Each layer whose last channels only packing layers read, split (module docstring): the
     channels before keep its post-ops, the packed ones become tap partial sums (_tap_partials)
     where that saves MatMul passes, else, where the packings are strided, a layer of their own
-    without post-ops; the packing layers take the post-ops over."""
+    without post-ops, and the packing layers take the post-ops over; else their negative parts
+    beside them (_negative_parts), and the packing layers' weights make the activation."""
     consumers = graph.consumers()
     layers: List[Layer] = []
     renamed: Dict[int, Split] = {}
@@ -134,6 +151,7 @@ def _post_ops_after_packing(graph: Graph, n: int) -> Graph:
             continue
         before = _channels(layer, Value(x.name, kept, x.height, x.width), slice(0, kept)) if kept else None
         partials = _tap_partials(layer, kept, readers, n)
+        slope = None
         if partials is not None:
             last, taps = partials
         elif layer.post and all(r.output.height * r.output.width < x.height * x.width
@@ -142,12 +160,14 @@ def _post_ops_after_packing(graph: Graph, n: int) -> Graph:
                 _channels(layer, Value(x.name + "/last", x.channels - kept, x.height, x.width),
                           slice(kept, None)), name=layer.name + "/last", post=[])
             taps = None
+        elif (slope := _negative_slope(layer, kept, n)) is not None:
+            last, taps = _negative_parts(layer, kept), None
         else:
             layers.append(layer)
             continue
         layers += ([before] if before is not None else []) + [last]
         renamed[id(x)] = Split(before.output if before is not None else None, last.output, kept,
-                               list(layer.post), taps)
+                               list(layer.post) if slope is None else [], taps, slope)
     return dataclasses.replace(graph, layers=layers)
 
 
@@ -226,6 +246,37 @@ def _tap_partials(layer: Layer, kept: int, readers: List[Layer], n: int
             (groups, big_l))
 
 
+def _negative_slope(layer: Layer, kept: int, n: int) -> Optional[float]:
+    """alpha - 1 where the packed channels go to their packing as their negative parts beside
+    them (_negative_parts): a LeakyReLU of slope in (0, 1) but 1/2 their only post-op (three
+    SIMDs a vector, where a ReLU takes one: quantize.QLeakyRelu.slope_below_one), and twice
+    them in a block."""
+    if len(layer.post) != 1 or 2 * (layer.output.channels - kept) > n:
+        return None
+    op = layer.post[0]
+    if isinstance(op, LeakyRelu) and 0.0 < op.alpha < 1.0 and op.alpha != 0.5:
+        return op.alpha - 1.0
+    return None
+
+
+def _negative_parts(layer: Layer, kept: int) -> Layer:
+    """The packed channels' layer under a packing of stride 1 (where the post-ops cannot go to
+    fewer vectors): each channel twice, its negative part min(x, 0) first (one SIMD a vector, a
+    Min with a lane vector, instead of the activation's three). The packing weighs the negative
+    part by alpha - 1 and the channel by 1 in that lane order: its MAC chain rounds the product
+    first, then adds the channel, as the compiler's LeakyReLU does (backend._post), so the
+    values are the activation's, bit for bit."""
+    x = layer.output
+    r = x.channels - kept
+    twice = np.r_[np.arange(kept, x.channels), np.arange(kept, x.channels)]
+    return dataclasses.replace(
+        layer, name=layer.name + "/negative", output=Value(x.name + "/negative", 2 * r, x.height, x.width),
+        bias=None if layer.bias is None else layer.bias[twice],
+        terms=[dataclasses.replace(t, weight=t.weight[twice], macs=round(t.macs * r / x.channels))
+               for t in layer.terms if isinstance(t, LinearTerm)],
+        post=[NegativePart(r)])
+
+
 def _channels(layer: Layer, output: Value, channels: slice) -> Layer:
     """The part of a layer of linear terms that computes `channels` of its output."""
     share = output.channels / layer.output.channels
@@ -250,6 +301,11 @@ def _reading_split(layer: Layer, renamed: Dict[int, Split]) -> Layer:
             terms.append(dataclasses.replace(term, input=split.before, weight=term.weight[:, :split.kept]))
             continue
         post = list(split.post) + post
+        if split.slope is not None:   # the negative parts weighed by the slope less one, first
+            part = term.weight[:, split.kept:]
+            terms.append(dataclasses.replace(term, input=split.packed,
+                                             weight=np.concatenate([split.slope * part, part], axis=1)))
+            continue
         if split.taps is None:
             terms.append(dataclasses.replace(term, input=split.packed, weight=term.weight[:, split.kept:]))
             continue

@@ -27,9 +27,21 @@ from tensil.emulator import DRAINING_PUSHES
 from tensil.fixed import FixedFormat, SaturationStats, fixed_format, from_float_const
 
 from .errors import MemoryOverflow, UnsupportedError
-from .graph import AddTerm, Clip, Graph, Layer, LeakyRelu, LinearTerm, Mask, MaxTerm, Relu, Scale
+from .graph import (
+    AddTerm,
+    Clip,
+    Graph,
+    Layer,
+    LeakyRelu,
+    LinearTerm,
+    Mask,
+    MaxTerm,
+    NegativePart,
+    Relu,
+    Scale,
+)
 
-__all__ = ["CopyOp", "MatOp", "QClip", "QGraph", "QLayer", "QLeakyRelu", "QMask", "QRelu", "QScale",
+__all__ = ["CopyOp", "MatOp", "QClip", "QGraph", "QLayer", "QLeakyRelu", "QMask", "QNegativePart", "QRelu", "QScale",
            "blocks_of", "quantize"]
 
 
@@ -94,7 +106,16 @@ class QMask:
         return tuple(bool(v) for v in lanes) + (True,) * (n - len(lanes))
 
 
-QPost = Union[QRelu, QLeakyRelu, QClip, QScale, QMask]
+@dataclasses.dataclass(frozen=True)
+class QNegativePart:
+    channels: int        # min(x, 0) in channels [0, channels), the others unchanged
+
+    def lanes(self, cob: int, n: int) -> Tuple[bool, ...]:
+        """Which lanes of output block `cob` take min(x, 0)."""
+        return tuple(cob * n + lane < self.channels for lane in range(n))
+
+
+QPost = Union[QRelu, QLeakyRelu, QClip, QScale, QMask, QNegativePart]
 
 
 @dataclasses.dataclass(eq=False)
@@ -177,6 +198,8 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
             out.append(QScale(from_float_const(op.factors, fmt, stats)))
         elif isinstance(op, Mask):
             out.append(QMask(op.keep.copy()))
+        elif isinstance(op, NegativePart):
+            out.append(QNegativePart(op.channels))
         else:
             raise UnsupportedError("layer %s: post-op %r has no lowering" % (layer.name, op))
     return out

@@ -16,7 +16,18 @@ import numpy as np
 from tensil.fixed import FixedFormat, add, from_float_saturating, mac, saturate, to_float
 
 from .graph import AddTerm, Clip, LeakyRelu, LinearTerm, MaxTerm, Scale, Value, evaluate_layer
-from .quantize import CopyOp, QClip, QGraph, QLayer, QLeakyRelu, QMask, QRelu, QScale, blocks_of
+from .quantize import (
+    CopyOp,
+    QClip,
+    QGraph,
+    QLayer,
+    QLeakyRelu,
+    QMask,
+    QNegativePart,
+    QRelu,
+    QScale,
+    blocks_of,
+)
 
 __all__ = ["blocked", "error_bound", "error_tolerance", "mac_chain", "reference", "reference_features", "to_vectors"]
 
@@ -127,6 +138,9 @@ def _post(x: np.ndarray, q: QLayer, fmt: FixedFormat) -> np.ndarray:
             x = mac(x, op.factors[None, None, :, :, None], 0, fmt)
         elif isinstance(op, QMask):   # the dropped lanes blocked as x is, padded lanes kept
             x = np.where(blocked((~op.keep)[None, :, None, :], x.shape[-1]), 0, x)
+        elif isinstance(op, QNegativePart):
+            negative = np.arange(x.shape[1] * x.shape[-1]) < op.channels
+            x = np.where(blocked(negative[None, :, None, None], x.shape[-1]), np.minimum(x, 0), x)
     return x
 
 
