@@ -726,22 +726,24 @@ def _strided_pair(channels: int) -> bytes:
     return b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, stride=2, pads=1)], alpha=0.1))
 
 
-def _with_and_without_split(monkeypatch, data, shape, seed):
-    """{split: (outputs, RTL cycles, graph)} of a model compiled with packing._post_ops_after_
-    packing and without it, each equal to the reference and on the RTL to the emulator."""
+def _with_and_without_split(monkeypatch, data, shape, seed, step="_post_ops_after_packing",
+                            without=lambda graph, n: graph):
+    """{split: (outputs, RTL cycles, graph)} of a model compiled with a step of packing.py
+    (packing._post_ops_after_packing by default) and with `without` in its place, each equal to
+    the reference and on the RTL to the emulator, and the two equal."""
     from tensil_tools.compiler import packing
 
     x = np.random.default_rng(seed).standard_normal(shape)
     runs = {}
     for split in (True, False):
         if not split:
-            monkeypatch.setattr(packing, "_post_ops_after_packing", lambda graph, n: graph)
+            monkeypatch.setattr(packing, step, without)
         result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
         got, _ = result.run_emulator(x)
         assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
         on_rtl, cosimulated = result.run_rtl(x)
         assert np.array_equal(on_rtl, got)
-        runs[split] = (got, cosimulated.cycles, result.graph)
+        runs[split] = (got, cosimulated.cycles, result)
     assert np.array_equal(runs[True][0], runs[False][0])
     return runs
 
@@ -754,7 +756,7 @@ def test_post_ops_moved_after_a_strided_packing_give_the_same_values_in_fewer_rt
     # bit (the reference, the emulator, the RTL) and fewer RTL cycles than without the move.
     # (Its input is the packed image: no tap partial sums, which would save no pass here.)
     runs = _with_and_without_split(monkeypatch, _strided_pair(3), (3, 24, 24), 8)
-    names = [layer.name for layer in runs[True][2].layers]
+    names = [layer.name for layer in runs[True][2].graph.layers]
     assert any(name.endswith("/last") for name in names) and not any(name.endswith("/taps") for name in names)
     assert runs[True][1] < 0.97 * runs[False][1], (runs[True][1], runs[False][1])   # 24,131 vs 25,851
 
@@ -769,7 +771,7 @@ def test_tap_partial_sums_give_the_same_values_in_fewer_rtl_cycles(monkeypatch):
     from tensil_tools.compiler.graph import Mask
 
     runs = _with_and_without_split(monkeypatch, _strided_pair(16), (16, 24, 24), 8)
-    taps = [layer for layer in runs[True][2].layers if layer.name.endswith("/taps")]
+    taps = [layer for layer in runs[True][2].graph.layers if layer.name.endswith("/taps")]
     assert len(taps) == 1 and taps[0].output.channels == 12
     assert [type(op) for op in taps[0].post] == [Mask] and not taps[0].post[0].keep.all()
     assert [t.kernel for t in taps[0].terms] == [(3, 1), (3, 1)]
@@ -784,29 +786,19 @@ def test_negative_parts_beside_packed_channels_give_the_same_values_in_fewer_rtl
     # and the packing weighs them by alpha - 1 beside the channels: the same outputs bit for
     # bit as the layer's own activation (the reference, the emulator, the RTL) and fewer RTL
     # cycles.
-    from tensil_tools.compiler import packing
     from tensil_tools.compiler.graph import NegativePart
 
     b = ModelBuilder((1, 3, 24, 24), 9)
     y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
     data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, pads=1)], alpha=0.1))
-    x = np.random.default_rng(9).standard_normal((3, 24, 24))
-    runs = {}
-    for negative in (True, False):
-        if not negative:
-            monkeypatch.setattr(packing, "_negative_slope", lambda layer, kept, n: None)
-        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
-        got, _ = result.run_emulator(x)
-        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
-        on_rtl, cosimulated = result.run_rtl(x)
-        assert np.array_equal(on_rtl, got)
-        runs[negative] = (got, cosimulated.cycles, result.graph)
-    parts = [layer for layer in runs[True][2].layers if layer.name.endswith("/negative")]
+    runs = _with_and_without_split(monkeypatch, data, (3, 24, 24), 9, "_negative_slope",
+                                   lambda layer, kept, n: None)
+    result = runs[True][2]
+    parts = [layer for layer in result.graph.layers if layer.name.endswith("/negative")]
     assert len(parts) == 1 and parts[0].output.channels == 8 and parts[0].post == [NegativePart(4)]
-    assert np.array_equal(runs[True][0], runs[False][0])
     assert runs[True][1] < 0.98 * runs[False][1], (runs[True][1], runs[False][1])   # 43,860 vs 45,020
+    x = np.random.default_rng(9).standard_normal((3, 24, 24))
     floats = run_onnxruntime(data, x[None]).reshape(-1)
-    result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
     fixed = result.output_floats(runs[True][0]).reshape(-1)
     assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
 

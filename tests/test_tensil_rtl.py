@@ -600,6 +600,21 @@ def test_the_decoder_runs_instructions_one_after_another():
     assert shared(simds(128), dram_move) == shared(simds(512), dram_move) <= 110
 
 
+def _leaky_relu_simds(v):
+    """The compiler's LeakyReLU of accumulator v (backend._post), its slope less one at 2000."""
+    return [SIMD(SimdOp.ZERO, dest=1),
+            SIMD(SimdOp.MIN, left=0, right=1, dest=1, read_address=v, read=True),
+            SIMD(SimdOp.MULTIPLY, left=0, right=1, write_address=v, read_address=2000, read=True,
+                 write=True, accumulate=True)]
+
+
+def _drained_cycles(program):
+    """RTL cycles of a program on the 4-filled memories, run until every queue drains."""
+    d0, d1, local, accumulators = memories(4, dram_vectors=1024)
+    return cosim.run(encode_program(program, ARCH), d0, d1, ARCH, local=local, accumulators=accumulators,
+                     completion="drain").cycles
+
+
 def test_a_dram_read_after_simds_runs_beside_the_simd_work_queued():
     # What backend._Scheduler._prefetch relies on, and tensil.estimate.MemoryAwareModel prices:
     # a weight block's read (13 vectors, 54 cycles alone) after k LeakyReLU vectors (the
@@ -608,26 +623,15 @@ def test_a_dram_read_after_simds_runs_beside_the_simd_work_queued():
     from tensil.estimate import READ_BESIDE_SIMDS
     from tensil.isa import DataMove, DataMoveKind
 
-    d0, d1, local, accumulators = memories(4, dram_vectors=1024)
-
-    def leaky(v):
-        return [SIMD(SimdOp.ZERO, dest=1),
-                SIMD(SimdOp.MIN, left=0, right=1, dest=1, read_address=v, read=True),
-                SIMD(SimdOp.MULTIPLY, left=0, right=1, write_address=v, read_address=2000, read=True,
-                     write=True, accumulate=True)]
-
     def read(k):
         return [DataMove(DataMoveKind.DRAM1_TO_LOCAL, 5000 + 16 * k, 16 * k, 12)]
 
-    def cycles(program):
-        return cosim.run(encode_program(program, ARCH), d0, d1, ARCH, local=local, accumulators=accumulators,
-                         completion="drain").cycles
-
+    cycles = _drained_cycles
     tail, reads = [DataMove(DataMoveKind.ACC_TO_LOCAL, 100, 0, 31)], 8
     alone = (cycles(sum((read(k) for k in range(reads)), []) + tail) - cycles(tail)) / reads
     assert alone == 54
     for vectors in (4, 8, 12, 16, 24):
-        runs = [sum((leaky(vectors * k + j) for j in range(vectors)), []) for k in range(reads)]
+        runs = [sum((_leaky_relu_simds(vectors * k + j) for j in range(vectors)), []) for k in range(reads)]
         simds = sum(runs, []) + tail
         both = sum((run + read(k) for k, run in enumerate(runs)), []) + tail
         added = (cycles(both) - cycles(simds)) / reads
@@ -643,31 +647,19 @@ def test_post_ops_hide_in_the_drain_before_a_load_without_a_read():
     # calibrated model agrees on the two and prices the third at its whole 6 (2 over).
     from tensil.isa import DataMove, DataMoveKind, LoadWeights, MatMul
 
-    d0, d1, local, accumulators = memories(4, dram_vectors=1024)
-
-    def leaky(v):
-        return [SIMD(SimdOp.ZERO, dest=1),
-                SIMD(SimdOp.MIN, left=0, right=1, dest=1, read_address=v, read=True),
-                SIMD(SimdOp.MULTIPLY, left=0, right=1, write_address=v, read_address=2000, read=True,
-                     write=True, accumulate=True)]
-
     def program(vectors):
         loads = 8
         code = [LoadWeights(200, 12)]
         for k in range(loads):
             code += [MatMul(16, 0, 15, accumulate=True)]
-            code += sum((leaky(1000 + vectors * k + j) for j in range(vectors)), [])
+            code += sum((_leaky_relu_simds(1000 + vectors * k + j) for j in range(vectors)), [])
             code += [LoadWeights(200, 12)]
         return code + [DataMove(DataMoveKind.ACC_TO_LOCAL, 100, 0, 31)], loads
-
-    def cycles(code):
-        return cosim.run(encode_program(code, ARCH), d0, d1, ARCH, local=local, accumulators=accumulators,
-                         completion="drain").cycles
 
     base, loads = program(0)
     for vectors, added in ((2, 0), (3, 4)):
         code, _ = program(vectors)
-        measured = (cycles(code) - cycles(base)) / loads
+        measured = (_drained_cycles(code) - _drained_cycles(base)) / loads
         assert abs(measured - added) <= 0.5, (vectors, measured)
         modelled = (estimate_memory_aware(code, ARCH).cycles - estimate_memory_aware(base, ARCH).cycles) / loads
         assert abs(modelled - measured) <= (0.5 if vectors == 2 else 2.5), (vectors, measured, modelled)
