@@ -582,7 +582,7 @@ def test_attributes_and_their_defaults_come_from_onnx_schemas():
 
 @needs_rtl
 def test_weight_reads_and_post_ops_in_the_array_drain_save_rtl_cycles(monkeypatch):
-    # backend.LAZY_WEIGHT_READS and HIDDEN_SIMDS: each weight block read just before its
+    # backend.LAZY_WEIGHT_READS and HIDDEN_WORK: each weight block read just before its
     # load, right after a MatMul, and the previous output block's post-ops there too, with two
     # accumulator tiles. Off (one bulk read a group, post-ops after their own block), the same
     # outputs cost more RTL cycles.
@@ -592,11 +592,11 @@ def test_weight_reads_and_post_ops_in_the_array_drain_save_rtl_cycles(monkeypatc
     data = b.model(b.op("LeakyRelu", [b.conv(b.input, 16, 40, 3, pads=1)], alpha=0.1))
     x = np.random.default_rng(3).standard_normal((16, 8, 8))
     runs = {}
-    for name, lazy, hidden in (("scheduled", backend.LAZY_WEIGHT_READS, backend.HIDDEN_SIMDS),
-                               ("plain", 10 ** 9, 0)):
+    for name, lazy, hidden in (("scheduled", backend.LAZY_WEIGHT_READS, backend.HIDDEN_WORK),
+                               ("plain", 10 ** 9, 0.0)):
         monkeypatch.setattr(backend, "LAZY_WEIGHT_READS", lazy)
-        monkeypatch.setattr(backend, "HIDDEN_SIMDS", hidden)
-        monkeypatch.setattr(backend, "HIDDEN_SIMDS_NO_READ", hidden)
+        monkeypatch.setattr(backend, "HIDDEN_WORK", hidden)
+        monkeypatch.setattr(backend, "HIDDEN_WORK_NO_READ", hidden)
         result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
         got, _ = result.run_emulator(x)
         on_rtl, cosimulated = result.run_rtl(x)

@@ -117,8 +117,10 @@ class CompiledProgram:
 
 
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
-HIDDEN_SIMDS = 24        # deferred SIMDs before a weight read and load (see _compute)
-HIDDEN_SIMDS_NO_READ = 6   # before a load without a read: two LeakyReLU vectors, whole in the drain
+# deferred SIMD work (priced by SIMD_CYCLES) before a weight load (see _compute): with a read,
+# 8 LeakyReLU vectors' worth; without, what the drain hides whole (2 LeakyReLU vectors, 3 Mins)
+HIDDEN_WORK = 58.0
+HIDDEN_WORK_NO_READ = 14.5
 # SIMD work (priced by SIMD_CYCLES) before each read of a later layer's block (_prefetch): 16
 # LeakyReLU vectors, or 29 single Min/Max ones, about the 105 cycles the SIMD queue runs beside
 # a DRAM read once the nearly free flagless SIMDs are counted as the model prices them (1.25)
@@ -520,8 +522,10 @@ class _Scheduler:
         right after a MatMul they wait for the array to drain while the decoder moves on, and
         run beside the DRAM read and the load that follow (measured on the RTL: 24 SIMDs cost
         about 1 cycle each there instead of 2.6, beyond which they cost their own time; before
-        a load without a read, 6, two LeakyReLU vectors, cost nothing: tests/test_tensil_rtl.py::
-        test_post_ops_hide_in_the_drain_before_a_load_without_a_read)."""
+        a load without a read, about 12 cycles of SIMD work, two LeakyReLU vectors or three
+        Mins, cost nothing: tests/test_tensil_rtl.py::test_post_ops_hide_in_the_drain_before_a_
+        load_without_a_read); so they go there by their work as SIMD_CYCLES prices it
+        (HIDDEN_WORK, HIDDEN_WORK_NO_READ), not by their count."""
         wo = q.layer.output.width
         for op in ops:
             term = q.layer.terms[op.term]
@@ -536,7 +540,9 @@ class _Scheduler:
             has_bias = bool(q.blocks[op.block][0].any())
             if self.loaded_block != key:
                 unread = key in self.unread_blocks
-                for _ in range(min(len(self.hidden), HIDDEN_SIMDS if unread else HIDDEN_SIMDS_NO_READ)):
+                work, limit = 0.0, HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ
+                while self.hidden and work + SIMD_CYCLES[(self.hidden[0].read, self.hidden[0].write)] <= limit:
+                    work += SIMD_CYCLES[(self.hidden[0].read, self.hidden[0].write)]
                     self.program.emit(self.hidden.popleft())
                 rows = q.block_rows[op.block]   # the rows after them meet zero inputs only
                 if unread:

@@ -25,7 +25,7 @@ def candidates(qgraph: QGraph) -> List[Key]:
     """The blocks worth reading early: every weight block of every layer, nearest layer first.
     None is kept for a read of its own to hide the post-ops of the block before: a load without
     a read hides two LeakyReLU vectors whole in the array's drain (12 cycles saved, backend.
-    HIDDEN_SIMDS_NO_READ), a read of its own three cycles of each vector's six."""
+    HIDDEN_WORK_NO_READ), a read of its own three cycles of each vector's six."""
     keys: List[Key] = []
     for index, q in enumerate(qgraph.layers):
         if q.max_term is not None:
