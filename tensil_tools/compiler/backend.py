@@ -540,10 +540,7 @@ class _Scheduler:
             has_bias = bool(q.blocks[op.block][0].any())
             if self.loaded_block != key:
                 unread = key in self.unread_blocks
-                work, limit = 0.0, HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ
-                while self.hidden and work + SIMD_CYCLES[(self.hidden[0].read, self.hidden[0].write)] <= limit:
-                    work += SIMD_CYCLES[(self.hidden[0].read, self.hidden[0].write)]
-                    self.program.emit(self.hidden.popleft())
+                self._emit_hidden(HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ, past=False)
                 rows = q.block_rows[op.block]   # the rows after them meet zero inputs only
                 if unread:
                     # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
@@ -601,6 +598,14 @@ class _Scheduler:
             self._simd(SimdOp.MOVE, read=self.constants.at[raw], to_register=True, right=0)
         self.register = ("const", raw)
 
+    def _by_lane_vector(self, op: SimdOp, vector: int, addresses: List[int]) -> None:
+        """acc[a] = op(acc[a], the lane vector at accumulator `vector`) for each address: the
+        vector moved into the register first (it is no constant of _set_register's after)."""
+        self._simd(SimdOp.MOVE, read=vector, to_register=True, right=0)
+        for a in addresses:
+            self._simd(op, read=a, write=a)
+        self.register = None
+
     def _post(self, q: QLayer, cob: int, vectors: List[Tuple[int, int, int]]) -> None:
         """The post-ops on output block `cob`'s tile vectors (acc address, row, col)."""
         fmt = self.fmt
@@ -647,20 +652,11 @@ class _Scheduler:
                 for a, _, j in vectors:
                     by_mask.setdefault(op.lanes(cob, self.n, j), []).append(a)
                 for lanes, addresses in sorted(by_mask.items()):
-                    if all(lanes):
-                        continue
-                    self.register = None
-                    self._simd(SimdOp.MOVE, read=self.constants.mask_at(lanes, fmt.one), to_register=True, right=0)
-                    for a in addresses:
-                        self._simd(SimdOp.MULTIPLY, read=a, write=a)
-                self.register = None
+                    if not all(lanes):
+                        self._by_lane_vector(SimdOp.MULTIPLY, self.constants.mask_at(lanes, fmt.one), addresses)
             elif isinstance(op, QNegativePart):   # Min with 0 in its lanes, the top elsewhere
-                self.register = None
-                self._simd(SimdOp.MOVE, read=self.constants.ceiling_at(op.lanes(cob, self.n)), to_register=True,
-                           right=0)
-                for a, _, _ in vectors:
-                    self._simd(SimdOp.MIN, read=a, write=a)
-                self.register = None
+                self._by_lane_vector(SimdOp.MIN, self.constants.ceiling_at(op.lanes(cob, self.n)),
+                                     [a for a, _, _ in vectors])
             elif isinstance(op, QScale):
                 by_factor: Dict[int, List[int]] = {}
                 for a, i, j in vectors:
@@ -692,15 +688,22 @@ class _Scheduler:
 
         def finish() -> None:
             while self.hidden:
-                work = 0.0
-                while self.hidden and work < EARLY_READ_WORK:
-                    simd = self.hidden.popleft()
-                    work += SIMD_CYCLES[(simd.read, simd.write)]
-                    program.emit(simd)
-                if work >= EARLY_READ_WORK:
+                if self._emit_hidden(EARLY_READ_WORK, past=True) >= EARLY_READ_WORK:
                     self._prefetch()   # a later layer's block read beside these SIMDs
             self._write(cob, region, staging, i0, i1, wo, base)
         return finish
+
+    def _emit_hidden(self, work: float, past: bool) -> float:
+        """Emit deferred post-ops (self.hidden) worth `work` cycles as SIMD_CYCLES prices them:
+        up to it, or (`past`) until it is reached, the last SIMD going past it; their work."""
+        done = 0.0
+        while self.hidden and done < work:
+            cycles = SIMD_CYCLES[(self.hidden[0].read, self.hidden[0].write)]
+            if not past and done + cycles > work:
+                break
+            done += cycles
+            self.program.emit(self.hidden.popleft())
+        return done
 
     # early weight reads -------------------------------------------------------------------
     def _prefetch(self) -> None:

@@ -43,8 +43,12 @@ class Constants:
         self.size = 0
         self._cache: Dict[bytes, int] = {}
         values: List[int] = []
-        one = qgraph.fmt.one
+        masks: Set[Tuple[int, ...]] = set()       # of tap partial sums
+        ceilings: Set[Tuple[int, ...]] = set()    # of negative parts
+        one, n = qgraph.fmt.one, self.arch.array_size
+        self.top = qgraph.fmt.max_raw
         for q in qgraph.layers:
+            blocks = range(-(-q.layer.output.channels // n))
             for op in q.post:
                 if isinstance(op, QLeakyRelu):
                     slope = op.slope_below_one(one)
@@ -53,19 +57,13 @@ class Constants:
                     values += [op.low, op.high]
                 elif isinstance(op, QScale):
                     values += [int(v) for v in np.unique(op.factors)]
-        n = self.arch.array_size
-        vectors = [(v,) * n for v in sorted(set(values))]
-        masks: Set[Tuple[bool, ...]] = set()
-        for q in qgraph.layers:
-            for op in q.post:
-                if isinstance(op, QMask):
-                    masks.update(op.lanes(cob, n, j) for cob in range(-(-op.keep.shape[0] // n))
-                                 for j in range(op.keep.shape[1]))
-        vectors += sorted(_mask_vector(lanes, one) for lanes in masks if not all(lanes))
-        self.top = qgraph.fmt.max_raw
-        vectors += sorted({_ceiling_vector(op.lanes(cob, n), self.top) for q in qgraph.layers for op in q.post
-                           if isinstance(op, QNegativePart) for cob in range(-(-q.layer.output.channels // n))}
-                          - set(vectors))
+                elif isinstance(op, QMask):
+                    masks.update(_mask_vector(lanes, one) for lanes in (
+                        op.lanes(cob, n, j) for cob in blocks for j in range(op.keep.shape[1])) if not all(lanes))
+                elif isinstance(op, QNegativePart):
+                    ceilings.update(_ceiling_vector(op.lanes(cob, n), self.top) for cob in blocks)
+        # each vector once: a lane vector may equal a constant in every lane
+        vectors = list(dict.fromkeys([(v,) * n for v in sorted(set(values))] + sorted(masks) + sorted(ceilings)))
         top = self.arch.accumulator_depth - 1 - len(vectors)   # the last: Program's scratch
         if top < 1:
             raise CompileError("%d SIMD constants do not fit the %d accumulators" % (
