@@ -68,7 +68,7 @@ from tensil.isa import (  # noqa: E402
     encode_program,
     parse_program,
 )
-from tensil.layout import to_vectors  # noqa: E402
+from tensil.layout import input_vectors  # noqa: E402
 from tensil.tmodel import load_tmodel, model_name  # noqa: E402
 from tensil_tools.progen import random_data, random_program  # noqa: E402
 from tensil_tools.reference import reference_run  # noqa: E402
@@ -231,7 +231,7 @@ def compiled_frame(repeats: int) -> Dict[str, Any]:
     model = load_tmodel(path)
     program = decode_program(model.prog_path.read_bytes(), model.arch)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
-    inputs = {model.inputs[0].name: to_vectors(x, model.arch.array_size)}
+    inputs = {model.inputs[0].name: input_vectors(model.inputs[0].name, x, model.arch.array_size)}
     cpu, wall = [], []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -433,7 +433,7 @@ def compiled_programs(arch: Architecture) -> List[Tuple[str, List[Instruction], 
     rng = np.random.default_rng(0)
     out = []
     for name, result in results:
-        x = rng.standard_normal(result.graph.input.shape)
+        x = rng.standard_normal(result.graph.image_shape)
         dram1 = result.program.dram1.astype(np.int16)
         out.append((name, result.instructions, {
             "dram0": result.dram0_image(x).astype(np.int16),

@@ -24,7 +24,7 @@ from fedcore.registry import Registry
 from tensil.driver import TensilDriver
 from tensil.errors import ArchMismatch, DriverError, TensilError
 from tensil.hwh import read_design
-from tensil.layout import from_vectors, to_vectors, vector_count
+from tensil.layout import from_vectors, given_name, input_vector_count, input_vectors, vector_count
 from tensil.tmodel import TensilModel, load_tmodel, model_name
 
 from .board import require_pynq
@@ -261,8 +261,9 @@ def _compiled_model(card: ModelCard, path: pathlib.Path) -> TensilModel:
     except TensilError as exc:
         raise ModelError(str(exc)) from None
     n = model.arch.array_size
-    inputs = [(v.name, v.size) for v in model.inputs]
-    wanted = (card.input.name, vector_count(card.input.shape, n))
+    inputs = [(given_name(v.name), v.size) for v in model.inputs]   # packed by the host or not
+    var = next((v.name for v in model.inputs if given_name(v.name) == card.input.name), card.input.name)
+    wanted = (card.input.name, input_vector_count(var, card.input.shape, n))
     if inputs != [wanted]:
         raise ModelError("%s: inputs %s (name, vectors); the card %s says one input %r of shape "
                          "%s, %d vectors of %d lanes" % (path, inputs, card.path.name, wanted[0],
@@ -298,7 +299,8 @@ class TensilEmulatorBackend(Backbone):
 
     def _run_one(self, x: np.ndarray) -> np.ndarray:
         n = self.tmodel.arch.array_size
-        outputs, report = self._run_model(self.tmodel, {self.card.input.name: to_vectors(x, n)},
+        var = self.tmodel.inputs[0].name
+        outputs, report = self._run_model(self.tmodel, {var: input_vectors(var, x, n)},
                                           program=self.program)
         self.saturated_inputs += report.saturated_inputs
         values = from_vectors(outputs[self.card.output_name], (1, self.feature_dim), n)

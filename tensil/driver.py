@@ -17,8 +17,9 @@ The protocol is Tensil's (facts §6), rebuilt around what one model needs:
   bitstream's TCU, so an array size that differs from the model's is refused (ArchMismatch)
   instead of "failing silently". Then the consts go to DRAM1 (flushed) and, for models
   compiled with load_consts_to_local, to local memory.
-- A frame. Inputs (ONNX layout, e.g. NCHW float) become Tensil's layout, NHWC padded to the
-  array size (`tensil.layout`), and FP16BP8 with saturation, counted in
+- A frame. Inputs (ONNX layout, e.g. NCHW float, given by their ONNX names) become Tensil's
+  layout, NHWC padded to the array size, or the packed layout a `.tmodel` input's name asks of
+  the host (`tensil.layout`), and FP16BP8 with saturation, counted in
   `RunReport.saturated` (Tensil's driver wraps around); the flush probe's source vector gets
   a fresh token and its target is cleared; DRAM0 is flushed; the program with the probe
   appended (DataMove DRAM0[src] -> local[last] -> DRAM0[dst]) streams through the AXI DMA's
@@ -51,7 +52,7 @@ from .isa import (
     encode_program,
     extent,
 )
-from .layout import from_vectors, to_vectors, vector_count
+from .layout import from_vectors, given_name, input_vector_count, input_vectors
 from .machine import MachineRun, Program, consts_to_local
 from .tmodel import TensilModel
 
@@ -483,25 +484,27 @@ class TensilDriver(_TcuLink):
         return outputs
 
     def _write_inputs(self, inputs: Mapping[str, np.ndarray], report: RunReport) -> None:
-        expected = {v.name for v in self.model.inputs}
-        unknown, missing = sorted(set(inputs) - expected), sorted(expected - set(inputs))
+        names = {var.name: given_name(var.name) for var in self.model.inputs}
+        unknown = sorted(set(inputs) - set(names.values()))
+        missing = sorted(set(names.values()) - set(inputs))
         if unknown or missing:
             raise ValueError("the model's inputs are %s; got %s" % (
-                sorted(expected), sorted(inputs)))
+                sorted(names.values()), sorted(inputs)))
         n = self.arch.array_size
         for var in self.model.inputs:
-            array = np.asarray(inputs[var.name])
+            name = names[var.name]
+            array = np.asarray(inputs[name])
             if array.dtype.kind not in "fiu":
-                raise ValueError("input %r must be numbers, got %s" % (var.name, array.dtype))
-            needed = vector_count(array.shape, n)
+                raise ValueError("input %r must be numbers, got %s" % (name, array.dtype))
+            needed = input_vector_count(var.name, array.shape, n)
             if needed != var.size:
                 raise ValueError("input %r of shape %s takes %d vectors of %d lanes; the model's "
-                                 "region holds %d" % (var.name, array.shape, needed, n, var.size))
+                                 "region holds %d" % (name, array.shape, needed, n, var.size))
             # converted before the layout change: a 3-channel image is a quarter of its padded
             # 12-lane vectors (rounding and saturation are per value; padding converts to 0)
             raw, saturated = from_float_saturating(array, self.fmt)
-            self.dram0[var.base:var.base + var.size] = to_vectors(raw.astype(self.fmt.dtype), n)
-            report.saturated[var.name] = saturated
+            self.dram0[var.base:var.base + var.size] = input_vectors(var.name, raw.astype(self.fmt.dtype), n)
+            report.saturated[name] = saturated
 
     def _probe_landed(self, token: int, report: RunReport) -> bool:
         report.polls += 1

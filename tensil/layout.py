@@ -6,13 +6,23 @@ lanes per pixel, the padding lanes zero: vector ((n*H + h)*W + w)*ceil(C/N) + c 
 c % N (facts §4.3, Tensil's VarsDimensions). A 2-D tensor [B, D] is ceil(D/N) vectors a
 row, a 1-D tensor ceil(D/N) vectors. PEFSL's demonstrator writes 3 lanes a pixel without
 padding (a latent bug, facts §9.4); this layout pads, as the compiler's program expects.
+
+An input the host packs (the compiler's `--host-packs-input`, our own driver only): a narrow
+image whose kernel columns the first convolution reads side by side is given to the program
+with those columns already in its lanes, P[n, dc*C + c, h, w] = x[n, c, h, w + dc - left]
+(zero outside the image) for dc in 0..kw-1, so the accelerator skips the packing layer it
+would otherwise run. The `.tmodel` names such an input `<name>/columns(kw=K,left=L)`: the
+caller still gives `<name>` in ONNX layout (`input_vectors`), and Tensil's own driver, which
+would write the image unpacked, finds no input of that name and refuses it.
 """
 
-from typing import Sequence, Tuple
+import re
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["from_vectors", "to_vectors", "vector_count"]
+__all__ = ["ColumnPacking", "column_packing", "from_vectors", "given_name", "input_vector_count", "input_vectors",
+           "pack_columns", "packed_input_name", "to_vectors", "vector_count"]
 
 
 def _check_shape(shape: Sequence[int]) -> Tuple[int, ...]:
@@ -64,3 +74,77 @@ def from_vectors(values: np.ndarray, shape: Sequence[int], array_size: int) -> n
         return flat.reshape(n, h, w, padded)[..., :c].transpose(0, 3, 1, 2)
     rows = shape[0] if len(shape) == 2 else 1
     return flat.reshape(rows, padded)[:, :channels].reshape(shape)
+
+
+class ColumnPacking(NamedTuple):
+    """An input the host packs: the ONNX input `name`, `kw` columns side by side from `left`
+    columns before each pixel."""
+
+    name: str
+    kw: int
+    left: int
+
+
+_PACKED = re.compile(r"^(?P<name>.+)/columns\(kw=(?P<kw>[0-9]{1,2}),left=(?P<left>[0-9]{1,2})\)$")
+
+
+def packed_input_name(name: str, kw: int, left: int) -> str:
+    return "%s/columns(kw=%d,left=%d)" % (name, kw, left)
+
+
+def column_packing(var_name: str) -> Optional[ColumnPacking]:
+    """The packing a `.tmodel` input's name asks of the host, or None (Tensil's plain layout)."""
+    match = _PACKED.match(var_name)
+    if match is None:
+        return None
+    kw, left = int(match.group("kw")), int(match.group("left"))
+    if not 1 <= kw or not 0 <= left < kw:
+        raise ValueError("input %r: a packing of %d columns from %d before the pixel is not one"
+                         % (var_name, kw, left))
+    return ColumnPacking(match.group("name"), kw, left)
+
+
+def pack_columns(array: np.ndarray, kw: int, left: int) -> np.ndarray:
+    """(B, C, H, W) -> (B, kw*C, H, W): channel dc*C + c of pixel (h, w) is channel c of pixel
+    (h, w + dc - left), zero where that lies outside the image."""
+    array = np.asarray(array)
+    if array.ndim != 4:
+        raise ValueError("a packed input is a 4-D (NCHW) tensor, got shape %s" % (array.shape,))
+    b, c, h, w = array.shape
+    packed = np.zeros((b, kw * c, h, w), dtype=array.dtype)
+    for dc in range(kw):   # rows of whole planes shifted: contiguous copies
+        shift = dc - left
+        packed[:, dc * c:(dc + 1) * c, :, max(0, -shift):w - max(0, shift)] = \
+            array[..., max(0, shift):w - max(0, -shift)]
+    return packed
+
+
+def given_name(var_name: str) -> str:
+    """The name callers give a `.tmodel` input by: the ONNX input's, also where the host packs it."""
+    packing = column_packing(var_name)
+    return var_name if packing is None else packing.name
+
+
+def input_vector_count(var_name: str, shape: Sequence[int], array_size: int) -> int:
+    """Vectors the `.tmodel` input `var_name` takes for a tensor of ONNX `shape`."""
+    packing = column_packing(var_name)
+    shape = _check_shape(shape)
+    if packing is not None:
+        if len(shape) != 4:
+            raise ValueError("input %r is a packed image: a 4-D (NCHW) tensor, got shape %s"
+                             % (var_name, shape))
+        shape = (shape[0], shape[1] * packing.kw) + shape[2:]
+    return vector_count(shape, array_size)
+
+
+def input_vectors(var_name: str, array: np.ndarray, array_size: int) -> np.ndarray:
+    """A tensor in ONNX layout -> the vectors of the `.tmodel` input `var_name`: packed by the
+    host where the name says so (`pack_columns`), then Tensil's layout (`to_vectors`)."""
+    packing = column_packing(var_name)
+    if packing is None:
+        return to_vectors(array, array_size)
+    array = np.asarray(array)
+    if array.ndim != 4:
+        raise ValueError("input %r is a packed image: a 4-D (NCHW) tensor, got shape %s"
+                         % (var_name, array.shape))
+    return to_vectors(pack_columns(array, packing.kw, packing.left), array_size)

@@ -8,7 +8,8 @@ Tensil's order:
     prog                  {file_name, size}: the `.tprog` beside it, size in bytes
     consts                [{file_name, base, size}]: `.tdata` images of DRAM1, in vectors
     inputs, outputs       [{name, base, size}]: DRAM0 regions in vectors (an output may be
-                          split into several entries with the same name)
+                          split into several entries with the same name; an input named
+                          `<name>/columns(kw=K,left=L)` is one the host packs: tensil.layout)
     arch                  the 11 `.tarch` fields
     load_consts_to_local  whether the driver copies the consts to local memory first
 
@@ -27,6 +28,7 @@ from fedcore.errors import JSONError
 
 from .arch import ARCH_FIELDS, Architecture
 from .errors import ArchError, TmodelError
+from .layout import column_packing
 
 __all__ = ["ARCH_FIELDS", "TMODEL_KEYS", "ConstsFile", "ProgramFile", "TensilModel", "Vars",
            "load_tmodel", "model_name", "parse_tmodel", "write_tmodel"]
@@ -184,6 +186,11 @@ def parse_tmodel(raw: Any, where: str = "<tmodel>",
             Vars(*check.region(v, "%s[%d]" % (key, i), ("name", "base", "size"),
                                arch.dram0_depth, "DRAM0"))
             for i, v in enumerate(raw[key]))
+    for i, var in enumerate(variables["inputs"]):
+        try:
+            column_packing(var.name)
+        except ValueError as exc:
+            check.need(False, "inputs[%d].name" % i, str(exc))
     check.need(isinstance(raw["load_consts_to_local"], bool), "load_consts_to_local",
                "must be true or false")
     return TensilModel(raw["name"], prog, consts, variables["inputs"], variables["outputs"], arch,

@@ -17,7 +17,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from .compiler import compile_model
 
     result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
-                           args.strategy, not args.no_pack)
+                           args.strategy, not args.no_pack, not args.tensil_input)
     if not args.quiet:
         print(result.summary, end="")
     for kind, path in sorted(result.files.items()):
@@ -39,6 +39,10 @@ def _add_compile(sub: Any) -> None:
     p.add_argument("--no-pack", action="store_true",
                    help="do not pack the kernel columns of narrow inputs into the array's lanes (by "
                         "default they are where the cycle model says it is faster)")
+    p.add_argument("--tensil-input", action="store_true",
+                   help="keep the input in Tensil's NHWC layout, for Tensil's own driver (by default "
+                        "a narrow image's packing is left to the host, which our driver does: the "
+                        ".tmodel input is then named <input>/columns(kw=K,left=L))")
     p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
     p.set_defaults(run=_cmd_compile)
 

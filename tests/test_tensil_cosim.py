@@ -745,13 +745,14 @@ def test_cli_build_and_run(tmp_path):
 def test_a_model_runs_the_same_way_on_the_emulator_and_the_rtl():
     """Issue 24: one Machine interface; tensil.machine.run_model builds the same images for both."""
     from tensil.emulator import EmulatorMachine
-    from tensil.layout import to_vectors
+    from tensil.layout import input_vectors
     from tensil.machine import run_model
     from tensil.tmodel import load_tmodel
 
     model = load_tmodel(ROOT / "models" / "resnet9_f16_strided_32_onnx_pynqz1_perf.tmodel")
     x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    inputs = {model.inputs[0].name: to_vectors(x, model.arch.array_size)}
+    var = model.inputs[0].name
+    inputs = {var: input_vectors(var, x, model.arch.array_size)}
 
     emulated, on_emulator = run_model(EmulatorMachine(model.arch), model, inputs)
     simulated, on_rtl = run_model(cosim.CosimMachine(model.arch), model, inputs)

@@ -22,7 +22,18 @@ from tensil.isa import (
     decode_program,
     encode_program,
 )
-from tensil.layout import from_vectors, to_vectors, vector_count
+from tensil.layout import (
+    ColumnPacking,
+    column_packing,
+    from_vectors,
+    given_name,
+    input_vector_count,
+    input_vectors,
+    pack_columns,
+    packed_input_name,
+    to_vectors,
+    vector_count,
+)
 from tensil.tmodel import load_tmodel
 from tensil_tools import cosim
 from tests.fake_pynq import (
@@ -58,7 +69,8 @@ def _frame(seed=0, scale=1.0):
 
 def _emulated(model, x):
     n = model.arch.array_size
-    outputs, _ = run_model(model, {"Input": to_vectors(x, n)})
+    var = model.inputs[0].name
+    outputs, _ = run_model(model, {var: input_vectors(var, x, n)})
     return from_vectors(outputs["Output"], (1, FEATURES), n).astype(np.float32)
 
 
@@ -88,6 +100,53 @@ def test_vars_layout_is_nhwc_padded_to_the_array_size():
 
 
 # --- memory ----------------------------------------------------------------------------------------
+
+
+def test_the_packed_layout_lays_kernel_columns_side_by_side():
+    x = np.arange(2 * 3 * 4, dtype=np.int64).reshape(1, 2, 3, 4)
+    packed = pack_columns(x, 3, 1)
+    assert packed.shape == (1, 6, 3, 4)
+    np.testing.assert_array_equal(packed[0, :, 0], [[0, 0, 1, 2], [0, 12, 13, 14],   # column w - 1
+                                                    [0, 1, 2, 3], [12, 13, 14, 15],   # w itself
+                                                    [1, 2, 3, 0], [13, 14, 15, 0]])   # w + 1
+    name = packed_input_name("Input", 3, 1)
+    assert column_packing(name) == ColumnPacking("Input", 3, 1) and given_name(name) == "Input"
+    assert column_packing("Input") is None and given_name("Input/columns3") == "Input/columns3"
+    assert input_vector_count(name, (1, 2, 3, 4), 4) == 24 and input_vector_count("Input", (1, 2, 3, 4), 4) == 12
+    np.testing.assert_array_equal(input_vectors(name, x, 4), to_vectors(packed, 4))
+    with pytest.raises(ValueError, match="packed image: a 4-D"):
+        input_vectors(name, x.reshape(2, 12), 4)
+
+
+@pytest.fixture(scope="module")
+def packed_model(tmp_path_factory):
+    """A 3-channel convolution compiled by our compiler: the host packs its image."""
+    from onnx_kit import ModelBuilder
+
+    from tensil_tools.compiler import compile_model
+
+    b = ModelBuilder((1, 3, SIZE, SIZE), 11)
+    data = b.model(b.op("Relu", [b.conv(b.input, 3, 16, 3, pads=1)]))
+    result = compile_model(data, PERF, tmp_path_factory.mktemp("packed"), name="packed")
+    return result, load_tmodel(result.files["tmodel"])
+
+
+def test_an_input_the_host_packs_is_given_by_its_onnx_name(packed_model):
+    result, model = packed_model
+    (var,) = model.inputs
+    assert column_packing(var.name) == ColumnPacking("Input", 3, 1)
+    board, overlay, _ = _board(PERF)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate)
+    for seed in range(2):
+        x = _frame(seed)
+        out = driver.run({"Input": x}, {"Output": (1, 16, SIZE, SIZE)})["Output"]
+        expected = result.output_floats(result.run_emulator(x[0])[0])
+        np.testing.assert_array_equal(out[0], expected.astype(np.float32))
+    assert driver.last_run.saturated == {"Input": 0}
+    with pytest.raises(ValueError, match=r"the model's inputs are \['Input'\]"):
+        driver.run({var.name: _frame()})   # the caller gives the image, not its packing
+    with pytest.raises(ValueError, match=r"input 'Input' of shape \(1, 3, 8, 8\) takes 64 vectors"):
+        driver.run({"Input": np.zeros((1, 3, 8, 8), np.float32)})
 
 
 def test_memory_is_sized_from_the_model_not_the_tarch(models):
@@ -387,7 +446,8 @@ def test_the_tcu_is_a_machine_like_the_emulator(models, cacheable):
     model = models["pynqz1_perf"]
     board, overlay, tcu = _board(PERF, ddr=FakeDDR(size=8 << 20, ranged_sync=True))
     machine = TcuMachine(overlay.axi_dma_0, model.arch, allocate=board.allocate, cacheable=cacheable)
-    inputs = {"Input": to_vectors(_frame(2), model.arch.array_size)}
+    var = model.inputs[0].name
+    inputs = {var: input_vectors(var, _frame(2), model.arch.array_size)}
 
     on_tcu, run = run_on(machine, model, inputs)
     emulated, reference = run_on(EmulatorMachine(model.arch), model, inputs)

@@ -58,6 +58,9 @@ def test_writer_gives_tensils_compact_json_in_tensils_key_order(tmp_path):
     (lambda t: t["outputs"][0].pop("name"), r"field 'outputs\[0\]' misses key\(s\) 'name'"),
     (lambda t: t["outputs"][0].update(name=""), r"field 'outputs\[0\].name' must be a non-empty"),
     (lambda t: t["inputs"][0].update(base=True), r"field 'inputs\[0\].base' must be a non-neg"),
+    (lambda t: t["inputs"][0].update(name="Input/columns(kw=3,left=3)"),
+     r"field 'inputs\[0\].name' input 'Input/columns\(kw=3,left=3\)': a packing of 3 columns from 3 "
+     r"before the pixel is not one"),
     (lambda t: t["arch"].update(data_type="FP64"), "field 'arch': field 'data_type' is 'FP64'"),
     (lambda t: t["arch"].update(array_size=0), "field 'arch': field 'array_size' is 0"),
     (lambda t: t["arch"].pop("thread_queue_depth"), r"field 'arch': missing field\(s\) 'thread_queue_depth'"),

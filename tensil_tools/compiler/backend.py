@@ -54,7 +54,15 @@ from .constants import Constants
 from .early import EarlyReads
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
-from .memory import ActivationPlan, Memory, NoRoom, Region, plan_activations, staging_region
+from .memory import (
+    ActivationPlan,
+    Memory,
+    NoRoom,
+    Region,
+    compact_plan,
+    plan_activations,
+    staging_region,
+)
 from .placement import clear_shift, place_dram0, place_dram1
 from .program import Program
 from .quantize import (
@@ -848,7 +856,10 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
     to DRAM0 and plan again until every layer fits, its activations in the plan and its buffers
     at emission (MemoryOverflow when one cannot fit even then).
 
-    Then the same plan again with weights read early (_with_early_reads), if that is faster.
+    Then the same plan again with weights read early (_with_early_reads), if that is faster,
+    and the same activations placed compactly (memory.compact_plan: largest first, each as low
+    as what is live beside it allows) where that ends lower, the faster program kept: the
+    first-fit plan can climb to the top of local memory, where the early reads wait.
     Planes of channel blocks are freed after their last reader (memory.blocks_read); where that
     plan spills activations, the plan freeing whole activations only is made too, and the
     faster program (RTL-calibrated model) kept: the holes early frees leave can split the room
@@ -877,9 +888,7 @@ def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: boo
     for _ in range(max_attempts):
         try:
             plan = plan_activations(qgraph, homes, free_planes)
-            scheduler = _Scheduler(qgraph, homes, plan)
-            program = scheduler.run()
-            return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks)
+            program = _planned(qgraph, homes, plan)
         except NoRoom as full:
             candidates = [v for v in full.live if homes.get(id(v)) == "local"]
             if not candidates:
@@ -888,7 +897,22 @@ def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: boo
                                      "even with every activation in DRAM0") from None
             victim = max(candidates, key=lambda v: v.channels * v.height * v.width)
             homes[id(victim)] = "dram0"
+            continue
+        compact = compact_plan(qgraph, plan)
+        if compact is not None:
+            try:
+                program = _faster(program, _planned(qgraph, homes, compact), qgraph.arch)
+            except (NoRoom, CompileError):   # a layer's buffers found no room around it
+                pass
+        return program
     raise CompileError("no memory plan found in %d attempts" % max_attempts)
+
+
+def _planned(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan) -> CompiledProgram:
+    """The program of a plan, with weights read early where that is faster."""
+    scheduler = _Scheduler(qgraph, homes, plan)
+    program = scheduler.run()
+    return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks)
 
 
 def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,

@@ -9,8 +9,10 @@ The name follows Tensil's rule: the model file name with every character outside
 [A-Za-z0-9 :] replaced by `_`, then `_` and the architecture file's stem
 (`resnet9_f16_strided_32_onnx_pynqz1_perf`). The `.tmodel` has exactly the keys Tensil's
 PYNQ driver unpacks; the input is DRAM0 vector 0 onwards in Tensil's NHWC vector layout
-(ceil(C/N) vectors a pixel, padding lanes zero), the output follows it in the same layout,
-the `.tdata` is the DRAM1 image from vector 0.
+(ceil(C/N) vectors a pixel, padding lanes zero) or, for a narrow image whose packing the host
+does (the default where it applies; `host_pack=False` keeps Tensil's layout), in the packed
+layout its name gives (tensil.layout); the output follows it in Tensil's layout, the `.tdata`
+is the DRAM1 image from vector 0.
 """
 
 import dataclasses
@@ -26,7 +28,7 @@ from tensil.emulator import EmulatorReport
 from tensil.estimate import Estimate, estimate, estimate_memory_aware
 from tensil.fixed import from_float_saturating, to_bytes, to_float
 from tensil.isa import encode_program, format_program
-from tensil.layout import from_vectors, to_vectors
+from tensil.layout import from_vectors, input_vectors
 from tensil.tmodel import ConstsFile, ProgramFile, TensilModel, Vars, model_name, write_tmodel
 
 from .backend import CompiledProgram, schedule
@@ -34,7 +36,7 @@ from .errors import CompileError
 from .fusion import fuse
 from .graph import Graph, LinearTerm, MaxTerm
 from .lowering import load_onnx
-from .packing import pack_columns
+from .packing import host_packs_input, pack_columns
 from .quantize import QGraph, quantize
 
 __all__ = ["CompileResult", "compile_graph", "compile_model", "model_name"]
@@ -76,9 +78,10 @@ class CompileResult:
 
     # running the program ------------------------------------------------------------
     def input_vectors(self, x: np.ndarray) -> np.ndarray:
-        """A float input (C, H, W) as the driver is given it: Tensil's vector layout (tensil.layout)."""
-        value = self.graph.input
-        return to_vectors(np.asarray(x, np.float64).reshape((1,) + tuple(value.shape)), self.arch.array_size)
+        """A float input (C, H, W) as the driver is given it -> the program's input vectors
+        (tensil.layout: Tensil's layout, packed by the host where the model says so)."""
+        x = np.asarray(x, np.float64).reshape((1,) + self.graph.image_shape)
+        return input_vectors(self.graph.input_name, x, self.arch.array_size)
 
     def dram0_image(self, x: np.ndarray) -> np.ndarray:
         """Raw DRAM0 with the input converted like our driver does (half even, saturated)."""
@@ -112,17 +115,21 @@ class CompileResult:
 
 
 def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "on-chip",
-                  pack: bool = True) -> CompileResult:
+                  pack: bool = True, host_pack: bool = True) -> CompileResult:
     """Quantize, schedule and package a (fused) graph; no files written. `strategy`:
     "on-chip" (activations stay in local memory when they fit) or "dram0" (every activation
     goes back to DRAM0 like Tensil's compiler does; for comparisons). With `pack`, the graph
     with narrow inputs' kernel columns packed into lanes (packing.py) where the calibrated
-    cycle model says its program is faster."""
+    cycle model says its program is faster; with `host_pack` too, the input's packing left to
+    the host (packing.host_packs_input: the `.tmodel` input then names its packing, which our
+    driver does and Tensil's refuses)."""
     started = time.process_time()
     qgraph = quantize(graph, arch)
     program = schedule(qgraph, strategy)
     calibrated = program.calibrated(arch)
     packed = pack_columns(graph, arch.array_size) if pack else graph
+    if host_pack:
+        packed = host_packs_input(packed)
     if packed is not graph:
         try:
             packed_qgraph = quantize(packed, arch)
@@ -148,7 +155,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
 def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathlib.Path, Architecture],
                   out_dir: Optional[Union[str, pathlib.Path]] = None, name: Optional[str] = None,
                   write_tasm: bool = False, write_graph: bool = False,
-                  strategy: str = "on-chip", pack: bool = True) -> CompileResult:
+                  strategy: str = "on-chip", pack: bool = True, host_pack: bool = True) -> CompileResult:
     """Compile an ONNX file for a `.tarch`; with `out_dir`, write the files there."""
     started = time.process_time()
     if isinstance(arch, Architecture):
@@ -160,7 +167,7 @@ def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathl
             raise ValueError("compiling ONNX bytes needs a name")
         name = model_name(model, arch_path)
     graph = fuse(load_onnx(model))
-    result = compile_graph(graph, architecture, name, strategy, pack)
+    result = compile_graph(graph, architecture, name, strategy, pack, host_pack)
     result.seconds = time.process_time() - started
     if out_dir is not None:
         write_files(result, pathlib.Path(out_dir), write_tasm, write_graph)

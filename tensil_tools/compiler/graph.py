@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tensil.layout import column_packing, pack_columns
+
 __all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "Mask", "MaxTerm", "NegativePart", "PostOp",
            "Relu", "Scale", "Term", "Value", "describe", "evaluate", "evaluate_layer",
            "term_output_size"]
@@ -213,6 +215,22 @@ class Graph:
     def values(self) -> List[Value]:
         return [self.input] + [layer.output for layer in self.layers]
 
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        """The shape (C, H, W) callers give the input in, the ONNX input's: `input` itself unless
+        the host packs it (`input_name`, tensil.layout)."""
+        packing = column_packing(self.input_name)
+        if packing is None:
+            return self.input.shape
+        return (self.input.channels // packing.kw, self.input.height, self.input.width)
+
+    def input_values(self, x: np.ndarray) -> np.ndarray:
+        """One input or a batch, given as the ONNX input -> (B,) + input.shape: the values the
+        program finds in its input, packed as the host packs them."""
+        batch = np.asarray(x, np.float64).reshape((-1,) + self.image_shape)
+        packing = column_packing(self.input_name)
+        return batch if packing is None else pack_columns(batch, packing.kw, packing.left)
+
 
 # --------------------------------------------------------------------------- float evaluation
 
@@ -278,8 +296,7 @@ def evaluate(graph: Graph, x: np.ndarray, values: Optional[Dict[int, np.ndarray]
              ) -> np.ndarray:
     """The graph in float64 on one input (C, H, W) (or any shape of that size); `values`
     receives every tensor by id(Value)."""
-    env: Dict[int, np.ndarray] = {id(graph.input): np.asarray(x, np.float64).reshape(
-        graph.input.shape)}
+    env: Dict[int, np.ndarray] = {id(graph.input): graph.input_values(x)[0]}
     for layer in graph.layers:
         env[id(layer.output)] = evaluate_layer(layer, env)[1]
     if values is not None:

@@ -128,6 +128,11 @@ class ActivationPlan:
     dram0_top: int
     free_planes: bool = True   # a channel block's plane freed after its last reader (release_after)
 
+    @property
+    def local_top(self) -> int:
+        """The end of the highest local region: what lies above is free all along."""
+        return max((r.base + r.size for r in self.regions.values() if r.space == "local"), default=0)
+
 
 class Memory:
     """The homes, the local allocator and the regions of one scheduling attempt. Without a
@@ -259,3 +264,49 @@ def plan_activations(qgraph: QGraph, homes: Dict[int, str], free_planes: bool = 
         memory.place_output(q)
         memory.release_after(index, q)
     return ActivationPlan(dict(memory.regions), memory.dram0_top, free_planes)
+
+
+
+def compact_plan(qgraph: QGraph, plan: ActivationPlan) -> Optional[ActivationPlan]:
+    """The same homes and lifetimes with every local region placed again, largest first, at the
+    lowest address where no region live at the same time (plane by plane) overlaps it: the
+    activations kept low, one free run left above them for the weights read early. None where
+    they do not fit or end no lower than `plan`'s."""
+    memory = Memory(qgraph, {}, plan)
+    local = {key: region for key, region in plan.regions.items() if region.space == "local"}
+    values = {id(v): v for v in qgraph.graph.values()}
+    start: Dict[int, int] = {}
+    end: Dict[int, List[Optional[int]]] = {}   # per plane: the layer after which it is free
+    for key, region in local.items():
+        per_plane = region.cb_pitch * blocks_of(values[key].channels, memory.n) == region.size
+        end[key] = [None] * (region.size // region.cb_pitch if per_plane else 1)
+    if id(qgraph.graph.input) in local:
+        start[id(qgraph.graph.input)] = -1
+    for index, q in enumerate(qgraph.layers):
+        if id(q.layer.output) in local:
+            start[id(q.layer.output)] = index
+        for value in q.layer.inputs:
+            ends = end.get(id(value), [])
+            for cb in range(len(ends)):
+                if ends[cb] is None and (memory.last_use.get(id(value)) == index or (
+                        plan.free_planes and len(ends) > 1
+                        and memory.block_last_use.get((id(value), cb), -1) <= index)):
+                    ends[cb] = index
+    placed: List[Tuple[int, int, int, int]] = []   # (address, size, first layer, last layer)
+    regions = dict(plan.regions)
+    depth = qgraph.arch.local_depth - 1
+    for key in sorted(local, key=lambda k: (-local[k].size, start[k])):
+        region = local[key]
+        pitch = region.size // len(end[key])
+        pieces = [(cb * pitch, pitch, start[key], len(qgraph.layers) if last is None else last)
+                  for cb, last in enumerate(end[key])]
+        for base in sorted({0} | {a + s for a, s, _, _ in placed}):
+            if not any(a < base + o + s and base + o < a + size and t0 <= u1 and u0 <= t1
+                       for o, s, t0, t1 in pieces for a, size, u0, u1 in placed):
+                break
+        if base + region.size > depth:
+            return None
+        placed += [(base + o, s, t0, t1) for o, s, t0, t1 in pieces]
+        regions[key] = dataclasses.replace(region, base=base)
+    compact = ActivationPlan(regions, plan.dram0_top, plan.free_planes)
+    return compact if compact.local_top < plan.local_top else None

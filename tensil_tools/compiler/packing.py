@@ -25,12 +25,18 @@ else, under a strided packing, a layer of their own without post-ops, else, wher
 post-op is a LeakyReLU and twice them fit a block, a layer making each of them twice, its
 negative part min(x, 0) first (_negative_parts: one SIMD a vector instead of three), which the
 packing weighs by alpha - 1 beside the channel itself: the activation's values, bit for bit.
+
+Where the packing reads the graph's input (the image), the host can lay its columns out
+instead (`host_packs_input`): P becomes the graph's input, named for `tensil.layout`, and
+the other convolutions reading the image read P's middle columns, which are the image.
 """
 
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from tensil.layout import packed_input_name
 
 from .graph import (
     Clip,
@@ -46,7 +52,7 @@ from .graph import (
     Value,
 )
 
-__all__ = ["PACK_OPS", "is_packing", "pack_columns"]
+__all__ = ["PACK_OPS", "host_packs_input", "is_packing", "pack_columns"]
 
 BENEFIT = 1.25   # MatMul vectors saved / vectors the packing costs, at least
 PACK_OPS = ["Pack"]   # the ops of a packing layer
@@ -111,6 +117,47 @@ def pack_columns(graph: Graph, n: int) -> Graph:
             changed = True
         layers.append(dataclasses.replace(layer, terms=terms) if terms != layer.terms else layer)
     return _post_ops_after_packing(dataclasses.replace(graph, layers=layers), n) if changed else graph
+
+
+def host_packs_input(graph: Graph) -> Graph:
+    """The packed graph with its input's packing layer done by the host (the module docstring):
+    where one packing layer of column stride 1, keeping the width, reads every channel of the
+    input and no other term than a convolution reads it; else the same graph."""
+    x = graph.input
+    readers = [layer for layer in graph.layers if any(t.input is x for t in layer.terms)]
+    makers = [layer for layer in readers if is_packing(layer)]
+    if x.rank != 4 or len(makers) != 1 or makers[0].bias is not None or makers[0].post:
+        return graph
+    maker = makers[0]
+    term = maker.terms[0]
+    if len(maker.terms) != 1 or not isinstance(term, LinearTerm):
+        return graph
+    c, kw = x.channels, term.kernel[1]
+    left = term.pads[1]
+    select = np.zeros((kw * c, c, 1, kw))
+    for dc in range(kw):
+        select[dc * c + np.arange(c), np.arange(c), 0, dc] = 1.0
+    if (term.stride != (1, 1) or maker.output.width != x.width or term.weight.shape != select.shape
+            or not np.array_equal(term.weight, select)):
+        return graph
+    packed = maker.output
+    layers: List[Layer] = []
+    for layer in graph.layers:
+        if layer is maker:
+            continue
+        terms: List[Term] = []
+        for t in layer.terms:
+            if t.input is not x:
+                terms.append(t)
+                continue
+            if not isinstance(t, LinearTerm):
+                return graph
+            weight = np.zeros((t.weight.shape[0], kw * c) + t.weight.shape[2:])
+            weight[:, left * c:(left + 1) * c] = t.weight   # the image is P's middle columns
+            terms.append(LinearTerm(packed, weight, t.stride, t.pads, t.macs))
+        layers.append(dataclasses.replace(layer, terms=terms) if terms != layer.terms else layer)
+    return dataclasses.replace(graph, input=packed, layers=layers,
+                               input_name=packed_input_name(graph.input_name, kw, left))
 
 
 @dataclasses.dataclass(frozen=True)

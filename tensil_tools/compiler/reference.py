@@ -149,9 +149,7 @@ def reference(qgraph: QGraph, x: np.ndarray, values: Optional[Dict[int, np.ndarr
     """Raw output (B, Cb, Ho, Wo, N) of a batch x (B, C, H, W) (or one image (C, H, W))."""
     fmt, n = qgraph.fmt, qgraph.n
     graph = qgraph.graph
-    x = np.asarray(x, np.float64)
-    if x.ndim == 3 or x.size == graph.input.channels * graph.input.height * graph.input.width:
-        x = x.reshape((1,) + graph.input.shape)
+    x = graph.input_values(x)
     raw, _ = from_float_saturating(x, fmt)
     env: Dict[int, np.ndarray] = {id(graph.input): blocked(raw, n)}
     for q in qgraph.layers:
@@ -191,7 +189,7 @@ def error_bound(qgraph: QGraph, x: np.ndarray) -> float:
     """
     u = 0.5 / qgraph.fmt.one
     graph = qgraph.graph
-    env = {id(graph.input): np.asarray(x, np.float64).reshape(graph.input.shape)}
+    env = {id(graph.input): graph.input_values(x)[0]}
     errors = {id(graph.input): u}
     for q in qgraph.layers:
         layer = q.layer
@@ -236,7 +234,7 @@ def error_tolerance(qgraph: QGraph, x: np.ndarray, sigmas: float = 6.0) -> float
     u = 0.5 / qgraph.fmt.one
     unit = u * u / 3.0
     graph = qgraph.graph
-    env = {id(graph.input): np.asarray(x, np.float64).reshape(graph.input.shape)}
+    env = {id(graph.input): graph.input_values(x)[0]}
     variance = {id(graph.input): unit}
     for q in qgraph.layers:
         layer = q.layer
