@@ -41,8 +41,9 @@ boundary, except that a request whose only beat past the boundary is its last go
 Fractions of a cycle are carried, not rounded away per instruction.
 """
 
+import collections
 import dataclasses
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .arch import Architecture
 from .isa import (
@@ -199,7 +200,10 @@ def boundary_violations(instructions: Sequence[Instruction], arch: Architecture,
 
 
 SIMD_CYCLES = {(False, False): 1.25, (False, True): 1.5, (True, False): 2.0, (True, True): 4.0}
-SIMD_QUEUE_CYCLES = 105.0   # SIMD work a DRAM move after a SIMD run runs beside, at most
+# A DRAM move after a run of SIMDs runs beside the work still queued of the run's last
+# SIMD_QUEUE_DEPTH SIMDs at most (measured: 25 Read+Write SIMDs' 100 cycles, 25 read-only ones'
+# 50, eight and a half LeakyReLU vectors' 51, whatever the run's length)
+SIMD_QUEUE_DEPTH = 25
 READ_BESIDE_SIMDS = 3.0     # what such a read costs at least
 
 
@@ -220,8 +224,10 @@ class MemoryAwareModel(TensilLatencyModel):
         self._simd_since_matmul: Optional[float] = None
         self._simds_since_matmul = 0   # how many SIMDs that is
         # the SIMD work the decoder has queued ahead of their execution: each SIMD of the run
-        # since the last other instruction, its cycles less the decoder's one
+        # since the last other instruction, its cycles less the decoder's one; and the cycles of
+        # the run's last SIMD_QUEUE_DEPTH SIMDs, which bound what a DRAM move runs beside
         self._simd_queue = 0.0
+        self._simd_tail: Deque[float] = collections.deque(maxlen=SIMD_QUEUE_DEPTH)
 
     def bursts(self, address: int, vectors: int, stride: int) -> int:
         """AXI bursts of a move of `vectors` vectors from DRAM vector `address` (axi_requests)."""
@@ -269,8 +275,9 @@ class MemoryAwareModel(TensilLatencyModel):
                 return cost - min(self._simd_since_matmul - self._simds_since_matmul,
                                   array_drain + m.read_latency + m.read_setup)
             # After SIMDs alone, the read runs beside the SIMD work still queued (measured:
-            # at most SIMD_QUEUE_CYCLES of it, and the read costs READ_BESIDE_SIMDS at least).
-            return cost - max(0.0, min(self._simd_queue, SIMD_QUEUE_CYCLES, cost - READ_BESIDE_SIMDS))
+            # at most the last SIMD_QUEUE_DEPTH SIMDs' cycles, and the read costs
+            # READ_BESIDE_SIMDS at least).
+            return cost - max(0.0, min(self._simd_queue, sum(self._simd_tail), cost - READ_BESIDE_SIMDS))
         return max(beats, requests * m.write_request_cycles) + m.write_setup
 
     def step(self, instruction: Instruction) -> Tuple[int, int]:
@@ -282,7 +289,12 @@ class MemoryAwareModel(TensilLatencyModel):
             hidden = min(self._write_tail, cost)
             cost -= hidden
         self._write_tail = min(self.memory.write_overlap, cost) if writes else 0.0
-        self._simd_queue = self._simd_queue + cost - 1.0 if isinstance(instruction, SIMD) else 0.0
+        if isinstance(instruction, SIMD):
+            self._simd_queue += cost - 1.0
+            self._simd_tail.append(cost)
+        else:
+            self._simd_queue = 0.0
+            self._simd_tail.clear()
         if isinstance(instruction, MatMul):
             self._simd_since_matmul, self._simds_since_matmul = 0.0, 0
         elif isinstance(instruction, SIMD) and self._simd_since_matmul is not None:

@@ -640,6 +640,40 @@ def test_a_dram_read_after_simds_runs_beside_the_simd_work_queued():
         assert abs(modelled - added) <= 1.5, (vectors, added, modelled)
 
 
+def test_a_dram_read_runs_beside_the_work_of_the_last_25_simds_at_most():
+    # tensil.estimate.SIMD_QUEUE_DEPTH: however long the run of SIMDs before it, a DRAM read
+    # runs beside the work of its last 25 SIMDs at most: 51 cycles after LeakyReLU vectors
+    # (eight and a half of them), about 100 after Read+Write Mins, 50 after read-only Maxes. A
+    # 13-vector weight block (54 cycles) hides whole after enough of any; a read of two or
+    # three blocks (93, 132 cycles) does not, which is why the early reads stay one block each
+    # (the model priced 105 cycles of any SIMDs until 2026-12-05, and chose two-block reads the
+    # RTL ran 4,780 cycles slower on the ResNet-9).
+    from tensil.estimate import SIMD_QUEUE_DEPTH
+    from tensil.isa import DataMove, DataMoveKind
+
+    def read(k, size):
+        return [DataMove(DataMoveKind.DRAM1_TO_LOCAL, 4000 + 48 * k, 48 * k, size - 1)]
+
+    def minimum(v):
+        return [SIMD(SimdOp.MIN, left=0, right=1, write_address=v, read_address=v, read=True, write=True)]
+
+    def maximum(v):
+        return [SIMD(SimdOp.MAX, left=0, right=1, dest=1, read_address=v, read=True)]
+
+    cycles, tail, reads = _drained_cycles, [DataMove(DataMoveKind.ACC_TO_LOCAL, 100, 0, 31)], 4
+    assert SIMD_QUEUE_DEPTH == 25
+    for post, count, most in ((_leaky_relu_simds, 32, 51), (minimum, 64, 103), (maximum, 96, 50)):
+        runs = [sum((post(500 + count * k + j) for j in range(count)), []) for k in range(reads)]
+        simds = sum(runs, []) + tail
+        for size in (26, 39):
+            alone = (cycles(sum((read(k, size) for k in range(reads)), []) + tail) - cycles(tail)) / reads
+            both = sum((run + read(k, size) for k, run in enumerate(runs)), []) + tail
+            added = (cycles(both) - cycles(simds)) / reads
+            assert abs(alone - added - min(most, alone)) <= 1.5, (post.__name__, size, alone - added)
+            modelled = (estimate_memory_aware(both, ARCH).cycles - estimate_memory_aware(simds, ARCH).cycles) / reads
+            assert abs(modelled - added) <= 3.5, (post.__name__, size, added, modelled)
+
+
 def test_post_ops_hide_in_the_drain_before_a_load_without_a_read():
     # backend.HIDDEN_WORK_NO_READ: between a MatMul and a weight load that reads nothing (its
     # block read early), about 12 cycles of SIMD work run while the array drains and cost
