@@ -410,6 +410,23 @@ def test_cli_compile_writes_the_files_and_prints_the_summary(tmp_path):
     assert board.returncode == 1 and "the compiler is a workstation tool" in board.stderr  # not a board command
 
 
+def test_cli_compile_keeps_tensils_input_layout_on_request(tmp_path):
+    # By default the host packs a narrow image (the .tmodel input names its packing); with
+    # --tensil-input the input stays in Tensil's NHWC layout, for Tensil's own driver.
+    b = ModelBuilder((1, 3, 16, 16), 12)
+    source = tmp_path / "image.onnx"
+    source.write_bytes(b.model(b.op("Relu", [b.conv(b.input, 3, 16, 3, pads=1)])))
+    names = {}
+    for flags in ([], ["--tensil-input"]):
+        out = tmp_path / ("out%d" % len(flags))
+        done = subprocess.run([sys.executable, "-m", "tensil_tools", "compile", str(source), "--arch",
+                               str(ROOT / "tensil_arch" / "pynqz1_perf.tarch"), "--out", str(out), "-q"]
+                              + flags, capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        names[bool(flags)] = [v.name for v in load_tmodel(out / "image_onnx_pynqz1_perf.tmodel").inputs]
+    assert names == {False: ["Input/columns(kw=3,left=1)"], True: ["Input"]}
+
+
 # --------------------------------------------------------------------------- malformed models
 
 def _simple(**kwargs):
