@@ -743,23 +743,33 @@ def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
         assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
 
 
+def _residual_pair(c0: int, c1: int, size: int) -> bytes:
+    """Two residual stages: c0 -> c1 -> c1 (+ a 1 x 1 of the input), then a stride-2 3 x 3
+    (+ a stride-2 1 x 1 of the first activation)."""
+    b = ModelBuilder((1, c0, size, size), 1)
+    y = b.op("Relu", [b.conv(b.input, c0, c1, 3, pads=1)])
+    z = b.op("Relu", [b.op("Add", [b.op("Relu", [b.conv(y, c1, c1, 3, pads=1)]), b.conv(b.input, c0, c1, 1)])])
+    return b.model(b.op("Relu", [b.op("Add", [b.conv(z, c1, c1, 3, stride=2, pads=1),
+                                               b.conv(y, c1, c1, 1, stride=2)])]))
+
+
 def test_the_compact_plan_keeps_activations_low_and_never_overlaps_live_ones():
     # memory.compact_plan: the same activations placed again, largest first, each at the lowest
-    # address no plane live at the same time takes. On the host-packed backbone the first-fit
-    # plan climbs to the top of local memory; the compact one leaves a third of it free above
-    # the activations, where the weights read early wait (schedule keeps the faster program).
+    # address no plane live at the same time takes. Here the first-fit plan, placing each
+    # activation as its layer comes, ends at 2,048 vectors, the compact one at 1,792 (schedule
+    # tries it where it ends lower and keeps the faster program; the CIFAR ResNet-20's is).
+    from tensil_tools.compiler.backend import _planned
     from tensil_tools.compiler.memory import compact_plan, plan_activations
     from tensil_tools.compiler.packing import host_packs_input, pack_columns
     from tensil_tools.compiler.quantize import quantize
 
-    graph = host_packs_input(pack_columns(fuse(load_onnx(BACKBONE.read_bytes())), 12))
+    graph = host_packs_input(pack_columns(fuse(load_onnx(_residual_pair(3, 16, 16))), 12))
     qgraph = quantize(graph, ARCH12)
     homes = {id(v): "local" for v in graph.values()}
     homes[id(graph.output)] = "dram0"
     plan = plan_activations(qgraph, homes)
     compact = compact_plan(qgraph, plan)
-    tops = [plan.local_top, compact.local_top]
-    assert tops[0] > 7500 and tops[1] < 6000, tops
+    assert (plan.local_top, compact.local_top) == (2048, 1792)
     index = {id(layer.output): i for i, layer in enumerate(graph.layers)}
     index[id(graph.input)] = -1
     last = {}
@@ -771,9 +781,10 @@ def test_the_compact_plan_keeps_activations_low_and_never_overlaps_live_ones():
     for a, (b0, e0, s0, l0) in enumerate(spans):   # whole regions: planes freed early only help
         for b1, e1, s1, l1 in spans[a + 1:]:
             assert not (b0 < e1 and b1 < e0 and s0 <= l1 and s1 <= l0)
-    result = compile_graph(fuse(load_onnx(BACKBONE.read_bytes())), ARCH12, "t")
-    kept = max(r.base + r.size for r in result.program.regions.values() if r.space == "local")
-    assert kept == tops[1]   # the compact plan's program is the one kept
+    result = compile_graph(fuse(load_onnx(_residual_pair(3, 16, 16))), ARCH12, "t")
+    result.program = _planned(qgraph, homes, compact)   # its program computes the same
+    x = np.random.default_rng(1).standard_normal((3, 16, 16))
+    assert np.array_equal(result.run_emulator(x)[0], to_vectors(reference(qgraph, x))[0])
 
 
 def _image_block() -> bytes:

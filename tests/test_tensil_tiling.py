@@ -83,8 +83,8 @@ def _qgraph(arch):
     from tensil_tools.compiler.lowering import load_onnx
     from tensil_tools.compiler.quantize import quantize
 
-    b = ModelBuilder((1, 5, 8, 8), 0)
-    y = b.op("LeakyRelu", [b.conv(b.input, 5, 14, 3, pads=1)], alpha=0.1)
+    b = ModelBuilder((1, 5, 8, 8), 0)   # pads 2: a 10 x 10 output, each tap reading padding
+    y = b.op("LeakyRelu", [b.conv(b.input, 5, 14, 3, pads=2)], alpha=0.1)
     return quantize(fuse(load_onnx(b.model(b.op("Relu", [b.conv(y, 14, 6, 1)])))), arch)
 
 
@@ -97,11 +97,11 @@ def test_memory_gives_each_local_activation_its_bordered_planes_and_names_the_li
     q = _qgraph(arch)
     memory = Memory(q, {id(v): "local" for v in q.graph.values()})
     x, hidden = q.graph.input, q.layers[0].layer.output
-    region = memory.local_region(x, "(input)")     # read by a 3x3 conv with pads 1: a border of 1
-    assert (region.top, region.left, region.row_pitch, region.cb_pitch) == (1, 1, 10, 100)
-    assert region.addr(0, -1, -1) == region.base and memory.live() == [x]
-    second = memory.output_region(q.layers[0])   # 14 channels: two blocks of 8 x 8, no border
-    assert second.space == "local" and second.size == 128 and memory.resident == [x, hidden]
+    region = memory.local_region(x, "(input)")     # its first MatMul, at tap (0, 0), reads a border of 2
+    assert (region.top, region.left, region.row_pitch, region.cb_pitch) == (2, 2, 10, 100)
+    assert region.addr(0, -2, -2) == region.base and memory.live() == [x]
+    second = memory.output_region(q.layers[0])   # 14 channels: two blocks of 10 x 10, no border
+    assert second.space == "local" and second.size == 200 and memory.resident == [x, hidden]
     with pytest.raises(NoRoom) as full:
         memory.alloc(1000, "big")
     assert full.value.live == [x, hidden] and full.value.available == memory.local.largest()
@@ -136,7 +136,7 @@ def test_the_activation_plan_runs_alone_keeps_live_planes_apart_and_is_what_emis
     assert plan.dram0_top == compiled.output_region.base + compiled.output_region.size
 
     tight = _qgraph(dataclasses.replace(ARCH12, local_depth=200))
-    with pytest.raises(NoRoom) as full:        # the input's planes (100) and the hidden ones (128)
+    with pytest.raises(NoRoom) as full:        # the input's planes (100) and the hidden ones (200)
         plan_activations(tight, {id(v): "local" for v in tight.graph.values()})
     assert full.value.layer == q.layers[0].name and full.value.live == [tight.graph.input,
                                                                           tight.layers[0].layer.output]
@@ -176,8 +176,8 @@ def test_a_packed_channel_block_frees_its_plane_after_its_packing_layer(monkeypa
         used = memory.local.used
         memory.release_after(index, layer)
         freed.append(used - memory.local.used)
-    plane = 10 * 10   # 8 x 8 and the 3 x 3 convolutions' border of 1
-    packed = 10 * 8    # 12 lanes of 3 columns x 4 channels, the rows' border only
+    plane = 8 * 8     # no border: the 3 x 3 convolutions' middle taps, their first, read no padding
+    packed = 8 * 8    # 12 lanes of 3 columns x 4 channels
     assert freed[:4] == [plane, plane + packed, plane, plane + packed]   # a plane at each packing
 
 

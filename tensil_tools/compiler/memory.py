@@ -82,14 +82,30 @@ class NoRoom(Exception):
 
 
 def storage_pads(qgraph: QGraph) -> Dict[int, Tuple[int, int, int, int]]:
-    """The zero border each value needs in local memory: the largest pads that read it."""
+    """The zero border each value needs in local memory: the padding read by the MatMuls that
+    cover every output pixel at their tap, a block's first op in a tile and any op carrying a
+    bias (backend._compute: the others skip the rows and columns of padding). Their taps read
+    the least padding first (quantize.tap_order), so a convolution whose kernel's middle tap
+    lies inside the image, stride 1 or 2, needs none."""
     pads: Dict[int, Tuple[int, int, int, int]] = {}
     for q in qgraph.layers:
-        for term in q.layer.terms:
-            if isinstance(term, LinearTerm):
-                old = pads.get(id(term.input), (0, 0, 0, 0))
-                top, left, bottom, right = (max(a, b) for a, b in zip(old, term.pads))
-                pads[id(term.input)] = (top, left, bottom, right)
+        for sequence in q.ops:
+            first = True
+            for op in sequence:
+                if isinstance(op, MatOp) and not op.zeroes and (first or q.blocks[op.block][0].any()):
+                    term = q.layer.terms[op.term]
+                    assert isinstance(term, LinearTerm)   # a MatOp's term
+                    (k, m), (sh, sw) = op.tap, term.stride
+                    top, left = term.pads[0], term.pads[1]
+                    ho, wo = term.output_size()
+                    x = term.input
+                    need = (max(0, top - k), max(0, left - m),
+                            max(0, (ho - 1) * sh + k - top - (x.height - 1)),
+                            max(0, (wo - 1) * sw + m - left - (x.width - 1)))
+                    old = pads.get(id(x), (0, 0, 0, 0))
+                    pads[id(x)] = (max(old[0], need[0]), max(old[1], need[1]),
+                                   max(old[2], need[2]), max(old[3], need[3]))
+                first = False
     return pads
 
 
