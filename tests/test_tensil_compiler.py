@@ -266,10 +266,10 @@ def test_weight_rows_beyond_the_channels_are_left_out_only_where_the_input_lanes
     # quantize.QLayer.block_rows: a block used on an input whose padded lanes are zero pushes
     # only its channels' rows (the rows left in the array from before meet zero inputs); not on
     # the graph's input (the host's padding is not ours) nor after a Clip whose range excludes 0.
-    from tensil_tools.compiler import packing
+    from tensil_tools.compiler import driver
     from tensil_tools.compiler import quantize as quantize_module
 
-    monkeypatch.setattr(packing, "_post_ops_after_packing", lambda graph, n: graph)   # its layers as written
+    monkeypatch.setattr(driver, "pack_columns", lambda graph, n: graph)   # its layers as written
     result, _, _ = check(_lanes_model(middle), ARCH12, (1, 5, 8, 8), rtl=True)
     n = ARCH12.array_size
     last = middle - (middle - 1) // n * n    # the channels of the last input block
@@ -785,6 +785,36 @@ def test_the_compact_plan_keeps_activations_low_and_never_overlaps_live_ones():
     result.program = _planned(qgraph, homes, compact)   # its program computes the same
     x = np.random.default_rng(1).standard_normal((3, 16, 16))
     assert np.array_equal(result.run_emulator(x)[0], to_vectors(reference(qgraph, x))[0])
+
+
+@needs_rtl
+def test_early_reads_take_two_blocks_beside_read_write_simds_in_fewer_rtl_cycles(monkeypatch):
+    # backend.EARLY_READ_BLOCKS_RW: ReLU's Max SIMDs (Read+Write, one a vector) leave about 100
+    # cycles of work queued for a DRAM read to run beside, LeakyReLU vectors 51: after 30 of
+    # them the early read takes two weight blocks in one move (26 vectors, about 93 cycles).
+    # The same outputs bit for bit, fewer RTL cycles than one block after each 29.
+    from tensil_tools.compiler import backend
+
+    b = ModelBuilder((1, 3, 24, 24), 13)
+    y = b.op("Relu", [b.conv(b.input, 3, 12, 3, pads=1)])
+    y = b.op("Relu", [b.conv(y, 12, 24, 3, stride=2, pads=1)])
+    data = b.model(b.op("Relu", [b.conv(y, 24, 24, 3, pads=1)]))
+    x = np.random.default_rng(13).standard_normal((3, 24, 24))
+    runs = {}
+    for blocks in (2, 1):
+        if blocks == 1:
+            monkeypatch.setattr(backend, "EARLY_READ_BLOCKS_RW", 1)
+            monkeypatch.setattr(backend, "EARLY_READ_WORK_RW", backend.EARLY_READ_WORK)
+        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+        got, _ = result.run_emulator(x)
+        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
+        on_rtl, cosimulated = result.run_rtl(x)
+        assert np.array_equal(on_rtl, got)
+        reads = [i.size + 1 for i in result.instructions if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
+        runs[blocks] = (got, cosimulated.cycles, reads)
+    assert np.array_equal(runs[2][0], runs[1][0])
+    assert 26 in runs[2][2] and max(runs[1][2]) == 13
+    assert runs[2][1] < 0.98 * runs[1][1], (runs[2][1], runs[1][1])   # 19,061 vs 19,599
 
 
 def _image_block() -> bytes:

@@ -40,6 +40,7 @@ it is faster.
 
 import collections
 import dataclasses
+import itertools
 import logging
 from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 
@@ -130,9 +131,15 @@ LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before i
 HIDDEN_WORK = 58.0
 HIDDEN_WORK_NO_READ = 14.5
 # SIMD work (priced by SIMD_CYCLES) before each read of a later layer's block (_prefetch): 16
-# LeakyReLU vectors, or 29 single Min/Max ones, about the 105 cycles the SIMD queue runs beside
-# a DRAM read once the nearly free flagless SIMDs are counted as the model prices them (1.25)
+# LeakyReLU vectors, whose 48 cycles of queued work a 13-vector read (54 cycles) runs beside
+# (at most 51 after LeakyReLUs: tensil.estimate.SIMD_QUEUE_DEPTH), the nearly free flagless
+# SIMDs counted as the model prices them (1.25); measured best of 90 to 140 on the ResNet-9
 EARLY_READ_WORK = 116.0
+# the same before a read of two blocks (26 vectors, about 93 cycles) where the SIMDs are
+# Read+Write ones alone: 30 of them queue 90 cycles of work, and the RTL runs a read beside
+# that of the last 25 such SIMDs, about 100 (tensil.estimate.SIMD_QUEUE_DEPTH)
+EARLY_READ_WORK_RW = 120.0
+EARLY_READ_BLOCKS_RW = 2
 
 
 def _pow2_stride(step: int, depth: int) -> Optional[int]:
@@ -696,8 +703,13 @@ class _Scheduler:
 
         def finish() -> None:
             while self.hidden:
-                if self._emit_hidden(EARLY_READ_WORK, past=True) >= EARLY_READ_WORK:
-                    self._prefetch()   # a later layer's block read beside these SIMDs
+                # Read+Write SIMDs alone (a ReLU's Max, a negative part's Min) leave more work
+                # queued for a read to run beside than LeakyReLU vectors do: two blocks a read
+                batch = itertools.islice(self.hidden, int(EARLY_READ_WORK_RW // SIMD_CYCLES[(True, True)]))
+                work, blocks = ((EARLY_READ_WORK_RW, EARLY_READ_BLOCKS_RW) if all(i.read and i.write for i in batch)
+                                else (EARLY_READ_WORK, 1))
+                if self._emit_hidden(work, past=True) >= work:
+                    self._prefetch(blocks)   # later layers' blocks read beside these SIMDs
             self._write(cob, region, staging, i0, i1, wo, base)
         return finish
 
@@ -714,23 +726,29 @@ class _Scheduler:
         return done
 
     # early weight reads -------------------------------------------------------------------
-    def _prefetch(self) -> None:
-        """Read the next candidate block of a later layer into local memory, where it waits
-        for its layer (which then reads it no more): beside the SIMDs just emitted, the read
-        costs little, and its layer saves the read's beats (early.py)."""
+    def _prefetch(self, count: int = 1) -> None:
+        """Read the next `count` candidate blocks of later layers into local memory, in one
+        move, where they wait for their layers (which then read them no more): beside the
+        SIMDs just emitted, the read costs little, and their layers save the read's beats
+        (early.py)."""
         if self.early is None:
             return
-        chosen = self.early.next(self.index, self.memory.local, self.program.half)
-        if chosen is None:
-            return
-        (layer, block), address = chosen
-        q = self.q.layers[layer]
-        headless = not q.blocks[block][0].any()
-        skip = int(headless)
-        rows = q.block_rows[block]
-        dram = self.constants.image(q.blocks[block][skip:rows + 1])
-        self.program.datamove(K.DRAM1_TO_LOCAL, address + skip, dram, rows + 1 - skip)
-        self.early.blocks[(layer, block)] = (address, headless)
+        run = self.early.next_run(self.index, self.memory.local, self.program.half, count)
+        parts: List[np.ndarray] = []
+        start = None
+        for k, ((layer, block), address) in enumerate(run):
+            q = self.q.layers[layer]
+            headless = k == 0 and not q.blocks[block][0].any()   # the run's first alone skips its zero bias row
+            skip = int(headless)
+            part = q.blocks[block][skip:q.block_rows[block] + 1]
+            if k < len(run) - 1:   # the next block's memory starts a block's vectors after this one's
+                part = np.concatenate([part, np.zeros((self.early.per - skip - len(part), self.n), part.dtype)])
+            parts.append(part)
+            start = address + skip if start is None else start
+            self.early.blocks[(layer, block)] = (address, headless)
+        if start is not None:
+            image = np.concatenate(parts)
+            self.program.datamove(K.DRAM1_TO_LOCAL, start, self.constants.image(image), len(image))
 
     def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
                wo: int, base: int = 0) -> None:

@@ -65,6 +65,24 @@ class EarlyReads:
             self.held[j] += self.per
         return key, address
 
+    def next_run(self, index: int, local: Allocator, half: int, count: int) -> List[Tuple[Key, int]]:
+        """Up to `count` next blocks to read in one move during layer `index`, lowest address
+        first, each block's memory right above the one before it; [] when none fits."""
+        run: List[Tuple[Key, int]] = []
+        while len(run) < count:
+            chosen = self.next(index, local, half)
+            if chosen is None:
+                break
+            if run and chosen[1] != run[-1][1] - self.per:   # not adjacent: left for the next read
+                key, address = chosen
+                self.pending.appendleft(key)
+                local.release(address, self.per)
+                for j in range(index, key[0] + 1):
+                    self.held[j] -= self.per
+                break
+            run.append(chosen)
+        return run[::-1]
+
     def _address(self, index: int, layer: int, local: Allocator, half: int) -> Optional[int]:
         """The highest free run of a block held from layer `index` until `layer`: outside the
         planned regions of the activations made in between and every layer's room (the layer
