@@ -263,7 +263,11 @@ def _compiled_model(card: ModelCard, path: pathlib.Path) -> TensilModel:
     n = model.arch.array_size
     inputs = [(given_name(v.name), v.size) for v in model.inputs]   # packed by the host or not
     var = next((v.name for v in model.inputs if given_name(v.name) == card.input.name), card.input.name)
-    wanted = (card.input.name, input_vector_count(var, card.input.shape, n))
+    try:
+        wanted = (card.input.name, input_vector_count(var, card.input.shape, n))
+    except ValueError as exc:   # a packed image the card does not describe as one
+        raise ModelError("%s: %s; the card %s says shape %s" % (path, exc, card.path.name,
+                                                                list(card.input.shape))) from None
     if inputs != [wanted]:
         raise ModelError("%s: inputs %s (name, vectors); the card %s says one input %r of shape "
                          "%s, %d vectors of %d lanes" % (path, inputs, card.path.name, wanted[0],
