@@ -172,6 +172,8 @@ class Memory:
             for key, blocks in blocks_read(q, self.n).items():
                 self.block_last_use.update(((key, cb), index) for cb in blocks)
         self.freed_planes: Dict[int, Set[int]] = {}
+        # each local value's runs (offset, vectors, the layer after which they were freed)
+        self.freed: Dict[int, List[Tuple[int, int, int]]] = {}
         self.regions: Dict[int, Region] = {}
         self.resident: List[Value] = []      # values holding local memory now
         self.pending: List[Value] = []       # values the current layer needs
@@ -251,13 +253,14 @@ class Memory:
             if region is None or region.space != "local":
                 continue
             freed = self.freed_planes.setdefault(id(value), set())
+            runs = self.freed.setdefault(id(value), [])
             if self.last_use.get(id(value)) == index:
-                if not freed:
-                    self.local.release(region.base, region.size)
-                else:
-                    for cb in range(region.size // region.cb_pitch):
-                        if cb not in freed:
-                            self.local.release(region.base + cb * region.cb_pitch, region.cb_pitch)
+                left = [(0, region.size)] if not freed else [
+                    (cb * region.cb_pitch, region.cb_pitch)
+                    for cb in range(region.size // region.cb_pitch) if cb not in freed]
+                for offset, size in left:
+                    self.local.release(region.base + offset, size)
+                    runs.append((offset, size, index))
                 self.resident = [v for v in self.resident if v is not value]
                 continue
             blocks = blocks_of(value.channels, self.n)
@@ -266,6 +269,7 @@ class Memory:
             for cb in range(blocks):
                 if cb not in freed and self.block_last_use.get((id(value), cb), -1) <= index:
                     self.local.release(region.base + cb * region.cb_pitch, region.cb_pitch)
+                    runs.append((cb * region.cb_pitch, region.cb_pitch, index))
                     freed.add(cb)
 
 
@@ -285,44 +289,30 @@ def plan_activations(qgraph: QGraph, homes: Dict[int, str], free_planes: bool = 
 
 def compact_plan(qgraph: QGraph, plan: ActivationPlan) -> Optional[ActivationPlan]:
     """The same homes and lifetimes with every local region placed again, largest first, at the
-    lowest address where no region live at the same time (plane by plane) overlaps it: the
-    activations kept low, one free run left above them for the weights read early. None where
-    they do not fit or end no lower than `plan`'s."""
-    memory = Memory(qgraph, {}, plan)
-    local = {key: region for key, region in plan.regions.items() if region.space == "local"}
-    values = {id(v): v for v in qgraph.graph.values()}
-    start: Dict[int, int] = {}
-    end: Dict[int, List[Optional[int]]] = {}   # per plane: the layer after which it is free
-    for key, region in local.items():
-        per_plane = region.cb_pitch * blocks_of(values[key].channels, memory.n) == region.size
-        end[key] = [None] * (region.size // region.cb_pitch if per_plane else 1)
-    if id(qgraph.graph.input) in local:
-        start[id(qgraph.graph.input)] = -1
+    lowest address where no run of a region live at the same time overlaps it (the plan's
+    allocations and releases replayed: Memory.freed): the activations kept low, one free run
+    left above them for the weights read early. None where they do not fit or end no lower
+    than `plan`'s."""
+    memory = Memory(qgraph, {key: region.space for key, region in plan.regions.items()}, plan)
+    memory.place_input()
     for index, q in enumerate(qgraph.layers):
-        if id(q.layer.output) in local:
-            start[id(q.layer.output)] = index
-        for value in q.layer.inputs:
-            ends = end.get(id(value), [])
-            for cb in range(len(ends)):
-                if ends[cb] is None and (memory.last_use.get(id(value)) == index or (
-                        plan.free_planes and len(ends) > 1
-                        and memory.block_last_use.get((id(value), cb), -1) <= index)):
-                    ends[cb] = index
+        memory.place_output(q)
+        memory.release_after(index, q)
+    born = {id(qgraph.graph.input): -1, **{id(q.layer.output): i for i, q in enumerate(qgraph.layers)}}
+    local = {key: region for key, region in plan.regions.items() if region.space == "local"}
     placed: List[Tuple[int, int, int, int]] = []   # (address, size, first layer, last layer)
     regions = dict(plan.regions)
-    depth = qgraph.arch.local_depth - 1
-    for key in sorted(local, key=lambda k: (-local[k].size, start[k])):
+    for key in sorted(local, key=lambda k: (-local[k].size, born[k])):
         region = local[key]
-        pitch = region.size // len(end[key])
-        pieces = [(cb * pitch, pitch, start[key], len(qgraph.layers) if last is None else last)
-                  for cb, last in enumerate(end[key])]
+        runs = [(offset, size, born[key], last) for offset, size, last in
+                memory.freed.get(key) or [(0, region.size, len(qgraph.layers))]]
         for base in sorted({0} | {a + s for a, s, _, _ in placed}):
             if not any(a < base + o + s and base + o < a + size and t0 <= u1 and u0 <= t1
-                       for o, s, t0, t1 in pieces for a, size, u0, u1 in placed):
+                       for o, s, t0, t1 in runs for a, size, u0, u1 in placed):
                 break
-        if base + region.size > depth:
+        if base + region.size > qgraph.arch.local_depth - 1:
             return None
-        placed += [(base + o, s, t0, t1) for o, s, t0, t1 in pieces]
+        placed += [(base + o, s, t0, t1) for o, s, t0, t1 in runs]
         regions[key] = dataclasses.replace(region, base=base)
     compact = ActivationPlan(regions, plan.dram0_top, plan.free_planes)
     return compact if compact.local_top < plan.local_top else None
