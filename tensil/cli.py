@@ -205,7 +205,9 @@ def build_parser(prog: str = "python -m tensil", description: Optional[str] = __
     p.add_argument("program", help=".tmodel or .tprog")
     p.add_argument("-a", "--arch", help=".tarch file (for a .tprog)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="a model input (float array laid out as vectors); repeatable")
+                   help="a model input by its .tmodel name (float array laid out as vectors; an "
+                        "image the host packs, <input>/columns(kw=K,left=L), as "
+                        "tensil.layout.input_vectors lays it out); repeatable")
     p.add_argument("--driver-rounding", action="store_true",
                    help="convert inputs exactly like Tensil's PYNQ driver (wrap, no saturation)")
     p.add_argument("--dram0", help="raw DRAM0 .npy (vectors, array_size) for a .tprog")

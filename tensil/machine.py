@@ -21,6 +21,7 @@ import numpy as np
 from .arch import Architecture
 from .fixed import fixed_format, from_bytes, from_float_driver, from_float_saturating, to_float
 from .isa import DataMove, DataMoveKind, Instruction, decode_program, extent
+from .layout import given_name
 
 __all__ = ["Machine", "MachineRun", "Program", "consts_to_local", "model_images", "model_outputs", "run_model"]
 
@@ -57,7 +58,10 @@ def model_images(model: Any, inputs: Mapping[str, np.ndarray], program: Sequence
     names = {v.name for v in model.inputs}
     missing, unknown = sorted(names - set(inputs)), sorted(set(inputs) - names)
     if missing:
-        raise ValueError("missing model input(s): %s" % ", ".join(missing))
+        packed = [name for name in missing if given_name(name) in inputs]
+        hint = (" (%s: the image packed by the host, as tensil.layout.input_vectors lays it out)"
+                % ", ".join(packed)) if packed else ""
+        raise ValueError("missing model input(s): %s%s" % (", ".join(missing), hint))
     if unknown:
         raise ValueError("unknown model input(s): %s" % ", ".join(unknown))
     dram0 = np.zeros((max([extent(program, "dram0")] + [v.base + v.size for v in model.inputs + model.outputs]),

@@ -147,6 +147,10 @@ def test_an_input_the_host_packs_is_given_by_its_onnx_name(packed_model):
         driver.run({var.name: _frame()})   # the caller gives the image, not its packing
     with pytest.raises(ValueError, match=r"input 'Input' of shape \(1, 3, 8, 8\) takes 64 vectors"):
         driver.run({"Input": np.zeros((1, 3, 8, 8), np.float32)})
+    # Tensil's way (vectors by the .tmodel's names) wants the packed vectors, and says so
+    with pytest.raises(ValueError, match=r"missing model input\(s\): Input/columns\(kw=3,left=1\) "
+                                         r"\(.*the image packed by the host, as tensil.layout.input_vectors"):
+        run_model(model, {"Input": _frame()})
 
 
 def test_memory_is_sized_from_the_model_not_the_tarch(models):
