@@ -7,7 +7,8 @@ c % N (facts §4.3, Tensil's VarsDimensions). A 2-D tensor [B, D] is ceil(D/N) v
 row, a 1-D tensor ceil(D/N) vectors. PEFSL's demonstrator writes 3 lanes a pixel without
 padding (a latent bug, facts §9.4); this layout pads, as the compiler's program expects.
 
-An input the host packs (the compiler's `--host-packs-input`, our own driver only): a narrow
+An input the host packs (the compiler's default where it applies, `--tensil-input` for
+Tensil's layout instead; our own driver only): a narrow
 image whose kernel columns the first convolution reads side by side is given to the program
 with those columns already in its lanes, P[n, dc*C + c, h, w] = x[n, c, h, w + dc - left]
 (zero outside the image) for dc in 0..kw-1, so the accelerator skips the packing layer it
@@ -125,14 +126,20 @@ def given_name(var_name: str) -> str:
     return var_name if packing is None else packing.name
 
 
+def _packing_for(var_name: str, shape: Sequence[int]) -> Optional[ColumnPacking]:
+    """The packing `var_name` asks of a tensor of `shape`, which must then be an image; else None."""
+    packing = column_packing(var_name)
+    if packing is not None and len(shape) != 4:
+        raise ValueError("input %r is a packed image: a 4-D (NCHW) tensor, got shape %s"
+                         % (var_name, tuple(shape)))
+    return packing
+
+
 def input_vector_count(var_name: str, shape: Sequence[int], array_size: int) -> int:
     """Vectors the `.tmodel` input `var_name` takes for a tensor of ONNX `shape`."""
-    packing = column_packing(var_name)
     shape = _check_shape(shape)
+    packing = _packing_for(var_name, shape)
     if packing is not None:
-        if len(shape) != 4:
-            raise ValueError("input %r is a packed image: a 4-D (NCHW) tensor, got shape %s"
-                             % (var_name, shape))
         shape = (shape[0], shape[1] * packing.kw) + shape[2:]
     return vector_count(shape, array_size)
 
@@ -140,11 +147,8 @@ def input_vector_count(var_name: str, shape: Sequence[int], array_size: int) -> 
 def input_vectors(var_name: str, array: np.ndarray, array_size: int) -> np.ndarray:
     """A tensor in ONNX layout -> the vectors of the `.tmodel` input `var_name`: packed by the
     host where the name says so (`pack_columns`), then Tensil's layout (`to_vectors`)."""
-    packing = column_packing(var_name)
+    array = np.asarray(array)
+    packing = _packing_for(var_name, array.shape)
     if packing is None:
         return to_vectors(array, array_size)
-    array = np.asarray(array)
-    if array.ndim != 4:
-        raise ValueError("input %r is a packed image: a 4-D (NCHW) tensor, got shape %s"
-                         % (var_name, array.shape))
     return to_vectors(pack_columns(array, packing.kw, packing.left), array_size)

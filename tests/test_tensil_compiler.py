@@ -714,18 +714,21 @@ def test_packing_narrow_inputs_keeps_the_float_graph_and_packs_only_what_fits_a_
     assert pack_columns(graph, 8).layers[0] is graph.layers[0]   # 9 lanes do not fit 8
 
 
+def _checked_on_rtl(data: bytes, x: np.ndarray, **options):
+    """(result, outputs, RTL cycles) of a model compiled for 12x12 with compile_graph's
+    `options`, its emulator outputs equal to the reference and its RTL outputs to the emulator's."""
+    result = compile_graph(fuse(load_onnx(data)), ARCH12, "t", **options)
+    got, _ = result.run_emulator(x)
+    assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
+    on_rtl, cosimulated = result.run_rtl(x)
+    assert np.array_equal(on_rtl, got)
+    return result, got, cosimulated.cycles
+
+
 def _on_and_off(data: bytes, x: np.ndarray, option: str):
     """{flag: (result, outputs, RTL cycles)} of a model compiled with compile_graph's `option`
-    on and off, each equal to the reference and on the RTL to the emulator."""
-    runs = {}
-    for flag in (True, False):
-        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t", **{option: flag})
-        got, _ = result.run_emulator(x)
-        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
-        on_rtl, cosimulated = result.run_rtl(x)
-        assert np.array_equal(on_rtl, got)
-        runs[flag] = (result, got, cosimulated.cycles)
-    return runs
+    on and off (_checked_on_rtl)."""
+    return {flag: _checked_on_rtl(data, x, **{option: flag}) for flag in (True, False)}
 
 
 @needs_rtl
@@ -805,13 +808,9 @@ def test_early_reads_take_two_blocks_beside_read_write_simds_in_fewer_rtl_cycles
         if blocks == 1:
             monkeypatch.setattr(backend, "EARLY_READ_BLOCKS_RW", 1)
             monkeypatch.setattr(backend, "EARLY_READ_WORK_RW", backend.EARLY_READ_WORK)
-        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
-        got, _ = result.run_emulator(x)
-        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
-        on_rtl, cosimulated = result.run_rtl(x)
-        assert np.array_equal(on_rtl, got)
+        result, got, cycles = _checked_on_rtl(data, x)
         reads = [i.size + 1 for i in result.instructions if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
-        runs[blocks] = (got, cosimulated.cycles, reads)
+        runs[blocks] = (got, cycles, reads)
     assert np.array_equal(runs[2][0], runs[1][0])
     assert 26 in runs[2][2] and max(runs[1][2]) == 13
     assert runs[2][1] < 0.98 * runs[1][1], (runs[2][1], runs[1][1])   # 19,061 vs 19,599
@@ -869,12 +868,8 @@ def _with_and_without_split(monkeypatch, data, shape, seed, step="_post_ops_afte
     for split in (True, False):
         if not split:
             monkeypatch.setattr(packing, step, without)
-        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
-        got, _ = result.run_emulator(x)
-        assert np.array_equal(got, to_vectors(reference(result.qgraph, x))[0])
-        on_rtl, cosimulated = result.run_rtl(x)
-        assert np.array_equal(on_rtl, got)
-        runs[split] = (got, cosimulated.cycles, result)
+        result, got, cycles = _checked_on_rtl(data, x)
+        runs[split] = (got, cycles, result)
     assert np.array_equal(runs[True][0], runs[False][0])
     return runs
 

@@ -734,8 +734,9 @@ class _Scheduler:
         if self.early is None:
             return
         run = self.early.next_run(self.index, self.memory.local, self.program.half, count)
+        if not run:
+            return
         parts: List[np.ndarray] = []
-        start = None
         for k, ((layer, block), address) in enumerate(run):
             q = self.q.layers[layer]
             headless = k == 0 and not q.blocks[block][0].any()   # the run's first alone skips its zero bias row
@@ -744,11 +745,10 @@ class _Scheduler:
             if k < len(run) - 1:   # the next block's memory starts a block's vectors after this one's
                 part = np.concatenate([part, np.zeros((self.early.per - skip - len(part), self.n), part.dtype)])
             parts.append(part)
-            start = address + skip if start is None else start
             self.early.blocks[(layer, block)] = (address, headless)
-        if start is not None:
-            image = np.concatenate(parts)
-            self.program.datamove(K.DRAM1_TO_LOCAL, start, self.constants.image(image), len(image))
+        image = np.concatenate(parts)
+        start = run[0][1] + int(self.early.blocks[run[0][0]][1])   # past a headless first block's bias row
+        self.program.datamove(K.DRAM1_TO_LOCAL, start, self.constants.image(image), len(image))
 
     def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
                wo: int, base: int = 0) -> None:

@@ -60,10 +60,14 @@ class EarlyReads:
         if address is None:
             return None
         self.pending.popleft()
-        local.take(address, self.per)
-        for j in range(index, key[0] + 1):
-            self.held[j] += self.per
+        self._hold(index, key, address, local, True)
         return key, address
+
+    def _hold(self, index: int, key: Key, address: int, local: Allocator, taken: bool) -> None:
+        """Take (or give back) a block's memory, held from layer `index` until its own."""
+        (local.take if taken else local.release)(address, self.per)
+        for j in range(index, key[0] + 1):
+            self.held[j] += self.per if taken else -self.per
 
     def next_run(self, index: int, local: Allocator, half: int, count: int) -> List[Tuple[Key, int]]:
         """Up to `count` next blocks to read in one move during layer `index`, lowest address
@@ -74,11 +78,8 @@ class EarlyReads:
             if chosen is None:
                 break
             if run and chosen[1] != run[-1][1] - self.per:   # not adjacent: left for the next read
-                key, address = chosen
-                self.pending.appendleft(key)
-                local.release(address, self.per)
-                for j in range(index, key[0] + 1):
-                    self.held[j] -= self.per
+                self.pending.appendleft(chosen[0])
+                self._hold(index, *chosen, local, False)
                 break
             run.append(chosen)
         return run[::-1]

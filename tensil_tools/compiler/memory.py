@@ -286,7 +286,6 @@ def plan_activations(qgraph: QGraph, homes: Dict[int, str], free_planes: bool = 
     return ActivationPlan(dict(memory.regions), memory.dram0_top, free_planes)
 
 
-
 def compact_plan(qgraph: QGraph, plan: ActivationPlan) -> Optional[ActivationPlan]:
     """The same homes and lifetimes with every local region placed again, largest first, at the
     lowest address where no run of a region live at the same time overlaps it (the plan's
