@@ -271,6 +271,8 @@ class MemoryAwareModel(TensilLatencyModel):
             # decoder went on: the read and the drain run beside them, each SIMD then costing
             # the decoder's cycle (measured: up to the drain and the read's latency)
             cost = wait + max(beats, (requests - 1) * m.read_request_cycles + first) + m.read_latency + m.read_setup
+            if self._simd_since_matmul == 0.0:   # right after a MatMul: the load waits for its
+                return max(cost, array_drain)     # drain however short the read (measured)
             if self._simd_since_matmul:
                 return cost - min(self._simd_since_matmul - self._simds_since_matmul,
                                   array_drain + m.read_latency + m.read_setup)

@@ -813,7 +813,34 @@ def test_early_reads_take_two_blocks_beside_read_write_simds_in_fewer_rtl_cycles
         runs[blocks] = (got, cycles, reads)
     assert np.array_equal(runs[2][0], runs[1][0])
     assert 26 in runs[2][2] and max(runs[1][2]) == 13
-    assert runs[2][1] < 0.98 * runs[1][1], (runs[2][1], runs[1][1])   # 19,061 vs 19,599
+    assert runs[2][1] < 0.99 * runs[1][1], (runs[2][1], runs[1][1])   # 19,291 vs 19,556 (early.py's pieces in both)
+
+
+@needs_rtl
+def test_pieces_of_later_blocks_read_in_exposed_drains_save_rtl_cycles(monkeypatch):
+    # early.py's pieces: where a weight load read early waits for the array's drain with no
+    # read beside it, the first vectors of a block a later layer reads itself are read there,
+    # and that layer reads the rest. The same outputs bit for bit, fewer RTL cycles.
+    from tensil_tools.compiler.early import PIECE_VECTORS, EarlyReads
+
+    b = ModelBuilder((1, 3, 24, 24), 13)
+    y, channels = b.input, 3
+    for out, stride in ((16, 1), (24, 2), (48, 2), (48, 1)):
+        y = b.op("LeakyRelu", [b.conv(y, channels, out, 3, stride=stride, pads=1)], alpha=0.1)
+        channels = out
+    data = b.model(y)
+    x = np.random.default_rng(13).standard_normal((3, 24, 24))
+    runs = {}
+    for pieces in (True, False):
+        if not pieces:
+            monkeypatch.setattr(EarlyReads, "next_piece", lambda *args: None)
+        result, got, cycles = _checked_on_rtl(data, x)
+        count = sum(getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL and i.size + 1 == PIECE_VECTORS
+                    for i in result.instructions)
+        runs[pieces] = (got, cycles, count)
+    assert np.array_equal(runs[True][0], runs[False][0])
+    assert runs[True][2] >= 50 and runs[False][2] == 0
+    assert runs[True][1] < 0.995 * runs[False][1], (runs[True][1], runs[False][1])   # 39,805 vs 40,185
 
 
 def _image_block() -> bytes:

@@ -42,7 +42,7 @@ import collections
 import dataclasses
 import itertools
 import logging
-from typing import Callable, Deque, Dict, List, Optional, Set, Tuple, cast
+from typing import AbstractSet, Callable, Deque, Dict, List, Optional, Set, Tuple, cast
 
 import numpy as np
 
@@ -52,7 +52,7 @@ from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
 from .constants import Constants
-from .early import EarlyReads
+from .early import PIECE_VECTORS, EarlyReads, candidates
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
 from .memory import (
@@ -157,7 +157,7 @@ class _Scheduler:
     emission here, placement (placement.py) at the end."""
 
     def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
-                 prefetch_room: Optional[List[int]] = None):
+                 prefetch_room: Optional[List[int]] = None, pieces_of: AbstractSet[Tuple[int, int]] = frozenset()):
         self.q = qgraph
         self.arch: Architecture = qgraph.arch
         self.n = qgraph.arch.array_size
@@ -167,6 +167,7 @@ class _Scheduler:
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
         self.headless_blocks: Set[Tuple[int, int]] = set()   # read without their zero bias row
+        self.pieced_blocks: Dict[Tuple[int, int], Tuple[int, int]] = {}   # -> (piece address, rows after it)
         self.hidden: Deque[SIMD] = collections.deque()   # deferred post-ops of the previous block
         self.register: Optional[object] = None
         self.reports: List[LayerReport] = []
@@ -180,7 +181,8 @@ class _Scheduler:
         self.layer_peaks: List[int] = []     # local vectors in use at most, layer by layer
         self.index = -1                      # the layer being scheduled
         # weight blocks read early (_prefetch), given each layer's room for them
-        self.early = EarlyReads(qgraph, plan, prefetch_room) if prefetch_room is not None else None
+        self.early = (EarlyReads(qgraph, plan, prefetch_room, pieces_of) if prefetch_room is not None
+                      else None)
 
     # ------------------------------------------------------------------ zeroing
     def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
@@ -380,6 +382,7 @@ class _Scheduler:
                     order.append(op.block)
         per = self.n + 1
         self.headless_blocks.clear()   # the blocks of earlier groups are gone
+        self.pieced_blocks.clear()
         addresses: Dict[int, int] = {}
         early = self.early.blocks if self.early is not None else {}
         for block in order:   # read early, during an earlier layer (_prefetch)
@@ -554,24 +557,7 @@ class _Scheduler:
             key = (addresses[op.block], op.block)
             has_bias = bool(q.blocks[op.block][0].any())
             if self.loaded_block != key:
-                unread = key in self.unread_blocks
-                self._emit_hidden(HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ, past=False)
-                rows = q.block_rows[op.block]   # the rows after them meet zero inputs only
-                if unread:
-                    # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
-                    # before one zero vector (the last pushed is the bias row): a vector's beats
-                    # less a block for a one-push load (RTL: ResNet-9 303,544 -> 299,182 cycles).
-                    skip = int(not has_bias)
-                    if skip:
-                        self.headless_blocks.add(key)
-                    self.program.datamove(K.DRAM1_TO_LOCAL, key[0] + skip, self.unread_blocks.pop(key) + skip,
-                                          rows + 1 - skip)
-                if key in self.headless_blocks:   # its bias row's vector in local memory was never written
-                    self.program.emit(LoadWeights(key[0] + 1, rows - 1))
-                    self.program.emit(LoadWeights(0, 0, zeroes=True))
-                else:
-                    self.program.emit(LoadWeights(key[0], rows))
-                self.loaded_block = key
+                self._load_block(q, op.block, key, has_bias)
             if op.zeroes:
                 self.program.emit(MatMul(0, base, (i1 - i0) * wo - 1, accumulate=not first,
                                          zeroes=True))
@@ -593,6 +579,42 @@ class _Scheduler:
                     for j in range(j0, j1):
                         self.program.emit(MatMul(local + j * sw, acc + j, 0, 0, 0, not first))
             first = False
+
+    def _load_block(self, q: QLayer, block: int, key: Tuple[int, int], has_bias: bool) -> None:
+        """Load weight block `block` at local key[0] into the array: some deferred post-ops
+        first (see _compute), and its DRAM read where it waits for one (or a piece of a later
+        layer's block where it does not, _piece)."""
+        unread = key in self.unread_blocks
+        piece = None if unread else self._piece()
+        self._emit_hidden(HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ, past=False)
+        if piece is not None:
+            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), PIECE_VECTORS)
+        rows = q.block_rows[block]   # the rows after them meet zero inputs only
+        if unread:
+            # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
+            # before one zero vector (the last pushed is the bias row): a vector's beats
+            # less a block for a one-push load (RTL: ResNet-9 303,544 -> 299,182 cycles).
+            skip = int(not has_bias)
+            if skip:
+                self.headless_blocks.add(key)
+            head = skip
+            early_piece = self.early.pieces.get((self.index, block)) if self.early is not None else None
+            if early_piece is not None:   # its first rows were read in an earlier drain
+                head += PIECE_VECTORS
+                self.pieced_blocks[key] = (early_piece, head)
+            self.program.datamove(K.DRAM1_TO_LOCAL, key[0] + head, self.unread_blocks.pop(key) + head,
+                                  rows + 1 - head)
+        if key in self.pieced_blocks:   # the rest first: the last pushed are the first rows
+            piece_address, head = self.pieced_blocks[key]
+            self.program.emit(LoadWeights(key[0] + head, rows - head))
+            self.program.emit(LoadWeights(piece_address, PIECE_VECTORS - 1))
+        elif key in self.headless_blocks:   # its bias row's vector in local memory was never written
+            self.program.emit(LoadWeights(key[0] + 1, rows - 1))
+        else:
+            self.program.emit(LoadWeights(key[0], rows))
+        if key in self.headless_blocks:
+            self.program.emit(LoadWeights(0, 0, zeroes=True))
+        self.loaded_block = key
 
     # post-ops and output ----------------------------------------------------------------
     def _simd(self, op: SimdOp, read: Optional[int] = None, write: Optional[int] = None,
@@ -726,6 +748,26 @@ class _Scheduler:
         return done
 
     # early weight reads -------------------------------------------------------------------
+    def _piece(self) -> Optional[Tuple[int, np.ndarray]]:
+        """Where the weight load about to be emitted waits for the array to drain after a
+        MatMul with no read of its own beside the drain, the first vectors of a later layer's
+        block to read there (early.py: a piece, which its layer then does not read): their
+        local address and rows; else None."""
+        if self.early is None:
+            return None
+        for instruction in reversed(self.program.instructions):
+            if not isinstance(instruction, SIMD):
+                if not isinstance(instruction, MatMul):
+                    return None
+                break
+        else:
+            return None
+        piece = self.early.next_piece(self.index, self.memory.local, self.program.half)
+        if piece is None:
+            return None
+        (layer, block), address, first = piece
+        return address, self.q.layers[layer].blocks[block][first:first + PIECE_VECTORS]
+
     def _prefetch(self, count: int = 1) -> None:
         """Read the next `count` candidate blocks of later layers into local memory, in one
         move, where they wait for their layers (which then read them no more): beside the
@@ -936,11 +978,16 @@ def _planned(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan) -> Com
 def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
                       program: CompiledProgram, peaks: List[int]) -> CompiledProgram:
     """The program again with weight blocks read early (_Scheduler._prefetch), each layer giving
-    them what it left free in `program`, where the RTL-calibrated cycle model says it is
-    faster; else `program`."""
+    them what it left free in `program`, and that again with pieces (early.py) of the blocks
+    it still read in their own layers: the fastest of the three by the RTL-calibrated cycle
+    model (pieces of blocks early reads would have taken cost more than they save)."""
     room = [qgraph.arch.local_depth - 1 - peak for peak in peaks]
     try:
-        early = _Scheduler(qgraph, homes, plan, room).run()
+        scheduler = _Scheduler(qgraph, homes, plan, room)
+        program = _faster(program, scheduler.run(), qgraph.arch)
+        assert scheduler.early is not None
+        # then pieces of the blocks it read in their own layers, in the drains it left exposed
+        direct = set(candidates(qgraph)) - scheduler.early.read_early
+        return _faster(program, _Scheduler(qgraph, homes, plan, room, direct).run(), qgraph.arch)
     except (NoRoom, CompileError):
         return program
-    return _faster(program, early, qgraph.arch)

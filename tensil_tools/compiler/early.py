@@ -7,18 +7,28 @@ _prefetch); that layer then loads the block without reading it. This module deci
 blocks, in what order, and which local memory holds each until its layer: memory that is free
 now, that no activation planned in between takes, and that every layer in between left free
 in the schedule without early reads (its `room`). A pure planning step: no instruction.
+
+A weight load after a MatMul waits for the array to drain; a DRAM read there runs beside the
+drain, and one of PIECE_VECTORS vectors costs about a cycle more (measured on the RTL:
+tests/test_tensil_rtl.py::test_a_read_of_three_vectors_hides_in_a_drain; on the ResNet-9,
+pieces of 1 to 5 vectors: 254,582, 254,195, 253,764, 254,265 and 254,813 cycles). Where no read of its
+own hides a drain (its block was read early), the scheduler reads there the first vectors of
+a block read in its own layer later (a piece, `next_piece`); that layer then reads the rest
+and pushes both. Pieces are of the blocks that a schedule without them read in their own
+layers (`pieces_of`), from the far end of the candidates, which early reads reach last.
 """
 
 import collections
-from typing import Deque, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .memory import ActivationPlan
 from .program import Allocator
 from .quantize import MatOp, QGraph
 
-__all__ = ["EarlyReads"]
+__all__ = ["PIECE_VECTORS", "EarlyReads", "candidates"]
 
 Key = Tuple[int, int]   # (layer index, block index)
+PIECE_VECTORS = 3       # the vectors a read in an array's drain takes for (nearly) free
 
 
 def candidates(qgraph: QGraph) -> List[Key]:
@@ -38,13 +48,17 @@ def candidates(qgraph: QGraph) -> List[Key]:
 class EarlyReads:
     """The blocks read early so far and the memory they hold, for one scheduling attempt."""
 
-    def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int]):
+    def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int],
+                 pieces_of: AbstractSet[Key] = frozenset()):
         self.q = qgraph
+        self.pieces_of = pieces_of                  # the blocks a piece may be read of
         self.plan = plan
         self.room = list(room)                      # local vectors each layer may give them
         self.per = qgraph.arch.array_size + 1       # a block's vectors (its bias row included)
         self.held = [0] * len(qgraph.layers)        # vectors they hold during each layer
         self.blocks: Dict[Key, Tuple[int, bool]] = {}   # -> (local address, read without its bias row)
+        self.pieces: Dict[Key, int] = {}             # -> local address of its first vectors
+        self.read_early: Set[Key] = set()            # every block read early so far
         self.pending: Deque[Key] = collections.deque(candidates(qgraph))
 
     def next(self, index: int, local: Allocator, half: int) -> Optional[Tuple[Key, int]]:
@@ -61,13 +75,43 @@ class EarlyReads:
             return None
         self.pending.popleft()
         self._hold(index, key, address, local, True)
+        self.read_early.add(key)
         return key, address
 
-    def _hold(self, index: int, key: Key, address: int, local: Allocator, taken: bool) -> None:
-        """Take (or give back) a block's memory, held from layer `index` until its own."""
-        (local.take if taken else local.release)(address, self.per)
+    def _hold(self, index: int, key: Key, address: int, local: Allocator, taken: bool,
+              size: Optional[int] = None) -> None:
+        """Take (or give back) a block's memory (or `size` vectors of it), held from layer
+        `index` until its own."""
+        size = self.per if size is None else size
+        (local.take if taken else local.release)(address, size)
         for j in range(index, key[0] + 1):
-            self.held[j] += self.per if taken else -self.per
+            self.held[j] += size if taken else -size
+
+    def next_piece(self, index: int, local: Allocator, half: int) -> Optional[Tuple[Key, int, int]]:
+        """A block to read the first vectors of during layer `index`, the local address they
+        take and the block's first row read (1 past a zero bias row, which stays in DRAM1);
+        None where no later layer's block has room for them. The block is then no candidate
+        for an early read: its layer reads the rest."""
+        tried = set()
+        for key in reversed(self.pending):
+            if key[0] <= index:
+                break
+            if key[0] in tried or key not in self.pieces_of:
+                continue
+            tried.add(key[0])
+            q = self.q.layers[key[0]]
+            first = int(not q.blocks[key[1]][0].any())
+            # the rest must be 4 pushes or more (the first load after MatMuls: emulator.DRAINING_PUSHES)
+            if q.block_rows[key[1]] + 1 - first - PIECE_VECTORS < 4:
+                continue
+            address = self._address(index, key[0], local, half, PIECE_VECTORS)
+            if address is None:
+                continue
+            self.pending.remove(key)
+            self._hold(index, key, address, local, True, PIECE_VECTORS)
+            self.pieces[key] = address
+            return key, address, first
+        return None
 
     def next_run(self, index: int, local: Allocator, half: int, count: int) -> List[Tuple[Key, int]]:
         """Up to `count` next blocks to read in one move during layer `index`, lowest address
@@ -80,17 +124,20 @@ class EarlyReads:
             if run and chosen[1] != run[-1][1] - self.per:   # not adjacent: left for the next read
                 self.pending.appendleft(chosen[0])
                 self._hold(index, *chosen, local, False)
+                self.read_early.discard(chosen[0])
                 break
             run.append(chosen)
         return run[::-1]
 
-    def _address(self, index: int, layer: int, local: Allocator, half: int) -> Optional[int]:
-        """The highest free run of a block held from layer `index` until `layer`: outside the
-        planned regions of the activations made in between and every layer's room (the layer
-        itself needs no room for it: the block replaces its own read), not across the middle
-        of local memory (no LoadWeights may cross it)."""
-        per = self.per
-        if any(self.held[j] + per > self.room[j] for j in range(index, layer)):
+    def _address(self, index: int, layer: int, local: Allocator, half: int,
+                 size: Optional[int] = None) -> Optional[int]:
+        """The highest free run of a block (or `size` vectors) held from layer `index` until
+        `layer`: outside the planned regions of the activations made in between and every
+        layer's room (the layer itself needs no room for it: the block replaces its own read),
+        not across the middle of local memory (no LoadWeights may cross it)."""
+        per = self.per if size is None else size
+        last = layer if size is None else layer + 1   # a piece is memory its layer needs too
+        if any(self.held[j] + per > self.room[j] for j in range(index, last)):
             return None
         taken: List[Tuple[int, int]] = []
         for j in range(index + 1, layer + 1):
@@ -114,3 +161,5 @@ class EarlyReads:
         """Free the blocks of layer `index` once it has run."""
         for key in [k for k in self.blocks if k[0] == index]:
             local.release(self.blocks.pop(key)[0], self.per)
+        for key in [k for k in self.pieces if k[0] == index]:
+            local.release(self.pieces.pop(key), PIECE_VECTORS)
