@@ -749,9 +749,9 @@ class _Scheduler:
 
     # early weight reads -------------------------------------------------------------------
     def _piece(self) -> Optional[Tuple[int, np.ndarray]]:
-        """Where the weight load about to be emitted waits for the array to drain after a
-        MatMul with no read of its own beside the drain, the first vectors of a later layer's
-        block to read there (early.py: a piece, which its layer then does not read): their
+        """Where the instruction about to be emitted (a weight load, a move out of the
+        accumulators) waits for the array to drain after a MatMul with no read beside the
+        drain, the first vectors of a later layer's block to read there (early.py: a piece, which its layer then does not read): their
         local address and rows; else None."""
         if self.early is None:
             return None
@@ -795,6 +795,11 @@ class _Scheduler:
     def _write(self, cob: int, region: Region, staging: Optional[Region], i0: int, i1: int,
                wo: int, base: int = 0) -> None:
         """Tile rows [i0, i1) of block cob (acc pitch wo, at acc `base`) to the value's home."""
+        # the first move waits for the array's drain too (right after a MatMul: a piece there)
+        last = self.program.instructions[-1] if self.program.instructions else None
+        piece = self._piece() if isinstance(last, MatMul) else None
+        if piece is not None:
+            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), PIECE_VECTORS)
         if region.space == "local":
             for i in range(i0, i1):
                 self.program.datamove(K.ACC_TO_LOCAL, region.addr(cob, i, 0), base + (i - i0) * wo, wo)
