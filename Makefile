@@ -46,7 +46,8 @@ help:
 	@echo "make bench-coordinator  coordinator cost against the number of clients; round overhead on loopback"
 	@echo "make bench-tensil  Tensil: emulator MAC/s vs the reference, RTL co-simulation build time and cycles/s,"
 	@echo "                   estimate vs RTL cycles, emulator = RTL sweep (SWEEP=N), the compiled backbone: accuracy, RTL cycles, compile time"
-	@echo "make compile       compile the bundled backbone for both .tarch files into models/ (TENSIL=docker: Tensil's own compiler)"
+	@echo "make compile       compile the bundled backbone for both .tarch files into models/ (TENSIL=docker: Tensil's own compiler;"
+	@echo "                   CLOCK_MHZ=125: for a TCU at that clock, default 50 as shipped)"
 	@echo "make rtl           Tensil RTL for ARCH= via docker tensilai/tensil (or check TENSIL_RTL=dir)"
 	@echo "make rtl-report    Yosys resource estimate of the RTL vs the XC7Z020 (TENSIL_RTL=, default ../shared)"
 	@echo "make bitstream     PYNQ-Z1 overlay: Vivado batch (ARCH= CLOCK_MHZ=125 PYNQ_DIR= [ALLOW_NEGATIVE_SLACK=1])"
@@ -206,13 +207,16 @@ bench-board: setup
 TENSIL ?= python
 BACKBONE_ONNX := models/resnet9_f16_strided_32.onnx
 ARCHS := tensil_arch/pynqz1_perf.tarch tensil_arch/pynqz1.tarch
+# the TCU clock the programs are made for: the compiler's default (50 MHz, as shipped) unless
+# CLOCK_MHZ is given on the command line or in the environment (not make bitstream's default below)
+COMPILE_CLOCK = $(if $(filter command line environment,$(origin CLOCK_MHZ)),--clock-mhz $(call arg,CLOCK_MHZ))
 compile: setup
 ifeq ($(TENSIL),docker)
 	@for arch in $(foreach a,$(ARCHS),$(call shellword,$(a))); do \
 	    scripts/tensil_docker_compile.sh $(call arg,BACKBONE_ONNX) "$$arch" runs/tensil-docker || exit $$?; done
 else
 	@for arch in $(foreach a,$(ARCHS),$(call shellword,$(a))); do \
-	    $(BIN)/python -m tensil_tools compile $(call arg,BACKBONE_ONNX) --arch "$$arch" --out models --quiet || exit $$?; done
+	    $(BIN)/python -m tensil_tools compile $(call arg,BACKBONE_ONNX) --arch "$$arch" --out models --quiet $(COMPILE_CLOCK) || exit $$?; done
 endif
 
 clean:

@@ -43,6 +43,7 @@ Fractions of a cycle are carried, not rounded away per instruction.
 
 import collections
 import dataclasses
+import math
 from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .arch import Architecture
@@ -59,7 +60,7 @@ from .isa import (
 )
 from .isa import mnemonic as kind_name
 
-__all__ = ["Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel", "axi_requests",
+__all__ = ["DRAM_LATENCY_NS", "Estimate", "KindTotals", "MemoryAwareModel", "MemoryModel", "TensilLatencyModel", "axi_requests",
            "boundary_violations", "crosses_boundary", "estimate", "estimate_memory_aware"]
 
 _DRAM_READS = (DataMoveKind.DRAM0_TO_LOCAL, DataMoveKind.DRAM1_TO_LOCAL)
@@ -130,6 +131,9 @@ class TensilLatencyModel:
         return result
 
 
+DRAM_LATENCY_NS = 200.0   # an unloaded read through a Zynq HP port (cosim.DramModel's estimate)
+
+
 @dataclasses.dataclass(frozen=True)
 class MemoryModel:
     """AXI timing of the DRAM ports (cycles of the accelerator clock): the latencies of
@@ -147,6 +151,15 @@ class MemoryModel:
     write_setup: float = 1.0
     turnaround: float = 3.0         # a read after a write waits write_latency + this
     write_overlap: float = 13.0     # an on-chip instruction after a DRAM write overlaps it
+
+    @classmethod
+    def at_clock(cls, clock_mhz: float) -> "MemoryModel":
+        """The model for a TCU clocked at `clock_mhz`: the DRAM latencies of
+        `tensil_tools.cosim.DramModel.zynq_hp` (DRAM_LATENCY_NS) in its cycles."""
+        if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, (int, float)) or not 1.0 <= clock_mhz <= 1000.0:
+            raise ValueError("clock_mhz must be a number in [1, 1000], got %r" % (clock_mhz,))
+        cycles = max(1, int(math.ceil(DRAM_LATENCY_NS * clock_mhz / 1000.0)))
+        return cls(read_latency=cycles, write_latency=cycles)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

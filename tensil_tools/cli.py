@@ -17,7 +17,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from .compiler import compile_model
 
     result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
-                           args.strategy, not args.no_pack, not args.tensil_input)
+                           args.strategy, not args.no_pack, not args.tensil_input, args.clock_mhz)
     if not args.quiet:
         print(result.summary, end="")
     for kind, path in sorted(result.files.items()):
@@ -43,8 +43,21 @@ def _add_compile(sub: Any) -> None:
                    help="keep the input in Tensil's NHWC layout, for Tensil's own driver (by default "
                         "a narrow image's packing is left to the host, which our driver does: the "
                         ".tmodel input is then named <input>/columns(kw=K,left=L))")
+    p.add_argument("--clock-mhz", type=_clock_mhz, default=50.0, metavar="MHZ",
+                   help="the TCU clock of the bitstream the program will run on (default: 50): the "
+                        "DRAM's latency in its cycles prices the compiler's choices")
     p.add_argument("-q", "--quiet", action="store_true", help="no compile summary")
     p.set_defaults(run=_cmd_compile)
+
+
+def _clock_mhz(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if not 1.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError("%g MHz is outside 1..1000" % value)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

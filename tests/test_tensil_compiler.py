@@ -9,6 +9,7 @@ architectures with small memories. The bundled backbone is compiled for both .ta
 import collections
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from onnx_kit import ModelBuilder, run_onnxruntime
 
 from tensil.arch import load_tarch
-from tensil.estimate import boundary_violations
+from tensil.estimate import MemoryModel, boundary_violations
 from tensil.isa import DataMoveKind
 from tensil.tmodel import TMODEL_KEYS, load_tmodel
 from tensil_tools import cosim
@@ -288,7 +289,6 @@ def test_the_benchmarks_floors_never_exceed_the_rtl_cycles(case):
     # benchmarks/compiler.py serial_floors: lower bounds a target is judged by; one above what
     # the RTL takes would call a reachable target out of reach
     from benchmarks.compiler import serial_floors
-    from tensil.estimate import MemoryModel
 
     # strips: a model whose input is read from DRAM0 a strip of rows at a time
     wide = {"stack16": ((1, 16, 32, 32), 16), "strips": ((1, 3, 48, 48), 4)}
@@ -427,6 +427,22 @@ def test_cli_compile_keeps_tensils_input_layout_on_request(tmp_path):
     assert names == {False: ["Input/columns(kw=3,left=1)"], True: ["Input"]}
 
 
+def test_cli_compile_takes_the_tcu_clock_the_program_is_made_for(tmp_path):
+    # --clock-mhz: the DRAM's latency in the TCU's cycles prices the compiler's choices; the
+    # summary names it, and a clock no PYNQ-Z1 could run is refused by name
+    b = ModelBuilder((1, 3, 8, 8), 12)
+    source = tmp_path / "small.onnx"
+    source.write_bytes(b.model(b.op("Relu", [b.conv(b.input, 3, 12, 3, pads=1)])))
+    command = [sys.executable, "-m", "tensil_tools", "compile", str(source), "--arch",
+               str(ROOT / "tensil_arch" / "pynqz1_perf.tarch"), "--out", str(tmp_path)]
+    done = subprocess.run(command + ["--clock-mhz", "125"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"TCU clock it is made for[^\n]*\b125\b", done.stdout)
+    for bad, message in (("0", "0 MHz is outside 1..1000"), ("fast", "not a number: 'fast'")):
+        refused = subprocess.run(command + ["--clock-mhz", bad], capture_output=True, text=True, cwd=ROOT)
+        assert refused.returncode == 2 and message in refused.stderr
+
+
 # --------------------------------------------------------------------------- malformed models
 
 def _simple(**kwargs):
@@ -529,7 +545,9 @@ def test_the_shipped_compiled_backbone_is_what_make_compile_builds(arch_file, tm
     for path in result.files.values():
         shipped = ROOT / "models" / path.name
         assert shipped.is_file(), "%s missing: run make compile" % shipped
-        assert shipped.read_bytes() == path.read_bytes(), "%s is stale: run make compile" % shipped
+        assert shipped.read_bytes() == path.read_bytes(), (
+            "%s is stale: run make compile (the shipped models are made for a 50 MHz TCU; make compile "
+            "CLOCK_MHZ= makes them for another clock)" % shipped)
     assert load_tmodel(ROOT / "models" / result.files["tmodel"].name).arch == result.arch
 
 
@@ -638,7 +656,7 @@ def test_weights_read_early_beside_post_ops_save_rtl_cycles(monkeypatch):
     data = b.model(b.op("LeakyRelu", [b.conv(y, 48, 48, 3, pads=1)], alpha=0.1))
     x = np.random.default_rng(4).standard_normal((12, 24, 24))
     early = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
-    monkeypatch.setattr(backend, "_with_early_reads", lambda qgraph, homes, plan, program, peaks: program)
+    monkeypatch.setattr(backend, "_with_early_reads", lambda qgraph, homes, plan, program, peaks, dram: program)
     plain = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
     first = early.program.layers[1].start   # the first layer's reads: its own weights only
     reads = [i for i in early.instructions[:first] if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
@@ -785,7 +803,7 @@ def test_the_compact_plan_keeps_activations_low_and_never_overlaps_live_ones():
         for b1, e1, s1, l1 in spans[a + 1:]:
             assert not (b0 < e1 and b1 < e0 and s0 <= l1 and s1 <= l0)
     result = compile_graph(fuse(load_onnx(_residual_pair(3, 16, 16))), ARCH12, "t")
-    result.program = _planned(qgraph, homes, compact)   # its program computes the same
+    result.program = _planned(qgraph, homes, compact, MemoryModel())   # its program computes the same
     x = np.random.default_rng(1).standard_normal((3, 16, 16))
     assert np.array_equal(result.run_emulator(x)[0], to_vectors(reference(qgraph, x))[0])
 
@@ -820,8 +838,11 @@ def test_early_reads_take_two_blocks_beside_read_write_simds_in_fewer_rtl_cycles
 def test_pieces_of_later_blocks_read_in_exposed_drains_save_rtl_cycles(monkeypatch):
     # early.py's pieces: where a weight load read early waits for the array's drain with no
     # read beside it, the first vectors of a block a later layer reads itself are read there,
-    # and that layer reads the rest. The same outputs bit for bit, fewer RTL cycles.
-    from tensil_tools.compiler.early import PIECE_VECTORS, EarlyReads
+    # and that layer reads the rest. The same outputs bit for bit, fewer RTL cycles. Compiled
+    # for a TCU at 125 MHz, whose DRAM latency (25 cycles) is longer than a drain, there are
+    # none, and on that clock's DRAM model that program is the faster one.
+    from tensil_tools import cosim
+    from tensil_tools.compiler.early import EarlyReads
 
     b = ModelBuilder((1, 3, 24, 24), 13)
     y, channels = b.input, 3
@@ -830,17 +851,23 @@ def test_pieces_of_later_blocks_read_in_exposed_drains_save_rtl_cycles(monkeypat
         channels = out
     data = b.model(y)
     x = np.random.default_rng(13).standard_normal((3, 24, 24))
+
+    def pieces(result):
+        return sum(getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL and i.size + 1 == 3
+                   for i in result.instructions)
+
+    at_125 = compile_graph(fuse(load_onnx(data)), ARCH12, "t", clock_mhz=125)
     runs = {}
-    for pieces in (True, False):
-        if not pieces:
+    for with_pieces in (True, False):
+        if not with_pieces:
             monkeypatch.setattr(EarlyReads, "next_piece", lambda *args: None)
         result, got, cycles = _checked_on_rtl(data, x)
-        count = sum(getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL and i.size + 1 == PIECE_VECTORS
-                    for i in result.instructions)
-        runs[pieces] = (got, cycles, count)
+        runs[with_pieces] = (got, cycles, pieces(result), result)
     assert np.array_equal(runs[True][0], runs[False][0])
-    assert runs[True][2] >= 50 and runs[False][2] == 0
-    assert runs[True][1] < 0.995 * runs[False][1], (runs[True][1], runs[False][1])   # 39,805 vs 40,185
+    assert runs[True][2] >= 50 and runs[False][2] == 0 == pieces(at_125)
+    assert runs[True][1] < 0.995 * runs[False][1], (runs[True][1], runs[False][1])   # 39,769 vs 40,185
+    dram = cosim.DramModel.zynq_hp(125)
+    assert at_125.run_rtl(x, dram=dram)[1].cycles < runs[True][3].run_rtl(x, dram=dram)[1].cycles   # 43,935 vs 44,554
 
 
 def _image_block() -> bytes:

@@ -85,6 +85,15 @@ def test_memory_model_is_validated():
         MemoryModel(bus_bits=12)
 
 
+def test_the_memory_model_at_a_clock_counts_the_drams_latency_in_its_cycles():
+    # 200 ns (cosim.DramModel.zynq_hp's estimate): 10 cycles at 50 MHz, the default model
+    assert MemoryModel.at_clock(50) == MemoryModel()
+    assert MemoryModel.at_clock(125).read_latency == MemoryModel.at_clock(125).write_latency == 25
+    for bad in (0.5, 2000, "50", True, float("nan")):
+        with pytest.raises(ValueError, match="clock_mhz must be a number in"):
+            MemoryModel.at_clock(bad)
+
+
 def test_an_on_chip_instruction_hides_the_tail_of_a_dram_write():
     write = DataMove(K.LOCAL_TO_DRAM0, 0, 0, 15)          # 48 beats + 1
     after = [write, DataMove(K.LOCAL_TO_ACC, 0x1000, 0, 15)]   # 16 cycles, 13 of them hidden

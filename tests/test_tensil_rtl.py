@@ -736,11 +736,14 @@ def test_a_dram_read_pays_its_latency_and_hides_a_drain_only():
 def test_a_read_of_three_vectors_hides_in_a_drain():
     # Why the compiler reads the first vectors of a later layer's weight block where a weight
     # load waits for the array to drain with no read beside it (early.py, pieces): a read of up
-    # to early.PIECE_VECTORS vectors there adds a cycle at most, each vector more its beats;
-    # the calibrated model prices that (a read right after a MatMul costs the drain at least).
+    # to early.piece_vectors vectors there (3 with the default DRAM model, 50 MHz's) adds a
+    # cycle at most, each vector more its beats; the calibrated model prices that (a read
+    # right after a MatMul costs the drain at least).
     from tensil.estimate import MemoryModel
-    from tensil_tools.compiler.early import PIECE_VECTORS
+    from tensil_tools.compiler.early import piece_vectors
 
+    piece = piece_vectors(ARCH, MemoryModel())
+    assert piece == 3 and piece_vectors(ARCH, MemoryModel.at_clock(125)) == 0   # 25 cycles' latency: none
     beats = -(-ARCH.vector_bytes * 8 // MemoryModel().bus_bits)
     d0, d1, local, accumulators = memories(4, dram_vectors=1024)
 
@@ -760,8 +763,8 @@ def test_a_read_of_three_vectors_hides_in_a_drain():
         return estimate_memory_aware(parse_program(blocks(vectors), ARCH, strict=False), ARCH).cycles
 
     without, priced = rtl(0), model(0)
-    for vectors in range(1, PIECE_VECTORS + 3):
+    for vectors in range(1, piece + 3):
         added = (rtl(vectors) - without) / 8
-        assert added <= 1 + max(0, vectors - PIECE_VECTORS) * beats, vectors
+        assert added <= 1 + max(0, vectors - piece) * beats, vectors
         assert abs((model(vectors) - priced) / 8 - added) <= 0.5, vectors
 

@@ -47,12 +47,12 @@ from typing import AbstractSet, Callable, Deque, Dict, List, Optional, Set, Tupl
 import numpy as np
 
 from tensil.arch import Architecture
-from tensil.estimate import SIMD_CYCLES, Estimate, estimate_memory_aware
+from tensil.estimate import SIMD_CYCLES, Estimate, MemoryModel, estimate_memory_aware
 from tensil.fixed import fixed_format
 from tensil.isa import SIMD, DataMove, DataMoveKind, LoadWeights, MatMul, SimdOp
 
 from .constants import Constants
-from .early import PIECE_VECTORS, EarlyReads, candidates
+from .early import EarlyReads, candidates, piece_vectors
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
 from .memory import (
@@ -116,12 +116,14 @@ class CompiledProgram:
     layers: List[LayerReport]
     regions: Dict[str, Region] = dataclasses.field(default_factory=dict)   # by value name
     axi_violations: int = 0   # DRAM moves no placement keeps inside 4 KiB (0 in every program the tests compile)
+    dram: MemoryModel = dataclasses.field(default_factory=MemoryModel)   # the DRAM timing it was made for
     _calibrated: Optional[Estimate] = dataclasses.field(default=None, repr=False, compare=False)
 
     def calibrated(self, arch: Architecture) -> Estimate:
-        """The RTL-calibrated cycle model's estimate of the program (computed once)."""
+        """The RTL-calibrated cycle model's estimate of the program with the DRAM timing it
+        was made for (computed once)."""
         if self._calibrated is None:
-            self._calibrated = estimate_memory_aware(self.instructions, arch)
+            self._calibrated = estimate_memory_aware(self.instructions, arch, self.dram)
         return self._calibrated
 
 
@@ -157,7 +159,8 @@ class _Scheduler:
     emission here, placement (placement.py) at the end."""
 
     def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
-                 prefetch_room: Optional[List[int]] = None, pieces_of: AbstractSet[Tuple[int, int]] = frozenset()):
+                 dram: MemoryModel, prefetch_room: Optional[List[int]] = None,
+                 pieces_of: AbstractSet[Tuple[int, int]] = frozenset()):
         self.q = qgraph
         self.arch: Architecture = qgraph.arch
         self.n = qgraph.arch.array_size
@@ -181,8 +184,9 @@ class _Scheduler:
         self.layer_peaks: List[int] = []     # local vectors in use at most, layer by layer
         self.index = -1                      # the layer being scheduled
         # weight blocks read early (_prefetch), given each layer's room for them
-        self.early = (EarlyReads(qgraph, plan, prefetch_room, pieces_of) if prefetch_room is not None
-                      else None)
+        self.dram = dram
+        self.early = (EarlyReads(qgraph, plan, prefetch_room, pieces_of, piece_vectors(self.arch, dram))
+                      if prefetch_room is not None else None)
 
     # ------------------------------------------------------------------ zeroing
     def _zero_runs(self, runs: List[Tuple[int, int]]) -> None:
@@ -288,7 +292,7 @@ class _Scheduler:
         regions = {v.name: self.memory.regions[id(v)] for v in graph.values() if id(v) in self.memory.regions}
         return CompiledProgram(self.program.instructions, dram1, self.memory.input_dram,
                                self.memory.output_dram, self.memory.dram0_top, self.memory.local.peak,
-                               self.acc_peak, spilled, self.reports, regions, self.axi_violations)
+                               self.acc_peak, spilled, self.reports, regions, self.axi_violations, self.dram)
 
     # ------------------------------------------------------------------ placement
     def _place_dram1(self) -> np.ndarray:
@@ -588,7 +592,7 @@ class _Scheduler:
         piece = None if unread else self._piece()
         self._emit_hidden(HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ, past=False)
         if piece is not None:
-            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), PIECE_VECTORS)
+            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), len(piece[1]))
         rows = q.block_rows[block]   # the rows after them meet zero inputs only
         if unread:
             # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
@@ -598,16 +602,17 @@ class _Scheduler:
             if skip:
                 self.headless_blocks.add(key)
             head = skip
-            early_piece = self.early.pieces.get((self.index, block)) if self.early is not None else None
-            if early_piece is not None:   # its first rows were read in an earlier drain
-                head += PIECE_VECTORS
-                self.pieced_blocks[key] = (early_piece, head)
+            early = self.early
+            if early is not None and (self.index, block) in early.pieces:   # its first rows: an earlier drain's
+                head += early.piece
+                self.pieced_blocks[key] = (early.pieces[(self.index, block)], head)
             self.program.datamove(K.DRAM1_TO_LOCAL, key[0] + head, self.unread_blocks.pop(key) + head,
                                   rows + 1 - head)
         if key in self.pieced_blocks:   # the rest first: the last pushed are the first rows
             piece_address, head = self.pieced_blocks[key]
             self.program.emit(LoadWeights(key[0] + head, rows - head))
-            self.program.emit(LoadWeights(piece_address, PIECE_VECTORS - 1))
+            assert self.early is not None   # a pieced block was read early in part
+            self.program.emit(LoadWeights(piece_address, self.early.piece - 1))
         elif key in self.headless_blocks:   # its bias row's vector in local memory was never written
             self.program.emit(LoadWeights(key[0] + 1, rows - 1))
         else:
@@ -766,7 +771,7 @@ class _Scheduler:
         if piece is None:
             return None
         (layer, block), address, first = piece
-        return address, self.q.layers[layer].blocks[block][first:first + PIECE_VECTORS]
+        return address, self.q.layers[layer].blocks[block][first:first + self.early.piece]
 
     def _prefetch(self, count: int = 1) -> None:
         """Read the next `count` candidate blocks of later layers into local memory, in one
@@ -799,7 +804,7 @@ class _Scheduler:
         last = self.program.instructions[-1] if self.program.instructions else None
         piece = self._piece() if isinstance(last, MatMul) else None
         if piece is not None:
-            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), PIECE_VECTORS)
+            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), len(piece[1]))
         if region.space == "local":
             for i in range(i0, i1):
                 self.program.datamove(K.ACC_TO_LOCAL, region.addr(cob, i, 0), base + (i - i0) * wo, wo)
@@ -915,8 +920,8 @@ class _Scheduler:
 STRATEGIES = ("on-chip", "dram0")
 
 
-def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
-             ) -> CompiledProgram:
+def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64,
+             dram: Optional[MemoryModel] = None) -> CompiledProgram:
     """Plan the activations' memory, then emit the program; spill the largest live activation
     to DRAM0 and plan again until every layer fits, its activations in the plan and its buffers
     at emission (MemoryOverflow when one cannot fit even then).
@@ -932,13 +937,16 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64
 
     `strategy="dram0"` puts every activation in DRAM0 from the start, as Tensil's own
     compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
+    `dram`: the DRAM timing the program is made for (tensil.estimate.MemoryModel.at_clock;
+    default 50 MHz), which prices every choice above and sizes the pieces (early.py).
     """
     if strategy not in STRATEGIES:
         raise ValueError("strategy must be one of %s, got %r" % (", ".join(STRATEGIES), strategy))
-    program = _schedule(qgraph, strategy, max_attempts, free_planes=True)
+    dram = dram or MemoryModel()
+    program = _schedule(qgraph, strategy, max_attempts, True, dram)
     if not program.spilled or strategy != "on-chip":
         return program
-    return _faster(program, _schedule(qgraph, strategy, max_attempts, free_planes=False), qgraph.arch)
+    return _faster(program, _schedule(qgraph, strategy, max_attempts, False, dram), qgraph.arch)
 
 
 def _faster(program: CompiledProgram, other: CompiledProgram, arch: Architecture) -> CompiledProgram:
@@ -946,14 +954,15 @@ def _faster(program: CompiledProgram, other: CompiledProgram, arch: Architecture
     return other if other.calibrated(arch).cycles < program.calibrated(arch).cycles else program
 
 
-def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: bool) -> CompiledProgram:
+def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: bool,
+              dram: MemoryModel) -> CompiledProgram:
     start = "local" if strategy == "on-chip" else "dram0"
     homes: Dict[int, str] = {id(v): start for v in qgraph.graph.values()}
     homes[id(qgraph.graph.output)] = "dram0"
     for _ in range(max_attempts):
         try:
             plan = plan_activations(qgraph, homes, free_planes)
-            program = _planned(qgraph, homes, plan)
+            program = _planned(qgraph, homes, plan, dram)
         except NoRoom as full:
             candidates = [v for v in full.live if homes.get(id(v)) == "local"]
             if not candidates:
@@ -966,33 +975,36 @@ def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: boo
         compact = compact_plan(qgraph, plan)
         if compact is not None:
             try:
-                program = _faster(program, _planned(qgraph, homes, compact), qgraph.arch)
+                program = _faster(program, _planned(qgraph, homes, compact, dram), qgraph.arch)
             except (NoRoom, CompileError):   # a layer's buffers found no room around it
                 pass
         return program
     raise CompileError("no memory plan found in %d attempts" % max_attempts)
 
 
-def _planned(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan) -> CompiledProgram:
+def _planned(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan, dram: MemoryModel) -> CompiledProgram:
     """The program of a plan, with weights read early where that is faster."""
-    scheduler = _Scheduler(qgraph, homes, plan)
+    scheduler = _Scheduler(qgraph, homes, plan, dram)
     program = scheduler.run()
-    return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks)
+    return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks, dram)
 
 
 def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
-                      program: CompiledProgram, peaks: List[int]) -> CompiledProgram:
+                      program: CompiledProgram, peaks: List[int], dram: MemoryModel) -> CompiledProgram:
     """The program again with weight blocks read early (_Scheduler._prefetch), each layer giving
     them what it left free in `program`, and that again with pieces (early.py) of the blocks
     it still read in their own layers: the fastest of the three by the RTL-calibrated cycle
-    model (pieces of blocks early reads would have taken cost more than they save)."""
+    model (pieces of blocks early reads would have taken cost more than they save; none where
+    the DRAM's latency leaves a drain no room for one, early.piece_vectors)."""
     room = [qgraph.arch.local_depth - 1 - peak for peak in peaks]
     try:
-        scheduler = _Scheduler(qgraph, homes, plan, room)
+        scheduler = _Scheduler(qgraph, homes, plan, dram, room)
         program = _faster(program, scheduler.run(), qgraph.arch)
         assert scheduler.early is not None
+        if not scheduler.early.piece:
+            return program
         # then pieces of the blocks it read in their own layers, in the drains it left exposed
         direct = set(candidates(qgraph)) - scheduler.early.read_early
-        return _faster(program, _Scheduler(qgraph, homes, plan, room, direct).run(), qgraph.arch)
+        return _faster(program, _Scheduler(qgraph, homes, plan, dram, room, direct).run(), qgraph.arch)
     except (NoRoom, CompileError):
         return program

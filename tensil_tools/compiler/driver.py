@@ -25,7 +25,7 @@ import numpy as np
 from tensil import emulator
 from tensil.arch import Architecture, format_table, load_tarch
 from tensil.emulator import EmulatorReport
-from tensil.estimate import Estimate, estimate, estimate_memory_aware
+from tensil.estimate import Estimate, MemoryModel, estimate, estimate_memory_aware
 from tensil.fixed import from_float_saturating, to_bytes, to_float
 from tensil.isa import encode_program, format_program
 from tensil.layout import from_vectors, input_vectors
@@ -56,6 +56,7 @@ class CompileResult:
     rtl_estimate: Estimate        # the RTL-calibrated cycle model (tensil.estimate.MemoryAwareModel)
     seconds: float
     files: Dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
+    clock_mhz: float = 50.0       # the TCU clock it was made for (its DRAM latency in cycles)
 
     @property
     def instructions(self) -> list:
@@ -115,17 +116,19 @@ class CompileResult:
 
 
 def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "on-chip",
-                  pack: bool = True, host_pack: bool = True) -> CompileResult:
+                  pack: bool = True, host_pack: bool = True, clock_mhz: float = 50.0) -> CompileResult:
     """Quantize, schedule and package a (fused) graph; no files written. `strategy`:
     "on-chip" (activations stay in local memory when they fit) or "dram0" (every activation
     goes back to DRAM0 like Tensil's compiler does; for comparisons). With `pack`, the graph
     with narrow inputs' kernel columns packed into lanes (packing.py) where the calibrated
     cycle model says its program is faster; with `host_pack` too, the input's packing left to
     the host (packing.host_packs_input: the `.tmodel` input then names its packing, which our
-    driver does and Tensil's refuses)."""
+    driver does and Tensil's refuses). `clock_mhz`: the TCU clock the program is made for,
+    whose DRAM latency in cycles (tensil.estimate.MemoryModel.at_clock) prices every choice."""
     started = time.process_time()
+    dram = MemoryModel.at_clock(clock_mhz)
     qgraph = quantize(graph, arch)
-    program = schedule(qgraph, strategy)
+    program = schedule(qgraph, strategy, dram=dram)
     calibrated = program.calibrated(arch)
     packed = pack_columns(graph, arch.array_size) if pack else graph
     if host_pack:
@@ -133,7 +136,7 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
     if packed is not graph:
         try:
             packed_qgraph = quantize(packed, arch)
-            packed_program = schedule(packed_qgraph, strategy)
+            packed_program = schedule(packed_qgraph, strategy, dram=dram)
         except CompileError:   # the packed inputs did not fit where the plain graph does
             packed_program = None
         if packed_program is not None:
@@ -149,14 +152,16 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
         arch, False)
     tensil = estimate(program.instructions, arch)
     return CompileResult(name, arch, graph, qgraph, program, tmodel, tensil, calibrated,
-                         time.process_time() - started)
+                         time.process_time() - started, clock_mhz=clock_mhz)
 
 
 def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathlib.Path, Architecture],
                   out_dir: Optional[Union[str, pathlib.Path]] = None, name: Optional[str] = None,
                   write_tasm: bool = False, write_graph: bool = False,
-                  strategy: str = "on-chip", pack: bool = True, host_pack: bool = True) -> CompileResult:
-    """Compile an ONNX file for a `.tarch`; with `out_dir`, write the files there."""
+                  strategy: str = "on-chip", pack: bool = True, host_pack: bool = True,
+                  clock_mhz: float = 50.0) -> CompileResult:
+    """Compile an ONNX file for a `.tarch` (and the TCU clock `clock_mhz`: compile_graph); with
+    `out_dir`, write the files there."""
     started = time.process_time()
     if isinstance(arch, Architecture):
         architecture, arch_path = arch, "arch"
@@ -167,7 +172,7 @@ def compile_model(model: Union[str, pathlib.Path, bytes], arch: Union[str, pathl
             raise ValueError("compiling ONNX bytes needs a name")
         name = model_name(model, arch_path)
     graph = fuse(load_onnx(model))
-    result = compile_graph(graph, architecture, name, strategy, pack, host_pack)
+    result = compile_graph(graph, architecture, name, strategy, pack, host_pack, clock_mhz)
     result.seconds = time.process_time() - started
     if out_dir is not None:
         write_files(result, pathlib.Path(out_dir), write_tasm, write_graph)
@@ -241,6 +246,7 @@ def summary(result: CompileResult) -> str:
             program.axi_violations, ": the RTL co-simulation refuses this program" if program.axi_violations
             else "")),
         ("True MACs", result.macs),
+        ("TCU clock it is made for (MHz: its DRAM latency in cycles)", "%g" % result.clock_mhz),
         ("Execution latency, RTL-calibrated model (cycles)", rtl),
         ("Execution latency, Tensil's model (cycles)", cycles),
     ]
@@ -257,7 +263,7 @@ def summary(result: CompileResult) -> str:
     text = format_table("COMPILER SUMMARY", rows)
     layer_rows = []
     for r in program.layers:
-        part = estimate_memory_aware(program.instructions[r.start:r.start + r.instructions], arch)
+        part = estimate_memory_aware(program.instructions[r.start:r.start + r.instructions], arch, program.dram)
         layer_rows.append((r.name, r.ops, r.output, "strips %d" % r.strips,
                            "weights %d" % r.weight_vectors, "instr %d" % r.instructions,
                            "cycles %d" % part.cycles, "MACs %d" % r.macs, r.home))

@@ -9,9 +9,11 @@ now, that no activation planned in between takes, and that every layer in betwee
 in the schedule without early reads (its `room`). A pure planning step: no instruction.
 
 A weight load after a MatMul waits for the array to drain; a DRAM read there runs beside the
-drain, and one of PIECE_VECTORS vectors costs about a cycle more (measured on the RTL:
+drain, and one of `piece_vectors` vectors costs about a cycle more: 3 at 50 MHz, where the
+read latency and setup take 15 cycles of the drain's 23 (measured on the RTL:
 tests/test_tensil_rtl.py::test_a_read_of_three_vectors_hides_in_a_drain; on the ResNet-9,
-pieces of 1 to 5 vectors: 254,582, 254,195, 253,764, 254,265 and 254,813 cycles). Where no read of its
+pieces of 1 to 5 vectors: 254,582, 254,195, 253,764, 254,265 and 254,813 cycles), none at
+125 MHz, where the latency alone is longer than the drain. Where no read of its
 own hides a drain (its block was read early), the scheduler reads there the first vectors of
 a block read in its own layer later (a piece, `next_piece`); that layer then reads the rest
 and pushes both. Pieces are of the blocks that a schedule without them read in their own
@@ -21,14 +23,25 @@ layers (`pieces_of`), from the far end of the candidates, which early reads reac
 import collections
 from typing import AbstractSet, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from tensil.arch import Architecture
+from tensil.emulator import DRAINING_PUSHES
+from tensil.estimate import MemoryAwareModel, MemoryModel
+
 from .memory import ActivationPlan
 from .program import Allocator
 from .quantize import MatOp, QGraph
 
-__all__ = ["PIECE_VECTORS", "EarlyReads", "candidates"]
+__all__ = ["EarlyReads", "candidates", "piece_vectors"]
 
 Key = Tuple[int, int]   # (layer index, block index)
-PIECE_VECTORS = 3       # the vectors a read in an array's drain takes for (nearly) free
+
+
+def piece_vectors(arch: Architecture, memory: MemoryModel) -> int:
+    """The vectors a DRAM read in the array's drain (2n - 1 cycles) takes for a cycle more at
+    most: its latency and setup first, then each vector's beats; 0 where none fit."""
+    beats = MemoryAwareModel(arch, memory).beats_per_vector * memory.beat_cycles
+    spare = 2 * arch.array_size - memory.read_latency - memory.read_setup   # the drain and a cycle
+    return max(0, int(spare // beats))
 
 
 def candidates(qgraph: QGraph) -> List[Key]:
@@ -49,9 +62,10 @@ class EarlyReads:
     """The blocks read early so far and the memory they hold, for one scheduling attempt."""
 
     def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int],
-                 pieces_of: AbstractSet[Key] = frozenset()):
+                 pieces_of: AbstractSet[Key] = frozenset(), piece: int = 0):
         self.q = qgraph
         self.pieces_of = pieces_of                  # the blocks a piece may be read of
+        self.piece = piece                          # a piece's vectors (piece_vectors)
         self.plan = plan
         self.room = list(room)                      # local vectors each layer may give them
         self.per = qgraph.arch.array_size + 1       # a block's vectors (its bias row included)
@@ -93,7 +107,7 @@ class EarlyReads:
         None where no later layer's block has room for them. The block is then no candidate
         for an early read: its layer reads the rest."""
         tried = set()
-        for key in reversed(self.pending):
+        for key in reversed(self.pending if self.piece else ()):
             if key[0] <= index:
                 break
             if key[0] in tried or key not in self.pieces_of:
@@ -101,14 +115,14 @@ class EarlyReads:
             tried.add(key[0])
             q = self.q.layers[key[0]]
             first = int(not q.blocks[key[1]][0].any())
-            # the rest must be 4 pushes or more (the first load after MatMuls: emulator.DRAINING_PUSHES)
-            if q.block_rows[key[1]] + 1 - first - PIECE_VECTORS < 4:
+            # the rest is the first load after MatMuls: it must wait for their writes
+            if q.block_rows[key[1]] + 1 - first - self.piece < DRAINING_PUSHES:
                 continue
-            address = self._address(index, key[0], local, half, PIECE_VECTORS)
+            address = self._address(index, key[0], local, half, self.piece)
             if address is None:
                 continue
             self.pending.remove(key)
-            self._hold(index, key, address, local, True, PIECE_VECTORS)
+            self._hold(index, key, address, local, True, self.piece)
             self.pieces[key] = address
             return key, address, first
         return None
@@ -162,4 +176,4 @@ class EarlyReads:
         for key in [k for k in self.blocks if k[0] == index]:
             local.release(self.blocks.pop(key)[0], self.per)
         for key in [k for k in self.pieces if k[0] == index]:
-            local.release(self.pieces.pop(key), PIECE_VECTORS)
+            local.release(self.pieces.pop(key), self.piece)

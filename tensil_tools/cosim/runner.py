@@ -19,6 +19,7 @@ import numpy as np
 
 from tensil.arch import Architecture, instruction_layout
 from tensil.driver import flush_probe
+from tensil.estimate import DRAM_LATENCY_NS
 from tensil.isa import (
     ConfigRegister,
     Configure,
@@ -65,7 +66,7 @@ class DramModel:
                                  % (name, _MAX_MODEL, value))
 
     @classmethod
-    def zynq_hp(cls, clock_mhz: float = 50.0, latency_ns: float = 200.0) -> "DramModel":
+    def zynq_hp(cls, clock_mhz: float = 50.0, latency_ns: float = DRAM_LATENCY_NS) -> "DramModel":
         """The default model for a TCU clocked at `clock_mhz`."""
         if not 1.0 <= clock_mhz <= 1000.0:
             raise ValueError("clock_mhz must be in [1, 1000], got %r" % clock_mhz)
