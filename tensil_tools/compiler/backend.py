@@ -592,7 +592,7 @@ class _Scheduler:
         piece = None if unread else self._piece()
         self._emit_hidden(HIDDEN_WORK if unread else HIDDEN_WORK_NO_READ, past=False)
         if piece is not None:
-            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), len(piece[1]))
+            self._read_piece(piece)
         rows = q.block_rows[block]   # the rows after them meet zero inputs only
         if unread:
             # A zero bias row stays in DRAM1: the weight rows are read alone and pushed
@@ -756,8 +756,9 @@ class _Scheduler:
     def _piece(self) -> Optional[Tuple[int, np.ndarray]]:
         """Where the instruction about to be emitted (a weight load, a move out of the
         accumulators) waits for the array to drain after a MatMul with no read beside the
-        drain, the first vectors of a later layer's block to read there (early.py: a piece, which its layer then does not read): their
-        local address and rows; else None."""
+        drain, the first vectors of a later layer's block to read there (early.py: a piece,
+        which its layer then does not read), as (local address, rows); else None. The read
+        is _read_piece's, once whatever goes before it is emitted."""
         if self.early is None:
             return None
         for instruction in reversed(self.program.instructions):
@@ -772,6 +773,10 @@ class _Scheduler:
             return None
         (layer, block), address, first = piece
         return address, self.q.layers[layer].blocks[block][first:first + self.early.piece]
+
+    def _read_piece(self, piece: Tuple[int, np.ndarray]) -> None:
+        address, rows = piece
+        self.program.datamove(K.DRAM1_TO_LOCAL, address, self.constants.image(rows), len(rows))
 
     def _prefetch(self, count: int = 1) -> None:
         """Read the next `count` candidate blocks of later layers into local memory, in one
@@ -804,7 +809,7 @@ class _Scheduler:
         last = self.program.instructions[-1] if self.program.instructions else None
         piece = self._piece() if isinstance(last, MatMul) else None
         if piece is not None:
-            self.program.datamove(K.DRAM1_TO_LOCAL, piece[0], self.constants.image(piece[1]), len(piece[1]))
+            self._read_piece(piece)
         if region.space == "local":
             for i in range(i0, i1):
                 self.program.datamove(K.ACC_TO_LOCAL, region.addr(cob, i, 0), base + (i - i0) * wo, wo)
@@ -964,12 +969,12 @@ def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: boo
             plan = plan_activations(qgraph, homes, free_planes)
             program = _planned(qgraph, homes, plan, dram)
         except NoRoom as full:
-            candidates = [v for v in full.live if homes.get(id(v)) == "local"]
-            if not candidates:
+            spillable = [v for v in full.live if homes.get(id(v)) == "local"]
+            if not spillable:
                 raise MemoryOverflow(full.layer, full.memory, full.needed + 0,
                                      full.available,
                                      "even with every activation in DRAM0") from None
-            victim = max(candidates, key=lambda v: v.channels * v.height * v.width)
+            victim = max(spillable, key=lambda v: v.channels * v.height * v.width)
             homes[id(victim)] = "dram0"
             continue
         compact = compact_plan(qgraph, plan)
