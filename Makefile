@@ -209,7 +209,7 @@ BACKBONE_ONNX := models/resnet9_f16_strided_32.onnx
 ARCHS := tensil_arch/pynqz1_perf.tarch tensil_arch/pynqz1.tarch
 # the TCU clock the programs are made for: the compiler's default (50 MHz, as shipped) unless
 # CLOCK_MHZ is given on the command line or in the environment (not make bitstream's default below)
-COMPILE_CLOCK = $(if $(filter command line environment,$(origin CLOCK_MHZ)),--clock-mhz $(call arg,CLOCK_MHZ))
+COMPILE_CLOCK = $(if $(and $(filter command line environment,$(origin CLOCK_MHZ)),$(CLOCK_MHZ)),--clock-mhz $(call arg,CLOCK_MHZ))
 compile: setup
 ifeq ($(TENSIL),docker)
 	@for arch in $(foreach a,$(ARCHS),$(call shellword,$(a))); do \

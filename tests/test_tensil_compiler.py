@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -441,6 +442,29 @@ def test_cli_compile_takes_the_tcu_clock_the_program_is_made_for(tmp_path):
     for bad, message in (("0", "0 MHz is outside 1..1000"), ("fast", "not a number: 'fast'")):
         refused = subprocess.run(command + ["--clock-mhz", bad], capture_output=True, text=True, cwd=ROOT)
         assert refused.returncode == 2 and message in refused.stderr
+
+
+def test_make_compile_makes_the_programs_for_a_clock_only_when_asked():
+    # make bitstream's CLOCK_MHZ has a default (125); make compile passes --clock-mhz only when
+    # CLOCK_MHZ is given, so the shipped models stay the compiler's default (50 MHz)
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (apt-get install make)")
+    import os
+
+    def dry_run(*arguments, clock=None):
+        environment = {key: value for key, value in os.environ.items() if key != "CLOCK_MHZ"}
+        if clock is not None:
+            environment["CLOCK_MHZ"] = clock
+        done = subprocess.run(["make", "--no-print-directory", "-n", "compile", *arguments], cwd=ROOT,
+                              capture_output=True, text=True, env=environment, timeout=60)
+        assert done.returncode == 0, done.stderr
+        lines = [line for line in done.stdout.splitlines() if "tensil_tools compile" in line]
+        assert lines, done.stdout
+        return lines
+
+    assert not any("--clock-mhz" in line for line in dry_run() + dry_run(clock=""))
+    assert all("--clock-mhz '125'" in line for line in dry_run("CLOCK_MHZ=125"))
+    assert all("--clock-mhz '100'" in line for line in dry_run(clock="100"))
 
 
 # --------------------------------------------------------------------------- malformed models
