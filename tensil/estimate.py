@@ -153,12 +153,13 @@ class MemoryModel:
     write_overlap: float = 13.0     # an on-chip instruction after a DRAM write overlaps it
 
     @classmethod
-    def at_clock(cls, clock_mhz: float) -> "MemoryModel":
-        """The model for a TCU clocked at `clock_mhz`: the DRAM latencies of
-        `tensil_tools.cosim.DramModel.zynq_hp` (DRAM_LATENCY_NS) in its cycles."""
+    def at_clock(cls, clock_mhz: float, latency_ns: float = DRAM_LATENCY_NS) -> "MemoryModel":
+        """The model for a TCU clocked at `clock_mhz`: a DRAM answering reads and writes after
+        `latency_ns` (an unloaded Zynq HP port's by default), in its cycles; the one conversion
+        `tensil_tools.cosim.DramModel.zynq_hp` uses too."""
         if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, (int, float)) or not 1.0 <= clock_mhz <= 1000.0:
             raise ValueError("clock_mhz must be a number in [1, 1000], got %r" % (clock_mhz,))
-        cycles = max(1, int(math.ceil(DRAM_LATENCY_NS * clock_mhz / 1000.0)))
+        cycles = max(1, int(math.ceil(latency_ns * clock_mhz / 1000.0)))
         return cls(read_latency=cycles, write_latency=cycles)
 
     def __post_init__(self) -> None:

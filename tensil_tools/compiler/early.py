@@ -106,8 +106,10 @@ class EarlyReads:
         take and the block's first row read (1 past a zero bias row, which stays in DRAM1);
         None where no later layer's block has room for them. The block is then no candidate
         for an early read: its layer reads the rest."""
+        if not self.piece:
+            return None
         tried = set()
-        for key in reversed(self.pending if self.piece else ()):
+        for key in reversed(self.pending):
             if key[0] <= index:
                 break
             if key[0] in tried or key not in self.pieces_of:

@@ -19,7 +19,7 @@ import numpy as np
 
 from tensil.arch import Architecture, instruction_layout
 from tensil.driver import flush_probe
-from tensil.estimate import DRAM_LATENCY_NS
+from tensil.estimate import DRAM_LATENCY_NS, MemoryModel
 from tensil.isa import (
     ConfigRegister,
     Configure,
@@ -67,11 +67,10 @@ class DramModel:
 
     @classmethod
     def zynq_hp(cls, clock_mhz: float = 50.0, latency_ns: float = DRAM_LATENCY_NS) -> "DramModel":
-        """The default model for a TCU clocked at `clock_mhz`."""
-        if not 1.0 <= clock_mhz <= 1000.0:
-            raise ValueError("clock_mhz must be in [1, 1000], got %r" % clock_mhz)
-        cycles = max(1, int(math.ceil(latency_ns * clock_mhz / 1000.0)))
-        return cls(read_latency=cycles, write_latency=cycles)
+        """The default model for a TCU clocked at `clock_mhz` (the latencies of
+        tensil.estimate.MemoryModel.at_clock, the compiler's model of the same clock)."""
+        latencies = MemoryModel.at_clock(clock_mhz, latency_ns)
+        return cls(read_latency=latencies.read_latency, write_latency=latencies.write_latency)
 
     @classmethod
     def ideal(cls) -> "DramModel":
