@@ -12,7 +12,10 @@ Tensil's layout instead; our own driver only): a narrow
 image whose kernel columns the first convolution reads side by side is given to the program
 with those columns already in its lanes, P[n, dc*C + c, h, w] = x[n, c, h, w + dc - left]
 (zero outside the image) for dc in 0..kw-1, so the accelerator skips the packing layer it
-would otherwise run. The `.tmodel` names such an input `<name>/columns(kw=K,left=L)`: the
+would otherwise run; with a step S, P has a pixel every S columns, P[n, dc*C + c, h, j] =
+x[n, c, h, j*S + dc - left], one vector for S pixels' columns (the program computes those
+pixels as column phases). The `.tmodel` names such an input `<name>/columns(kw=K,left=L)`
+(`<name>/columns(kw=K,left=L,step=S)`): the
 caller still gives `<name>` in ONNX layout (`input_vectors`), and Tensil's own driver, which
 would write the image unpacked, finds no input of that name and refuses it.
 """
@@ -84,13 +87,17 @@ class ColumnPacking(NamedTuple):
     name: str
     kw: int
     left: int
+    step: int = 1
 
 
-_PACKED = re.compile(r"^(?P<name>.+)/columns\(kw=(?P<kw>[0-9]{1,2}),left=(?P<left>[0-9]{1,2})\)$")
+_PACKED = re.compile(r"^(?P<name>.+)/columns\(kw=(?P<kw>[0-9]{1,2}),left=(?P<left>[0-9]{1,2})"
+                     r"(,step=(?P<step>[0-9]{1,2}))?\)$")
 
 
-def packed_input_name(name: str, kw: int, left: int) -> str:
-    return "%s/columns(kw=%d,left=%d)" % (name, kw, left)
+def packed_input_name(name: str, kw: int, left: int, step: int = 1) -> str:
+    if step == 1:
+        return "%s/columns(kw=%d,left=%d)" % (name, kw, left)
+    return "%s/columns(kw=%d,left=%d,step=%d)" % (name, kw, left, step)
 
 
 def column_packing(var_name: str) -> Optional[ColumnPacking]:
@@ -99,24 +106,26 @@ def column_packing(var_name: str) -> Optional[ColumnPacking]:
     if match is None:
         return None
     kw, left = int(match.group("kw")), int(match.group("left"))
-    if not 1 <= kw or not 0 <= left < kw:
-        raise ValueError("input %r: a packing of %d columns from %d before the pixel is not one"
-                         % (var_name, kw, left))
-    return ColumnPacking(match.group("name"), kw, left)
+    step = int(match.group("step") or 1)
+    if not 1 <= kw or not 0 <= left < kw or not 1 <= step <= kw:
+        raise ValueError("input %r: a packing of %d columns from %d before the pixel%s is not one" % (
+            var_name, kw, left, ", every %d," % step if step != 1 else ""))
+    return ColumnPacking(match.group("name"), kw, left, step)
 
 
-def pack_columns(array: np.ndarray, kw: int, left: int) -> np.ndarray:
-    """(B, C, H, W) -> (B, kw*C, H, W): channel dc*C + c of pixel (h, w) is channel c of pixel
-    (h, w + dc - left), zero where that lies outside the image."""
+def pack_columns(array: np.ndarray, kw: int, left: int, step: int = 1) -> np.ndarray:
+    """(B, C, H, W) -> (B, kw*C, H, ceil(W/step)): channel dc*C + c of pixel (h, j) is channel c
+    of pixel (h, j*step + dc - left), zero where that lies outside the image."""
     array = np.asarray(array)
     if array.ndim != 4:
         raise ValueError("a packed input is a 4-D (NCHW) tensor, got shape %s" % (array.shape,))
     b, c, h, w = array.shape
-    packed = np.zeros((b, kw * c, h, w), dtype=array.dtype)
-    for dc in range(kw):   # rows of whole planes shifted: contiguous copies
-        shift = dc - left
-        packed[:, dc * c:(dc + 1) * c, :, max(0, -shift):w - max(0, shift)] = \
-            array[..., max(0, shift):w - max(0, -shift)]
+    padded = np.zeros((b, c, h, w + kw + step), dtype=array.dtype)
+    padded[..., left:left + w] = array   # column u of the image at left + u
+    width = -(-w // step)
+    packed = np.empty((b, kw * c, h, width), dtype=array.dtype)
+    for dc in range(kw):   # P's column j reads padded column j*step + dc
+        packed[:, dc * c:(dc + 1) * c] = padded[..., dc:dc + step * (width - 1) + 1:step]
     return packed
 
 
@@ -140,7 +149,7 @@ def input_vector_count(var_name: str, shape: Sequence[int], array_size: int) -> 
     shape = _check_shape(shape)
     packing = _packing_for(var_name, shape)
     if packing is not None:
-        shape = (shape[0], shape[1] * packing.kw) + shape[2:]
+        shape = (shape[0], shape[1] * packing.kw, shape[2], -(-shape[3] // packing.step))
     return vector_count(shape, array_size)
 
 
@@ -151,4 +160,4 @@ def input_vectors(var_name: str, array: np.ndarray, array_size: int) -> np.ndarr
     packing = _packing_for(var_name, array.shape)
     if packing is None:
         return to_vectors(array, array_size)
-    return to_vectors(pack_columns(array, packing.kw, packing.left), array_size)
+    return to_vectors(pack_columns(array, packing.kw, packing.left, packing.step), array_size)

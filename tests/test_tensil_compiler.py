@@ -773,6 +773,20 @@ def _on_and_off(data: bytes, x: np.ndarray, option: str):
     return {flag: _checked_on_rtl(data, x, **{option: flag}) for flag in (True, False)}
 
 
+def _with_and_without(monkeypatch, data: bytes, x: np.ndarray, target, name: str, replacement):
+    """(result, RTL cycles) of a model compiled as is and with `target.name` replaced, each
+    _checked_on_rtl, their outputs equal bit for bit, the first's float graph onnxruntime's."""
+    from tensil_tools.compiler.graph import evaluate
+
+    result, outputs, cycles = _checked_on_rtl(data, x)
+    monkeypatch.setattr(target, name, replacement)
+    other, other_outputs, other_cycles = _checked_on_rtl(data, x)
+    assert np.array_equal(outputs, other_outputs)
+    floats = run_onnxruntime(data, x[None]).reshape(-1)
+    assert np.abs(evaluate(result.graph, x).reshape(-1) - floats).max() < 1e-5
+    return (result, cycles), (other, other_cycles)
+
+
 @needs_rtl
 def test_packed_columns_cost_fewer_rtl_cycles_with_the_same_outputs():
     b = ModelBuilder((1, 3, 24, 24), 6)
@@ -904,14 +918,17 @@ def _image_block() -> bytes:
 
 
 @needs_rtl
-def test_the_host_packs_a_narrow_image_and_the_program_runs_in_fewer_rtl_cycles():
+def test_the_host_packs_a_narrow_image_and_the_program_runs_in_fewer_rtl_cycles(monkeypatch):
     # packing.host_packs_input: the image's packing layer left to the host. The .tmodel's input
     # names the packing (tensil.layout), which Tensil's driver, given "Input", refuses; the
     # program has that layer fewer and the shortcut reads the packed input's middle columns,
     # which are the image: the same outputs bit for bit as the program packing it on chip
-    # (the reference, the emulator, the RTL), in fewer RTL cycles.
+    # (the reference, the emulator, the RTL), in fewer RTL cycles. (Two pixels a vector:
+    # the next test.)
     from tensil.layout import ColumnPacking, column_packing, input_vectors
+    from tensil_tools.compiler import driver
 
+    monkeypatch.setattr(driver, "host_packs_phases", lambda graph, n: graph)
     x = np.random.default_rng(10).standard_normal((3, 24, 24))
     runs = _on_and_off(_image_block(), x, "host_pack")
     host, chip = runs[True][0], runs[False][0]
@@ -925,6 +942,82 @@ def test_the_host_packs_a_narrow_image_and_the_program_runs_in_fewer_rtl_cycles(
     assert [t.input for t in shortcut] == [host.graph.input]
     assert np.array_equal(host.input_vectors(x), input_vectors(var.name, x[None], 12))
     assert runs[True][2] < 0.95 * runs[False][2], (runs[True][2], runs[False][2])
+
+
+@needs_rtl
+def test_two_pixels_a_vector_of_the_image_run_as_column_phases_in_fewer_rtl_cycles(monkeypatch):
+    # packing.host_packs_phases: the host packs one column more, every second pixel (a vector
+    # holds both pixels' columns: half the vectors to read), and the layers reading the image
+    # compute two column phases (graph.Layer.phases: both phases' channels from each input
+    # vector, a weight block a phase, the output interleaved as it moves out of the
+    # accumulators); the shortcut, every second column, reads it directly. The same values
+    # as with one pixel a vector, bit for bit (the float graph as onnxruntime; the reference,
+    # the emulator, the RTL), in fewer RTL cycles.
+    from tensil.layout import ColumnPacking, column_packing, input_vectors
+    from tensil_tools.compiler import driver
+
+    x = np.random.default_rng(10).standard_normal((3, 24, 24))
+    (phased, cycles), (_, single_cycles) = _with_and_without(
+        monkeypatch, _image_block(), x, driver, "host_packs_phases", lambda graph, n: graph)
+    (var,) = phased.tmodel.inputs
+    assert column_packing(var.name) == ColumnPacking("Input", 4, 1, 2) and var.size == 24 * 12
+    assert np.array_equal(phased.input_vectors(x), input_vectors(var.name, x[None], 12))
+    reading = [layer for layer in phased.graph.layers if any(t.input is phased.graph.input for t in layer.terms)]
+    assert [layer.phases for layer in reading] == [(2, 12), (2, 12), (1, 0)]   # conv (and its negative parts), shortcut
+    assert [t.stride for t in reading[-1].terms if t.input is phased.graph.input] == [(2, 1)]
+    # 864 beats fewer to read, twice the weight loads: 19,790 against 20,408
+    assert cycles < 0.985 * single_cycles, (cycles, single_cycles)
+
+
+@needs_rtl
+def test_a_pool_to_one_pixel_accumulates_across_its_blocks_in_fewer_rtl_cycles(monkeypatch):
+    # backend._runs_across: a global average pool's blocks take the same weight block tap by
+    # tap, each from its own input block, so each tap is one MatMul across the blocks (the
+    # input's planes a power of two apart) instead of one a block, where each would accumulate
+    # right behind the one before into the same accumulator (program.py then puts a MatMul
+    # between them); a last block of fewer channels, with its own weights, goes alone. The
+    # same outputs bit for bit (the reference, the emulator, the RTL), in fewer RTL cycles.
+    from tensil.isa import MatMul
+    from tensil_tools.compiler.backend import _Scheduler
+
+    b = ModelBuilder((1, 8, 4, 4), 12)
+    data = b.model(b.op("GlobalAveragePool", [b.op("Relu", [b.conv(b.input, 8, 40, 1)])]))
+    x = np.random.default_rng(12).standard_normal((8, 4, 4))
+    (across, cycles), (apart, apart_cycles) = _with_and_without(
+        monkeypatch, data, x, _Scheduler, "_runs_across", lambda self, q, group, views: [])
+
+    def pool_matmuls(result):
+        layer = result.program.layers[-1]
+        return [i.size + 1 for i in result.program.instructions[layer.start:layer.start + layer.instructions]
+                if isinstance(i, MatMul) and not i.zeroes]
+    assert pool_matmuls(across) == [3] * 16 + [1] * 16   # 3 blocks of 12 channels, then the 4 left
+    assert pool_matmuls(apart) == [1] * 64
+    assert cycles < apart_cycles - 2 * 16, (cycles, apart_cycles)
+
+
+def test_column_phases_are_whole_blocks_with_elementwise_post_ops():
+    from tensil_tools.compiler.graph import Graph, Layer, LinearTerm, Scale, Value
+    from tensil_tools.compiler.quantize import quantize
+
+    x = Value("x", 12, 4, 4)
+
+    def graph(group, post):
+        out = Value("y", 4, 4, 8)
+        layer = Layer("phased", out, [LinearTerm(x, np.ones((2 * group, 12, 1, 1)))], post=post, phases=(2, group))
+        return Graph("g", x, out, [layer], "x", "y")
+
+    quantize(graph(12, []), ARCH12)
+    with pytest.raises(UnsupportedError, match="phased: 2 column phases of 8 channels"):
+        quantize(graph(8, []), ARCH12)
+    with pytest.raises(UnsupportedError, match="post-ops elementwise"):
+        quantize(graph(12, [Scale(np.ones((4, 4)))]), ARCH12)
+
+
+def _narrow_pair() -> bytes:
+    """A 3-channel image -> 16 channels (3 x 3, LeakyReLU) -> 16 channels (3 x 3, LeakyReLU)."""
+    b = ModelBuilder((1, 3, 24, 24), 9)
+    y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
+    return b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, pads=1)], alpha=0.1))
 
 
 def _strided_pair(channels: int) -> bytes:
@@ -990,11 +1083,13 @@ def test_negative_parts_beside_packed_channels_give_the_same_values_in_fewer_rtl
     # and the packing weighs them by alpha - 1 beside the channels: the same outputs bit for
     # bit as the layer's own activation (the reference, the emulator, the RTL) and fewer RTL
     # cycles.
+    # (With one image pixel a vector: two make them both pixels' channels side by side, the
+    # next test.)
+    from tensil_tools.compiler import driver
     from tensil_tools.compiler.graph import NegativePart
 
-    b = ModelBuilder((1, 3, 24, 24), 9)
-    y = b.op("LeakyRelu", [b.conv(b.input, 3, 16, 3, pads=1)], alpha=0.1)
-    data = b.model(b.op("LeakyRelu", [b.conv(y, 16, 16, 3, pads=1)], alpha=0.1))
+    monkeypatch.setattr(driver, "host_packs_phases", lambda graph, n: graph)
+    data = _narrow_pair()
     runs = _with_and_without_split(monkeypatch, data, (3, 24, 24), 9, "_negative_slope",
                                    lambda layer, kept, n: None)
     result = runs[True][2]
@@ -1005,6 +1100,29 @@ def test_negative_parts_beside_packed_channels_give_the_same_values_in_fewer_rtl
     floats = run_onnxruntime(data, x[None]).reshape(-1)
     fixed = result.output_floats(runs[True][0]).reshape(-1)
     assert np.abs(fixed - floats).max() <= error_tolerance(result.qgraph, x)
+
+
+@needs_rtl
+def test_both_pixels_channels_side_by_side_replace_the_negative_parts_of_column_phases(monkeypatch):
+    # packing._phases_side_by_side: where the image's layers run as two column phases, the
+    # last 4 channels of the first convolution, which a stride-1 packing alone reads, are made
+    # for both pixels of a vector side by side (8 lanes, a value half as wide) with their
+    # LeakyReLU, and the packing runs as two column phases reading both: the same outputs bit
+    # for bit as their negative parts (the reference, the emulator, the RTL), in fewer RTL
+    # cycles (half the vectors made, activated, moved out and packed).
+    from tensil_tools.compiler import packing
+    from tensil_tools.compiler.graph import LeakyRelu
+
+    x = np.random.default_rng(9).standard_normal((3, 24, 24))
+    (paired, cycles), (apart, apart_cycles) = _with_and_without(
+        monkeypatch, _narrow_pair(), x, packing, "_phases_side_by_side", lambda graph, n: graph)
+    (pairs,) = [layer for layer in paired.graph.layers if layer.name.endswith("/pairs")]
+    assert pairs.output.shape == (8, 24, 12) and pairs.phases == (1, 0) and pairs.post == [LeakyRelu(pytest.approx(0.1))]
+    (pack,) = [layer for layer in paired.graph.layers if any(t.input is pairs.output for t in layer.terms)]
+    assert pack.phases == (2, 12) and pack.output.shape == (12, 24, 24)
+    assert not [layer for layer in paired.graph.layers if layer.name.endswith("/negative")]
+    assert [layer.name for layer in apart.graph.layers if layer.name.endswith("/negative")]
+    assert cycles < 0.96 * apart_cycles, (cycles, apart_cycles)
 
 
 def test_a_negative_part_is_min_with_zero_in_its_channels_in_float_and_fixed_point():

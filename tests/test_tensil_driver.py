@@ -116,6 +116,19 @@ def test_the_packed_layout_lays_kernel_columns_side_by_side():
     np.testing.assert_array_equal(input_vectors(name, x, 4), to_vectors(packed, 4))
     with pytest.raises(ValueError, match="packed image: a 4-D"):
         input_vectors(name, x.reshape(2, 12), 4)
+    # every second pixel, one column more: a vector holds both pixels' columns
+    two = pack_columns(x, 4, 1, 2)
+    assert two.shape == (1, 8, 3, 2)
+    np.testing.assert_array_equal(two[0, :, 0], [[0, 1], [0, 13], [0, 2], [12, 14],   # columns 2j - 1, 2j
+                                                 [1, 3], [13, 15], [2, 0], [14, 0]])   # 2j + 1, 2j + 2
+    name = packed_input_name("Input", 4, 1, 2)
+    assert name == "Input/columns(kw=4,left=1,step=2)" and packed_input_name("Input", 3, 1, 1) == "Input/columns(kw=3,left=1)"
+    assert column_packing(name) == ColumnPacking("Input", 4, 1, 2) and given_name(name) == "Input"
+    assert input_vector_count(name, (1, 2, 3, 4), 4) == 12
+    np.testing.assert_array_equal(input_vectors(name, x, 4), to_vectors(two, 4))
+    for bad in ("Input/columns(kw=4,left=1,step=0)", "Input/columns(kw=2,left=1,step=3)"):
+        with pytest.raises(ValueError, match="not one"):
+            column_packing(bad)
 
 
 @pytest.fixture(scope="module")

@@ -731,6 +731,10 @@ def test_a_dram_read_pays_its_latency_and_hides_a_drain_only():
         added = cycles(load, matmul, read(vectors), load, matmul) - without
         assert added >= max(0, vectors * beats + latency - drain), vectors
     assert cycles(read(12), read(12, 16)) - cycles(read(24)) >= latency
+    # nor does a read from the other DRAM run beside it: DRAM0 and DRAM1 reads one after the other
+    other = "DataMove dram0->local local=0x%x dram0=0x0 size=11" % (ARCH.local_depth // 2 + 64)
+    both = cycles(read(12), other)
+    assert both == cycles(other, read(12)) and both >= cycles(read(12)) + cycles(other) - 1   # the run's start once
 
 
 def test_a_read_of_three_vectors_hides_in_a_drain():

@@ -48,7 +48,7 @@ class Constants:
         one, n = qgraph.fmt.one, self.arch.array_size
         self.top = qgraph.fmt.max_raw
         for q in qgraph.layers:
-            blocks = range(-(-q.layer.output.channels // n))
+            blocks = range(-(-q.layer.computed[0] // n))
             for op in q.post:
                 if isinstance(op, QLeakyRelu):
                     slope = op.slope_below_one(one)

@@ -36,7 +36,7 @@ from .errors import CompileError
 from .fusion import fuse
 from .graph import Graph, LinearTerm, MaxTerm
 from .lowering import load_onnx
-from .packing import host_packs_input, pack_columns
+from .packing import host_packs_input, host_packs_phases, pack_columns
 from .quantize import QGraph, quantize
 
 __all__ = ["CompileResult", "compile_graph", "compile_model", "model_name"]
@@ -123,7 +123,8 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
     with narrow inputs' kernel columns packed into lanes (packing.py) where the calibrated
     cycle model says its program is faster; with `host_pack` too, the input's packing left to
     the host (packing.host_packs_input: the `.tmodel` input then names its packing, which our
-    driver does and Tensil's refuses). `clock_mhz`: the TCU clock the program is made for,
+    driver does and Tensil's refuses), and where it pays two pixels a vector, the layers reading
+    them run as column phases (packing.host_packs_phases). `clock_mhz`: the TCU clock the program is made for,
     whose DRAM latency in cycles (tensil.estimate.MemoryModel.at_clock) prices every choice."""
     started = time.process_time()
     dram = MemoryModel.at_clock(clock_mhz)
@@ -131,18 +132,21 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
     program = schedule(qgraph, strategy, dram=dram)
     calibrated = program.calibrated(arch)
     packed = pack_columns(graph, arch.array_size) if pack else graph
+    candidates = [packed]
     if host_pack:
         packed = host_packs_input(packed)
-    if packed is not graph:
+        candidates = [packed, host_packs_phases(packed, arch.array_size)]
+    for k, packed in enumerate(candidates):
+        if packed is graph or any(packed is c for c in candidates[:k]):
+            continue
         try:
             packed_qgraph = quantize(packed, arch)
             packed_program = schedule(packed_qgraph, strategy, dram=dram)
         except CompileError:   # the packed inputs did not fit where the plain graph does
-            packed_program = None
-        if packed_program is not None:
-            packed_calibrated = packed_program.calibrated(arch)
-            if packed_calibrated.cycles < calibrated.cycles:
-                graph, qgraph, program, calibrated = packed, packed_qgraph, packed_program, packed_calibrated
+            continue
+        packed_calibrated = packed_program.calibrated(arch)
+        if packed_calibrated.cycles < calibrated.cycles:
+            graph, qgraph, program, calibrated = packed, packed_qgraph, packed_program, packed_calibrated
     size = len(program.instructions) * arch.layout.instruction_bytes
     tmodel = TensilModel(
         name, ProgramFile(name + ".tprog", size),

@@ -25,7 +25,7 @@ from tensil.layout import column_packing, pack_columns
 
 __all__ = ["AddTerm", "Clip", "Graph", "Layer", "LeakyRelu", "LinearTerm", "Mask", "MaxTerm", "NegativePart", "PostOp",
            "Relu", "Scale", "Term", "Value", "describe", "evaluate", "evaluate_layer",
-           "term_output_size"]
+           "interleave_phases", "term_output_size"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -152,10 +152,17 @@ class Mask:
 
 @dataclasses.dataclass(frozen=True)
 class NegativePart:
-    """min(x, 0) in the first `channels` channels; the others unchanged (a packing layer's
-    weights make an activation of them: packing._negative_parts)."""
+    """min(x, 0) in the first `channels` channels, or of every `period` channels (a layer's
+    column phases, Layer.phases); the others unchanged (a packing layer's weights make an
+    activation of them: packing._negative_parts)."""
 
     channels: int
+    period: int = 0
+
+    def negative(self, count: int) -> np.ndarray:
+        """Which of `count` channels take min(x, 0)."""
+        index = np.arange(count)
+        return (index % self.period if self.period else index) < self.channels
 
 
 PostOp = Union[Relu, LeakyRelu, Clip, Scale, Mask, NegativePart]
@@ -170,6 +177,20 @@ class Layer:
     post: List[PostOp] = dataclasses.field(default_factory=list)
     nodes: List[str] = dataclasses.field(default_factory=list)   # the ONNX nodes it computes
     ops: List[str] = dataclasses.field(default_factory=list)     # their op types
+    # Column phases (phases, group): the terms compute a map `phases` times narrower than the
+    # output whose channel k * group + c at column j is the output's channel c at column
+    # phases * j + k (c < output.channels; a group's other channels zero), and the output
+    # vectors are stored interleaved. Where an input vector holds the columns of several output
+    # pixels (packing.host_packs_input), each weight block then serves every phase's pixels.
+    phases: Tuple[int, int] = (1, 0)
+
+    @property
+    def computed(self) -> Tuple[int, int, int]:
+        """(channels, height, width) of the map the terms compute (the output's, one phase)."""
+        p, group = self.phases
+        if p == 1:
+            return self.output.shape
+        return (p * group, self.output.height, self.output.width // p)
 
     @property
     def inputs(self) -> List[Value]:
@@ -222,14 +243,14 @@ class Graph:
         packing = column_packing(self.input_name)
         if packing is None:
             return self.input.shape
-        return (self.input.channels // packing.kw, self.input.height, self.input.width)
+        return (self.input.channels // packing.kw, self.input.height, self.input.width * packing.step)
 
     def input_values(self, x: np.ndarray) -> np.ndarray:
         """One input or a batch, given as the ONNX input -> (B,) + input.shape: the values the
         program finds in its input, packed as the host packs them."""
         batch = np.asarray(x, np.float64).reshape((-1,) + self.image_shape)
         packing = column_packing(self.input_name)
-        return batch if packing is None else pack_columns(batch, packing.kw, packing.left)
+        return batch if packing is None else pack_columns(batch, packing.kw, packing.left, packing.step)
 
 
 # --------------------------------------------------------------------------- float evaluation
@@ -267,7 +288,7 @@ def _post(x: np.ndarray, op: PostOp) -> np.ndarray:
     if isinstance(op, Mask):
         return np.where(op.keep[:, None, :], x, 0.0)
     if isinstance(op, NegativePart):
-        return np.where((np.arange(x.shape[0]) < op.channels)[:, None, None], np.minimum(x, 0.0), x)
+        return np.where(op.negative(x.shape[0])[:, None, None], np.minimum(x, 0.0), x)
     return x * op.factors[None]
 
 
@@ -289,7 +310,19 @@ def evaluate_layer(layer: Layer, env: Dict[int, np.ndarray]) -> Tuple[np.ndarray
     out = acc
     for op in layer.post:
         out = _post(out, op)
-    return acc, out
+    return interleave_phases(layer, acc), interleave_phases(layer, out)
+
+
+def interleave_phases(layer: Layer, computed: np.ndarray) -> np.ndarray:
+    """The output (..., C, H, W) of a layer's computed map (..., P*G, H, W/P) (Layer.phases)."""
+    p, group = layer.phases
+    if p == 1:
+        return computed
+    c, h, w = layer.output.shape
+    out = np.empty(computed.shape[:-3] + (c, h, w), computed.dtype)
+    for k in range(p):
+        out[..., :, :, k::p] = computed[..., k * group:k * group + c, :, :]
+    return out
 
 
 def evaluate(graph: Graph, x: np.ndarray, values: Optional[Dict[int, np.ndarray]] = None
@@ -319,7 +352,8 @@ def describe(layers: Sequence[Layer]) -> List[str]:
             else:
                 terms.append("add(%s)" % term.input.name)
         post = [type(p).__name__ for p in layer.post]
-        lines.append("%s: %s%s -> %s %dx%dx%d" % (
-            layer.name, " + ".join(terms), (" then " + ", ".join(post)) if post else "",
+        phases = " in %d column phases" % layer.phases[0] if layer.phases[0] > 1 else ""
+        lines.append("%s: %s%s%s -> %s %dx%dx%d" % (
+            layer.name, " + ".join(terms), (" then " + ", ".join(post)) if post else "", phases,
             layer.output.name, *layer.output.shape))
     return lines

@@ -28,7 +28,12 @@ packing weighs by alpha - 1 beside the channel itself: the activation's values, 
 
 Where the packing reads the graph's input (the image), the host can lay its columns out
 instead (`host_packs_input`): P becomes the graph's input, named for `tensil.layout`, and
-the other convolutions reading the image read P's middle columns, which are the image.
+the other convolutions reading the image read P's middle columns, which are the image. With
+one column more in the lanes, a vector of every second pixel holds the columns of two pixels
+(`host_packs_phases`): the image is half the vectors, and the layers reading it compute two
+column phases (graph.Layer.phases), each weight block serving both pixels of a vector; narrow
+channels that only packings read are then made two pixels a vector, side by side, and
+packed from there (`_phases_side_by_side`).
 """
 
 import dataclasses
@@ -36,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tensil.layout import packed_input_name
+from tensil.layout import column_packing, packed_input_name
 
 from .graph import (
     Clip,
@@ -52,7 +57,7 @@ from .graph import (
     Value,
 )
 
-__all__ = ["PACK_OPS", "host_packs_input", "is_packing", "pack_columns"]
+__all__ = ["PACK_OPS", "host_packs_input", "host_packs_phases", "is_packing", "pack_columns"]
 
 BENEFIT = 1.25   # MatMul vectors saved / vectors the packing costs, at least
 PACK_OPS = ["Pack"]   # the ops of a packing layer
@@ -158,6 +163,135 @@ def host_packs_input(graph: Graph) -> Graph:
         layers.append(dataclasses.replace(layer, terms=terms) if terms != layer.terms else layer)
     return dataclasses.replace(graph, input=packed, layers=layers,
                                input_name=packed_input_name(graph.input_name, kw, left))
+
+
+def host_packs_phases(graph: Graph, n: int) -> Graph:
+    """A graph whose input the host packs (host_packs_input) with one column more in its lanes
+    and every second pixel: P4(h, j) holds the image columns 2j - left .. 2j - left + kw, the
+    kw columns of both pixels 2j and 2j + 1, in half the vectors (the program's image read
+    halves). The layers that read the input at every column become layers of two column phases
+    (graph.Layer.phases: each weight block serves both pixels of a vector, one a phase), a term
+    that reads every second column (kernel width 1) reads P4 directly; else the same graph."""
+    packing = column_packing(graph.input_name)
+    x = graph.input
+    if packing is None or packing.step != 1 or x.width % 2:
+        return graph
+    c = x.channels // packing.kw
+    kw = packing.kw + 1
+    if kw * c > n:
+        return graph
+    packed = Value("%s/columns%d/2" % (packing.name, kw), kw * c, x.height, x.width // 2)
+
+    def widened(weight: np.ndarray, shift: int) -> np.ndarray:
+        """Weights on P's lanes moved to P4's lanes `shift` columns later."""
+        out = np.zeros(weight.shape[:1] + (kw * c,) + weight.shape[2:])
+        out[:, shift * c:shift * c + weight.shape[1]] = weight
+        return out
+
+    layers: List[Layer] = []
+    for layer in graph.layers:
+        readers = [t for t in layer.terms if isinstance(t, LinearTerm) and t.input is x]
+        if not any(t.input is x for t in layer.terms):
+            layers.append(layer)
+            continue
+        if len(readers) != sum(t.input is x for t in layer.terms) or not all(
+                t.kernel[1] == 1 and t.pads[1] == t.pads[3] == 0 for t in readers):
+            return graph
+        if all(t.stride[1] == 2 for t in readers):   # P's column 2j is P4's column j, lanes alike
+            moved = {id(t): LinearTerm(packed, widened(t.weight, 0), (t.stride[0], 1), t.pads, t.macs)
+                     for t in readers}
+            layers.append(dataclasses.replace(layer, terms=[moved.get(id(t), t) for t in layer.terms]))
+            continue
+        if len(readers) != len(layer.terms) or any(t.stride[1] != 1 for t in readers):
+            return graph
+        co = layer.output.channels
+        group = -(-co // n) * n
+        post: List[PostOp] = []
+        for op in layer.post:
+            if isinstance(op, NegativePart):
+                op = NegativePart(op.channels, group)
+            elif not isinstance(op, (Relu, LeakyRelu, Clip)):
+                return graph
+            post.append(op)
+        phased: List[Term] = []
+        for t in readers:
+            weight = np.zeros((2 * group, kw * c) + t.weight.shape[2:])
+            for k in range(2):   # pixel 2j + k: its columns start k columns into P4's
+                weight[k * group:k * group + co] = widened(t.weight, k)
+            phased.append(LinearTerm(packed, weight, t.stride, t.pads, t.macs))
+        bias = None
+        if layer.bias is not None:
+            bias = np.zeros(2 * group)
+            bias[:co] = bias[group:group + co] = layer.bias
+        layers.append(dataclasses.replace(layer, terms=phased, bias=bias, post=post, phases=(2, group)))
+    return _phases_side_by_side(dataclasses.replace(
+        graph, input=packed, layers=layers, input_name=packed_input_name(packing.name, kw, packing.left, 2)), n)
+
+
+def _negative_slope_of(packings: List[Layer], r: int) -> Optional[float]:
+    """alpha - 1 where every packing weighs the r negative parts before them so against their
+    channels (_negative_parts), else None."""
+    slopes = set()
+    for layer in packings:
+        term = layer.terms[0]
+        assert isinstance(term, LinearTerm)   # a packing's one term
+        weight = term.weight
+        negative, channel = weight[:, :r], weight[:, r:]
+        if not np.array_equal(negative != 0, channel != 0):
+            return None
+        slopes |= set(np.round(negative[channel != 0] / channel[channel != 0], 12).tolist())
+    return slopes.pop() if len(slopes) == 1 else None
+
+
+def _phases_side_by_side(graph: Graph, n: int) -> Graph:
+    """Where a layer of two column phases makes negative parts (_negative_parts) that only
+    packings of stride 1 read and both phases' channels fit one block: that layer makes both
+    pixels' channels side by side in one vector instead (a value half as wide, not interleaved)
+    with their LeakyReLU (three SIMDs for two pixels, where the Min of each negative part served
+    one), and each packing becomes a layer of two column phases reading both pixels from it
+    (graph.Layer.phases): half the vectors made, activated and moved, the same values bit for
+    bit (the packings weighed the negative parts as the compiler's LeakyReLU computes it)."""
+    consumers = graph.consumers()
+    layers: List[Layer] = []
+    packings: Dict[int, Layer] = {}
+    for layer in graph.layers:
+        if id(layer) in packings:
+            layers.append(packings.pop(id(layer)))
+            continue
+        v, (phases, group) = layer.output, layer.phases
+        readers = consumers.get(id(v), [])
+        if (phases != 2 or len(layer.post) != 1 or not isinstance(layer.post[0], NegativePart)
+                or v is graph.output or not readers):
+            layers.append(layer)
+            continue
+        r = layer.post[0].channels
+        slope = _negative_slope_of(readers, r) if v.channels == 2 * r and 2 * r <= n and all(
+            is_packing(q) and len(q.terms) == 1 and isinstance(q.terms[0], LinearTerm)
+            and q.terms[0].stride == (1, 1) and q.terms[0].kernel[0] == 1 and q.terms[0].pads[0::2] == (0, 0)
+            and q.phases == (1, 0) and not q.post and q.bias is None for q in readers) else None
+        if slope is None or not 0.0 < 1.0 + slope < 1.0 or slope == -0.5:
+            layers.append(layer)
+            continue
+        side = Value(v.name + "/pairs", 2 * r, v.height, v.width // 2)
+        channels = np.r_[np.arange(r, 2 * r), group + np.arange(r, 2 * r)]   # each phase's channels, not their negative parts
+        layers.append(dataclasses.replace(
+            layer, name=layer.name + "/pairs", output=side, phases=(1, 0), post=[LeakyRelu(1.0 + slope)],
+            bias=None if layer.bias is None else layer.bias[channels],
+            terms=[dataclasses.replace(t, weight=t.weight[channels]) for t in layer.terms if isinstance(t, LinearTerm)]))
+        for q in readers:
+            t = q.terms[0]
+            assert isinstance(t, LinearTerm)   # checked above
+            out, left = q.output.channels, t.pads[1]
+            group2 = -(-out // n) * n
+            shifts = [(k, m, k + m - left) for k in range(2) for m in range(t.kernel[1])]   # pixel 2j + k, its tap m
+            low, high = min(s // 2 for _, _, s in shifts), max(s // 2 for _, _, s in shifts)
+            weight = np.zeros((2 * group2, 2 * r, 1, high - low + 1))
+            for k, m, shift in shifts:   # column 2j + shift: pixel shift % 2 of side's column j + shift // 2
+                weight[k * group2:k * group2 + out, shift % 2 * r:(shift % 2 + 1) * r, 0, shift // 2 - low] += \
+                    t.weight[:, r:, 0, m]
+            packings[id(q)] = dataclasses.replace(
+                q, terms=[LinearTerm(side, weight, (1, 1), (0, -low, 0, high), t.macs)], phases=(2, group2))
+    return dataclasses.replace(graph, layers=layers)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -108,11 +108,12 @@ class QMask:
 
 @dataclasses.dataclass(frozen=True)
 class QNegativePart:
-    channels: int        # min(x, 0) in channels [0, channels), the others unchanged
+    channels: int        # min(x, 0) in channels [0, channels) (of every `period`), the others unchanged
+    period: int = 0
 
     def lanes(self, cob: int, n: int) -> Tuple[bool, ...]:
         """Which lanes of output block `cob` take min(x, 0)."""
-        return tuple(cob * n + lane < self.channels for lane in range(n))
+        return tuple(bool(v) for v in NegativePart(self.channels, self.period).negative((cob + 1) * n)[cob * n:])
 
 
 QPost = Union[QRelu, QLeakyRelu, QClip, QScale, QMask, QNegativePart]
@@ -199,7 +200,7 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
         elif isinstance(op, Mask):
             out.append(QMask(op.keep.copy()))
         elif isinstance(op, NegativePart):
-            out.append(QNegativePart(op.channels))
+            out.append(QNegativePart(op.channels, op.period))
         else:
             raise UnsupportedError("layer %s: post-op %r has no lowering" % (layer.name, op))
     return out
@@ -207,10 +208,17 @@ def _post(layer: Layer, fmt: FixedFormat, stats: SaturationStats) -> List[QPost]
 
 def _quantize_layer(layer: Layer, n: int, fmt: FixedFormat, stats: SaturationStats, dram1_depth: int,
                     zero_padded: Set[int]) -> QLayer:
-    cob = blocks_of(layer.output.channels, n)
+    channels = layer.computed[0]
+    p, group = layer.phases
+    if p > 1 and (group % n or any(not isinstance(op, (Relu, LeakyRelu, Clip)) and not (
+            isinstance(op, NegativePart) and op.period == group) for op in layer.post)):
+        raise UnsupportedError("layer %s: %d column phases of %d channels on a %d-lane array, post-ops %s: "
+                               "a phase must be whole blocks and its post-ops elementwise" % (
+                                   layer.name, p, group, n, [type(op).__name__ for op in layer.post]))
+    cob = blocks_of(channels, n)
     bias: np.ndarray = np.zeros(cob * n, dtype=np.int64)
     if layer.bias is not None:
-        bias[:layer.output.channels] = from_float_const(layer.bias, fmt, stats)
+        bias[:channels] = from_float_const(layer.bias, fmt, stats)
     bias = bias.reshape(cob, n)
     blocks: List[np.ndarray] = []
     index: Dict[bytes, int] = {}

@@ -15,7 +15,17 @@ import numpy as np
 
 from tensil.fixed import FixedFormat, add, from_float_saturating, mac, saturate, to_float
 
-from .graph import AddTerm, Clip, LeakyRelu, LinearTerm, MaxTerm, Scale, Value, evaluate_layer
+from .graph import (
+    AddTerm,
+    Clip,
+    LeakyRelu,
+    LinearTerm,
+    MaxTerm,
+    NegativePart,
+    Scale,
+    Value,
+    evaluate_layer,
+)
 from .quantize import (
     CopyOp,
     QClip,
@@ -139,9 +149,22 @@ def _post(x: np.ndarray, q: QLayer, fmt: FixedFormat) -> np.ndarray:
         elif isinstance(op, QMask):   # the dropped lanes blocked as x is, padded lanes kept
             x = np.where(blocked((~op.keep)[None, :, None, :], x.shape[-1]), 0, x)
         elif isinstance(op, QNegativePart):
-            negative = np.arange(x.shape[1] * x.shape[-1]) < op.channels
+            negative = NegativePart(op.channels, op.period).negative(x.shape[1] * x.shape[-1])
             x = np.where(blocked(negative[None, :, None, None], x.shape[-1]), np.minimum(x, 0), x)
     return x
+
+
+def _interleaved(q: QLayer, computed: np.ndarray, n: int) -> np.ndarray:
+    """A layer's output blocks (B, Cb, H, W, N) from its computed ones (graph.Layer.phases)."""
+    p, group = q.layer.phases
+    if p == 1:
+        return computed
+    per = group // n   # whole blocks a phase (backend._write stores them so)
+    b, _, h, w, _ = computed.shape
+    out = np.empty((b, per, h, w * p, n), computed.dtype)
+    for k in range(p):
+        out[:, :, :, k::p] = computed[:, k * per:(k + 1) * per]
+    return out
 
 
 def reference(qgraph: QGraph, x: np.ndarray, values: Optional[Dict[int, np.ndarray]] = None
@@ -157,9 +180,10 @@ def reference(qgraph: QGraph, x: np.ndarray, values: Optional[Dict[int, np.ndarr
         if q.max_term is not None:
             result = _max_layer(q, env)
         else:
-            result = np.stack([_linear_block(q, c, env, fmt, x.shape[0], (out.height, out.width))
-                               for c in range(blocks_of(out.channels, n))], axis=1)
-        env[id(out)] = saturate(_post(result, q, fmt), fmt)
+            channels, height, width = q.layer.computed
+            result = np.stack([_linear_block(q, c, env, fmt, x.shape[0], (height, width))
+                               for c in range(blocks_of(channels, n))], axis=1)
+        env[id(out)] = _interleaved(q, saturate(_post(result, q, fmt), fmt), n)
     if values is not None:
         values.update(env)
     return env[id(graph.output)]
@@ -195,7 +219,7 @@ def error_bound(qgraph: QGraph, x: np.ndarray) -> float:
         layer = q.layer
         acc, out = evaluate_layer(layer, env)
         env[id(layer.output)] = out
-        total = np.zeros(layer.output.channels)
+        total = np.zeros(layer.computed[0])
         for term in layer.terms:
             e_in = errors[id(term.input)]
             if isinstance(term, LinearTerm):
@@ -240,7 +264,7 @@ def error_tolerance(qgraph: QGraph, x: np.ndarray, sigmas: float = 6.0) -> float
         layer = q.layer
         acc, out = evaluate_layer(layer, env)
         env[id(layer.output)] = out
-        total = np.zeros(layer.output.channels)
+        total = np.zeros(layer.computed[0])
         for term in layer.terms:
             v_in = variance[id(term.input)]
             if isinstance(term, LinearTerm):
