@@ -32,6 +32,7 @@ from tensil_tools.compiler import (
     compile_model,
 )
 from tensil_tools.compiler.fusion import fuse
+from tensil_tools.compiler.graph import evaluate
 from tensil_tools.compiler.lowering import load_onnx
 from tensil_tools.compiler.reference import error_bound, error_tolerance, reference, to_vectors
 
@@ -776,8 +777,6 @@ def _on_and_off(data: bytes, x: np.ndarray, option: str):
 def _with_and_without(monkeypatch, data: bytes, x: np.ndarray, target, name: str, replacement):
     """(result, RTL cycles) of a model compiled as is and with `target.name` replaced, each
     _checked_on_rtl, their outputs equal bit for bit, the first's float graph onnxruntime's."""
-    from tensil_tools.compiler.graph import evaluate
-
     result, outputs, cycles = _checked_on_rtl(data, x)
     monkeypatch.setattr(target, name, replacement)
     other, other_outputs, other_cycles = _checked_on_rtl(data, x)
@@ -993,6 +992,23 @@ def test_a_pool_to_one_pixel_accumulates_across_its_blocks_in_fewer_rtl_cycles(m
     assert pool_matmuls(across) == [3] * 16 + [1] * 16   # 3 blocks of 12 channels, then the 4 left
     assert pool_matmuls(apart) == [1] * 64
     assert cycles < apart_cycles - 2 * 16, (cycles, apart_cycles)
+
+
+@needs_rtl
+@pytest.mark.parametrize("channels, kernel, out, name", [
+    (1, 5, 8, "Input/columns(kw=6,left=2,step=2)"),      # 6 columns of one channel, one block a phase
+    (3, 3, 20, "Input/columns(kw=4,left=1,step=2)"),     # two blocks a phase
+    (3, 3, 16, "Input/columns(kw=3,left=1)")])           # an odd width: one pixel a vector
+def test_column_phases_of_other_images_equal_the_reference_and_the_rtl(channels, kernel, out, name):
+    size = 16 if out != 16 else 17
+    b = ModelBuilder((1, channels, size, size), 3)
+    y = b.op("LeakyRelu", [b.conv(b.input, channels, out, kernel, pads=kernel // 2)], alpha=0.1)
+    data = b.model(b.op("Relu", [b.conv(y, out, 12, 3, pads=1)]))
+    x = np.random.default_rng(3).standard_normal((channels, size, size))
+    result, _, _ = _checked_on_rtl(data, x)
+    assert result.graph.input_name == name
+    floats = run_onnxruntime(data, x[None]).reshape(-1)
+    assert np.abs(evaluate(result.graph, x).reshape(-1) - floats).max() < 1e-5
 
 
 def test_column_phases_are_whole_blocks_with_elementwise_post_ops():
