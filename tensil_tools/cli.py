@@ -42,7 +42,8 @@ def _add_compile(sub: Any) -> None:
     p.add_argument("--tensil-input", action="store_true",
                    help="keep the input in Tensil's NHWC layout, for Tensil's own driver (by default "
                         "a narrow image's packing is left to the host, which our driver does: the "
-                        ".tmodel input is then named <input>/columns(kw=K,left=L))")
+                        ".tmodel input is then named <input>/columns(kw=K,left=L), or "
+                        "<input>/columns(kw=K,left=L,step=2) where two pixels share a vector)")
     p.add_argument("--clock-mhz", type=_clock_mhz, default=50.0, metavar="MHZ",
                    help="the TCU clock of the bitstream the program will run on (default: 50): the "
                         "DRAM's latency in its cycles prices the compiler's choices")
