@@ -268,7 +268,8 @@ def _phases_side_by_side(graph: Graph, n: int) -> Graph:
         slope = _negative_slope_of(readers, r) if v.channels == 2 * r and 2 * r <= n and all(
             is_packing(q) and len(q.terms) == 1 and isinstance(q.terms[0], LinearTerm)
             and q.terms[0].stride == (1, 1) and q.terms[0].kernel[0] == 1 and q.terms[0].pads[0::2] == (0, 0)
-            and q.phases == (1, 0) and not q.post and q.bias is None for q in readers) else None
+            and q.phases == (1, 0) and not q.post and q.bias is None and q.output.width == v.width
+            for q in readers) else None
         if slope is None or not 0.0 < 1.0 + slope < 1.0 or slope == -0.5:
             layers.append(layer)
             continue
