@@ -181,7 +181,7 @@ class Layer:
     # output whose channel k * group + c at column j is the output's channel c at column
     # phases * j + k (c < output.channels; a group's other channels zero), and the output
     # vectors are stored interleaved. Where an input vector holds the columns of several output
-    # pixels (packing.host_packs_input), each weight block then serves every phase's pixels.
+    # pixels (packing.host_packs_phases), each weight block then serves every phase's pixels.
     phases: Tuple[int, int] = (1, 0)
 
     @property
