@@ -620,7 +620,8 @@ class _Scheduler:
         """(op, local address of the run's first input block, stride exponent between blocks)
         for each op position of the run, or None where its ops or planes do not line up."""
         sequences = [ops for _, ops in run]
-        if any(len(ops) != len(sequences[0]) for ops in sequences):
+        cobs = [cob for cob, _ in run]
+        if any(len(ops) != len(sequences[0]) for ops in sequences) or cobs != list(range(cobs[0], cobs[0] + len(run))):
             return None
         plan = []
         for position, first in enumerate(sequences[0]):
@@ -635,9 +636,7 @@ class _Scheduler:
             r, c = k - term.pads[0], m - term.pads[1]
             view = views[first.term]
             step = _pow2_stride(view.cb_pitch, self.arch.stride0_depth)
-            cobs = [cob for cob, _ in run]
-            if not (0 <= r < term.input.height and 0 <= c < term.input.width) or step is None or \
-                    cobs != list(range(cobs[0], cobs[0] + len(run))):
+            if not (0 <= r < term.input.height and 0 <= c < term.input.width) or step is None:
                 return None
             plan.append((first, view.addr(first.cib, r, c), step))
         return plan
