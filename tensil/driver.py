@@ -16,13 +16,15 @@ The protocol is Tensil's (facts §6), rebuilt around what one model needs:
   one vector from DRAM0 to local memory and back shows how many bytes a vector has on the
   bitstream's TCU, so an array size that differs from the model's is refused (ArchMismatch)
   instead of "failing silently". Then the consts go to DRAM1 (flushed) and, for models
-  compiled with load_consts_to_local, to local memory.
+  compiled with load_consts_to_local, to local memory, and so does what the program's first
+  instructions read into local memory that nothing after them writes (the weight blocks a
+  program keeps from frame to frame: `tensil.machine.prologue_length`): they run once, here.
 - A frame. Inputs (ONNX layout, e.g. NCHW float, given by their ONNX names) become Tensil's
   layout, NHWC padded to the array size, or the packed layout a `.tmodel` input's name asks of
   the host (`tensil.layout`), and FP16BP8 with saturation, counted in
   `RunReport.saturated` (Tensil's driver wraps around); the flush probe's source vector gets
   a fresh token and its target is cleared; DRAM0 is flushed; the program with the probe
-  appended (DataMove DRAM0[src] -> local[last] -> DRAM0[dst]) streams through the AXI DMA's
+  appended (DataMove DRAM0[src] -> local[last] -> DRAM0[dst]), less that prologue, streams through the AXI DMA's
   MM2S channel in transfers of at most `buffer_max_size` bytes; the driver polls, with a
   timeout, first the DMA (the TCU takes the stream as it executes) and then the probe's
   target (invalidating DRAM0 before each look); then it reads the outputs.
@@ -53,7 +55,7 @@ from .isa import (
     extent,
 )
 from .layout import from_vectors, given_name, input_vector_count, input_vectors
-from .machine import MachineRun, Program, consts_to_local
+from .machine import MachineRun, Program, consts_to_local, prologue_length
 from .tmodel import TensilModel
 
 __all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "PROBE_VECTORS", "MemoryPlan", "RunReport", "TcuMachine", "TensilDriver", "cma_free_bytes",
@@ -78,10 +80,11 @@ class MemoryPlan:
     vector_bytes: int
     dram0_vectors: int        # the program's reach, the vars, the self-test and the probe
     dram1_vectors: int        # the consts and whatever else the program reaches in DRAM1
-    stream_bytes: int         # the instruction streams (start, consts, program + probe)
+    stream_bytes: int         # the instruction streams (start, consts and prologue, program + probe)
     probe_source: int         # DRAM0 vector holding the probe's token
     probe_target: int         # DRAM0 vector the probe writes last
     probe_local: int          # local vector the probe goes through
+    prologue: int = 0         # the program's first instructions, run once at the start (machine.prologue_length)
 
     @property
     def dram0_bytes(self) -> int:
@@ -133,12 +136,14 @@ def plan_memory(model: TensilModel, program: Sequence[Instruction], word_bytes: 
                               "needs local vector %d free" % (model.path, top - 1, probe_local))
     instruction = arch.layout.instruction_bytes
     block = stream_block(arch, word_bytes)
+    prologue = prologue_length(program, flush_probe(probe_local, dram0 - 1, dram0 - 2))
     streams = [(2 + 2) * instruction,                      # Configure x2, self-test
-               (len(model.consts) + 2) * instruction,      # consts to local, probe
-               (len(program) + 2) * instruction]           # the program, probe
+               (len(model.consts) + prologue + 2) * instruction,   # consts to local, prologue, probe
+               (len(program) - prologue + 2) * instruction]   # the rest of the program, probe
     return MemoryPlan(vector_bytes=vb, dram0_vectors=dram0, dram1_vectors=reach1,
                       stream_bytes=sum(_round_up(s, block) for s in streams),
-                      probe_source=dram0 - 1, probe_target=dram0 - 2, probe_local=probe_local)
+                      probe_source=dram0 - 1, probe_target=dram0 - 2, probe_local=probe_local,
+                      prologue=prologue)
 
 
 def cma_free_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
@@ -402,8 +407,10 @@ class TensilDriver(_TcuLink):
                  DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, 1, 0),
                  DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, 3, 0)]
         segments, offset, image = {}, 0, bytearray()
-        for name, code in (("start", start), ("consts", consts_to_local(self.model) + self._probe()),
-                           ("program", list(self.program) + self._probe())):
+        prologue = self.plan.prologue   # kept in local memory from frame to frame: run once
+        for name, code in (("start", start),
+                           ("consts", consts_to_local(self.model) + list(self.program[:prologue]) + self._probe()),
+                           ("program", list(self.program[prologue:]) + self._probe())):
             data = self._whole_words(encode_program(code, self.arch))
             segments[name] = (offset, len(data), len(code))
             image += data

@@ -20,10 +20,11 @@ import numpy as np
 
 from .arch import Architecture
 from .fixed import fixed_format, from_bytes, from_float_driver, from_float_saturating, to_float
-from .isa import DataMove, DataMoveKind, Instruction, decode_program, extent
+from .isa import DataMove, DataMoveKind, Instruction, decode_program, extent, footprint
 from .layout import given_name
 
-__all__ = ["Machine", "MachineRun", "Program", "consts_to_local", "model_images", "model_outputs", "run_model"]
+__all__ = ["Machine", "MachineRun", "Program", "consts_to_local", "model_images", "model_outputs",
+           "prologue_length", "run_model"]
 
 Program = Union[bytes, bytearray, memoryview, Sequence[Instruction]]
 
@@ -102,6 +103,33 @@ def consts_to_local(model: Any) -> List[Instruction]:
     if not model.load_consts_to_local:
         return []
     return [DataMove(DataMoveKind.DRAM1_TO_LOCAL, c.base, c.base, c.size - 1) for c in model.consts if c.size]
+
+
+def prologue_length(program: Sequence[Instruction], after: Sequence[Instruction] = ()) -> int:
+    """How many of a program's first instructions fill local memory that nothing after them
+    writes, from DRAM1 that nothing writes: moves DRAM1 -> local (a prologue reading weight blocks
+    kept from frame to frame: tensil_tools.compiler.resident). Running the program again without
+    them leaves every memory as running it whole does, so a driver that keeps local memory between
+    frames runs them once. `after`: what the driver runs after each program (its flush probe)."""
+    count = 0
+    for instruction in program:
+        if not (isinstance(instruction, DataMove) and instruction.kind == DataMoveKind.DRAM1_TO_LOCAL):
+            break
+        count += 1
+    while count:
+        reach = {memory: max(extent(program[:count], memory), 1) for memory in ("local", "dram1")}
+        written = {memory: np.zeros(size, bool) for memory, size in reach.items()}
+        for instruction in list(program[count:]) + list(after):
+            for touch in footprint(instruction):
+                if "w" in touch.access and touch.memory in written and touch.address < reach[touch.memory]:
+                    written[touch.memory][touch.address:touch.last + 1:1 << touch.stride] = True
+        clean = next((index for index in range(count) if any(
+            written[touch.memory][touch.address:touch.last + 1].any() for touch in footprint(program[index]))),
+            count)
+        if clean == count:
+            break
+        count = clean   # the moves from the first overwritten one run every frame: check again
+    return count
 
 
 def run_model(machine: Machine, model: Any, inputs: Mapping[str, np.ndarray], saturate: bool = True,

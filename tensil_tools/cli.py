@@ -18,7 +18,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from .compiler import compile_model
 
     result = compile_model(args.model, args.arch, args.out, args.name, args.tasm, args.graph,
-                           args.strategy, not args.no_pack, not args.tensil_input, args.clock_mhz)
+                           args.strategy, not args.no_pack, not args.tensil_input, args.clock_mhz,
+                           keep_weights=not (args.no_keep_weights or args.tensil_input))
     if not args.quiet:
         print(result.summary, end="")
     for kind, path in sorted(result.files.items()):
@@ -44,7 +45,13 @@ def _add_compile(sub: Any) -> None:
                    help="keep the input in Tensil's NHWC layout, for Tensil's own driver (by default "
                         "a narrow image's packing is left to the host, which our driver does: the "
                         ".tmodel input is then named <input>/columns(kw=K,left=L), or "
-                        "<input>/columns(kw=K,left=L,step=2) where two pixels share a vector)")
+                        "<input>/columns(kw=K,left=L,step=2) where two pixels share a vector); "
+                        "implies --no-keep-weights")
+    p.add_argument("--no-keep-weights", action="store_true",
+                   help="read every weight from DRAM1 each frame (by default the blocks of the last "
+                        "layers fill the local memory the activations leave free, read by the "
+                        "program's first instruction, which our driver runs once when it starts; any "
+                        "other driver runs it each frame and gets the same outputs, slower)")
     p.add_argument("--clock-mhz", type=_clock_mhz, default=50.0, metavar="MHZ",
                    help="the TCU clock of the bitstream the program will run on (default: 50): the "
                         "DRAM's latency in its cycles prices the compiler's choices")

@@ -657,7 +657,7 @@ def test_weight_reads_and_post_ops_in_the_array_drain_save_rtl_cycles(monkeypatc
         monkeypatch.setattr(backend, "LAZY_WEIGHT_READS", lazy)
         monkeypatch.setattr(backend, "HIDDEN_WORK", hidden)
         monkeypatch.setattr(backend, "HIDDEN_WORK_NO_READ", hidden)
-        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+        result = compile_graph(fuse(load_onnx(data)), ARCH12, "t", keep_weights=False)   # reads each frame
         got, _ = result.run_emulator(x)
         on_rtl, cosimulated = result.run_rtl(x)
         assert np.array_equal(on_rtl, got)
@@ -680,9 +680,9 @@ def test_weights_read_early_beside_post_ops_save_rtl_cycles(monkeypatch):
     y = b.op("LeakyRelu", [b.conv(y, 12, 48, 3, stride=2, pads=1)], alpha=0.1)
     data = b.model(b.op("LeakyRelu", [b.conv(y, 48, 48, 3, pads=1)], alpha=0.1))
     x = np.random.default_rng(4).standard_normal((12, 24, 24))
-    early = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
-    monkeypatch.setattr(backend, "_with_early_reads", lambda qgraph, homes, plan, program, peaks, dram: program)
-    plain = compile_graph(fuse(load_onnx(data)), ARCH12, "t")
+    early = compile_graph(fuse(load_onnx(data)), ARCH12, "t", keep_weights=False)   # reads each frame
+    monkeypatch.setattr(backend, "_with_early_reads", lambda qgraph, homes, plan, program, *rest: program)
+    plain = compile_graph(fuse(load_onnx(data)), ARCH12, "t", keep_weights=False)
     first = early.program.layers[1].start   # the first layer's reads: its own weights only
     reads = [i for i in early.instructions[:first] if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
     assert len(reads) > 10
@@ -863,7 +863,7 @@ def test_early_reads_take_two_blocks_beside_read_write_simds_in_fewer_rtl_cycles
         if blocks == 1:
             monkeypatch.setattr(backend, "EARLY_READ_BLOCKS_RW", 1)
             monkeypatch.setattr(backend, "EARLY_READ_WORK_RW", backend.EARLY_READ_WORK)
-        result, got, cycles = _checked_on_rtl(data, x)
+        result, got, cycles = _checked_on_rtl(data, x, keep_weights=False)   # reads each frame
         reads = [i.size + 1 for i in result.instructions if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
         runs[blocks] = (got, cycles, reads)
     assert np.array_equal(runs[2][0], runs[1][0])
@@ -893,12 +893,12 @@ def test_pieces_of_later_blocks_read_in_exposed_drains_save_rtl_cycles(monkeypat
         return sum(getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL and i.size + 1 == 3
                    for i in result.instructions)
 
-    at_125 = compile_graph(fuse(load_onnx(data)), ARCH12, "t", clock_mhz=125)
+    at_125 = compile_graph(fuse(load_onnx(data)), ARCH12, "t", clock_mhz=125, keep_weights=False)
     runs = {}
     for with_pieces in (True, False):
         if not with_pieces:
             monkeypatch.setattr(EarlyReads, "next_piece", lambda *args: None)
-        result, got, cycles = _checked_on_rtl(data, x)
+        result, got, cycles = _checked_on_rtl(data, x, keep_weights=False)   # reads each frame
         runs[with_pieces] = (got, cycles, pieces(result), result)
     assert np.array_equal(runs[True][0], runs[False][0])
     assert runs[True][2] >= 50 and runs[False][2] == 0 == pieces(at_125)
@@ -966,6 +966,37 @@ def test_two_pixels_a_vector_of_the_image_run_as_column_phases_in_fewer_rtl_cycl
     assert [t.stride for t in reading[-1].terms if t.input is phased.graph.input] == [(2, 1)]
     # 864 beats fewer to read, twice the weight loads: 19,790 against 20,408
     assert cycles < 0.985 * single_cycles, (cycles, single_cycles)
+
+
+@needs_rtl
+def test_weights_kept_in_local_memory_between_frames_spare_each_frame_their_reads_on_the_rtl():
+    # kept.py: the weight blocks fill what the activations leave free at the top of local
+    # memory, read once by the program's prologue, which the driver runs when it starts
+    # (tensil.machine.prologue_length finds it). The next frame is the program after the
+    # prologue on the local memory the first left: the outputs of the program without kept
+    # blocks, bit for bit, without its weight reads; the whole program pays the prologue.
+    from tensil.driver import flush_probe
+    from tensil.isa import encode_program
+    from tensil.machine import prologue_length
+
+    b = ModelBuilder((1, 12, 4, 4), 13)
+    y = b.op("LeakyRelu", [b.conv(b.input, 12, 36, 3, pads=1)], alpha=0.1)
+    data = b.model(b.op("Relu", [b.conv(y, 36, 36, 3, pads=1)]))
+    xs = [np.random.default_rng(seed).standard_normal((12, 4, 4)) for seed in (13, 14)]
+    kept, _, whole = _checked_on_rtl(data, xs[0])
+    plain, _, plain_cycles = _checked_on_rtl(data, xs[1], keep_weights=False)
+    program = kept.program
+    assert program.prologue == prologue_length(program.instructions, flush_probe(ARCH12.local_depth - 1, 0, 1)) == 1
+    reads = [i for i in program.instructions[1:] if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
+    assert len(reads) == 1   # the SIMD constants' read alone left: every block kept, with 12 weight rows
+    assert program.kept_vectors == 12 * (27 + 81) + 2 * 3   # and the bias rows of each output block's first
+    dram1 = program.dram1.astype(np.int16)
+    first = cosim.run(kept.program_bytes, kept.dram0_image(xs[0]).astype(np.int16), dram1, ARCH12)
+    after = encode_program(program.instructions[program.prologue:], ARCH12)
+    second = cosim.run(after, kept.dram0_image(xs[1]).astype(np.int16), dram1, ARCH12, local=first.local)
+    assert np.array_equal(kept.output_vectors(second.dram0), plain.run_emulator(xs[1])[0])
+    assert first.cycles == whole
+    assert second.cycles < 0.8 * plain_cycles < plain_cycles < whole, (second.cycles, plain_cycles, whole)
 
 
 @needs_rtl

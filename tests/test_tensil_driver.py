@@ -166,6 +166,56 @@ def test_an_input_the_host_packs_is_given_by_its_onnx_name(packed_model):
         run_model(model, {"Input": _frame()})
 
 
+def test_weights_kept_in_local_memory_are_read_once_when_the_driver_starts(packed_model):
+    """tensil_tools.compiler.kept: the program's first instructions read weight blocks into local
+    memory that nothing after them writes (tensil.machine.prologue_length); the driver runs them
+    with the consts, once, and streams the rest each frame: the outputs are the whole program's."""
+    result, model = packed_model
+    program = decode_program(model.prog_path.read_bytes(), model.arch)
+    board, overlay, tcu = _board(PERF)
+    driver = TensilDriver.from_overlay(overlay, model, allocate=board.allocate)
+    prologue = driver.plan.prologue
+    assert prologue == result.program.prologue == 1 and program[0].kind == DataMoveKind.DRAM1_TO_LOCAL
+    started = len(tcu.executed)
+    assert tcu.executed[:started].count(program[0]) == 1
+    for seed in range(2):
+        x = _frame(seed)
+        out = driver.run({"Input": x}, {"Output": (1, 16, SIZE, SIZE)})["Output"]
+        np.testing.assert_array_equal(out[0], result.output_floats(result.run_emulator(x[0])[0]).astype(np.float32))
+    assert tcu.executed[started:] == 2 * (program[prologue:] + driver._probe())
+
+
+def test_a_prologue_is_the_first_reads_into_local_memory_that_nothing_after_them_writes():
+    from tensil.driver import flush_probe
+    from tensil.isa import LoadWeights, MatMul
+    from tensil.machine import prologue_length
+
+    K = DataMoveKind
+
+    def read(local, dram, count):
+        return DataMove(K.DRAM1_TO_LOCAL, local, dram, count - 1)
+
+    body = [DataMove(K.DRAM0_TO_LOCAL, 0, 0, 9), LoadWeights(100, 12), MatMul(0, 0, 9),
+            DataMove(K.ACC_TO_LOCAL, 20, 0, 9)]
+    assert prologue_length([read(100, 0, 13), read(200, 13, 13)] + body) == 2
+    assert prologue_length(body) == 0 and prologue_length([]) == 0
+    # a move the program overwrites runs every frame, and so does every move after it
+    assert prologue_length([read(100, 0, 13), read(25, 13, 13), read(200, 26, 13)] + body) == 1
+    assert prologue_length([read(25, 13, 13), read(100, 0, 13)] + body) == 0
+    # a strided write touches its vectors only
+    strided = DataMove(K.ACC_TO_LOCAL, 300, 0, 3, local_stride=2)   # 300, 304, 308, 312
+    assert prologue_length([read(301, 0, 3)] + body + [strided]) == 1
+    assert prologue_length([read(301, 0, 4)] + body + [strided]) == 0
+    # what the driver runs after each program counts: its flush probe goes through local memory
+    assert prologue_length([read(8180, 0, 11)] + body, flush_probe(8191, 1, 2)) == 1
+    assert prologue_length([read(8180, 0, 12)] + body, flush_probe(8191, 1, 2)) == 0
+    # DRAM1 that the program writes holds no constant
+    assert prologue_length([read(100, 40, 13)] + body + [DataMove(K.LOCAL_TO_DRAM1, 0, 52, 0)]) == 0
+    # conservative: a move run each frame over an earlier one's vectors keeps that one too
+    assert prologue_length([read(100, 0, 13), read(500, 13, 1), read(105, 20, 2)] + body
+                           + [DataMove(K.ACC_TO_LOCAL, 500, 0, 0)]) == 0
+
+
 def test_memory_is_sized_from_the_model_not_the_tarch(models):
     model = models["pynqz1_perf"]
     program = decode_program(model.prog_path.read_bytes(), model.arch)

@@ -193,8 +193,8 @@ def test_where_the_plane_freeing_plan_spills_the_whole_activation_plan_is_made_t
     made = []
     plain = backend._schedule
 
-    def recording(qgraph, strategy, attempts, free_planes, dram):
-        program = plain(qgraph, strategy, attempts, free_planes, dram)
+    def recording(qgraph, strategy, attempts, free_planes, dram, kept=None):
+        program = plain(qgraph, strategy, attempts, free_planes, dram, kept)
         made.append((free_planes, program))
         return program
     monkeypatch.setattr(backend, "_schedule", recording)

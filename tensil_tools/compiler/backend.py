@@ -55,6 +55,7 @@ from .constants import Constants
 from .early import EarlyReads, candidates, piece_vectors
 from .errors import CompileError, MemoryOverflow
 from .graph import LinearTerm, Value
+from .kept import KeptBlocks, kept_blocks
 from .memory import (
     ActivationPlan,
     Memory,
@@ -117,7 +118,9 @@ class CompiledProgram:
     regions: Dict[str, Region] = dataclasses.field(default_factory=dict)   # by value name
     axi_violations: int = 0   # DRAM moves no placement keeps inside 4 KiB (0 in every program the tests compile)
     dram: MemoryModel = dataclasses.field(default_factory=MemoryModel)   # the DRAM timing it was made for
+    prologue: int = 0         # its first instructions, which read the blocks kept between frames (kept.py)
     _calibrated: Optional[Estimate] = dataclasses.field(default=None, repr=False, compare=False)
+    _frame: Optional[Estimate] = dataclasses.field(default=None, repr=False, compare=False)
 
     def calibrated(self, arch: Architecture) -> Estimate:
         """The RTL-calibrated cycle model's estimate of the program with the DRAM timing it
@@ -125,6 +128,20 @@ class CompiledProgram:
         if self._calibrated is None:
             self._calibrated = estimate_memory_aware(self.instructions, arch, self.dram)
         return self._calibrated
+
+    @property
+    def kept_vectors(self) -> int:
+        """The local vectors its prologue fills, which stay from one frame to the next."""
+        return sum(instruction.size + 1 for instruction in self.instructions[:self.prologue])
+
+    def frame(self, arch: Architecture) -> Estimate:
+        """The same estimate of a frame on a driver that ran the prologue once, when it
+        started (the program after it; the whole program where it has none)."""
+        if not self.prologue:
+            return self.calibrated(arch)
+        if self._frame is None:
+            self._frame = estimate_memory_aware(self.instructions[self.prologue:], arch, self.dram)
+        return self._frame
 
 
 LAZY_WEIGHT_READS = 3   # blocks a group needs before each is read just before its first load
@@ -160,12 +177,15 @@ class _Scheduler:
 
     def __init__(self, qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
                  dram: MemoryModel, prefetch_room: Optional[List[int]] = None,
-                 pieces_of: AbstractSet[Tuple[int, int]] = frozenset()):
+                 pieces_of: AbstractSet[Tuple[int, int]] = frozenset(),
+                 kept: Optional[KeptBlocks] = None):
         self.q = qgraph
         self.arch: Architecture = qgraph.arch
         self.n = qgraph.arch.array_size
         self.fmt = fixed_format(qgraph.arch.data_type)
-        self.program = Program(self.arch, self.arch.accumulator_depth - 1)
+        # the middle of local memory is the real one's where kept blocks fill its top
+        self.program = Program(kept.arch if kept else self.arch, self.arch.accumulator_depth - 1)
+        self.kept = kept
         self.memory = Memory(qgraph, homes, plan)
         self.loaded_block: Optional[Tuple[int, int]] = None   # (local address, block key)
         self.unread_blocks: Dict[Tuple[int, int], int] = {}   # (local address, block) -> its DRAM1 vector
@@ -185,7 +205,8 @@ class _Scheduler:
         self.index = -1                      # the layer being scheduled
         # weight blocks read early (_prefetch), given each layer's room for them
         self.dram = dram
-        self.early = (EarlyReads(qgraph, plan, prefetch_room, pieces_of, piece_vectors(self.arch, dram))
+        self.early = (EarlyReads(qgraph, plan, prefetch_room, pieces_of, piece_vectors(self.arch, dram),
+                                 kept.blocks if kept else ())
                       if prefetch_room is not None else None)
 
     # ------------------------------------------------------------------ zeroing
@@ -265,6 +286,10 @@ class _Scheduler:
 
     # ------------------------------------------------------------------ the program
     def run(self) -> CompiledProgram:
+        if self.kept is not None:   # the prologue
+            self.program.datamove(K.DRAM1_TO_LOCAL, self.kept.base,
+                                  self.constants.image(self.kept.image(self.q)), self.kept.vectors)
+        prologue = len(self.program)
         self.constants.load_simd_constants(self.program, self.memory.local)
         graph = self.q.graph
         region = self.memory.place_input()
@@ -292,7 +317,8 @@ class _Scheduler:
         regions = {v.name: self.memory.regions[id(v)] for v in graph.values() if id(v) in self.memory.regions}
         return CompiledProgram(self.program.instructions, dram1, self.memory.input_dram,
                                self.memory.output_dram, self.memory.dram0_top, self.memory.local.peak,
-                               self.acc_peak, spilled, self.reports, regions, self.axi_violations, self.dram)
+                               self.acc_peak, spilled, self.reports, regions, self.axi_violations, self.dram,
+                               prologue)
 
     # ------------------------------------------------------------------ placement
     def _place_dram1(self) -> np.ndarray:
@@ -388,8 +414,9 @@ class _Scheduler:
         self.headless_blocks.clear()   # the blocks of earlier groups are gone
         self.pieced_blocks.clear()
         addresses: Dict[int, int] = {}
-        early = self.early.blocks if self.early is not None else {}
-        for block in order:   # read early, during an earlier layer (_prefetch)
+        early = dict(self.early.blocks) if self.early is not None else {}
+        early.update(self.kept.blocks if self.kept is not None else {})
+        for block in order:   # read early, during an earlier layer (_prefetch), or kept
             if (self.index, block) in early:
                 address, headless = early[(self.index, block)]
                 addresses[block] = address
@@ -1003,7 +1030,7 @@ STRATEGIES = ("on-chip", "dram0")
 
 
 def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64,
-             dram: Optional[MemoryModel] = None) -> CompiledProgram:
+             dram: Optional[MemoryModel] = None, keep: int = 0) -> CompiledProgram:
     """Plan the activations' memory, then emit the program; spill the largest live activation
     to DRAM0 and plan again until every layer fits, its activations in the plan and its buffers
     at emission (MemoryOverflow when one cannot fit even then).
@@ -1025,26 +1052,29 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64,
     if strategy not in STRATEGIES:
         raise ValueError("strategy must be one of %s, got %r" % (", ".join(STRATEGIES), strategy))
     dram = dram or MemoryModel()
-    program = _schedule(qgraph, strategy, max_attempts, True, dram)
+    kept = kept_blocks(qgraph, keep) if strategy == "on-chip" else None
+    if kept is not None:   # the rest scheduled for the local memory below the kept blocks
+        qgraph = dataclasses.replace(qgraph, arch=kept.scheduled)
+    program = _schedule(qgraph, strategy, max_attempts, True, dram, kept)
     if not program.spilled or strategy != "on-chip":
         return program
-    return _faster(program, _schedule(qgraph, strategy, max_attempts, False, dram), qgraph.arch)
+    return _faster(program, _schedule(qgraph, strategy, max_attempts, False, dram, kept), qgraph.arch)
 
 
 def _faster(program: CompiledProgram, other: CompiledProgram, arch: Architecture) -> CompiledProgram:
-    """`other` where the RTL-calibrated model says it takes fewer cycles, else `program`."""
-    return other if other.calibrated(arch).cycles < program.calibrated(arch).cycles else program
+    """`other` where the RTL-calibrated model says its frame takes fewer cycles, else `program`."""
+    return other if other.frame(arch).cycles < program.frame(arch).cycles else program
 
 
 def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: bool,
-              dram: MemoryModel) -> CompiledProgram:
+              dram: MemoryModel, kept: Optional[KeptBlocks] = None) -> CompiledProgram:
     start = "local" if strategy == "on-chip" else "dram0"
     homes: Dict[int, str] = {id(v): start for v in qgraph.graph.values()}
     homes[id(qgraph.graph.output)] = "dram0"
     for _ in range(max_attempts):
         try:
             plan = plan_activations(qgraph, homes, free_planes)
-            program = _planned(qgraph, homes, plan, dram)
+            program = _planned(qgraph, homes, plan, dram, kept)
         except NoRoom as full:
             spillable = [v for v in full.live if homes.get(id(v)) == "local"]
             if not spillable:
@@ -1057,22 +1087,24 @@ def _schedule(qgraph: QGraph, strategy: str, max_attempts: int, free_planes: boo
         compact = compact_plan(qgraph, plan)
         if compact is not None:
             try:
-                program = _faster(program, _planned(qgraph, homes, compact, dram), qgraph.arch)
+                program = _faster(program, _planned(qgraph, homes, compact, dram, kept), qgraph.arch)
             except (NoRoom, CompileError):   # a layer's buffers found no room around it
                 pass
         return program
     raise CompileError("no memory plan found in %d attempts" % max_attempts)
 
 
-def _planned(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan, dram: MemoryModel) -> CompiledProgram:
+def _planned(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan, dram: MemoryModel,
+             kept: Optional[KeptBlocks] = None) -> CompiledProgram:
     """The program of a plan, with weights read early where that is faster."""
-    scheduler = _Scheduler(qgraph, homes, plan, dram)
+    scheduler = _Scheduler(qgraph, homes, plan, dram, kept=kept)
     program = scheduler.run()
-    return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks, dram)
+    return _with_early_reads(qgraph, homes, plan, program, scheduler.layer_peaks, dram, kept)
 
 
 def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPlan,
-                      program: CompiledProgram, peaks: List[int], dram: MemoryModel) -> CompiledProgram:
+                      program: CompiledProgram, peaks: List[int], dram: MemoryModel,
+                      kept: Optional[KeptBlocks] = None) -> CompiledProgram:
     """The program again with weight blocks read early (_Scheduler._prefetch), each layer giving
     them what it left free in `program`, and that again with pieces (early.py) of the blocks
     it still read in their own layers: the fastest of the three by the RTL-calibrated cycle
@@ -1080,13 +1112,13 @@ def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPla
     the DRAM's latency leaves a drain no room for one, early.piece_vectors)."""
     room = [qgraph.arch.local_depth - 1 - peak for peak in peaks]
     try:
-        scheduler = _Scheduler(qgraph, homes, plan, dram, room)
+        scheduler = _Scheduler(qgraph, homes, plan, dram, room, kept=kept)
         program = _faster(program, scheduler.run(), qgraph.arch)
         assert scheduler.early is not None
         if not scheduler.early.piece:
             return program
         # then pieces of the blocks it read in their own layers, in the drains it left exposed
-        direct = set(candidates(qgraph)) - scheduler.early.read_early
-        return _faster(program, _Scheduler(qgraph, homes, plan, dram, room, direct).run(), qgraph.arch)
+        direct = set(candidates(qgraph)) - scheduler.early.read_early - set(kept.blocks if kept else ())
+        return _faster(program, _Scheduler(qgraph, homes, plan, dram, room, direct, kept).run(), qgraph.arch)
     except (NoRoom, CompileError):
         return program

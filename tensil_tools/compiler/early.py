@@ -21,7 +21,7 @@ layers (`pieces_of`), from the far end of the candidates, which early reads reac
 """
 
 import collections
-from typing import AbstractSet, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Collection, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from tensil.arch import Architecture
 from tensil.emulator import DRAINING_PUSHES
@@ -62,7 +62,8 @@ class EarlyReads:
     """The blocks read early so far and the memory they hold, for one scheduling attempt."""
 
     def __init__(self, qgraph: QGraph, plan: ActivationPlan, room: Sequence[int],
-                 pieces_of: AbstractSet[Key] = frozenset(), piece: int = 0):
+                 pieces_of: AbstractSet[Key] = frozenset(), piece: int = 0,
+                 kept: Collection[Key] = ()):
         self.q = qgraph
         self.pieces_of = pieces_of                  # the blocks a piece may be read of
         self.piece = piece                          # a piece's vectors (piece_vectors)
@@ -73,7 +74,8 @@ class EarlyReads:
         self.blocks: Dict[Key, Tuple[int, bool]] = {}   # -> (local address, read without its bias row)
         self.pieces: Dict[Key, int] = {}             # -> local address of its first vectors
         self.read_early: Set[Key] = set()            # every block read early so far
-        self.pending: Deque[Key] = collections.deque(candidates(qgraph))
+        self.pending: Deque[Key] = collections.deque(   # kept blocks are never read (kept.py)
+            key for key in candidates(qgraph) if key not in kept)
 
     def next(self, index: int, local: Allocator, half: int) -> Optional[Tuple[Key, int]]:
         """The next block to read during layer `index` and the local address it takes (taken
