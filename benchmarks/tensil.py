@@ -430,16 +430,34 @@ def compiled_programs(arch: Architecture) -> List[Tuple[str, List[Instruction], 
     results = [("compiled " + name, compile_graph(fuse(load_onnx(data)), arch, "bench", strategy=strategy))
                for name, data, strategy in models]
     results.append(("compiled ResNet-9 (shipped)", compile_model(ROOT / "models" / "resnet9_f16_strided_32.onnx", arch)))
+    # where weights are kept between frames (kept.py): a frame as our driver runs each (the
+    # program after its prologue, on the local memory a whole run left), and the program
+    # compiled to read every weight each frame
+    for name, data, strategy in models + [("ResNet-9 (shipped)", (ROOT / "models" / "resnet9_f16_strided_32.onnx")
+                                          .read_bytes(), "on-chip")]:
+        kept = next(result for label, result in results if label == "compiled " + name)
+        if kept.program.prologue:
+            results.append(("compiled %s, %s" % (name, WITHOUT_KEPT), compile_graph(
+                fuse(load_onnx(data)), arch, "bench", strategy=strategy, keep_weights=False)))
     rng = np.random.default_rng(0)
     out = []
     for name, result in results:
         x = rng.standard_normal(result.graph.image_shape)
         dram1 = result.program.dram1.astype(np.int16)
-        out.append((name, result.instructions, {
-            "dram0": result.dram0_image(x).astype(np.int16),
-            "dram1": dram1 if len(dram1) else np.zeros((1, arch.array_size), np.int16),
-            "local": None, "accumulators": None}))
+        images = {"dram0": result.dram0_image(x).astype(np.int16),
+                  "dram1": dram1 if len(dram1) else np.zeros((1, arch.array_size), np.int16),
+                  "local": None, "accumulators": None}
+        out.append((name, result.instructions, images))
+        prologue = result.program.prologue
+        if prologue:
+            _, _, report = run(result.instructions, images["dram0"], images["dram1"], arch)
+            out.append(("%s, %s" % (name, A_FRAME), result.instructions[prologue:],
+                        dict(images, local=report.local.astype(np.int16))))
     return out
+
+
+A_FRAME = "a frame"                        # after the prologue, which our driver runs once
+WITHOUT_KEPT = "weights read each frame"   # compiled with keep_weights=False
 
 
 def estimate_section(args: argparse.Namespace) -> Dict[str, Any]:
@@ -482,6 +500,19 @@ def estimate_section(args: argparse.Namespace) -> Dict[str, Any]:
                                      len(compiled), min(compiled), max(compiled))
     print(line)
     verdicts = [line]
+    # kept weights (kept.py): each frame no slower than the program that reads every weight
+    cycles = {r["program"]: r["rtl_cycles"] for r in rows}
+    pairs = [(name[:-len(", " + A_FRAME)], cycles[name]) for name in cycles if name.endswith(", " + A_FRAME)]
+    pairs = [(name, frame, cycles["%s, %s" % (name, WITHOUT_KEPT)]) for name, frame in pairs]
+    if pairs:
+        ratios = [frame / without for _, frame, without in pairs]
+        worst = max(ratios)
+        line = "%s a frame with weights kept between frames vs the program reading them each frame, RTL: " \
+               "at most %.3f over %d programs that keep some (%s)" % (
+                   "PASS" if worst <= 1 else "FAIL", worst, len(pairs), ", ".join(
+                       "%s %d vs %d" % (name[len("compiled "):], frame, without) for name, frame, without in pairs))
+        print(line)
+        verdicts.append(line)
     return {"rows": rows, "summary": summary, "verdicts": verdicts}
 
 
