@@ -414,11 +414,10 @@ class _Scheduler:
         self.headless_blocks.clear()   # the blocks of earlier groups are gone
         self.pieced_blocks.clear()
         addresses: Dict[int, int] = {}
-        early = dict(self.early.blocks) if self.early is not None else {}
-        early.update(self.kept.blocks if self.kept is not None else {})
-        for block in order:   # read early, during an earlier layer (_prefetch), or kept
-            if (self.index, block) in early:
-                address, headless = early[(self.index, block)]
+        for block in order:   # read early, during an earlier layer (_prefetch), or kept (kept.py)
+            ready = self._in_local(block)
+            if ready is not None:
+                address, headless = ready
                 addresses[block] = address
                 if headless:
                     self.headless_blocks.add((address, block))
@@ -450,6 +449,14 @@ class _Scheduler:
                     start = k
         self.loaded_block = None
         return addresses, (base, size)
+
+    def _in_local(self, block: int) -> Optional[Tuple[int, bool]]:
+        """(local address, kept without its zero bias row) of a block of the layer being
+        scheduled that needs no read: kept between frames, or read early; else None."""
+        key = (self.index, block)
+        if self.kept is not None and key in self.kept.blocks:
+            return self.kept.blocks[key]
+        return self.early.blocks.get(key) if self.early is not None else None
 
     @staticmethod
     def _gathered_blocks(region: Region, pixels: int) -> int:
@@ -1048,6 +1055,9 @@ def schedule(qgraph: QGraph, strategy: str = "on-chip", max_attempts: int = 64,
     compiler does (its LocalIsolated strategy): a baseline to measure the on-chip plan by.
     `dram`: the DRAM timing the program is made for (tensil.estimate.MemoryModel.at_clock;
     default 50 MHz), which prices every choice above and sizes the pieces (early.py).
+    `keep`: local vectors for weight blocks kept from one frame to the next (kept.py), the
+    rest scheduled below them; every choice above then weighs a frame, the program after its
+    prologue.
     """
     if strategy not in STRATEGIES:
         raise ValueError("strategy must be one of %s, got %r" % (", ".join(STRATEGIES), strategy))

@@ -35,6 +35,7 @@ from .backend import CompiledProgram, schedule
 from .errors import CompileError
 from .fusion import fuse
 from .graph import Graph, LinearTerm, MaxTerm
+from .kept import kept_blocks
 from .lowering import load_onnx
 from .packing import host_packs_input, host_packs_phases, pack_columns
 from .quantize import QGraph, quantize
@@ -168,8 +169,9 @@ def compile_graph(graph: Graph, arch: Architecture, name: str, strategy: str = "
         packed_calibrated = packed_program.calibrated(arch)
         if packed_calibrated.cycles < calibrated.cycles:
             graph, qgraph, program, calibrated = packed, packed_qgraph, packed_program, packed_calibrated
-    if keep_weights and strategy == "on-chip":   # in what the frame leaves free at its peak
-        kept = schedule(qgraph, strategy, dram=dram, keep=arch.local_depth - 1 - program.local_peak)
+    room = arch.local_depth - 1 - program.local_peak   # what the frame leaves free at its peak
+    if keep_weights and strategy == "on-chip" and kept_blocks(qgraph, room) is not None:
+        kept = schedule(qgraph, strategy, dram=dram, keep=room)
         if kept.frame(arch).cycles < (1 - KEEP_MIN_SAVING) * program.frame(arch).cycles:
             program, calibrated = kept, kept.calibrated(arch)
     size = len(program.instructions) * arch.layout.instruction_bytes
