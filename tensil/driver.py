@@ -19,6 +19,8 @@ The protocol is Tensil's (facts §6), rebuilt around what one model needs:
   compiled with load_consts_to_local, to local memory, and so does what the program's first
   instructions read into local memory that nothing after them writes (the weight blocks a
   program keeps from frame to frame: `tensil.machine.prologue_length`): they run once, here.
+  Another driver or a TcuMachine using the same DMA takes the TCU's DRAM windows and local
+  memory: a driver whose TCU was used since runs its start again before its next frame.
 - A frame. Inputs (ONNX layout, e.g. NCHW float, given by their ONNX names) become Tensil's
   layout, NHWC padded to the array size, or the packed layout a `.tmodel` input's name asks of
   the host (`tensil.layout`), and FP16BP8 with saturation, counted in
@@ -37,6 +39,7 @@ import importlib
 import math
 import pathlib
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -217,6 +220,13 @@ def flush_probe(local: int, source: int, target: int) -> List[Instruction]:
             DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, target, 0)]
 
 
+# The link that last used each TCU (by its DMA object): the DRAM windows a driver configured
+# when it started and the weights its program keeps in local memory are lost to any other use
+# of the TCU in between (another driver, a TcuMachine run), so a driver sets the TCU up again
+# before its next frame then.
+_LAST_USER: "weakref.WeakValueDictionary[int, _TcuLink]" = weakref.WeakValueDictionary()
+
+
 class _TcuLink:
     """The instruction stream to a TCU behind an AXI DMA: transfers in whole stream words, each
     awaited within `timeout_s`, and the poll loop the probes use."""
@@ -249,6 +259,12 @@ class _TcuLink:
             raise DriverError("a DMA transfer of at most %d bytes cannot carry one %d-byte block "
                               "of whole instructions and stream words" % (limit, block))
         return word, block, chunk
+
+    def _claim(self) -> bool:
+        """Make this link the TCU's last user; whether it was already."""
+        was = _LAST_USER.get(id(self.dma)) is self
+        _LAST_USER[id(self.dma)] = self
+        return was
 
     def _whole_words(self, data: bytes) -> bytes:
         """Instruction bytes padded to whole stream words (zero bytes are NoOps)."""
@@ -421,7 +437,8 @@ class TensilDriver(_TcuLink):
         return segments
 
     def _start(self) -> None:
-        """Offsets, the self-test of the TCU's vector size, then the consts."""
+        """Offsets, the self-test of the TCU's vector size, then the consts and the prologue."""
+        self._claim()
         scalars = self.dram0.reshape(-1)
         count = 4 * SELFTEST_MAX_LANES
         pattern = np.arange(1, count + 1, dtype=np.int64)
@@ -466,6 +483,8 @@ class TensilDriver(_TcuLink):
             raise DriverError("the driver was closed")
         report = self.last_run = RunReport()
         started = self._clock()
+        if not self._claim():   # another driver or a TcuMachine used the TCU since: set it up again
+            self._start()
         self._write_inputs(inputs, report)
         token = self._token()
         p = self.plan
@@ -599,6 +618,7 @@ class TcuMachine(_TcuLink):
         source, target = len(images[0]), len(images[0]) + 1          # the probe, after the image
         local = self.arch.local_depth - 1
         report = RunReport()
+        self._claim()
         windows: List[_Window] = []
         try:
             dram = []

@@ -185,6 +185,35 @@ def test_weights_kept_in_local_memory_are_read_once_when_the_driver_starts(packe
     assert tcu.executed[started:] == 2 * (program[prologue:] + driver._probe())
 
 
+def test_drivers_taking_turns_on_one_tcu_set_it_up_again(packed_model, models):
+    """A driver configures the TCU's DRAM windows and runs its prologue (the weights its program
+    keeps in local memory) when it starts; another driver or a TcuMachine using the TCU in
+    between takes both, so a driver whose TCU was used since sets it up again before its frame."""
+    from tensil.driver import TcuMachine
+
+    result, kept = packed_model
+    hand = models["pynqz1_perf"]
+    board, overlay, tcu = _board(PERF)
+    first = TensilDriver.from_overlay(overlay, kept, allocate=board.allocate)
+    second = TensilDriver.from_overlay(overlay, hand, allocate=board.allocate)
+    machine = TcuMachine(overlay.axi_dma_0, hand.arch, allocate=board.allocate)
+    prologue = first.program[0]   # kept.py: its first instruction reads the kept weights
+    for seed in range(2):
+        x = _frame(seed)
+        started = len(tcu.executed)
+        out = first.run({"Input": x}, {"Output": (1, 16, SIZE, SIZE)})["Output"]
+        np.testing.assert_array_equal(out[0], result.output_floats(result.run_emulator(x[0])[0]).astype(np.float32))
+        assert tcu.executed[started:].count(prologue) == 1   # set up again: the other had the TCU
+        np.testing.assert_array_equal(second.run({"Input": x}, {"Output": (1, FEATURES)})["Output"], _emulated(hand, x))
+        machine.run([], np.zeros((1, 12), np.int16), np.zeros((1, 12), np.int16))
+    started = len(tcu.executed)
+    for seed in (5, 6):   # nothing in between: the frames alone
+        first.run({"Input": _frame(seed)})
+    assert tcu.executed[started:].count(prologue) == 1
+    assert tcu.executed[-(len(first.program) + 1):] == first.program[first.plan.prologue:] + first._probe()
+    board.ddr.check_no_hazards()
+
+
 def test_a_prologue_is_the_first_reads_into_local_memory_that_nothing_after_them_writes():
     from tensil.driver import flush_probe
     from tensil.isa import LoadWeights, MatMul
