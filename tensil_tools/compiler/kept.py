@@ -53,9 +53,9 @@ class KeptBlocks:
 
 def kept_blocks(qgraph: QGraph, vectors: int) -> Optional[KeptBlocks]:
     """The blocks of the layers run last (the far end of candidates order, which early reads
-    reach last) that fit in `vectors` of local memory, kept at its top, below its last vector
-    (the driver's probe); None where none fits, or where they would reach into the lower half
-    of local memory (no LoadWeights may cross its middle)."""
+    reach last) that fit in `vectors` of local memory and in its upper half (no LoadWeights may
+    cross its middle), kept at its top, below its last vector (the driver's probe); None where
+    none fits."""
     arch = qgraph.arch
     top = arch.local_depth - 1
     kept: List[Tuple[Key, int, bool]] = []
