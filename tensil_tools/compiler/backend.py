@@ -1128,7 +1128,7 @@ def _with_early_reads(qgraph: QGraph, homes: Dict[int, str], plan: ActivationPla
         if not scheduler.early.piece:
             return program
         # then pieces of the blocks it read in their own layers, in the drains it left exposed
-        direct = set(candidates(qgraph)) - scheduler.early.read_early - set(kept.blocks if kept else ())
+        direct = set(candidates(qgraph)) - scheduler.early.read_early   # kept ones are never pending
         return _faster(program, _Scheduler(qgraph, homes, plan, dram, room, direct, kept).run(), qgraph.arch)
     except (NoRoom, CompileError):
         return program
