@@ -108,7 +108,7 @@ def consts_to_local(model: Any) -> List[Instruction]:
 def prologue_length(program: Sequence[Instruction], after: Sequence[Instruction] = ()) -> int:
     """How many of a program's first instructions fill local memory that nothing after them
     writes, from DRAM1 that nothing writes: moves DRAM1 -> local (a prologue reading weight blocks
-    kept from frame to frame: tensil_tools.compiler.resident). Running the program again without
+    kept from frame to frame: tensil_tools.compiler.kept). Running the program again without
     them leaves every memory as running it whole does, so a driver that keeps local memory between
     frames runs them once. `after`: what the driver runs after each program (its flush probe)."""
     count = 0
