@@ -58,10 +58,9 @@ from device.backends import create_backbone, tmodel_path  # noqa: E402
 from device.model_card import load_card  # noqa: E402
 from device.preprocess import Preprocessor  # noqa: E402
 from tensil.arch import load_tarch  # noqa: E402
-from tensil.driver import TensilDriver, flush_probe  # noqa: E402
+from tensil.driver import TensilDriver, prologue_at_start  # noqa: E402
 from tensil.estimate import estimate, estimate_memory_aware  # noqa: E402
 from tensil.isa import Configure, DataMove, decode_program, encode_program  # noqa: E402
-from tensil.machine import prologue_length  # noqa: E402
 from tensil.tmodel import load_tmodel  # noqa: E402
 from tensil_tools import cosim  # noqa: E402
 from tests.fake_pynq import TENSIL_BITFILE, FakeBoard, FakeDDR, FakeOverlay, FakeTcu  # noqa: E402
@@ -234,7 +233,7 @@ def tcu_section(args: argparse.Namespace, model: Dict[str, Any]) -> Dict[str, An
                     mhz, cycles, cycles / (mhz * 1e3)))
         program = decode_program(compiled.prog_path.read_bytes(), arch)
         # a frame: the driver runs the prologue (the weights kept in local memory) once, at start
-        program = program[prologue_length(program, flush_probe(arch.local_depth - 1, 0, 1)):]
+        program = program[prologue_at_start(program, arch):]
     else:
         program = matmul_program(arch, RESNET9_LAYERS)
         out = {"program": "a ResNet-9's MatMul work (stand-in)", "macs": _macs(program, arch.array_size)}

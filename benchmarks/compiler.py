@@ -157,10 +157,9 @@ def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray, dram: Any = None) -
     """Any .tmodel (ours, or Tensil's from `make compile TENSIL=docker`) on the RTL, its input
     given as float vectors written at the input's DRAM0 base the way the driver does;
     `dram`: the co-simulation's memory model (default: its default)."""
-    from tensil.driver import flush_probe
+    from tensil.driver import prologue_at_start
     from tensil.fixed import fixed_format, from_bytes, from_float_saturating
     from tensil.isa import decode_program, encode_program
-    from tensil.machine import prologue_length
     from tensil.tmodel import load_tmodel
     from tensil_tools import cosim
 
@@ -186,7 +185,7 @@ def tmodel_on_rtl(path: pathlib.Path, x_vectors: np.ndarray, dram: Any = None) -
     figures = {"tmodel": str(path), "rtl_cycles": run.cycles, "instructions": run.instructions,
                "axi_violation": violation}
     program = decode_program(model.prog_path.read_bytes(), arch)
-    prologue = prologue_length(program, flush_probe(arch.local_depth - 1, 0, 1))
+    prologue = prologue_at_start(program, arch)
     if prologue:   # our driver runs it once, when it starts: a frame is the rest
         rest = cosim.run(encode_program(program[prologue:], arch), dram0, dram1, arch, local=run.local, **options)
         figures.update(prologue=prologue, rtl_whole_program_cycles=run.cycles, rtl_cycles=rest.cycles)

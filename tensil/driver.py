@@ -62,7 +62,7 @@ from .machine import MachineRun, Program, consts_to_local, prologue_length
 from .tmodel import TensilModel
 
 __all__ = ["DRAM_ALIGN", "MAX_PROGRAM_BYTES", "PROBE_VECTORS", "MemoryPlan", "RunReport", "TcuMachine", "TensilDriver", "cma_free_bytes",
-           "flush_probe", "stream_block",
+           "flush_probe", "prologue_at_start", "stream_block",
            "plan_memory"]
 
 DRAM_ALIGN = 0x10000       # Configure's DRAM offsets count 64 KiB units
@@ -87,7 +87,7 @@ class MemoryPlan:
     probe_source: int         # DRAM0 vector holding the probe's token
     probe_target: int         # DRAM0 vector the probe writes last
     probe_local: int          # local vector the probe goes through
-    prologue: int = 0         # the program's first instructions, run once at the start (machine.prologue_length)
+    prologue: int = 0         # the program's first instructions, run once at the start (prologue_at_start)
 
     @property
     def dram0_bytes(self) -> int:
@@ -139,7 +139,7 @@ def plan_memory(model: TensilModel, program: Sequence[Instruction], word_bytes: 
                               "needs local vector %d free" % (model.path, top - 1, probe_local))
     instruction = arch.layout.instruction_bytes
     block = stream_block(arch, word_bytes)
-    prologue = prologue_length(program, flush_probe(probe_local, dram0 - 1, dram0 - 2))
+    prologue = prologue_at_start(program, arch)
     streams = [(2 + 2) * instruction,                      # Configure x2, self-test
                (len(model.consts) + prologue + 2) * instruction,   # consts to local, prologue, probe
                (len(program) - prologue + 2) * instruction]   # the rest of the program, probe
@@ -218,6 +218,13 @@ def flush_probe(local: int, source: int, target: int) -> List[Instruction]:
     its value lands in `target` only once every write before it has (the TCU runs in order)."""
     return [DataMove(DataMoveKind.DRAM0_TO_LOCAL, local, source, 0),
             DataMove(DataMoveKind.LOCAL_TO_DRAM0, local, target, 0)]
+
+
+def prologue_at_start(program: Sequence[Instruction], arch: Architecture) -> int:
+    """How many of a program's first instructions TensilDriver runs once, when it starts, and
+    not in each frame (machine.prologue_length, its flush probe after each program: that goes
+    through local memory's last vector; its DRAM0 vectors do not matter there)."""
+    return prologue_length(program, flush_probe(arch.local_depth - 1, 0, 1))
 
 
 # The link that last used each TCU (by its DMA object): the DRAM windows a driver configured

@@ -975,9 +975,8 @@ def test_weights_kept_in_local_memory_between_frames_spare_each_frame_their_read
     # (tensil.machine.prologue_length finds it). The next frame is the program after the
     # prologue on the local memory the first left: the outputs of the program without kept
     # blocks, bit for bit, without its weight reads; the whole program pays the prologue.
-    from tensil.driver import flush_probe
+    from tensil.driver import prologue_at_start
     from tensil.isa import encode_program
-    from tensil.machine import prologue_length
 
     b = ModelBuilder((1, 12, 4, 4), 13)
     y = b.op("LeakyRelu", [b.conv(b.input, 12, 36, 3, pads=1)], alpha=0.1)
@@ -986,7 +985,7 @@ def test_weights_kept_in_local_memory_between_frames_spare_each_frame_their_read
     kept, _, whole = _checked_on_rtl(data, xs[0])
     plain, _, plain_cycles = _checked_on_rtl(data, xs[1], keep_weights=False)
     program = kept.program
-    assert program.prologue == prologue_length(program.instructions, flush_probe(ARCH12.local_depth - 1, 0, 1)) == 1
+    assert program.prologue == prologue_at_start(program.instructions, ARCH12) == 1
     reads = [i for i in program.instructions[1:] if getattr(i, "kind", None) == DataMoveKind.DRAM1_TO_LOCAL]
     assert len(reads) == 1   # the SIMD constants' read alone left: every block kept, with 12 weight rows
     assert program.kept_vectors == 12 * (27 + 81) + 2 * 3   # and the bias rows of each output block's first
