@@ -418,7 +418,7 @@ def compiled_programs(arch: Architecture) -> List[Tuple[str, List[Instruction], 
     sys.path.insert(0, str(ROOT / "tests"))   # the tests' model builders (onnx_kit)
     from test_tensil_compiler import CASES, _model, _wide_model
 
-    from tensil_tools.compiler import compile_graph, compile_model
+    from tensil_tools.compiler import compile_graph
     from tensil_tools.compiler.fusion import fuse
     from tensil_tools.compiler.lowering import load_onnx
 
@@ -427,18 +427,18 @@ def compiled_programs(arch: Architecture) -> List[Tuple[str, List[Instruction], 
                ("strips 3x48x48", _wide_model((1, 3, 48, 48), 3, 4), "on-chip"),
                ("conv stack 16x32x32", _wide_model((1, 16, 32, 32), 16, 16), "on-chip"),
                ("conv stack 64x64x64", _wide_model((1, 64, 64, 64), 64, 64), "on-chip")]
-    results = [("compiled " + name, compile_graph(fuse(load_onnx(data)), arch, "bench", strategy=strategy))
-               for name, data, strategy in models]
-    results.append(("compiled ResNet-9 (shipped)", compile_model(ROOT / "models" / "resnet9_f16_strided_32.onnx", arch)))
+    models.append(("ResNet-9 (shipped)", (ROOT / "models" / "resnet9_f16_strided_32.onnx").read_bytes(), "on-chip"))
+
+    def compiled(data: bytes, strategy: str, **options: Any) -> Any:
+        return compile_graph(fuse(load_onnx(data)), arch, "bench", strategy=strategy, **options)
+
+    made = [(name, data, strategy, compiled(data, strategy)) for name, data, strategy in models]
+    results = [("compiled " + name, result) for name, _, _, result in made]
     # where weights are kept between frames (kept.py): a frame as our driver runs each (the
-    # program after its prologue, on the local memory a whole run left), and the program
-    # compiled to read every weight each frame
-    for name, data, strategy in models + [("ResNet-9 (shipped)", (ROOT / "models" / "resnet9_f16_strided_32.onnx")
-                                          .read_bytes(), "on-chip")]:
-        kept = next(result for label, result in results if label == "compiled " + name)
-        if kept.program.prologue:
-            results.append(("compiled %s, %s" % (name, WITHOUT_KEPT), compile_graph(
-                fuse(load_onnx(data)), arch, "bench", strategy=strategy, keep_weights=False)))
+    # program after its prologue, on the local memory a whole run left, below), and the
+    # program compiled to read every weight each frame
+    results += [("compiled %s, %s" % (name, WITHOUT_KEPT), compiled(data, strategy, keep_weights=False))
+                for name, data, strategy, result in made if result.program.prologue]
     rng = np.random.default_rng(0)
     out = []
     for name, result in results:
