@@ -121,14 +121,16 @@ def _rtl_figures(result: Any, label: str, x: np.ndarray) -> Dict[str, Any]:
     if _rtl_for(result.arch):
         got, _ = result.run_emulator(x)
         on_rtl, run = result.run_rtl(x)
-        # then a frame as our driver runs each (the prologue once, when it starts: kept.py), the
-        # next image on the local memory this run left
-        following = np.flip(x, axis=-1).copy()
-        frame_out, frame = result.run_rtl_frame(following, run)
-        figures.update(rtl_cycles=frame.cycles, rtl_whole_program_cycles=run.cycles,
-                       simulation_seconds=run.wall_seconds + frame.wall_seconds,
-                       rtl_equals_emulator=bool(np.array_equal(on_rtl, got)
-                                                and np.array_equal(frame_out, result.run_emulator(following)[0])))
+        figures.update(rtl_cycles=run.cycles, rtl_whole_program_cycles=run.cycles,
+                       simulation_seconds=run.wall_seconds, rtl_equals_emulator=bool(np.array_equal(on_rtl, got)))
+        if result.program.prologue:
+            # a frame as our driver runs each (the prologue once, when it starts: kept.py), the
+            # next image on the local memory this run left
+            following = np.flip(x, axis=-1).copy()
+            frame_out, frame = result.run_rtl_frame(following, run)
+            figures.update(rtl_cycles=frame.cycles, simulation_seconds=run.wall_seconds + frame.wall_seconds,
+                           rtl_equals_emulator=figures["rtl_equals_emulator"]
+                           and bool(np.array_equal(frame_out, result.run_emulator(following)[0])))
     cycles = figures.get("rtl_cycles", figures["calibrated_frame_cycles"])
     figures["ms_50MHz"], figures["ms_125MHz"] = _ms(cycles, 50), _ms(cycles, 125)
     figures["mac_efficiency"] = result.mac_efficiency(cycles)
